@@ -1,0 +1,374 @@
+#include "broker-adapters/kafka/kafka.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+#include <librdkafka/rdkafka.h>
+#include <spdlog/spdlog.h>
+
+namespace starling::kafka {
+namespace {
+
+struct ConfDeleter {
+  void operator()(rd_kafka_conf_t* c) const { rd_kafka_conf_destroy(c); }
+};
+using ConfPtr = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
+
+Result<ConfPtr> make_conf(const KafkaOptions& options, const std::map<std::string, std::string>& defaults) {
+  if (options.bootstrap.empty()) return fail(Errc::invalid_argument, "--kafka: no bootstrap servers given");
+  ConfPtr conf(rd_kafka_conf_new());
+  std::map<std::string, std::string> props = defaults;
+  props["bootstrap.servers"] = options.bootstrap;
+  props["client.id"] = options.client_id;
+  for (const auto& [k, v] : options.properties) props[k] = v;
+  char err[512];
+  for (const auto& [k, v] : props) {
+    if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      return fail(Errc::invalid_argument, fmt::format("kafka property {}={}: {}", k, v, err));
+    }
+  }
+  rd_kafka_conf_set_log_cb(conf.get(), [](const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
+    // syslog levels: 0-3 errors, 4 warning, 5-6 info, 7 debug.
+    const auto lvl = level <= 3 ? spdlog::level::err : level == 4 ? spdlog::level::warn
+                   : level <= 6 ? spdlog::level::info : spdlog::level::debug;
+    spdlog::log(lvl, "rdkafka {} {}: {}", rd_kafka_name(rk), fac, buf);
+  });
+  return conf;
+}
+
+std::vector<Header> read_headers(const rd_kafka_message_t* m) {
+  std::vector<Header> out;
+  rd_kafka_headers_t* hdrs = nullptr;
+  if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) return out;
+  const char* name = nullptr;
+  const void* val = nullptr;
+  size_t size = 0;
+  for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
+    out.push_back({name, val ? std::string(static_cast<const char*>(val), size) : std::string{}});
+  }
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- producer
+
+struct KafkaProducer::Impl {
+  rd_kafka_t* rk = nullptr;
+  ProducerOptions opts;
+  std::thread poller;
+  std::atomic<bool> stopping{false};
+
+  ~Impl() {
+    stopping = true;
+    if (poller.joinable()) poller.join();
+    if (rk != nullptr) {
+      // Whatever is still queued gets its callback (NOT_PERSISTED on purge).
+      rd_kafka_flush(rk, 5000);
+      rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+      rd_kafka_poll(rk, 0);
+      rd_kafka_destroy(rk);
+    }
+  }
+};
+
+KafkaProducer::KafkaProducer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+KafkaProducer::~KafkaProducer() = default;
+
+Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaOptions& options,
+                                                             ProducerOptions producer_options) {
+  auto conf = make_conf(options, {
+                                     {"enable.idempotence", "true"},
+                                     {"acks", "all"},
+                                     {"linger.ms", "2"},
+                                     {"message.timeout.ms", "30000"},
+                                     {"compression.type", "lz4"},
+                                 });
+  if (!conf) return std::unexpected(conf.error());
+  rd_kafka_conf_set_dr_msg_cb(conf->get(), [](rd_kafka_t*, const rd_kafka_message_t* m, void*) {
+    std::unique_ptr<DeliveryCallback> done(static_cast<DeliveryCallback*>(m->_private));
+    if (!done) return;
+    Delivery d;
+    d.partition = m->partition;
+    d.offset = m->offset;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      d.status = DeliveryStatus::persisted;
+    } else {
+      d.error = rd_kafka_err2str(m->err);
+      d.status = rd_kafka_message_status(m) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED
+                     ? DeliveryStatus::possibly_persisted
+                     : DeliveryStatus::not_persisted;
+    }
+    (*done)(d);
+  });
+  char err[512];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf->get(), err, sizeof err);
+  if (rk == nullptr) return fail(Errc::invalid_argument, fmt::format("kafka producer: {}", err));
+  conf.value().release();  // owned by rk now
+  auto impl = std::make_unique<Impl>();
+  impl->rk = rk;
+  impl->opts = producer_options;
+  impl->poller = std::thread([i = impl.get()] {
+    while (!i->stopping) rd_kafka_poll(i->rk, 100);
+  });
+  return std::unique_ptr<KafkaProducer>(new KafkaProducer(std::move(impl)));
+}
+
+void KafkaProducer::produce(OutMessage msg, DeliveryCallback done) {
+  auto* cb = new DeliveryCallback(std::move(done));
+  rd_kafka_headers_t* hdrs = rd_kafka_headers_new(msg.headers.size());
+  for (const auto& h : msg.headers) {
+    rd_kafka_header_add(hdrs, h.key.data(), static_cast<ssize_t>(h.key.size()), h.value.data(),
+                        static_cast<ssize_t>(h.value.size()));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + impl_->opts.queue_full_wait;
+  for (;;) {
+    const auto err = rd_kafka_producev(
+        impl_->rk, RD_KAFKA_V_TOPIC(msg.topic.c_str()),
+        RD_KAFKA_V_KEY(msg.key.data(), msg.key.size()),
+        RD_KAFKA_V_VALUE(msg.value.data(), msg.value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(cb), RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return;  // rk owns hdrs now
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
+    rd_kafka_headers_destroy(hdrs);
+    std::unique_ptr<DeliveryCallback> owned(cb);
+    (*owned)(Delivery{DeliveryStatus::not_persisted, -1, -1,
+                      fmt::format("produce to {}: {}", msg.topic, rd_kafka_err2str(err))});
+    return;
+  }
+}
+
+Status KafkaProducer::flush(std::chrono::milliseconds timeout) {
+  const auto err = rd_kafka_flush(impl_->rk, static_cast<int>(timeout.count()));
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return fail(Errc::timeout, fmt::format("flush: {} messages still in flight after {} ms",
+                                           rd_kafka_outq_len(impl_->rk), timeout.count()));
+  }
+  return {};
+}
+
+bool KafkaProducer::broker_reachable(std::chrono::milliseconds timeout) {
+  const rd_kafka_metadata_t* md = nullptr;
+  const auto err = rd_kafka_metadata(impl_->rk, 0, nullptr, &md, static_cast<int>(timeout.count()));
+  if (md != nullptr) rd_kafka_metadata_destroy(md);
+  return err == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+Status produce_all(Producer& producer, std::vector<OutMessage> messages, std::chrono::milliseconds timeout) {
+  if (messages.empty()) return {};
+  struct State {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::size_t pending;
+    std::string first_error;
+  };
+  auto st = std::make_shared<State>();
+  st->pending = messages.size();
+  for (auto& m : messages) {
+    auto topic = m.topic;
+    producer.produce(std::move(m), [st, topic](const Delivery& d) {
+      std::lock_guard lock(st->mu);
+      if (d.status != DeliveryStatus::persisted && st->first_error.empty()) {
+        st->first_error = fmt::format("{}: {}{}", topic, d.error,
+                                      d.status == DeliveryStatus::possibly_persisted ? " (possibly persisted)" : "");
+      }
+      if (--st->pending == 0) st->cv.notify_all();
+    });
+  }
+  std::unique_lock lock(st->mu);
+  if (!st->cv.wait_for(lock, timeout, [&] { return st->pending == 0; })) {
+    return fail(Errc::timeout, fmt::format("{} deliveries unconfirmed after {} ms", st->pending, timeout.count()));
+  }
+  if (!st->first_error.empty()) return fail(Errc::unavailable, st->first_error);
+  return {};
+}
+
+// ---------------------------------------------------------------- consumer
+
+struct KafkaConsumer::Impl {
+  rd_kafka_t* rk = nullptr;
+  RebalanceHooks hooks;
+  std::vector<TopicPartition> assigned;
+  bool closed = false;
+};
+
+namespace {
+
+std::vector<TopicPartition> to_vector(const rd_kafka_topic_partition_list_t* parts) {
+  std::vector<TopicPartition> out;
+  for (int i = 0; parts != nullptr && i < parts->cnt; ++i) out.push_back({parts->elems[i].topic, parts->elems[i].partition});
+  return out;
+}
+
+void rebalance_cb(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts, void* opaque) {
+  auto* impl = static_cast<KafkaConsumer::Impl*>(opaque);
+  const auto tps = to_vector(parts);
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    if (impl->hooks.on_assign) {
+      const auto starts = impl->hooks.on_assign(tps);
+      for (int i = 0; i < parts->cnt; ++i) {
+        auto it = starts.find({parts->elems[i].topic, parts->elems[i].partition});
+        if (it != starts.end()) parts->elems[i].offset = it->second;
+      }
+    }
+    spdlog::info("assigned {} partitions", tps.size());
+    rd_kafka_assign(rk, parts);
+    impl->assigned = tps;
+  } else {
+    if (impl->hooks.on_revoke) impl->hooks.on_revoke(tps);
+    spdlog::info("revoked {} partitions", tps.size());
+    rd_kafka_assign(rk, nullptr);
+    impl->assigned.clear();
+  }
+}
+
+}  // namespace
+
+KafkaConsumer::KafkaConsumer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+KafkaConsumer::~KafkaConsumer() {
+  close();
+  if (impl_->rk != nullptr) rd_kafka_destroy(impl_->rk);
+}
+
+Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const KafkaOptions& options, const std::string& group_id,
+                                                             const std::vector<std::string>& topics,
+                                                             RebalanceHooks hooks) {
+  auto conf = make_conf(options, {
+                                     {"group.id", group_id},
+                                     {"enable.auto.commit", "false"},
+                                     {"enable.auto.offset.store", "false"},
+                                     {"auto.offset.reset", "earliest"},
+                                     {"session.timeout.ms", "10000"},
+                                     {"heartbeat.interval.ms", "1000"},
+                                     {"partition.assignment.strategy", "range"},
+                                 });
+  if (!conf) return std::unexpected(conf.error());
+  auto impl = std::make_unique<Impl>();
+  impl->hooks = std::move(hooks);
+  rd_kafka_conf_set_rebalance_cb(conf->get(), rebalance_cb);
+  rd_kafka_conf_set_opaque(conf->get(), impl.get());
+  char err[512];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), err, sizeof err);
+  if (rk == nullptr) return fail(Errc::invalid_argument, fmt::format("kafka consumer: {}", err));
+  conf.value().release();
+  impl->rk = rk;
+  rd_kafka_poll_set_consumer(rk);
+  auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(topics.size()));
+  for (const auto& t : topics) rd_kafka_topic_partition_list_add(list, t.c_str(), RD_KAFKA_PARTITION_UA);
+  const auto serr = rd_kafka_subscribe(rk, list);
+  rd_kafka_topic_partition_list_destroy(list);
+  std::unique_ptr<KafkaConsumer> consumer(new KafkaConsumer(std::move(impl)));
+  if (serr != RD_KAFKA_RESP_ERR_NO_ERROR) return fail(Errc::invalid_argument, fmt::format("subscribe: {}", rd_kafka_err2str(serr)));
+  return consumer;
+}
+
+Result<std::vector<InMessage>> KafkaConsumer::poll_batch(std::size_t max, std::chrono::milliseconds timeout) {
+  std::vector<InMessage> out;
+  auto wait = timeout;
+  while (out.size() < max) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(impl_->rk, static_cast<int>(wait.count()));
+    if (m == nullptr) break;
+    std::unique_ptr<rd_kafka_message_t, decltype(&rd_kafka_message_destroy)> owned(m, rd_kafka_message_destroy);
+    switch (m->err) {
+      case RD_KAFKA_RESP_ERR_NO_ERROR: {
+        InMessage in;
+        in.topic = rd_kafka_topic_name(m->rkt);
+        in.partition = m->partition;
+        in.offset = m->offset;
+        in.timestamp_ms = rd_kafka_message_timestamp(m, nullptr);
+        if (m->key != nullptr) in.key.assign(static_cast<const char*>(m->key), m->key_len);
+        if (m->payload != nullptr) in.value.assign(static_cast<const char*>(m->payload), m->len);
+        in.headers = read_headers(m);
+        out.push_back(std::move(in));
+        break;
+      }
+      case RD_KAFKA_RESP_ERR__PARTITION_EOF:
+      case RD_KAFKA_RESP_ERR__TIMED_OUT:
+        break;  // information, not failure
+      default:
+        if (rd_kafka_fatal_error(impl_->rk, nullptr, 0) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+          return fail(Errc::unavailable, fmt::format("consumer fatal error: {}", rd_kafka_message_errstr(m)));
+        }
+        spdlog::warn("consumer: {}", rd_kafka_message_errstr(m));
+    }
+    wait = std::chrono::milliseconds(0);  // take only what is already fetched
+  }
+  return out;
+}
+
+Status KafkaConsumer::commit(const std::map<TopicPartition, int64_t>& next_offsets) {
+  if (next_offsets.empty()) return {};
+  auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(next_offsets.size()));
+  for (const auto& [tp, off] : next_offsets) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition)->offset = off;
+  const auto err = rd_kafka_commit(impl_->rk, list, 0);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return fail(Errc::unavailable, fmt::format("commit: {}", rd_kafka_err2str(err)));
+  return {};
+}
+
+void KafkaConsumer::close() {
+  if (impl_->closed || impl_->rk == nullptr) return;
+  impl_->closed = true;
+  rd_kafka_consumer_close(impl_->rk);
+}
+
+std::vector<TopicPartition> KafkaConsumer::assignment() const { return impl_->assigned; }
+
+// ---------------------------------------------------------------- admin
+
+Status create_topics(const KafkaOptions& options, const std::vector<TopicSpec>& topics,
+                     std::chrono::milliseconds timeout) {
+  auto conf = make_conf(options, {});
+  if (!conf) return std::unexpected(conf.error());
+  char err[512];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf->get(), err, sizeof err);
+  if (rk == nullptr) return fail(Errc::invalid_argument, fmt::format("kafka admin: {}", err));
+  conf.value().release();
+  std::unique_ptr<rd_kafka_t, decltype(&rd_kafka_destroy)> owned(rk, rd_kafka_destroy);
+
+  std::vector<rd_kafka_NewTopic_t*> specs;
+  for (const auto& t : topics) {
+    auto* nt = rd_kafka_NewTopic_new(t.name.c_str(), t.partitions, t.replication, err, sizeof err);
+    if (nt == nullptr) {
+      for (auto* s : specs) rd_kafka_NewTopic_destroy(s);
+      return fail(Errc::invalid_argument, fmt::format("topic {}: {}", t.name, err));
+    }
+    specs.push_back(nt);
+  }
+  rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+  rd_kafka_AdminOptions_t* opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+  rd_kafka_AdminOptions_set_operation_timeout(opts, static_cast<int>(timeout.count()), err, sizeof err);
+  rd_kafka_CreateTopics(rk, specs.data(), specs.size(), opts, q);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(q, static_cast<int>(timeout.count()) + 1000);
+  Status result;
+  if (ev == nullptr) {
+    result = fail(Errc::timeout, "create topics: no answer from the broker");
+  } else if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    result = fail(Errc::unavailable, fmt::format("create topics: {}", rd_kafka_event_error_string(ev)));
+  } else {
+    size_t n = 0;
+    const auto* res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+    for (size_t i = 0; i < n; ++i) {
+      const auto e = rd_kafka_topic_result_error(res[i]);
+      if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+        result = fail(Errc::unavailable, fmt::format("create topic {}: {}", rd_kafka_topic_result_name(res[i]),
+                                                     rd_kafka_topic_result_error_string(res[i])));
+        break;
+      }
+    }
+  }
+  if (ev != nullptr) rd_kafka_event_destroy(ev);
+  rd_kafka_AdminOptions_destroy(opts);
+  rd_kafka_queue_destroy(q);
+  for (auto* s : specs) rd_kafka_NewTopic_destroy(s);
+  return result;
+}
+
+}  // namespace starling::kafka

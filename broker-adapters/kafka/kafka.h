@@ -1,0 +1,151 @@
+#pragma once
+// The only code in Starling that talks to librdkafka. Services see these
+// narrow interfaces (STYLE.md §2), so they run unchanged on starling-broker,
+// Apache Kafka or Redpanda, and tests can cut them.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "services/common/error.h"
+
+namespace starling::kafka {
+
+struct KafkaOptions {
+  std::string bootstrap;                          // host:port[,host:port]
+  std::string client_id = "starling";
+  std::map<std::string, std::string> properties;  // raw librdkafka overrides
+};
+
+struct Header {
+  std::string key;
+  std::string value;
+};
+
+/// The header that carries the envelope's trace id on every data message.
+inline constexpr const char* kTraceHeader = "trace-id";
+
+struct OutMessage {
+  std::string topic;
+  std::string key;
+  std::string value;
+  std::vector<Header> headers;
+};
+
+/// What a delivery report says. PERSISTED means the broker acknowledged it
+/// with acks=all; POSSIBLY_PERSISTED means it was sent but the answer was
+/// lost (a retry with the same idempotent producer cannot duplicate it, but
+/// the caller must not claim success); NOT_PERSISTED means it never got in.
+enum class DeliveryStatus { persisted, possibly_persisted, not_persisted };
+
+struct Delivery {
+  DeliveryStatus status = DeliveryStatus::not_persisted;
+  int32_t partition = -1;
+  int64_t offset = -1;
+  std::string error;  // empty when persisted
+};
+
+using DeliveryCallback = std::function<void(const Delivery&)>;
+
+/// Lifecycle: create, produce from any thread, flush, destroy. Delivery
+/// callbacks run on the producer's own poll thread, exactly once per message.
+class Producer {
+ public:
+  virtual ~Producer() = default;
+  virtual void produce(OutMessage msg, DeliveryCallback done) = 0;
+  /// Waits until every produced message has had its callback.
+  virtual Status flush(std::chrono::milliseconds timeout) = 0;
+};
+
+struct ProducerOptions {
+  /// When librdkafka's queue is full: wait up to this long for room, then
+  /// report NOT_PERSISTED. Ingest uses 0 (answer 503 at once); stages wait.
+  std::chrono::milliseconds queue_full_wait{0};
+};
+
+/// Idempotent (enable.idempotence=true, acks=all) librdkafka producer.
+class KafkaProducer final : public Producer {
+ public:
+  static Result<std::unique_ptr<KafkaProducer>> create(const KafkaOptions& options,
+                                                       ProducerOptions producer_options = {});
+  ~KafkaProducer() override;
+  void produce(OutMessage msg, DeliveryCallback done) override;
+  Status flush(std::chrono::milliseconds timeout) override;
+  /// True when a broker answered within `timeout` (for /readyz).
+  bool broker_reachable(std::chrono::milliseconds timeout);
+
+ private:
+  struct Impl;
+  explicit KafkaProducer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Produces every message and waits for all delivery reports. Returns the
+/// first failure, naming the topic; OK only when every one is PERSISTED.
+Status produce_all(Producer& producer, std::vector<OutMessage> messages, std::chrono::milliseconds timeout);
+
+struct TopicPartition {
+  std::string topic;
+  int32_t partition = 0;
+  auto operator<=>(const TopicPartition&) const = default;
+};
+
+struct InMessage {
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  int64_t timestamp_ms = 0;
+  std::string key;
+  std::string value;
+  std::vector<Header> headers;
+};
+
+/// Called inside poll() on the polling thread when the group changes.
+struct RebalanceHooks {
+  /// Returns where to start each newly assigned partition; a partition left
+  /// out starts at the group's committed offset (or the earliest).
+  std::function<std::map<TopicPartition, int64_t>(const std::vector<TopicPartition>&)> on_assign;
+  /// Runs before partitions are taken away: flush state for them here.
+  std::function<void(const std::vector<TopicPartition>&)> on_revoke;
+};
+
+/// A consumer-group member with auto-commit and auto offset store off: the
+/// caller stores offsets where it stores its effects (STYLE.md §4).
+class KafkaConsumer {
+ public:
+  static Result<std::unique_ptr<KafkaConsumer>> create(const KafkaOptions& options, const std::string& group_id,
+                                                       const std::vector<std::string>& topics, RebalanceHooks hooks);
+  ~KafkaConsumer();
+
+  /// Returns up to `max` messages, waiting at most `timeout` for the first and
+  /// taking whatever else is already there. An empty batch is normal.
+  Result<std::vector<InMessage>> poll_batch(std::size_t max, std::chrono::milliseconds timeout);
+  /// Commits "next offset to read" per partition to the group, synchronously.
+  Status commit(const std::map<TopicPartition, int64_t>& next_offsets);
+  /// Leaves the group (revoking through the hooks). Idempotent.
+  void close();
+  std::vector<TopicPartition> assignment() const;
+
+  struct Impl;  // public only so librdkafka's C rebalance callback can reach it
+
+ private:
+  explicit KafkaConsumer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct TopicSpec {
+  std::string name;
+  int partitions = 1;
+  int replication = -1;  // the broker's default
+};
+
+/// Creates topics through the admin API; a topic that exists already is fine.
+Status create_topics(const KafkaOptions& options, const std::vector<TopicSpec>& topics,
+                     std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+}  // namespace starling::kafka

@@ -1,0 +1,251 @@
+#include "services/common/http.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <boost/asio.hpp>
+#include <boost/beast.hpp>
+#include <nlohmann/json.hpp>
+
+namespace starling {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+HttpResponse json_error(int status, const std::string& code, const std::string& message,
+                        const std::string& field) {
+  nlohmann::json err = {{"code", code}, {"message", message}};
+  if (!field.empty()) err["field"] = field;
+  return HttpResponse{status, nlohmann::json{{"error", err}}.dump(), "application/json", {}};
+}
+
+namespace {
+
+std::string url_decode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%' && i + 2 < s.size()) {
+      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+HttpRequest to_request(const http::request<http::string_body>& req) {
+  HttpRequest r;
+  r.method = std::string(req.method_string());
+  const std::string target(req.target());
+  const auto q = target.find('?');
+  r.path = target.substr(0, q);
+  if (q != std::string::npos) {
+    std::string_view rest(target);
+    rest.remove_prefix(q + 1);
+    while (!rest.empty()) {
+      const auto amp = rest.find('&');
+      const auto part = rest.substr(0, amp);
+      const auto eq = part.find('=');
+      try {
+        r.query[url_decode(part.substr(0, eq))] = eq == std::string_view::npos ? "" : url_decode(part.substr(eq + 1));
+      } catch (const std::exception&) {
+        // A malformed escape leaves the parameter out; the handler reports it missing.
+      }
+      if (amp == std::string_view::npos) break;
+      rest.remove_prefix(amp + 1);
+    }
+  }
+  for (const auto& f : req) {
+    std::string name(f.name_string());
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    r.headers[name] = std::string(f.value());
+  }
+  r.body = req.body();
+  return r;
+}
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, const HttpHandler& handler, const HttpServerOptions& opts)
+      : stream_(std::move(socket)), handler_(handler), opts_(opts) {}
+
+  void start() { read(); }
+
+ private:
+  void read() {
+    parser_.emplace();
+    parser_->body_limit(opts_.body_limit);
+    parser_->header_limit(16 * 1024);
+    stream_.expires_after(std::chrono::seconds(opts_.read_timeout_s));
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset) {
+      close();
+      return;
+    }
+    if (ec == http::error::body_limit) {
+      keep_alive_ = false;
+      send(json_error(413, "body_too_large", fmt::format("request body exceeds {} bytes", opts_.body_limit)));
+      return;
+    }
+    if (ec) {
+      keep_alive_ = false;
+      send(json_error(400, "bad_request", ec.message()));
+      return;
+    }
+    auto req = parser_->release();
+    keep_alive_ = req.keep_alive();
+    stream_.expires_never();  // the handler may take a while (durable acks)
+    auto self = shared_from_this();
+    handler_(to_request(req), [self](HttpResponse resp) {
+      // Responders run on foreign threads; hop onto this connection's executor.
+      asio::post(self->stream_.get_executor(), [self, resp = std::move(resp)]() mutable { self->send(std::move(resp)); });
+    });
+  }
+
+  void send(HttpResponse resp) {
+    auto msg = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(resp.status), 11);
+    msg->set(http::field::server, "starling");
+    msg->set(http::field::content_type, resp.content_type);
+    for (const auto& [k, v] : resp.headers) msg->set(k, v);
+    msg->keep_alive(keep_alive_);
+    msg->body() = std::move(resp.body);
+    msg->prepare_payload();
+    http::async_write(stream_, *msg, [self = shared_from_this(), msg](beast::error_code ec, std::size_t) {
+      if (ec || !self->keep_alive_) {
+        self->close();
+      } else {
+        self->read();
+      }
+    });
+  }
+
+  void close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  const HttpHandler& handler_;
+  const HttpServerOptions& opts_;
+  bool keep_alive_ = true;
+};
+
+}  // namespace
+
+struct HttpServer::Impl {
+  HttpServerOptions opts;
+  HttpHandler handler;
+  asio::io_context ioc;
+  tcp::acceptor acceptor{ioc};
+  std::vector<std::thread> threads;
+  uint16_t port = 0;
+  bool running = false;
+
+  void accept() {
+    acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+      if (!acceptor.is_open()) return;
+      if (!ec) std::make_shared<Session>(std::move(socket), handler, opts)->start();
+      accept();
+    });
+  }
+};
+
+HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler) : impl_(std::make_unique<Impl>()) {
+  impl_->opts = std::move(options);
+  impl_->handler = std::move(handler);
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+void HttpServer::start() {
+  auto& i = *impl_;
+  const tcp::endpoint ep(asio::ip::make_address(i.opts.address), i.opts.port);
+  i.acceptor.open(ep.protocol());
+  i.acceptor.set_option(asio::socket_base::reuse_address(true));
+  beast::error_code ec;
+  i.acceptor.bind(ep, ec);
+  if (ec) throw std::runtime_error(fmt::format("cannot bind {}:{}: {}", i.opts.address, i.opts.port, ec.message()));
+  i.acceptor.listen(asio::socket_base::max_listen_connections);
+  i.port = i.acceptor.local_endpoint().port();
+  i.accept();
+  i.running = true;
+  for (int t = 0; t < std::max(1, i.opts.threads); ++t) i.threads.emplace_back([&i] { i.ioc.run(); });
+}
+
+void HttpServer::stop() {
+  auto& i = *impl_;
+  if (!i.running) return;
+  i.running = false;
+  asio::post(i.ioc, [&i] {
+    beast::error_code ec;
+    i.acceptor.close(ec);
+  });
+  i.ioc.stop();
+  for (auto& t : i.threads) t.join();
+  i.threads.clear();
+}
+
+uint16_t HttpServer::port() const { return impl_->port; }
+
+Result<HttpResponse> http_call(const std::string& method, const std::string& url, const std::string& body,
+                               const std::map<std::string, std::string>& headers, int timeout_ms) {
+  constexpr std::string_view scheme = "http://";
+  if (!url.starts_with(scheme)) return fail(Errc::invalid_argument, "expected an http:// URL, got " + url);
+  const auto rest = url.substr(scheme.size());
+  const auto slash = rest.find('/');
+  const auto hostport = rest.substr(0, slash);
+  const auto target = slash == std::string::npos ? std::string("/") : rest.substr(slash);
+  const auto colon = hostport.rfind(':');
+  const auto host = hostport.substr(0, colon);
+  const auto port = colon == std::string::npos ? std::string("80") : hostport.substr(colon + 1);
+  try {
+    asio::io_context ioc;
+    tcp::resolver resolver(ioc);
+    beast::tcp_stream stream(ioc);
+    stream.expires_after(std::chrono::milliseconds(timeout_ms));
+    stream.connect(resolver.resolve(host, port));
+    http::request<http::string_body> req(http::string_to_verb(method), target, 11);
+    req.set(http::field::host, host);
+    req.set(http::field::content_type, "application/json");
+    for (const auto& [k, v] : headers) req.set(k, v);
+    req.body() = body;
+    req.prepare_payload();
+    http::write(stream, req);
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(256 << 20);
+    http::read(stream, buffer, parser);
+    const auto& res = parser.get();
+    HttpResponse out{static_cast<int>(res.result_int()), res.body(), std::string(res[http::field::content_type]), {}};
+    for (const auto& f : res) out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    beast::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+    return out;
+  } catch (const beast::system_error& e) {
+    return fail(Errc::unavailable, fmt::format("{} {}: {}", method, url, e.code().message()));
+  }
+}
+
+void write_port_file(const std::string& path, const std::string& content) {
+  const auto tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << content << "\n";
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace starling

@@ -1,0 +1,86 @@
+#pragma once
+// A small HTTP/1.1 server and client over Boost.Beast, shared by every service
+// that speaks HTTP (ingest's front door, the saga API) and by the CLI.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "services/common/error.h"
+
+namespace starling {
+
+struct HttpRequest {
+  std::string method;
+  std::string path;                           // target without the query string
+  std::map<std::string, std::string> query;   // decoded ?a=b&c=d
+  std::map<std::string, std::string> headers; // names lowercased
+  std::string body;
+
+  std::string header(const std::string& lower_name) const {
+    auto it = headers.find(lower_name);
+    return it == headers.end() ? std::string{} : it->second;
+  }
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+/// A JSON error body {"error": {"code": ..., "message": ..., "field": ...}}.
+HttpResponse json_error(int status, const std::string& code, const std::string& message,
+                        const std::string& field = {});
+
+/// Completes a request. May be called from any thread, exactly once.
+using HttpResponder = std::function<void(HttpResponse)>;
+
+/// Handles one request. It may answer later (for example from a Kafka delivery
+/// report callback): the connection waits, the server's threads do not.
+using HttpHandler = std::function<void(HttpRequest, HttpResponder)>;
+
+struct HttpServerOptions {
+  std::string address = "127.0.0.1";
+  uint16_t port = 0;               // 0 picks a free port; see HttpServer::port()
+  int threads = 2;
+  std::size_t body_limit = 8 << 20;
+  int read_timeout_s = 30;         // a client that sends nothing for this long is dropped
+};
+
+/// Async HTTP server with keep-alive. Threads: `threads` io threads run the
+/// handlers; start() returns once the socket is listening.
+class HttpServer {
+ public:
+  HttpServer(HttpServerOptions options, HttpHandler handler);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  /// Binds and starts the io threads. Throws std::runtime_error when the
+  /// address cannot be bound (startup only).
+  void start();
+  /// Stops accepting and joins the threads. Idempotent.
+  void stop();
+  uint16_t port() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Blocking HTTP client for the CLI and tests. `url` is http://host:port/path.
+Result<HttpResponse> http_call(const std::string& method, const std::string& url,
+                               const std::string& body = {},
+                               const std::map<std::string, std::string>& headers = {},
+                               int timeout_ms = 10'000);
+
+/// Writes "port" to `path` atomically (tmp + rename), so a supervisor or test
+/// that polls the file never reads half of it.
+void write_port_file(const std::string& path, const std::string& content);
+
+}  // namespace starling

@@ -1,0 +1,14 @@
+#include "services/common/ids.h"
+
+#include <random>
+
+#include <fmt/format.h>
+
+namespace starling {
+
+std::string random_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{:016x}{:016x}", rng(), rng());
+}
+
+}  // namespace starling

@@ -1,0 +1,116 @@
+#include "services/common/process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+namespace starling {
+
+ChildProcess::ChildProcess(ChildProcess&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)), status_(other.status_) {}
+
+ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
+  if (this != &other) {
+    if (pid_ > 0 && !status_) stop(std::chrono::milliseconds(0));
+    pid_ = std::exchange(other.pid_, -1);
+    status_ = other.status_;
+  }
+  return *this;
+}
+
+ChildProcess::~ChildProcess() {
+  if (pid_ > 0 && !status_) {
+    ::kill(pid_, SIGKILL);
+    int st = 0;
+    ::waitpid(pid_, &st, 0);
+  }
+}
+
+Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, const std::string& log_file) {
+  if (argv.empty()) return fail(Errc::invalid_argument, "spawn: empty argv");
+  if (::access(argv[0].c_str(), X_OK) != 0)
+    return fail(Errc::not_found, fmt::format("spawn: {} is not an executable: {}", argv[0], std::strerror(errno)));
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) return fail(Errc::io, fmt::format("fork: {}", std::strerror(errno)));
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    ::setpgid(0, 0);  // Ctrl-C reaches the supervisor, which stops children in order
+    if (!log_file.empty()) {
+      const int fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+        ::close(fd);
+      }
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  ChildProcess c;
+  c.pid_ = pid;
+  return c;
+}
+
+bool ChildProcess::running() {
+  if (pid_ <= 0 || status_) return false;
+  int st = 0;
+  const pid_t r = ::waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    status_ = st;
+    return false;
+  }
+  return true;
+}
+
+void ChildProcess::signal(int sig) const {
+  if (pid_ > 0 && !status_) ::kill(pid_, sig);
+}
+
+std::optional<int> ChildProcess::wait(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (running()) {
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return status_;
+}
+
+int ChildProcess::stop(std::chrono::milliseconds grace) {
+  if (pid_ <= 0) return 0;
+  signal(SIGTERM);
+  if (auto st = wait(grace)) return *st;
+  signal(SIGKILL);
+  return wait(std::chrono::seconds(30)).value_or(-1);
+}
+
+Result<std::string> wait_for_file(const std::string& path, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in(path);
+    std::string line;
+    if (in && std::getline(in, line) && !line.empty()) return line;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return fail(Errc::timeout, fmt::format("{} did not appear within {} ms", path, timeout.count()));
+}
+
+std::string executable_dir() {
+  return std::filesystem::canonical("/proc/self/exe").parent_path().string();
+}
+
+}  // namespace starling

@@ -1,0 +1,50 @@
+#pragma once
+// Child processes for the supervisor (`starling up`) and for tests that run
+// the real executables and kill them at the worst moment.
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <sys/types.h>
+
+#include "services/common/error.h"
+
+namespace starling {
+
+class ChildProcess {
+ public:
+  ChildProcess() = default;
+  ChildProcess(ChildProcess&& other) noexcept;
+  ChildProcess& operator=(ChildProcess&& other) noexcept;
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  /// Kills (SIGKILL) and reaps a child still running: a test that fails
+  /// half-way leaves no process behind.
+  ~ChildProcess();
+
+  /// Starts argv[0] (a path) with stdout and stderr appended to `log_file`
+  /// (inherited when empty). The child dies with its parent (PR_SET_PDEATHSIG).
+  static Result<ChildProcess> spawn(const std::vector<std::string>& argv, const std::string& log_file = {});
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  void signal(int sig) const;
+  /// Waits up to `timeout` for exit; returns the wait status, or nullopt.
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  /// SIGTERM, then SIGKILL after `grace`. Returns the wait status.
+  int stop(std::chrono::milliseconds grace = std::chrono::seconds(10));
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+/// Polls until `path` exists and is non-empty, returning its first line.
+Result<std::string> wait_for_file(const std::string& path, std::chrono::milliseconds timeout);
+
+/// The folder of the running executable (so `starling up` finds its siblings).
+std::string executable_dir();
+
+}  // namespace starling

@@ -1,0 +1,75 @@
+#include "services/common/records.h"
+
+#include <fmt/format.h>
+#include <google/protobuf/timestamp.pb.h>
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+#include <nlohmann/json.hpp>
+
+namespace starling {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+
+std::unique_ptr<Message> new_record(const PipelineConfig& p) {
+  const auto* proto = google::protobuf::MessageFactory::generated_factory()->GetPrototype(p.descriptor);
+  STARLING_ASSERT(proto != nullptr, "no prototype for {}", p.message_type);
+  return std::unique_ptr<Message>(proto->New());
+}
+
+Result<std::unique_ptr<Message>> record_from_json(const PipelineConfig& p, const nlohmann::json& record) {
+  if (!record.is_object()) return fail(Errc::invalid_argument, fmt::format("expected a JSON object, got {}", record.type_name()));
+  auto msg = new_record(p);
+  google::protobuf::util::JsonParseOptions opts;
+  opts.ignore_unknown_fields = false;
+  const auto st = google::protobuf::util::JsonStringToMessage(record.dump(), msg.get(), opts);
+  if (!st.ok()) return fail(Errc::invalid_argument, std::string(st.message()));
+  return msg;
+}
+
+Result<std::unique_ptr<Message>> record_from_bytes(const PipelineConfig& p, const std::string& bytes) {
+  auto msg = new_record(p);
+  if (!msg->ParseFromString(bytes)) return fail(Errc::invalid_argument, fmt::format("payload is not a valid {}", p.message_type));
+  return msg;
+}
+
+std::string record_to_json(const Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, opts);
+  return out;
+}
+
+std::string field_text(const Message& m, const FieldDescriptor* f) {
+  const auto* r = m.GetReflection();
+  if (f->has_presence() && !r->HasField(m, f)) return {};
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32: return std::to_string(r->GetInt32(m, f));
+    case FieldDescriptor::CPPTYPE_INT64: return std::to_string(r->GetInt64(m, f));
+    case FieldDescriptor::CPPTYPE_UINT32: return std::to_string(r->GetUInt32(m, f));
+    case FieldDescriptor::CPPTYPE_UINT64: return std::to_string(r->GetUInt64(m, f));
+    case FieldDescriptor::CPPTYPE_DOUBLE: return fmt::format("{}", r->GetDouble(m, f));
+    case FieldDescriptor::CPPTYPE_FLOAT: return fmt::format("{}", r->GetFloat(m, f));
+    case FieldDescriptor::CPPTYPE_BOOL: return r->GetBool(m, f) ? "true" : "false";
+    case FieldDescriptor::CPPTYPE_ENUM: return r->GetEnum(m, f)->name();
+    case FieldDescriptor::CPPTYPE_STRING: return r->GetString(m, f);
+    case FieldDescriptor::CPPTYPE_MESSAGE: {
+      const auto& sub = r->GetMessage(m, f);
+      if (const auto* ts = dynamic_cast<const google::protobuf::Timestamp*>(&sub)) {
+        return google::protobuf::util::TimeUtil::ToString(*ts);
+      }
+      return record_to_json(sub);
+    }
+  }
+  return {};
+}
+
+int64_t timestamp_ms(const Message& m, const FieldDescriptor* f) {
+  if (f == nullptr || !m.GetReflection()->HasField(m, f)) return 0;
+  const auto& sub = m.GetReflection()->GetMessage(m, f);
+  const auto* ts = dynamic_cast<const google::protobuf::Timestamp*>(&sub);
+  return ts == nullptr ? 0 : google::protobuf::util::TimeUtil::TimestampToMilliseconds(*ts);
+}
+
+}  // namespace starling

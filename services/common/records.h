@@ -1,0 +1,37 @@
+#pragma once
+// Converting device records to and from the pipeline's Protobuf type, and
+// reading a record's special fields, all through reflection.
+
+#include <memory>
+#include <string>
+
+#include <google/protobuf/message.h>
+#include <nlohmann/json_fwd.hpp>
+
+#include "services/common/error.h"
+#include "services/common/pipeline.h"
+
+namespace starling {
+
+/// An empty message of the pipeline's type.
+std::unique_ptr<google::protobuf::Message> new_record(const PipelineConfig& p);
+
+/// Converts one JSON object to the pipeline's type. Unknown fields and wrong
+/// types are errors; the message names the field.
+Result<std::unique_ptr<google::protobuf::Message>> record_from_json(const PipelineConfig& p,
+                                                                    const nlohmann::json& record);
+
+/// Decodes a payload of the pipeline's type.
+Result<std::unique_ptr<google::protobuf::Message>> record_from_bytes(const PipelineConfig& p,
+                                                                     const std::string& bytes);
+
+/// Protobuf's canonical JSON of a message (for tail, rejects, tests).
+std::string record_to_json(const google::protobuf::Message& m);
+
+/// A singular field's value as text ("" when unset), for reasons and logs.
+std::string field_text(const google::protobuf::Message& m, const google::protobuf::FieldDescriptor* f);
+
+/// Reads a google.protobuf.Timestamp field as Unix ms (0 when unset).
+int64_t timestamp_ms(const google::protobuf::Message& m, const google::protobuf::FieldDescriptor* f);
+
+}  // namespace starling

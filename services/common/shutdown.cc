@@ -1,0 +1,29 @@
+#include "services/common/shutdown.h"
+
+#include <atomic>
+#include <csignal>
+#include <thread>
+
+namespace starling {
+namespace {
+std::atomic<bool> g_shutdown{false};
+extern "C" void on_signal(int) { g_shutdown.store(true); }
+}  // namespace
+
+void install_shutdown_handler() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+}
+
+bool shutdown_requested() { return g_shutdown.load(); }
+void request_shutdown() { g_shutdown.store(true); }
+
+void wait_for_shutdown() {
+  while (!g_shutdown.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+}
+
+}  // namespace starling
