@@ -1,0 +1,303 @@
+#include "services/broker/messages.h"
+
+#include <fmt/format.h>
+
+namespace starling::broker {
+
+const std::vector<ApiRange>& supported_apis() {
+  // Upper bounds stop at the last non-flexible version of each API
+  // (the "flexibleVersions" field in apache/kafka's message JSON).
+  static const std::vector<ApiRange> kApis = {
+      {ApiKey::kProduce, 3, 7},        {ApiKey::kFetch, 4, 11},         {ApiKey::kListOffsets, 1, 5},
+      {ApiKey::kMetadata, 0, 8},       {ApiKey::kOffsetCommit, 2, 7},   {ApiKey::kOffsetFetch, 1, 5},
+      {ApiKey::kFindCoordinator, 0, 2}, {ApiKey::kJoinGroup, 0, 5},     {ApiKey::kHeartbeat, 0, 3},
+      {ApiKey::kLeaveGroup, 0, 3},     {ApiKey::kSyncGroup, 0, 3},      {ApiKey::kDescribeGroups, 0, 4},
+      {ApiKey::kListGroups, 0, 2},     {ApiKey::kApiVersions, 0, 2},    {ApiKey::kCreateTopics, 0, 4},
+      {ApiKey::kDeleteTopics, 0, 3},   {ApiKey::kInitProducerId, 0, 1},
+  };
+  return kApis;
+}
+
+std::optional<ApiRange> find_api(int16_t api_key) {
+  for (const auto& a : supported_apis()) {
+    if (static_cast<int16_t>(a.key) == api_key) return a;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+template <class T>
+Result<T> finish(Reader& r, T value, const char* what) {
+  if (!r.ok()) return fail(ErrorCode::kInvalidRequest, fmt::format("{} request is truncated or malformed", what));
+  if (r.remaining() != 0) {
+    return fail(ErrorCode::kInvalidRequest, fmt::format("{} request has {} trailing bytes", what, r.remaining()));
+  }
+  return value;
+}
+
+// Runs `fn` once per element of an array, stopping early once the reader failed.
+template <class Fn>
+void each(Reader& r, Fn&& fn, size_t min_element_size = 2) {
+  int32_t n = r.array_len(min_element_size);
+  for (int32_t i = 0; i < n && r.ok(); ++i) fn();
+}
+
+}  // namespace
+
+Result<RequestHeader> decode_request_header(Reader& r) {
+  RequestHeader h;
+  h.api_key = r.i16();
+  h.api_version = r.i16();
+  h.correlation_id = r.i32();
+  h.client_id = r.nullable_string();
+  if (!r.ok()) return fail(ErrorCode::kInvalidRequest, "request header is truncated");
+  return h;
+}
+
+Result<ProduceRequest> decode_produce(Reader& r, int16_t v) {
+  ProduceRequest req;
+  if (v >= 3) req.transactional_id = r.nullable_string();
+  req.acks = r.i16();
+  req.timeout_ms = r.i32();
+  each(r, [&] {
+    ProduceRequest::Topic t;
+    t.name = r.string();
+    each(r, [&] {
+      ProduceRequest::Partition p;
+      p.index = r.i32();
+      p.records = r.nullable_bytes();
+      t.partitions.push_back(p);
+    }, 8);
+    req.topics.push_back(std::move(t));
+  });
+  return finish(r, std::move(req), "Produce");
+}
+
+Result<FetchRequest> decode_fetch(Reader& r, int16_t v) {
+  FetchRequest req;
+  req.replica_id = r.i32();
+  req.max_wait_ms = r.i32();
+  req.min_bytes = r.i32();
+  if (v >= 3) req.max_bytes = r.i32();
+  if (v >= 4) req.isolation_level = r.i8();
+  if (v >= 7) {
+    req.session_id = r.i32();
+    req.session_epoch = r.i32();
+  }
+  each(r, [&] {
+    FetchRequest::Topic t;
+    t.name = r.string();
+    each(r, [&] {
+      FetchRequest::Partition p;
+      p.index = r.i32();
+      if (v >= 9) p.current_leader_epoch = r.i32();
+      p.fetch_offset = r.i64();
+      if (v >= 5) p.log_start_offset = r.i64();
+      p.partition_max_bytes = r.i32();
+      t.partitions.push_back(p);
+    }, 16);
+    req.topics.push_back(std::move(t));
+  });
+  if (v >= 7) {
+    // Forgotten topics only matter for incremental fetch sessions, which this
+    // broker never creates (it always answers session id 0).
+    each(r, [&] {
+      r.string();
+      each(r, [&] { r.i32(); }, 4);
+    });
+  }
+  if (v >= 11) r.string();  // rack_id
+  return finish(r, std::move(req), "Fetch");
+}
+
+Result<ListOffsetsRequest> decode_list_offsets(Reader& r, int16_t v) {
+  ListOffsetsRequest req;
+  req.replica_id = r.i32();
+  if (v >= 2) req.isolation_level = r.i8();
+  each(r, [&] {
+    ListOffsetsRequest::Topic t;
+    t.name = r.string();
+    each(r, [&] {
+      ListOffsetsRequest::Partition p;
+      p.index = r.i32();
+      if (v >= 4) p.current_leader_epoch = r.i32();
+      p.timestamp = r.i64();
+      if (v == 0) r.i32();  // max_num_offsets
+      t.partitions.push_back(p);
+    }, 12);
+    req.topics.push_back(std::move(t));
+  });
+  return finish(r, std::move(req), "ListOffsets");
+}
+
+Result<MetadataRequest> decode_metadata(Reader& r, int16_t v) {
+  MetadataRequest req;
+  int32_t n = r.array_len(2);
+  if (n >= 0) {
+    std::vector<std::string> names;
+    for (int32_t i = 0; i < n && r.ok(); ++i) names.push_back(r.string());
+    // v0 has no null array: an empty list means every topic.
+    if (!(v == 0 && names.empty())) req.topics = std::move(names);
+  }
+  if (v >= 4) req.allow_auto_topic_creation = r.boolean();
+  if (v >= 8) {
+    r.boolean();  // include_cluster_authorized_operations
+    r.boolean();  // include_topic_authorized_operations
+  }
+  return finish(r, std::move(req), "Metadata");
+}
+
+Result<CreateTopicsRequest> decode_create_topics(Reader& r, int16_t v) {
+  CreateTopicsRequest req;
+  each(r, [&] {
+    CreateTopicsRequest::Topic t;
+    t.name = r.string();
+    t.num_partitions = r.i32();
+    t.replication_factor = r.i16();
+    each(r, [&] {
+      t.has_assignments = true;
+      r.i32();
+      each(r, [&] { r.i32(); }, 4);
+    }, 8);
+    each(r, [&] {
+      r.string();
+      r.nullable_string();
+    }, 4);
+    req.topics.push_back(std::move(t));
+  });
+  req.timeout_ms = r.i32();
+  if (v >= 1) req.validate_only = r.boolean();
+  return finish(r, std::move(req), "CreateTopics");
+}
+
+Result<DeleteTopicsRequest> decode_delete_topics(Reader& r, int16_t v) {
+  DeleteTopicsRequest req;
+  each(r, [&] { req.names.push_back(r.string()); });
+  req.timeout_ms = r.i32();
+  return finish(r, std::move(req), "DeleteTopics");
+}
+
+Result<InitProducerIdRequest> decode_init_producer_id(Reader& r, int16_t v) {
+  InitProducerIdRequest req;
+  req.transactional_id = r.nullable_string();
+  req.transaction_timeout_ms = r.i32();
+  return finish(r, std::move(req), "InitProducerId");
+}
+
+Result<FindCoordinatorRequest> decode_find_coordinator(Reader& r, int16_t v) {
+  FindCoordinatorRequest req;
+  req.key = r.string();
+  if (v >= 1) req.key_type = r.i8();
+  return finish(r, std::move(req), "FindCoordinator");
+}
+
+Result<JoinGroupRequest> decode_join_group(Reader& r, int16_t v) {
+  JoinGroupRequest req;
+  req.group_id = r.string();
+  req.session_timeout_ms = r.i32();
+  req.rebalance_timeout_ms = v >= 1 ? r.i32() : req.session_timeout_ms;
+  req.member_id = r.string();
+  if (v >= 5) req.group_instance_id = r.nullable_string();
+  req.protocol_type = r.string();
+  each(r, [&] {
+    JoinGroupRequest::Protocol p;
+    p.name = r.string();
+    p.metadata = r.bytes();
+    req.protocols.push_back(std::move(p));
+  }, 6);
+  return finish(r, std::move(req), "JoinGroup");
+}
+
+Result<SyncGroupRequest> decode_sync_group(Reader& r, int16_t v) {
+  SyncGroupRequest req;
+  req.group_id = r.string();
+  req.generation_id = r.i32();
+  req.member_id = r.string();
+  if (v >= 3) req.group_instance_id = r.nullable_string();
+  each(r, [&] {
+    SyncGroupRequest::Assignment a;
+    a.member_id = r.string();
+    a.assignment = r.bytes();
+    req.assignments.push_back(std::move(a));
+  }, 6);
+  return finish(r, std::move(req), "SyncGroup");
+}
+
+Result<HeartbeatRequest> decode_heartbeat(Reader& r, int16_t v) {
+  HeartbeatRequest req;
+  req.group_id = r.string();
+  req.generation_id = r.i32();
+  req.member_id = r.string();
+  if (v >= 3) req.group_instance_id = r.nullable_string();
+  return finish(r, std::move(req), "Heartbeat");
+}
+
+Result<LeaveGroupRequest> decode_leave_group(Reader& r, int16_t v) {
+  LeaveGroupRequest req;
+  req.group_id = r.string();
+  if (v <= 2) {
+    req.members.push_back({r.string(), std::nullopt});
+  } else {
+    each(r, [&] {
+      LeaveGroupRequest::Member m;
+      m.member_id = r.string();
+      m.group_instance_id = r.nullable_string();
+      req.members.push_back(std::move(m));
+    }, 4);
+  }
+  return finish(r, std::move(req), "LeaveGroup");
+}
+
+Result<OffsetCommitRequest> decode_offset_commit(Reader& r, int16_t v) {
+  OffsetCommitRequest req;
+  req.group_id = r.string();
+  if (v >= 1) {
+    req.generation_id = r.i32();
+    req.member_id = r.string();
+  }
+  if (v >= 7) req.group_instance_id = r.nullable_string();
+  if (v >= 2 && v <= 4) r.i64();  // retention_time_ms: offsets are kept until the group is deleted
+  each(r, [&] {
+    OffsetCommitRequest::Topic t;
+    t.name = r.string();
+    each(r, [&] {
+      OffsetCommitRequest::Partition p;
+      p.index = r.i32();
+      p.offset = r.i64();
+      if (v >= 6) p.leader_epoch = r.i32();
+      if (v == 1) r.i64();  // commit_timestamp
+      p.metadata = r.nullable_string();
+      t.partitions.push_back(std::move(p));
+    }, 14);
+    req.topics.push_back(std::move(t));
+  });
+  return finish(r, std::move(req), "OffsetCommit");
+}
+
+Result<OffsetFetchRequest> decode_offset_fetch(Reader& r, int16_t v) {
+  OffsetFetchRequest req;
+  req.group_id = r.string();
+  int32_t n = r.array_len(6);
+  if (n == -1 && v < 2) r.fail();  // null means "all topics" only from v2
+  if (n >= 0) {
+    std::vector<OffsetFetchRequest::Topic> topics;
+    for (int32_t i = 0; i < n && r.ok(); ++i) {
+      OffsetFetchRequest::Topic t;
+      t.name = r.string();
+      each(r, [&] { t.partitions.push_back(r.i32()); }, 4);
+      topics.push_back(std::move(t));
+    }
+    req.topics = std::move(topics);
+  }
+  return finish(r, std::move(req), "OffsetFetch");
+}
+
+Result<DescribeGroupsRequest> decode_describe_groups(Reader& r, int16_t v) {
+  DescribeGroupsRequest req;
+  each(r, [&] { req.groups.push_back(r.string()); });
+  if (v >= 3) req.include_authorized_operations = r.boolean();
+  return finish(r, std::move(req), "DescribeGroups");
+}
+
+}  // namespace starling::broker

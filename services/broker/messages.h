@@ -1,0 +1,234 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "services/broker/error.h"
+#include "services/broker/wire.h"
+
+namespace starling::broker {
+
+enum class ApiKey : int16_t {
+  kProduce = 0,
+  kFetch = 1,
+  kListOffsets = 2,
+  kMetadata = 3,
+  kOffsetCommit = 8,
+  kOffsetFetch = 9,
+  kFindCoordinator = 10,
+  kJoinGroup = 11,
+  kHeartbeat = 12,
+  kLeaveGroup = 13,
+  kSyncGroup = 14,
+  kDescribeGroups = 15,
+  kListGroups = 16,
+  kApiVersions = 18,
+  kCreateTopics = 19,
+  kDeleteTopics = 20,
+  kInitProducerId = 22,
+};
+
+struct ApiRange {
+  ApiKey key;
+  int16_t min_version;
+  int16_t max_version;
+};
+
+/// Every API and version range this broker implements. Only non-flexible
+/// versions: flexible ones (compact strings, tagged fields) are not decoded,
+/// and clients pick the highest common version from this list.
+const std::vector<ApiRange>& supported_apis();
+/// nullopt when the key is unknown.
+std::optional<ApiRange> find_api(int16_t api_key);
+
+struct RequestHeader {
+  int16_t api_key = 0;
+  int16_t api_version = 0;
+  int32_t correlation_id = 0;
+  std::optional<std::string> client_id;
+};
+
+/// Decodes request header v1. The reader is left at the start of the body.
+Result<RequestHeader> decode_request_header(Reader& r);
+
+// ---- Request bodies. Views (ByteView) point into the request frame. ----
+
+struct ProduceRequest {
+  std::optional<std::string> transactional_id;
+  int16_t acks = 0;
+  int32_t timeout_ms = 0;
+  struct Partition {
+    int32_t index = 0;
+    std::optional<ByteView> records;
+  };
+  struct Topic {
+    std::string name;
+    std::vector<Partition> partitions;
+  };
+  std::vector<Topic> topics;
+};
+
+struct FetchRequest {
+  int32_t replica_id = -1;
+  int32_t max_wait_ms = 0;
+  int32_t min_bytes = 0;
+  int32_t max_bytes = 0x7fffffff;
+  int8_t isolation_level = 0;
+  int32_t session_id = 0;
+  int32_t session_epoch = -1;
+  struct Partition {
+    int32_t index = 0;
+    int32_t current_leader_epoch = -1;
+    int64_t fetch_offset = 0;
+    int64_t log_start_offset = -1;
+    int32_t partition_max_bytes = 0;
+  };
+  struct Topic {
+    std::string name;
+    std::vector<Partition> partitions;
+  };
+  std::vector<Topic> topics;
+};
+
+struct ListOffsetsRequest {
+  int32_t replica_id = -1;
+  int8_t isolation_level = 0;
+  struct Partition {
+    int32_t index = 0;
+    int32_t current_leader_epoch = -1;
+    int64_t timestamp = 0;
+  };
+  struct Topic {
+    std::string name;
+    std::vector<Partition> partitions;
+  };
+  std::vector<Topic> topics;
+};
+
+struct MetadataRequest {
+  std::optional<std::vector<std::string>> topics;  // nullopt: all topics
+  bool allow_auto_topic_creation = true;
+};
+
+struct CreateTopicsRequest {
+  struct Topic {
+    std::string name;
+    int32_t num_partitions = -1;
+    int16_t replication_factor = -1;
+    bool has_assignments = false;
+  };
+  std::vector<Topic> topics;
+  int32_t timeout_ms = 0;
+  bool validate_only = false;
+};
+
+struct DeleteTopicsRequest {
+  std::vector<std::string> names;
+  int32_t timeout_ms = 0;
+};
+
+struct InitProducerIdRequest {
+  std::optional<std::string> transactional_id;
+  int32_t transaction_timeout_ms = 0;
+};
+
+struct FindCoordinatorRequest {
+  std::string key;
+  int8_t key_type = 0;
+};
+
+struct JoinGroupRequest {
+  std::string group_id;
+  int32_t session_timeout_ms = 0;
+  int32_t rebalance_timeout_ms = -1;
+  std::string member_id;
+  std::optional<std::string> group_instance_id;
+  std::string protocol_type;
+  struct Protocol {
+    std::string name;
+    Bytes metadata;
+  };
+  std::vector<Protocol> protocols;
+};
+
+struct SyncGroupRequest {
+  std::string group_id;
+  int32_t generation_id = 0;
+  std::string member_id;
+  std::optional<std::string> group_instance_id;
+  struct Assignment {
+    std::string member_id;
+    Bytes assignment;
+  };
+  std::vector<Assignment> assignments;
+};
+
+struct HeartbeatRequest {
+  std::string group_id;
+  int32_t generation_id = 0;
+  std::string member_id;
+  std::optional<std::string> group_instance_id;
+};
+
+struct LeaveGroupRequest {
+  std::string group_id;
+  struct Member {
+    std::string member_id;
+    std::optional<std::string> group_instance_id;
+  };
+  std::vector<Member> members;
+};
+
+struct OffsetCommitRequest {
+  std::string group_id;
+  int32_t generation_id = -1;
+  std::string member_id;
+  std::optional<std::string> group_instance_id;
+  struct Partition {
+    int32_t index = 0;
+    int64_t offset = 0;
+    int32_t leader_epoch = -1;
+    std::optional<std::string> metadata;
+  };
+  struct Topic {
+    std::string name;
+    std::vector<Partition> partitions;
+  };
+  std::vector<Topic> topics;
+};
+
+struct OffsetFetchRequest {
+  std::string group_id;
+  struct Topic {
+    std::string name;
+    std::vector<int32_t> partitions;
+  };
+  std::optional<std::vector<Topic>> topics;  // nullopt: every committed offset
+};
+
+struct DescribeGroupsRequest {
+  std::vector<std::string> groups;
+  bool include_authorized_operations = false;
+};
+
+// Each decoder reads the body of its API at `version` (which the caller has
+// checked against supported_apis()) and fails on truncation or trailing bytes.
+Result<ProduceRequest> decode_produce(Reader& r, int16_t version);
+Result<FetchRequest> decode_fetch(Reader& r, int16_t version);
+Result<ListOffsetsRequest> decode_list_offsets(Reader& r, int16_t version);
+Result<MetadataRequest> decode_metadata(Reader& r, int16_t version);
+Result<CreateTopicsRequest> decode_create_topics(Reader& r, int16_t version);
+Result<DeleteTopicsRequest> decode_delete_topics(Reader& r, int16_t version);
+Result<InitProducerIdRequest> decode_init_producer_id(Reader& r, int16_t version);
+Result<FindCoordinatorRequest> decode_find_coordinator(Reader& r, int16_t version);
+Result<JoinGroupRequest> decode_join_group(Reader& r, int16_t version);
+Result<SyncGroupRequest> decode_sync_group(Reader& r, int16_t version);
+Result<HeartbeatRequest> decode_heartbeat(Reader& r, int16_t version);
+Result<LeaveGroupRequest> decode_leave_group(Reader& r, int16_t version);
+Result<OffsetCommitRequest> decode_offset_commit(Reader& r, int16_t version);
+Result<OffsetFetchRequest> decode_offset_fetch(Reader& r, int16_t version);
+Result<DescribeGroupsRequest> decode_describe_groups(Reader& r, int16_t version);
+
+}  // namespace starling::broker

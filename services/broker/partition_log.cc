@@ -1,0 +1,407 @@
+#include "services/broker/partition_log.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace starling::broker {
+
+namespace fs = std::filesystem;
+namespace bl = batch_layout;
+
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool pread_all(int fd, uint8_t* buf, size_t n, uint64_t pos) {
+  while (n > 0) {
+    ssize_t r = ::pread(fd, buf, n, static_cast<off_t>(pos));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    buf += r;
+    n -= static_cast<size_t>(r);
+    pos += static_cast<uint64_t>(r);
+  }
+  return true;
+}
+
+void fsync_dir(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
+std::string segment_file_name(int64_t base_offset) { return fmt::format("{:020d}.log", base_offset); }
+
+std::unique_ptr<PartitionLog> PartitionLog::open(const fs::path& dir, const LogConfig& config) {
+  std::unique_ptr<PartitionLog> log(new PartitionLog(dir, config));
+  log->load();
+  return log;
+}
+
+PartitionLog::~PartitionLog() {
+  for (auto& s : segments_) {
+    if (s->fd >= 0) {
+      if (dirty_) ::fdatasync(s->fd);
+      ::close(s->fd);
+    }
+  }
+}
+
+void PartitionLog::load() {
+  fs::create_directories(dir_);
+  std::vector<int64_t> bases;
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    const auto name = entry.path().filename().string();
+    if (entry.path().extension() != ".log" || name.size() != 24) continue;
+    try {
+      bases.push_back(std::stoll(name.substr(0, 20)));
+    } catch (const std::exception&) {
+      spdlog::warn("ignoring unexpected file {}", entry.path().string());
+    }
+  }
+  std::sort(bases.begin(), bases.end());
+  for (size_t i = 0; i < bases.size(); ++i) {
+    auto seg = std::make_unique<Segment>();
+    seg->base_offset = bases[i];
+    seg->path = dir_ / segment_file_name(bases[i]);
+    seg->fd = ::open(seg->path.c_str(), O_RDWR | O_CLOEXEC);
+    if (seg->fd < 0) throw std::runtime_error(fmt::format("cannot open {}: {}", seg->path.string(), std::strerror(errno)));
+    struct stat st {};
+    ::fstat(seg->fd, &st);
+    seg->size = static_cast<uint64_t>(st.st_size);
+    seg->last_append_ms = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000;
+    // A gap between segments (a previous truncation) ends the log there:
+    // later segments cannot be trusted to continue the offset sequence.
+    if (!segments_.empty() && seg->base_offset != next_offset_) {
+      spdlog::warn("{}: segment {} does not continue offset {}; removing it and later segments", dir_.string(),
+                   seg->base_offset, next_offset_);
+      for (size_t j = i; j < bases.size(); ++j) fs::remove(dir_ / segment_file_name(bases[j]));
+      ::close(seg->fd);
+      break;
+    }
+    next_offset_ = seg->base_offset;
+    bool is_last = i + 1 == bases.size();
+    recover_segment(*seg, /*verify_crc=*/is_last, is_last);
+    segments_.push_back(std::move(seg));
+  }
+  if (segments_.empty()) roll(0);
+}
+
+void PartitionLog::recover_segment(Segment& seg, bool verify_crc, bool is_last) {
+  uint64_t pos = 0;
+  std::vector<uint8_t> buf(bl::kHeaderSize);
+  const char* why = nullptr;
+  while (pos < seg.size) {
+    if (seg.size - pos < bl::kHeaderSize) {
+      why = "partial batch header";
+      break;
+    }
+    if (!pread_all(seg.fd, buf.data(), bl::kHeaderSize, pos)) {
+      why = "read error";
+      break;
+    }
+    auto h = parse_batch_header(buf);
+    if (!h) {
+      why = "invalid batch header";
+      break;
+    }
+    if (h->base_offset != next_offset_) {
+      why = "offset discontinuity";
+      break;
+    }
+    if (h->total_size() > seg.size - pos) {
+      why = "batch extends past end of file (torn write)";
+      break;
+    }
+    if (verify_crc) {
+      std::vector<uint8_t> batch(h->total_size());
+      if (!pread_all(seg.fd, batch.data(), batch.size(), pos) || !batch_crc_ok(batch)) {
+        why = "CRC-32C mismatch";
+        break;
+      }
+    }
+    index_batch(seg, *h, pos);
+    producers_.record(*h, h->base_offset);
+    next_offset_ = h->last_offset() + 1;
+    pos += h->total_size();
+  }
+  if (why != nullptr) {
+    spdlog::warn("{}: truncating {} at byte {} of {} ({})", dir_.string(), seg.path.filename().string(), pos, seg.size,
+                 why);
+    truncated_at_open_ += seg.size - pos;
+    if (::ftruncate(seg.fd, static_cast<off_t>(pos)) != 0 || ::fdatasync(seg.fd) != 0) {
+      throw std::runtime_error(fmt::format("cannot truncate {}: {}", seg.path.string(), std::strerror(errno)));
+    }
+    seg.size = pos;
+  }
+}
+
+void PartitionLog::index_batch(Segment& seg, const BatchHeader& h, uint64_t position) {
+  if (seg.offset_index.empty() || position - seg.last_offset_index_pos >= config_.index_interval_bytes) {
+    seg.offset_index.push_back({h.base_offset, static_cast<uint32_t>(position)});
+    seg.last_offset_index_pos = position;
+  }
+  if (h.max_timestamp > seg.max_timestamp) {
+    // Entries hold the largest timestamp so far, so they are monotonic and a
+    // binary search finds where batches with max timestamp >= t may start.
+    if (seg.time_index.empty() || position - seg.last_time_index_pos >= config_.index_interval_bytes) {
+      seg.time_index.push_back({seg.max_timestamp, static_cast<uint32_t>(position)});
+      seg.last_time_index_pos = position;
+    }
+    seg.max_timestamp = h.max_timestamp;
+  }
+}
+
+PartitionLog::Segment& PartitionLog::roll(int64_t base_offset) {
+  if (!segments_.empty() && dirty_) {
+    ::fdatasync(segments_.back()->fd);
+  }
+  auto seg = std::make_unique<Segment>();
+  seg->base_offset = base_offset;
+  seg->path = dir_ / segment_file_name(base_offset);
+  seg->fd = ::open(seg->path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (seg->fd < 0) throw std::runtime_error(fmt::format("cannot create {}: {}", seg->path.string(), std::strerror(errno)));
+  seg->last_append_ms = now_ms();
+  fsync_dir(dir_);
+  segments_.push_back(std::move(seg));
+  next_offset_ = base_offset;
+  return *segments_.back();
+}
+
+Result<PartitionLog::AppendResult> PartitionLog::append(ByteView records, const std::vector<IncomingBatch>& batches) {
+  // Check every batch first so a rejected request leaves no partial append.
+  std::vector<ProducerStateTable::Verdict> verdicts;
+  verdicts.reserve(batches.size());
+  for (const auto& b : batches) {
+    auto v = producers_.check(b.header);
+    if (!v) return std::unexpected(v.error());
+    verdicts.push_back(*v);
+  }
+  AppendResult result;
+  uint64_t total = 0;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    if (!verdicts[i].duplicate) total += batches[i].header.total_size();
+  }
+  if (total == 0) {
+    result.duplicate = true;
+    result.base_offset = verdicts.front().duplicate_base_offset;
+    return result;
+  }
+  Segment* seg = segments_.back().get();
+  if (seg->size > 0 && seg->size + total > config_.segment_bytes) seg = &roll(next_offset_);
+  if (seg->size + total > UINT32_MAX) return fail(ErrorCode::kKafkaStorageError, "segment would exceed 4 GiB");
+
+  // Base offsets go into small side buffers and the rest is written straight
+  // from the request frame, so the batch bytes are never copied.
+  std::vector<std::array<uint8_t, 8>> offsets(batches.size());
+  std::vector<iovec> iov;
+  std::vector<BatchHeader> headers;
+  int64_t next = next_offset_;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    if (verdicts[i].duplicate) continue;
+    const auto& b = batches[i];
+    store_be64(offsets[i].data(), next);
+    iov.push_back({offsets[i].data(), 8});
+    iov.push_back({const_cast<uint8_t*>(records.data() + b.position + 8), b.header.total_size() - 8});
+    BatchHeader h = b.header;
+    h.base_offset = next;
+    headers.push_back(h);
+    if (result.base_offset < 0) result.base_offset = next;
+    next = h.last_offset() + 1;
+  }
+  uint64_t pos = seg->size;
+  size_t done = 0;
+  size_t idx = 0;
+  while (idx < iov.size()) {
+    int cnt = static_cast<int>(std::min<size_t>(iov.size() - idx, IOV_MAX));
+    ssize_t w = ::pwritev(seg->fd, &iov[idx], cnt, static_cast<off_t>(pos + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      int err = errno;
+      // Cut any partial write so the file ends on a batch boundary again.
+      [[maybe_unused]] int rc = ::ftruncate(seg->fd, static_cast<off_t>(pos));
+      return fail(ErrorCode::kKafkaStorageError, fmt::format("write to {} failed: {}", seg->path.string(), std::strerror(err)));
+    }
+    done += static_cast<size_t>(w);
+    auto left = static_cast<size_t>(w);
+    while (left > 0 && idx < iov.size()) {
+      if (left >= iov[idx].iov_len) {
+        left -= iov[idx].iov_len;
+        ++idx;
+      } else {
+        iov[idx].iov_base = static_cast<uint8_t*>(iov[idx].iov_base) + left;
+        iov[idx].iov_len -= left;
+        left = 0;
+      }
+    }
+  }
+  if (config_.fsync_every_batch) {
+    if (::fdatasync(seg->fd) != 0) {
+      int err = errno;
+      [[maybe_unused]] int rc = ::ftruncate(seg->fd, static_cast<off_t>(pos));
+      return fail(ErrorCode::kKafkaStorageError, fmt::format("fdatasync of {} failed: {}", seg->path.string(), std::strerror(err)));
+    }
+  } else {
+    dirty_ = true;
+  }
+  uint64_t p = pos;
+  for (const auto& h : headers) {
+    index_batch(*seg, h, p);
+    producers_.record(h, h.base_offset);
+    p += h.total_size();
+  }
+  seg->size = pos + total;
+  seg->last_append_ms = now_ms();
+  next_offset_ = next;
+  return result;
+}
+
+Result<void> PartitionLog::flush() {
+  if (!dirty_) return {};
+  dirty_ = false;
+  // Only the active segment can be dirty: roll() syncs the one it closes.
+  if (::fdatasync(segments_.back()->fd) != 0) {
+    return fail(ErrorCode::kKafkaStorageError, fmt::format("fdatasync failed: {}", std::strerror(errno)));
+  }
+  return {};
+}
+
+int64_t PartitionLog::log_start_offset() const { return segments_.front()->base_offset; }
+
+uint64_t PartitionLog::size_bytes() const {
+  uint64_t n = 0;
+  for (const auto& s : segments_) n += s->size;
+  return n;
+}
+
+const PartitionLog::Segment* PartitionLog::segment_for(int64_t offset) const {
+  auto it = std::upper_bound(segments_.begin(), segments_.end(), offset,
+                             [](int64_t o, const std::unique_ptr<Segment>& s) { return o < s->base_offset; });
+  if (it == segments_.begin()) return nullptr;
+  return (it - 1)->get();
+}
+
+uint64_t PartitionLog::seek(const Segment& seg, int64_t offset) const {
+  auto it = std::upper_bound(seg.offset_index.begin(), seg.offset_index.end(), offset,
+                             [](int64_t o, const IndexEntry& e) { return o < e.key; });
+  uint64_t pos = it == seg.offset_index.begin() ? 0 : (it - 1)->position;
+  uint8_t hdr[bl::kHeaderSize];
+  while (pos + bl::kHeaderSize <= seg.size) {
+    if (!pread_all(seg.fd, hdr, bl::kHeaderSize, pos)) break;
+    int64_t base = load_be64(hdr + bl::kBaseOffset);
+    int32_t len = load_be32(hdr + bl::kBatchLength);
+    int32_t delta = load_be32(hdr + bl::kLastOffsetDelta);
+    if (base + delta >= offset) return pos;
+    pos += bl::kLogOverhead + static_cast<uint32_t>(len);
+  }
+  return seg.size;
+}
+
+Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_bytes) const {
+  if (offset < log_start_offset() || offset > next_offset_) {
+    return fail(ErrorCode::kOffsetOutOfRange,
+                fmt::format("offset {} outside [{}, {}]", offset, log_start_offset(), next_offset_));
+  }
+  ReadResult out;
+  if (offset == next_offset_) return out;
+  const Segment* seg = segment_for(offset);
+  if (seg == nullptr) return out;
+  uint64_t pos = seek(*seg, offset);
+  size_t seg_index = 0;
+  while (segments_[seg_index].get() != seg) ++seg_index;
+  while (true) {
+    uint64_t avail = seg->size - pos;
+    size_t room = max_bytes > out.records.size() ? max_bytes - out.records.size() : 0;
+    if (avail > 0) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(avail, room));
+      if (out.records.empty() && want < bl::kLogOverhead) want = static_cast<size_t>(std::min<uint64_t>(avail, bl::kLogOverhead));
+      size_t old = out.records.size();
+      out.records.resize(old + want);
+      if (!pread_all(seg->fd, out.records.data() + old, want, pos)) {
+        return fail(ErrorCode::kKafkaStorageError, fmt::format("read of {} failed", seg->path.string()));
+      }
+      // Keep whole batches only; the first batch is always returned whole.
+      size_t p = old;
+      while (p + bl::kLogOverhead <= out.records.size()) {
+        size_t size = bl::kLogOverhead + static_cast<uint32_t>(load_be32(out.records.data() + p + bl::kBatchLength));
+        if (p + size > out.records.size()) {
+          if (p == 0) {
+            out.records.resize(size);
+            if (!pread_all(seg->fd, out.records.data(), size, pos)) {
+              return fail(ErrorCode::kKafkaStorageError, fmt::format("read of {} failed", seg->path.string()));
+            }
+            p = size;
+          }
+          break;
+        }
+        p += size;
+      }
+      bool cut = p < out.records.size() || p - old < avail;
+      out.records.resize(p);
+      if (cut) break;  // max_bytes reached inside this segment
+    }
+    if (++seg_index >= segments_.size()) break;
+    seg = segments_[seg_index].get();
+    pos = 0;
+    if (out.records.size() >= max_bytes) break;
+  }
+  return out;
+}
+
+int64_t PartitionLog::offset_for_timestamp(int64_t ts) const {
+  for (const auto& seg : segments_) {
+    if (seg->max_timestamp < ts) continue;
+    auto it = std::lower_bound(seg->time_index.begin(), seg->time_index.end(), ts,
+                               [](const IndexEntry& e, int64_t t) { return e.key < t; });
+    // Every batch before the entry found has max timestamp < ts; start at the
+    // previous entry's position, which is at or before that boundary.
+    uint64_t pos = it == seg->time_index.begin() ? 0 : (it - 1)->position;
+    uint8_t hdr[bl::kHeaderSize];
+    while (pos + bl::kHeaderSize <= seg->size) {
+      if (!pread_all(seg->fd, hdr, bl::kHeaderSize, pos)) return -1;
+      if (load_be64(hdr + bl::kMaxTimestamp) >= ts) return load_be64(hdr + bl::kBaseOffset);
+      pos += bl::kLogOverhead + static_cast<uint32_t>(load_be32(hdr + bl::kBatchLength));
+    }
+  }
+  return -1;
+}
+
+size_t PartitionLog::apply_retention(int64_t now) {
+  size_t deleted = 0;
+  while (segments_.size() > 1) {
+    const Segment& oldest = *segments_.front();
+    bool expired = config_.retention_ms >= 0 &&
+                   std::max(oldest.max_timestamp, oldest.last_append_ms) < now - config_.retention_ms;
+    bool too_big = config_.retention_bytes >= 0 &&
+                   size_bytes() - oldest.size >= static_cast<uint64_t>(config_.retention_bytes);
+    if (!expired && !too_big) break;
+    spdlog::info("{}: retention deletes segment {} ({} bytes)", dir_.string(), oldest.base_offset, oldest.size);
+    ::close(oldest.fd);
+    std::error_code ec;
+    fs::remove(oldest.path, ec);
+    segments_.erase(segments_.begin());
+    ++deleted;
+  }
+  if (deleted > 0) fsync_dir(dir_);
+  return deleted;
+}
+
+}  // namespace starling::broker

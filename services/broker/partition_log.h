@@ -1,0 +1,123 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "services/broker/error.h"
+#include "services/broker/producer_state.h"
+#include "services/broker/record_batch.h"
+#include "services/broker/wire.h"
+
+namespace starling::broker {
+
+struct LogConfig {
+  /// A segment is closed and a new one started past this size; retention
+  /// deletes whole closed segments, so this is also its granularity.
+  uint64_t segment_bytes = 64ull << 20;
+  /// -1: keep forever.
+  int64_t retention_ms = -1;
+  int64_t retention_bytes = -1;
+  /// true: fdatasync after every append before it is acknowledged.
+  /// false: the owner calls flush() on a timer (Kafka's flush.ms).
+  bool fsync_every_batch = true;
+  /// One sparse index entry per this many bytes of log.
+  uint32_t index_interval_bytes = 4096;
+};
+
+/// The log of one partition: a directory of segment files named by their
+/// base offset (`00000000000000000042.log`), each holding v2 record batches
+/// back to back exactly as produced, with the base offset rewritten.
+///
+/// The sparse offset index and the time index of each segment live in memory
+/// and are rebuilt at open from a header-only scan (see README.md).
+///
+/// Threading: not thread-safe; the broker uses it from its one I/O thread.
+class PartitionLog {
+ public:
+  struct AppendResult {
+    int64_t base_offset = -1;  // offset of the first batch (original offset for a duplicate)
+    bool duplicate = false;
+  };
+
+  struct ReadResult {
+    Bytes records;  // whole batches only
+  };
+
+  /// Opens (creating if needed) the log in `dir`: scans every segment's
+  /// headers, verifies the CRC of every batch of the last segment, truncates
+  /// a torn or corrupt tail, and rebuilds indexes and producer state.
+  /// Throws only on unusable directories (startup).
+  static std::unique_ptr<PartitionLog> open(const std::filesystem::path& dir, const LogConfig& config);
+  ~PartitionLog();
+  PartitionLog(const PartitionLog&) = delete;
+  PartitionLog& operator=(const PartitionLog&) = delete;
+
+  /// Validates producer sequences for `batches` (already CRC-checked, from
+  /// validate_record_set) inside `records`, assigns offsets and writes them.
+  /// In every-batch mode the data is fdatasync'ed before this returns.
+  Result<AppendResult> append(ByteView records, const std::vector<IncomingBatch>& batches);
+
+  /// Whole batches starting with the one containing `offset`, up to
+  /// `max_bytes` (the first batch is returned even if larger, as Kafka does so
+  /// consumers never get stuck). OFFSET_OUT_OF_RANGE outside [start, end].
+  Result<ReadResult> read(int64_t offset, size_t max_bytes) const;
+
+  /// Base offset of the first batch whose max timestamp >= ts, or -1.
+  int64_t offset_for_timestamp(int64_t ts) const;
+
+  /// fdatasync of segments written since the last flush.
+  Result<void> flush();
+  bool dirty() const { return dirty_; }
+
+  /// Deletes closed segments past retention. Returns how many were deleted.
+  size_t apply_retention(int64_t now_ms);
+
+  int64_t log_start_offset() const;
+  int64_t log_end_offset() const { return next_offset_; }
+  uint64_t size_bytes() const;
+  size_t segment_count() const { return segments_.size(); }
+  const ProducerStateTable& producers() const { return producers_; }
+  /// How many bytes recovery cut from the tail at open (tests, logging).
+  uint64_t truncated_bytes_at_open() const { return truncated_at_open_; }
+
+ private:
+  struct IndexEntry {
+    int64_t key;  // offset (offset index) or max timestamp so far (time index)
+    uint32_t position;
+  };
+  struct Segment {
+    int64_t base_offset = 0;
+    int fd = -1;
+    uint64_t size = 0;
+    int64_t max_timestamp = -1;
+    int64_t last_append_ms = 0;
+    uint64_t last_offset_index_pos = 0;
+    uint64_t last_time_index_pos = 0;
+    std::vector<IndexEntry> offset_index;
+    std::vector<IndexEntry> time_index;
+    std::filesystem::path path;
+  };
+
+  PartitionLog(std::filesystem::path dir, LogConfig config) : dir_(std::move(dir)), config_(config) {}
+  void load();
+  void recover_segment(Segment& seg, bool verify_crc, bool is_last);
+  void index_batch(Segment& seg, const BatchHeader& h, uint64_t position);
+  Segment& roll(int64_t base_offset);
+  const Segment* segment_for(int64_t offset) const;
+  uint64_t seek(const Segment& seg, int64_t offset) const;
+
+  std::filesystem::path dir_;
+  LogConfig config_;
+  std::vector<std::unique_ptr<Segment>> segments_;
+  int64_t next_offset_ = 0;
+  bool dirty_ = false;
+  uint64_t truncated_at_open_ = 0;
+  ProducerStateTable producers_;
+};
+
+/// Name of a segment file for a base offset.
+std::string segment_file_name(int64_t base_offset);
+
+}  // namespace starling::broker
