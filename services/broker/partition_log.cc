@@ -315,7 +315,7 @@ uint64_t PartitionLog::seek(const Segment& seg, int64_t offset) const {
   return seg.size;
 }
 
-Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_bytes) const {
+Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_bytes, bool allow_oversized_first) const {
   if (offset < log_start_offset() || offset > next_offset_) {
     return fail(ErrorCode::kOffsetOutOfRange,
                 fmt::format("offset {} outside [{}, {}]", offset, log_start_offset(), next_offset_));
@@ -343,7 +343,7 @@ Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_b
       while (p + bl::kLogOverhead <= out.records.size()) {
         size_t size = bl::kLogOverhead + static_cast<uint32_t>(load_be32(out.records.data() + p + bl::kBatchLength));
         if (p + size > out.records.size()) {
-          if (p == 0) {
+          if (p == 0 && allow_oversized_first) {
             out.records.resize(size);
             if (!pread_all(seg->fd, out.records.data(), size, pos)) {
               return fail(ErrorCode::kKafkaStorageError, fmt::format("read of {} failed", seg->path.string()));

@@ -62,7 +62,9 @@ class PartitionLog {
   /// Whole batches starting with the one containing `offset`, up to
   /// `max_bytes` (the first batch is returned even if larger, as Kafka does so
   /// consumers never get stuck). OFFSET_OUT_OF_RANGE outside [start, end].
-  Result<ReadResult> read(int64_t offset, size_t max_bytes) const;
+  /// With `allow_oversized_first` false an oversized first batch yields
+  /// nothing (used for all but the first non-empty partition of a fetch).
+  Result<ReadResult> read(int64_t offset, size_t max_bytes, bool allow_oversized_first = true) const;
 
   /// Base offset of the first batch whose max timestamp >= ts, or -1.
   int64_t offset_for_timestamp(int64_t ts) const;

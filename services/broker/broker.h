@@ -1,0 +1,113 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "services/broker/asio.h"
+#include "services/broker/error.h"
+#include "services/broker/group_coordinator.h"
+#include "services/broker/messages.h"
+#include "services/broker/metadata_store.h"
+#include "services/broker/partition_log.h"
+
+namespace starling::broker {
+
+struct BrokerConfig {
+  std::filesystem::path data_dir;
+  std::string advertised_host = "127.0.0.1";
+  uint16_t advertised_port = 0;
+  int32_t node_id = 0;
+  std::string cluster_id = "starling-broker";
+  int32_t default_partitions = 1;
+  bool auto_create_topics = true;
+  /// 0: fsync every batch before acknowledging; otherwise flush every N ms.
+  int64_t flush_interval_ms = 0;
+  LogConfig log;
+  /// Frames larger than this close the connection (Kafka's socket.request.max.bytes).
+  size_t max_frame_bytes = 100u << 20;
+  /// Largest accepted record batch (Kafka's message.max.bytes is ~1 MiB; we allow more).
+  size_t max_batch_bytes = 16u << 20;
+};
+
+/// What the server should do after a request.
+struct Reply {
+  std::optional<Bytes> frame;  // nullopt: no response (acks=0)
+};
+
+/// All broker state and the request handlers. One instance per process.
+///
+/// Threading: everything runs on one strand-free io_context thread; handlers
+/// are coroutines that may park (Fetch long-poll, JoinGroup, SyncGroup).
+class Broker {
+ public:
+  /// Opens the data directory (topics, logs, offsets). Throws on startup errors.
+  Broker(asio::any_io_executor ex, BrokerConfig config);
+  ~Broker();
+
+  /// Starts the periodic tasks: group timers, interval flush, retention.
+  void start();
+  /// Flushes every log (used at shutdown).
+  void flush_all();
+
+  /// Handles one request frame (without its 4-byte size). An error means the
+  /// request could not be decoded: the server logs it and closes the connection.
+  asio::awaitable<Result<Reply>> handle(Bytes frame, std::string client_host);
+
+  BrokerConfig& config() { return config_; }
+  /// For tests: the log of a partition or nullptr.
+  PartitionLog* log(const std::string& topic, int32_t partition);
+
+ private:
+  struct Topic {
+    std::vector<std::unique_ptr<PartitionLog>> partitions;
+  };
+  struct FetchWaiter {
+    std::set<std::pair<std::string, int32_t>> watched;
+    std::shared_ptr<Pending<bool>> pending;
+  };
+
+  Result<void> create_topic(const std::string& name, int32_t partitions);
+  Result<void> delete_topic(const std::string& name);
+  void notify_fetchers(const std::string& topic, int32_t partition);
+  std::filesystem::path partition_dir(const std::string& topic, int32_t partition) const;
+
+  asio::awaitable<Reply> handle_api_versions(const RequestHeader& h);
+  Result<Reply> handle_metadata(const RequestHeader& h, const MetadataRequest& req);
+  Result<Reply> handle_produce(const RequestHeader& h, const ProduceRequest& req);
+  asio::awaitable<Reply> handle_fetch(const RequestHeader& h, const FetchRequest& req);
+  Reply handle_list_offsets(const RequestHeader& h, const ListOffsetsRequest& req);
+  Reply handle_create_topics(const RequestHeader& h, const CreateTopicsRequest& req);
+  Reply handle_delete_topics(const RequestHeader& h, const DeleteTopicsRequest& req);
+  Reply handle_init_producer_id(const RequestHeader& h, const InitProducerIdRequest& req);
+  Reply handle_find_coordinator(const RequestHeader& h, const FindCoordinatorRequest& req);
+  asio::awaitable<Reply> handle_join_group(const RequestHeader& h, JoinGroupRequest req, std::string host);
+  asio::awaitable<Reply> handle_sync_group(const RequestHeader& h, SyncGroupRequest req);
+  Reply handle_heartbeat(const RequestHeader& h, const HeartbeatRequest& req);
+  Reply handle_leave_group(const RequestHeader& h, const LeaveGroupRequest& req);
+  Reply handle_offset_commit(const RequestHeader& h, const OffsetCommitRequest& req);
+  Reply handle_offset_fetch(const RequestHeader& h, const OffsetFetchRequest& req);
+  Reply handle_list_groups(const RequestHeader& h);
+  Reply handle_describe_groups(const RequestHeader& h, const DescribeGroupsRequest& req);
+
+  asio::awaitable<void> maintenance_loop();
+
+  asio::any_io_executor ex_;
+  BrokerConfig config_;
+  std::unique_ptr<MetadataStore> store_;
+  std::unique_ptr<GroupCoordinator> groups_;
+  std::map<std::string, Topic> topics_;
+  std::vector<FetchWaiter*> fetch_waiters_;
+  Clock::time_point last_flush_;
+  Clock::time_point last_retention_;
+};
+
+/// Topic names Kafka accepts: 1-249 of [a-zA-Z0-9._-], not "." or "..".
+bool valid_topic_name(const std::string& name);
+
+}  // namespace starling::broker

@@ -1,0 +1,423 @@
+#include "services/broker/group_coordinator.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <random>
+
+namespace starling::broker {
+
+using std::chrono::milliseconds;
+
+namespace {
+GroupCoordinator::JoinResult join_error(ErrorCode e, std::string member_id = {}) {
+  GroupCoordinator::JoinResult r;
+  r.error = e;
+  r.member_id = std::move(member_id);
+  return r;
+}
+// Kafka's group.min/max.session.timeout.ms defaults are 6 s and 30 min; the
+// lower bound is relaxed so tests can expire members quickly.
+constexpr milliseconds kMinSessionTimeout{500};
+constexpr milliseconds kMaxSessionTimeout{30 * 60 * 1000};
+}  // namespace
+
+GroupCoordinator::GroupCoordinator(asio::any_io_executor ex, MetadataStore& store, TopicExists topic_exists)
+    : ex_(std::move(ex)), store_(store), topic_exists_(std::move(topic_exists)) {
+  for (auto& [key, c] : store_.load_offsets()) {
+    offsets_[std::get<0>(key)][{std::get<1>(key), std::get<2>(key)}] = c;
+  }
+}
+
+const char* GroupCoordinator::state_name(State s) {
+  switch (s) {
+    case State::kEmpty: return "Empty";
+    case State::kPreparingRebalance: return "PreparingRebalance";
+    case State::kCompletingRebalance: return "CompletingRebalance";
+    case State::kStable: return "Stable";
+    case State::kDead: return "Dead";
+  }
+  return "Dead";
+}
+
+GroupCoordinator::Member* GroupCoordinator::find_member(Group& g, const std::string& id) {
+  for (auto& m : g.members) {
+    if (m->id == id) return m.get();
+  }
+  return nullptr;
+}
+
+const Bytes* GroupCoordinator::metadata_for(const Member& m, const std::string& protocol) {
+  for (const auto& p : m.protocols) {
+    if (p.name == protocol) return &p.metadata;
+  }
+  return nullptr;
+}
+
+std::optional<std::string> GroupCoordinator::select_protocol(const Group& g) const {
+  // Candidates are the protocols every member supports; each member votes for
+  // its most preferred candidate (as Kafka's GroupMetadata.selectProtocol).
+  if (g.members.empty()) return std::nullopt;
+  std::vector<std::string> candidates;
+  for (const auto& p : g.members.front()->protocols) {
+    bool all = std::all_of(g.members.begin(), g.members.end(),
+                           [&](const auto& m) { return metadata_for(*m, p.name) != nullptr; });
+    if (all) candidates.push_back(p.name);
+  }
+  if (candidates.empty()) return std::nullopt;
+  std::map<std::string, int> votes;
+  for (const auto& m : g.members) {
+    for (const auto& p : m->protocols) {
+      if (std::find(candidates.begin(), candidates.end(), p.name) != candidates.end()) {
+        ++votes[p.name];
+        break;
+      }
+    }
+  }
+  std::string best = candidates.front();
+  for (const auto& c : candidates) {
+    if (votes[c] > votes[best]) best = c;
+  }
+  return best;
+}
+
+void GroupCoordinator::prepare_rebalance(Group& g, const char* reason) {
+  if (g.state == State::kPreparingRebalance) return;
+  spdlog::info("group {}: rebalance (generation {}): {}", g.id, g.generation, reason);
+  g.state = State::kPreparingRebalance;
+  milliseconds timeout{0};
+  for (auto& m : g.members) {
+    m->joined = m->join_waiter != nullptr;
+    timeout = std::max(timeout, m->rebalance_timeout);
+    // Members waiting for their assignment must rejoin instead.
+    if (m->sync_waiter) {
+      m->sync_waiter->complete({ErrorCode::kRebalanceInProgress, {}});
+      m->sync_waiter.reset();
+    }
+  }
+  g.rebalance_deadline = Clock::now() + timeout;
+}
+
+void GroupCoordinator::maybe_complete_join(Group& g) {
+  if (g.state != State::kPreparingRebalance) return;
+  bool all = std::all_of(g.members.begin(), g.members.end(), [](const auto& m) { return m->join_waiter != nullptr; });
+  if (all) complete_join(g);
+}
+
+void GroupCoordinator::complete_join(Group& g) {
+  // Members that did not rejoin within the rebalance timeout are dropped.
+  for (size_t i = 0; i < g.members.size();) {
+    if (!g.members[i]->join_waiter) {
+      spdlog::info("group {}: member {} did not rejoin in time, removing", g.id, g.members[i]->id);
+      g.members.erase(g.members.begin() + static_cast<long>(i));
+    } else {
+      ++i;
+    }
+  }
+  ++g.generation;
+  if (g.members.empty()) {
+    g.state = State::kEmpty;
+    g.protocol.clear();
+    g.leader.clear();
+    return;
+  }
+  auto protocol = select_protocol(g);
+  if (!protocol) {
+    // Cannot happen: join() refuses members without a common protocol.
+    for (auto& m : g.members) m->join_waiter->complete(join_error(ErrorCode::kInconsistentGroupProtocol));
+    g.members.clear();
+    g.state = State::kEmpty;
+    return;
+  }
+  g.protocol = *protocol;
+  if (!find_member(g, g.leader)) g.leader = g.members.front()->id;
+  g.state = State::kCompletingRebalance;
+  spdlog::info("group {}: generation {} with {} members, protocol {}, leader {}", g.id, g.generation, g.members.size(),
+               g.protocol, g.leader);
+  auto now = Clock::now();
+  for (auto& m : g.members) {
+    JoinResult r;
+    r.generation_id = g.generation;
+    r.protocol_name = g.protocol;
+    r.leader = g.leader;
+    r.member_id = m->id;
+    if (m->id == g.leader) {
+      for (auto& o : g.members) r.members.push_back({o->id, o->instance_id, *metadata_for(*o, g.protocol)});
+    }
+    m->last_seen = now;
+    m->joined = false;
+    m->assignment.clear();
+    auto w = std::move(m->join_waiter);
+    w->complete(std::move(r));
+  }
+}
+
+void GroupCoordinator::remove_member(Group& g, const std::string& id, const char* reason) {
+  auto it = std::find_if(g.members.begin(), g.members.end(), [&](const auto& m) { return m->id == id; });
+  if (it == g.members.end()) return;
+  spdlog::info("group {}: removing member {}: {}", g.id, id, reason);
+  if ((*it)->join_waiter) (*it)->join_waiter->complete(join_error(ErrorCode::kUnknownMemberId));
+  if ((*it)->sync_waiter) (*it)->sync_waiter->complete({ErrorCode::kUnknownMemberId, {}});
+  g.members.erase(it);
+  if (g.members.empty()) {
+    if (g.state != State::kEmpty) ++g.generation;
+    g.state = State::kEmpty;
+    g.protocol.clear();
+    g.leader.clear();
+    return;
+  }
+  if (g.state == State::kPreparingRebalance) {
+    maybe_complete_join(g);
+  } else {
+    prepare_rebalance(g, reason);
+  }
+}
+
+asio::awaitable<GroupCoordinator::JoinResult> GroupCoordinator::join(JoinGroupRequest req, std::string client_id,
+                                                                       std::string client_host) {
+  if (req.group_id.empty()) co_return join_error(ErrorCode::kInvalidGroupId);
+  milliseconds session{req.session_timeout_ms};
+  if (session < kMinSessionTimeout || session > kMaxSessionTimeout) co_return join_error(ErrorCode::kInvalidSessionTimeout);
+  if (req.protocols.empty() || req.protocol_type.empty()) co_return join_error(ErrorCode::kInconsistentGroupProtocol);
+
+  auto& slot = groups_[req.group_id];
+  if (!slot) {
+    slot = std::make_unique<Group>();
+    slot->id = req.group_id;
+  }
+  Group& g = *slot;
+  if (!g.members.empty() && g.protocol_type != req.protocol_type) co_return join_error(ErrorCode::kInconsistentGroupProtocol);
+  // A newcomer must share at least one protocol with every current member.
+  for (const auto& m : g.members) {
+    if (m->id == req.member_id) continue;
+    bool shared = std::any_of(req.protocols.begin(), req.protocols.end(),
+                              [&](const auto& p) { return metadata_for(*m, p.name) != nullptr; });
+    if (!shared) co_return join_error(ErrorCode::kInconsistentGroupProtocol);
+  }
+
+  Member* m = nullptr;
+  if (req.member_id.empty()) {
+    auto owned = std::make_unique<Member>();
+    owned->id = fmt::format("{}-{}-{:08x}", client_id.empty() ? "member" : client_id, ++member_counter_,
+                            std::random_device{}());
+    m = owned.get();
+    g.members.push_back(std::move(owned));
+  } else {
+    m = find_member(g, req.member_id);
+    if (m == nullptr) co_return join_error(ErrorCode::kUnknownMemberId, req.member_id);
+  }
+  bool changed = m->protocols.size() != req.protocols.size() ||
+                 !std::equal(m->protocols.begin(), m->protocols.end(), req.protocols.begin(),
+                             [](const auto& a, const auto& b) { return a.name == b.name && a.metadata == b.metadata; });
+  m->instance_id = req.group_instance_id;
+  m->client_id = client_id;
+  m->client_host = client_host;
+  m->session_timeout = session;
+  m->rebalance_timeout = milliseconds{std::max(req.rebalance_timeout_ms, req.session_timeout_ms)};
+  m->protocols = std::move(req.protocols);
+  m->last_seen = Clock::now();
+  g.protocol_type = req.protocol_type;
+
+  if (!changed && m->id != g.leader && (g.state == State::kStable || g.state == State::kCompletingRebalance)) {
+    // A follower that rejoins without changes just gets the current generation.
+    JoinResult r;
+    r.generation_id = g.generation;
+    r.protocol_name = g.protocol;
+    r.leader = g.leader;
+    r.member_id = m->id;
+    co_return r;
+  }
+  if (m->join_waiter) m->join_waiter->complete(join_error(ErrorCode::kUnknownMemberId));  // superseded request
+  auto waiter = std::make_shared<Pending<JoinResult>>(ex_);
+  m->join_waiter = waiter;
+  m->joined = true;
+  std::string member_id = m->id;
+  prepare_rebalance(g, changed ? "member joined or changed its protocols" : "leader rejoined");
+  maybe_complete_join(g);
+  auto deadline = g.rebalance_deadline + milliseconds(1000);
+  co_await waiter->wait_until(deadline);
+  if (waiter->result) co_return std::move(*waiter->result);
+  co_return join_error(ErrorCode::kRebalanceInProgress, member_id);
+}
+
+asio::awaitable<GroupCoordinator::SyncResult> GroupCoordinator::sync(SyncGroupRequest req) {
+  auto it = groups_.find(req.group_id);
+  if (it == groups_.end()) co_return SyncResult{ErrorCode::kUnknownMemberId, {}};
+  Group& g = *it->second;
+  Member* m = find_member(g, req.member_id);
+  if (m == nullptr) co_return SyncResult{ErrorCode::kUnknownMemberId, {}};
+  if (req.generation_id != g.generation) co_return SyncResult{ErrorCode::kIllegalGeneration, {}};
+  m->last_seen = Clock::now();
+  switch (g.state) {
+    case State::kPreparingRebalance:
+      co_return SyncResult{ErrorCode::kRebalanceInProgress, {}};
+    case State::kStable:
+      co_return SyncResult{ErrorCode::kNone, m->assignment};
+    case State::kEmpty:
+    case State::kDead:
+      co_return SyncResult{ErrorCode::kUnknownMemberId, {}};
+    case State::kCompletingRebalance:
+      break;
+  }
+  if (m->id == g.leader) {
+    for (auto& o : g.members) {
+      o->assignment.clear();
+      for (auto& a : req.assignments) {
+        if (a.member_id == o->id) o->assignment = a.assignment;
+      }
+    }
+    g.state = State::kStable;
+    spdlog::info("group {}: generation {} is stable", g.id, g.generation);
+    for (auto& o : g.members) {
+      if (o->sync_waiter) {
+        auto w = std::move(o->sync_waiter);
+        w->complete({ErrorCode::kNone, o->assignment});
+      }
+    }
+    co_return SyncResult{ErrorCode::kNone, m->assignment};
+  }
+  auto waiter = std::make_shared<Pending<SyncResult>>(ex_);
+  if (m->sync_waiter) m->sync_waiter->complete({ErrorCode::kRebalanceInProgress, {}});
+  m->sync_waiter = waiter;
+  co_await waiter->wait_until(Clock::now() + std::max(m->rebalance_timeout, m->session_timeout));
+  if (waiter->result) co_return std::move(*waiter->result);
+  // Leader never synced: a new round will be needed.
+  co_return SyncResult{ErrorCode::kRebalanceInProgress, {}};
+}
+
+ErrorCode GroupCoordinator::heartbeat(const HeartbeatRequest& req) {
+  auto it = groups_.find(req.group_id);
+  if (it == groups_.end()) return ErrorCode::kUnknownMemberId;
+  Group& g = *it->second;
+  Member* m = find_member(g, req.member_id);
+  if (m == nullptr) return ErrorCode::kUnknownMemberId;
+  m->last_seen = Clock::now();
+  if (g.state == State::kPreparingRebalance) return ErrorCode::kRebalanceInProgress;
+  if (req.generation_id != g.generation) return ErrorCode::kIllegalGeneration;
+  return ErrorCode::kNone;
+}
+
+std::vector<ErrorCode> GroupCoordinator::leave(const LeaveGroupRequest& req) {
+  std::vector<ErrorCode> out;
+  auto it = groups_.find(req.group_id);
+  for (const auto& lm : req.members) {
+    if (it == groups_.end() || find_member(*it->second, lm.member_id) == nullptr) {
+      out.push_back(ErrorCode::kUnknownMemberId);
+      continue;
+    }
+    remove_member(*it->second, lm.member_id, "member left the group");
+    out.push_back(ErrorCode::kNone);
+  }
+  return out;
+}
+
+std::vector<ErrorCode> GroupCoordinator::commit(const OffsetCommitRequest& req) {
+  size_t count = 0;
+  for (const auto& t : req.topics) count += t.partitions.size();
+  auto all = [&](ErrorCode e) { return std::vector<ErrorCode>(count, e); };
+  if (req.group_id.empty()) return all(ErrorCode::kInvalidGroupId);
+  // generation -1 with no member id is a "simple" commit by a client that
+  // manages its own assignment; anything else must match the live group.
+  if (req.generation_id >= 0 || !req.member_id.empty()) {
+    auto it = groups_.find(req.group_id);
+    if (it == groups_.end()) return all(ErrorCode::kIllegalGeneration);
+    Group& g = *it->second;
+    Member* m = find_member(g, req.member_id);
+    if (m == nullptr) return all(ErrorCode::kUnknownMemberId);
+    if (req.generation_id != g.generation) return all(ErrorCode::kIllegalGeneration);
+    if (g.state == State::kPreparingRebalance) return all(ErrorCode::kRebalanceInProgress);
+    m->last_seen = Clock::now();
+  }
+  std::vector<ErrorCode> out;
+  std::map<MetadataStore::OffsetKey, CommittedOffset> batch;
+  for (const auto& t : req.topics) {
+    for (const auto& p : t.partitions) {
+      if (!topic_exists_(t.name, p.index)) {
+        out.push_back(ErrorCode::kUnknownTopicOrPartition);
+        continue;
+      }
+      out.push_back(ErrorCode::kNone);
+      batch[{req.group_id, t.name, p.index}] = CommittedOffset{p.offset, p.leader_epoch, p.metadata};
+    }
+  }
+  if (!batch.empty()) {
+    if (auto r = store_.put_offsets(batch); !r) {
+      spdlog::error("group {}: cannot persist offsets: {}", req.group_id, r.error().message);
+      return all(ErrorCode::kUnknownServerError);
+    }
+    auto& mine = offsets_[req.group_id];
+    for (auto& [k, c] : batch) mine[{std::get<1>(k), std::get<2>(k)}] = c;
+  }
+  return out;
+}
+
+std::vector<GroupCoordinator::OffsetResult> GroupCoordinator::fetch_offsets(const OffsetFetchRequest& req) const {
+  std::vector<OffsetResult> out;
+  auto git = offsets_.find(req.group_id);
+  if (!req.topics) {
+    if (git != offsets_.end()) {
+      for (const auto& [tp, c] : git->second) out.push_back({tp.first, tp.second, c, ErrorCode::kNone});
+    }
+    return out;
+  }
+  for (const auto& t : *req.topics) {
+    for (int32_t p : t.partitions) {
+      OffsetResult r{t.name, p, CommittedOffset{-1, -1, std::string()}, ErrorCode::kNone};
+      if (git != offsets_.end()) {
+        auto it = git->second.find({t.name, p});
+        if (it != git->second.end()) r.committed = it->second;
+      }
+      out.push_back(std::move(r));
+    }
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> GroupCoordinator::list_groups() const {
+  std::map<std::string, std::string> all;
+  for (const auto& [id, c] : offsets_) all[id] = "consumer";
+  for (const auto& [id, g] : groups_) all[id] = g->protocol_type;
+  return {all.begin(), all.end()};
+}
+
+GroupCoordinator::GroupDescription GroupCoordinator::describe(const std::string& group_id) const {
+  GroupDescription d;
+  d.group_id = group_id;
+  auto it = groups_.find(group_id);
+  if (it == groups_.end()) {
+    d.state = offsets_.count(group_id) != 0 ? "Empty" : "Dead";
+    return d;
+  }
+  const Group& g = *it->second;
+  d.state = state_name(g.state);
+  d.protocol_type = g.protocol_type;
+  d.protocol = g.protocol;
+  for (const auto& m : g.members) {
+    MemberDescription md;
+    md.member_id = m->id;
+    md.group_instance_id = m->instance_id;
+    md.client_id = m->client_id;
+    md.client_host = m->client_host;
+    md.assignment = m->assignment;
+    if (const Bytes* meta = metadata_for(*m, g.protocol)) md.metadata = *meta;
+    d.members.push_back(std::move(md));
+  }
+  return d;
+}
+
+void GroupCoordinator::tick(Clock::time_point now) {
+  for (auto& [id, gp] : groups_) {
+    Group& g = *gp;
+    std::vector<std::string> expired;
+    for (const auto& m : g.members) {
+      // A member parked in JoinGroup/SyncGroup is alive by definition.
+      if (m->join_waiter || m->sync_waiter) continue;
+      if (now - m->last_seen > m->session_timeout) expired.push_back(m->id);
+    }
+    for (const auto& mid : expired) remove_member(g, mid, "session timeout expired");
+    if (g.state == State::kPreparingRebalance && now >= g.rebalance_deadline) complete_join(g);
+  }
+}
+
+}  // namespace starling::broker

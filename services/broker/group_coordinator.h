@@ -1,0 +1,134 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "services/broker/asio.h"
+#include "services/broker/error.h"
+#include "services/broker/messages.h"
+#include "services/broker/metadata_store.h"
+
+namespace starling::broker {
+
+/// The classic (pre-KIP-848) group membership protocol for one node that
+/// coordinates every group: JoinGroup/SyncGroup rounds with generations,
+/// leader election and protocol selection, heartbeats with session timeouts,
+/// rebalance timeouts, and committed offsets persisted in the MetadataStore.
+///
+/// Threading: every method runs on the broker's single I/O thread. join() and
+/// sync() are coroutines that park until the round completes.
+class GroupCoordinator {
+ public:
+  enum class State { kEmpty, kPreparingRebalance, kCompletingRebalance, kStable, kDead };
+
+  struct JoinedMember {
+    std::string member_id;
+    std::optional<std::string> group_instance_id;
+    Bytes metadata;
+  };
+  struct JoinResult {
+    ErrorCode error = ErrorCode::kNone;
+    int32_t generation_id = -1;
+    std::string protocol_name;
+    std::string leader;
+    std::string member_id;
+    std::vector<JoinedMember> members;  // only for the leader
+  };
+  struct SyncResult {
+    ErrorCode error = ErrorCode::kNone;
+    Bytes assignment;
+  };
+  struct MemberDescription {
+    std::string member_id;
+    std::optional<std::string> group_instance_id;
+    std::string client_id;
+    std::string client_host;
+    Bytes metadata;
+    Bytes assignment;
+  };
+  struct GroupDescription {
+    ErrorCode error = ErrorCode::kNone;
+    std::string group_id;
+    std::string state;
+    std::string protocol_type;
+    std::string protocol;
+    std::vector<MemberDescription> members;
+  };
+  struct OffsetResult {
+    std::string topic;
+    int32_t partition = 0;
+    CommittedOffset committed;
+    ErrorCode error = ErrorCode::kNone;
+  };
+
+  using TopicExists = std::function<bool(const std::string& topic, int32_t partition)>;
+
+  GroupCoordinator(asio::any_io_executor ex, MetadataStore& store, TopicExists topic_exists);
+
+  asio::awaitable<JoinResult> join(JoinGroupRequest req, std::string client_id, std::string client_host);
+  asio::awaitable<SyncResult> sync(SyncGroupRequest req);
+  ErrorCode heartbeat(const HeartbeatRequest& req);
+  /// One error per member in the request.
+  std::vector<ErrorCode> leave(const LeaveGroupRequest& req);
+
+  /// Returns one error per partition in request order (flattened).
+  std::vector<ErrorCode> commit(const OffsetCommitRequest& req);
+  std::vector<OffsetResult> fetch_offsets(const OffsetFetchRequest& req) const;
+
+  std::vector<std::pair<std::string, std::string>> list_groups() const;  // id, protocol type
+  GroupDescription describe(const std::string& group_id) const;
+
+  /// Expires members past their session timeout and completes rebalances
+  /// past their deadline. Called periodically by the server.
+  void tick(Clock::time_point now);
+
+  static const char* state_name(State s);
+
+ private:
+  struct Member {
+    std::string id;
+    std::optional<std::string> instance_id;
+    std::string client_id;
+    std::string client_host;
+    std::chrono::milliseconds session_timeout{0};
+    std::chrono::milliseconds rebalance_timeout{0};
+    std::vector<JoinGroupRequest::Protocol> protocols;
+    Bytes assignment;
+    Clock::time_point last_seen;
+    bool joined = false;  // rejoined in the current PreparingRebalance round
+    std::shared_ptr<Pending<JoinResult>> join_waiter;
+    std::shared_ptr<Pending<SyncResult>> sync_waiter;
+  };
+  struct Group {
+    std::string id;
+    State state = State::kEmpty;
+    int32_t generation = 0;
+    std::string protocol_type;
+    std::string protocol;
+    std::string leader;
+    std::vector<std::unique_ptr<Member>> members;  // join order: the first is the default leader
+    Clock::time_point rebalance_deadline;
+  };
+
+  Member* find_member(Group& g, const std::string& id);
+  void prepare_rebalance(Group& g, const char* reason);
+  void maybe_complete_join(Group& g);
+  void complete_join(Group& g);
+  void remove_member(Group& g, const std::string& id, const char* reason);
+  std::optional<std::string> select_protocol(const Group& g) const;
+  static const Bytes* metadata_for(const Member& m, const std::string& protocol);
+
+  asio::any_io_executor ex_;
+  MetadataStore& store_;
+  TopicExists topic_exists_;
+  std::map<std::string, std::unique_ptr<Group>> groups_;
+  std::map<std::string, std::map<std::pair<std::string, int32_t>, CommittedOffset>> offsets_;
+  uint64_t member_counter_ = 0;
+};
+
+}  // namespace starling::broker

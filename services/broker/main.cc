@@ -1,0 +1,136 @@
+// starling-broker: a single-node, durable, Kafka-wire-compatible broker.
+// Thin main: flags, logging, wiring. Everything else is in starling::broker_core.
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "services/broker/broker.h"
+#include "services/broker/server.h"
+
+namespace {
+
+using starling::broker::asio::ip::tcp;
+
+tcp::endpoint parse_listen(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos) throw CLI::ValidationError("--listen", "expected HOST:PORT, got " + s);
+  auto host = s.substr(0, colon);
+  int port = std::stoi(s.substr(colon + 1));
+  if (port < 0 || port > 65535) throw CLI::ValidationError("--listen", "port out of range");
+  return {starling::broker::asio::ip::make_address(host), static_cast<uint16_t>(port)};
+}
+
+void write_port_file(const std::filesystem::path& path, const std::string& content) {
+  // Write then rename so a reader never sees a partial file.
+  auto tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << content << "\n";
+    if (!out) throw std::runtime_error("cannot write " + tmp.string());
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"starling-broker: a single-node, durable broker speaking the Kafka wire protocol "
+               "(librdkafka, kcat). Data and committed offsets survive restarts and kill -9."};
+  std::string listen = "127.0.0.1:9092";
+  std::string data_dir;
+  std::string port_file;
+  std::string advertised_host;
+  int32_t partitions = 1;
+  bool auto_create = true;
+  std::string flush = "every-batch";
+  int64_t retention_ms = -1;
+  int64_t retention_bytes = -1;
+  uint64_t segment_bytes = 64ull << 20;
+  std::string log_level = "info";
+  app.add_option("--listen", listen, "HOST:PORT to listen on; port 0 picks a free port")->capture_default_str();
+  app.add_option("--data-dir", data_dir, "Directory for logs, topics and committed offsets (created if missing)")
+      ->required();
+  app.add_option("--port-file", port_file,
+                 "Once listening, atomically write HOST:PORT to this file (for supervisors and tests)");
+  app.add_option("--advertised-host", advertised_host,
+                 "Host name clients are told to connect to (default: the --listen host)");
+  app.add_option("--partitions", partitions, "Partition count of auto-created topics and of CreateTopics with -1")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--auto-create", auto_create, "Create unknown topics when clients ask for their metadata (true|false)")
+      ->capture_default_str();
+  app.add_option("--flush", flush,
+                 "every-batch: fsync each append before acknowledging it; <ms>: fsync every <ms> milliseconds "
+                 "and acknowledge once written (faster, may lose the last <ms> on power loss)")
+      ->capture_default_str();
+  app.add_option("--retention-ms", retention_ms, "Delete closed segments older than this (-1: keep forever)")
+      ->capture_default_str();
+  app.add_option("--retention-bytes", retention_bytes,
+                 "Per partition, delete the oldest closed segments beyond this size (-1: no limit)")
+      ->capture_default_str();
+  app.add_option("--segment-bytes", segment_bytes, "Roll to a new segment file past this size")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1024}, uint64_t{1} << 31));
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    spdlog::set_level(spdlog::level::from_str(log_level));
+    // Logs go to stderr: stdout carries the one "listening on" line.
+    spdlog::default_logger()->sinks().clear();
+    spdlog::default_logger()->sinks().push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+
+    starling::broker::BrokerConfig config;
+    config.data_dir = data_dir;
+    config.default_partitions = partitions;
+    config.auto_create_topics = auto_create;
+    if (flush != "every-batch") {
+      try {
+        config.flush_interval_ms = std::stoll(flush);
+      } catch (const std::exception&) {
+        throw std::runtime_error("--flush must be every-batch or a number of milliseconds, got " + flush);
+      }
+      if (config.flush_interval_ms <= 0) throw std::runtime_error("--flush interval must be > 0 ms");
+    }
+    config.log.retention_ms = retention_ms;
+    config.log.retention_bytes = retention_bytes;
+    config.log.segment_bytes = segment_bytes;
+
+    auto endpoint = parse_listen(listen);
+    starling::broker::asio::io_context io(1);
+    starling::broker::Broker broker(io.get_executor(), config);
+    starling::broker::Server server(io, broker, endpoint);
+    auto bound = server.local_endpoint();
+    broker.config().advertised_host = advertised_host.empty() ? bound.address().to_string() : advertised_host;
+    broker.config().advertised_port = bound.port();
+    broker.start();
+    server.start();
+
+    starling::broker::asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      spdlog::info("signal {}: shutting down", sig);
+      server.stop();
+      broker.flush_all();
+      io.stop();
+    });
+
+    std::string address = bound.address().to_string() + ":" + std::to_string(bound.port());
+    std::cout << "listening on " << address << std::endl;
+    if (!port_file.empty()) write_port_file(port_file, address);
+    spdlog::info("starling-broker listening on {} (advertised {}:{}), data in {}", address,
+                 broker.config().advertised_host, broker.config().advertised_port, data_dir);
+    io.run();
+    spdlog::info("stopped");
+    return 0;
+  } catch (const std::exception& e) {
+    spdlog::critical("starling-broker: {}", e.what());
+    return 1;
+  }
+}
