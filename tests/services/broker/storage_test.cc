@@ -1,0 +1,255 @@
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "services/broker/partition_log.h"
+#include "services/broker/producer_state.h"
+#include "tests/services/broker/test_batches.h"
+
+namespace starling::broker {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::BatchSpec;
+using testing::make_batch;
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/broker-storage-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+Result<PartitionLog::AppendResult> append(PartitionLog& log, const Bytes& batch) {
+  auto batches = validate_record_set(batch, 1 << 20);
+  if (!batches) return std::unexpected(batches.error());
+  return log.append(batch, *batches);
+}
+
+std::vector<int64_t> base_offsets(const Bytes& records) {
+  std::vector<int64_t> out;
+  size_t pos = 0;
+  while (pos < records.size()) {
+    auto h = parse_batch_header(ByteView(records).subspan(pos));
+    if (!h) break;
+    EXPECT_TRUE(batch_crc_ok(ByteView(records).subspan(pos, h->total_size())));
+    out.push_back(h->base_offset);
+    pos += h->total_size();
+  }
+  return out;
+}
+
+TEST(PartitionLog, AssignsConsecutiveOffsetsAndReadsWholeBatches) {
+  TempDir dir;
+  auto log = PartitionLog::open(dir.path() / "t-0", {});
+  EXPECT_EQ(append(*log, make_batch({{"a", "b"}}))->base_offset, 0);
+  EXPECT_EQ(append(*log, make_batch({{"c"}}))->base_offset, 2);
+  EXPECT_EQ(append(*log, make_batch({{"d", "e", "f"}}))->base_offset, 3);
+  EXPECT_EQ(log->log_end_offset(), 6);
+  auto all = log->read(0, 1 << 20);
+  ASSERT_TRUE(all.has_value());
+  EXPECT_EQ(base_offsets(all->records), (std::vector<int64_t>{0, 2, 3}));
+  // Reading from inside a batch starts at that batch.
+  EXPECT_EQ(base_offsets(log->read(4, 1 << 20)->records), (std::vector<int64_t>{3}));
+  // A tiny max_bytes still returns the first whole batch.
+  EXPECT_EQ(base_offsets(log->read(0, 10)->records), (std::vector<int64_t>{0}));
+  EXPECT_TRUE(log->read(6, 100)->records.empty());
+  EXPECT_EQ(log->read(7, 100).error().code, ErrorCode::kOffsetOutOfRange);
+}
+
+TEST(PartitionLog, TornTailIsTruncatedAtReopenAndAppendsContinue) {
+  TempDir dir;
+  fs::path p = dir.path() / "t-0";
+  {
+    auto log = PartitionLog::open(p, {});
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(append(*log, make_batch({{"x", "y"}})).has_value());
+  }
+  // Given a crash in the middle of writing a fourth batch
+  auto batch = make_batch({{"torn"}});
+  {
+    std::ofstream f(p / segment_file_name(0), std::ios::app | std::ios::binary);
+    f.write(reinterpret_cast<const char*>(batch.data()), static_cast<std::streamsize>(batch.size() / 2));
+  }
+  // When the log is reopened
+  auto log = PartitionLog::open(p, {});
+  // Then the partial batch is gone and the log continues at offset 6
+  EXPECT_EQ(log->truncated_bytes_at_open(), batch.size() / 2);
+  EXPECT_EQ(log->log_end_offset(), 6);
+  EXPECT_EQ(append(*log, make_batch({{"next"}}))->base_offset, 6);
+  EXPECT_EQ(base_offsets(log->read(0, 1 << 20)->records), (std::vector<int64_t>{0, 2, 4, 6}));
+}
+
+TEST(PartitionLog, CorruptLastBatchIsTruncatedAtReopen) {
+  TempDir dir;
+  fs::path p = dir.path() / "t-0";
+  uint64_t size_after_two = 0;
+  {
+    auto log = PartitionLog::open(p, {});
+    ASSERT_TRUE(append(*log, make_batch({{"a"}})).has_value());
+    ASSERT_TRUE(append(*log, make_batch({{"b"}})).has_value());
+    size_after_two = log->size_bytes();
+    ASSERT_TRUE(append(*log, make_batch({{"c"}})).has_value());
+  }
+  // Flip a byte in the payload of the last batch (a bad sector / partial page).
+  int fd = ::open((p / segment_file_name(0)).c_str(), O_RDWR);
+  off_t end = ::lseek(fd, 0, SEEK_END);
+  uint8_t b = 0;
+  ASSERT_EQ(::pread(fd, &b, 1, end - 2), 1);
+  b ^= 0xff;
+  ASSERT_EQ(::pwrite(fd, &b, 1, end - 2), 1);
+  ::close(fd);
+  auto log = PartitionLog::open(p, {});
+  EXPECT_EQ(log->log_end_offset(), 2);
+  EXPECT_EQ(log->size_bytes(), size_after_two);
+}
+
+TEST(PartitionLog, RollsSegmentsAndRetentionByBytesDeletesTheOldest) {
+  TempDir dir;
+  LogConfig cfg;
+  cfg.segment_bytes = 1024;
+  cfg.retention_bytes = 2048;
+  auto log = PartitionLog::open(dir.path() / "t-0", cfg);
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(append(*log, make_batch({{std::string(200, 'x')}})).has_value());
+  EXPECT_GT(log->segment_count(), 5u);
+  size_t deleted = log->apply_retention(0);
+  EXPECT_GT(deleted, 0u);
+  EXPECT_LE(log->size_bytes(), 2048u + 1024u);
+  EXPECT_GT(log->log_start_offset(), 0);
+  EXPECT_EQ(log->read(0, 100).error().code, ErrorCode::kOffsetOutOfRange);
+  EXPECT_EQ(base_offsets(log->read(log->log_start_offset(), 300)->records).front(), log->log_start_offset());
+  // Reads span segments.
+  EXPECT_GT(base_offsets(log->read(log->log_start_offset(), 1 << 20)->records).size(), 5u);
+  // Log start offset survives a reopen.
+  int64_t start = log->log_start_offset();
+  log.reset();
+  log = PartitionLog::open(dir.path() / "t-0", cfg);
+  EXPECT_EQ(log->log_start_offset(), start);
+  EXPECT_EQ(log->log_end_offset(), 40);
+}
+
+TEST(PartitionLog, RetentionByTimeDeletesExpiredClosedSegments) {
+  TempDir dir;
+  LogConfig cfg;
+  cfg.segment_bytes = 300;
+  cfg.retention_ms = 1000;
+  auto log = PartitionLog::open(dir.path() / "t-0", cfg);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(append(*log, make_batch({{std::string(200, 'x')}, 1000 + i})).has_value());
+  // Appended "now", so nothing expires until the clock moves on.
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_EQ(log->apply_retention(now), 0u);
+  EXPECT_EQ(log->apply_retention(now + 10'000), 4u);  // the active segment stays
+  EXPECT_EQ(log->log_start_offset(), 4);
+}
+
+TEST(PartitionLog, OffsetForTimestampFindsFirstBatchWithMaxTimestampAtLeastT) {
+  TempDir dir;
+  LogConfig cfg;
+  cfg.segment_bytes = 500;
+  cfg.index_interval_bytes = 100;
+  auto log = PartitionLog::open(dir.path() / "t-0", cfg);
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE(append(*log, make_batch({{std::string(50, 'x')}, 1000 + 10 * i})).has_value());
+  EXPECT_EQ(log->offset_for_timestamp(0), 0);
+  EXPECT_EQ(log->offset_for_timestamp(1000), 0);
+  EXPECT_EQ(log->offset_for_timestamp(1001), 1);
+  EXPECT_EQ(log->offset_for_timestamp(1150), 15);
+  EXPECT_EQ(log->offset_for_timestamp(1290), 29);
+  EXPECT_EQ(log->offset_for_timestamp(1291), -1);
+}
+
+BatchSpec idem(int64_t pid, int16_t epoch, int32_t seq, int n = 1) {
+  BatchSpec s;
+  s.values.assign(static_cast<size_t>(n), "v");
+  s.producer_id = pid;
+  s.producer_epoch = epoch;
+  s.base_sequence = seq;
+  return s;
+}
+
+TEST(Idempotence, RetriedBatchIsAcknowledgedWithItsOriginalOffsetAndStoredOnce) {
+  TempDir dir;
+  auto log = PartitionLog::open(dir.path() / "t-0", {});
+  auto first = make_batch(idem(7, 0, 0, 2));
+  EXPECT_EQ(append(*log, first)->base_offset, 0);
+  EXPECT_EQ(append(*log, make_batch(idem(7, 0, 2, 3)))->base_offset, 2);
+  auto retry = append(*log, first);
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_TRUE(retry->duplicate);
+  EXPECT_EQ(retry->base_offset, 0);
+  EXPECT_EQ(log->log_end_offset(), 5);
+}
+
+TEST(Idempotence, SequenceGapIsOutOfOrder) {
+  TempDir dir;
+  auto log = PartitionLog::open(dir.path() / "t-0", {});
+  ASSERT_TRUE(append(*log, make_batch(idem(7, 0, 0))).has_value());
+  auto gap = append(*log, make_batch(idem(7, 0, 5)));
+  ASSERT_FALSE(gap.has_value());
+  EXPECT_EQ(gap.error().code, ErrorCode::kOutOfOrderSequenceNumber);
+  EXPECT_EQ(log->log_end_offset(), 1);
+}
+
+TEST(Idempotence, StaleEpochIsFencedAndNewEpochMustStartAtZero) {
+  TempDir dir;
+  auto log = PartitionLog::open(dir.path() / "t-0", {});
+  ASSERT_TRUE(append(*log, make_batch(idem(7, 3, 0))).has_value());
+  auto stale = append(*log, make_batch(idem(7, 2, 1)));
+  ASSERT_FALSE(stale.has_value());
+  EXPECT_EQ(stale.error().code, ErrorCode::kInvalidProducerEpoch);
+  auto bad_start = append(*log, make_batch(idem(7, 4, 1)));
+  ASSERT_FALSE(bad_start.has_value());
+  EXPECT_EQ(bad_start.error().code, ErrorCode::kOutOfOrderSequenceNumber);
+  EXPECT_TRUE(append(*log, make_batch(idem(7, 4, 0))).has_value());
+}
+
+TEST(Idempotence, OnlyTheLastFiveBatchesAreRemembered) {
+  ProducerStateTable table;
+  for (int i = 0; i < 7; ++i) {
+    auto b = make_batch(idem(1, 0, i));
+    table.record(*parse_batch_header(b), i);
+  }
+  EXPECT_EQ(table.find(1)->batches.size(), ProducerStateTable::kCachedBatches);
+  auto recent = make_batch(idem(1, 0, 3));
+  EXPECT_TRUE(table.check(*parse_batch_header(recent))->duplicate);
+  // Sequence 1 fell out of the cache, so it is now simply out of order.
+  auto old = make_batch(idem(1, 0, 1));
+  EXPECT_EQ(table.check(*parse_batch_header(old)).error().code, ErrorCode::kOutOfOrderSequenceNumber);
+}
+
+TEST(Idempotence, ProducerStateIsRebuiltFromTheLogAfterRestart) {
+  TempDir dir;
+  auto first = make_batch(idem(9, 1, 0, 4));
+  {
+    auto log = PartitionLog::open(dir.path() / "t-0", {});
+    ASSERT_TRUE(append(*log, make_batch({{"plain"}})).has_value());
+    ASSERT_TRUE(append(*log, first).has_value());
+  }
+  auto log = PartitionLog::open(dir.path() / "t-0", {});
+  auto retry = append(*log, first);
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_TRUE(retry->duplicate);
+  EXPECT_EQ(retry->base_offset, 1);
+  EXPECT_EQ(append(*log, make_batch(idem(9, 0, 4))).error().code, ErrorCode::kInvalidProducerEpoch);
+  EXPECT_EQ(append(*log, make_batch(idem(9, 1, 4)))->base_offset, 5);
+}
+
+TEST(Idempotence, SequenceWrapsAroundAtInt32Max) {
+  ProducerStateTable table;
+  auto b = make_batch(idem(1, 0, INT32_MAX - 1, 2));
+  auto h = *parse_batch_header(b);
+  EXPECT_EQ(h.last_sequence(), INT32_MAX);
+  table.record(h, 0);
+  auto next = make_batch(idem(1, 0, 0));
+  EXPECT_TRUE(table.check(*parse_batch_header(next)).has_value());
+}
+
+}  // namespace
+}  // namespace starling::broker
