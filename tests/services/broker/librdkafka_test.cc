@@ -1,0 +1,219 @@
+// Integration tests: the real starling-broker process driven by librdkafka 2.0.2.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "tests/services/broker/broker_process.h"
+#include "tests/services/broker/rdkafka_helpers.h"
+
+namespace starling::broker::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+const Props kIdempotent = {{"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "5"}};
+
+std::string value_of(int i) { return "message-" + std::to_string(i); }
+
+TEST(Librdkafka, IdempotentCompressedProduceWithHeadersIsReadBackExactly) {
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--partitions", "3"});
+  const int per_codec = 3000;
+  int next = 0;
+  for (const char* codec : {"lz4", "zstd", "none"}) {
+    Props props = kIdempotent;
+    props["compression.codec"] = codec;
+    Producer producer(broker.bootstrap(), props);
+    for (int i = 0; i < per_codec; ++i, ++next) {
+      producer.produce("events", value_of(next), RD_KAFKA_PARTITION_UA, {{"trace-id", "t" + std::to_string(next)}});
+    }
+    ASSERT_TRUE(producer.flush()) << broker.log();
+    ASSERT_EQ(producer.deliveries().size(), static_cast<size_t>(per_codec));
+    for (const auto& d : producer.deliveries()) {
+      ASSERT_EQ(d.err, RD_KAFKA_RESP_ERR_NO_ERROR) << codec << ": " << rd_kafka_err2str(d.err);
+      ASSERT_GE(d.offset, 0);
+    }
+  }
+  Consumer consumer(broker.bootstrap(), {{"group.id", "reader"}, {"enable.auto.commit", "false"}});
+  consumer.assign("events", 3);
+  auto got = consumer.consume(static_cast<size_t>(next), 30s);
+  ASSERT_EQ(got.size(), static_cast<size_t>(next));
+  std::set<std::string> values;
+  std::map<int32_t, int64_t> last_offset;
+  for (const auto& r : got) {
+    values.insert(r.value);
+    // Offsets within a partition are dense and increasing.
+    auto it = last_offset.find(r.partition);
+    EXPECT_EQ(r.offset, it == last_offset.end() ? 0 : it->second + 1);
+    last_offset[r.partition] = r.offset;
+    ASSERT_EQ(r.headers.count("trace-id"), 1u);
+    EXPECT_EQ("message-" + r.headers.at("trace-id").substr(1), r.value);
+  }
+  EXPECT_EQ(values.size(), static_cast<size_t>(next));
+  EXPECT_EQ(last_offset.size(), 3u);
+}
+
+TEST(Librdkafka, AcknowledgedMessagesSurviveKill9DuringProduce) {
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--partitions", "2"});
+  std::vector<Delivery> acked;
+  {
+    Props props = kIdempotent;
+    props["message.timeout.ms"] = "3000";
+    Producer producer(broker.bootstrap(), props);
+    // Given a producer in full flow
+    bool killed = false;
+    for (int i = 0; i < 20000; ++i) {
+      producer.produce("durable", value_of(i));
+      if (i % 50 == 0) producer.poll(1);
+      // When the broker is killed with -9 part way through
+      if (!killed && producer.deliveries().size() >= 3000) {
+        broker.kill9();
+        killed = true;
+      }
+    }
+    while (!killed && producer.deliveries().size() < 3000) producer.poll(10);
+    if (!killed) broker.kill9();
+    producer.flush(5000);
+    for (const auto& d : producer.deliveries()) {
+      if (d.err == RD_KAFKA_RESP_ERR_NO_ERROR) acked.push_back(d);
+    }
+  }
+  ASSERT_GE(acked.size(), 3000u);
+  // Then after a restart every acknowledged message is there at its offset
+  broker.start();
+  Consumer consumer(broker.bootstrap(), {{"group.id", "verify"}});
+  consumer.assign("durable", 2);
+  auto got = consumer.consume(acked.size(), 30s);
+  std::map<std::pair<int32_t, int64_t>, std::string> stored;
+  for (const auto& r : got) stored[{r.partition, r.offset}] = r.value;
+  for (const auto& d : acked) {
+    auto it = stored.find({d.partition, d.offset});
+    ASSERT_NE(it, stored.end()) << "acknowledged " << d.value << " at " << d.partition << "/" << d.offset << " lost";
+    EXPECT_EQ(it->second, d.value);
+  }
+}
+
+TEST(Librdkafka, GroupCommitSurvivesBrokerKill9AndConsumerResumesFromCommittedOffset) {
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--partitions", "2"});
+  {
+    Producer producer(broker.bootstrap(), kIdempotent);
+    for (int i = 0; i < 1000; ++i) producer.produce("orders", value_of(i));
+    ASSERT_TRUE(producer.flush());
+  }
+  const Props group = {{"group.id", "billing"},
+                       {"enable.auto.commit", "false"},
+                       {"auto.offset.reset", "earliest"},
+                       {"session.timeout.ms", "6000"}};
+  std::set<std::string> first_half;
+  {
+    Consumer consumer(broker.bootstrap(), group);
+    consumer.subscribe("orders");
+    auto got = consumer.consume(600, 30s);
+    ASSERT_EQ(got.size(), 600u);
+    for (const auto& r : got) first_half.insert(r.value);
+    ASSERT_EQ(consumer.commit_sync(), RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+  broker.kill9();
+  broker.start();
+  Consumer consumer(broker.bootstrap(), group);
+  consumer.subscribe("orders");
+  auto rest = consumer.consume(400, 15s);
+  auto extra = consumer.consume(1, 2s);
+  rest.insert(rest.end(), extra.begin(), extra.end());
+  // Exactly the 400 messages after the committed offsets, none of the first 600.
+  EXPECT_EQ(rest.size(), 400u);
+  for (const auto& r : rest) EXPECT_EQ(first_half.count(r.value), 0u) << r.value;
+  std::set<std::string> all(first_half);
+  for (const auto& r : rest) all.insert(r.value);
+  EXPECT_EQ(all.size(), 1000u);
+}
+
+TEST(Librdkafka, LongPollFetchIsWokenByNewDataNotByItsTimeout) {
+  TempDir dir;
+  BrokerProcess broker(dir.path());
+  Producer producer(broker.bootstrap(), {{"linger.ms", "0"}, {"acks", "all"}});
+  producer.produce("wake", "warmup");
+  ASSERT_TRUE(producer.flush());
+  Consumer consumer(broker.bootstrap(), {{"group.id", "w"}, {"fetch.wait.max.ms", "10000"}});
+  consumer.assign("wake", 1);
+  ASSERT_EQ(consumer.consume(1, 10s).size(), 1u);
+  std::this_thread::sleep_for(500ms);  // the consumer is now parked in a long poll
+  auto sent = std::chrono::steady_clock::now();
+  producer.produce("wake", "now");
+  ASSERT_TRUE(producer.flush());
+  auto got = consumer.consume(1, 9s);
+  auto latency = std::chrono::steady_clock::now() - sent;
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_LT(latency, 2s);
+}
+
+TEST(Librdkafka, ProducingToAnUnknownTopicFailsWhenAutoCreateIsOff) {
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--auto-create", "false"});
+  Producer producer(broker.bootstrap(), {{"message.timeout.ms", "2000"}});
+  producer.produce("nope", "x");
+  producer.flush(5000);
+  ASSERT_EQ(producer.deliveries().size(), 1u);
+  EXPECT_NE(producer.deliveries()[0].err, RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+TEST(Librdkafka, AdminCreatesAndDeletesTopicsAndTheyPersist) {
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--auto-create", "false"});
+  Producer admin_client(broker.bootstrap(), {});
+  rd_kafka_t* rk = admin_client.get();
+  rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+  char err[256];
+  rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new("created", 4, 1, err, sizeof err);
+  rd_kafka_CreateTopics(rk, &nt, 1, nullptr, q);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 10000);
+  ASSERT_NE(ev, nullptr);
+  size_t n = 0;
+  const rd_kafka_topic_result_t** res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+  ASSERT_EQ(n, 1u);
+  EXPECT_EQ(rd_kafka_topic_result_error(res[0]), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_event_destroy(ev);
+  // Creating it again reports TOPIC_ALREADY_EXISTS.
+  rd_kafka_CreateTopics(rk, &nt, 1, nullptr, q);
+  ev = rd_kafka_queue_poll(q, 10000);
+  res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+  EXPECT_EQ(rd_kafka_topic_result_error(res[0]), RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS);
+  rd_kafka_event_destroy(ev);
+  rd_kafka_NewTopic_destroy(nt);
+
+  broker.stop();
+  broker.start();
+  const rd_kafka_metadata_t* md = nullptr;
+  Producer client(broker.bootstrap(), {});
+  ASSERT_EQ(rd_kafka_metadata(client.get(), 1, nullptr, &md, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  bool found = false;
+  for (int i = 0; i < md->topic_cnt; ++i) {
+    if (std::string(md->topics[i].topic) == "created") {
+      found = true;
+      EXPECT_EQ(md->topics[i].partition_cnt, 4);
+    }
+  }
+  rd_kafka_metadata_destroy(md);
+  EXPECT_TRUE(found);
+
+  rd_kafka_queue_t* q2 = rd_kafka_queue_new(client.get());
+  rd_kafka_DeleteTopic_t* dt = rd_kafka_DeleteTopic_new("created");
+  rd_kafka_DeleteTopics(client.get(), &dt, 1, nullptr, q2);
+  ev = rd_kafka_queue_poll(q2, 10000);
+  ASSERT_NE(ev, nullptr);
+  res = rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
+  ASSERT_EQ(n, 1u);
+  EXPECT_EQ(rd_kafka_topic_result_error(res[0]), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_event_destroy(ev);
+  rd_kafka_DeleteTopic_destroy(dt);
+  rd_kafka_queue_destroy(q2);
+  rd_kafka_queue_destroy(q);
+}
+
+}  // namespace
+}  // namespace starling::broker::testing
