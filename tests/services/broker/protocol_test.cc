@@ -1,0 +1,268 @@
+// Integration tests at the byte level: a real starling-broker and a raw socket.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "services/broker/messages.h"
+#include "tests/services/broker/broker_process.h"
+#include "tests/services/broker/raw_client.h"
+#include "tests/services/broker/test_batches.h"
+
+namespace starling::broker::testing {
+namespace {
+
+class Protocol : public ::testing::Test {
+ protected:
+  TempDir dir_;
+  BrokerProcess broker_{dir_.path(), {"--partitions", "1"}};
+
+  void expect_still_serving() {
+    ASSERT_TRUE(broker_.alive()) << broker_.log();
+    RawClient c(broker_.port());
+    auto resp = c.call(18, 0, {});
+    ASSERT_TRUE(resp.has_value());
+    Reader r(*resp);
+    EXPECT_EQ(r.i16(), 0);
+  }
+
+  Bytes produce_body(const std::string& topic, const Bytes& batch, int16_t acks = -1) {
+    Writer w;
+    w.nullable_string(std::nullopt);
+    w.i16(acks);
+    w.i32(5000);
+    w.array_len(1);
+    w.string(topic);
+    w.array_len(1);
+    w.i32(0);
+    w.bytes(batch);
+    return w.take();
+  }
+
+  void create_topic(const std::string& topic) {
+    RawClient c(broker_.port());
+    Writer w;
+    w.array_len(1);
+    w.string(topic);
+    w.boolean(true);
+    ASSERT_TRUE(c.call(3, 4, w.take()).has_value());  // Metadata v4 auto-creates
+  }
+};
+
+TEST_F(Protocol, ApiVersionsV3IsAnsweredInV0FormatWithUnsupportedVersionSoClientsFallBack) {
+  RawClient c(broker_.port());
+  Writer body;  // v3 body: compact strings client_software_name/version + tagged fields
+  body.i8(2);
+  body.raw(reinterpret_cast<const uint8_t*>("x"), 1);
+  body.i8(2);
+  body.raw(reinterpret_cast<const uint8_t*>("1"), 1);
+  body.i8(0);
+  ASSERT_TRUE(c.send_request(18, 3, body.take(), 9, /*flexible_header=*/true));
+  auto f = c.read_frame();
+  ASSERT_TRUE(f.has_value());
+  Reader r(*f);
+  EXPECT_EQ(r.i32(), 9);
+  EXPECT_EQ(r.i16(), 35);  // UNSUPPORTED_VERSION
+  int32_t n = r.array_len();
+  bool found = false;
+  for (int32_t i = 0; i < n; ++i) {
+    int16_t key = r.i16();
+    int16_t min = r.i16();
+    int16_t max = r.i16();
+    if (key == 18) {
+      found = true;
+      EXPECT_EQ(min, 0);
+      EXPECT_EQ(max, 2);
+    }
+  }
+  EXPECT_TRUE(found);
+  EXPECT_TRUE(r.ok());
+  EXPECT_EQ(r.remaining(), 0u);
+}
+
+TEST_F(Protocol, OversizedFrameClosesTheConnectionAndTheBrokerKeepsServing) {
+  RawClient c(broker_.port());
+  ASSERT_TRUE(c.send_bytes({0x7f, 0xff, 0xff, 0xff}));
+  EXPECT_TRUE(c.closed_by_peer());
+  expect_still_serving();
+}
+
+TEST_F(Protocol, TooSmallAndNegativeFrameSizesCloseTheConnection) {
+  for (Bytes size : {Bytes{0, 0, 0, 3}, Bytes{0xff, 0xff, 0xff, 0xfe}}) {
+    RawClient c(broker_.port());
+    ASSERT_TRUE(c.send_bytes(size));
+    EXPECT_TRUE(c.closed_by_peer());
+  }
+  expect_still_serving();
+}
+
+TEST_F(Protocol, TruncatedBodyUnknownApiAndUnsupportedVersionCloseTheConnection) {
+  {
+    RawClient c(broker_.port());
+    ASSERT_TRUE(c.send_request(0, 7, {0, 0, 0}));  // truncated Produce
+    EXPECT_TRUE(c.closed_by_peer());
+  }
+  {
+    RawClient c(broker_.port());
+    ASSERT_TRUE(c.send_request(999, 0, {}));
+    EXPECT_TRUE(c.closed_by_peer());
+  }
+  {
+    RawClient c(broker_.port());
+    ASSERT_TRUE(c.send_request(0, 9, {}));  // flexible Produce is not advertised
+    EXPECT_TRUE(c.closed_by_peer());
+  }
+  expect_still_serving();
+}
+
+TEST_F(Protocol, RandomGarbageFramesNeverCrashTheBroker) {
+  std::mt19937 rng(1234);
+  for (int i = 0; i < 300; ++i) {
+    RawClient c(broker_.port());
+    Bytes body(rng() % 300);
+    for (auto& b : body) b = static_cast<uint8_t>(rng() % 5 == 0 ? 0xff : rng() % 4);
+    auto api = find_api(static_cast<int16_t>(rng() % 23));
+    int16_t key = api ? static_cast<int16_t>(api->key) : 1;
+    int16_t version = api ? static_cast<int16_t>(api->min_version + rng() % (api->max_version - api->min_version + 1)) : 4;
+    c.send_request(key, version, body);
+    (void)c.read_frame(200);
+  }
+  expect_still_serving();
+}
+
+TEST_F(Protocol, CorruptBatchIsRejectedWithCorruptMessageAndNotStored) {
+  create_topic("crc");
+  RawClient c(broker_.port());
+  auto batch = make_batch({{"hello"}});
+  batch[batch.size() - 3] ^= 0x10;
+  auto resp = c.call(0, 7, produce_body("crc", batch));
+  ASSERT_TRUE(resp.has_value());
+  Reader r(*resp);
+  ASSERT_EQ(r.array_len(), 1);
+  EXPECT_EQ(r.string(), "crc");
+  ASSERT_EQ(r.array_len(), 1);
+  EXPECT_EQ(r.i32(), 0);
+  EXPECT_EQ(r.i16(), 2);  // CORRUPT_MESSAGE
+  // A good batch still lands at offset 0.
+  auto ok = c.call(0, 7, produce_body("crc", make_batch({{"hello"}})));
+  Reader r2(*ok);
+  r2.array_len();
+  r2.string();
+  r2.array_len();
+  r2.i32();
+  EXPECT_EQ(r2.i16(), 0);
+  EXPECT_EQ(r2.i64(), 0);
+}
+
+TEST_F(Protocol, AcksZeroGetsNoResponse) {
+  create_topic("fire");
+  RawClient c(broker_.port());
+  ASSERT_TRUE(c.send_request(0, 7, produce_body("fire", make_batch({{"x"}}), 0), 1));
+  // The next request's answer is the first frame we get back.
+  ASSERT_TRUE(c.send_request(18, 0, {}, 2));
+  auto f = c.read_frame();
+  ASSERT_TRUE(f.has_value());
+  EXPECT_EQ(load_be32(f->data()), 2);
+}
+
+TEST_F(Protocol, FetchBeyondTheEndIsOffsetOutOfRangeAndReportsWatermarks) {
+  create_topic("oor");
+  RawClient c(broker_.port());
+  ASSERT_TRUE(c.call(0, 7, produce_body("oor", make_batch({{"a", "b", "c"}}))).has_value());
+  auto fetch = [&](int64_t offset) {
+    Writer w;
+    w.i32(-1);
+    w.i32(0);  // max wait
+    w.i32(1);
+    w.i32(1 << 20);
+    w.i8(0);
+    w.i32(0);
+    w.i32(-1);
+    w.array_len(1);
+    w.string("oor");
+    w.array_len(1);
+    w.i32(0);
+    w.i32(-1);
+    w.i64(offset);
+    w.i64(-1);
+    w.i32(1 << 20);
+    w.array_len(0);
+    w.string("");
+    return c.call(1, 11, w.take());
+  };
+  for (int64_t offset : {int64_t{0}, int64_t{100}}) {
+    auto resp = fetch(offset);
+    ASSERT_TRUE(resp.has_value());
+    Reader r(*resp);
+    r.i32();
+    EXPECT_EQ(r.i16(), 0);
+    r.i32();
+    ASSERT_EQ(r.array_len(), 1);
+    EXPECT_EQ(r.string(), "oor");
+    ASSERT_EQ(r.array_len(), 1);
+    EXPECT_EQ(r.i32(), 0);
+    EXPECT_EQ(r.i16(), offset == 0 ? 0 : 1);
+    EXPECT_EQ(r.i64(), 3);  // high watermark
+    EXPECT_EQ(r.i64(), 3);  // last stable offset
+    EXPECT_EQ(r.i64(), 0);  // log start offset
+    EXPECT_EQ(r.array_len(), 0);
+    EXPECT_EQ(r.i32(), -1);
+    auto records = r.nullable_bytes();
+    ASSERT_TRUE(records.has_value());
+    if (offset == 0) {
+      auto h = parse_batch_header(*records);
+      ASSERT_TRUE(h.has_value());
+      EXPECT_EQ(h->record_count, 3);
+      EXPECT_TRUE(batch_crc_ok(*records));
+    } else {
+      EXPECT_TRUE(records->empty());
+    }
+    EXPECT_EQ(r.remaining(), 0u);
+  }
+}
+
+TEST_F(Protocol, EveryAdvertisedVersionOfMetadataDecodesAndAnswers) {
+  create_topic("meta");
+  for (int16_t v = 0; v <= 8; ++v) {
+    RawClient c(broker_.port());
+    Writer w;
+    w.array_len(1);
+    w.string("meta");
+    if (v >= 4) w.boolean(false);
+    if (v >= 8) {
+      w.boolean(false);
+      w.boolean(false);
+    }
+    auto resp = c.call(3, v, w.take());
+    ASSERT_TRUE(resp.has_value()) << "v" << v;
+    Reader r(*resp);
+    if (v >= 3) r.i32();
+    ASSERT_EQ(r.array_len(), 1);
+    EXPECT_EQ(r.i32(), 0);
+    EXPECT_EQ(r.string(), "127.0.0.1");
+    EXPECT_EQ(r.i32(), broker_.port());
+    if (v >= 1) r.nullable_string();
+    if (v >= 2) r.nullable_string();
+    if (v >= 1) r.i32();
+    ASSERT_EQ(r.array_len(), 1);
+    EXPECT_EQ(r.i16(), 0);
+    EXPECT_EQ(r.string(), "meta");
+    if (v >= 1) r.boolean();
+    ASSERT_EQ(r.array_len(), 1);
+    r.i16();
+    EXPECT_EQ(r.i32(), 0);
+    r.i32();
+    if (v >= 7) r.i32();
+    r.array_len();
+    r.i32();
+    r.array_len();
+    r.i32();
+    if (v >= 5) r.array_len();
+    if (v >= 8) r.i32();
+    if (v >= 8) r.i32();
+    EXPECT_TRUE(r.ok()) << "v" << v;
+    EXPECT_EQ(r.remaining(), 0u) << "v" << v;
+  }
+}
+
+}  // namespace
+}  // namespace starling::broker::testing
