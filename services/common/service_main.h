@@ -1,0 +1,47 @@
+#pragma once
+// What every service's thin main shares: the common flags (each also read
+// from a STARLING_* environment variable), logging, pipeline loading, the
+// shutdown signal and the HTTP port file.
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "services/common/http.h"
+#include "services/common/pipeline.h"
+
+namespace starling {
+
+struct ServiceFlags {
+  std::string kafka = "127.0.0.1:9092";
+  std::vector<std::string> pipeline_files;
+  std::string listen;     // host:port for HTTP; empty: no HTTP
+  std::string port_file;  // written with the bound port once listening
+  std::string data_dir = "./data";
+  std::string log_level = "info";
+  std::string instance;   // defaults to <service>-<pid>
+};
+
+void add_service_flags(CLI::App& app, ServiceFlags& flags, bool many_pipelines);
+
+struct ServiceContext {
+  ServiceFlags flags;
+  std::string bootstrap;
+  std::string instance;
+  std::vector<PipelineConfig> pipelines;
+
+  HttpServerOptions http_options(int threads) const;
+  /// Starts the server and writes the port file. Throws on bind failure.
+  void start_http(HttpServer& server) const;
+  int fatal(const std::string& message) const;
+  void sleep_unless_shutdown(std::chrono::milliseconds d) const;
+};
+
+/// Sets up logging and signals, loads the pipelines, runs `body`, and turns
+/// startup exceptions into a one-line error and exit code 2.
+int run_service(const std::string& name, const ServiceFlags& flags, const std::function<int(ServiceContext&)>& body);
+
+}  // namespace starling

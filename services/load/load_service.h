@@ -1,0 +1,37 @@
+#pragma once
+// The load stage's loop: <p>.clean → sink rows, with offsets and LOADED facts
+// committed in the same transaction, and an outbox relay to starling.saga.
+
+#include <memory>
+#include <string>
+
+#include "broker-adapters/kafka/kafka.h"
+#include "services/load/sink.h"
+
+namespace starling::load {
+
+struct LoadOptions {
+  std::size_t batch_max = 2000;                // rows per transaction, at most
+  std::chrono::milliseconds batch_wait{100};   // how long a batch waits to fill
+};
+
+class LoadService {
+ public:
+  LoadService(const PipelineConfig& pipeline, Sink& sink, kafka::KafkaOptions kafka, std::string instance,
+              LoadOptions options = {});
+  /// Runs until shutdown_requested(). Returns non-zero on a fatal error.
+  int run();
+
+ private:
+  /// Sends outbox facts, deleting each only after Kafka persisted it. A crash
+  /// in between re-sends it: the coordinator's bitmaps make that harmless.
+  void relay(kafka::Producer& producer);
+
+  const PipelineConfig& pipeline_;
+  Sink& sink_;
+  kafka::KafkaOptions kafka_;
+  std::string instance_;
+  LoadOptions options_;
+};
+
+}  // namespace starling::load

@@ -1,0 +1,44 @@
+#pragma once
+// The warehouse side of the loader. A sink commits rows, the consumed
+// offsets and the outbox of progress facts in ONE transaction: that is what
+// makes the load stage's effect exactly-once.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "broker-adapters/kafka/kafka.h"
+#include "services/common/error.h"
+#include "services/common/pipeline.h"
+#include "starling/v1/envelope.pb.h"
+
+namespace starling::load {
+
+/// One row: the envelope (event id is the primary key) plus the decoded record.
+struct Row {
+  v1::Envelope envelope;
+  std::unique_ptr<google::protobuf::Message> record;
+};
+
+struct OutboxEntry {
+  int64_t id = 0;
+  kafka::OutMessage message;
+};
+
+/// Lifecycle: open, then write/read from one thread (the consumer loop).
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  /// Upserts rows by event id, records next offsets, appends outbox messages:
+  /// all or nothing.
+  virtual Status write(const std::vector<Row>& rows, const std::map<kafka::TopicPartition, int64_t>& next_offsets,
+                       const std::vector<kafka::OutMessage>& outbox) = 0;
+  /// Next offset to read per partition, as last committed.
+  virtual Result<std::map<kafka::TopicPartition, int64_t>> offsets() = 0;
+  virtual Result<std::vector<OutboxEntry>> outbox(std::size_t max) = 0;
+  /// Removes outbox entries with id <= `up_to` once Kafka persisted them.
+  virtual Status outbox_done(int64_t up_to) = 0;
+};
+
+}  // namespace starling::load
