@@ -16,23 +16,8 @@ LoadService::LoadService(const PipelineConfig& pipeline, Sink& sink, kafka::Kafk
     : pipeline_(pipeline), sink_(sink), kafka_(std::move(kafka)), instance_(std::move(instance)), options_(options) {}
 
 void LoadService::relay(kafka::Producer& producer) {
-  for (;;) {
-    auto pending = sink_.outbox(1000);
-    if (!pending) {
-      spdlog::warn("outbox: {}", pending.error().message);
-      return;
-    }
-    if (pending->empty()) return;
-    std::vector<kafka::OutMessage> msgs;
-    for (const auto& e : *pending) msgs.push_back(e.message);
-    if (auto st = kafka::produce_all(producer, std::move(msgs), std::chrono::seconds(30)); !st) {
-      spdlog::warn("outbox relay: {}; will retry", st.error().message);
-      return;
-    }
-    if (auto st = sink_.outbox_done(pending->back().id); !st) {
-      spdlog::warn("outbox: {}", st.error().message);
-      return;
-    }
+  if (auto sent = kafka::relay_outbox(sink_, producer); !sent) {
+    spdlog::warn("outbox relay: {}; will retry", sent.error().message);
   }
 }
 

@@ -23,8 +23,6 @@ class LoadService {
   int run();
 
  private:
-  /// Sends outbox facts, deleting each only after Kafka persisted it. A crash
-  /// in between re-sends it: the coordinator's bitmaps make that harmless.
   void relay(kafka::Producer& producer);
 
   const PipelineConfig& pipeline_;

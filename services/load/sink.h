@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "broker-adapters/kafka/kafka.h"
+#include "broker-adapters/kafka/outbox.h"
 #include "services/common/error.h"
 #include "services/common/pipeline.h"
 #include "starling/v1/envelope.pb.h"
@@ -21,13 +22,8 @@ struct Row {
   std::unique_ptr<google::protobuf::Message> record;
 };
 
-struct OutboxEntry {
-  int64_t id = 0;
-  kafka::OutMessage message;
-};
-
 /// Lifecycle: open, then write/read from one thread (the consumer loop).
-class Sink {
+class Sink : public kafka::Outbox {
  public:
   virtual ~Sink() = default;
   /// Upserts rows by event id, records next offsets, appends outbox messages:
@@ -36,9 +32,6 @@ class Sink {
                        const std::vector<kafka::OutMessage>& outbox) = 0;
   /// Next offset to read per partition, as last committed.
   virtual Result<std::map<kafka::TopicPartition, int64_t>> offsets() = 0;
-  virtual Result<std::vector<OutboxEntry>> outbox(std::size_t max) = 0;
-  /// Removes outbox entries with id <= `up_to` once Kafka persisted them.
-  virtual Status outbox_done(int64_t up_to) = 0;
 };
 
 }  // namespace starling::load

@@ -205,8 +205,8 @@ Result<std::map<kafka::TopicPartition, int64_t>> SqliteSink::offsets() {
   return out;
 }
 
-Result<std::vector<OutboxEntry>> SqliteSink::outbox(std::size_t max) {
-  std::vector<OutboxEntry> out;
+Result<std::vector<kafka::OutboxEntry>> SqliteSink::outbox(std::size_t max) {
+  std::vector<kafka::OutboxEntry> out;
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v2(db_, "SELECT id, topic, key, value FROM _starling_outbox ORDER BY id LIMIT ?", -1, &s, nullptr) != SQLITE_OK)
     return fail(Errc::io, sqlite3_errmsg(db_));
@@ -215,8 +215,8 @@ Result<std::vector<OutboxEntry>> SqliteSink::outbox(std::size_t max) {
     return std::string(static_cast<const char*>(sqlite3_column_blob(s, col)), sqlite3_column_bytes(s, col));
   };
   while (sqlite3_step(s) == SQLITE_ROW) {
-    OutboxEntry e;
-    e.id = sqlite3_column_int64(s, 0);
+    kafka::OutboxEntry e;
+    e.id = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
     e.message.topic = reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
     e.message.key = blob(2);
     e.message.value = blob(3);
@@ -226,7 +226,7 @@ Result<std::vector<OutboxEntry>> SqliteSink::outbox(std::size_t max) {
   return out;
 }
 
-Status SqliteSink::outbox_done(int64_t up_to) {
+Status SqliteSink::outbox_done(uint64_t up_to) {
   return exec(fmt::format("DELETE FROM _starling_outbox WHERE id <= {}", up_to));
 }
 

@@ -22,8 +22,8 @@ class SqliteSink final : public Sink {
   Status write(const std::vector<Row>& rows, const std::map<kafka::TopicPartition, int64_t>& next_offsets,
                const std::vector<kafka::OutMessage>& outbox) override;
   Result<std::map<kafka::TopicPartition, int64_t>> offsets() override;
-  Result<std::vector<OutboxEntry>> outbox(std::size_t max) override;
-  Status outbox_done(int64_t up_to) override;
+  Result<std::vector<kafka::OutboxEntry>> outbox(std::size_t max) override;
+  Status outbox_done(uint64_t up_to) override;
 
  private:
   Status exec(const std::string& sql);

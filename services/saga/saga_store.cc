@@ -1,0 +1,135 @@
+#include "services/saga/saga_store.h"
+
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+namespace starling::saga {
+namespace {
+
+enum Cf { kDefault = 0, kSagas = 1, kOffsets = 2, kOutbox = 3 };
+
+std::string be64(uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 7; i >= 0; --i, v >>= 8) s[i] = static_cast<char>(v & 0xff);
+  return s;
+}
+
+uint64_t from_be64(const rocksdb::Slice& s) {
+  uint64_t v = 0;
+  for (std::size_t i = 0; i < 8 && i < s.size(); ++i) v = (v << 8) | static_cast<unsigned char>(s[i]);
+  return v;
+}
+
+// Offsets are keyed "topic\0partition" so topics with any name stay apart.
+std::string offset_key(const kafka::TopicPartition& tp) { return tp.topic + '\0' + std::to_string(tp.partition); }
+
+Error io_error(const rocksdb::Status& s) { return Error{Errc::io, s.ToString()}; }
+
+}  // namespace
+
+RocksSagaStore::RocksSagaStore(const std::string& path) {
+  rocksdb::DBOptions opts;
+  opts.create_if_missing = true;
+  opts.create_missing_column_families = true;
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, {}}, {"sagas", {}}, {"offsets", {}}, {"outbox", {}}};
+  rocksdb::DB* db = nullptr;
+  const auto st = rocksdb::DB::Open(opts, path, cfs, &handles_, &db);
+  if (!st.ok()) throw std::runtime_error(fmt::format("saga store {}: {}", path, st.ToString()));
+  db_.reset(db);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kOutbox]));
+  it->SeekToLast();
+  if (it->Valid()) next_outbox_id_ = from_be64(it->key()) + 1;
+}
+
+RocksSagaStore::~RocksSagaStore() {
+  for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  db_.reset();
+}
+
+Result<std::optional<v1::SagaRecord>> RocksSagaStore::get(const std::string& saga_id) {
+  std::string value;
+  const auto st = db_->Get({}, handles_[kSagas], saga_id, &value);
+  if (st.IsNotFound()) return std::optional<v1::SagaRecord>{};
+  if (!st.ok()) return std::unexpected(io_error(st));
+  v1::SagaRecord r;
+  if (!r.ParseFromString(value)) return fail(Errc::internal, "saga " + saga_id + ": stored record is corrupt");
+  return r;
+}
+
+Status RocksSagaStore::commit(const std::vector<v1::SagaRecord>& records,
+                              const std::map<kafka::TopicPartition, int64_t>& next_offsets,
+                              const std::vector<kafka::OutMessage>& outbox) {
+  rocksdb::WriteBatch batch;
+  for (const auto& r : records) batch.Put(handles_[kSagas], r.saga_id(), r.SerializeAsString());
+  for (const auto& [tp, off] : next_offsets) batch.Put(handles_[kOffsets], offset_key(tp), std::to_string(off));
+  uint64_t id = next_outbox_id_;
+  for (const auto& m : outbox) {
+    // Outbox values carry topic and key in front of the message, length-prefixed.
+    std::string value = be64(m.topic.size()) + m.topic + be64(m.key.size()) + m.key + m.value;
+    batch.Put(handles_[kOutbox], be64(id++), value);
+  }
+  rocksdb::WriteOptions wo;
+  const auto st = db_->Write(wo, &batch);
+  if (!st.ok()) return std::unexpected(io_error(st));
+  next_outbox_id_ = id;
+  return {};
+}
+
+Result<std::map<kafka::TopicPartition, int64_t>> RocksSagaStore::offsets() {
+  std::map<kafka::TopicPartition, int64_t> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kOffsets]));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const auto key = it->key().ToString();
+    const auto nul = key.find('\0');
+    if (nul == std::string::npos) continue;
+    out[{key.substr(0, nul), std::stoi(key.substr(nul + 1))}] = std::stoll(it->value().ToString());
+  }
+  if (!it->status().ok()) return std::unexpected(io_error(it->status()));
+  return out;
+}
+
+Status RocksSagaStore::scan(const std::function<bool(const v1::SagaRecord&)>& visit) {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kSagas]));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    v1::SagaRecord r;
+    if (!r.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) continue;
+    if (!visit(r)) break;
+  }
+  if (!it->status().ok()) return std::unexpected(io_error(it->status()));
+  return {};
+}
+
+Result<std::vector<kafka::OutboxEntry>> RocksSagaStore::outbox(std::size_t max) {
+  std::vector<kafka::OutboxEntry> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kOutbox]));
+  for (it->SeekToFirst(); it->Valid() && out.size() < max; it->Next()) {
+    const auto v = it->value().ToString();
+    kafka::OutboxEntry e;
+    e.id = from_be64(it->key());
+    std::size_t pos = 0;
+    auto take = [&]() {
+      const auto n = from_be64(rocksdb::Slice(v.data() + pos, 8));
+      pos += 8;
+      auto s = v.substr(pos, n);
+      pos += n;
+      return s;
+    };
+    e.message.topic = take();
+    e.message.key = take();
+    e.message.value = v.substr(pos);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+Status RocksSagaStore::outbox_done(uint64_t up_to) {
+  const auto st = db_->DeleteRange({}, handles_[kOutbox], be64(0), be64(up_to + 1));
+  if (!st.ok()) return std::unexpected(io_error(st));
+  return {};
+}
+
+}  // namespace starling::saga
