@@ -140,6 +140,39 @@ class BrokerProcess {
   std::string address_;
 };
 
+/// Any child process with stdout (and stderr) captured to a file; killed
+/// with SIGKILL and reaped on destruction.
+class ChildProcess {
+ public:
+  ChildProcess(std::vector<std::string> args, fs::path out) : out_(std::move(out)) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      FILE* f = std::freopen(out_.c_str(), "w", stdout);
+      (void)f;
+      FILE* e = std::freopen((out_.string() + ".err").c_str(), "w", stderr);
+      (void)e;
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execvp(argv[0], argv.data());
+      ::_exit(127);
+    }
+  }
+  ~ChildProcess() { kill9(); }
+  void kill9() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+  std::string output() const { return read_file(out_); }
+
+ private:
+  fs::path out_;
+  pid_t pid_ = -1;
+};
+
 /// Runs a shell command bounded by `timeout_s` seconds, returning stdout.
 inline std::string run(const std::string& cmd, int timeout_s = 30) {
   std::string full = "timeout -s KILL " + std::to_string(timeout_s) + " sh -c '" + cmd + "' 2>/dev/null";
