@@ -1,0 +1,290 @@
+#include "services/cli/commands.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "services/cli/report.h"
+#include "services/cli/simulate.h"
+#include "services/cli/stack.h"
+#include "services/common/http.h"
+#include "services/common/logging.h"
+#include "services/common/process.h"
+#include "services/common/shutdown.h"
+
+namespace starling::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::vector<std::string> default_pipelines() {
+  std::vector<std::string> out;
+  if (fs::is_directory("pipelines")) {
+    for (const auto& e : fs::directory_iterator("pipelines")) {
+      if (e.path().extension() == ".yaml") out.push_back(e.path().string());
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A progress bar on a terminal; plain lines every 10% otherwise.
+class Progress {
+ public:
+  explicit Progress(std::string what) : what_(std::move(what)), tty_(::isatty(STDERR_FILENO) != 0) {}
+  void operator()(uint64_t done, uint64_t total) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
+    const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0;
+    if (tty_) {
+      const int width = 30;
+      const int filled = total ? static_cast<int>(width * done / total) : width;
+      fmt::print(stderr, "\r{} [{}{}] {}/{} {:.0f}/s ETA {:.0f}s ", what_, std::string(filled, '#'),
+                 std::string(width - filled, '.'), done, total, rate, eta);
+      if (done == total) fmt::print(stderr, "\n");
+    } else if (total && (done * 10 / total != last_decile_ || done == total)) {
+      last_decile_ = done * 10 / total;
+      fmt::print(stderr, "{}: {}/{} ({:.0f}/s, ETA {:.0f}s)\n", what_, done, total, rate, eta);
+    }
+  }
+
+ private:
+  std::string what_;
+  bool tty_;
+  uint64_t last_decile_ = 0;
+  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+};
+
+void add_sim_flags(CLI::App* cmd, SimOptions& o) {
+  cmd->add_option("--bikes", o.bikes, "Number of e-bikes in the fleet")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--events", o.events, "Events to send in all")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--rate", o.rate, "Events per second (0: as fast as ingest answers)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--batch", o.batch, "Events per HTTP request; each request is one saga")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--fault-rate", o.fault_rate, "Share of events with a faulty reading (0..1)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--seed", o.seed, "Random seed; the same seed sends the same events")->capture_default_str();
+}
+
+int cmd_check(const std::vector<std::string>& files) {
+  int bad = 0;
+  for (const auto& f : files) {
+    try {
+      const auto p = load_pipeline(f);
+      fmt::print("{}: ok (pipeline {}, {} rules, {} columns)\n", f, p.name, p.rules.size(), p.columns.size());
+    } catch (const ConfigError& e) {
+      fmt::print(stderr, "{}\n", e.what());
+      ++bad;
+    }
+  }
+  return bad == 0 ? 0 : 1;
+}
+
+int cmd_sagas(const std::string& url, const std::string& id, const std::string& state, const std::string& pipeline,
+              bool as_json) {
+  if (!id.empty()) {
+    auto s = fetch_saga(url, id);
+    if (!s) {
+      fmt::print(stderr, "error: {}\n", s.error().message);
+      return 1;
+    }
+    if (as_json) {
+      fmt::print("{}\n", s->dump(2));
+      return 0;
+    }
+    const auto& c = (*s)["counts"];
+    fmt::print("saga      {}\npipeline  {}\nstate     {}\ntotal     {}\ncleaned   {}\nrejected  {}\nloaded    {}\n"
+               "rejected at load {}\nin flight {}\n",
+               (*s)["saga_id"].get<std::string>(), (*s)["pipeline"].get<std::string>(), (*s)["state"].get<std::string>(),
+               (*s)["total"].get<uint64_t>(), c["cleaned"].get<uint64_t>(), c["rejected"].get<uint64_t>(),
+               c["loaded"].get<uint64_t>(), c["rejected_at_load"].get<uint64_t>(), c["in_flight"].get<uint64_t>());
+    for (const auto& [k, v] : (*s)["reasons"].items()) fmt::print("  reason {:<24} {}\n", k, v.get<uint64_t>());
+    return 0;
+  }
+  std::string q = "/v1/sagas?limit=50";
+  if (!state.empty()) q += "&state=" + state;
+  if (!pipeline.empty()) q += "&pipeline=" + pipeline;
+  auto resp = http_call("GET", url + q);
+  if (!resp || resp->status != 200) {
+    fmt::print(stderr, "error: {}\n", resp ? resp->body : resp.error().message);
+    return 1;
+  }
+  const auto body = json::parse(resp->body);
+  if (as_json) {
+    fmt::print("{}\n", body.dump(2));
+    return 0;
+  }
+  fmt::print("{:<34} {:<10} {:<12} {:>6} {:>7} {:>8} {:>9}\n", "SAGA", "PIPELINE", "STATE", "TOTAL", "LOADED", "REJECTED",
+             "IN FLIGHT");
+  for (const auto& s : body["sagas"]) {
+    const auto& c = s["counts"];
+    fmt::print("{:<34} {:<10} {:<12} {:>6} {:>7} {:>8} {:>9}\n", s["saga_id"].get<std::string>(),
+               s["pipeline"].get<std::string>(), s["state"].get<std::string>(), s["total"].get<uint64_t>(),
+               c["loaded"].get<uint64_t>(), c["rejected"].get<uint64_t>() + c["rejected_at_load"].get<uint64_t>(),
+               c["in_flight"].get<uint64_t>());
+  }
+  const auto& t = body["totals"];
+  fmt::print("\n{} sagas:", t["sagas"].get<uint64_t>());
+  for (const auto& [k, v] : t["by_state"].items()) fmt::print(" {} {}", v.get<uint64_t>(), k);
+  fmt::print("\nevents: accepted {} = loaded {} + rejected {} + in flight {}\n", t["accepted"].get<uint64_t>(),
+             t["loaded"].get<uint64_t>(), t["rejected"].get<uint64_t>(), t["in_flight"].get<uint64_t>());
+  return 0;
+}
+
+int cmd_demo(StackOptions stack_opts, SimOptions sim, int settle_s) {
+  Stack stack(stack_opts);
+  fmt::print("starting starling-broker and the services in {}\n", stack_opts.data_dir);
+  if (auto st = stack.start(); !st) {
+    fmt::print(stderr, "error: {}\n", st.error().message);
+    return 1;
+  }
+  sim.url = stack.ingest_url();
+  fmt::print("kafka {}  ingest {}  saga API {}\n", stack.bootstrap(), stack.ingest_url(), stack.saga_url());
+  Progress progress("simulating " + std::to_string(sim.bikes) + " e-bikes");
+  auto res = simulate(sim, std::ref(progress));
+  if (!res) {
+    fmt::print(stderr, "error: {}\n", res.error().message);
+    return 1;
+  }
+  fmt::print("sent {} events in {} sagas; waiting for every saga to complete\n", res->sent, res->saga_ids.size());
+  auto totals = wait_until_settled(stack.saga_url(), sim.pipeline, res->saga_ids.size(), std::chrono::seconds(settle_s));
+  const auto& p = stack.pipelines().front();
+  auto rows = count_rows(stack.db_path(p.name), p.table);
+  if (!totals) fmt::print(stderr, "error: {}\n", totals.error().message);
+  if (!rows) fmt::print(stderr, "error: {}\n", rows.error().message);
+  if (!totals || !rows) return 1;
+  const bool balanced = totals->accepted == totals->loaded + totals->rejected + totals->in_flight;
+  const bool warehouse = static_cast<uint64_t>(rows->rows) == res->valid_ids.size() && rows->rows == rows->distinct_ids &&
+                         totals->loaded == res->valid_ids.size();
+  const bool rejects = totals->rejected == res->faulty_ids.size();
+  fmt::print("\nConsistency report, pipeline {}\n", p.name);
+  fmt::print("  {:<36} {:>8}\n", "events sent by the fleet", res->sent);
+  fmt::print("  {:<36} {:>8}\n", "accepted by ingest (202 receipts)", res->accepted);
+  fmt::print("  {:<36} {:>8}   (expected {}: valid readings)\n", "loaded, per the sagas", totals->loaded, res->valid_ids.size());
+  fmt::print("  {:<36} {:>8}   ({} distinct event ids)\n", fmt::format("rows in {}", p.table), rows->rows, rows->distinct_ids);
+  fmt::print("  {:<36} {:>8}   (expected {}: faulty readings)\n", "rejected with reasons", totals->rejected, res->faulty_ids.size());
+  fmt::print("  {:<36} {:>8}\n", "in flight", totals->in_flight);
+  fmt::print("  {:<36} {:>8}   ({} COMPLETED)\n", "sagas", totals->sagas, totals->in("COMPLETED"));
+  const bool ok = balanced && warehouse && rejects;
+  fmt::print("\n{}: accepted {} loaded + rejected + in flight; warehouse {} the valid events exactly once\n",
+             ok ? "CONSISTENT" : "INCONSISTENT", balanced ? "=" : "!=", warehouse ? "holds" : "does NOT hold");
+  stack.stop();
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int run(int argc, char** argv) {
+  CLI::App app{"starling: event-driven data pipelines on Kafka.\n"
+               "Devices post events to starling-ingest; starling-clean applies the pipeline's rules; starling-load\n"
+               "upserts into SQLite; starling-saga tracks every accepted batch until it is loaded or rejected."};
+  app.require_subcommand(1);
+  std::string log_level = "warn";
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
+
+  StackOptions stack_opts;
+  stack_opts.bin_dir = executable_dir();
+  auto add_stack_flags = [&](CLI::App* cmd) {
+    cmd->add_option("--pipeline", stack_opts.pipeline_files, "Pipeline YAML (repeatable; default: pipelines/*.yaml)");
+    cmd->add_option("--kafka", stack_opts.kafka, "Use this Kafka (host:port) instead of starting starling-broker")
+        ->envname("STARLING_KAFKA_BOOTSTRAP");
+    cmd->add_option("--data-dir", stack_opts.data_dir, "Where the broker and the services keep their state");
+    cmd->add_option("--service-log-level", stack_opts.log_level, "Log level of the services")->capture_default_str();
+  };
+
+  auto* up = app.add_subcommand("up", "Run the broker and all services as supervised processes until Ctrl-C");
+  add_stack_flags(up);
+  uint16_t up_ingest_port = 8080;
+  uint16_t up_saga_port = 8081;
+  up->add_option("--ingest-port", up_ingest_port, "HTTP port of starling-ingest")->capture_default_str();
+  up->add_option("--saga-port", up_saga_port, "HTTP port of the saga API")->capture_default_str();
+
+  auto* demo = app.add_subcommand("demo", "The main job: start everything, run a simulated e-bike fleet, print a consistency report");
+  add_stack_flags(demo);
+  SimOptions sim;
+  add_sim_flags(demo, sim);
+  int settle_s = 120;
+  demo->add_option("--settle-timeout", settle_s, "Seconds to wait for every saga to complete")->capture_default_str();
+
+  auto* simulate_cmd = app.add_subcommand("simulate", "Post a simulated e-bike fleet's telemetry to a running ingest");
+  add_sim_flags(simulate_cmd, sim);
+  simulate_cmd->add_option("--url", sim.url, "starling-ingest base URL")->capture_default_str();
+  simulate_cmd->add_option("--pipeline", sim.pipeline, "Pipeline to post to")->capture_default_str();
+
+  auto* sagas = app.add_subcommand("sagas", "Show one saga, or list sagas with totals");
+  std::string saga_url = "http://127.0.0.1:8081";
+  std::string saga_id;
+  std::string state;
+  std::string pipeline;
+  bool as_json = false;
+  sagas->add_option("id", saga_id, "A saga id (omit to list)");
+  sagas->add_option("--url", saga_url, "Saga API base URL")->capture_default_str();
+  sagas->add_option("--state", state, "Only sagas in this state (ACCEPTED, IN_FLIGHT, COMPLETED, ...)");
+  sagas->add_option("--pipeline", pipeline, "Only sagas of this pipeline");
+  sagas->add_flag("--json", as_json, "Print JSON instead of a table");
+
+  auto* check = app.add_subcommand("check", "Validate pipeline files; errors name the line");
+  std::vector<std::string> check_files;
+  check->add_option("files", check_files, "Pipeline YAML files")->required();
+
+  CLI11_PARSE(app, argc, argv);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress goes to stderr; keep the order readable
+  setup_logging("starling", log_level);
+  install_shutdown_handler();
+  if (stack_opts.pipeline_files.empty()) stack_opts.pipeline_files = default_pipelines();
+
+  try {
+    if (*check) return cmd_check(check_files);
+    if (*sagas) return cmd_sagas(saga_url, saga_id, state, pipeline, as_json);
+    if (*simulate_cmd) {
+      Progress progress("simulating " + std::to_string(sim.bikes) + " e-bikes");
+      auto res = simulate(sim, std::ref(progress));
+      if (!res) {
+        fmt::print(stderr, "error: {}\n", res.error().message);
+        return 1;
+      }
+      fmt::print("sent {} events in {} sagas ({} faulty, {} retries)\n", res->sent, res->saga_ids.size(), res->faulty,
+                 res->retries);
+      return 0;
+    }
+    if (stack_opts.pipeline_files.empty()) {
+      fmt::print(stderr, "error: no pipeline: pass --pipeline FILE or run from a folder with pipelines/*.yaml\n");
+      return 2;
+    }
+    if (*demo) {
+      if (stack_opts.data_dir.empty()) {
+        char tmpl[] = "/tmp/starling-demo-XXXXXX";
+        stack_opts.data_dir = ::mkdtemp(tmpl);
+      }
+      return cmd_demo(stack_opts, sim, settle_s);
+    }
+    if (*up) {
+      if (stack_opts.data_dir.empty()) stack_opts.data_dir = "starling-data";
+      stack_opts.ingest_port = up_ingest_port;
+      stack_opts.saga_port = up_saga_port;
+      Stack stack(stack_opts);
+      if (auto st = stack.start(); !st) {
+        fmt::print(stderr, "error: {}\n", st.error().message);
+        return 1;
+      }
+      fmt::print("starling is up. kafka {}  ingest {}  saga API {}\nlogs in {}/logs. Ctrl-C stops everything.\n",
+                 stack.bootstrap(), stack.ingest_url(), stack.saga_url(), stack_opts.data_dir);
+      wait_for_shutdown();
+      fmt::print("stopping...\n");
+      stack.stop();
+      return 0;
+    }
+  } catch (const ConfigError& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 2;
+  }
+  return 0;
+}
+
+}  // namespace starling::cli

@@ -1,0 +1,43 @@
+#pragma once
+// Reading the saga API and the warehouse to tell whether a run is consistent:
+// accepted = loaded + rejected + in flight, and the table holds what the
+// sagas say was loaded.
+
+#include <chrono>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "services/common/error.h"
+
+namespace starling::cli {
+
+struct SagaTotals {
+  uint64_t sagas = 0;
+  uint64_t accepted = 0;
+  uint64_t loaded = 0;
+  uint64_t rejected = 0;
+  uint64_t in_flight = 0;
+  std::map<std::string, uint64_t> by_state;
+  uint64_t in(const std::string& state) const {
+    auto it = by_state.find(state);
+    return it == by_state.end() ? 0 : it->second;
+  }
+};
+
+Result<SagaTotals> fetch_totals(const std::string& saga_url, const std::string& pipeline);
+Result<nlohmann::json> fetch_saga(const std::string& saga_url, const std::string& saga_id);
+
+/// Polls until `sagas` sagas exist and every one is COMPLETED, or timeout.
+Result<SagaTotals> wait_until_settled(const std::string& saga_url, const std::string& pipeline, uint64_t sagas,
+                                      std::chrono::milliseconds timeout);
+
+/// SELECT COUNT(*) and COUNT(DISTINCT event_id) of a loaded table.
+struct RowCount {
+  int64_t rows = 0;
+  int64_t distinct_ids = 0;
+};
+Result<RowCount> count_rows(const std::string& db_path, const std::string& table);
+
+}  // namespace starling::cli

@@ -1,0 +1,53 @@
+#pragma once
+// A simulated e-bike fleet: rides with realistic telemetry, and a share of
+// faulty readings that the ecowheels rules must reject.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "services/common/error.h"
+
+namespace starling::cli {
+
+struct SimOptions {
+  std::string url = "http://127.0.0.1:8080";
+  std::string pipeline = "ecowheels";
+  int bikes = 50;
+  int events = 2000;
+  double rate = 1000;        // events per second, all bikes together; 0: as fast as possible
+  int batch = 20;            // events per HTTP request (one saga each)
+  double fault_rate = 0.05;  // share of events with a reading the rules reject
+  uint64_t seed = 1;
+  int max_retries = 20;      // per request, on 503 or a broken connection
+};
+
+struct SimEvent {
+  std::string event_id;
+  std::string fault;  // empty: valid; else which rule it breaks
+  nlohmann::json record;
+};
+
+/// Deterministic for a given seed.
+std::vector<SimEvent> generate_events(const SimOptions& options);
+
+struct SimResult {
+  uint64_t sent = 0;
+  uint64_t accepted = 0;
+  uint64_t faulty = 0;                 // accepted events carrying a fault
+  uint64_t retries = 0;
+  std::vector<std::string> saga_ids;
+  std::vector<std::string> valid_ids;  // event ids that must reach the warehouse
+  std::vector<std::string> faulty_ids; // event ids that must be rejected
+};
+
+/// Posts the fleet's events in batches at the given rate. A 503 is retried
+/// with the same event ids (idempotent downstream); any other refusal fails.
+/// `progress(done, total)` is called after each request.
+Result<SimResult> simulate(const SimOptions& options,
+                           const std::function<void(uint64_t, uint64_t)>& progress = {});
+
+}  // namespace starling::cli

@@ -1,0 +1,83 @@
+#pragma once
+// The supervisor behind `starling up`, `starling demo` and the e2e tests:
+// runs the broker and every service as separate child processes, restarts a
+// crashed one, and stops them in order.
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "services/common/error.h"
+#include "services/common/pipeline.h"
+#include "services/common/process.h"
+
+namespace starling::cli {
+
+struct StackOptions {
+  std::string bin_dir;                      // where the starling-* executables are
+  std::string data_dir;                     // one sub-folder per process
+  std::vector<std::string> pipeline_files;
+  std::string kafka;                        // empty: run starling-broker here
+  uint16_t ingest_port = 0;                 // 0 picks a free port
+  uint16_t saga_port = 0;
+  std::string log_level = "info";
+  bool restart_crashed = true;
+};
+
+class Stack {
+ public:
+  explicit Stack(StackOptions options);
+  ~Stack();
+  Stack(const Stack&) = delete;
+  Stack& operator=(const Stack&) = delete;
+
+  /// Starts the broker (unless --kafka), creates the topics, starts every
+  /// service and waits until their HTTP ports are bound.
+  Status start();
+  /// Stops services, then the broker: SIGTERM, SIGKILL after a grace period.
+  void stop();
+
+  const std::string& bootstrap() const { return bootstrap_; }
+  std::string ingest_url() const;
+  std::string saga_url() const;
+  const std::vector<PipelineConfig>& pipelines() const { return pipelines_; }
+  std::string db_path(const std::string& pipeline) const;
+  std::string log_path(const std::string& process) const;
+
+  /// Process names: broker, ingest, saga, clean.<p>, load.<p>.
+  std::vector<std::string> processes() const;
+  /// Sends a signal to a process (tests kill with SIGKILL at the worst moment).
+  Status signal(const std::string& process, int sig);
+  /// Starts a process that is not running (when restart_crashed is off).
+  Status restart(const std::string& process);
+  bool running(const std::string& process);
+  /// Restarts seen so far, per process.
+  int restarts(const std::string& process);
+
+ private:
+  struct Child {
+    std::string name;
+    std::vector<std::string> argv;
+    ChildProcess proc;
+    int restarts = 0;
+    bool wanted = true;
+  };
+  Status spawn(Child& c);
+  Status add(const std::string& name, std::vector<std::string> argv);
+  void supervise();
+
+  StackOptions opts_;
+  std::vector<PipelineConfig> pipelines_;
+  std::string bootstrap_;
+  uint16_t ingest_port_ = 0;
+  uint16_t saga_port_ = 0;
+  std::mutex mu_;
+  std::map<std::string, Child> children_;
+  std::vector<std::string> order_;
+  std::thread supervisor_;
+  bool stopping_ = false;
+};
+
+}  // namespace starling::cli
