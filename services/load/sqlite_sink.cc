@@ -41,6 +41,16 @@ std::string sqlite_type(const FieldDescriptor* f) {
 }
 
 SqliteSink::SqliteSink(const std::string& path, const PipelineConfig& pipeline) : pipeline_(pipeline) {
+  try {
+    open(path);
+  } catch (...) {
+    close();  // the destructor does not run when a constructor throws
+    throw;
+  }
+}
+
+void SqliteSink::open(const std::string& path) {
+  const auto& pipeline = pipeline_;
   if (sqlite3_open(path.c_str(), &db_) != SQLITE_OK) {
     throw std::runtime_error(fmt::format("{}: {}", path, sqlite3_errmsg(db_)));
   }
@@ -106,11 +116,15 @@ SqliteSink::SqliteSink(const std::string& path, const PipelineConfig& pipeline) 
   prepare("INSERT INTO _starling_outbox (topic, key, value) VALUES (?, ?, ?)", &outbox_);
 }
 
-SqliteSink::~SqliteSink() {
+SqliteSink::~SqliteSink() { close(); }
+
+void SqliteSink::close() {
   sqlite3_finalize(upsert_);
   sqlite3_finalize(offset_);
   sqlite3_finalize(outbox_);
   sqlite3_close(db_);
+  upsert_ = offset_ = outbox_ = nullptr;
+  db_ = nullptr;
 }
 
 Status SqliteSink::exec(const std::string& sql) {

@@ -26,6 +26,8 @@ class SqliteSink final : public Sink {
   Status outbox_done(uint64_t up_to) override;
 
  private:
+  void open(const std::string& path);
+  void close();
   Status exec(const std::string& sql);
   Status bind_row(const Row& row);
 

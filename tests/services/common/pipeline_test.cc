@@ -1,0 +1,111 @@
+#include "services/common/pipeline.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/support/temp_dir.h"
+
+namespace starling {
+namespace {
+
+using ::testing::HasSubstr;
+
+const char* kMinimal = R"(pipeline: t
+schema:
+  message: starling.v1.RideTelemetry
+load:
+  table: rides
+  columns:
+    speed: speed_kmh
+)";
+
+std::string error_of(const std::string& yaml) {
+  try {
+    parse_pipeline(yaml, "t.yaml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(PipelineConfig, ShippedEcowheelsPipelineLoads) {
+  const auto p = load_pipeline(testing::source_path("pipelines/ecowheels.yaml"));
+  EXPECT_EQ(p.name, "ecowheels");
+  EXPECT_EQ(p.descriptor->full_name(), "starling.v1.RideTelemetry");
+  EXPECT_EQ(p.raw_topic(), "ecowheels.raw");
+  EXPECT_EQ(p.partitions, 3);
+  ASSERT_NE(p.device_id_field, nullptr);
+  EXPECT_EQ(p.device_id_field->name(), "device_id");
+  EXPECT_GE(p.rules.size(), 2u);
+  EXPECT_EQ(p.table, "ride_telemetry");
+  EXPECT_EQ(p.stall_after_ms, 30'000);
+}
+
+TEST(PipelineConfig, MinimalPipelineTakesDefaults) {
+  const auto p = parse_pipeline(kMinimal, "t.yaml");
+  EXPECT_EQ(p.partitions, 3);
+  EXPECT_TRUE(p.rules.empty());
+  ASSERT_EQ(p.columns.size(), 1u);
+  EXPECT_EQ(p.columns[0].name, "speed");
+}
+
+TEST(PipelineConfig, UnknownFieldNamesItsLineAndTheFieldsThatExist) {
+  const auto err = error_of(std::string(kMinimal) + "clean:\n  rules:\n    - field: speeed\n      required: true\n");
+  EXPECT_THAT(err, HasSubstr("t.yaml:10:"));
+  EXPECT_THAT(err, HasSubstr("clean.rules[0].field"));
+  EXPECT_THAT(err, HasSubstr("unknown field 'speeed'"));
+  EXPECT_THAT(err, HasSubstr("speed_kmh"));
+}
+
+TEST(PipelineConfig, RangeOnAStringFieldIsRefused) {
+  const auto err = error_of(std::string(kMinimal) + "clean:\n  rules:\n    - field: ride_id\n      range: {min: 0}\n");
+  EXPECT_THAT(err, HasSubstr("t.yaml:11:"));
+  EXPECT_THAT(err, HasSubstr("range needs a numeric field"));
+}
+
+TEST(PipelineConfig, RangeWithMinAboveMaxIsRefused) {
+  const auto err = error_of(std::string(kMinimal) + "clean:\n  rules:\n    - field: speed_kmh\n      range: {min: 9, max: 1}\n");
+  EXPECT_THAT(err, HasSubstr("min 9 is greater than max 1"));
+}
+
+TEST(PipelineConfig, NonNumericBoundNamesTheKey) {
+  const auto err = error_of(std::string(kMinimal) + "clean:\n  rules:\n    - field: speed_kmh\n      range:\n        max: fast\n");
+  EXPECT_THAT(err, HasSubstr("t.yaml:12:"));
+  EXPECT_THAT(err, HasSubstr("clean.rules[0].range.max: expected a number, got 'fast'"));
+}
+
+TEST(PipelineConfig, RequiredOnAFieldWithoutPresenceIsRefused) {
+  const auto err = error_of(std::string(kMinimal) + "clean:\n  rules:\n    - field: status\n      required: true\n");
+  EXPECT_THAT(err, HasSubstr("declare it `optional`"));
+}
+
+TEST(PipelineConfig, UnknownKeyListsTheAllowedOnes) {
+  const auto err = error_of(std::string(kMinimal) + "sagas: {}\n");
+  EXPECT_THAT(err, HasSubstr("t.yaml:8:"));
+  EXPECT_THAT(err, HasSubstr("unknown key"));
+  EXPECT_THAT(err, HasSubstr("saga"));
+}
+
+TEST(PipelineConfig, UnknownMessageTypeIsNamed) {
+  const auto err = error_of("pipeline: t\nschema:\n  message: starling.v1.Nope\nload: {table: x, columns: {a: b}}\n");
+  EXPECT_THAT(err, HasSubstr("t.yaml:3:"));
+  EXPECT_THAT(err, HasSubstr("no Protobuf message 'starling.v1.Nope'"));
+}
+
+TEST(PipelineConfig, BrokenYamlNamesTheLine) {
+  const auto err = error_of("pipeline: t\nschema: [unclosed\n");
+  EXPECT_THAT(err, HasSubstr("t.yaml:"));
+}
+
+TEST(PipelineConfig, BadDurationIsExplained) {
+  const auto err = error_of(std::string(kMinimal) + "saga:\n  stall_after: soon\n");
+  EXPECT_THAT(err, HasSubstr("saga.stall_after: expected a duration"));
+}
+
+TEST(PipelineConfig, ColumnNamesMustBeIdentifiers) {
+  const auto err = error_of("pipeline: t\nschema:\n  message: starling.v1.RideTelemetry\nload:\n  table: rides\n  columns:\n    \"a; drop table x\": speed_kmh\n");
+  EXPECT_THAT(err, HasSubstr("expected an identifier"));
+}
+
+}  // namespace
+}  // namespace starling
