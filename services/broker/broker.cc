@@ -20,16 +20,32 @@ class Response {
  public:
   explicit Response(int32_t correlation_id) {
     size_at_ = w.reserve_i32();
+    (void)size_at_;
     w.i32(correlation_id);
   }
+  /// Writes a bytes field whose content becomes its own buffer.
+  void bytes_by_move(Bytes data) {
+    w.i32(static_cast<int32_t>(data.size()));
+    if (data.empty()) return;
+    size_ += w.size();
+    parts_.push_back(w.take());
+    w = Writer();
+    size_ += data.size();
+    parts_.push_back(std::move(data));
+  }
   Reply done() {
-    w.patch_i32(size_at_, static_cast<int32_t>(w.size() - 4));
-    return Reply{w.take()};
+    size_ += w.size();
+    parts_.push_back(w.take());
+    auto& first = parts_.front();
+    store_be32(first.data(), static_cast<int32_t>(size_ - 4));
+    return Reply{std::move(parts_)};
   }
   Writer w;
 
  private:
   size_t size_at_;
+  size_t size_ = 0;
+  std::vector<Bytes> parts_;
 };
 
 int16_t code(ErrorCode e) { return static_cast<int16_t>(e); }
@@ -484,10 +500,10 @@ asio::awaitable<Reply> Broker::handle_fetch(const RequestHeader& h, const FetchR
     w.i32(0);  // session id 0: no incremental fetch sessions
   }
   w.array_len(results.size());
-  for (const auto& [name, parts] : results) {
+  for (auto& [name, parts] : results) {
     w.string(name);
     w.array_len(parts.size());
-    for (const auto& pr : parts) {
+    for (auto& pr : parts) {
       w.i32(pr.index);
       w.i16(code(pr.error));
       w.i64(pr.high_watermark);
@@ -495,7 +511,7 @@ asio::awaitable<Reply> Broker::handle_fetch(const RequestHeader& h, const FetchR
       if (v >= 5) w.i64(pr.log_start);
       w.array_len(0);  // aborted transactions
       if (v >= 11) w.i32(-1);  // preferred read replica
-      w.bytes(pr.records);
+      resp.bytes_by_move(std::move(pr.records));
     }
   }
   co_return resp.done();

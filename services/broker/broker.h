@@ -37,7 +37,10 @@ struct BrokerConfig {
 
 /// What the server should do after a request.
 struct Reply {
-  std::optional<Bytes> frame;  // nullopt: no response (acks=0)
+  /// The response frame as consecutive buffers (record sets are their own
+  /// buffers, so fetched data is never copied into the frame). Empty: no
+  /// response (acks=0).
+  std::vector<Bytes> buffers;
 };
 
 /// All broker state and the request handlers. One instance per process.

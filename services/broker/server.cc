@@ -61,8 +61,11 @@ asio::awaitable<void> Server::session(std::shared_ptr<tcp::socket> socket) {
       spdlog::warn("{}: closing connection: {}", peer, reply.error().message);
       break;
     }
-    if (reply->frame) {
-      co_await asio::async_write(*socket, asio::buffer(*reply->frame), asio::redirect_error(asio::use_awaitable, ec));
+    if (!reply->buffers.empty()) {
+      std::vector<asio::const_buffer> bufs;
+      bufs.reserve(reply->buffers.size());
+      for (const auto& b : reply->buffers) bufs.emplace_back(asio::buffer(b));
+      co_await asio::async_write(*socket, bufs, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) break;
     }
   }

@@ -171,6 +171,10 @@ inline int64_t load_be64(const uint8_t* p) {
 inline int16_t load_be16(const uint8_t* p) {
   return static_cast<int16_t>((uint16_t{p[0]} << 8) | uint16_t{p[1]});
 }
+inline void store_be32(uint8_t* p, int32_t v) {
+  auto u = static_cast<uint32_t>(v);
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(u >> (24 - 8 * i));
+}
 inline void store_be64(uint8_t* p, int64_t v) {
   auto u = static_cast<uint64_t>(v);
   for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(u >> (56 - 8 * i));
