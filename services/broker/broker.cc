@@ -63,7 +63,8 @@ bool valid_topic_name(const std::string& name) {
 }
 
 Broker::Broker(asio::any_io_executor ex, BrokerConfig config) : ex_(std::move(ex)), config_(std::move(config)) {
-  config_.log.fsync_every_batch = config_.flush_interval_ms <= 0;
+  config_.log.sync = config_.flush_interval_ms > 0 ? LogConfig::Sync::kInterval : LogConfig::Sync::kDeferred;
+  flusher_ = std::make_unique<Flusher>(ex_);
   fs::create_directories(config_.data_dir / "logs");
   store_ = std::make_unique<MetadataStore>(config_.data_dir / "meta");
   auto topics = store_->load_topics();
@@ -199,7 +200,7 @@ asio::awaitable<Result<Reply>> Broker::handle(Bytes frame, std::string client_ho
     case ApiKey::kProduce: {
       auto req = decode_produce(r, v);
       if (!req) co_return std::unexpected(req.error());
-      co_return handle_produce(h, *req);
+      co_return co_await handle_produce(h, *req);
     }
     case ApiKey::kFetch: {
       auto req = decode_fetch(r, v);
@@ -358,13 +359,14 @@ Result<Reply> Broker::handle_metadata(const RequestHeader& h, const MetadataRequ
   return resp.done();
 }
 
-Result<Reply> Broker::handle_produce(const RequestHeader& h, const ProduceRequest& req) {
+asio::awaitable<Reply> Broker::handle_produce(const RequestHeader& h, const ProduceRequest& req) {
   const int16_t v = h.api_version;
   struct PartResult {
     int32_t index;
     ErrorCode error;
     int64_t base_offset;
     int64_t log_start;
+    int64_t durable_end_needed = -1;  // -1: nothing to wait for
   };
   std::vector<std::pair<std::string, std::vector<PartResult>>> results;
   bool acks_ok = req.acks == 0 || req.acks == 1 || req.acks == -1;
@@ -400,7 +402,8 @@ Result<Reply> Broker::handle_produce(const RequestHeader& h, const ProduceReques
             }
           } else {
             pr.base_offset = appended->base_offset;
-            if (!appended->duplicate) notify_fetchers(t.name, p.index);
+            pr.durable_end_needed = appended->durable_end_needed;
+            if (config_.log.sync != LogConfig::Sync::kDeferred && !appended->duplicate) notify_fetchers(t.name, p.index);
           }
         }
         pr.log_start = lg->log_start_offset();
@@ -409,7 +412,35 @@ Result<Reply> Broker::handle_produce(const RequestHeader& h, const ProduceReques
     }
     results.emplace_back(t.name, std::move(parts));
   }
-  if (req.acks == 0) return Reply{};
+  if (config_.log.sync == LogConfig::Sync::kDeferred) {
+    // Group commit: acknowledge (and let consumers see) the appends only once
+    // fdatasync'ed. Other requests keep being served meanwhile.
+    std::vector<int> fds;
+    for (auto& [name, parts] : results) {
+      for (auto& pr : parts) {
+        PartitionLog* lg = pr.durable_end_needed >= 0 ? log(name, pr.index) : nullptr;
+        if (lg == nullptr || lg->high_watermark() >= pr.durable_end_needed) continue;
+        for (int fd : lg->unsynced_fds()) fds.push_back(fd);
+      }
+    }
+    if (!fds.empty()) {
+      bool ok = co_await flusher_->sync(fds);
+      for (auto& [name, parts] : results) {
+        for (auto& pr : parts) {
+          if (pr.durable_end_needed < 0) continue;
+          PartitionLog* lg = log(name, pr.index);  // looked up again: the topic may be gone
+          if (!ok) {
+            pr.error = ErrorCode::kKafkaStorageError;
+          } else if (lg != nullptr) {
+            int64_t before = lg->high_watermark();
+            lg->mark_durable(pr.durable_end_needed);
+            if (lg->high_watermark() > before) notify_fetchers(name, pr.index);
+          }
+        }
+      }
+    }
+  }
+  if (req.acks == 0) co_return Reply{};
   Response resp(h.correlation_id);
   auto& w = resp.w;
   w.array_len(results.size());
@@ -425,7 +456,7 @@ Result<Reply> Broker::handle_produce(const RequestHeader& h, const ProduceReques
     }
   }
   w.i32(0);  // throttle_time_ms
-  return resp.done();
+  co_return resp.done();
 }
 
 asio::awaitable<Reply> Broker::handle_fetch(const RequestHeader& h, const FetchRequest& req) {
@@ -454,7 +485,7 @@ asio::awaitable<Reply> Broker::handle_fetch(const RequestHeader& h, const FetchR
           pr.error = ErrorCode::kUnknownTopicOrPartition;
           any_error = true;
         } else {
-          pr.high_watermark = lg->log_end_offset();
+          pr.high_watermark = lg->high_watermark();
           pr.log_start = lg->log_start_offset();
           size_t limit = std::min<size_t>(static_cast<size_t>(std::max(0, p.partition_max_bytes)), budget > total ? budget - total : 0);
           auto rd = lg->read(p.fetch_offset, limit, /*allow_oversized_first=*/total == 0);
@@ -536,7 +567,7 @@ Reply Broker::handle_list_offsets(const RequestHeader& h, const ListOffsetsReque
       } else if (p.timestamp == -2) {
         offset = lg->log_start_offset();
       } else if (p.timestamp == -1) {
-        offset = lg->log_end_offset();
+        offset = lg->high_watermark();
       } else if (p.timestamp < 0) {
         e = ErrorCode::kInvalidRequest;
       } else {

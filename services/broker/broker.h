@@ -11,6 +11,7 @@
 
 #include "services/broker/asio.h"
 #include "services/broker/error.h"
+#include "services/broker/flusher.h"
 #include "services/broker/group_coordinator.h"
 #include "services/broker/messages.h"
 #include "services/broker/metadata_store.h"
@@ -82,7 +83,7 @@ class Broker {
 
   asio::awaitable<Reply> handle_api_versions(const RequestHeader& h);
   Result<Reply> handle_metadata(const RequestHeader& h, const MetadataRequest& req);
-  Result<Reply> handle_produce(const RequestHeader& h, const ProduceRequest& req);
+  asio::awaitable<Reply> handle_produce(const RequestHeader& h, const ProduceRequest& req);
   asio::awaitable<Reply> handle_fetch(const RequestHeader& h, const FetchRequest& req);
   Reply handle_list_offsets(const RequestHeader& h, const ListOffsetsRequest& req);
   Reply handle_create_topics(const RequestHeader& h, const CreateTopicsRequest& req);
@@ -102,6 +103,7 @@ class Broker {
 
   asio::any_io_executor ex_;
   BrokerConfig config_;
+  std::unique_ptr<Flusher> flusher_;
   std::unique_ptr<MetadataStore> store_;
   std::unique_ptr<GroupCoordinator> groups_;
   std::map<std::string, Topic> topics_;

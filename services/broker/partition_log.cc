@@ -103,6 +103,8 @@ void PartitionLog::load() {
     segments_.push_back(std::move(seg));
   }
   if (segments_.empty()) roll(0);
+  // What survived recovery is on disk: recovery synced any truncation.
+  durable_end_ = next_offset_;
 }
 
 void PartitionLog::recover_segment(Segment& seg, bool verify_crc, bool is_last) {
@@ -171,7 +173,8 @@ void PartitionLog::index_batch(Segment& seg, const BatchHeader& h, uint64_t posi
 }
 
 PartitionLog::Segment& PartitionLog::roll(int64_t base_offset) {
-  if (!segments_.empty() && dirty_) {
+  // Interval mode: the closed segment is not on the flush timer's list any more.
+  if (!segments_.empty() && dirty_ && config_.sync == LogConfig::Sync::kInterval) {
     ::fdatasync(segments_.back()->fd);
   }
   auto seg = std::make_unique<Segment>();
@@ -203,6 +206,8 @@ Result<PartitionLog::AppendResult> PartitionLog::append(ByteView records, const 
   if (total == 0) {
     result.duplicate = true;
     result.base_offset = verdicts.front().duplicate_base_offset;
+    // The original may still be waiting for its fdatasync.
+    result.durable_end_needed = next_offset_;
     return result;
   }
   Segment* seg = segments_.back().get();
@@ -253,7 +258,7 @@ Result<PartitionLog::AppendResult> PartitionLog::append(ByteView records, const 
       }
     }
   }
-  if (config_.fsync_every_batch) {
+  if (config_.sync == LogConfig::Sync::kInline) {
     if (::fdatasync(seg->fd) != 0) {
       int err = errno;
       [[maybe_unused]] int rc = ::ftruncate(seg->fd, static_cast<off_t>(pos));
@@ -271,8 +276,23 @@ Result<PartitionLog::AppendResult> PartitionLog::append(ByteView records, const 
   seg->size = pos + total;
   seg->last_append_ms = now_ms();
   next_offset_ = next;
+  if (config_.sync == LogConfig::Sync::kInline) durable_end_ = next_offset_;
+  result.durable_end_needed = next_offset_;
   return result;
 }
+
+std::vector<int> PartitionLog::unsynced_fds() const {
+  // Segments after the one holding durable_end_ (at most the active one and
+  // one just rolled away from).
+  std::vector<int> fds;
+  for (auto it = segments_.rbegin(); it != segments_.rend(); ++it) {
+    fds.push_back((*it)->fd);
+    if ((*it)->base_offset <= durable_end_) break;
+  }
+  return fds;
+}
+
+void PartitionLog::mark_durable(int64_t end) { durable_end_ = std::min(std::max(durable_end_, end), next_offset_); }
 
 Result<void> PartitionLog::flush() {
   if (!dirty_) return {};
@@ -321,7 +341,8 @@ Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_b
                 fmt::format("offset {} outside [{}, {}]", offset, log_start_offset(), next_offset_));
   }
   ReadResult out;
-  if (offset == next_offset_) return out;
+  const int64_t limit = high_watermark();
+  if (offset >= limit) return out;
   const Segment* seg = segment_for(offset);
   if (seg == nullptr) return out;
   uint64_t pos = seek(*seg, offset);
@@ -340,7 +361,12 @@ Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_b
       }
       // Keep whole batches only; the first batch is always returned whole.
       size_t p = old;
+      bool at_limit = false;
       while (p + bl::kLogOverhead <= out.records.size()) {
+        if (load_be64(out.records.data() + p + bl::kBaseOffset) >= limit) {
+          at_limit = true;
+          break;
+        }
         size_t size = bl::kLogOverhead + static_cast<uint32_t>(load_be32(out.records.data() + p + bl::kBatchLength));
         if (p + size > out.records.size()) {
           if (p == 0 && allow_oversized_first) {
@@ -354,9 +380,9 @@ Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_b
         }
         p += size;
       }
-      bool cut = p < out.records.size() || p - old < avail;
+      bool cut = at_limit || p < out.records.size() || p - old < avail;
       out.records.resize(p);
-      if (cut) break;  // max_bytes reached inside this segment
+      if (cut) break;  // max_bytes or the high watermark reached inside this segment
     }
     if (++seg_index >= segments_.size()) break;
     seg = segments_[seg_index].get();

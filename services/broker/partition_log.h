@@ -19,9 +19,18 @@ struct LogConfig {
   /// -1: keep forever.
   int64_t retention_ms = -1;
   int64_t retention_bytes = -1;
-  /// true: fdatasync after every append before it is acknowledged.
-  /// false: the owner calls flush() on a timer (Kafka's flush.ms).
-  bool fsync_every_batch = true;
+  enum class Sync {
+    /// append() fdatasyncs before returning (simple; used by unit tests).
+    kInline,
+    /// append() only writes; the owner fdatasyncs the files from
+    /// unsynced_fds() (group commit, see Flusher) and then calls
+    /// mark_durable(). Readers see data only once durable.
+    kDeferred,
+    /// append() only writes and data is visible at once; the owner calls
+    /// flush() on a timer (Kafka's flush.ms).
+    kInterval,
+  };
+  Sync sync = Sync::kInline;
   /// One sparse index entry per this many bytes of log.
   uint32_t index_interval_bytes = 4096;
 };
@@ -39,6 +48,8 @@ class PartitionLog {
   struct AppendResult {
     int64_t base_offset = -1;  // offset of the first batch (original offset for a duplicate)
     bool duplicate = false;
+    /// The log must be durable up to here before the append may be acknowledged.
+    int64_t durable_end_needed = 0;
   };
 
   struct ReadResult {
@@ -64,6 +75,7 @@ class PartitionLog {
   /// consumers never get stuck). OFFSET_OUT_OF_RANGE outside [start, end].
   /// With `allow_oversized_first` false an oversized first batch yields
   /// nothing (used for all but the first non-empty partition of a fetch).
+  /// Only batches below high_watermark() are returned.
   Result<ReadResult> read(int64_t offset, size_t max_bytes, bool allow_oversized_first = true) const;
 
   /// Base offset of the first batch whose max timestamp >= ts, or -1.
@@ -78,6 +90,12 @@ class PartitionLog {
 
   int64_t log_start_offset() const;
   int64_t log_end_offset() const { return next_offset_; }
+  /// End of the durable (and so readable) prefix of the log.
+  int64_t high_watermark() const { return config_.sync == LogConfig::Sync::kDeferred ? durable_end_ : next_offset_; }
+  /// kDeferred: descriptors of the segments holding not-yet-durable data.
+  std::vector<int> unsynced_fds() const;
+  /// kDeferred: everything below `end` has been fdatasync'ed.
+  void mark_durable(int64_t end);
   uint64_t size_bytes() const;
   size_t segment_count() const { return segments_.size(); }
   const ProducerStateTable& producers() const { return producers_; }
@@ -114,6 +132,7 @@ class PartitionLog {
   LogConfig config_;
   std::vector<std::unique_ptr<Segment>> segments_;
   int64_t next_offset_ = 0;
+  int64_t durable_end_ = 0;
   bool dirty_ = false;
   uint64_t truncated_at_open_ = 0;
   ProducerStateTable producers_;

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <deque>
+
 namespace starling::broker {
 
 using asio::ip::tcp;
@@ -38,11 +40,30 @@ asio::awaitable<void> Server::accept_loop() {
   }
 }
 
+/// Per-connection pipeline state shared by the reader and the writer.
+struct Pipeline {
+  std::deque<std::shared_ptr<Pending<Result<Reply>>>> slots;  // in request order
+  std::shared_ptr<Pending<bool>> writer_wakeup;
+  std::shared_ptr<Pending<bool>> reader_wakeup;
+  bool reader_done = false;
+};
+
+namespace {
+
+// Up to this many requests of one connection are processed concurrently
+// (librdkafka keeps at most 5 produce requests in flight); replies still
+// leave in request order.
+constexpr size_t kMaxInFlight = 16;
+
+}  // namespace
+
 asio::awaitable<void> Server::session(std::shared_ptr<tcp::socket> socket) {
   boost::system::error_code ec;
   auto remote = socket->remote_endpoint(ec);
   std::string peer = ec ? "?" : remote.address().to_string();
   const size_t max_frame = broker_.config().max_frame_bytes;
+  auto pipe = std::make_shared<Pipeline>();
+  asio::co_spawn(io_, writer(socket, pipe, peer), asio::detached);
   for (;;) {
     uint8_t size_buf[4];
     co_await asio::async_read(*socket, asio::buffer(size_buf), asio::redirect_error(asio::use_awaitable, ec));
@@ -56,7 +77,43 @@ asio::awaitable<void> Server::session(std::shared_ptr<tcp::socket> socket) {
     Bytes frame(static_cast<size_t>(size));
     co_await asio::async_read(*socket, asio::buffer(frame), asio::redirect_error(asio::use_awaitable, ec));
     if (ec) break;
-    auto reply = co_await broker_.handle(std::move(frame), peer);
+    while (pipe->slots.size() >= kMaxInFlight) {
+      pipe->reader_wakeup = std::make_shared<Pending<bool>>(io_.get_executor());
+      co_await pipe->reader_wakeup->wait_until(Clock::time_point::max());
+    }
+    auto slot = std::make_shared<Pending<Result<Reply>>>(io_.get_executor());
+    pipe->slots.push_back(slot);
+    if (pipe->writer_wakeup) pipe->writer_wakeup->wake();
+    // Handlers start in request order (posts run FIFO on the one thread), so
+    // appends happen in order; a handler that parks (long-poll fetch, group
+    // join, fsync) does not hold up the requests behind it.
+    asio::co_spawn(
+        io_,
+        [this, slot, frame = std::move(frame), peer]() mutable -> asio::awaitable<void> {
+          slot->complete(co_await broker_.handle(std::move(frame), peer));
+        },
+        asio::detached);
+  }
+  pipe->reader_done = true;
+  if (pipe->writer_wakeup) pipe->writer_wakeup->wake();
+  socket->close(ec);
+}
+
+asio::awaitable<void> Server::writer(std::shared_ptr<tcp::socket> socket, std::shared_ptr<Pipeline> pipe,
+                                     std::string peer) {
+  boost::system::error_code ec;
+  for (;;) {
+    if (pipe->slots.empty()) {
+      if (pipe->reader_done) break;
+      pipe->writer_wakeup = std::make_shared<Pending<bool>>(io_.get_executor());
+      co_await pipe->writer_wakeup->wait_until(Clock::time_point::max());
+      continue;
+    }
+    auto slot = pipe->slots.front();
+    if (!slot->result) co_await slot->wait_until(Clock::time_point::max());
+    pipe->slots.pop_front();
+    if (pipe->reader_wakeup) pipe->reader_wakeup->wake();
+    Result<Reply>& reply = *slot->result;
     if (!reply) {
       spdlog::warn("{}: closing connection: {}", peer, reply.error().message);
       break;

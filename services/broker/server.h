@@ -8,10 +8,12 @@
 
 namespace starling::broker {
 
-/// Accepts TCP connections and runs one session coroutine per connection:
-/// read a size-prefixed frame, hand it to the Broker, write the reply. Like
-/// Kafka, a connection has one request in progress at a time, so replies are
-/// in request order. Oversized or undecodable frames close the connection.
+struct Pipeline;
+
+/// Accepts TCP connections; per connection a reader coroutine reads
+/// size-prefixed frames and starts a Broker handler for each, and a writer
+/// coroutine sends the replies strictly in request order. Oversized or
+/// undecodable frames close the connection.
 ///
 /// Threading: runs on the io_context the Broker uses, on a single thread.
 class Server {
@@ -27,6 +29,8 @@ class Server {
  private:
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> session(std::shared_ptr<asio::ip::tcp::socket> socket);
+  asio::awaitable<void> writer(std::shared_ptr<asio::ip::tcp::socket> socket, std::shared_ptr<Pipeline> pipe,
+                               std::string peer);
 
   asio::io_context& io_;
   Broker& broker_;
