@@ -215,5 +215,113 @@ TEST(Librdkafka, AdminCreatesAndDeletesTopicsAndTheyPersist) {
   rd_kafka_queue_destroy(q);
 }
 
+TEST(Librdkafka, SigtermWithConnectedClientsExitsCleanly) {
+  TempDir dir;
+  BrokerProcess broker(dir.path());
+  Producer producer(broker.bootstrap(), kIdempotent);
+  producer.produce("t", "x");
+  ASSERT_TRUE(producer.flush());
+  // A consumer parked in a long-poll fetch (assigned, so closing it later
+  // does not wait for a group coordinator that is gone).
+  Consumer consumer(broker.bootstrap(), {{"group.id", "g"}, {"enable.auto.commit", "false"}});
+  consumer.assign("t", 1);
+  ASSERT_EQ(consumer.consume(1, 20s).size(), 1u);
+  int status = broker.stop();
+  ASSERT_TRUE(WIFEXITED(status)) << broker.log();
+  EXPECT_EQ(WEXITSTATUS(status), 0) << broker.log();
+}
+
+TEST(Librdkafka, WatermarksAndOffsetsForTimes) {
+  TempDir dir;
+  BrokerProcess broker(dir.path());
+  Producer producer(broker.bootstrap(), {{"linger.ms", "0"}, {"acks", "all"}});
+  const int64_t base = 1'700'000'000'000;
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(rd_kafka_producev(producer.get(), RD_KAFKA_V_TOPIC("times"), RD_KAFKA_V_PARTITION(0),
+                                RD_KAFKA_V_VALUE(const_cast<char*>("v"), 1), RD_KAFKA_V_TIMESTAMP(base + 1000 * i),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+              RD_KAFKA_RESP_ERR_NO_ERROR);
+    ASSERT_TRUE(producer.flush());  // one batch per message
+  }
+  int64_t low = -1;
+  int64_t high = -1;
+  ASSERT_EQ(rd_kafka_query_watermark_offsets(producer.get(), "times", 0, &low, &high, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  EXPECT_EQ(low, 0);
+  EXPECT_EQ(high, 10);
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, "times", 0)->offset = base + 4500;
+  ASSERT_EQ(rd_kafka_offsets_for_times(producer.get(), list, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  EXPECT_EQ(list->elems[0].offset, 5);
+  rd_kafka_topic_partition_list_destroy(list);
+}
+
+TEST(Librdkafka, RetentionBytesDeletesOldSegmentsAndConsumersStartAtTheNewLogStart) {
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--segment-bytes", "4096", "--retention-bytes", "8192"});
+  Producer producer(broker.bootstrap(), {{"linger.ms", "0"}, {"acks", "all"}});
+  for (int i = 0; i < 100; ++i) {
+    producer.produce("ret", std::string(500, 'a' + i % 26), 0);
+    ASSERT_TRUE(producer.flush());
+  }
+  int64_t low = 0;
+  int64_t high = 0;
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (low == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(200ms);
+    rd_kafka_query_watermark_offsets(producer.get(), "ret", 0, &low, &high, 5000);
+  }
+  EXPECT_GT(low, 0);
+  EXPECT_EQ(high, 100);
+  {
+    Consumer consumer(broker.bootstrap(), {{"group.id", "r"}, {"enable.auto.commit", "false"}});
+    consumer.assign("ret", 1);
+    auto got = consumer.consume(static_cast<size_t>(high - low), 20s);
+    ASSERT_EQ(got.size(), static_cast<size_t>(high - low));
+    EXPECT_EQ(got.front().offset, low);
+  }
+  // After a restart the log still starts at the same offset.
+  broker.stop();
+  broker.start();
+  Producer again(broker.bootstrap(), {});
+  int64_t low2 = 0;
+  int64_t high2 = 0;
+  ASSERT_EQ(rd_kafka_query_watermark_offsets(again.get(), "ret", 0, &low2, &high2, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  EXPECT_GE(low2, low);
+  EXPECT_EQ(high2, 100);
+}
+
+TEST(Librdkafka, IntervalFlushModeServesProduceAndConsume) {
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--flush", "20", "--partitions", "2"});
+  Producer producer(broker.bootstrap(), kIdempotent);
+  for (int i = 0; i < 2000; ++i) producer.produce("iv", value_of(i));
+  ASSERT_TRUE(producer.flush());
+  for (const auto& d : producer.deliveries()) ASSERT_EQ(d.err, RD_KAFKA_RESP_ERR_NO_ERROR);
+  broker.stop();  // clean shutdown flushes
+  broker.start();
+  Consumer consumer(broker.bootstrap(), {{"group.id", "iv"}});
+  consumer.assign("iv", 2);
+  EXPECT_EQ(consumer.consume(2000, 20s).size(), 2000u);
+}
+
+TEST(Librdkafka, ListAndDescribeGroups) {
+  TempDir dir;
+  BrokerProcess broker(dir.path());
+  Producer producer(broker.bootstrap(), {});
+  producer.produce("lg", "x");
+  ASSERT_TRUE(producer.flush());
+  Consumer consumer(broker.bootstrap(), {{"group.id", "listed"}, {"auto.offset.reset", "earliest"}});
+  consumer.subscribe("lg");
+  ASSERT_EQ(consumer.consume(1, 20s).size(), 1u);
+  const rd_kafka_group_list* groups = nullptr;
+  ASSERT_EQ(rd_kafka_list_groups(producer.get(), "listed", &groups, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_EQ(groups->group_cnt, 1);
+  EXPECT_STREQ(groups->groups[0].group, "listed");
+  EXPECT_STREQ(groups->groups[0].state, "Stable");
+  EXPECT_STREQ(groups->groups[0].protocol_type, "consumer");
+  EXPECT_EQ(groups->groups[0].member_cnt, 1);
+  rd_kafka_group_list_destroy(groups);
+}
+
 }  // namespace
 }  // namespace starling::broker::testing

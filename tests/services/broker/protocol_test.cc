@@ -220,6 +220,92 @@ TEST_F(Protocol, FetchBeyondTheEndIsOffsetOutOfRangeAndReportsWatermarks) {
   }
 }
 
+Bytes fetch_v11_body(const std::string& topic, int64_t offset, int32_t max_wait_ms) {
+  Writer w;
+  w.i32(-1);
+  w.i32(max_wait_ms);
+  w.i32(1);  // min bytes
+  w.i32(1 << 20);
+  w.i8(0);
+  w.i32(0);
+  w.i32(-1);
+  w.array_len(1);
+  w.string(topic);
+  w.array_len(1);
+  w.i32(0);
+  w.i32(-1);
+  w.i64(offset);
+  w.i64(-1);
+  w.i32(1 << 20);
+  w.array_len(0);
+  w.string("");
+  return w.take();
+}
+
+TEST_F(Protocol, ProduceBehindAParkedFetchOnTheSameConnectionWakesItAndRepliesStayInOrder) {
+  create_topic("pipe");
+  RawClient c(broker_.port());
+  // Given a fetch parked for up to 10 s on an empty partition
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(c.send_request(1, 11, fetch_v11_body("pipe", 0, 10000), 1));
+  // When a produce for that partition follows on the same connection
+  ASSERT_TRUE(c.send_request(0, 7, produce_body("pipe", make_batch({{"x", "y"}})), 2));
+  // Then the fetch answers first, at once, with the produced batch
+  auto first = c.read_frame();
+  auto second = c.read_frame();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(second.has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_EQ(load_be32(first->data()), 1);
+  EXPECT_EQ(load_be32(second->data()), 2);
+  Reader r(ByteView(*first).subspan(4));
+  r.i32();
+  r.i16();
+  r.i32();
+  r.array_len();
+  r.string();
+  r.array_len();
+  r.i32();
+  EXPECT_EQ(r.i16(), 0);
+  EXPECT_EQ(r.i64(), 2);  // high watermark
+  r.i64();
+  r.i64();
+  r.array_len();
+  r.i32();
+  auto records = r.nullable_bytes();
+  ASSERT_TRUE(records.has_value());
+  ASSERT_GE(records->size(), batch_layout::kHeaderSize);
+  EXPECT_EQ(parse_batch_header(*records)->record_count, 2);
+}
+
+TEST_F(Protocol, RetriedIdempotentBatchGetsItsOriginalOffsetAndGapsAreRejected) {
+  create_topic("idem");
+  RawClient c(broker_.port());
+  auto produce = [&](const Bytes& batch) {
+    auto resp = c.call(0, 7, produce_body("idem", batch));
+    Reader r(*resp);
+    r.array_len();
+    r.string();
+    r.array_len();
+    r.i32();
+    int16_t err = r.i16();
+    int64_t offset = r.i64();
+    return std::make_pair(err, offset);
+  };
+  BatchSpec first{{"a", "b"}, 1000, 4242, 0, 0};
+  BatchSpec second{{"c"}, 1000, 4242, 0, 2};
+  EXPECT_EQ(produce(make_batch(first)), std::make_pair(int16_t{0}, int64_t{0}));
+  EXPECT_EQ(produce(make_batch(second)), std::make_pair(int16_t{0}, int64_t{2}));
+  EXPECT_EQ(produce(make_batch(first)), std::make_pair(int16_t{0}, int64_t{0}));  // duplicate
+  BatchSpec gap{{"d"}, 1000, 4242, 0, 7};
+  EXPECT_EQ(produce(make_batch(gap)).first, 45);  // OUT_OF_ORDER_SEQUENCE_NUMBER
+  BatchSpec fenced{{"d"}, 1000, 4242, 0, 3};
+  // Bump the epoch, then the old epoch is fenced.
+  BatchSpec bumped{{"e"}, 1000, 4242, 1, 0};
+  EXPECT_EQ(produce(make_batch(bumped)).first, 0);
+  EXPECT_EQ(produce(make_batch(fenced)).first, 47);  // INVALID_PRODUCER_EPOCH
+}
+
 TEST_F(Protocol, EveryAdvertisedVersionOfMetadataDecodesAndAnswers) {
   create_topic("meta");
   for (int16_t v = 0; v <= 8; ++v) {
