@@ -65,6 +65,7 @@ struct PipelineConfig {
   std::string raw_topic() const { return name + ".raw"; }
   std::string clean_topic() const { return name + ".clean"; }
   std::string rejected_topic() const { return name + ".rejected"; }
+  std::string dlq_topic() const { return name + ".dlq"; }  // rows the sink refused
 };
 
 /// Topics every deployment has, whatever its pipelines.

@@ -1,5 +1,6 @@
 #include "services/load/load_service.h"
 
+#include <set>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -8,6 +9,7 @@
 #include "services/common/records.h"
 #include "services/common/shutdown.h"
 #include "services/common/time.h"
+#include "starling/v1/saga.pb.h"
 
 namespace starling::load {
 
@@ -40,8 +42,9 @@ int LoadService::run() {
     spdlog::info("resuming {} of {} partitions from offsets stored in the sink", starts.size(), parts.size());
     return starts;
   };
-  auto consumer = kafka::KafkaConsumer::create(kafka_, "starling-load." + pipeline_.name, {pipeline_.clean_topic()},
-                                               std::move(hooks));
+  // The loader reacts to saga outcomes: a FAILED saga's rows are deleted.
+  auto consumer = kafka::KafkaConsumer::create(kafka_, "starling-load." + pipeline_.name,
+                                               {pipeline_.clean_topic(), kOutcomeTopic}, std::move(hooks));
   if (!consumer) {
     spdlog::critical("{}", consumer.error().message);
     return 1;
@@ -58,12 +61,18 @@ int LoadService::run() {
       relay(**producer);
       continue;
     }
-    std::vector<Row> rows;
-    std::map<kafka::TopicPartition, int64_t> next;
-    FactBuilder loaded(v1::STEP_LOADED, instance_);
-    FactBuilder refused(v1::STEP_REJECTED_AT_LOAD, instance_);
+    SinkBatch work;
+    std::set<std::string> sagas;
     for (auto& in : *batch) {
-      next[{in.topic, in.partition}] = in.offset + 1;
+      work.next_offsets[{in.topic, in.partition}] = in.offset + 1;
+      if (in.topic == kOutcomeTopic) {
+        v1::SagaOutcome outcome;
+        if (outcome.ParseFromString(in.value) && outcome.state() == v1::SAGA_STATE_FAILED &&
+            outcome.pipeline() == pipeline_.name) {
+          work.compensate.push_back(outcome.saga_id());
+        }
+        continue;
+      }
       Row row;
       if (!row.envelope.ParseFromString(in.value)) {
         spdlog::error("{}/{}@{}: not an envelope; skipped", in.topic, in.partition, in.offset);
@@ -71,35 +80,73 @@ int LoadService::run() {
       }
       auto record = record_from_bytes(pipeline_, row.envelope.payload());
       if (!record) {
-        google::protobuf::RepeatedPtrField<v1::Reason> reasons;
-        auto* r = reasons.Add();
-        r->set_rule("schema");
-        r->set_expected(pipeline_.message_type);
-        r->set_value(record.error().message);
-        refused.add_rejection(row.envelope.saga_id(), row.envelope.pipeline(), row.envelope.seq(), reasons);
+        spdlog::error("{}/{}@{}: {}; skipped", in.topic, in.partition, in.offset, record.error().message);
         continue;
       }
       row.record = std::move(*record);
-      loaded.add(row.envelope.saga_id(), row.envelope.pipeline(), row.envelope.seq());
-      rows.push_back(std::move(row));
+      sagas.insert(row.envelope.saga_id());
+      work.rows.push_back(std::move(row));
     }
-    std::vector<kafka::OutMessage> facts;
+    // Rows of a saga compensated earlier arrive late after a replay or a
+    // stalled loader: they stay out of the warehouse.
+    auto gone = sink_.compensated(sagas);
+    for (int attempt = 1; !gone && !shutdown_requested(); ++attempt) {
+      spdlog::warn("sink: {} (attempt {})", gone.error().message, attempt);
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 100 * attempt)));
+      gone = sink_.compensated(sagas);
+    }
+    if (!gone) return 0;  // shutting down; offsets not stored, the batch is redone
+    std::erase_if(work.rows, [&](const Row& r) { return gone->contains(r.envelope.saga_id()); });
     const auto now = now_ms();
-    for (const auto* b : {&loaded, &refused}) {
-      for (const auto& f : b->build(now)) facts.push_back({kSagaTopic, f.saga_id(), f.SerializeAsString(), {}});
-    }
-    // Rows, offsets and facts commit together or not at all. A sink outage
-    // keeps the batch and retries it: offsets don't move, nothing is lost.
+    auto outbox = [&](const std::vector<RowResult>& results) {
+      FactBuilder loaded(v1::STEP_LOADED, instance_);
+      FactBuilder refused(v1::STEP_REJECTED_AT_LOAD, instance_);
+      std::vector<kafka::OutMessage> out;
+      for (std::size_t i = 0; i < results.size(); ++i) {
+        const auto& env = work.rows[i].envelope;
+        if (results[i].written) {
+          loaded.add(env.saga_id(), env.pipeline(), env.seq());
+          continue;
+        }
+        v1::RejectedRecord dead;
+        *dead.mutable_envelope() = env;
+        auto* r = dead.add_reasons();
+        r->set_rule("sink");
+        r->set_value(results[i].error);
+        r->set_expected("a row " + pipeline_.table + " accepts");
+        dead.set_stage("load");
+        dead.set_rejected_time_ms(now);
+        refused.add_rejection(env.saga_id(), env.pipeline(), env.seq(), dead.reasons());
+        out.push_back({pipeline_.dlq_topic(), env.device_id(), dead.SerializeAsString(), {}});
+        spdlog::warn("event {} refused by the sink: {}", env.event_id(), results[i].error);
+      }
+      for (const auto* b : {&loaded, &refused}) {
+        for (const auto& f : b->build(now)) out.push_back({kSagaTopic, f.saga_id(), f.SerializeAsString(), {}});
+      }
+      for (const auto& saga : work.compensate) {
+        v1::ProgressFact f;
+        f.set_saga_id(saga);
+        f.set_pipeline(pipeline_.name);
+        f.set_step(v1::STEP_COMPENSATED);
+        f.set_source(instance_);
+        f.set_time_ms(now);
+        out.push_back({kSagaTopic, saga, f.SerializeAsString(), {}});
+      }
+      return out;
+    };
+    // Rows, compensations, offsets and facts commit together or not at all.
+    // A sink outage keeps the batch and retries it: offsets don't move.
     for (int attempt = 1;; ++attempt) {
-      auto st = sink_.write(rows, next, facts);
+      auto st = sink_.write(work, outbox);
       if (st) break;
       if (shutdown_requested()) return 0;
-      spdlog::warn("sink write of {} rows failed (attempt {}): {}", rows.size(), attempt, st.error().message);
+      spdlog::warn("sink write of {} rows failed (attempt {}): {}", work.rows.size(), attempt, st.error().message);
       std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 100 * attempt)));
     }
-    loaded_total += rows.size();
+    for (const auto& saga : work.compensate) spdlog::info("compensated saga {}: its rows are deleted", saga);
+    loaded_total += work.rows.size();
     relay(**producer);
-    spdlog::debug("batch: {} rows, {} loaded so far", rows.size(), loaded_total);
+    spdlog::debug("batch: {} rows, {} loaded so far", work.rows.size(), loaded_total);
   }
   spdlog::info("draining: loaded {} rows this run", loaded_total);
   relay(**producer);

@@ -4,6 +4,8 @@
 // makes the load stage's effect exactly-once.
 
 #include <cstdint>
+#include <functional>
+#include <set>
 #include <map>
 #include <string>
 #include <vector>
@@ -22,16 +24,35 @@ struct Row {
   std::unique_ptr<google::protobuf::Message> record;
 };
 
-/// Lifecycle: open, then write/read from one thread (the consumer loop).
+/// What happened to one row of a batch.
+struct RowResult {
+  bool written = false;
+  std::string error;  // why the DB refused it (a constraint, a type), when not written
+};
+
+/// Everything one transaction applies.
+struct SinkBatch {
+  std::vector<Row> rows;                                    // upserted by event id
+  std::vector<std::string> compensate;                      // sagas whose rows are deleted
+  std::map<kafka::TopicPartition, int64_t> next_offsets;    // consumed offsets, stored with the effect
+};
+
+/// Builds the outbox messages (facts, dead letters) from what the rows did;
+/// called inside the transaction, so they commit with the rows.
+using OutboxBuilder = std::function<std::vector<kafka::OutMessage>(const std::vector<RowResult>&)>;
+
+/// Lifecycle: open, then use from one thread (the consumer loop).
 class Sink : public kafka::Outbox {
  public:
-  virtual ~Sink() = default;
-  /// Upserts rows by event id, records next offsets, appends outbox messages:
-  /// all or nothing.
-  virtual Status write(const std::vector<Row>& rows, const std::map<kafka::TopicPartition, int64_t>& next_offsets,
-                       const std::vector<kafka::OutMessage>& outbox) = 0;
+  ~Sink() override = default;
+  /// Applies a batch in ONE transaction: upserts, compensations, offsets and
+  /// the outbox. A row the DB refuses is skipped and reported to `outbox`; any
+  /// other failure (the DB is down, the disk is full) rolls everything back.
+  virtual Status write(const SinkBatch& batch, const OutboxBuilder& outbox) = 0;
   /// Next offset to read per partition, as last committed.
   virtual Result<std::map<kafka::TopicPartition, int64_t>> offsets() = 0;
+  /// Which of these sagas were compensated already (their late rows are dropped).
+  virtual Result<std::set<std::string>> compensated(const std::set<std::string>& saga_ids) = 0;
 };
 
 }  // namespace starling::load

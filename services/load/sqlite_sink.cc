@@ -67,6 +67,7 @@ void SqliteSink::open(const std::string& path) {
   must(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (saga_id)", q(pipeline.table + "_saga"), q(pipeline.table)));
   must("CREATE TABLE IF NOT EXISTS _starling_offsets (topic TEXT NOT NULL, partition INTEGER NOT NULL, "
        "next_offset INTEGER NOT NULL, PRIMARY KEY (topic, partition))");
+  must("CREATE TABLE IF NOT EXISTS _starling_compensated (saga_id TEXT PRIMARY KEY, rows_deleted INTEGER NOT NULL)");
   must("CREATE TABLE IF NOT EXISTS _starling_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "
        "key BLOB NOT NULL, value BLOB NOT NULL)");
 
@@ -114,6 +115,9 @@ void SqliteSink::open(const std::string& path) {
           "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
           &offset_);
   prepare("INSERT INTO _starling_outbox (topic, key, value) VALUES (?, ?, ?)", &outbox_);
+  prepare(fmt::format("DELETE FROM {} WHERE saga_id = ?", q(pipeline.table)), &delete_saga_);
+  prepare("INSERT OR IGNORE INTO _starling_compensated (saga_id, rows_deleted) VALUES (?, ?)", &mark_compensated_);
+  prepare("SELECT 1 FROM _starling_compensated WHERE saga_id = ?", &is_compensated_);
 }
 
 SqliteSink::~SqliteSink() { close(); }
@@ -122,8 +126,11 @@ void SqliteSink::close() {
   sqlite3_finalize(upsert_);
   sqlite3_finalize(offset_);
   sqlite3_finalize(outbox_);
+  sqlite3_finalize(delete_saga_);
+  sqlite3_finalize(mark_compensated_);
+  sqlite3_finalize(is_compensated_);
   sqlite3_close(db_);
-  upsert_ = offset_ = outbox_ = nullptr;
+  upsert_ = offset_ = outbox_ = delete_saga_ = mark_compensated_ = is_compensated_ = nullptr;
   db_ = nullptr;
 }
 
@@ -172,28 +179,64 @@ Status SqliteSink::bind_row(const Row& row) {
   return {};
 }
 
-Status SqliteSink::write(const std::vector<Row>& rows, const std::map<kafka::TopicPartition, int64_t>& next_offsets,
-                         const std::vector<kafka::OutMessage>& outbox) {
+namespace {
+
+// Errors that mean "this row is wrong", as opposed to "the database is not
+// available": the first kind goes to the dead-letter topic, the second is retried.
+bool row_refused(int rc) {
+  const int primary = rc & 0xff;
+  return primary == SQLITE_CONSTRAINT || primary == SQLITE_MISMATCH || primary == SQLITE_TOOBIG ||
+         primary == SQLITE_RANGE;
+}
+
+}  // namespace
+
+Status SqliteSink::write(const SinkBatch& batch, const OutboxBuilder& outbox) {
   if (auto st = exec("BEGIN IMMEDIATE"); !st) return st;
   auto rollback = [&](const std::string& what) -> Status {
     const std::string msg = fmt::format("{}: {}", what, sqlite3_errmsg(db_));
     (void)exec("ROLLBACK");
-    return fail(Errc::io, msg);
+    return fail(Errc::unavailable, msg);
   };
-  for (const auto& row : rows) {
+  std::vector<RowResult> results(batch.rows.size());
+  for (std::size_t i = 0; i < batch.rows.size(); ++i) {
+    const auto& row = batch.rows[i];
+    // A savepoint per row lets one refused row leave the rest of the batch.
+    if (auto st = exec("SAVEPOINT row"); !st) return rollback("savepoint");
     sqlite3_reset(upsert_);
     sqlite3_clear_bindings(upsert_);
     (void)bind_row(row);
-    if (sqlite3_step(upsert_) != SQLITE_DONE) return rollback("upsert event " + row.envelope.event_id());
+    const int rc = sqlite3_step(upsert_);
+    if (rc == SQLITE_DONE) {
+      results[i].written = true;
+      if (auto st = exec("RELEASE row"); !st) return rollback("release");
+    } else if (row_refused(sqlite3_extended_errcode(db_))) {
+      results[i].error = sqlite3_errmsg(db_);
+      sqlite3_reset(upsert_);
+      if (auto st = exec("ROLLBACK TO row"); !st) return rollback("rollback to savepoint");
+      (void)exec("RELEASE row");
+    } else {
+      return rollback("upsert event " + row.envelope.event_id());
+    }
   }
-  for (const auto& [tp, off] : next_offsets) {
+  for (const auto& saga : batch.compensate) {
+    sqlite3_reset(delete_saga_);
+    sqlite3_bind_text(delete_saga_, 1, saga.data(), static_cast<int>(saga.size()), SQLITE_TRANSIENT);
+    if (sqlite3_step(delete_saga_) != SQLITE_DONE) return rollback("compensate saga " + saga);
+    const auto deleted = sqlite3_changes(db_);
+    sqlite3_reset(mark_compensated_);
+    sqlite3_bind_text(mark_compensated_, 1, saga.data(), static_cast<int>(saga.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_int64(mark_compensated_, 2, deleted);
+    if (sqlite3_step(mark_compensated_) != SQLITE_DONE) return rollback("mark saga compensated");
+  }
+  for (const auto& [tp, off] : batch.next_offsets) {
     sqlite3_reset(offset_);
     sqlite3_bind_text(offset_, 1, tp.topic.data(), static_cast<int>(tp.topic.size()), SQLITE_TRANSIENT);
     sqlite3_bind_int64(offset_, 2, tp.partition);
     sqlite3_bind_int64(offset_, 3, off);
     if (sqlite3_step(offset_) != SQLITE_DONE) return rollback("store offset");
   }
-  for (const auto& m : outbox) {
+  for (const auto& m : outbox ? outbox(results) : std::vector<kafka::OutMessage>{}) {
     sqlite3_reset(outbox_);
     sqlite3_bind_text(outbox_, 1, m.topic.data(), static_cast<int>(m.topic.size()), SQLITE_TRANSIENT);
     sqlite3_bind_blob(outbox_, 2, m.key.data(), static_cast<int>(m.key.size()), SQLITE_TRANSIENT);
@@ -202,9 +245,22 @@ Status SqliteSink::write(const std::vector<Row>& rows, const std::map<kafka::Top
   }
   if (auto st = exec("COMMIT"); !st) {
     (void)exec("ROLLBACK");
-    return st;
+    return fail(Errc::unavailable, st.error().message);
   }
   return {};
+}
+
+Result<std::set<std::string>> SqliteSink::compensated(const std::set<std::string>& saga_ids) {
+  std::set<std::string> out;
+  for (const auto& id : saga_ids) {
+    sqlite3_reset(is_compensated_);
+    sqlite3_bind_text(is_compensated_, 1, id.data(), static_cast<int>(id.size()), SQLITE_TRANSIENT);
+    const int rc = sqlite3_step(is_compensated_);
+    if (rc == SQLITE_ROW) out.insert(id);
+    else if (rc != SQLITE_DONE) return fail(Errc::unavailable, sqlite3_errmsg(db_));
+  }
+  sqlite3_reset(is_compensated_);
+  return out;
 }
 
 Result<std::map<kafka::TopicPartition, int64_t>> SqliteSink::offsets() {

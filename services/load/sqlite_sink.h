@@ -19,9 +19,9 @@ class SqliteSink final : public Sink {
   SqliteSink(const std::string& path, const PipelineConfig& pipeline);
   ~SqliteSink() override;
 
-  Status write(const std::vector<Row>& rows, const std::map<kafka::TopicPartition, int64_t>& next_offsets,
-               const std::vector<kafka::OutMessage>& outbox) override;
+  Status write(const SinkBatch& batch, const OutboxBuilder& outbox) override;
   Result<std::map<kafka::TopicPartition, int64_t>> offsets() override;
+  Result<std::set<std::string>> compensated(const std::set<std::string>& saga_ids) override;
   Result<std::vector<kafka::OutboxEntry>> outbox(std::size_t max) override;
   Status outbox_done(uint64_t up_to) override;
 
@@ -36,6 +36,9 @@ class SqliteSink final : public Sink {
   sqlite3_stmt* upsert_ = nullptr;
   sqlite3_stmt* offset_ = nullptr;
   sqlite3_stmt* outbox_ = nullptr;
+  sqlite3_stmt* delete_saga_ = nullptr;
+  sqlite3_stmt* mark_compensated_ = nullptr;
+  sqlite3_stmt* is_compensated_ = nullptr;
 };
 
 /// The SQL type a field maps to.

@@ -59,13 +59,15 @@ TEST(SqliteSink, UpsertByEventIdNeverDuplicatesARow) {
   testing::TempDir dir;
   const auto p = parse_pipeline(kPipeline, "t.yaml");
   SqliteSink sink(dir / "w.db", p);
-  std::vector<Row> rows;
-  rows.push_back(row("e1", 10));
-  rows.push_back(row("e2", 11));
-  ASSERT_TRUE(sink.write(rows, {{{"t.clean", 0}, 2}}, {}).has_value());
-  std::vector<Row> again;
-  again.push_back(row("e1", 12, "s2"));  // a replay or a redelivery
-  ASSERT_TRUE(sink.write(again, {{{"t.clean", 0}, 3}}, {}).has_value());
+  SinkBatch first;
+  first.rows.push_back(row("e1", 10));
+  first.rows.push_back(row("e2", 11));
+  first.next_offsets = {{{"t.clean", 0}, 2}};
+  ASSERT_TRUE(sink.write(first, {}).has_value());
+  SinkBatch again;
+  again.rows.push_back(row("e1", 12, "s2"));  // a replay or a redelivery
+  again.next_offsets = {{{"t.clean", 0}, 3}};
+  ASSERT_TRUE(sink.write(again, {}).has_value());
   const auto all = query(dir / "w.db", "SELECT event_id, saga_id, speed_kmh, status, event_time FROM rides ORDER BY event_id");
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(all[0], (std::vector<std::string>{"e1", "s2", "12.0", "RIDING", "2023-11-14T22:13:20Z"}));
@@ -77,9 +79,16 @@ TEST(SqliteSink, OffsetsAndOutboxCommitWithTheRows) {
   const auto p = parse_pipeline(kPipeline, "t.yaml");
   {
     SqliteSink sink(dir / "w.db", p);
-    std::vector<Row> rows;
-    rows.push_back(row("e1", 10));
-    ASSERT_TRUE(sink.write(rows, {{{"t.clean", 1}, 42}}, {{"starling.saga", "s1", "fact", {}}}).has_value());
+    SinkBatch b;
+    b.rows.push_back(row("e1", 10));
+    b.next_offsets = {{{"t.clean", 1}, 42}};
+    std::vector<RowResult> seen;
+    ASSERT_TRUE(sink.write(b, [&](const std::vector<RowResult>& r) {
+                      seen = r;
+                      return std::vector<kafka::OutMessage>{{"starling.saga", "s1", "fact", {}}};
+                    }).has_value());
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_TRUE(seen[0].written);
   }
   SqliteSink sink(dir / "w.db", p);
   auto offsets = sink.offsets();
@@ -93,22 +102,53 @@ TEST(SqliteSink, OffsetsAndOutboxCommitWithTheRows) {
   EXPECT_TRUE(sink.outbox(10)->empty());
 }
 
-TEST(SqliteSink, AFailedBatchLeavesNeitherRowsNorOffsets) {
+TEST(SqliteSink, ARowTheDbRefusesIsReportedAndTheRestOfTheBatchCommits) {
   testing::TempDir dir;
   const auto p = parse_pipeline(kPipeline, "t.yaml");
   SqliteSink sink(dir / "w.db", p);
   // A trigger makes the DB refuse one row half-way through the batch.
   query(dir / "w.db", "CREATE TRIGGER refuse BEFORE INSERT ON rides WHEN NEW.event_id = 'bad' "
-                      "BEGIN SELECT RAISE(ABORT, 'refused'); END");
-  std::vector<Row> rows;
-  rows.push_back(row("ok", 1));
-  rows.push_back(row("bad", 2));
-  auto st = sink.write(rows, {{{"t.clean", 0}, 7}}, {{"starling.saga", "s1", "fact", {}}});
-  ASSERT_FALSE(st.has_value());
-  EXPECT_THAT(st.error().message, ::testing::HasSubstr("bad"));
-  EXPECT_TRUE(query(dir / "w.db", "SELECT * FROM rides").empty());
-  EXPECT_TRUE(sink.offsets()->empty());
-  EXPECT_TRUE(sink.outbox(10)->empty());
+                      "BEGIN SELECT RAISE(ABORT, 'speed check failed'); END");
+  SinkBatch b;
+  b.rows.push_back(row("ok", 1));
+  b.rows.push_back(row("bad", 2));
+  b.rows.push_back(row("ok2", 3));
+  b.next_offsets = {{{"t.clean", 0}, 7}};
+  std::vector<RowResult> seen;
+  auto st = sink.write(b, [&](const std::vector<RowResult>& r) {
+    seen = r;
+    return std::vector<kafka::OutMessage>{{"t.dlq", "k", "dead letter", {}}};
+  });
+  ASSERT_TRUE(st.has_value()) << st.error().message;
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_TRUE(seen[0].written);
+  EXPECT_FALSE(seen[1].written);
+  EXPECT_THAT(seen[1].error, ::testing::HasSubstr("speed check failed"));
+  EXPECT_TRUE(seen[2].written);
+  EXPECT_EQ(query(dir / "w.db", "SELECT event_id FROM rides ORDER BY event_id"),
+            (std::vector<std::vector<std::string>>{{"ok"}, {"ok2"}}));
+  EXPECT_EQ(sink.offsets()->at({"t.clean", 0}), 7);
+  EXPECT_EQ(sink.outbox(10)->size(), 1u);
+}
+
+TEST(SqliteSink, CompensationDeletesTheSagasRowsAndRemembersIt) {
+  testing::TempDir dir;
+  const auto p = parse_pipeline(kPipeline, "t.yaml");
+  SqliteSink sink(dir / "w.db", p);
+  SinkBatch load;
+  load.rows.push_back(row("a1", 1, "sagaA"));
+  load.rows.push_back(row("a2", 1, "sagaA"));
+  load.rows.push_back(row("b1", 1, "sagaB"));
+  ASSERT_TRUE(sink.write(load, {}).has_value());
+  SinkBatch undo;
+  undo.compensate = {"sagaA"};
+  ASSERT_TRUE(sink.write(undo, {}).has_value());
+  EXPECT_EQ(query(dir / "w.db", "SELECT event_id FROM rides"), (std::vector<std::vector<std::string>>{{"b1"}}));
+  EXPECT_EQ(query(dir / "w.db", "SELECT rows_deleted FROM _starling_compensated WHERE saga_id = 'sagaA'"),
+            (std::vector<std::vector<std::string>>{{"2"}}));
+  auto gone = sink.compensated({"sagaA", "sagaB"});
+  ASSERT_TRUE(gone.has_value());
+  EXPECT_EQ(*gone, (std::set<std::string>{"sagaA"}));
 }
 
 TEST(SqliteSink, ANewMappedColumnIsAddedToTheTable) {
