@@ -214,7 +214,7 @@ asio::awaitable<GroupCoordinator::JoinResult> GroupCoordinator::join(JoinGroupRe
   m->client_id = client_id;
   m->client_host = client_host;
   m->session_timeout = session;
-  m->rebalance_timeout = milliseconds{std::max(req.rebalance_timeout_ms, req.session_timeout_ms)};
+  m->rebalance_timeout = milliseconds{req.rebalance_timeout_ms > 0 ? req.rebalance_timeout_ms : req.session_timeout_ms};
   m->protocols = std::move(req.protocols);
   m->last_seen = Clock::now();
   g.protocol_type = req.protocol_type;
