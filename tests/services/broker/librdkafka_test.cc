@@ -227,6 +227,68 @@ TEST(Librdkafka, AdminCreatesAndDeletesTopicsAndTheyPersist) {
   rd_kafka_queue_destroy(q);
 }
 
+TEST(Librdkafka, GarbageTailLeftByACrashIsTruncatedAtRestartAndTheLogContinues) {
+  TempDir dir;
+  BrokerProcess broker(dir.path());
+  {
+    Producer producer(broker.bootstrap(), kIdempotent);
+    for (int i = 0; i < 10; ++i) producer.produce("torn", value_of(i));
+    ASSERT_TRUE(producer.flush());
+  }
+  broker.kill9();
+  // Given half a batch header at the end of the segment (a torn write)
+  auto segment = dir.path() / "data" / "logs" / "torn-0" / "00000000000000000000.log";
+  ASSERT_TRUE(fs::exists(segment));
+  auto size = fs::file_size(segment);
+  {
+    std::ofstream f(segment, std::ios::app | std::ios::binary);
+    f << std::string(30, '\x7f');
+  }
+  // When the broker restarts
+  broker.start();
+  EXPECT_EQ(fs::file_size(segment), size);
+  EXPECT_NE(broker.log().find("truncating"), std::string::npos) << broker.log();
+  // Then old and new messages are all readable in order
+  {
+    Producer producer(broker.bootstrap(), kIdempotent);
+    for (int i = 10; i < 20; ++i) producer.produce("torn", value_of(i));
+    ASSERT_TRUE(producer.flush());
+  }
+  Consumer consumer(broker.bootstrap(), {{"group.id", "t"}, {"enable.auto.commit", "false"}});
+  consumer.assign("torn", 1);
+  auto got = consumer.consume(20, 20s);
+  ASSERT_EQ(got.size(), 20u);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(got[static_cast<size_t>(i)].value, value_of(i));
+    EXPECT_EQ(got[static_cast<size_t>(i)].offset, i);
+  }
+}
+
+TEST(Librdkafka, MetadataAdvertisesTheConfiguredHost) {
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--advertised-host", "localhost"});
+  Producer client(broker.bootstrap(), {});
+  const rd_kafka_metadata_t* md = nullptr;
+  ASSERT_EQ(rd_kafka_metadata(client.get(), 1, nullptr, &md, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_EQ(md->broker_cnt, 1);
+  EXPECT_STREQ(md->brokers[0].host, "localhost");
+  EXPECT_EQ(md->brokers[0].port, broker.port());
+  rd_kafka_metadata_destroy(md);
+}
+
+TEST(Executable, HelpExplainsEveryFlagAndBadFlagsFail) {
+  auto help = run(std::string(STARLING_BIN_DIR) + "/starling-broker --help");
+  for (const char* flag : {"--listen", "--data-dir", "--port-file", "--advertised-host", "--partitions", "--auto-create",
+                           "--flush", "--retention-ms", "--retention-bytes", "--segment-bytes", "--log-level"}) {
+    EXPECT_NE(help.find(flag), std::string::npos) << flag;
+  }
+  TempDir dir;
+  std::string base = std::string(STARLING_BIN_DIR) + "/starling-broker --listen 127.0.0.1:0 --data-dir " + dir.path().string();
+  EXPECT_NE(std::system((base + " --flush sometimes >/dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(std::system((base + " --partitions 0 >/dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(std::system((std::string(STARLING_BIN_DIR) + "/starling-broker >/dev/null 2>&1").c_str()), 0);
+}
+
 TEST(Librdkafka, SigtermWithConnectedClientsExitsCleanly) {
   TempDir dir;
   BrokerProcess broker(dir.path());
