@@ -113,7 +113,8 @@ Status Stack::start() {
         !st) {
       return st;
     }
-    if (auto st = add("load." + p.name, cat(cat({bin("starling-load")}, common("load." + p.name)), {"--pipeline", file}));
+    if (auto st = add("load." + p.name, cat(cat(cat({bin("starling-load")}, common("load." + p.name)), {"--pipeline", file}),
+                                            opts_.load_args));
         !st) {
       return st;
     }

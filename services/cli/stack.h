@@ -24,6 +24,7 @@ struct StackOptions {
   uint16_t saga_port = 0;
   std::string log_level = "info";
   bool restart_crashed = true;
+  std::vector<std::string> load_args;       // extra flags for every starling-load (e.g. --sink postgres)
 };
 
 class Stack {

@@ -230,7 +230,8 @@ PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin
   r.expect_keys(load, "load", {"sink", "table", "columns"});
   if (load["sink"]) {
     p.sink = r.string(load["sink"], "load.sink");
-    if (p.sink != "sqlite") r.error(load["sink"], "load.sink", fmt::format("expected sqlite, got '{}'", p.sink));
+    if (p.sink != "sqlite" && p.sink != "postgres")
+      r.error(load["sink"], "load.sink", fmt::format("expected sqlite or postgres, got '{}'", p.sink));
   }
   if (!load["table"]) r.error(load, "load.table", "missing");
   p.table = r.string(load["table"], "load.table");

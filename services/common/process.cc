@@ -1,6 +1,7 @@
 #include "services/common/process.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -36,10 +37,19 @@ ChildProcess::~ChildProcess() {
   }
 }
 
-Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, const std::string& log_file) {
+Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, const std::string& log_file,
+                                         const std::string& user) {
   if (argv.empty()) return fail(Errc::invalid_argument, "spawn: empty argv");
   if (::access(argv[0].c_str(), X_OK) != 0)
     return fail(Errc::not_found, fmt::format("spawn: {} is not an executable: {}", argv[0], std::strerror(errno)));
+  uid_t uid = 0;
+  gid_t gid = 0;
+  if (!user.empty() && ::geteuid() == 0) {
+    const passwd* pw = ::getpwnam(user.c_str());
+    if (pw == nullptr) return fail(Errc::not_found, fmt::format("spawn: no user {}", user));
+    uid = pw->pw_uid;
+    gid = pw->pw_gid;
+  }
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) return fail(Errc::io, fmt::format("fork: {}", std::strerror(errno)));
@@ -55,6 +65,7 @@ Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, c
         ::close(fd);
       }
     }
+    if (uid != 0 && (::setgid(gid) != 0 || ::setuid(uid) != 0)) ::_exit(126);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);

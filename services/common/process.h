@@ -26,7 +26,10 @@ class ChildProcess {
 
   /// Starts argv[0] (a path) with stdout and stderr appended to `log_file`
   /// (inherited when empty). The child dies with its parent (PR_SET_PDEATHSIG).
-  static Result<ChildProcess> spawn(const std::vector<std::string>& argv, const std::string& log_file = {});
+  /// `user`, when we are root, is who the child runs as (PostgreSQL refuses
+  /// to run as root).
+  static Result<ChildProcess> spawn(const std::vector<std::string>& argv, const std::string& log_file = {},
+                                    const std::string& user = {});
 
   pid_t pid() const { return pid_; }
   bool running();

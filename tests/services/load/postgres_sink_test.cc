@@ -1,0 +1,158 @@
+// PostgresSink against a real PostgreSQL server started for the test.
+#include "services/load/postgres_sink.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "starling/v1/ecowheels.pb.h"
+#include "tests/support/postgres_server.h"
+#include "tests/support/temp_dir.h"
+
+namespace starling::load {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+const char* kPipeline = R"(pipeline: t
+schema: {message: starling.v1.RideTelemetry}
+load:
+  sink: postgres
+  table: rides
+  columns:
+    device_id: device_id
+    speed_kmh: speed_kmh
+    status: status
+    event_time: event_time
+)";
+
+Row row(const std::string& id, double speed, const std::string& saga = "s1") {
+  Row r;
+  r.envelope.set_event_id(id);
+  r.envelope.set_saga_id(saga);
+  r.envelope.set_seq(1);
+  auto rec = std::make_unique<v1::RideTelemetry>();
+  rec->set_device_id("bike\t1\\x");  // COPY escaping is exercised
+  rec->set_speed_kmh(speed);
+  rec->set_status(v1::RideTelemetry::RIDING);
+  rec->mutable_event_time()->set_seconds(1'700'000'000);
+  r.record = std::move(rec);
+  return r;
+}
+
+class PostgresSinkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(pg_.initialised()) << "initdb failed; see " << dir_.path();
+    ASSERT_TRUE(pg_.start()) << "postgres did not start; see " << dir_.path();
+  }
+  testing::TempDir dir_;
+  testing::PostgresServer pg_{dir_.path()};
+  PipelineConfig pipeline_ = parse_pipeline(kPipeline, "t.yaml");
+};
+
+TEST_F(PostgresSinkTest, UpsertByEventIdThroughCopyNeverDuplicatesARow) {
+  PostgresSink sink(pg_.dsn(), pipeline_);
+  SinkBatch first;
+  first.rows.push_back(row("e1", 10));
+  first.rows.push_back(row("e2", 11));
+  first.rows.push_back(row("e1", 13));  // a duplicate inside one batch: the last wins
+  ASSERT_TRUE(sink.write(first, {}).has_value());
+  SinkBatch again;
+  again.rows.push_back(row("e1", 12, "s2"));
+  ASSERT_TRUE(sink.write(again, {}).has_value());
+  EXPECT_THAT(pg_.exec("SELECT event_id || ' ' || saga_id || ' ' || speed_kmh || ' ' || status || ' ' || device_id "
+                       "FROM rides ORDER BY event_id"),
+              ElementsAre("e1 s2 12 RIDING bike\t1\\x", "e2 s1 11 RIDING bike\t1\\x"));
+  EXPECT_THAT(pg_.exec("SELECT extract(epoch from event_time)::bigint FROM rides WHERE event_id = 'e1'"),
+              ElementsAre("1700000000"));
+}
+
+TEST_F(PostgresSinkTest, OffsetsOutboxAndCompensationCommitWithTheRows) {
+  {
+    PostgresSink sink(pg_.dsn(), pipeline_);
+    SinkBatch b;
+    b.rows.push_back(row("a1", 1, "sagaA"));
+    b.rows.push_back(row("b1", 1, "sagaB"));
+    b.next_offsets = {{{"t.clean", 2}, 42}};
+    ASSERT_TRUE(sink.write(b, [](const std::vector<RowResult>& r) {
+                      EXPECT_EQ(r.size(), 2u);
+                      return std::vector<kafka::OutMessage>{{"starling.saga", "sagaA", std::string("f\0act", 5), {}}};
+                    }).has_value());
+  }
+  PostgresSink sink(pg_.dsn(), pipeline_);
+  EXPECT_EQ(sink.offsets()->at({"t.clean", 2}), 42);
+  auto out = sink.outbox(10);
+  ASSERT_TRUE(out.has_value()) << out.error().message;
+  ASSERT_EQ(out->size(), 1u);
+  EXPECT_EQ((*out)[0].message.value, std::string("f\0act", 5));
+  ASSERT_TRUE(sink.outbox_done((*out)[0].id).has_value());
+  EXPECT_TRUE(sink.outbox(10)->empty());
+
+  SinkBatch undo;
+  undo.compensate = {"sagaA"};
+  ASSERT_TRUE(sink.write(undo, {}).has_value());
+  EXPECT_THAT(pg_.exec("SELECT event_id FROM rides"), ElementsAre("b1"));
+  EXPECT_EQ(*sink.compensated({"sagaA", "sagaB"}), (std::set<std::string>{"sagaA"}));
+}
+
+TEST_F(PostgresSinkTest, ARowTheDbRefusesIsDeadLetteredAndTheRestCommits) {
+  { PostgresSink sink(pg_.dsn(), pipeline_); }
+  pg_.exec("ALTER TABLE rides ADD CONSTRAINT plausible_speed CHECK (speed_kmh < 500)");
+  PostgresSink sink(pg_.dsn(), pipeline_);
+  SinkBatch b;
+  b.rows.push_back(row("ok", 1));
+  b.rows.push_back(row("bad", 900));
+  b.rows.push_back(row("ok2", 3));
+  b.next_offsets = {{{"t.clean", 0}, 3}};
+  std::vector<RowResult> seen;
+  auto st = sink.write(b, [&](const std::vector<RowResult>& r) {
+    seen = r;
+    return std::vector<kafka::OutMessage>{};
+  });
+  ASSERT_TRUE(st.has_value()) << st.error().message;
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_TRUE(seen[0].written);
+  EXPECT_FALSE(seen[1].written);
+  EXPECT_THAT(seen[1].error, HasSubstr("plausible_speed"));
+  EXPECT_TRUE(seen[2].written);
+  EXPECT_THAT(pg_.exec("SELECT event_id FROM rides ORDER BY event_id"), ElementsAre("ok", "ok2"));
+  EXPECT_EQ(sink.offsets()->at({"t.clean", 0}), 3);
+}
+
+TEST_F(PostgresSinkTest, AnOutageFailsTheWholeBatchAndAReconnectCommitsIt) {
+  PostgresSink sink(pg_.dsn(), pipeline_);
+  SinkBatch b;
+  b.rows.push_back(row("e1", 1));
+  b.next_offsets = {{{"t.clean", 0}, 1}};
+  pg_.stop();
+  auto down = sink.write(b, {});
+  ASSERT_FALSE(down.has_value());
+  EXPECT_EQ(down.error().code, Errc::unavailable);
+  ASSERT_TRUE(pg_.start());
+  auto up = sink.write(b, {});
+  ASSERT_TRUE(up.has_value()) << up.error().message;
+  EXPECT_THAT(pg_.exec("SELECT event_id FROM rides"), ElementsAre("e1"));
+  EXPECT_EQ(sink.offsets()->at({"t.clean", 0}), 1);
+}
+
+TEST_F(PostgresSinkTest, AColumnWhoseTypeChangedIsRefusedAndANewOneIsAdded) {
+  { PostgresSink sink(pg_.dsn(), pipeline_); }
+  const auto wider = parse_pipeline(std::string(kPipeline) + "    battery_pct: battery_pct\n", "t.yaml");
+  { PostgresSink sink(pg_.dsn(), wider); }
+  EXPECT_THAT(pg_.exec("SELECT data_type FROM information_schema.columns WHERE table_name = 'rides' AND column_name = "
+                       "'battery_pct'"),
+              ElementsAre("double precision"));
+  std::string changed = kPipeline;
+  changed.replace(changed.find("speed_kmh: speed_kmh"), 20, "speed_kmh: ride_id");
+  const auto p = parse_pipeline(changed, "t.yaml");
+  try {
+    PostgresSink sink(pg_.dsn(), p);
+    FAIL() << "expected a refusal";
+  } catch (const std::runtime_error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("column rides.speed_kmh is double precision"));
+  }
+}
+
+}  // namespace
+}  // namespace starling::load
