@@ -14,6 +14,7 @@ using std::chrono::milliseconds;
 namespace {
 
 constexpr int32_t kNoAuthorizedOperations = INT32_MIN;  // "not requested" in Kafka
+constexpr int32_t kMaxPartitionsPerTopic = 1000;
 
 /// Starts a response frame: size placeholder, then header v0 (correlation id).
 class Response {
@@ -147,14 +148,25 @@ PartitionLog* Broker::log(const std::string& topic, int32_t partition) {
 Result<void> Broker::create_topic(const std::string& name, int32_t partitions) {
   if (!valid_topic_name(name)) return fail(ErrorCode::kInvalidTopic, fmt::format("invalid topic name '{}'", name));
   if (topics_.count(name) != 0) return fail(ErrorCode::kTopicAlreadyExists, fmt::format("topic '{}' exists", name));
-  if (partitions <= 0 || partitions > 10000) return fail(ErrorCode::kInvalidPartitions, "partition count must be 1..10000");
-  if (auto r = store_->put_topic(name, partitions); !r) return r;
+  // Each partition keeps at least one file open, so the count is bounded well
+  // below typical descriptor limits.
+  if (partitions <= 0 || partitions > kMaxPartitionsPerTopic) {
+    return fail(ErrorCode::kInvalidPartitions, fmt::format("partition count must be 1..{}", kMaxPartitionsPerTopic));
+  }
+  // Logs first, then the durable topic record: a topic that is recorded can
+  // always be opened at the next start.
   Topic t;
   try {
     for (int32_t p = 0; p < partitions; ++p) t.partitions.push_back(PartitionLog::open(partition_dir(name, p), config_.log));
   } catch (const std::exception& e) {
+    t.partitions.clear();
+    for (int32_t p = 0; p < partitions; ++p) {
+      std::error_code ec;
+      fs::remove_all(partition_dir(name, p), ec);
+    }
     return fail(ErrorCode::kKafkaStorageError, e.what());
   }
+  if (auto r = store_->put_topic(name, partitions); !r) return r;
   topics_.emplace(name, std::move(t));
   spdlog::info("created topic {} with {} partitions", name, partitions);
   return {};

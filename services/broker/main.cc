@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
                  "Host name clients are told to connect to (default: the --listen host)");
   app.add_option("--partitions", partitions, "Partition count of auto-created topics and of CreateTopics with -1")
       ->capture_default_str()
-      ->check(CLI::Range(1, 10000));
+      ->check(CLI::Range(1, 1000));
   app.add_option("--auto-create", auto_create, "Create unknown topics when clients ask for their metadata (true|false)")
       ->capture_default_str();
   app.add_option("--flush", flush,
