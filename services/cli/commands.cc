@@ -86,43 +86,100 @@ int cmd_check(const std::vector<std::string>& files) {
   return bad == 0 ? 0 : 1;
 }
 
-int cmd_sagas(const std::string& url, const std::string& id, const std::string& state, const std::string& pipeline,
-              bool as_json) {
-  if (!id.empty()) {
-    auto s = fetch_saga(url, id);
-    if (!s) {
-      fmt::print(stderr, "error: {}\n", s.error().message);
-      return 1;
+// `starling sagas list|show|report`: the saga API as tables, or --json.
+struct SagasArgs {
+  std::string url;
+  std::string command;  // list, show, report
+  std::string id;
+  std::string state;
+  std::string pipeline;
+  std::string since;
+  std::string from;
+  std::string to;
+  std::string window;
+  std::size_t limit = 50;
+  bool all = false;
+  bool as_json = false;
+};
+
+std::string url_encode(const std::string& s) {
+  std::string out;
+  for (const unsigned char c : s) {
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += fmt::format("%{:02X}", c);
     }
-    if (as_json) {
-      fmt::print("{}\n", s->dump(2));
-      return 0;
-    }
-    const auto& c = (*s)["counts"];
-    fmt::print("saga      {}\npipeline  {}\nstate     {}\ntotal     {}\ncleaned   {}\nrejected  {}\nloaded    {}\n"
-               "rejected at load {}\nin flight {}\n",
-               (*s)["saga_id"].get<std::string>(), (*s)["pipeline"].get<std::string>(), (*s)["state"].get<std::string>(),
-               (*s)["total"].get<uint64_t>(), c["cleaned"].get<uint64_t>(), c["rejected"].get<uint64_t>(),
-               c["loaded"].get<uint64_t>(), c["rejected_at_load"].get<uint64_t>(), c["in_flight"].get<uint64_t>());
-    for (const auto& [k, v] : (*s)["reasons"].items()) fmt::print("  reason {:<24} {}\n", k, v.get<uint64_t>());
-    return 0;
   }
-  std::string q = "/v1/sagas?limit=50";
-  if (!state.empty()) q += "&state=" + state;
-  if (!pipeline.empty()) q += "&pipeline=" + pipeline;
-  auto resp = http_call("GET", url + q);
-  if (!resp || resp->status != 200) {
-    fmt::print(stderr, "error: {}\n", resp ? resp->body : resp.error().message);
+  return out;
+}
+
+Result<json> saga_api_get(const std::string& url) {
+  auto resp = http_call("GET", url);
+  if (!resp) return std::unexpected(resp.error());
+  json body = json::parse(resp->body, nullptr, false);
+  if (resp->status != 200) {
+    const auto msg = body.is_object() && body.contains("error") ? body["error"].value("message", resp->body) : resp->body;
+    return fail(Errc::invalid_argument, fmt::format("saga API answered {}: {}", resp->status, msg));
+  }
+  if (body.is_discarded()) return fail(Errc::internal, "saga API: not JSON: " + resp->body);
+  return body;
+}
+
+int sagas_show(const SagasArgs& a) {
+  auto s = fetch_saga(a.url, a.id);
+  if (!s) {
+    fmt::print(stderr, "error: {}\n", s.error().message);
     return 1;
   }
-  const auto body = json::parse(resp->body);
-  if (as_json) {
+  if (a.as_json) {
+    fmt::print("{}\n", s->dump(2));
+    return 0;
+  }
+  const auto& c = (*s)["counts"];
+  fmt::print("saga      {}\npipeline  {}\nstate     {}\ncreated   {}\ntotal     {}\ncleaned   {}\nrejected  {}\nloaded    {}\n"
+             "rejected at load {}\nin flight {}\n",
+             (*s)["saga_id"].get<std::string>(), (*s)["pipeline"].get<std::string>(), (*s)["state"].get<std::string>(),
+             s->value("created", ""), (*s)["total"].get<uint64_t>(), c["cleaned"].get<uint64_t>(),
+             c["rejected"].get<uint64_t>(), c["loaded"].get<uint64_t>(), c["rejected_at_load"].get<uint64_t>(),
+             c["in_flight"].get<uint64_t>());
+  for (const auto& [k, v] : (*s)["reasons"].items()) fmt::print("  reason {:<24} {}\n", k, v.get<uint64_t>());
+  if (s->contains("timeline")) {
+    fmt::print("timeline\n");
+    for (const auto& t : (*s)["timeline"]) {
+      fmt::print("  {}  {:<11} -> {:<11} {}\n", t.value("time", ""), t.value("from", ""), t.value("to", ""),
+                 t.value("cause", ""));
+    }
+  }
+  return 0;
+}
+
+int sagas_list(const SagasArgs& a) {
+  std::string q = fmt::format("/v1/sagas?limit={}", a.limit);
+  if (!a.state.empty()) q += "&state=" + url_encode(a.state);
+  if (!a.pipeline.empty()) q += "&pipeline=" + url_encode(a.pipeline);
+  if (!a.since.empty()) q += "&since=" + url_encode(a.since);
+  json sagas = json::array();
+  json body;
+  std::string token;
+  do {
+    auto page = saga_api_get(a.url + q + (token.empty() ? "" : "&page_token=" + token));
+    if (!page) {
+      fmt::print(stderr, "error: {}\n", page.error().message);
+      return 1;
+    }
+    body = std::move(*page);
+    for (auto& s : body["sagas"]) sagas.push_back(std::move(s));
+    token = body.value("next_page_token", "");
+  } while (a.all && !token.empty());
+  body["sagas"] = sagas;
+  if (a.as_json) {
     fmt::print("{}\n", body.dump(2));
     return 0;
   }
   fmt::print("{:<34} {:<10} {:<12} {:>6} {:>7} {:>8} {:>9}\n", "SAGA", "PIPELINE", "STATE", "TOTAL", "LOADED", "REJECTED",
              "IN FLIGHT");
-  for (const auto& s : body["sagas"]) {
+  for (const auto& s : sagas) {
     const auto& c = s["counts"];
     fmt::print("{:<34} {:<10} {:<12} {:>6} {:>7} {:>8} {:>9}\n", s["saga_id"].get<std::string>(),
                s["pipeline"].get<std::string>(), s["state"].get<std::string>(), s["total"].get<uint64_t>(),
@@ -134,7 +191,73 @@ int cmd_sagas(const std::string& url, const std::string& id, const std::string& 
   for (const auto& [k, v] : t["by_state"].items()) fmt::print(" {} {}", v.get<uint64_t>(), k);
   fmt::print("\nevents: accepted {} = loaded {} + rejected {} + in flight {}\n", t["accepted"].get<uint64_t>(),
              t["loaded"].get<uint64_t>(), t["rejected"].get<uint64_t>(), t["in_flight"].get<uint64_t>());
+  if (!token.empty()) fmt::print("(first {} shown; --all for every page)\n", sagas.size());
   return 0;
+}
+
+int sagas_report(const SagasArgs& a) {
+  if (a.pipeline.empty()) {
+    fmt::print(stderr, "error: report needs --pipeline\n");
+    return 2;
+  }
+  std::string q = "/v1/pipelines/" + url_encode(a.pipeline) + "/consistency?";
+  if (!a.from.empty()) q += "&from=" + url_encode(a.from);
+  if (!a.to.empty()) q += "&to=" + url_encode(a.to);
+  if (!a.window.empty()) q += "&window=" + url_encode(a.window);
+  auto body = saga_api_get(a.url + q);
+  if (!body) {
+    fmt::print(stderr, "error: {}\n", body.error().message);
+    return 1;
+  }
+  const bool consistent = (*body)["consistent"].get<bool>();
+  if (a.as_json) {
+    fmt::print("{}\n", body->dump(2));
+    return consistent ? 0 : 1;
+  }
+  fmt::print("Consistency of pipeline {}, sagas created {} .. {}\n\n", a.pipeline, (*body)["from"].get<std::string>(),
+             (*body)["to"].get<std::string>());
+  fmt::print("{:<25} {:>6} {:>9} {:>8} {:>9} {:>9} {:>8}  {}\n", "WINDOW START", "SAGAS", "ACCEPTED", "LOADED", "REJECTED",
+             "IN FLIGHT", "REMOVED", "accepted = loaded + rejected + in flight");
+  auto row = [](const std::string& label, const json& w, uint64_t removed) {
+    fmt::print("{:<25} {:>6} {:>9} {:>8} {:>9} {:>9} {:>8}  {}\n", label, w["sagas"].get<uint64_t>(),
+               w["accepted"].get<uint64_t>(), w["loaded"].get<uint64_t>(), w["rejected"].get<uint64_t>(),
+               w["in_flight"].get<uint64_t>(), removed, w["balanced"].get<bool>() ? "yes" : "NO");
+  };
+  for (const auto& w : (*body)["windows"]) row(w["start"].get<std::string>(), w, w["removed_by_retention"].get<uint64_t>());
+  row("total", (*body)["totals"], 0);
+  bool header = false;
+  for (const auto& w : (*body)["windows"]) {
+    for (const auto& s : w["sagas_to_check"]) {
+      if (!header) {
+        fmt::print("\nSagas not COMPLETED or not balanced:\n");
+        header = true;
+      }
+      fmt::print("  {} {:<11} total {} loaded {} rejected {} in flight {}{}\n    {}\n", s["saga_id"].get<std::string>(),
+                 s["state"].get<std::string>(), s["total"].get<uint64_t>(), s["loaded"].get<uint64_t>(),
+                 s["rejected"].get<uint64_t>(), s["in_flight"].get<uint64_t>(),
+                 s["balanced"].get<bool>() ? "" : "  (does NOT add up)", s["explanation"].get<std::string>());
+    }
+    if (w.contains("sagas_to_check_not_listed")) {
+      fmt::print("  ... and {} more in the window from {}\n", w["sagas_to_check_not_listed"].get<uint64_t>(),
+                 w["start"].get<std::string>());
+    }
+  }
+  const auto& by_state = (*body)["totals"]["by_state"];
+  fmt::print("\n{}:", consistent ? "CONSISTENT" : "NOT CONSISTENT");
+  for (const auto& [k, v] : by_state.items()) fmt::print(" {} {}", v.get<uint64_t>(), k);
+  fmt::print("\n");
+  return consistent ? 0 : 1;
+}
+
+int cmd_sagas(const SagasArgs& a) {
+  try {
+    if (a.command == "show" || (a.command.empty() && !a.id.empty())) return sagas_show(a);
+    if (a.command == "report") return sagas_report(a);
+    return sagas_list(a);
+  } catch (const json::exception& e) {
+    fmt::print(stderr, "error: unexpected answer from the saga API: {}\n", e.what());
+    return 1;
+  }
 }
 
 int cmd_demo(StackOptions stack_opts, SimOptions sim, int settle_s) {
@@ -217,17 +340,27 @@ int run(int argc, char** argv) {
   simulate_cmd->add_option("--url", sim.url, "starling-ingest base URL")->capture_default_str();
   simulate_cmd->add_option("--pipeline", sim.pipeline, "Pipeline to post to")->capture_default_str();
 
-  auto* sagas = app.add_subcommand("sagas", "Show one saga, or list sagas with totals");
-  std::string saga_url = "http://127.0.0.1:8081";
-  std::string saga_id;
-  std::string state;
-  std::string pipeline;
-  bool as_json = false;
-  sagas->add_option("id", saga_id, "A saga id (omit to list)");
-  sagas->add_option("--url", saga_url, "Saga API base URL")->capture_default_str();
-  sagas->add_option("--state", state, "Only sagas in this state (ACCEPTED, IN_FLIGHT, COMPLETED, ...)");
-  sagas->add_option("--pipeline", pipeline, "Only sagas of this pipeline");
-  sagas->add_flag("--json", as_json, "Print JSON instead of a table");
+  auto* sagas = app.add_subcommand("sagas", "Saga states: list (the default), show ID, report --pipeline P");
+  SagasArgs sagas_args;
+  sagas_args.url = "http://127.0.0.1:8081";
+  sagas->add_option("id", sagas_args.id, "A saga id: the same as `sagas show ID`");
+  sagas->add_option("--url", sagas_args.url, "Saga API base URL")->capture_default_str();
+  sagas->add_option("--state", sagas_args.state, "Only sagas in this state (ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, FAILED, COMPENSATED)");
+  sagas->add_option("--pipeline", sagas_args.pipeline, "Only sagas of this pipeline");
+  sagas->add_flag("--json", sagas_args.as_json, "Print JSON instead of a table");
+  auto* sagas_list_cmd = sagas->add_subcommand("list", "Sagas with totals, in saga-id order (paged)");
+  sagas_list_cmd->add_option("--since", sagas_args.since, "Only sagas created at or after this time (RFC 3339 or Unix ms)");
+  sagas_list_cmd->add_option("--limit", sagas_args.limit, "Sagas per page (at most 1000)")->capture_default_str();
+  sagas_list_cmd->add_flag("--all", sagas_args.all, "Follow the page tokens and list every match");
+  auto* sagas_show_cmd = sagas->add_subcommand("show", "One saga: counts per step, reasons, timeline");
+  sagas_show_cmd->add_option("id", sagas_args.id, "The saga id")->required();
+  auto* sagas_report_cmd = sagas->add_subcommand(
+      "report", "Consistency per window of creation time: accepted = loaded + rejected + in flight, and the sagas to "
+                "look at; exit code 1 when not consistent");
+  sagas_report_cmd->add_option("--from", sagas_args.from, "Start (RFC 3339 or Unix ms; default: 24 h before --to)");
+  sagas_report_cmd->add_option("--to", sagas_args.to, "End (RFC 3339 or Unix ms; default: now)");
+  sagas_report_cmd->add_option("--window", sagas_args.window, "Window length in whole hours (1h, 6h, 1d; default 1h)");
+  for (auto* sub : {sagas_list_cmd, sagas_show_cmd, sagas_report_cmd}) sub->fallthrough();
 
   auto* check = app.add_subcommand("check", "Validate pipeline files; errors name the line");
   std::vector<std::string> check_files;
@@ -241,7 +374,12 @@ int run(int argc, char** argv) {
 
   try {
     if (*check) return cmd_check(check_files);
-    if (*sagas) return cmd_sagas(saga_url, saga_id, state, pipeline, as_json);
+    if (*sagas) {
+      for (auto* sub : {sagas_list_cmd, sagas_show_cmd, sagas_report_cmd}) {
+        if (*sub) sagas_args.command = sub->get_name();
+      }
+      return cmd_sagas(sagas_args);
+    }
     if (*simulate_cmd) {
       Progress progress("simulating " + std::to_string(sim.bikes) + " e-bikes");
       auto res = simulate(sim, std::ref(progress));

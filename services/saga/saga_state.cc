@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <bit>
+#include <ctime>
+
+#include <fmt/format.h>
 
 namespace starling::saga {
 
@@ -41,10 +44,45 @@ std::string* bitmap_for(v1::SagaRecord& r, v1::Step step) {
   }
 }
 
+void transition(v1::SagaRecord& r, v1::SagaState to, int64_t time_ms, std::string cause) {
+  auto* t = r.add_timeline();
+  t->set_from(r.state());
+  t->set_to(to);
+  t->set_time_ms(time_ms);
+  t->set_cause(std::move(cause));
+  // Keep the creation entry, drop the oldest of the rest.
+  if (r.timeline_size() > kTimelineMax) r.mutable_timeline()->DeleteSubrange(1, 1);
+  r.set_state(to);
+  if (is_finished(to)) r.set_finished_ms(time_ms);
+}
+
+// Where the facts seen so far take the saga. Only forward: a terminal state
+// stays (FAILED leaves only for COMPENSATED), and STALLED leaves only when
+// this fact made progress.
+v1::SagaState next_state(const v1::SagaRecord& r, bool progressed) {
+  const auto s = r.state();
+  if (s == v1::SAGA_STATE_COMPLETED || s == v1::SAGA_STATE_COMPENSATED) return s;
+  if (s == v1::SAGA_STATE_FAILED) return r.compensated() ? v1::SAGA_STATE_COMPENSATED : s;
+  const auto c = counts(r);
+  if (r.ingested() && c.in_flight == 0) return v1::SAGA_STATE_COMPLETED;
+  if (s == v1::SAGA_STATE_STALLED && !progressed) return s;
+  if (c.cleaned + c.rejected + c.loaded + c.rejected_at_load > 0) return v1::SAGA_STATE_IN_FLIGHT;
+  return v1::SAGA_STATE_ACCEPTED;
+}
+
+int64_t last_progress(const v1::SagaRecord& r) { return std::max(r.progress_ms(), r.created_ms()); }
+
 }  // namespace
+
+bool is_terminal(v1::SagaState s) {
+  return s == v1::SAGA_STATE_COMPLETED || s == v1::SAGA_STATE_FAILED || s == v1::SAGA_STATE_COMPENSATED;
+}
+
+bool is_finished(v1::SagaState s) { return s == v1::SAGA_STATE_COMPLETED || s == v1::SAGA_STATE_COMPENSATED; }
 
 bool fold(v1::SagaRecord& r, const v1::ProgressFact& f) {
   bool changed = false;
+  bool progressed = false;
   if (r.saga_id().empty()) {
     r.set_saga_id(f.saga_id());
     r.set_created_ms(f.time_ms());
@@ -58,39 +96,73 @@ bool fold(v1::SagaRecord& r, const v1::ProgressFact& f) {
     if (!r.ingested()) {
       r.set_ingested(true);
       r.set_total(f.total());
+      // Creation is ingest's time even when another step's fact came first.
       r.set_created_ms(r.created_ms() == 0 ? f.time_ms() : std::min(r.created_ms(), f.time_ms()));
-      changed = true;
+      progressed = true;
     }
   } else if (f.step() == v1::STEP_COMPENSATED) {
-    if (r.state() != v1::SAGA_STATE_COMPENSATED) {
-      r.set_state(v1::SAGA_STATE_COMPENSATED);
+    if (!r.compensated()) {
+      r.set_compensated(true);
       changed = true;
     }
+    // A repeated compensation still moves a FAILED saga on (the loader may
+    // have compensated before the coordinator decided FAILED).
+    if (r.state() == v1::SAGA_STATE_FAILED) changed = true;
   } else if (auto* bits = bitmap_for(r, f.step())) {
     // Reasons count once per seq: only a rejection that sets a new bit counts.
     for (const auto& rej : f.rejections()) {
       if (!set_bit(*bits, rej.seq())) continue;
-      changed = true;
+      progressed = true;
       for (const auto& reason : rej.reasons()) ++(*r.mutable_reason_counts())[reason.rule() + ":" + reason.field()];
     }
     for (const auto& range : f.seqs()) {
-      for (uint32_t s = range.first(); s <= range.last() && s < kMaxSeq; ++s) changed |= set_bit(*bits, s);
+      for (uint32_t s = range.first(); s <= range.last() && s < kMaxSeq; ++s) progressed |= set_bit(*bits, s);
     }
   }
-  if (changed) {
-    r.set_updated_ms(std::max(r.updated_ms(), f.time_ms()));
-    r.set_state(derive_state(r));
+  if (progressed) {
+    changed = true;
+    r.set_progress_ms(std::max(r.progress_ms(), f.time_ms()));
   }
-  return changed;
+  if (!changed) return false;
+  r.set_updated_ms(std::max(r.updated_ms(), f.time_ms()));
+  const auto to = next_state(r, progressed);
+  if (to != r.state()) {
+    auto cause = fmt::format("{} from {}", step_name(f.step()), f.source().empty() ? "?" : f.source());
+    if (to == v1::SAGA_STATE_COMPLETED) cause = "every seq loaded or rejected; last: " + cause;
+    transition(r, to, f.time_ms(), std::move(cause));
+  }
+  return true;
 }
 
-v1::SagaState derive_state(const v1::SagaRecord& r) {
-  if (r.state() == v1::SAGA_STATE_COMPENSATED) return v1::SAGA_STATE_COMPENSATED;
-  const auto c = counts(r);
-  if (r.ingested() && c.in_flight == 0) return v1::SAGA_STATE_COMPLETED;
-  if (r.state() == v1::SAGA_STATE_FAILED || r.state() == v1::SAGA_STATE_STALLED) return r.state();
-  if (c.cleaned + c.rejected + c.loaded + c.rejected_at_load > 0) return v1::SAGA_STATE_IN_FLIGHT;
-  return v1::SAGA_STATE_ACCEPTED;
+std::optional<v1::SagaState> apply_deadlines(v1::SagaRecord& r, const Deadlines& d, int64_t now_ms) {
+  const auto s = r.state();
+  if (s == v1::SAGA_STATE_UNSPECIFIED || is_terminal(s)) return std::nullopt;
+  if (now_ms >= r.created_ms() + d.fail_after_ms) {
+    transition(r, v1::SAGA_STATE_FAILED, now_ms,
+               fmt::format("not finished {} ms after creation ({} of {} events in flight)", d.fail_after_ms,
+                           counts(r).in_flight, r.total()));
+  } else if (s != v1::SAGA_STATE_STALLED && now_ms >= last_progress(r) + d.stall_after_ms) {
+    transition(r, v1::SAGA_STATE_STALLED, now_ms, fmt::format("no progress for {} ms", now_ms - last_progress(r)));
+  } else {
+    return std::nullopt;
+  }
+  r.set_updated_ms(std::max(r.updated_ms(), now_ms));
+  return r.state();
+}
+
+int64_t next_deadline(const v1::SagaRecord& r, const Deadlines& d) {
+  switch (r.state()) {
+    case v1::SAGA_STATE_UNSPECIFIED:
+    case v1::SAGA_STATE_FAILED:
+      return 0;
+    case v1::SAGA_STATE_COMPLETED:
+    case v1::SAGA_STATE_COMPENSATED:
+      return (r.finished_ms() != 0 ? r.finished_ms() : r.updated_ms()) + d.retention_ms;
+    case v1::SAGA_STATE_STALLED:
+      return r.created_ms() + d.fail_after_ms;
+    default:
+      return std::min(r.created_ms() + d.fail_after_ms, last_progress(r) + d.stall_after_ms);
+  }
 }
 
 SagaCounts counts(const v1::SagaRecord& r) {
@@ -120,6 +192,42 @@ const char* state_name(v1::SagaState s) {
     case v1::SAGA_STATE_COMPENSATED: return "COMPENSATED";
     default: return "UNKNOWN";
   }
+}
+
+std::optional<v1::SagaState> parse_state(const std::string& name) {
+  for (int i = v1::SAGA_STATE_ACCEPTED; i <= v1::SAGA_STATE_COMPENSATED; ++i) {
+    if (name == state_name(static_cast<v1::SagaState>(i))) return static_cast<v1::SagaState>(i);
+  }
+  return std::nullopt;
+}
+
+const char* step_name(v1::Step s) {
+  switch (s) {
+    case v1::STEP_INGESTED: return "STEP_INGESTED";
+    case v1::STEP_CLEANED: return "STEP_CLEANED";
+    case v1::STEP_REJECTED: return "STEP_REJECTED";
+    case v1::STEP_LOADED: return "STEP_LOADED";
+    case v1::STEP_REJECTED_AT_LOAD: return "STEP_REJECTED_AT_LOAD";
+    case v1::STEP_COMPENSATED: return "STEP_COMPENSATED";
+    default: return "STEP_UNSPECIFIED";
+  }
+}
+
+std::string rfc3339(int64_t ms) {
+  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec, ms % 1000);
+}
+
+std::string explain(const v1::SagaRecord& r) {
+  std::string out;
+  for (const auto& t : r.timeline()) {
+    if (!out.empty()) out += "; ";
+    out += fmt::format("{} at {} ({})", state_name(t.to()), rfc3339(t.time_ms()), t.cause());
+  }
+  return out;
 }
 
 }  // namespace starling::saga

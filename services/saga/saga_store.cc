@@ -6,10 +6,12 @@
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
+#include "services/saga/saga_state.h"
+
 namespace starling::saga {
 namespace {
 
-enum Cf { kDefault = 0, kSagas = 1, kOffsets = 2, kOutbox = 3 };
+enum Cf { kDefault = 0, kSagas = 1, kOffsets = 2, kOutbox = 3, kDeadlines = 4, kAggregates = 5 };
 
 std::string be64(uint64_t v) {
   std::string s(8, '\0');
@@ -26,6 +28,15 @@ uint64_t from_be64(const rocksdb::Slice& s) {
 // Offsets are keyed "topic\0partition" so topics with any name stay apart.
 std::string offset_key(const kafka::TopicPartition& tp) { return tp.topic + '\0' + std::to_string(tp.partition); }
 
+// Big-endian deadline first: the index iterates in deadline order.
+std::string deadline_key(int64_t deadline_ms, const std::string& saga_id) {
+  return be64(static_cast<uint64_t>(deadline_ms)) + saga_id;
+}
+
+std::string aggregate_key(const std::string& pipeline, int64_t hour_ms) {
+  return pipeline + '\0' + be64(static_cast<uint64_t>(hour_ms));
+}
+
 Error io_error(const rocksdb::Status& s) { return Error{Errc::io, s.ToString()}; }
 
 }  // namespace
@@ -34,8 +45,12 @@ RocksSagaStore::RocksSagaStore(const std::string& path) {
   rocksdb::DBOptions opts;
   opts.create_if_missing = true;
   opts.create_missing_column_families = true;
-  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
-      {rocksdb::kDefaultColumnFamilyName, {}}, {"sagas", {}}, {"offsets", {}}, {"outbox", {}}};
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, {}},
+                                                      {"sagas", {}},
+                                                      {"offsets", {}},
+                                                      {"outbox", {}},
+                                                      {"deadlines", {}},
+                                                      {"aggregates", {}}};
   rocksdb::DB* db = nullptr;
   const auto st = rocksdb::DB::Open(opts, path, cfs, &handles_, &db);
   if (!st.ok()) throw std::runtime_error(fmt::format("saga store {}: {}", path, st.ToString()));
@@ -60,14 +75,43 @@ Result<std::optional<v1::SagaRecord>> RocksSagaStore::get(const std::string& sag
   return r;
 }
 
-Status RocksSagaStore::commit(const std::vector<v1::SagaRecord>& records,
-                              const std::map<kafka::TopicPartition, int64_t>& next_offsets,
-                              const std::vector<kafka::OutMessage>& outbox) {
+Status RocksSagaStore::commit(const SagaCommit& c) {
   rocksdb::WriteBatch batch;
-  for (const auto& r : records) batch.Put(handles_[kSagas], r.saga_id(), r.SerializeAsString());
-  for (const auto& [tp, off] : next_offsets) batch.Put(handles_[kOffsets], offset_key(tp), std::to_string(off));
+  for (const auto& w : c.sagas) {
+    const auto& r = w.record;
+    batch.Put(handles_[kSagas], r.saga_id(), r.SerializeAsString());
+    if (w.old_deadline_ms == r.deadline_ms()) continue;
+    if (w.old_deadline_ms != 0) batch.Delete(handles_[kDeadlines], deadline_key(w.old_deadline_ms, r.saga_id()));
+    if (r.deadline_ms() != 0) batch.Put(handles_[kDeadlines], deadline_key(r.deadline_ms(), r.saga_id()), "");
+  }
+  // Removed sagas fold into their hour's aggregate. One writer, so reading
+  // the aggregate and writing it back in this batch cannot race.
+  std::map<std::string, v1::SagaAggregate> aggs;
+  for (const auto& r : c.removed) {
+    batch.Delete(handles_[kSagas], r.saga_id());
+    if (r.deadline_ms() != 0) batch.Delete(handles_[kDeadlines], deadline_key(r.deadline_ms(), r.saga_id()));
+    const auto key = aggregate_key(r.pipeline(), r.created_ms() / kHourMs * kHourMs);
+    auto it = aggs.find(key);
+    if (it == aggs.end()) {
+      it = aggs.emplace(key, v1::SagaAggregate{}).first;
+      std::string value;
+      const auto st = db_->Get({}, handles_[kAggregates], key, &value);
+      if (!st.ok() && !st.IsNotFound()) return std::unexpected(io_error(st));
+      if (st.ok() && !it->second.ParseFromString(value)) return fail(Errc::internal, "stored aggregate is corrupt");
+    }
+    const auto n = counts(r);
+    auto& a = it->second;
+    a.set_sagas(a.sagas() + 1);
+    a.set_accepted(a.accepted() + r.total());
+    a.set_loaded(a.loaded() + n.loaded);
+    a.set_rejected(a.rejected() + n.rejected + n.rejected_at_load);
+    a.set_in_flight(a.in_flight() + n.in_flight);
+    ++(*a.mutable_by_state())[state_name(r.state())];
+  }
+  for (const auto& [key, a] : aggs) batch.Put(handles_[kAggregates], key, a.SerializeAsString());
+  for (const auto& [tp, off] : c.next_offsets) batch.Put(handles_[kOffsets], offset_key(tp), std::to_string(off));
   uint64_t id = next_outbox_id_;
-  for (const auto& m : outbox) {
+  for (const auto& m : c.outbox) {
     // Outbox values carry topic and key in front of the message, length-prefixed.
     std::string value = be64(m.topic.size()) + m.topic + be64(m.key.size()) + m.key + m.value;
     batch.Put(handles_[kOutbox], be64(id++), value);
@@ -92,15 +136,52 @@ Result<std::map<kafka::TopicPartition, int64_t>> RocksSagaStore::offsets() {
   return out;
 }
 
-Status RocksSagaStore::scan(const std::function<bool(const v1::SagaRecord&)>& visit) {
+Status RocksSagaStore::scan(const std::function<bool(const v1::SagaRecord&)>& visit, const std::string& after) {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kSagas]));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+  if (after.empty()) {
+    it->SeekToFirst();
+  } else {
+    it->Seek(after);
+    if (it->Valid() && it->key() == rocksdb::Slice(after)) it->Next();
+  }
+  for (; it->Valid(); it->Next()) {
     v1::SagaRecord r;
     if (!r.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) continue;
     if (!visit(r)) break;
   }
   if (!it->status().ok()) return std::unexpected(io_error(it->status()));
   return {};
+}
+
+Status RocksSagaStore::due(int64_t now_ms, const std::function<bool(int64_t, const std::string&)>& visit) {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kDeadlines]));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (it->key().size() < 8) continue;
+    const auto deadline = static_cast<int64_t>(from_be64(it->key()));
+    if (deadline > now_ms) break;
+    if (!visit(deadline, std::string(it->key().data() + 8, it->key().size() - 8))) break;
+  }
+  if (!it->status().ok()) return std::unexpected(io_error(it->status()));
+  return {};
+}
+
+Result<std::map<int64_t, v1::SagaAggregate>> RocksSagaStore::aggregates(const std::string& pipeline, int64_t from_ms,
+                                                                        int64_t to_ms) {
+  std::map<int64_t, v1::SagaAggregate> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kAggregates]));
+  const auto prefix = pipeline + '\0';
+  for (it->Seek(aggregate_key(pipeline, from_ms < 0 ? 0 : from_ms)); it->Valid(); it->Next()) {
+    if (!it->key().starts_with(prefix) || it->key().size() != prefix.size() + 8) break;
+    const auto hour = static_cast<int64_t>(from_be64(rocksdb::Slice(it->key().data() + prefix.size(), 8)));
+    if (hour >= to_ms) break;
+    v1::SagaAggregate a;
+    if (!a.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return fail(Errc::internal, "stored aggregate is corrupt");
+    }
+    out[hour] = std::move(a);
+  }
+  if (!it->status().ok()) return std::unexpected(io_error(it->status()));
+  return out;
 }
 
 Result<std::vector<kafka::OutboxEntry>> RocksSagaStore::outbox(std::size_t max) {

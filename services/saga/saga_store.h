@@ -1,6 +1,7 @@
 #pragma once
-// Where the coordinator keeps saga state. Records, consumed offsets and the
-// outcome outbox are written in one atomic batch.
+// Where the coordinator keeps saga state. Records, their deadline index
+// entries, retention's aggregates, consumed offsets and the outcome outbox are
+// written in one atomic batch.
 
 #include <functional>
 #include <map>
@@ -21,38 +22,79 @@ class ColumnFamilyHandle;
 
 namespace starling::saga {
 
+/// A record to store. Its deadline index entry moves from old_deadline_ms to
+/// record.deadline_ms() (0: no entry) in the same batch.
+struct SagaWrite {
+  v1::SagaRecord record;
+  int64_t old_deadline_ms = 0;
+};
+
+/// Everything one coordinator step applies, atomically.
+struct SagaCommit {
+  std::vector<SagaWrite> sagas;
+  /// Finished sagas retention removes: their record and index entry go, and
+  /// their counts are added to the aggregate of (pipeline, creation hour).
+  std::vector<v1::SagaRecord> removed;
+  std::map<kafka::TopicPartition, int64_t> next_offsets;
+  std::vector<kafka::OutMessage> outbox;
+};
+
+inline constexpr int64_t kHourMs = 3'600'000;
+
 /// Threading: one writer (the consumer loop); readers (the HTTP API) may run
 /// concurrently.
 class SagaStore : public kafka::Outbox {
  public:
   virtual ~SagaStore() = default;
   virtual Result<std::optional<v1::SagaRecord>> get(const std::string& saga_id) = 0;
-  virtual Status commit(const std::vector<v1::SagaRecord>& records,
-                        const std::map<kafka::TopicPartition, int64_t>& next_offsets,
-                        const std::vector<kafka::OutMessage>& outbox) = 0;
+  virtual Status commit(const SagaCommit& batch) = 0;
   virtual Result<std::map<kafka::TopicPartition, int64_t>> offsets() = 0;
-  /// Visits every saga until `visit` returns false.
-  virtual Status scan(const std::function<bool(const v1::SagaRecord&)>& visit) = 0;
+  /// Visits sagas in saga-id order, starting after `after` ("" from the
+  /// first), until `visit` returns false. The order is stable across calls,
+  /// which is what paging relies on.
+  virtual Status scan(const std::function<bool(const v1::SagaRecord&)>& visit, const std::string& after = {}) = 0;
+  /// Visits deadline index entries with deadline <= now_ms, earliest first,
+  /// until `visit` returns false.
+  virtual Status due(int64_t now_ms, const std::function<bool(int64_t deadline_ms, const std::string& saga_id)>& visit) = 0;
+  /// Aggregates of removed sagas of `pipeline`, keyed by creation hour (Unix
+  /// ms of the hour's start), for hours in [from_ms, to_ms).
+  virtual Result<std::map<int64_t, v1::SagaAggregate>> aggregates(const std::string& pipeline, int64_t from_ms,
+                                                                  int64_t to_ms) = 0;
+
+  /// Records (without index entries), offsets and outbox in one batch.
+  Status commit(const std::vector<v1::SagaRecord>& records, const std::map<kafka::TopicPartition, int64_t>& next_offsets,
+                const std::vector<kafka::OutMessage>& outbox) {
+    SagaCommit c;
+    for (const auto& r : records) c.sagas.push_back({r, r.deadline_ms()});
+    c.next_offsets = next_offsets;
+    c.outbox = outbox;
+    return commit(c);
+  }
 };
 
-/// RocksDB with column families "sagas", "offsets" and "outbox".
+/// RocksDB with column families "sagas" (saga id → SagaRecord), "deadlines"
+/// (be64 deadline ms + saga id → ""), "aggregates" (pipeline \0 be64 hour →
+/// SagaAggregate), "offsets" and "outbox".
 class RocksSagaStore final : public SagaStore {
  public:
   /// Throws std::runtime_error when the DB cannot be opened (startup only).
   explicit RocksSagaStore(const std::string& path);
   ~RocksSagaStore() override;
 
+  using SagaStore::commit;
   Result<std::optional<v1::SagaRecord>> get(const std::string& saga_id) override;
-  Status commit(const std::vector<v1::SagaRecord>& records, const std::map<kafka::TopicPartition, int64_t>& next_offsets,
-                const std::vector<kafka::OutMessage>& outbox) override;
+  Status commit(const SagaCommit& batch) override;
   Result<std::map<kafka::TopicPartition, int64_t>> offsets() override;
-  Status scan(const std::function<bool(const v1::SagaRecord&)>& visit) override;
+  Status scan(const std::function<bool(const v1::SagaRecord&)>& visit, const std::string& after = {}) override;
+  Status due(int64_t now_ms, const std::function<bool(int64_t, const std::string&)>& visit) override;
+  Result<std::map<int64_t, v1::SagaAggregate>> aggregates(const std::string& pipeline, int64_t from_ms,
+                                                          int64_t to_ms) override;
   Result<std::vector<kafka::OutboxEntry>> outbox(std::size_t max) override;
   Status outbox_done(uint64_t up_to) override;
 
  private:
   std::unique_ptr<rocksdb::DB> db_;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // default, sagas, offsets, outbox
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // see Cf in saga_store.cc
   uint64_t next_outbox_id_ = 1;
 };
 

@@ -129,3 +129,129 @@ TEST(Bitmap, SetTestAndCount) {
 
 }  // namespace
 }  // namespace starling::saga
+
+namespace starling::saga {
+namespace {
+
+v1::ProgressFact at(v1::ProgressFact f, int64_t time_ms, const std::string& source = "test") {
+  f.set_time_ms(time_ms);
+  f.set_source(source);
+  return f;
+}
+
+v1::ProgressFact compensated() {
+  v1::ProgressFact f;
+  f.set_saga_id("s");
+  f.set_pipeline("p");
+  f.set_step(v1::STEP_COMPENSATED);
+  return f;
+}
+
+const Deadlines kDeadlines{.stall_after_ms = 2'000, .fail_after_ms = 5'000, .retention_ms = 60'000};
+
+TEST(SagaStateMachine, StalledSagaThatProgressesGoesBackInFlightThenCompletes) {
+  v1::SagaRecord r;
+  fold(r, at(fact(v1::STEP_INGESTED, 0, 9, 10), 1'000));
+  fold(r, at(fact(v1::STEP_CLEANED, 0, 9), 1'100));
+  EXPECT_FALSE(apply_deadlines(r, kDeadlines, 3'099).has_value());
+  EXPECT_EQ(apply_deadlines(r, kDeadlines, 3'100), v1::SAGA_STATE_STALLED);
+  EXPECT_FALSE(apply_deadlines(r, kDeadlines, 3'500).has_value()) << "STALLED is reported once";
+  // A duplicate is not progress.
+  EXPECT_FALSE(fold(r, at(fact(v1::STEP_CLEANED, 0, 9), 3'600)));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_STALLED);
+  fold(r, at(fact(v1::STEP_LOADED, 0, 4), 3'700));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_IN_FLIGHT);
+  fold(r, at(fact(v1::STEP_LOADED, 5, 9), 3'800, "load.p"));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_COMPLETED);
+  EXPECT_EQ(r.finished_ms(), 3'800);
+  ASSERT_EQ(r.timeline_size(), 5);  // ACCEPTED, IN_FLIGHT, STALLED, IN_FLIGHT, COMPLETED
+  EXPECT_EQ(r.timeline(2).to(), v1::SAGA_STATE_STALLED);
+  EXPECT_EQ(r.timeline(2).time_ms(), 3'100);
+  EXPECT_EQ(r.timeline(4).from(), v1::SAGA_STATE_IN_FLIGHT);
+  EXPECT_NE(r.timeline(4).cause().find("load.p"), std::string::npos);
+  EXPECT_FALSE(apply_deadlines(r, kDeadlines, 100'000).has_value()) << "COMPLETED is terminal";
+}
+
+TEST(SagaStateMachine, FailsAtTheFailDeadlineAndOnlyCompensationLeavesFailed) {
+  v1::SagaRecord r;
+  fold(r, at(fact(v1::STEP_INGESTED, 0, 9, 10), 1'000));
+  EXPECT_EQ(apply_deadlines(r, kDeadlines, 3'000), v1::SAGA_STATE_STALLED);
+  EXPECT_EQ(next_deadline(r, kDeadlines), 6'000);
+  EXPECT_EQ(apply_deadlines(r, kDeadlines, 6'000), v1::SAGA_STATE_FAILED);
+  EXPECT_EQ(next_deadline(r, kDeadlines), 0) << "FAILED waits for compensation, not for a clock";
+  // Late facts still count (the report stays exact) but do not revive it.
+  fold(r, at(fact(v1::STEP_LOADED, 0, 9), 7'000));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_FAILED);
+  EXPECT_EQ(counts(r).loaded, 10u);
+  fold(r, at(compensated(), 8'000, "load.p"));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_COMPENSATED);
+  EXPECT_EQ(next_deadline(r, kDeadlines), 8'000 + 60'000) << "then retention";
+  EXPECT_FALSE(fold(r, at(compensated(), 9'000)));
+  EXPECT_NE(explain(r).find("FAILED at"), std::string::npos);
+}
+
+TEST(SagaStateMachine, CompensationBeforeFailureIsKeptAndAppliedWhenItFails) {
+  v1::SagaRecord r;
+  fold(r, at(fact(v1::STEP_INGESTED, 0, 9, 10), 1'000));
+  fold(r, at(compensated(), 1'500));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_ACCEPTED);
+  EXPECT_EQ(apply_deadlines(r, kDeadlines, 6'000), v1::SAGA_STATE_FAILED);
+  // The loader answers FAILED with another STEP_COMPENSATED: that one moves it.
+  EXPECT_TRUE(fold(r, at(compensated(), 6'100)));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_COMPENSATED);
+}
+
+TEST(SagaStateMachine, CompensationNeverUndoesACompletedSaga) {
+  v1::SagaRecord r;
+  fold(r, at(fact(v1::STEP_INGESTED, 0, 1, 2), 1'000));
+  fold(r, at(fact(v1::STEP_LOADED, 0, 1), 1'100));
+  ASSERT_EQ(r.state(), v1::SAGA_STATE_COMPLETED);
+  fold(r, at(compensated(), 1'200));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_COMPLETED);
+}
+
+TEST(SagaStateMachine, ReorderedDuplicatedAndLateFactsGiveTheSameFinalStateAndCounts) {
+  std::vector<v1::ProgressFact> facts = {
+      at(fact(v1::STEP_INGESTED, 0, 99, 100), 1'000), at(fact(v1::STEP_CLEANED, 0, 49), 1'010),
+      at(fact(v1::STEP_CLEANED, 52, 99), 1'020),      at(fact(v1::STEP_LOADED, 0, 30), 1'030),
+      at(fact(v1::STEP_LOADED, 31, 49), 1'040),       at(fact(v1::STEP_LOADED, 52, 99), 1'050),
+      at(rejection(50, "lat"), 1'060),                at(rejection(51, "speed_kmh"), 1'070)};
+  std::mt19937 rng(11);
+  for (int round = 0; round < 100; ++round) {
+    auto shuffled = facts;
+    for (int d = 0; d < 8; ++d) shuffled.push_back(facts[rng() % facts.size()]);
+    std::shuffle(shuffled.begin(), shuffled.end(), rng);
+    v1::SagaRecord r;
+    for (const auto& f : shuffled) {
+      fold(r, f);
+      // A deadline check between facts never fires: the deadlines are far.
+      EXPECT_FALSE(apply_deadlines(r, kDeadlines, 1'100).has_value());
+    }
+    EXPECT_EQ(r.state(), v1::SAGA_STATE_COMPLETED);
+    EXPECT_EQ(r.created_ms(), 1'000) << "creation is ingest's time whatever came first";
+    EXPECT_EQ(r.finished_ms() >= 1'000 && r.finished_ms() <= 1'070, true);
+    EXPECT_EQ(counts(r).loaded, 98u);
+    EXPECT_EQ(counts(r).rejected, 2u);
+    EXPECT_EQ(counts(r).in_flight, 0u);
+    EXPECT_EQ(r.timeline(r.timeline_size() - 1).to(), v1::SAGA_STATE_COMPLETED);
+  }
+}
+
+TEST(SagaStateMachine, TimelineKeepsCreationAndTheLatestTransitions) {
+  v1::SagaRecord r;
+  fold(r, at(fact(v1::STEP_INGESTED, 0, 999, 1000), 1'000));
+  int64_t t = 1'000;
+  for (uint32_t i = 0; i < 40; ++i) {
+    t += 3'000;
+    ASSERT_EQ(apply_deadlines(r, {.stall_after_ms = 2'000, .fail_after_ms = 1'000'000}, t), v1::SAGA_STATE_STALLED);
+    fold(r, at(fact(v1::STEP_CLEANED, i, i), t + 1));
+  }
+  EXPECT_EQ(r.timeline_size(), kTimelineMax);
+  EXPECT_EQ(r.timeline(0).to(), v1::SAGA_STATE_ACCEPTED);
+  EXPECT_EQ(r.timeline(kTimelineMax - 1).time_ms(), t + 1);
+}
+
+TEST(SagaTime, Rfc3339) { EXPECT_EQ(rfc3339(1'795'428'000'250), "2026-11-23T10:00:00.250Z"); }
+
+}  // namespace
+}  // namespace starling::saga

@@ -1,0 +1,167 @@
+#include "services/saga/coordinator.h"
+
+#include <charconv>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
+
+#include "services/common/pipeline.h"
+
+namespace starling::saga {
+
+namespace {
+
+// Transitions services may react to (or alert on): the ends, STALLED, and
+// the recovery from STALLED.
+bool publishes(v1::SagaState before, v1::SagaState after) {
+  if (before == after) return false;
+  switch (after) {
+    case v1::SAGA_STATE_COMPLETED:
+    case v1::SAGA_STATE_STALLED:
+    case v1::SAGA_STATE_FAILED:
+    case v1::SAGA_STATE_COMPENSATED:
+      return true;
+    default:
+      return before == v1::SAGA_STATE_STALLED;
+  }
+}
+
+kafka::OutMessage outcome_message(const v1::SagaRecord& r, int64_t now) {
+  return {kOutcomeTopic, r.saga_id(), make_outcome(r, now).SerializeAsString(), {}};
+}
+
+}  // namespace
+
+v1::SagaOutcome make_outcome(const v1::SagaRecord& r, int64_t time_ms) {
+  const auto c = counts(r);
+  v1::SagaOutcome o;
+  o.set_saga_id(r.saga_id());
+  o.set_pipeline(r.pipeline());
+  o.set_state(r.state());
+  o.set_total(r.total());
+  o.set_loaded(c.loaded);
+  o.set_rejected(c.rejected + c.rejected_at_load);
+  if (r.timeline_size() > 0) o.set_reason(r.timeline(r.timeline_size() - 1).cause());
+  o.set_time_ms(time_ms);
+  return o;
+}
+
+Coordinator::Coordinator(SagaStore& store, CoordinatorOptions options, Clock clock)
+    : store_(store), options_(std::move(options)), clock_(std::move(clock)) {}
+
+const Deadlines& Coordinator::deadlines_for(const std::string& pipeline) const {
+  auto it = options_.pipelines.find(pipeline);
+  return it == options_.pipelines.end() ? options_.defaults : it->second;
+}
+
+Result<std::size_t> Coordinator::fold_batch(const std::vector<kafka::InMessage>& batch) {
+  struct Dirty {
+    v1::SagaRecord record;
+    v1::SagaState before = v1::SAGA_STATE_UNSPECIFIED;
+    int64_t old_deadline = 0;
+    bool changed = false;
+  };
+  const int64_t now = clock_();
+  std::unordered_map<std::string, Dirty> dirty;
+  SagaCommit commit;
+  for (const auto& in : batch) {
+    commit.next_offsets[{in.topic, in.partition}] = in.offset + 1;
+    v1::ProgressFact fact;
+    if (!fact.ParseFromString(in.value) || fact.saga_id().empty()) {
+      spdlog::warn("{}/{}@{}: not a progress fact; skipped", in.topic, in.partition, in.offset);
+      continue;
+    }
+    if (fact.time_ms() == 0) fact.set_time_ms(now);
+    auto it = dirty.find(fact.saga_id());
+    if (it == dirty.end()) {
+      auto stored = store_.get(fact.saga_id());
+      if (!stored) return std::unexpected(stored.error());
+      if (!stored->has_value() && fact.time_ms() < now - deadlines_for(fact.pipeline()).retention_ms) {
+        // A fact older than retention for a saga we don't know: the saga was
+        // finished and removed. Re-creating it would make a half saga that
+        // later FAILs and gets a finished batch compensated.
+        ++late_skipped_;
+        continue;
+      }
+      Dirty d;
+      if (stored->has_value()) {
+        d.record = std::move(**stored);
+        d.before = d.record.state();
+        d.old_deadline = d.record.deadline_ms();
+      }
+      it = dirty.emplace(fact.saga_id(), std::move(d)).first;
+    }
+    auto& d = it->second;
+    if (d.record.partition() != in.partition) {
+      d.record.set_partition(in.partition);
+      d.changed = true;
+    }
+    d.changed |= fold(d.record, fact);
+    ++folded_;
+  }
+  std::size_t outcomes = 0;
+  for (auto& [id, d] : dirty) {
+    if (!d.changed) continue;
+    auto& r = d.record;
+    r.set_deadline_ms(next_deadline(r, deadlines_for(r.pipeline())));
+    if (publishes(d.before, r.state())) {
+      commit.outbox.push_back(outcome_message(r, now));
+      ++outcomes;
+    }
+    commit.sagas.push_back({std::move(r), d.old_deadline});
+  }
+  if (auto st = store_.commit(commit); !st) return std::unexpected(st.error());
+  return outcomes;
+}
+
+Result<std::size_t> Coordinator::tick() {
+  const int64_t now = clock_();
+  SagaCommit commit;
+  std::size_t handled = 0;
+  Status read_error;
+  auto st = store_.due(now, [&](int64_t deadline, const std::string& id) {
+    auto stored = store_.get(id);
+    if (!stored) {
+      read_error = std::unexpected(stored.error());
+      return false;
+    }
+    if (!stored->has_value()) return true;  // cannot happen: removal drops the entry in the same batch
+    auto r = std::move(**stored);
+    if (!owns(r.partition())) return true;
+    const auto& d = deadlines_for(r.pipeline());
+    if (is_finished(r.state())) {
+      if (now >= next_deadline(r, d)) {
+        r.set_deadline_ms(deadline);
+        commit.removed.push_back(std::move(r));
+        return ++handled < options_.tick_max;
+      }
+    } else if (const auto before = r.state(); apply_deadlines(r, d, now)) {
+      if (publishes(before, r.state())) commit.outbox.push_back(outcome_message(r, now));
+    }
+    // Retention or deadlines changed since the entry was written: move it.
+    r.set_deadline_ms(next_deadline(r, d));
+    commit.sagas.push_back({std::move(r), deadline});
+    return ++handled < options_.tick_max;
+  });
+  if (!st) return std::unexpected(st.error());
+  if (!read_error) return std::unexpected(read_error.error());
+  if (commit.sagas.empty() && commit.removed.empty()) return std::size_t{0};
+  if (auto c = store_.commit(commit); !c) return std::unexpected(c.error());
+  if (!commit.removed.empty()) spdlog::info("retention removed {} finished sagas", commit.removed.size());
+  return commit.outbox.size();
+}
+
+Result<int64_t> parse_duration_ms(const std::string& text) {
+  int64_t n = 0;
+  const char* end = text.data() + text.size();
+  auto [p, ec] = std::from_chars(text.data(), end, n);
+  if (ec != std::errc{} || n < 0) return fail(Errc::invalid_argument, "'" + text + "' is not a duration like 90s, 30m, 6h or 7d");
+  const std::string unit(p, end);
+  static const std::map<std::string, int64_t> units = {{"", 1},           {"ms", 1},         {"s", 1000},
+                                                       {"m", 60'000},     {"h", 3'600'000},  {"d", 86'400'000}};
+  auto u = units.find(unit);
+  if (u == units.end()) return fail(Errc::invalid_argument, "'" + text + "' is not a duration like 90s, 30m, 6h or 7d");
+  return n * u->second;
+}
+
+}  // namespace starling::saga

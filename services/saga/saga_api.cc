@@ -1,0 +1,322 @@
+#include "services/saga/saga_api.h"
+
+#include <cctype>
+#include <charconv>
+#include <cstdio>
+#include <ctime>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "services/saga/saga_state.h"
+
+namespace starling::saga {
+
+using nlohmann::json;
+
+Result<int64_t> parse_time_ms(const std::string& text) {
+  auto bad = [&] {
+    return fail(Errc::invalid_argument, "'" + text + "' is neither RFC 3339 (2026-11-23T10:00:00Z) nor Unix ms");
+  };
+  if (text.empty()) return bad();
+  if (text.find_first_not_of("0123456789") == std::string::npos) {
+    int64_t ms = 0;
+    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+    if (ec != std::errc{}) return bad();
+    return ms;
+  }
+  int y, mo, d, h, mi, s, used = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &s, &used) != 6 || used != 19) return bad();
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) return bad();
+  std::size_t pos = 19;
+  int64_t frac_ms = 0;
+  if (pos < text.size() && text[pos] == '.') {
+    std::size_t digits = 0;
+    for (++pos; pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos])); ++pos, ++digits) {
+      if (digits < 3) frac_ms = frac_ms * 10 + (text[pos] - '0');
+    }
+    if (digits == 0) return bad();
+    for (; digits < 3; ++digits) frac_ms *= 10;
+  }
+  int64_t offset_min = 0;
+  const auto zone = text.substr(pos);
+  if (zone == "Z" || zone == "z") {
+  } else if (zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') && zone[3] == ':') {
+    int zh = 0, zm = 0;
+    if (std::sscanf(zone.c_str() + 1, "%2d:%2d", &zh, &zm) != 2 || zh > 23 || zm > 59) return bad();
+    offset_min = (zone[0] == '+' ? 1 : -1) * (zh * 60 + zm);
+  } else {
+    return bad();
+  }
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = s;
+  return (static_cast<int64_t>(timegm(&tm)) - offset_min * 60) * 1000 + frac_ms;
+}
+
+namespace {
+
+json counts_json(const v1::SagaRecord& r) {
+  const auto c = counts(r);
+  return {{"cleaned", c.cleaned},   {"rejected", c.rejected},   {"loaded", c.loaded},
+          {"rejected_at_load", c.rejected_at_load}, {"in_flight", c.in_flight}};
+}
+
+json to_json(const v1::SagaRecord& r, bool detail) {
+  json j = {{"saga_id", r.saga_id()},          {"pipeline", r.pipeline()},     {"state", state_name(r.state())},
+            {"total", r.total()},              {"counts", counts_json(r)},     {"created_ms", r.created_ms()},
+            {"created", rfc3339(r.created_ms())}, {"updated_ms", r.updated_ms()}};
+  if (detail) {
+    json reasons = json::object();
+    for (const auto& [k, v] : r.reason_counts()) reasons[k] = v;
+    j["reasons"] = reasons;
+    json timeline = json::array();
+    for (const auto& t : r.timeline()) {
+      timeline.push_back({{"from", t.from() == v1::SAGA_STATE_UNSPECIFIED ? "" : state_name(t.from())},
+                          {"to", state_name(t.to())},
+                          {"time_ms", t.time_ms()},
+                          {"time", rfc3339(t.time_ms())},
+                          {"cause", t.cause()}});
+    }
+    j["timeline"] = timeline;
+    j["explanation"] = explain(r);
+    j["partition"] = r.partition();
+    j["compensated"] = r.compensated();
+    if (r.deadline_ms() != 0) j["next_deadline"] = rfc3339(r.deadline_ms());
+  }
+  return j;
+}
+
+std::string query(const HttpRequest& req, const std::string& name) {
+  auto it = req.query.find(name);
+  return it == req.query.end() ? std::string{} : it->second;
+}
+
+std::string hex(const std::string& s) {
+  std::string out;
+  for (const unsigned char c : s) out += fmt::format("{:02x}", c);
+  return out;
+}
+
+std::optional<std::string> unhex(const std::string& s) {
+  if (s.size() % 2 != 0) return std::nullopt;
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); i += 2) {
+    unsigned v = 0;
+    auto [p, ec] = std::from_chars(s.data() + i, s.data() + i + 2, v, 16);
+    if (ec != std::errc{} || p != s.data() + i + 2) return std::nullopt;
+    out += static_cast<char>(v);
+  }
+  return out;
+}
+
+HttpResponse bad_param(const std::string& name, const std::string& message) {
+  return json_error(400, "invalid_parameter", name + ": " + message, name);
+}
+
+struct Tally {
+  uint64_t sagas = 0, accepted = 0, loaded = 0, rejected = 0, in_flight = 0;
+  json by_state = json::object();
+  void add(const v1::SagaRecord& r) {
+    const auto c = counts(r);
+    ++sagas;
+    const std::string name = state_name(r.state());
+    by_state[name] = by_state.value(name, 0) + 1;
+    accepted += r.total();
+    loaded += c.loaded;
+    rejected += c.rejected + c.rejected_at_load;
+    in_flight += c.in_flight;
+  }
+  void add(const v1::SagaAggregate& a) {
+    sagas += a.sagas();
+    accepted += a.accepted();
+    loaded += a.loaded();
+    rejected += a.rejected();
+    in_flight += a.in_flight();
+    for (const auto& [k, v] : a.by_state()) by_state[k] = by_state.value(k, 0) + v;
+  }
+  void merge(const Tally& o) {
+    sagas += o.sagas;
+    accepted += o.accepted;
+    loaded += o.loaded;
+    rejected += o.rejected;
+    in_flight += o.in_flight;
+    for (const auto& [k, v] : o.by_state.items()) by_state[k] = by_state.value(k, 0) + v.get<uint64_t>();
+  }
+  bool balanced() const { return accepted == loaded + rejected + in_flight; }
+  json to_json() const {
+    return {{"sagas", sagas},       {"by_state", by_state},   {"accepted", accepted},      {"loaded", loaded},
+            {"rejected", rejected}, {"in_flight", in_flight}, {"balanced", balanced()}};
+  }
+};
+
+HttpResponse list_sagas(SagaStore& store, const HttpRequest& req) {
+  const auto state = query(req, "state");
+  if (!state.empty() && !parse_state(state)) {
+    return bad_param("state", "'" + state + "' is not one of ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, FAILED, COMPENSATED");
+  }
+  const auto pipeline = query(req, "pipeline");
+  int64_t since = 0;
+  if (const auto s = query(req, "since"); !s.empty()) {
+    auto t = parse_time_ms(s);
+    if (!t) return bad_param("since", t.error().message);
+    since = *t;
+  }
+  std::size_t limit = 100;
+  if (const auto l = query(req, "limit"); !l.empty()) {
+    auto [p, ec] = std::from_chars(l.data(), l.data() + l.size(), limit);
+    if (ec != std::errc{} || p != l.data() + l.size() || limit > kPageMax) {
+      return bad_param("limit", fmt::format("expected an integer from 0 to {}, got '{}'", kPageMax, l));
+    }
+  }
+  std::string after;
+  if (const auto t = query(req, "page_token"); !t.empty()) {
+    auto id = unhex(t);
+    if (!id || id->empty()) return bad_param("page_token", "not a token this API returned");
+    after = *id;
+  }
+  // One pass in saga-id order: totals over every match, the page after the
+  // token. Saga-id order is stable under inserts, so pages neither repeat nor
+  // skip a saga that existed when paging began.
+  json list = json::array();
+  Tally totals;
+  std::string last;
+  bool more = false;
+  auto st = store.scan([&](const v1::SagaRecord& r) {
+    if (!pipeline.empty() && r.pipeline() != pipeline) return true;
+    if (!state.empty() && state_name(r.state()) != state) return true;
+    if (r.created_ms() < since) return true;
+    totals.add(r);
+    if (!after.empty() && r.saga_id() <= after) return true;
+    if (list.size() < limit) {
+      list.push_back(to_json(r, false));
+      last = r.saga_id();
+    } else {
+      more = true;
+    }
+    return true;
+  });
+  if (!st) return json_error(500, "store_error", st.error().message);
+  json body = {{"sagas", list}, {"totals", totals.to_json()}};
+  if (more && !last.empty()) body["next_page_token"] = hex(last);
+  return {200, body.dump()};
+}
+
+HttpResponse consistency(SagaStore& store, const HttpRequest& req, const std::string& pipeline, const Clock& clock) {
+  int64_t to = clock();
+  if (const auto s = query(req, "to"); !s.empty()) {
+    auto t = parse_time_ms(s);
+    if (!t) return bad_param("to", t.error().message);
+    to = *t;
+  }
+  int64_t from = to - 24 * kHourMs;
+  if (const auto s = query(req, "from"); !s.empty()) {
+    auto t = parse_time_ms(s);
+    if (!t) return bad_param("from", t.error().message);
+    from = *t;
+  }
+  if (from >= to) return bad_param("from", "must be before to");
+  int64_t window = kHourMs;
+  if (const auto s = query(req, "window"); !s.empty()) {
+    auto w = parse_duration_ms(s);
+    if (!w) return bad_param("window", w.error().message);
+    // Removed sagas survive only as hourly aggregates, so windows are whole hours.
+    if (*w <= 0 || *w % kHourMs != 0) return bad_param("window", "must be a whole number of hours, like 1h or 1d");
+    window = *w;
+  }
+  const int64_t start = from / kHourMs * kHourMs;
+  const int64_t n = (to - start + window - 1) / window;
+  if (n > 10'000) return bad_param("window", fmt::format("{} windows between from and to; at most 10000", n));
+  const int64_t end = start + n * window;
+
+  constexpr std::size_t kListMax = 100;  // sagas listed per window; the rest are counted
+  struct Window {
+    Tally live;
+    Tally removed;
+    json listed = json::array();
+    uint64_t unlisted = 0;
+  };
+  std::map<int64_t, Window> windows;
+  auto st = store.scan([&](const v1::SagaRecord& r) {
+    if (r.pipeline() != pipeline || r.created_ms() < start || r.created_ms() >= end) return true;
+    auto& w = windows[(r.created_ms() - start) / window];
+    w.live.add(r);
+    const auto c = counts(r);
+    const bool balanced = r.total() == c.loaded + c.rejected + c.rejected_at_load + c.in_flight;
+    if (balanced && r.state() == v1::SAGA_STATE_COMPLETED) return true;
+    if (w.listed.size() >= kListMax) {
+      ++w.unlisted;
+      return true;
+    }
+    w.listed.push_back({{"saga_id", r.saga_id()},
+                        {"state", state_name(r.state())},
+                        {"total", r.total()},
+                        {"loaded", c.loaded},
+                        {"rejected", c.rejected + c.rejected_at_load},
+                        {"in_flight", c.in_flight},
+                        {"balanced", balanced},
+                        {"explanation", explain(r)}});
+    return true;
+  });
+  if (!st) return json_error(500, "store_error", st.error().message);
+  auto aggs = store.aggregates(pipeline, start, end);
+  if (!aggs) return json_error(500, "store_error", aggs.error().message);
+  for (const auto& [hour, a] : *aggs) windows[(hour - start) / window].removed.add(a);
+
+  json out = json::array();
+  Tally all;
+  bool consistent = true;
+  for (const auto& [i, w] : windows) {
+    Tally total = w.live;
+    total.merge(w.removed);  // the window's equation covers live and removed sagas alike
+    all.merge(total);
+    consistent &= total.balanced() && w.listed.empty() && w.unlisted == 0;
+    json j = total.to_json();
+    j["start"] = rfc3339(start + i * window);
+    j["end"] = rfc3339(start + (i + 1) * window);
+    j["start_ms"] = start + i * window;
+    j["removed_by_retention"] = w.removed.sagas;
+    j["sagas_to_check"] = w.listed;
+    if (w.unlisted > 0) j["sagas_to_check_not_listed"] = w.unlisted;
+    out.push_back(std::move(j));
+  }
+  json body = {{"pipeline", pipeline},
+               {"from", rfc3339(start)},
+               {"to", rfc3339(end)},
+               {"window_ms", window},
+               {"windows", out},
+               {"totals", all.to_json()},
+               // Every window balances and every saga in it COMPLETED.
+               {"consistent", consistent}};
+  return {200, body.dump()};
+}
+
+}  // namespace
+
+HttpResponse handle_saga_api(SagaStore& store, const HttpRequest& req, const Clock& clock) {
+  if (req.method != "GET") return json_error(405, "method_not_allowed", "the saga API is read-only");
+  if (req.path == "/healthz" || req.path == "/readyz") return {200, R"({"status":"ok"})"};
+  constexpr std::string_view one = "/v1/sagas/";
+  if (req.path.starts_with(one) && req.path.size() > one.size()) {
+    const auto id = req.path.substr(one.size());
+    auto r = store.get(id);
+    if (!r) return json_error(500, "store_error", r.error().message);
+    if (!r->has_value()) return json_error(404, "unknown_saga", "no saga with id '" + id + "'", "saga_id");
+    return {200, to_json(**r, true).dump()};
+  }
+  if (req.path == "/v1/sagas") return list_sagas(store, req);
+  constexpr std::string_view pipes = "/v1/pipelines/";
+  constexpr std::string_view tail = "/consistency";
+  if (req.path.starts_with(pipes) && req.path.ends_with(tail) && req.path.size() > pipes.size() + tail.size()) {
+    const auto p = req.path.substr(pipes.size(), req.path.size() - pipes.size() - tail.size());
+    if (p.find('/') != std::string::npos) return json_error(404, "not_found", "no route for " + req.path);
+    return consistency(store, req, p, clock);
+  }
+  return json_error(404, "not_found", "no route for " + req.path);
+}
+
+}  // namespace starling::saga

@@ -1,0 +1,29 @@
+#pragma once
+// The saga coordinator's read-only HTTP API.
+//   GET /v1/sagas/{id}                          state, counts per step, timeline, reasons, explanation
+//   GET /v1/sagas?state=&pipeline=&since=&limit=&page_token=
+//                                               paged in saga-id order, with totals of every match
+//   GET /v1/pipelines/{p}/consistency?from=&to=&window=
+//                                               per window of creation time: accepted = loaded +
+//                                               rejected + in flight, with the sagas to look at
+// Bad parameters answer 400 with a JSON error naming the parameter.
+
+#include <cstdint>
+#include <string>
+
+#include "services/common/http.h"
+#include "services/saga/coordinator.h"
+#include "services/saga/saga_store.h"
+
+namespace starling::saga {
+
+/// Reads the store only; safe beside the consumer loop. `clock` gives the
+/// default end of a consistency report.
+HttpResponse handle_saga_api(SagaStore& store, const HttpRequest& req, const Clock& clock);
+
+/// RFC 3339 ("2026-11-23T10:00:00Z", "...T10:00:00.250+01:00") or Unix ms.
+Result<int64_t> parse_time_ms(const std::string& text);
+
+inline constexpr std::size_t kPageMax = 1000;
+
+}  // namespace starling::saga
