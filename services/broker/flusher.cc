@@ -11,7 +11,10 @@
 
 namespace starling::broker {
 
-Flusher::Flusher(asio::any_io_executor ex) : ex_(std::move(ex)), thread_([this] { run(); }) {}
+Flusher::Flusher(asio::any_io_executor ex) : ex_(std::move(ex)) {
+  for (size_t i = 0; i < kPoolThreads; ++i) pool_.emplace_back([this] { pool_worker(); });
+  thread_ = std::thread([this] { run(); });
+}
 
 Flusher::~Flusher() {
   {
@@ -20,6 +23,12 @@ Flusher::~Flusher() {
   }
   cv_.notify_one();
   thread_.join();
+  {
+    std::lock_guard lock(pool_mu_);
+    pool_stop_ = true;
+  }
+  pool_cv_.notify_all();
+  for (auto& t : pool_) t.join();
   for (auto& j : jobs_) {
     for (int fd : j.fds) ::close(fd);
   }
@@ -60,18 +69,50 @@ void Flusher::run() {
         if (::fstat(fd, &st) == 0) files.emplace(std::make_pair(st.st_dev, st.st_ino), fd);
       }
     }
-    bool ok = true;
-    for (const auto& [key, fd] : files) {
-      ++syscalls_;
-      if (::fdatasync(fd) != 0) {
-        spdlog::error("fdatasync failed: {}", std::strerror(errno));
-        ok = false;
-      }
-    }
+    std::vector<int> fds;
+    for (const auto& [key, fd] : files) fds.push_back(fd);
+    bool ok = sync_files(fds);
     for (auto& j : batch) {
       for (int fd : j.fds) ::close(fd);
       asio::post(ex_, [done = j.done, ok] { done->complete(ok); });
     }
+  }
+}
+
+bool Flusher::sync_files(const std::vector<int>& fds) {
+  syscalls_ += fds.size();
+  if (fds.size() == 1) {
+    if (::fdatasync(fds[0]) == 0) return true;
+    spdlog::error("fdatasync failed: {}", std::strerror(errno));
+    return false;
+  }
+  {
+    std::lock_guard lock(pool_mu_);
+    pool_fds_.insert(pool_fds_.end(), fds.begin(), fds.end());
+    pool_pending_ = fds.size();
+    pool_ok_ = true;
+  }
+  pool_cv_.notify_all();
+  std::unique_lock lock(pool_mu_);
+  pool_done_cv_.wait(lock, [&] { return pool_pending_ == 0; });
+  return pool_ok_;
+}
+
+void Flusher::pool_worker() {
+  for (;;) {
+    int fd = -1;
+    {
+      std::unique_lock lock(pool_mu_);
+      pool_cv_.wait(lock, [&] { return pool_stop_ || !pool_fds_.empty(); });
+      if (pool_fds_.empty()) return;  // stopping
+      fd = pool_fds_.front();
+      pool_fds_.pop_front();
+    }
+    bool ok = ::fdatasync(fd) == 0;
+    if (!ok) spdlog::error("fdatasync failed: {}", std::strerror(errno));
+    std::lock_guard lock(pool_mu_);
+    if (!ok) pool_ok_ = false;
+    if (--pool_pending_ == 0) pool_done_cv_.notify_one();
   }
 }
 
