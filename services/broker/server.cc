@@ -54,6 +54,7 @@ namespace {
 // (librdkafka keeps at most 5 produce requests in flight); replies still
 // leave in request order.
 constexpr size_t kMaxInFlight = 16;
+constexpr size_t kReadChunk = 1u << 20;
 
 }  // namespace
 
@@ -74,8 +75,18 @@ asio::awaitable<void> Server::session(std::shared_ptr<tcp::socket> socket) {
       spdlog::warn("{}: closing connection: frame size {} outside [10, {}]", peer, size, max_frame);
       break;
     }
-    Bytes frame(static_cast<size_t>(size));
-    co_await asio::async_read(*socket, asio::buffer(frame), asio::redirect_error(asio::use_awaitable, ec));
+    // Grow the buffer as bytes arrive rather than trusting the announced
+    // size, so idle clients announcing huge frames cannot pin memory.
+    Bytes frame;
+    size_t got = 0;
+    while (got < static_cast<size_t>(size)) {
+      size_t chunk = std::min<size_t>(static_cast<size_t>(size) - got, kReadChunk);
+      frame.resize(got + chunk);
+      co_await asio::async_read(*socket, asio::buffer(frame.data() + got, chunk),
+                                asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) break;
+      got += chunk;
+    }
     if (ec) break;
     while (pipe->slots.size() >= kMaxInFlight) {
       pipe->reader_wakeup = std::make_shared<Pending<bool>>(io_.get_executor());

@@ -110,6 +110,16 @@ class BrokerProcess {
   }
 
   const std::string& bootstrap() const { return address_; }
+  pid_t pid() const { return pid_; }
+  /// Resident set size in KiB (0 when unknown).
+  long rss_kib() const {
+    std::ifstream f("/proc/" + std::to_string(pid_) + "/status");
+    std::string line;
+    while (std::getline(f, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    }
+    return 0;
+  }
   uint16_t port() const { return static_cast<uint16_t>(std::stoi(address_.substr(address_.rfind(':') + 1))); }
   std::string log() const { return read_file(log_); }
   int last_status() const { return last_status_; }

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <thread>
 
 #include "services/broker/messages.h"
 #include "tests/services/broker/broker_process.h"
@@ -111,6 +112,20 @@ TEST_F(Protocol, TruncatedBodyUnknownApiAndUnsupportedVersionCloseTheConnection)
     ASSERT_TRUE(c.send_request(0, 9, {}));  // flexible Produce is not advertised
     EXPECT_TRUE(c.closed_by_peer());
   }
+  expect_still_serving();
+}
+
+TEST_F(Protocol, ClientsAnnouncingHugeFramesDoNotPinMemory) {
+  long before = broker_.rss_kib();
+  std::vector<std::unique_ptr<RawClient>> clients;
+  for (int i = 0; i < 20; ++i) {
+    clients.push_back(std::make_unique<RawClient>(broker_.port()));
+    // 90 MiB announced (under the 100 MiB limit), 16 bytes sent.
+    ASSERT_TRUE(clients.back()->send_bytes({0x05, 0xa0, 0x00, 0x00, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0}));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  long after = broker_.rss_kib();
+  EXPECT_LT(after - before, 200 * 1024) << "RSS grew from " << before << " to " << after << " KiB";
   expect_still_serving();
 }
 
