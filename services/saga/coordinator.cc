@@ -103,7 +103,12 @@ Result<std::size_t> Coordinator::fold_batch(const std::vector<kafka::InMessage>&
   for (auto& [id, d] : dirty) {
     if (!d.changed) continue;
     auto& r = d.record;
-    r.set_deadline_ms(next_deadline(r, deadlines_for(r.pipeline())));
+    // The index entry only moves earlier here. Progress pushes the stall
+    // deadline later on nearly every fact; leaving the entry in place saves
+    // two index writes per fact, and tick(), finding it early, moves it to
+    // the real deadline (apply_deadlines checks the real times).
+    const int64_t due = next_deadline(r, deadlines_for(r.pipeline()));
+    if (r.deadline_ms() == 0 || (due != 0 && due < r.deadline_ms())) r.set_deadline_ms(due);
     if (publishes(d.before, r.state())) {
       commit.outbox.push_back(outcome_message(r, now));
       ++outcomes;

@@ -119,6 +119,23 @@ TEST_F(CoordinatorTest, SagaWithoutProgressStallsRecoversAndCompletesWithAnOutco
   EXPECT_EQ(index_entries(), 1u);
 }
 
+TEST_F(CoordinatorTest, SteadyProgressNeverStallsThoughItsIndexEntryLagsBehind) {
+  feed({fact("a", v1::STEP_INGESTED, 0, 0, 100)});
+  for (uint32_t i = 0; i < 4; ++i) {
+    now_ += 500;
+    feed({fact("a", v1::STEP_CLEANED, i, i)});
+    tick();  // at t0 + 2 s finds the entry early, and moves it
+    EXPECT_EQ(state("a"), v1::SAGA_STATE_IN_FLIGHT) << i;
+  }
+  EXPECT_EQ(index_entries(), 1u);
+  now_ += 1'999;
+  tick();
+  EXPECT_EQ(state("a"), v1::SAGA_STATE_IN_FLIGHT);
+  now_ += 1;  // no progress for 2 s
+  tick();
+  EXPECT_EQ(state("a"), v1::SAGA_STATE_STALLED);
+}
+
 TEST_F(CoordinatorTest, SagaNotFinishedByFailAfterFailsAndCompensationEndsIt) {
   feed({fact("a", v1::STEP_INGESTED, 0, 0, 4), fact("b", v1::STEP_INGESTED, 0, 0, 1)});
   now_ += 1'000;
