@@ -22,6 +22,17 @@ class Versions : public ::testing::Test {
     w.string("vt");
     w.boolean(true);
     ASSERT_TRUE(c.call(3, 4, w.take()).has_value());
+    // One batch, so every test (each runs in its own process under ctest) has data to fetch.
+    Writer p;
+    p.nullable_string(std::nullopt);
+    p.i16(-1);
+    p.i32(1000);
+    p.array_len(1);
+    p.string("vt");
+    p.array_len(1);
+    p.i32(0);
+    p.bytes(make_batch({{"seed"}}));
+    ASSERT_TRUE(c.call(0, 7, p.take()).has_value());
   }
   static void TearDownTestSuite() {
     delete broker_;
