@@ -110,6 +110,7 @@ PostgresSink::PostgresSink(std::string dsn, const PipelineConfig& pipeline, int 
   };
   for (const auto* c : kEnvelopeColumns) add(c);
   for (const auto& c : pipeline.columns) add(c.name);
+  column_list_ = names;
   const auto conflict = fmt::format(" ON CONFLICT (event_id) DO UPDATE SET {}", updates);
   upsert_select_ = fmt::format("INSERT INTO {0} ({1}) SELECT {2} FROM _starling_stage{3}", q(pipeline.table), names, selects, conflict);
   upsert_values_ = fmt::format("INSERT INTO {0} ({1}) VALUES ({2}){3}", q(pipeline.table), names, params, conflict);
@@ -126,11 +127,6 @@ Status PostgresSink::connect() {
   // Server notices ("relation already exists, skipping") are debug output.
   PQsetNoticeProcessor(
       conn_, [](void*, const char* msg) { spdlog::debug("postgres: {}", msg); }, nullptr);
-  // The staging table lives as long as the session; rows vanish at commit.
-  auto st = exec(fmt::format("CREATE TEMP TABLE IF NOT EXISTS _starling_stage (LIKE {} INCLUDING DEFAULTS) "
-                             "ON COMMIT DELETE ROWS",
-                             q(pipeline_.table)));
-  if (!st && st.error().message.find("does not exist") == std::string::npos) return st;
   return {};
 }
 
@@ -179,14 +175,11 @@ Status PostgresSink::migrate() {
                               pipeline_.table, c.name, it->second, c.field, want));
     }
   }
-  // The staging table copies the (possibly altered) table's shape.
-  (void)exec("DROP TABLE IF EXISTS pg_temp._starling_stage");
-  return exec(fmt::format("CREATE TEMP TABLE _starling_stage (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-                          q(pipeline_.table)));
+  return {};
 }
 
-Status PostgresSink::copy_rows(const std::vector<const Row*>& rows) {
-  PgResult start(PQexec(conn_, "COPY _starling_stage FROM STDIN"));
+Status PostgresSink::copy_rows(const std::vector<const Row*>& rows, const std::string& table) {
+  PgResult start(PQexec(conn_, fmt::format("COPY {} ({}) FROM STDIN", table, column_list_).c_str()));
   if (PQresultStatus(start.get()) != PGRES_COPY_IN) return fail(Errc::unavailable, PQresultErrorMessage(start.get()));
   std::string buf;
   for (const auto* row : rows) {
@@ -251,14 +244,24 @@ Status PostgresSink::write_once(const SinkBatch& batch, const OutboxBuilder& out
     if (last[batch.rows[i].envelope.event_id()] == i) unique.push_back(&batch.rows[i]);
   }
   if (!unique.empty()) {
+    // Fast path, for a batch of new events: COPY straight into the table.
+    // A redelivery or a replay hits the primary key (23505) and takes the
+    // upsert path; a refused row takes the row-by-row path.
     if (auto st = exec("SAVEPOINT bulk"); !st) return abort(st.error());
-    auto st = copy_rows(unique);
-    if (st) st = exec(upsert_select_);
+    auto st = copy_rows(unique, q(pipeline_.table));
     if (!st && st.error().code != Errc::invalid_argument) return abort(st.error());
     if (!st) {
-      // Fast path refused: find the refused rows one by one.
       if (auto rb = exec("ROLLBACK TO SAVEPOINT bulk"); !rb) return abort(rb.error());
-      if (auto tr = exec("TRUNCATE _starling_stage"); !tr) return abort(tr.error());
+      // The staging table exists only in this transaction: the fast path
+      // pays nothing for it.
+      st = exec(fmt::format("CREATE TEMP TABLE _starling_stage (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
+                            q(pipeline_.table)));
+      if (st) st = copy_rows(unique, "_starling_stage");
+      if (st) st = exec(upsert_select_);
+      if (!st && st.error().code != Errc::invalid_argument) return abort(st.error());
+    }
+    if (!st) {
+      if (auto rb = exec("ROLLBACK TO SAVEPOINT bulk"); !rb) return abort(rb.error());
       for (std::size_t i = 0; i < batch.rows.size(); ++i) {
         if (last[batch.rows[i].envelope.event_id()] != i) continue;
         bool refused = false;

@@ -8,11 +8,12 @@ struct pg_conn;
 
 namespace starling::load {
 
-/// PostgreSQL through libpq. A batch is COPYed into a session-local staging
-/// table and moved with one INSERT … ON CONFLICT (event_id) DO UPDATE; if the
-/// database refuses that statement (a constraint, a type), the batch falls
-/// back to row-by-row upserts under savepoints so only the refused rows are
-/// dead-lettered. Rows, offsets, compensations and the outbox commit in one
+/// PostgreSQL through libpq. A batch of new events is COPYed straight into
+/// the table. When that hits an existing event id (a redelivery, a replay),
+/// the batch is COPYed into a session-local staging table and moved with one
+/// INSERT … ON CONFLICT (event_id) DO UPDATE. If the database refuses a row
+/// (a constraint, a type), the batch falls back to row-by-row upserts under
+/// savepoints so only the refused rows are dead-lettered. Rows, offsets, compensations and the outbox commit in one
 /// transaction. A lost connection is re-established on the next write.
 class PostgresSink final : public Sink {
  public:
@@ -33,7 +34,7 @@ class PostgresSink final : public Sink {
   Status migrate();
   Status exec(const std::string& sql);
   Status write_once(const SinkBatch& batch, const OutboxBuilder& outbox);
-  Status copy_rows(const std::vector<const Row*>& rows);
+  Status copy_rows(const std::vector<const Row*>& rows, const std::string& table);
   Status upsert_one(const Row& row, bool& refused, std::string& error);
 
   std::string dsn_;
@@ -41,6 +42,7 @@ class PostgresSink final : public Sink {
   pg_conn* conn_ = nullptr;
   std::string upsert_select_;  // INSERT … SELECT FROM staging … ON CONFLICT
   std::string upsert_values_;  // INSERT … VALUES ($1…) … ON CONFLICT
+  std::string column_list_;    // the envelope and mapped columns, quoted, in COPY order
 };
 
 /// The PostgreSQL type a field maps to.

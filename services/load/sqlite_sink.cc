@@ -201,20 +201,17 @@ Status SqliteSink::write(const SinkBatch& batch, const OutboxBuilder& outbox) {
   std::vector<RowResult> results(batch.rows.size());
   for (std::size_t i = 0; i < batch.rows.size(); ++i) {
     const auto& row = batch.rows[i];
-    // A savepoint per row lets one refused row leave the rest of the batch.
-    if (auto st = exec("SAVEPOINT row"); !st) return rollback("savepoint");
+    // In SQLite a failed statement undoes only its own changes and the
+    // transaction stays open, so a refused row needs no savepoint.
     sqlite3_reset(upsert_);
     sqlite3_clear_bindings(upsert_);
     (void)bind_row(row);
     const int rc = sqlite3_step(upsert_);
     if (rc == SQLITE_DONE) {
       results[i].written = true;
-      if (auto st = exec("RELEASE row"); !st) return rollback("release");
     } else if (row_refused(sqlite3_extended_errcode(db_))) {
       results[i].error = sqlite3_errmsg(db_);
       sqlite3_reset(upsert_);
-      if (auto st = exec("ROLLBACK TO row"); !st) return rollback("rollback to savepoint");
-      (void)exec("RELEASE row");
     } else {
       return rollback("upsert event " + row.envelope.event_id());
     }
