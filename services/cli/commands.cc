@@ -360,7 +360,17 @@ int run(int argc, char** argv) {
   sagas_report_cmd->add_option("--from", sagas_args.from, "Start (RFC 3339 or Unix ms; default: 24 h before --to)");
   sagas_report_cmd->add_option("--to", sagas_args.to, "End (RFC 3339 or Unix ms; default: now)");
   sagas_report_cmd->add_option("--window", sagas_args.window, "Window length in whole hours (1h, 6h, 1d; default 1h)");
-  for (auto* sub : {sagas_list_cmd, sagas_show_cmd, sagas_report_cmd}) sub->fallthrough();
+  // The shared options also on each subcommand, so its --help lists them;
+  // fallthrough keeps `starling sagas --json list` working too.
+  for (auto* sub : {sagas_list_cmd, sagas_show_cmd, sagas_report_cmd}) {
+    sub->fallthrough();
+    sub->add_option("--url", sagas_args.url, "Saga API base URL")->capture_default_str();
+    sub->add_flag("--json", sagas_args.as_json, "Print JSON instead of a table");
+  }
+  for (auto* sub : {sagas_list_cmd, sagas_report_cmd}) {
+    sub->add_option("--pipeline", sagas_args.pipeline, sub == sagas_report_cmd ? "The pipeline (required)" : "Only sagas of this pipeline");
+  }
+  sagas_list_cmd->add_option("--state", sagas_args.state, "Only sagas in this state");
 
   auto* check = app.add_subcommand("check", "Validate pipeline files; errors name the line");
   std::vector<std::string> check_files;
