@@ -34,8 +34,15 @@ int LoadService::run() {
   kafka::RebalanceHooks hooks;
   hooks.on_assign = [this](const std::vector<kafka::TopicPartition>& parts) {
     std::map<kafka::TopicPartition, int64_t> starts;
+    // Starting without the stored offsets would redo or skip work: wait for
+    // the database instead (an outage during a rebalance).
     auto stored = sink_.offsets();
-    STARLING_ASSERT(stored.has_value(), "cannot read stored offsets: {}", stored.error().message);
+    for (int attempt = 1; !stored && !shutdown_requested(); ++attempt) {
+      spdlog::warn("cannot read stored offsets (attempt {}): {}", attempt, stored.error().message);
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 200 * attempt)));
+      stored = sink_.offsets();
+    }
+    STARLING_ASSERT(stored.has_value(), "shutting down before the stored offsets could be read");
     for (const auto& tp : parts) {
       if (auto it = stored->find(tp); it != stored->end()) starts[tp] = it->second;
     }

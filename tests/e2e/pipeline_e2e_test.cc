@@ -202,5 +202,32 @@ TEST_P(LoaderCrashE2E, LoaderKilledWithSigkillTenTimesLosesAndDuplicatesNoRowAnd
 INSTANTIATE_TEST_SUITE_P(Sinks, LoaderCrashE2E, ::testing::Values("sqlite", "postgres"),
                          [](const auto& info) { return info.param; });
 
+using PostgresOutageE2E = LoaderCrashE2E;
+
+TEST_P(PostgresOutageE2E, PostgresDownForTenSecondsMidStreamLosesNothing) {
+  // Given a fleet posting into a pipeline that loads into PostgreSQL,
+  auto opts = sim(4'000);
+  opts.rate = 400;  // ten seconds of traffic, so the outage falls mid-stream
+  auto running = std::async(std::launch::async, [&] { return simulate(opts); });
+  const auto deadline = std::chrono::steady_clock::now() + 120s;
+  while (rows() < 500 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  ASSERT_GE(rows(), 500);
+
+  // when PostgreSQL is stopped for 10 s and started again,
+  pg_->stop();
+  std::this_thread::sleep_for(10s);
+  ASSERT_TRUE(pg_->start());
+  auto res = running.get();
+  ASSERT_TRUE(res.has_value()) << res.error().message;
+
+  // then the loader retried until the database came back: every valid event
+  // is loaded once, every saga is exact, and the loader never crashed.
+  expect_exact_outcome(*res, [this] { return ids(); });
+  EXPECT_EQ(stack_->restarts("load.ecowheels"), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sinks, PostgresOutageE2E, ::testing::Values("postgres"),
+                         [](const auto& info) { return info.param; });
+
 }  // namespace
 }  // namespace starling::cli
