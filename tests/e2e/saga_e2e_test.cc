@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <set>
@@ -277,6 +278,95 @@ TEST_F(SagaE2E, LoaderStoppedSagasStallThenFailAndAreCompensatedWhenItResumes) {
       EXPECT_NE(s["explanation"].get<std::string>().find("COMPENSATED at"), std::string::npos) << s.dump();
     }
   }
+}
+
+TEST_F(SagaE2E, TwoCoordinatorsSplitThePartitionsAndAPartitionThatMovesKeepsExactState) {
+  // Given a second coordinator in group starling-saga with its own RocksDB,
+  const auto file = pipeline_with_deadlines(dir_, "10m", "30m");
+  ASSERT_NO_FATAL_FAILURE(start(file));
+  const auto port_file = dir_ / "saga2.port";
+  const std::vector<std::string> argv = {std::string(STARLING_BIN_DIR) + "/starling-saga", "--kafka", stack_->bootstrap(),
+                                         "--pipeline", file, "--listen", "127.0.0.1:0", "--port-file", port_file,
+                                         "--data-dir", dir_ / "saga2", "--instance", "saga2"};
+  auto second = ChildProcess::spawn(argv, dir_ / "saga2.log");
+  ASSERT_TRUE(second.has_value());
+  auto port = wait_for_file(port_file, 30s);
+  ASSERT_TRUE(port.has_value()) << port.error().message;
+  std::string url2 = "http://127.0.0.1:" + *port;
+  std::this_thread::sleep_for(3s);  // the group rebalances onto two members
+
+  SimOptions sim;
+  sim.url = stack_->ingest_url();
+  sim.events = 600;
+  sim.batch = 20;
+  sim.rate = 0;
+  std::vector<std::string> ids;
+  auto run = [&](uint64_t seed) {
+    sim.seed = seed;
+    auto res = simulate(sim);
+    ASSERT_TRUE(res.has_value()) << res.error().message;
+    ids.insert(ids.end(), res->saga_ids.begin(), res->saga_ids.end());
+  };
+  ASSERT_NO_FATAL_FAILURE(run(1));
+  // when the second one is killed with SIGKILL (its partitions move to the
+  // first once the session times out: facts it never saw, and facts it had
+  // folded into a RocksDB the first one cannot read),
+  second->signal(SIGKILL);
+  second->wait(10s);
+  ASSERT_NO_FATAL_FAILURE(run(2));
+  // the first one alone completes every saga so far once the group notices
+  // (session timeout 10 s), the moved partition's from the beginning,
+  const auto takeover = std::chrono::steady_clock::now() + 90s;
+  auto totals = fetch_totals(stack_->saga_url(), "ecowheels");
+  while (std::chrono::steady_clock::now() < takeover &&
+         !(totals && totals->in("COMPLETED") == ids.size() && totals->sagas == ids.size())) {
+    std::this_thread::sleep_for(500ms);
+    totals = fetch_totals(stack_->saga_url(), "ecowheels");
+  }
+  ASSERT_TRUE(totals.has_value());
+  EXPECT_EQ(totals->in("COMPLETED"), ids.size()) << "the first coordinator did not take over the second one's partition";
+  // and comes back later with its stale store (partitions move back to it),
+  std::filesystem::remove(port_file);
+  second = ChildProcess::spawn(argv, dir_ / "saga2.log");
+  ASSERT_TRUE(second.has_value());
+  port = wait_for_file(port_file, 30s);
+  ASSERT_TRUE(port.has_value());
+  url2 = "http://127.0.0.1:" + *port;
+  ASSERT_NO_FATAL_FAILURE(run(3));
+
+  // then every saga ends COMPLETED with exact counts at the instance that owns
+  // its partition, and its COMPLETED outcome is published.
+  std::set<std::string> pending(ids.begin(), ids.end());
+  ASSERT_EQ(pending.size(), 90u);
+  const auto deadline = std::chrono::steady_clock::now() + 120s;
+  while (!pending.empty() && std::chrono::steady_clock::now() < deadline) {
+    for (auto it = pending.begin(); it != pending.end();) {
+      bool done = false;
+      for (const auto& url : {stack_->saga_url(), url2}) {
+        auto s = fetch_saga(url, *it);
+        if (!s || (*s)["state"] != "COMPLETED") continue;
+        const auto& c = (*s)["counts"];
+        EXPECT_EQ((*s)["total"].get<uint64_t>(), c["loaded"].get<uint64_t>() + c["rejected"].get<uint64_t>()) << *it;
+        EXPECT_EQ((*s)["total"].get<uint64_t>(), 20u) << *it;
+        done = true;
+      }
+      it = done ? pending.erase(it) : std::next(it);
+    }
+    if (!pending.empty()) std::this_thread::sleep_for(500ms);
+  }
+  EXPECT_TRUE(pending.empty()) << pending.size() << " sagas not COMPLETED at either coordinator";
+  std::set<std::string> want(ids.begin(), ids.end());
+  std::set<std::string> completed;
+  read_outcomes(
+      stack_->bootstrap(),
+      [&](const std::vector<v1::SagaOutcome>& got) {
+        for (const auto& o : got) {
+          if (o.state() == v1::SAGA_STATE_COMPLETED) completed.insert(o.saga_id());
+        }
+        return completed == want;
+      },
+      60s);
+  EXPECT_EQ(completed, want);
 }
 
 }  // namespace
