@@ -145,6 +145,7 @@ int LoadService::run() {
     // A sink outage keeps the batch and retries it: offsets don't move.
     for (int attempt = 1;; ++attempt) {
       auto st = sink_.write(work, outbox);
+      sink_ok_ = st.has_value();
       if (st) break;
       if (shutdown_requested()) return 0;
       spdlog::warn("sink write of {} rows failed (attempt {}): {}", work.rows.size(), attempt, st.error().message);

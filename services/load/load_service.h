@@ -2,6 +2,7 @@
 // The load stage's loop: <p>.clean → sink rows, with offsets and LOADED facts
 // committed in the same transaction, and an outbox relay to starling.saga.
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -21,6 +22,8 @@ class LoadService {
               LoadOptions options = {});
   /// Runs until shutdown_requested(). Returns non-zero on a fatal error.
   int run();
+  /// False while the sink refuses writes (an outage): /readyz reports it.
+  bool ready() const { return sink_ok_; }
 
  private:
   void relay(kafka::Producer& producer);
@@ -30,6 +33,7 @@ class LoadService {
   kafka::KafkaOptions kafka_;
   std::string instance_;
   LoadOptions options_;
+  std::atomic<bool> sink_ok_{true};
 };
 
 }  // namespace starling::load

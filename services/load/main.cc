@@ -42,6 +42,21 @@ int main(int argc, char** argv) {
       spdlog::info("loading into {} table {}", path, p.table);
     }
     load::LoadService service(p, *sink, {ctx.bootstrap, ctx.instance, {}}, ctx.instance, load_opts);
-    return service.run();
+    // Optional HTTP for probes: /readyz is 503 while the sink is down.
+    std::unique_ptr<HttpServer> server;
+    if (!ctx.flags.listen.empty()) {
+      server = std::make_unique<HttpServer>(ctx.http_options(1), [&service](HttpRequest r, HttpResponder done) {
+        if (r.path == "/healthz") return done({200, R"({"status":"ok"})"});
+        if (r.path == "/readyz") {
+          return service.ready() ? done({200, R"({"status":"ready"})"})
+                                 : done(json_error(503, "sink_unavailable", "the last write to the sink failed; retrying", "sink"));
+        }
+        done(json_error(404, "not_found", "no route for " + r.path));
+      });
+      ctx.start_http(*server);
+    }
+    const int rc = service.run();
+    if (server) server->stop();
+    return rc;
   });
 }

@@ -16,6 +16,8 @@
 #include "services/cli/report.h"
 #include "services/cli/simulate.h"
 #include "services/cli/stack.h"
+#include "services/common/http.h"
+#include "services/common/process.h"
 #include "starling/v1/envelope.pb.h"
 #include "tests/support/postgres_server.h"
 #include "tests/support/temp_dir.h"
@@ -149,13 +151,15 @@ TEST_F(PipelineE2E, TwoThousandEventsAreLoadedOrRejectedWithReasonsExactlyOnce) 
 class LoaderCrashE2E : public PipelineE2E, public ::testing::WithParamInterface<std::string> {
  protected:
   void SetUp() override {
+    // The loader serves /readyz on a port it writes to load.port.
+    std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--port-file", dir_ / "load.port"};
     if (GetParam() == "postgres") {
       pg_ = std::make_unique<testing::PostgresServer>(dir_.path());
       ASSERT_TRUE(pg_->initialised() && pg_->start()) << "postgres did not start; see " << dir_.path();
-      start_stack({"--sink", "postgres", "--postgres", pg_->dsn()});
-    } else {
-      start_stack({});
+      for (const auto& a : {"--sink", "postgres", "--postgres"}) args.emplace_back(a);
+      args.push_back(pg_->dsn());
     }
+    start_stack(args);
   }
   int64_t rows() {
     if (pg_) {
@@ -214,8 +218,16 @@ TEST_P(PostgresOutageE2E, PostgresDownForTenSecondsMidStreamLosesNothing) {
   ASSERT_GE(rows(), 500);
 
   // when PostgreSQL is stopped for 10 s and started again,
+  auto ready = [&] {
+    auto port = wait_for_file(dir_ / "load.port", 5s);
+    auto r = port ? http_call("GET", "http://127.0.0.1:" + *port + "/readyz") : std::unexpected(port.error());
+    return r ? r->status : 0;
+  };
+  EXPECT_EQ(ready(), 200);
   pg_->stop();
   std::this_thread::sleep_for(10s);
+  // (the loader says it is not ready while its writes fail),
+  EXPECT_EQ(ready(), 503);
   ASSERT_TRUE(pg_->start());
   auto res = running.get();
   ASSERT_TRUE(res.has_value()) << res.error().message;
@@ -224,6 +236,7 @@ TEST_P(PostgresOutageE2E, PostgresDownForTenSecondsMidStreamLosesNothing) {
   // is loaded once, every saga is exact, and the loader never crashed.
   expect_exact_outcome(*res, [this] { return ids(); });
   EXPECT_EQ(stack_->restarts("load.ecowheels"), 0);
+  EXPECT_EQ(ready(), 200);
 }
 
 INSTANTIATE_TEST_SUITE_P(Sinks, PostgresOutageE2E, ::testing::Values("postgres"),
