@@ -1,11 +1,10 @@
 #include "services/clean/clean_service.h"
 
-#include <thread>
-
 #include <spdlog/spdlog.h>
 
 #include "services/common/facts.h"
 #include "services/common/records.h"
+#include "services/common/retry.h"
 #include "services/common/shutdown.h"
 #include "services/common/time.h"
 #include "starling/v1/envelope.pb.h"
@@ -85,13 +84,9 @@ int CleanService::run() {
     }
     // Outputs first, offsets after: retry the same outputs until they are
     // persisted (duplicates are idempotent downstream), never skip them.
-    for (int attempt = 1;; ++attempt) {
-      auto st = kafka::produce_all(**producer, out, std::chrono::seconds(60));
-      if (st) break;
-      if (shutdown_requested()) return 0;  // offsets not committed: the batch is redone
-      spdlog::warn("batch of {} not persisted (attempt {}): {}", out.size(), attempt, st.error().message);
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 100 * attempt)));
-    }
+    const auto sent = retry_until_done("producing a batch of " + std::to_string(out.size()),
+                                       [&] { return kafka::produce_all(**producer, out, std::chrono::seconds(60)); });
+    if (!sent) return 0;  // shutting down; offsets not committed, so the batch is redone
     if (auto st = (*consumer)->commit(next); !st) spdlog::warn("{}", st.error().message);
     spdlog::debug("batch: {} in, cleaned {} rejected {} so far", batch->size(), cleaned_total, rejected_total);
   }

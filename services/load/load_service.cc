@@ -7,6 +7,7 @@
 
 #include "services/common/facts.h"
 #include "services/common/records.h"
+#include "services/common/retry.h"
 #include "services/common/shutdown.h"
 #include "services/common/time.h"
 #include "starling/v1/saga.pb.h"
@@ -36,12 +37,7 @@ int LoadService::run() {
     std::map<kafka::TopicPartition, int64_t> starts;
     // Starting without the stored offsets would redo or skip work: wait for
     // the database instead (an outage during a rebalance).
-    auto stored = sink_.offsets();
-    for (int attempt = 1; !stored && !shutdown_requested(); ++attempt) {
-      spdlog::warn("cannot read stored offsets (attempt {}): {}", attempt, stored.error().message);
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 200 * attempt)));
-      stored = sink_.offsets();
-    }
+    auto stored = retry_until_done("reading stored offsets", [this] { return sink_.offsets(); });
     if (!stored) return starts;  // shutting down; a replay from anywhere is an idempotent upsert
     for (const auto& tp : parts) {
       if (auto it = stored->find(tp); it != stored->end()) starts[tp] = it->second;
@@ -96,12 +92,7 @@ int LoadService::run() {
     }
     // Rows of a saga compensated earlier arrive late after a replay or a
     // stalled loader: they stay out of the warehouse.
-    auto gone = sink_.compensated(sagas);
-    for (int attempt = 1; !gone && !shutdown_requested(); ++attempt) {
-      spdlog::warn("sink: {} (attempt {})", gone.error().message, attempt);
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 100 * attempt)));
-      gone = sink_.compensated(sagas);
-    }
+    auto gone = retry_until_done("reading compensated sagas", [&] { return sink_.compensated(sagas); });
     if (!gone) return 0;  // shutting down; offsets not stored, the batch is redone
     std::erase_if(work.rows, [&](const Row& r) { return gone->contains(r.envelope.saga_id()); });
     const auto now = now_ms();
@@ -143,14 +134,12 @@ int LoadService::run() {
     };
     // Rows, compensations, offsets and facts commit together or not at all.
     // A sink outage keeps the batch and retries it: offsets don't move.
-    for (int attempt = 1;; ++attempt) {
+    const auto written = retry_until_done("writing " + std::to_string(work.rows.size()) + " rows", [&] {
       auto st = sink_.write(work, outbox);
       sink_ok_ = st.has_value();
-      if (st) break;
-      if (shutdown_requested()) return 0;
-      spdlog::warn("sink write of {} rows failed (attempt {}): {}", work.rows.size(), attempt, st.error().message);
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 100 * attempt)));
-    }
+      return st;
+    });
+    if (!written) return 0;  // shutting down; nothing of the batch was stored
     for (const auto& saga : work.compensate) spdlog::info("compensated saga {}: its rows are deleted", saga);
     loaded_total += work.rows.size();
     relay(**producer);

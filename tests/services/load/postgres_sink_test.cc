@@ -4,7 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "starling/v1/ecowheels.pb.h"
+#include "tests/services/load/sink_rows.h"
 #include "tests/support/postgres_server.h"
 #include "tests/support/temp_dir.h"
 
@@ -27,17 +27,8 @@ load:
 )";
 
 Row row(const std::string& id, double speed, const std::string& saga = "s1") {
-  Row r;
-  r.envelope.set_event_id(id);
-  r.envelope.set_saga_id(saga);
-  r.envelope.set_seq(1);
-  auto rec = std::make_unique<v1::RideTelemetry>();
-  rec->set_device_id("bike\t1\\x");  // COPY escaping is exercised
-  rec->set_speed_kmh(speed);
-  rec->set_status(v1::RideTelemetry::RIDING);
-  rec->mutable_event_time()->set_seconds(1'700'000'000);
-  r.record = std::move(rec);
-  return r;
+  // COPY escaping is exercised by the tab and the backslash.
+  return ride_row(id, speed, saga, "bike\t1\\x");
 }
 
 class PostgresSinkTest : public ::testing::Test {

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
-#include "starling/v1/ecowheels.pb.h"
+#include "tests/services/load/sink_rows.h"
 #include "tests/support/temp_dir.h"
 
 namespace starling::load {
@@ -22,17 +22,7 @@ load:
 )";
 
 Row row(const std::string& id, double speed, const std::string& saga = "s1") {
-  Row r;
-  r.envelope.set_event_id(id);
-  r.envelope.set_saga_id(saga);
-  r.envelope.set_seq(1);
-  auto rec = std::make_unique<v1::RideTelemetry>();
-  rec->set_device_id("bike-1");
-  rec->set_speed_kmh(speed);
-  rec->set_status(v1::RideTelemetry::RIDING);
-  rec->mutable_event_time()->set_seconds(1'700'000'000);
-  r.record = std::move(rec);
-  return r;
+  return ride_row(id, speed, saga, "bike-1");
 }
 
 std::vector<std::vector<std::string>> query(const std::string& db, const std::string& sql) {
