@@ -24,6 +24,15 @@ void LoadService::relay(kafka::Producer& producer) {
   }
 }
 
+template <class Op>
+auto LoadService::with_sink(std::string_view what, Op&& op) {
+  return retry_until_done(what, [&] {
+    auto r = op();
+    sink_ok_ = r.has_value();
+    return r;
+  });
+}
+
 int LoadService::run() {
   auto producer = kafka::KafkaProducer::create(kafka_, {.queue_full_wait = std::chrono::seconds(60)});
   if (!producer) {
@@ -37,7 +46,7 @@ int LoadService::run() {
     std::map<kafka::TopicPartition, int64_t> starts;
     // Starting without the stored offsets would redo or skip work: wait for
     // the database instead (an outage during a rebalance).
-    auto stored = retry_until_done("reading stored offsets", [this] { return sink_.offsets(); });
+    auto stored = with_sink("reading stored offsets", [this] { return sink_.offsets(); });
     if (!stored) return starts;  // shutting down; a replay from anywhere is an idempotent upsert
     for (const auto& tp : parts) {
       if (auto it = stored->find(tp); it != stored->end()) starts[tp] = it->second;
@@ -54,6 +63,7 @@ int LoadService::run() {
   }
 
   uint64_t loaded_total = 0;
+  auto last_ping = std::chrono::steady_clock::now();
   while (!shutdown_requested()) {
     auto batch = (*consumer)->poll_batch(options_.batch_max, options_.batch_wait);
     if (!batch) {
@@ -61,7 +71,14 @@ int LoadService::run() {
       return 1;
     }
     if (batch->empty()) {
-      relay(**producer);
+      // Idle: no write tells whether the database is up, so ask it.
+      if (const auto now = std::chrono::steady_clock::now(); now - last_ping >= std::chrono::seconds(1)) {
+        last_ping = now;
+        auto up = sink_.ping();
+        if (!up && sink_ok_) spdlog::warn("sink unreachable: {}", up.error().message);
+        sink_ok_ = up.has_value();
+      }
+      if (sink_ok_) relay(**producer);
       continue;
     }
     SinkBatch work;
@@ -92,7 +109,7 @@ int LoadService::run() {
     }
     // Rows of a saga compensated earlier arrive late after a replay or a
     // stalled loader: they stay out of the warehouse.
-    auto gone = retry_until_done("reading compensated sagas", [&] { return sink_.compensated(sagas); });
+    auto gone = with_sink("reading compensated sagas", [&] { return sink_.compensated(sagas); });
     if (!gone) return 0;  // shutting down; offsets not stored, the batch is redone
     std::erase_if(work.rows, [&](const Row& r) { return gone->contains(r.envelope.saga_id()); });
     const auto now = now_ms();
@@ -134,11 +151,8 @@ int LoadService::run() {
     };
     // Rows, compensations, offsets and facts commit together or not at all.
     // A sink outage keeps the batch and retries it: offsets don't move.
-    const auto written = retry_until_done("writing " + std::to_string(work.rows.size()) + " rows", [&] {
-      auto st = sink_.write(work, outbox);
-      sink_ok_ = st.has_value();
-      return st;
-    });
+    const auto written = with_sink("writing " + std::to_string(work.rows.size()) + " rows",
+                                   [&] { return sink_.write(work, outbox); });
     if (!written) return 0;  // shutting down; nothing of the batch was stored
     for (const auto& saga : work.compensate) spdlog::info("compensated saga {}: its rows are deleted", saga);
     loaded_total += work.rows.size();

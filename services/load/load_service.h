@@ -22,11 +22,14 @@ class LoadService {
               LoadOptions options = {});
   /// Runs until shutdown_requested(). Returns non-zero on a fatal error.
   int run();
-  /// False while the sink refuses writes (an outage): /readyz reports it.
+  /// False while the sink's database does not answer (an outage): /readyz reports it.
   bool ready() const { return sink_ok_; }
 
  private:
   void relay(kafka::Producer& producer);
+  /// Calls the sink until it succeeds or shutdown; every answer updates ready().
+  template <class Op>
+  auto with_sink(std::string_view what, Op&& op);
 
   const PipelineConfig& pipeline_;
   Sink& sink_;

@@ -330,6 +330,13 @@ Result<std::map<kafka::TopicPartition, int64_t>> PostgresSink::offsets() {
   return out;
 }
 
+Status PostgresSink::ping() {
+  if (PQstatus(conn_) != CONNECTION_OK) return connect();
+  PgResult r(PQexec(conn_, "SELECT 1"));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(Errc::unavailable, PQresultErrorMessage(r.get()));
+  return {};
+}
+
 Result<std::set<std::string>> PostgresSink::compensated(const std::set<std::string>& saga_ids) {
   std::set<std::string> out;
   if (saga_ids.empty()) return out;

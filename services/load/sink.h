@@ -53,6 +53,9 @@ class Sink : public kafka::Outbox {
   virtual Result<std::map<kafka::TopicPartition, int64_t>> offsets() = 0;
   /// Which of these sagas were compensated already (their late rows are dropped).
   virtual Result<std::set<std::string>> compensated(const std::set<std::string>& saga_ids) = 0;
+  /// Whether the database answers now (reconnecting if needed); the loader
+  /// probes it while idle so that /readyz tells an outage with no traffic.
+  virtual Status ping() = 0;
 };
 
 }  // namespace starling::load

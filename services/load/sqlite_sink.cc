@@ -293,6 +293,8 @@ Result<std::vector<kafka::OutboxEntry>> SqliteSink::outbox(std::size_t max) {
   return out;
 }
 
+Status SqliteSink::ping() { return exec("SELECT 1"); }
+
 Status SqliteSink::outbox_done(uint64_t up_to) {
   return exec(fmt::format("DELETE FROM _starling_outbox WHERE id <= {}", up_to));
 }

@@ -24,6 +24,7 @@ class SqliteSink final : public Sink {
   Result<std::set<std::string>> compensated(const std::set<std::string>& saga_ids) override;
   Result<std::vector<kafka::OutboxEntry>> outbox(std::size_t max) override;
   Status outbox_done(uint64_t up_to) override;
+  Status ping() override;
 
  private:
   void open(const std::string& path);

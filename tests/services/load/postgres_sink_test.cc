@@ -116,11 +116,14 @@ TEST_F(PostgresSinkTest, AnOutageFailsTheWholeBatchAndAReconnectCommitsIt) {
   SinkBatch b;
   b.rows.push_back(row("e1", 1));
   b.next_offsets = {{{"t.clean", 0}, 1}};
+  EXPECT_TRUE(sink.ping().has_value());
   pg_.stop();
   auto down = sink.write(b, {});
   ASSERT_FALSE(down.has_value());
   EXPECT_EQ(down.error().code, Errc::unavailable);
+  EXPECT_FALSE(sink.ping().has_value());
   ASSERT_TRUE(pg_.start());
+  EXPECT_TRUE(sink.ping().has_value());
   auto up = sink.write(b, {});
   ASSERT_TRUE(up.has_value()) << up.error().message;
   EXPECT_THAT(pg_.exec("SELECT event_id FROM rides"), ElementsAre("e1"));
