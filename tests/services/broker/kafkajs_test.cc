@@ -1,0 +1,76 @@
+// Integration test: KafkaJS (from the npm registry, version pinned in
+// kafkajs/package-lock.json) produces to and consumes in a group from the real
+// starling-broker process. The checks live in kafkajs/interop.js; this test
+// installs it into the build tree, starts the broker and asserts on the
+// script's exit status and summary line.
+#include <sys/wait.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "tests/services/broker/broker_process.h"
+
+namespace starling::broker::testing {
+namespace {
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+/// Runs `cmd` under sh, killed after `timeout_s` seconds.
+CommandResult run_command(const std::string& cmd, int timeout_s) {
+  std::string full = "timeout -s KILL " + std::to_string(timeout_s) + " sh -c '" + cmd + "' 2>&1";
+  CommandResult r;
+  FILE* p = ::popen(full.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+/// Installs the pinned KafkaJS into the build tree (never the source tree)
+/// with `npm ci`, once per lock file: a copy of the lock file that was
+/// installed is kept beside node_modules and compared on the next run.
+void install_kafkajs(const fs::path& work) {
+  const fs::path src = KAFKAJS_SOURCE_DIR;
+  fs::create_directories(work);
+  fs::copy_file(src / "interop.js", work / "interop.js", fs::copy_options::overwrite_existing);
+  const std::string lock = read_file(src / "package-lock.json");
+  ASSERT_FALSE(lock.empty()) << "missing " << (src / "package-lock.json");
+  if (read_file(work / "installed-lock.json") == lock && fs::exists(work / "node_modules/kafkajs/package.json")) {
+    return;
+  }
+  fs::copy_file(src / "package.json", work / "package.json", fs::copy_options::overwrite_existing);
+  fs::copy_file(src / "package-lock.json", work / "package-lock.json", fs::copy_options::overwrite_existing);
+  ASSERT_EQ(run_command("command -v npm", 5).exit_code, 0) << "npm is not installed; run tools/setup";
+  auto r = run_command("cd " + work.string() + " && npm ci --no-audit --no-fund --prefer-offline", 180);
+  ASSERT_EQ(r.exit_code, 0) << "npm ci failed:\n" << r.output;
+  fs::copy_file(src / "package-lock.json", work / "installed-lock.json", fs::copy_options::overwrite_existing);
+}
+
+TEST(KafkaJs, ProducesWithKeysAndHeadersAndConsumesInAGroupFromTheCommittedOffsets) {
+  const fs::path work = KAFKAJS_WORK_DIR;
+  ASSERT_NO_FATAL_FAILURE(install_kafkajs(work));
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--auto-create", "false"});
+
+  // Given 2000 messages produced by an idempotent KafkaJS producer, when a
+  // KafkaJS consumer group reads them and a second member resumes, then the
+  // script has checked every key, value, header, partition and offset.
+  auto r = run_command("cd " + work.string() + " && KAFKAJS_NO_PARTITIONER_WARNING=1 node interop.js " +
+                           broker.bootstrap() + " 2000",
+                       60);
+  EXPECT_EQ(r.exit_code, 0) << r.output << "\nbroker log:\n" << broker.log();
+  EXPECT_NE(r.output.find("OK produced 2100 consumed 2000+100 partitions 3"), std::string::npos) << r.output;
+  EXPECT_TRUE(broker.alive()) << broker.log();
+}
+
+}  // namespace
+}  // namespace starling::broker::testing
