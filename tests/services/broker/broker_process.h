@@ -57,7 +57,7 @@ class BrokerProcess {
     fs::path port_file = data_dir_ / "port";
     fs::remove(port_file);
     log_ = data_dir_ / ("broker-" + std::to_string(++starts_) + ".log");
-    std::vector<std::string> args = {std::string(STARLING_BIN_DIR) + "/starling-broker", "--listen", "127.0.0.1:0",
+    std::vector<std::string> args = {std::string(STARLING_BIN_DIR) + "/starling-broker", "--listen", listen_,
                                      "--data-dir", (data_dir_ / "data").string(), "--port-file", port_file.string()};
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = ::fork();
@@ -81,6 +81,13 @@ class BrokerProcess {
     }
     address_ = read_file(port_file);
     while (!address_.empty() && (address_.back() == '\n' || address_.back() == ' ')) address_.pop_back();
+  }
+
+  /// Starts it again on the port it had, so that running clients reconnect
+  /// to the same bootstrap address (after kill9() or stop()).
+  void restart_on_same_port() {
+    listen_ = address_;
+    start();
   }
 
   /// SIGTERM and wait; SIGKILL after 10 s. Returns the exit status.
@@ -143,6 +150,7 @@ class BrokerProcess {
 
   fs::path data_dir_;
   std::vector<std::string> extra_;
+  std::string listen_ = "127.0.0.1:0";
   fs::path log_;
   pid_t pid_ = -1;
   int starts_ = 0;

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <atomic>
 #include <set>
 #include <thread>
@@ -107,6 +109,96 @@ TEST(Librdkafka, AcknowledgedMessagesSurviveKill9DuringProduce) {
     ASSERT_NE(it, stored.end()) << "acknowledged " << d.value << " at " << d.partition << "/" << d.offset << " lost";
     EXPECT_EQ(it->second, d.value);
   }
+}
+
+// The durability scenario. STARLING_SOAK=1 runs it at full size (1M
+// messages); by default it is small enough for every ctest run. Both kill the
+// broker three times.
+TEST(Librdkafka, EveryAcknowledgedMessageSurvivesThreeKill9RestartsInOrderWithoutDuplicates) {
+  const char* soak = std::getenv("STARLING_SOAK");
+  const bool full = soak != nullptr && std::string(soak) == "1";
+  const int total = full ? 1'000'000 : 30'000;
+  const int partitions = 4;
+  const auto started = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--partitions", std::to_string(partitions)});
+  std::vector<Delivery> deliveries;
+  {
+    Props props = kIdempotent;
+    // Long enough to ride out each restart: every message must end up acknowledged.
+    props["message.timeout.ms"] = "300000";
+    props["queue.buffering.max.messages"] = "200000";
+    Producer producer(broker.bootstrap(), props);
+    // Given an idempotent acks=all producer in full flow
+    int kills = 0;
+    auto maybe_kill = [&] {
+      // When the broker is killed with -9 (with batches in flight) after each
+      // quarter of the messages is acknowledged, and restarted on its port
+      if (kills < 3 && producer.deliveries().size() >= static_cast<size_t>(total) / 4 * (kills + 1)) {
+        broker.kill9();
+        ++kills;
+        std::fprintf(stderr, "[%.1fs] kill -9 #%d after %zu deliveries\n", elapsed(), kills,
+                     producer.deliveries().size());
+        broker.restart_on_same_port();
+      }
+    };
+    for (int i = 0; i < total; ++i) {
+      producer.produce("soak", value_of(i));
+      if (i % 100 == 0) {
+        producer.poll(0);
+        maybe_kill();
+      }
+    }
+    while (kills < 3) {
+      producer.poll(10);
+      maybe_kill();
+    }
+    ASSERT_TRUE(producer.flush(300000)) << broker.log();
+    deliveries = producer.deliveries();
+    std::fprintf(stderr, "[%.1fs] produced %d messages, %d kills\n", elapsed(), total, kills);
+  }
+  // Then every message was acknowledged (idempotent retries across restarts
+  // were accepted, not fenced or refused as out of order)
+  ASSERT_EQ(deliveries.size(), static_cast<size_t>(total));
+  for (const auto& d : deliveries) {
+    ASSERT_EQ(d.err, RD_KAFKA_RESP_ERR_NO_ERROR) << d.value << ": " << rd_kafka_err2str(d.err) << "\n" << broker.log();
+  }
+  // and the log holds exactly those messages: each once, at its acknowledged
+  // offset, in production order within its partition.
+  Consumer consumer(broker.bootstrap(), {{"group.id", "verify"}, {"fetch.max.bytes", "52428800"}});
+  std::vector<int64_t> low(partitions), high(partitions);
+  size_t stored_count = 0;
+  for (int p = 0; p < partitions; ++p) {
+    ASSERT_EQ(rd_kafka_query_watermark_offsets(consumer.get(), "soak", p, &low[p], &high[p], 10000),
+              RD_KAFKA_RESP_ERR_NO_ERROR);
+    EXPECT_EQ(low[p], 0);
+    stored_count += static_cast<size_t>(high[p] - low[p]);
+  }
+  EXPECT_EQ(stored_count, static_cast<size_t>(total)) << "duplicates or extra records";
+  consumer.assign("soak", partitions);
+  auto got = consumer.consume(stored_count, full ? 600s : 60s);
+  ASSERT_EQ(got.size(), stored_count);
+  std::vector<std::vector<std::string>> stored(partitions);
+  for (int p = 0; p < partitions; ++p) stored[p].resize(static_cast<size_t>(high[p]));
+  std::vector<int> last_index(partitions, -1);
+  std::vector<bool> seen(total, false);
+  for (auto& r : got) {
+    ASSERT_TRUE(r.partition >= 0 && r.partition < partitions && r.offset >= 0 && r.offset < high[r.partition]);
+    int index = std::stoi(r.value.substr(std::string("message-").size()));
+    ASSERT_TRUE(index >= 0 && index < total) << r.value;
+    ASSERT_FALSE(seen[index]) << "duplicate " << r.value << " at " << r.partition << "/" << r.offset;
+    seen[index] = true;
+    ASSERT_GT(index, last_index[r.partition]) << "out of order in partition " << r.partition << " at " << r.offset;
+    last_index[r.partition] = index;
+    stored[r.partition][r.offset] = std::move(r.value);
+  }
+  for (const auto& d : deliveries) {
+    ASSERT_TRUE(d.partition >= 0 && d.partition < partitions && d.offset >= 0 && d.offset < high[d.partition])
+        << "acknowledged " << d.value << " at " << d.partition << "/" << d.offset << " is beyond the log";
+    ASSERT_EQ(stored[d.partition][d.offset], d.value) << "at " << d.partition << "/" << d.offset;
+  }
+  std::fprintf(stderr, "[%.1fs] verified %zu messages in %d partitions\n", elapsed(), got.size(), partitions);
 }
 
 TEST(Librdkafka, GroupCommitSurvivesBrokerKill9AndConsumerResumesFromCommittedOffset) {
