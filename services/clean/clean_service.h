@@ -5,7 +5,8 @@
 #include <string>
 
 #include "broker-adapters/kafka/kafka.h"
-#include "services/clean/rules.h"
+#include "services/clean/cleaner.h"
+#include "services/clean/state.h"
 #include "services/common/pipeline.h"
 
 namespace starling::clean {
@@ -15,22 +16,26 @@ struct CleanOptions {
   std::chrono::milliseconds batch_wait{100};
 };
 
-/// At-least-once: a batch's outputs and facts are PERSISTED before its input
-/// offsets are committed to the group, so a crash re-cleans at most one batch.
-/// Duplicates are harmless downstream (upsert by event id, seq bitmaps).
+/// Per batch: clean (staging state changes), produce every output and fact
+/// and wait until all are PERSISTED, then commit the state changes and the
+/// next input offsets in one RocksDB WriteBatch. The state effect is
+/// exactly-once; the outputs are at-least-once (a crash before the commit
+/// replays the batch from the stored offsets against the stored state, and
+/// produces the same records again). See README.md, Guarantees.
 class CleanService {
  public:
-  CleanService(const PipelineConfig& pipeline, kafka::KafkaOptions kafka, std::string instance,
+  CleanService(const PipelineConfig& pipeline, RocksCleanStore& store, kafka::KafkaOptions kafka, std::string instance,
                CleanOptions options = {});
   /// Runs until shutdown_requested(). Returns non-zero on a fatal error.
   int run();
 
  private:
   const PipelineConfig& pipeline_;
+  RocksCleanStore& store_;
   kafka::KafkaOptions kafka_;
   std::string instance_;
   CleanOptions options_;
-  RuleEngine rules_;
+  Cleaner cleaner_;
 };
 
 }  // namespace starling::clean

@@ -1,15 +1,21 @@
 // starling-clean: applies a pipeline's cleaning rules.
+#include <filesystem>
+
 #include "services/clean/clean_service.h"
 #include "services/common/service_main.h"
 
 int main(int argc, char** argv) {
   using namespace starling;
-  CLI::App app{"starling-clean: reads <p>.raw, applies the pipeline's rules, writes <p>.clean and <p>.rejected."};
+  CLI::App app{"starling-clean: reads <p>.raw, applies the pipeline's rules, writes <p>.clean and <p>.rejected.\n"
+               "Per-device state and the consumed offsets live in RocksDB under --data-dir/state."};
   ServiceFlags flags;
   add_service_flags(app, flags, /*many_pipelines=*/false);
   CLI11_PARSE(app, argc, argv);
   return run_service("clean", flags, [](ServiceContext& ctx) {
-    clean::CleanService service(ctx.pipelines.front(), {ctx.bootstrap, ctx.instance, {}}, ctx.instance);
+    const auto& pipeline = ctx.pipelines.front();
+    std::filesystem::create_directories(ctx.flags.data_dir);
+    clean::RocksCleanStore store((std::filesystem::path(ctx.flags.data_dir) / "state").string(), pipeline.dedupe_window_ms);
+    clean::CleanService service(pipeline, store, {ctx.bootstrap, ctx.instance, {}}, ctx.instance);
     return service.run();
   });
 }

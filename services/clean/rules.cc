@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include <fmt/format.h>
+#include <google/protobuf/util/time_util.h>
 
 #include "services/common/records.h"
 
@@ -13,9 +14,11 @@ using google::protobuf::Message;
 
 namespace {
 
+// An empty string counts as missing, whether or not the field has presence:
+// devices send "" for "I don't know".
 bool is_set(const Message& m, const FieldDescriptor* f) {
   const auto* r = m.GetReflection();
-  if (f->has_presence()) return r->HasField(m, f);
+  if (f->has_presence() && !r->HasField(m, f)) return false;
   return f->cpp_type() != FieldDescriptor::CPPTYPE_STRING || !r->GetString(m, f).empty();
 }
 
@@ -28,7 +31,33 @@ double number(const Message& m, const FieldDescriptor* f) {
     case FieldDescriptor::CPPTYPE_UINT64: return static_cast<double>(r->GetUInt64(m, f));
     case FieldDescriptor::CPPTYPE_FLOAT: return r->GetFloat(m, f);
     case FieldDescriptor::CPPTYPE_DOUBLE: return r->GetDouble(m, f);
-    default: STARLING_ASSERT(false, "range on non-numeric field {} passed config validation", f->name());
+    default: STARLING_ASSERT(false, "numeric rule on non-numeric field {} passed config validation", f->name());
+  }
+}
+
+// Only double and float fields are converted and rounded (config validation).
+void set_number(Message& m, const FieldDescriptor* f, double v) {
+  if (f->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE) {
+    m.GetReflection()->SetDouble(&m, f, v);
+  } else {
+    m.GetReflection()->SetFloat(&m, f, static_cast<float>(v));
+  }
+}
+
+void copy_field(const Message& from, Message& to, const FieldDescriptor* f) {
+  const auto* r = from.GetReflection();
+  const auto* w = to.GetReflection();
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32: w->SetInt32(&to, f, r->GetInt32(from, f)); break;
+    case FieldDescriptor::CPPTYPE_INT64: w->SetInt64(&to, f, r->GetInt64(from, f)); break;
+    case FieldDescriptor::CPPTYPE_UINT32: w->SetUInt32(&to, f, r->GetUInt32(from, f)); break;
+    case FieldDescriptor::CPPTYPE_UINT64: w->SetUInt64(&to, f, r->GetUInt64(from, f)); break;
+    case FieldDescriptor::CPPTYPE_FLOAT: w->SetFloat(&to, f, r->GetFloat(from, f)); break;
+    case FieldDescriptor::CPPTYPE_DOUBLE: w->SetDouble(&to, f, r->GetDouble(from, f)); break;
+    case FieldDescriptor::CPPTYPE_BOOL: w->SetBool(&to, f, r->GetBool(from, f)); break;
+    case FieldDescriptor::CPPTYPE_ENUM: w->SetEnumValue(&to, f, r->GetEnumValue(from, f)); break;
+    case FieldDescriptor::CPPTYPE_STRING: w->SetString(&to, f, r->GetString(from, f)); break;
+    case FieldDescriptor::CPPTYPE_MESSAGE: w->MutableMessage(&to, f)->CopyFrom(r->GetMessage(from, f)); break;
   }
 }
 
@@ -36,6 +65,16 @@ std::string describe(const RangeRule& r) {
   std::string lo = r.min ? fmt::format("{} {} ", *r.min, r.min_inclusive ? "<=" : "<") : "";
   std::string hi = r.max ? fmt::format(" {} {}", r.max_inclusive ? "<=" : "<", *r.max) : "";
   return lo + "x" + hi;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+std::string rfc3339(int64_t ms) {
+  return google::protobuf::util::TimeUtil::ToString(google::protobuf::util::TimeUtil::MillisecondsToTimestamp(ms));
 }
 
 v1::Reason reason(std::string rule, const std::string& field, std::string value, std::string expected) {
@@ -47,28 +86,133 @@ v1::Reason reason(std::string rule, const std::string& field, std::string value,
   return r;
 }
 
+bool in_range(double v, const RangeRule& r) {
+  if (std::isnan(v)) return false;  // NaN compares false everywhere: refuse it explicitly
+  if (r.min && (r.min_inclusive ? v < *r.min : v <= *r.min)) return false;
+  if (r.max && (r.max_inclusive ? v > *r.max : v >= *r.max)) return false;
+  return true;
+}
+
 }  // namespace
 
-RuleEngine::RuleEngine(const PipelineConfig& pipeline) : pipeline_(pipeline) {}
+std::string format_duration(int64_t ms) {
+  if (ms != 0 && ms % 86'400'000 == 0) return fmt::format("{}d", ms / 86'400'000);
+  if (ms != 0 && ms % 3'600'000 == 0) return fmt::format("{}h", ms / 3'600'000);
+  if (ms != 0 && ms % 60'000 == 0) return fmt::format("{}m", ms / 60'000);
+  if (ms != 0 && ms % 1000 == 0) return fmt::format("{}s", ms / 1000);
+  return fmt::format("{}ms", ms);
+}
 
-std::vector<v1::Reason> RuleEngine::check(const Message& record) const {
-  STARLING_ASSERT(record.GetDescriptor() == pipeline_.descriptor, "record of type {} checked against pipeline {}",
+RuleEngine::RuleEngine(const PipelineConfig& pipeline) : pipeline_(pipeline) {
+  for (const auto& rule : pipeline_.rules) uses_memory_ |= rule.fill_max_age_ms.has_value();
+}
+
+Outcome RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMemory& memory) const {
+  STARLING_ASSERT(record.GetDescriptor() == pipeline_.descriptor, "record of type {} cleaned by pipeline {}",
                   record.GetDescriptor()->full_name(), pipeline_.name);
-  std::vector<v1::Reason> out;
+  Outcome out;
   for (const auto& rule : pipeline_.rules) {
-    const bool present = is_set(record, rule.descriptor);
-    if (rule.required && !present) {
-      out.push_back(reason("required", rule.field, "", "a value"));
+    const auto* f = rule.descriptor;
+    const bool own_value = is_set(record, f);
+    // 1. Fill a missing value: the device's last known one if young enough, else the default.
+    if (!own_value && rule.fill_max_age_ms) {
+      if (auto it = memory.find(f->number()); it != memory.end()) {
+        const int64_t age = ctx.event_time_ms - it->second.event_time_ms;
+        if (age >= 0 && age <= *rule.fill_max_age_ms) {
+          auto known = record.New();
+          if (known->ParseFromString(it->second.value) && is_set(*known, f)) {
+            copy_field(*known, record, f);
+            out.changes.push_back({rule.field, "fill_last_known", "", field_text(record, f)});
+          }
+          delete known;
+        }
+      }
+    }
+    if (!is_set(record, f) && rule.default_text) {
+      const auto st = set_field_text(record, f, *rule.default_text);
+      STARLING_ASSERT(st.has_value(), "default of {} passed config validation: {}", rule.field, st.error().message);
+      out.changes.push_back({rule.field, "default", "", field_text(record, f)});
+    }
+    const bool present = is_set(record, f);
+    // 2. Convert and round the record's own value. A filled or default value
+    //    is already in the clean unit and precision.
+    if (own_value && rule.convert) {
+      const auto before = field_text(record, f);
+      set_number(record, f, number(record, f) * rule.convert->factor + rule.convert->offset);
+      out.changes.push_back({rule.field, fmt::format("convert({}->{})", rule.convert->from, rule.convert->to), before,
+                             field_text(record, f)});
+    }
+    if (own_value && rule.round) {
+      const double v = number(record, f);
+      const double scale = std::pow(10.0, *rule.round);
+      const double rounded = std::round(v * scale) / scale;
+      if (std::isfinite(v) && rounded != v) {
+        const auto before = field_text(record, f);
+        set_number(record, f, rounded);
+        out.changes.push_back({rule.field, fmt::format("round({})", *rule.round), before, field_text(record, f)});
+      }
+    }
+    // 3. Check.
+    if (!present) {
+      if (rule.required) out.reasons.push_back(reason("required", rule.field, "", "a value"));
       continue;
     }
-    if (rule.range && present) {
-      const double v = number(record, rule.descriptor);
-      const auto& r = *rule.range;
-      const bool low = r.min && (r.min_inclusive ? v < *r.min : v <= *r.min);
-      const bool high = r.max && (r.max_inclusive ? v > *r.max : v >= *r.max);
-      // NaN compares false everywhere: refuse it explicitly.
-      if (low || high || std::isnan(v)) out.push_back(reason("range", rule.field, field_text(record, rule.descriptor), describe(r)));
+    if (rule.range && !in_range(number(record, f), *rule.range)) {
+      out.reasons.push_back(reason("range", rule.field, field_text(record, f), describe(*rule.range)));
     }
+    if (!rule.allowed.empty()) {
+      const auto text = field_text(record, f);
+      if (std::find(rule.allowed.begin(), rule.allowed.end(), text) == rule.allowed.end()) {
+        out.reasons.push_back(reason("allowed", rule.field, text, "one of: " + join(rule.allowed)));
+      }
+    }
+    if (rule.regex) {
+      const auto text = field_text(record, f);
+      if (!std::regex_match(text, *rule.regex)) {
+        out.reasons.push_back(reason("regex", rule.field, text, "matches /" + rule.regex_text + "/"));
+      }
+    }
+    if (rule.timestamp) {
+      const int64_t t = timestamp_ms(record, f);
+      const auto& ts = *rule.timestamp;
+      if (ts.max_future_ms && t > ctx.ingest_time_ms + *ts.max_future_ms) {
+        out.reasons.push_back(reason("timestamp", rule.field, field_text(record, f),
+                                     fmt::format("at most {} after ingest time {}", format_duration(*ts.max_future_ms),
+                                                 rfc3339(ctx.ingest_time_ms))));
+      } else if (ts.max_late_ms && t < ctx.ingest_time_ms - *ts.max_late_ms) {
+        out.reasons.push_back(reason("timestamp", rule.field, field_text(record, f),
+                                     fmt::format("at most {} before ingest time {}", format_duration(*ts.max_late_ms),
+                                                 rfc3339(ctx.ingest_time_ms))));
+      }
+    }
+    if (own_value && rule.fill_max_age_ms) {
+      auto only = record.New();
+      copy_field(record, *only, f);
+      out.observed[f->number()] = KnownValue{ctx.event_time_ms, only->SerializeAsString()};
+      delete only;
+    }
+  }
+  return out;
+}
+
+bool remember(DeviceMemory& memory, const DeviceMemory& observed) {
+  bool changed = false;
+  for (const auto& [field, v] : observed) {
+    auto [it, fresh] = memory.try_emplace(field, v);
+    if (fresh) {
+      changed = true;
+    } else if (v.event_time_ms >= it->second.event_time_ms && !(it->second == v)) {
+      it->second = v;
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+std::string describe_changes(const std::vector<Change>& changes) {
+  std::string out;
+  for (const auto& c : changes) {
+    out += fmt::format("{}{}:{}({}->{})", out.empty() ? "" : ";", c.field, c.rule, c.from.empty() ? "missing" : c.from, c.to);
   }
   return out;
 }

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "services/cli/fixtures.h"
 #include "services/cli/report.h"
 #include "services/cli/simulate.h"
 #include "services/cli/stack.h"
@@ -375,6 +376,9 @@ int run(int argc, char** argv) {
   auto* check = app.add_subcommand("check", "Validate pipeline files; errors name the line");
   std::vector<std::string> check_files;
   check->add_option("files", check_files, "Pipeline YAML files")->required();
+  auto* test_cmd = app.add_subcommand("test", "Run the fixture cases beside each pipeline (x.yaml → x.test.yaml); exit 1 on a failure");
+  std::vector<std::string> test_files;
+  test_cmd->add_option("files", test_files, "Pipeline YAML files")->required();
 
   CLI11_PARSE(app, argc, argv);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress goes to stderr; keep the order readable
@@ -384,6 +388,7 @@ int run(int argc, char** argv) {
 
   try {
     if (*check) return cmd_check(check_files);
+    if (*test_cmd) return run_fixture_files(test_files);
     if (*sagas) {
       for (auto* sub : {sagas_list_cmd, sagas_show_cmd, sagas_report_cmd}) {
         if (*sub) sagas_args.command = sub->get_name();

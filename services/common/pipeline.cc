@@ -9,35 +9,66 @@
 #include <google/protobuf/timestamp.pb.h>
 #include <yaml-cpp/yaml.h>
 
+#include "services/common/records.h"
+
 namespace starling {
 namespace {
 
 using google::protobuf::FieldDescriptor;
+
+// One problem found; the Reader records it and parsing goes on with the next
+// part (see Reader::part), so `starling check` lists every problem at once.
+struct Problem {
+  std::string text;
+};
 
 // Walks the YAML tree with a path, so every error names file, line and key.
 class Reader {
  public:
   explicit Reader(std::string origin) : origin_(std::move(origin)) {}
 
-  [[noreturn]] void error(const YAML::Node& node, const std::string& path,
-                          const std::string& problem) const {
+  std::string where(const YAML::Node& node, const std::string& path, const std::string& problem) const {
     const auto mark = node.Mark();
-    if (mark.line >= 0) {
-      throw ConfigError(fmt::format("{}:{}:{}: {}: {}", origin_, mark.line + 1, mark.column + 1,
-                                    path, problem));
-    }
-    throw ConfigError(fmt::format("{}: {}: {}", origin_, path, problem));
+    if (mark.line >= 0) return fmt::format("{}:{}:{}: {}: {}", origin_, mark.line + 1, mark.column + 1, path, problem);
+    return fmt::format("{}: {}: {}", origin_, path, problem);
   }
 
-  void expect_keys(const YAML::Node& map, const std::string& path,
-                   const std::set<std::string>& allowed) const {
+  /// Ends the current part: the problem is recorded by part().
+  [[noreturn]] void error(const YAML::Node& node, const std::string& path, const std::string& problem) const {
+    throw Problem{where(node, path, problem)};
+  }
+  /// Records a problem and goes on.
+  void note(const YAML::Node& node, const std::string& path, const std::string& problem) {
+    problems_.push_back(where(node, path, problem));
+  }
+
+  /// Runs one independent part of the file; a problem in it is recorded and
+  /// the caller goes on with the next part. Returns whether it was clean.
+  template <class F>
+  bool part(F&& f) {
+    const auto before = problems_.size();
+    try {
+      f();
+    } catch (const Problem& p) {
+      problems_.push_back(p.text);
+    }
+    return problems_.size() == before;
+  }
+
+  /// Throws ConfigError with every problem recorded, if any.
+  void finish() const {
+    if (!problems_.empty()) throw ConfigError(problems_);
+  }
+
+  // Unknown keys are recorded, not fatal: the known ones are still checked.
+  void expect_keys(const YAML::Node& map, const std::string& path, const std::set<std::string>& allowed) {
     if (!map.IsMap()) error(map, path, "expected a mapping");
     for (const auto& kv : map) {
       const auto key = kv.first.as<std::string>();
       if (!allowed.contains(key)) {
         std::string list;
         for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-        error(kv.first, path + "." + key, fmt::format("unknown key; expected one of: {}", list));
+        note(kv.first, path + "." + key, fmt::format("unknown key; expected one of: {}", list));
       }
     }
   }
@@ -77,15 +108,15 @@ class Reader {
 
   // Durations are written like 30s, 5m, 250ms or 1h.
   int64_t duration_ms(const YAML::Node& node, const std::string& path) const {
-    static const std::regex re(R"(^\s*(\d+)\s*(ms|s|m|h)\s*$)");
+    static const std::regex re(R"(^\s*(\d+)\s*(ms|s|m|h|d)\s*$)");
     const auto text = string(node, path);
     std::smatch m;
     if (!std::regex_match(text, m, re)) {
-      error(node, path, fmt::format("expected a duration like 250ms, 30s, 5m or 1h, got '{}'", text));
+      error(node, path, fmt::format("expected a duration like 250ms, 30s, 5m, 1h or 1d, got '{}'", text));
     }
     const int64_t n = std::stoll(m[1]);
     const auto unit = m[2].str();
-    return unit == "ms" ? n : unit == "s" ? n * 1000 : unit == "m" ? n * 60'000 : n * 3'600'000;
+    return unit == "ms" ? n : unit == "s" ? n * 1000 : unit == "m" ? n * 60'000 : unit == "h" ? n * 3'600'000 : n * 86'400'000;
   }
 
   const FieldDescriptor* field(const google::protobuf::Descriptor* d, const YAML::Node& node,
@@ -103,6 +134,7 @@ class Reader {
 
  private:
   std::string origin_;
+  std::vector<std::string> problems_;
 };
 
 bool is_numeric(const FieldDescriptor* f) {
@@ -131,6 +163,215 @@ bool is_identifier(const std::string& s) {
 
 }  // namespace
 
+namespace {
+
+// The fixed unit table: each unit is (dimension, factor, offset) against the
+// dimension's base unit, so base = value * factor + offset.
+struct Unit {
+  const char* name;
+  const char* dimension;
+  double factor;
+  double offset;
+};
+constexpr Unit kUnits[] = {
+    {"km/h", "speed", 1.0, 0},          {"mph", "speed", 1.609344, 0},   {"m/s", "speed", 3.6, 0},
+    {"kn", "speed", 1.852, 0},          {"degC", "temperature", 1.0, 0}, {"°C", "temperature", 1.0, 0},
+    {"degF", "temperature", 5.0 / 9.0, -160.0 / 9.0},                    {"°F", "temperature", 5.0 / 9.0, -160.0 / 9.0},
+    {"K", "temperature", 1.0, -273.15}, {"km", "distance", 1.0, 0},      {"m", "distance", 0.001, 0},
+    {"mi", "distance", 1.609344, 0},    {"ft", "distance", 0.0003048, 0}, {"mm", "depth", 1.0, 0},
+    {"in", "depth", 25.4, 0},           {"hPa", "pressure", 1.0, 0},     {"kPa", "pressure", 10.0, 0},
+    {"inHg", "pressure", 33.8638866667, 0}, {"mmHg", "pressure", 1.33322387415, 0},
+};
+
+const Unit* find_unit(const std::string& name) {
+  for (const auto& u : kUnits) {
+    if (name == u.name) return &u;
+  }
+  return nullptr;
+}
+
+void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std::string& path) {
+  static const std::set<std::string> kKeys = {"field",   "required", "range",   "allowed",         "regex",
+                                             "convert", "round",    "default", "fill_last_known", "timestamp"};
+  r.expect_keys(node, path, kKeys);
+  if (!node["field"]) r.error(node, path + ".field", "missing; name the field the rule checks");
+  FieldRule rule;
+  rule.line = node.Mark().line + 1;
+  rule.field = r.string(node["field"], path + ".field");
+  rule.descriptor = r.field(p.descriptor, node["field"], path + ".field");
+  const auto* f = rule.descriptor;
+  const bool can_be_missing = f->has_presence() || f->cpp_type() == FieldDescriptor::CPPTYPE_STRING;
+  const bool floating = f->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE || f->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT;
+  const bool integral = is_numeric(f) && !floating;
+  bool any = false;
+  // Each part of a rule is checked on its own, so one bad part does not hide another.
+  r.part([&] {
+    if (!node["required"]) return;
+    any = true;
+    rule.required = r.boolean(node["required"], path + ".required");
+    if (rule.required && !can_be_missing) {
+      r.error(node["required"], path + ".required",
+              fmt::format("field '{}' cannot tell missing from zero; declare it `optional` in the .proto", rule.field));
+    }
+  });
+  r.part([&] {
+    const auto range = node["range"];
+    if (!range) return;
+    any = true;
+    if (!is_numeric(f)) {
+      r.error(range, path + ".range", fmt::format("range needs a numeric field; '{}' is {}", rule.field, f->type_name()));
+    }
+    r.expect_keys(range, path + ".range", {"min", "max", "min_inclusive", "max_inclusive"});
+    RangeRule rr;
+    if (range["min"]) rr.min = r.number(range["min"], path + ".range.min");
+    if (range["max"]) rr.max = r.number(range["max"], path + ".range.max");
+    if (range["min_inclusive"]) rr.min_inclusive = r.boolean(range["min_inclusive"], path + ".range.min_inclusive");
+    if (range["max_inclusive"]) rr.max_inclusive = r.boolean(range["max_inclusive"], path + ".range.max_inclusive");
+    if (!rr.min && !rr.max) r.error(range, path + ".range", "expected min, max or both");
+    if (rr.min && rr.max && *rr.min > *rr.max)
+      r.error(range, path + ".range", fmt::format("min {} is greater than max {}", *rr.min, *rr.max));
+    if (rr.min && rr.max && *rr.min == *rr.max && !(rr.min_inclusive && rr.max_inclusive))
+      r.error(range, path + ".range", fmt::format("no value is in this range: min and max are both {} and a bound is exclusive", *rr.min));
+    rule.range = rr;
+  });
+  r.part([&] {
+    const auto allowed = node["allowed"];
+    if (!allowed) return;
+    any = true;
+    if (!allowed.IsSequence() || allowed.size() == 0) r.error(allowed, path + ".allowed", "expected a non-empty list of values");
+    const auto* e = f->enum_type();
+    if (e == nullptr && f->cpp_type() != FieldDescriptor::CPPTYPE_STRING && !integral) {
+      r.error(allowed, path + ".allowed", fmt::format("allowed needs an enum, string or integer field; '{}' is {}", rule.field, f->type_name()));
+    }
+    for (std::size_t i = 0; i < allowed.size(); ++i) {
+      const auto item_path = fmt::format("{}.allowed[{}]", path, i);
+      const auto v = r.string(allowed[i], item_path);
+      if (e != nullptr && e->FindValueByName(v) == nullptr) {
+        std::string names;
+        for (int k = 0; k < e->value_count(); ++k) names += (k ? ", " : "") + e->value(k)->name();
+        r.note(allowed[i], item_path, fmt::format("'{}' is not a value of {}; it has: {}", v, e->full_name(), names));
+      } else if (integral && !std::regex_match(v, std::regex("^-?[0-9]+$"))) {
+        r.note(allowed[i], item_path, fmt::format("expected an integer, got '{}'", v));
+      }
+      rule.allowed.push_back(v);
+    }
+  });
+  r.part([&] {
+    const auto regex = node["regex"];
+    if (!regex) return;
+    any = true;
+    if (f->cpp_type() != FieldDescriptor::CPPTYPE_STRING || f->type() == FieldDescriptor::TYPE_BYTES)
+      r.error(regex, path + ".regex", fmt::format("regex needs a string field; '{}' is {}", rule.field, f->type_name()));
+    rule.regex_text = r.string(regex, path + ".regex");
+    try {
+      rule.regex = std::make_shared<const std::regex>(rule.regex_text, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      r.error(regex, path + ".regex", fmt::format("not a valid regular expression '{}': {}", rule.regex_text, e.what()));
+    }
+  });
+  r.part([&] {
+    const auto convert = node["convert"];
+    if (!convert) return;
+    any = true;
+    if (!floating)
+      r.error(convert, path + ".convert", fmt::format("convert needs a double or float field; '{}' is {}", rule.field, f->type_name()));
+    r.expect_keys(convert, path + ".convert", {"from", "to"});
+    if (!convert["from"] || !convert["to"]) r.error(convert, path + ".convert", "expected from and to, e.g. {from: mph, to: km/h}");
+    const auto from = r.string(convert["from"], path + ".convert.from");
+    const auto to = r.string(convert["to"], path + ".convert.to");
+    bool known = true;
+    if (find_unit(from) == nullptr) {
+      r.note(convert["from"], path + ".convert.from", fmt::format("unknown unit '{}'; known units: {}", from, known_units()));
+      known = false;
+    }
+    if (find_unit(to) == nullptr) {
+      r.note(convert["to"], path + ".convert.to", fmt::format("unknown unit '{}'; known units: {}", to, known_units()));
+      known = false;
+    }
+    if (!known) return;
+    rule.convert = unit_conversion(from, to);
+    if (!rule.convert) {
+      r.error(convert, path + ".convert", fmt::format("cannot convert {} ({}) to {} ({})", from, find_unit(from)->dimension, to,
+                                                      find_unit(to)->dimension));
+    }
+  });
+  r.part([&] {
+    const auto round = node["round"];
+    if (!round) return;
+    any = true;
+    if (!floating)
+      r.error(round, path + ".round", fmt::format("round needs a double or float field; '{}' is {}", rule.field, f->type_name()));
+    const auto n = r.integer(round, path + ".round", 0);
+    if (n > 12) r.error(round, path + ".round", fmt::format("expected at most 12 decimals, got {}", n));
+    rule.round = static_cast<int>(n);
+  });
+  r.part([&] {
+    const auto def = node["default"];
+    if (!def) return;
+    any = true;
+    if (!can_be_missing)
+      r.error(def, path + ".default", fmt::format("field '{}' cannot tell missing from zero; declare it `optional` in the .proto", rule.field));
+    const auto text = r.string(def, path + ".default");
+    auto scratch = new_record(p);
+    if (auto st = set_field_text(*scratch, f, text); !st) r.error(def, path + ".default", st.error().message);
+    rule.default_text = text;
+  });
+  r.part([&] {
+    const auto fill = node["fill_last_known"];
+    if (!fill) return;
+    any = true;
+    if (!can_be_missing)
+      r.error(fill, path + ".fill_last_known", fmt::format("field '{}' cannot tell missing from zero; declare it `optional` in the .proto", rule.field));
+    r.expect_keys(fill, path + ".fill_last_known", {"max_age"});
+    if (!fill["max_age"]) r.error(fill, path + ".fill_last_known", "expected max_age, e.g. {max_age: 10m}");
+    if (p.device_id_field == nullptr)
+      r.error(fill, path + ".fill_last_known", "needs keys.device_id: last known values are kept per device");
+    rule.fill_max_age_ms = r.duration_ms(fill["max_age"], path + ".fill_last_known.max_age");
+  });
+  r.part([&] {
+    const auto ts = node["timestamp"];
+    if (!ts) return;
+    any = true;
+    if (!is_timestamp(f))
+      r.error(ts, path + ".timestamp", fmt::format("timestamp needs a google.protobuf.Timestamp field; '{}' is {}", rule.field, f->type_name()));
+    r.expect_keys(ts, path + ".timestamp", {"max_future", "max_late"});
+    TimestampRule tr;
+    if (ts["max_future"]) tr.max_future_ms = r.duration_ms(ts["max_future"], path + ".timestamp.max_future");
+    if (ts["max_late"]) tr.max_late_ms = r.duration_ms(ts["max_late"], path + ".timestamp.max_late");
+    if (!tr.max_future_ms && !tr.max_late_ms) r.error(ts, path + ".timestamp", "expected max_future, max_late or both");
+    rule.timestamp = tr;
+  });
+  if (!any) {
+    r.error(node, path, "a rule needs at least one of required, range, allowed, regex, convert, round, default, "
+                        "fill_last_known, timestamp");
+  }
+  p.rules.push_back(std::move(rule));
+}
+
+}  // namespace
+
+ConfigError::ConfigError(std::vector<std::string> problems)
+    : std::runtime_error([&] {
+        std::string all;
+        for (const auto& p : problems) all += (all.empty() ? "" : "\n") + p;
+        return all;
+      }()),
+      problems_(std::move(problems)) {}
+
+std::optional<UnitConversion> unit_conversion(const std::string& from, const std::string& to) {
+  const auto* a = find_unit(from);
+  const auto* b = find_unit(to);
+  if (a == nullptr || b == nullptr || std::string_view(a->dimension) != b->dimension) return std::nullopt;
+  // base = v * a.factor + a.offset; to = (base - b.offset) / b.factor
+  return UnitConversion{from, to, a->factor / b->factor, (a->offset - b->offset) / b->factor};
+}
+
+std::string known_units() {
+  std::string out;
+  for (const auto& u : kUnits) out += (out.empty() ? "" : ", ") + std::string(u.name);
+  return out;
+}
+
 PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin) {
   YAML::Node root;
   try {
@@ -139,130 +380,126 @@ PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin
     throw ConfigError(fmt::format("{}:{}:{}: {}", origin, e.mark.line + 1, e.mark.column + 1, e.msg));
   }
   Reader r(origin);
-  if (!root.IsMap()) r.error(root, "(top)", "expected a mapping with pipeline, schema, clean, load");
-  r.expect_keys(root, "(top)", {"pipeline", "description", "schema", "keys", "topics", "clean", "load", "saga"});
-
   PipelineConfig p;
   p.file = origin;
-  if (!root["pipeline"]) r.error(root, "pipeline", "missing; name the pipeline");
-  p.name = r.string(root["pipeline"], "pipeline");
-  if (!is_identifier(p.name)) r.error(root["pipeline"], "pipeline", "expected letters, digits and _ only");
-
-  const auto schema = root["schema"];
-  if (!schema) r.error(root, "schema", "missing; name the Protobuf message, e.g. message: starling.v1.RideTelemetry");
-  r.expect_keys(schema, "schema", {"message", "version"});
-  p.message_type = r.string(schema["message"], "schema.message");
-  p.descriptor = google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(p.message_type);
-  if (p.descriptor == nullptr) {
-    r.error(schema["message"], "schema.message",
-            fmt::format("no Protobuf message '{}' is compiled in; add its .proto under schemas/", p.message_type));
-  }
-  if (schema["version"]) p.schema_version = static_cast<uint32_t>(r.integer(schema["version"], "schema.version", 1));
+  // Without the message type nothing else can be checked: those problems end the check.
+  const bool typed = r.part([&] {
+    if (!root.IsMap()) r.error(root, "(top)", "expected a mapping with pipeline, schema, clean, load");
+    r.expect_keys(root, "(top)", {"pipeline", "description", "schema", "keys", "topics", "clean", "load", "saga"});
+    r.part([&] {
+      if (!root["pipeline"]) r.error(root, "pipeline", "missing; name the pipeline");
+      p.name = r.string(root["pipeline"], "pipeline");
+      if (!is_identifier(p.name)) r.error(root["pipeline"], "pipeline", "expected letters, digits and _ only");
+    });
+    const auto schema = root["schema"];
+    if (!schema) r.error(root, "schema", "missing; name the Protobuf message, e.g. message: starling.v1.RideTelemetry");
+    r.expect_keys(schema, "schema", {"message", "version"});
+    if (!schema["message"]) r.error(schema, "schema.message", "missing; name the Protobuf message");
+    p.message_type = r.string(schema["message"], "schema.message");
+    p.descriptor = google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(p.message_type);
+    if (p.descriptor == nullptr) {
+      r.error(schema["message"], "schema.message",
+              fmt::format("no Protobuf message '{}' is compiled in; add its .proto under schemas/", p.message_type));
+    }
+    if (schema["version"]) p.schema_version = static_cast<uint32_t>(r.integer(schema["version"], "schema.version", 1));
+  });
+  if (!typed) r.finish();
 
   if (const auto keys = root["keys"]) {
-    r.expect_keys(keys, "keys", {"event_id", "device_id", "event_time"});
-    if (keys["event_id"]) {
+    r.part([&] { r.expect_keys(keys, "keys", {"event_id", "device_id", "event_time"}); });
+    r.part([&] {
+      if (!keys["event_id"]) return;
       p.event_id_field = r.field(p.descriptor, keys["event_id"], "keys.event_id");
       if (p.event_id_field->cpp_type() != FieldDescriptor::CPPTYPE_STRING)
         r.error(keys["event_id"], "keys.event_id", "expected a string field");
-    }
-    if (keys["device_id"]) {
+    });
+    r.part([&] {
+      if (!keys["device_id"]) return;
       p.device_id_field = r.field(p.descriptor, keys["device_id"], "keys.device_id");
       if (p.device_id_field->cpp_type() != FieldDescriptor::CPPTYPE_STRING)
         r.error(keys["device_id"], "keys.device_id", "expected a string field");
-    }
-    if (keys["event_time"]) {
+    });
+    r.part([&] {
+      if (!keys["event_time"]) return;
       p.event_time_field = r.field(p.descriptor, keys["event_time"], "keys.event_time");
       if (!is_timestamp(p.event_time_field))
         r.error(keys["event_time"], "keys.event_time", "expected a google.protobuf.Timestamp field");
-    }
+    });
   }
 
   if (const auto topics = root["topics"]) {
-    r.expect_keys(topics, "topics", {"partitions"});
-    if (topics["partitions"]) p.partitions = static_cast<int>(r.integer(topics["partitions"], "topics.partitions", 1));
+    r.part([&] {
+      r.expect_keys(topics, "topics", {"partitions"});
+      if (topics["partitions"]) p.partitions = static_cast<int>(r.integer(topics["partitions"], "topics.partitions", 1));
+    });
   }
 
   if (const auto clean = root["clean"]) {
-    r.expect_keys(clean, "clean", {"rules"});
-    const auto rules = clean["rules"];
-    if (rules && !rules.IsSequence()) r.error(rules, "clean.rules", "expected a list of rules");
-    for (std::size_t i = 0; rules && i < rules.size(); ++i) {
-      const auto node = rules[i];
-      const auto path = fmt::format("clean.rules[{}]", i);
-      r.expect_keys(node, path, {"field", "required", "range"});
-      if (!node["field"]) r.error(node, path + ".field", "missing; name the field the rule checks");
-      FieldRule rule;
-      rule.line = node.Mark().line + 1;
-      rule.field = r.string(node["field"], path + ".field");
-      rule.descriptor = r.field(p.descriptor, node["field"], path + ".field");
-      if (node["required"]) {
-        rule.required = r.boolean(node["required"], path + ".required");
-        if (rule.required && !rule.descriptor->has_presence() &&
-            rule.descriptor->cpp_type() != FieldDescriptor::CPPTYPE_STRING) {
-          r.error(node["required"], path + ".required",
-                  fmt::format("field '{}' cannot tell missing from zero; declare it `optional` in the .proto", rule.field));
-        }
+    r.part([&] {
+      r.expect_keys(clean, "clean", {"rules", "dedupe"});
+      if (const auto dedupe = clean["dedupe"]) {
+        r.part([&] {
+          r.expect_keys(dedupe, "clean.dedupe", {"window"});
+          if (!dedupe["window"]) r.error(dedupe, "clean.dedupe", "expected window, e.g. {window: 10m}");
+          p.dedupe_window_ms = r.duration_ms(dedupe["window"], "clean.dedupe.window");
+          if (p.dedupe_window_ms <= 0) r.error(dedupe["window"], "clean.dedupe.window", "expected a positive duration");
+        });
       }
-      if (const auto range = node["range"]) {
-        if (!is_numeric(rule.descriptor)) {
-          r.error(range, path + ".range",
-                  fmt::format("range needs a numeric field; '{}' is {}", rule.field, rule.descriptor->type_name()));
-        }
-        r.expect_keys(range, path + ".range", {"min", "max", "min_inclusive", "max_inclusive"});
-        RangeRule rr;
-        if (range["min"]) rr.min = r.number(range["min"], path + ".range.min");
-        if (range["max"]) rr.max = r.number(range["max"], path + ".range.max");
-        if (range["min_inclusive"]) rr.min_inclusive = r.boolean(range["min_inclusive"], path + ".range.min_inclusive");
-        if (range["max_inclusive"]) rr.max_inclusive = r.boolean(range["max_inclusive"], path + ".range.max_inclusive");
-        if (!rr.min && !rr.max) r.error(range, path + ".range", "expected min, max or both");
-        if (rr.min && rr.max && *rr.min > *rr.max)
-          r.error(range, path + ".range", fmt::format("min {} is greater than max {}", *rr.min, *rr.max));
-        rule.range = rr;
+      const auto rules = clean["rules"];
+      if (rules && !rules.IsSequence()) r.error(rules, "clean.rules", "expected a list of rules");
+      for (std::size_t i = 0; rules && i < rules.size(); ++i) {
+        r.part([&] { parse_rule(r, p, rules[i], fmt::format("clean.rules[{}]", i)); });
       }
-      if (!rule.required && !rule.range) r.error(node, path, "a rule needs required or range");
-      p.rules.push_back(std::move(rule));
-    }
+    });
   }
 
-  const auto load = root["load"];
-  if (!load) r.error(root, "load", "missing; give the sink table and its columns");
-  r.expect_keys(load, "load", {"sink", "table", "columns"});
-  if (load["sink"]) {
-    p.sink = r.string(load["sink"], "load.sink");
-    if (p.sink != "sqlite" && p.sink != "postgres")
-      r.error(load["sink"], "load.sink", fmt::format("expected sqlite or postgres, got '{}'", p.sink));
-  }
-  if (!load["table"]) r.error(load, "load.table", "missing");
-  p.table = r.string(load["table"], "load.table");
-  if (!is_identifier(p.table)) r.error(load["table"], "load.table", "expected an identifier: letters, digits, _");
-  const auto columns = load["columns"];
-  if (!columns || !columns.IsMap() || columns.size() == 0)
-    r.error(columns ? columns : load, "load.columns", "expected a mapping of column: field");
-  std::set<std::string> seen;
-  for (const auto& kv : columns) {
-    Column c;
-    c.name = kv.first.as<std::string>();
-    const auto path = "load.columns." + c.name;
-    if (!is_identifier(c.name)) r.error(kv.first, path, "expected an identifier: letters, digits, _");
-    if (c.name.starts_with("_starling") || c.name == "event_id" || c.name == "saga_id" || c.name == "seq" ||
-        c.name == "event_time_ms" || c.name == "ingest_time_ms")
-      r.error(kv.first, path, "this column name is reserved for the envelope columns");
-    if (!seen.insert(c.name).second) r.error(kv.first, path, "duplicate column");
-    c.field = r.string(kv.second, path);
-    c.descriptor = r.field(p.descriptor, kv.second, path);
-    if (c.descriptor->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && !is_timestamp(c.descriptor))
-      r.error(kv.second, path, "only scalar, enum and google.protobuf.Timestamp fields map to columns");
-    p.columns.push_back(std::move(c));
-  }
+  r.part([&] {
+    const auto load = root["load"];
+    if (!load) r.error(root, "load", "missing; give the sink table and its columns");
+    r.expect_keys(load, "load", {"sink", "table", "columns"});
+    r.part([&] {
+      if (!load["sink"]) return;
+      p.sink = r.string(load["sink"], "load.sink");
+      if (p.sink != "sqlite" && p.sink != "postgres")
+        r.error(load["sink"], "load.sink", fmt::format("expected sqlite or postgres, got '{}'", p.sink));
+    });
+    r.part([&] {
+      if (!load["table"]) r.error(load, "load.table", "missing");
+      p.table = r.string(load["table"], "load.table");
+      if (!is_identifier(p.table)) r.error(load["table"], "load.table", "expected an identifier: letters, digits, _");
+    });
+    const auto columns = load["columns"];
+    if (!columns || !columns.IsMap() || columns.size() == 0)
+      r.error(columns ? columns : load, "load.columns", "expected a mapping of column: field");
+    std::set<std::string> seen;
+    for (const auto& kv : columns) {
+      r.part([&] {
+        Column c;
+        c.name = kv.first.as<std::string>();
+        const auto path = "load.columns." + c.name;
+        if (!is_identifier(c.name)) r.error(kv.first, path, "expected an identifier: letters, digits, _");
+        if (c.name.starts_with("_starling") || c.name == "event_id" || c.name == "saga_id" || c.name == "seq" ||
+            c.name == "event_time_ms" || c.name == "ingest_time_ms")
+          r.error(kv.first, path, "this column name is reserved for the envelope columns");
+        if (!seen.insert(c.name).second) r.error(kv.first, path, "duplicate column");
+        c.field = r.string(kv.second, path);
+        c.descriptor = r.field(p.descriptor, kv.second, path);
+        if (c.descriptor->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && !is_timestamp(c.descriptor))
+          r.error(kv.second, path, "only scalar, enum and google.protobuf.Timestamp fields map to columns");
+        p.columns.push_back(std::move(c));
+      });
+    }
+  });
 
   if (const auto saga = root["saga"]) {
-    r.expect_keys(saga, "saga", {"stall_after", "fail_after"});
-    if (saga["stall_after"]) p.stall_after_ms = r.duration_ms(saga["stall_after"], "saga.stall_after");
-    if (saga["fail_after"]) p.fail_after_ms = r.duration_ms(saga["fail_after"], "saga.fail_after");
-    if (p.fail_after_ms <= p.stall_after_ms)
-      r.error(saga, "saga", "fail_after must be longer than stall_after");
+    r.part([&] {
+      r.expect_keys(saga, "saga", {"stall_after", "fail_after"});
+      if (saga["stall_after"]) p.stall_after_ms = r.duration_ms(saga["stall_after"], "saga.stall_after");
+      if (saga["fail_after"]) p.fail_after_ms = r.duration_ms(saga["fail_after"], "saga.fail_after");
+      if (p.fail_after_ms <= p.stall_after_ms) r.error(saga, "saga", "fail_after must be longer than stall_after");
+    });
   }
+  r.finish();
   return p;
 }
 

@@ -4,6 +4,8 @@
 // through Protobuf reflection, so a new pipeline needs no C++.
 
 #include <cstdint>
+#include <memory>
+#include <regex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -13,10 +15,16 @@
 
 namespace starling {
 
-/// Thrown by load_pipeline; what() is "file:line:column: path: problem".
+/// Thrown by load_pipeline. Each problem is "file:line:column: path: problem";
+/// what() lists every problem found, one per line.
 class ConfigError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit ConfigError(const std::string& problem) : ConfigError(std::vector<std::string>{problem}) {}
+  explicit ConfigError(std::vector<std::string> problems);
+  const std::vector<std::string>& problems() const { return problems_; }
+
+ private:
+  std::vector<std::string> problems_;
 };
 
 struct RangeRule {
@@ -26,13 +34,45 @@ struct RangeRule {
   bool max_inclusive = true;
 };
 
+/// A linear unit conversion: to = from * factor + offset (°F → °C has an offset).
+struct UnitConversion {
+  std::string from;
+  std::string to;
+  double factor = 1;
+  double offset = 0;
+};
+
+/// Timestamp sanity, relative to the envelope's ingest time.
+struct TimestampRule {
+  std::optional<int64_t> max_future_ms;  // clock skew a device may have
+  std::optional<int64_t> max_late_ms;    // how old an event may arrive
+};
+
+/// Everything the YAML says about one field. The clean stage applies the
+/// parts in a fixed order (see services/clean/README.md): fill (last known,
+/// then default), convert, round, then the checks required, range, allowed,
+/// regex, timestamp.
 struct FieldRule {
   std::string field;
   const google::protobuf::FieldDescriptor* descriptor = nullptr;
   bool required = false;
   std::optional<RangeRule> range;
+  std::vector<std::string> allowed;         // enum value names, strings or integers, as text
+  std::string regex_text;                   // empty: none; must match the whole value
+  std::shared_ptr<const std::regex> regex;  // compiled regex_text (ECMAScript)
+  std::optional<UnitConversion> convert;
+  std::optional<int> round;                 // decimals
+  std::optional<std::string> default_text;  // the default value, valid for the field's type
+  std::optional<int64_t> fill_max_age_ms;   // fill from the device's last known value this young
+  std::optional<TimestampRule> timestamp;
   int line = 0;  // where the rule stands in the YAML, for messages
 };
+
+/// Converting between units, by name ("mph", "km/h", "degF", "°C", ...);
+/// nullopt when either is unknown or they measure different things.
+std::optional<UnitConversion> unit_conversion(const std::string& from, const std::string& to);
+/// The unit names unit_conversion knows, for error messages.
+std::string known_units();
 
 struct Column {
   std::string name;
@@ -54,6 +94,9 @@ struct PipelineConfig {
 
   int partitions = 3;
   std::vector<FieldRule> rules;
+  /// Drop an event whose event id was seen this recently (by ingest time) on
+  /// the same device's partition; 0: no dedupe.
+  int64_t dedupe_window_ms = 0;
 
   std::string sink = "sqlite";
   std::string table;

@@ -1,5 +1,8 @@
 #include "services/common/records.h"
 
+#include <climits>
+#include <cstdint>
+
 #include <fmt/format.h>
 #include <google/protobuf/timestamp.pb.h>
 #include <google/protobuf/util/json_util.h>
@@ -63,6 +66,82 @@ std::string field_text(const Message& m, const FieldDescriptor* f) {
     }
   }
   return {};
+}
+
+Status set_field_text(Message& m, const FieldDescriptor* f, const std::string& text) {
+  const auto* r = m.GetReflection();
+  auto bad = [&](const char* what) {
+    return fail(Errc::invalid_argument, fmt::format("expected {} for field '{}', got '{}'", what, f->name(), text));
+  };
+  auto whole = [&](auto parse) -> bool {
+    try {
+      std::size_t used = 0;
+      parse(used);
+      return used == text.size() && !text.empty();
+    } catch (const std::exception&) {
+      return false;
+    }
+  };
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32: {
+      long long v = 0;
+      if (!whole([&](std::size_t& n) { v = std::stoll(text, &n); }) || v < INT32_MIN || v > INT32_MAX) return bad("a 32-bit integer");
+      r->SetInt32(&m, f, static_cast<int32_t>(v));
+      return {};
+    }
+    case FieldDescriptor::CPPTYPE_INT64: {
+      long long v = 0;
+      if (!whole([&](std::size_t& n) { v = std::stoll(text, &n); })) return bad("an integer");
+      r->SetInt64(&m, f, v);
+      return {};
+    }
+    case FieldDescriptor::CPPTYPE_UINT32: {
+      unsigned long long v = 0;
+      if (text.starts_with('-') || !whole([&](std::size_t& n) { v = std::stoull(text, &n); }) || v > UINT32_MAX)
+        return bad("an unsigned 32-bit integer");
+      r->SetUInt32(&m, f, static_cast<uint32_t>(v));
+      return {};
+    }
+    case FieldDescriptor::CPPTYPE_UINT64: {
+      unsigned long long v = 0;
+      if (text.starts_with('-') || !whole([&](std::size_t& n) { v = std::stoull(text, &n); })) return bad("an unsigned integer");
+      r->SetUInt64(&m, f, v);
+      return {};
+    }
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+    case FieldDescriptor::CPPTYPE_FLOAT: {
+      double v = 0;
+      if (!whole([&](std::size_t& n) { v = std::stod(text, &n); })) return bad("a number");
+      if (f->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE) {
+        r->SetDouble(&m, f, v);
+      } else {
+        r->SetFloat(&m, f, static_cast<float>(v));
+      }
+      return {};
+    }
+    case FieldDescriptor::CPPTYPE_BOOL:
+      if (text != "true" && text != "false") return bad("true or false");
+      r->SetBool(&m, f, text == "true");
+      return {};
+    case FieldDescriptor::CPPTYPE_ENUM: {
+      const auto* v = f->enum_type()->FindValueByName(text);
+      if (v == nullptr) return bad(("a value of " + f->enum_type()->full_name()).c_str());
+      r->SetEnum(&m, f, v);
+      return {};
+    }
+    case FieldDescriptor::CPPTYPE_STRING:
+      r->SetString(&m, f, text);
+      return {};
+    case FieldDescriptor::CPPTYPE_MESSAGE: {
+      google::protobuf::Timestamp ts;
+      if (f->message_type()->full_name() != google::protobuf::Timestamp::descriptor()->full_name())
+        return bad("no value: message fields take no default");
+      if (!google::protobuf::util::TimeUtil::FromString(text, &ts)) return bad("an RFC 3339 time");
+      r->MutableMessage(&m, f)->CopyFrom(ts);
+      return {};
+    }
+  }
+  return bad("a value");
 }
 
 int64_t timestamp_ms(const Message& m, const FieldDescriptor* f) {

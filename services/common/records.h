@@ -31,6 +31,10 @@ std::string record_to_json(const google::protobuf::Message& m);
 /// A singular field's value as text ("" when unset), for reasons and logs.
 std::string field_text(const google::protobuf::Message& m, const google::protobuf::FieldDescriptor* f);
 
+/// Sets a singular field from text (a number, true/false, an enum value name,
+/// a string, or RFC 3339 for a Timestamp). The error says what was expected.
+Status set_field_text(google::protobuf::Message& m, const google::protobuf::FieldDescriptor* f, const std::string& text);
+
 /// Reads a google.protobuf.Timestamp field as Unix ms (0 when unset).
 int64_t timestamp_ms(const google::protobuf::Message& m, const google::protobuf::FieldDescriptor* f);
 

@@ -1,0 +1,99 @@
+#include "services/clean/cleaner.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "services/common/facts.h"
+#include "services/common/records.h"
+#include "starling/v1/saga.pb.h"
+
+namespace starling::clean {
+
+Cleaner::Cleaner(const PipelineConfig& pipeline, std::string instance)
+    : pipeline_(pipeline), rules_(pipeline), instance_(std::move(instance)) {}
+
+CleanResult Cleaner::clean(const std::string& raw, int32_t partition, CleanState& state, int64_t now) const {
+  CleanResult res;
+  auto& rej = res.rejected;
+  rej.set_stage("clean");
+  rej.set_rejected_time_ms(now);
+  auto add = [&rej](std::string rule, std::string field, std::string value, std::string expected) {
+    auto* r = rej.add_reasons();
+    r->set_rule(std::move(rule));
+    r->set_field(std::move(field));
+    r->set_value(std::move(value));
+    r->set_expected(std::move(expected));
+  };
+  if (!res.envelope.ParseFromString(raw)) {
+    // Not ours to clean and not tied to a saga: park it with the reason.
+    add("envelope", "", "", "a starling.v1.Envelope");
+    rej.mutable_envelope()->set_payload(raw);
+    return res;
+  }
+  const auto& env = res.envelope;
+  *rej.mutable_envelope() = env;
+  if (pipeline_.dedupe_window_ms > 0) {
+    // A retried request or a device resending: the first copy wins.
+    if (auto first = state.seen(partition, env.event_id());
+        first && std::abs(env.ingest_time_ms() - *first) <= pipeline_.dedupe_window_ms) {
+      add("dedupe", "event_id", env.event_id(),
+          fmt::format("an event id not seen in the last {} (first seen at ingest time {} ms)",
+                      format_duration(pipeline_.dedupe_window_ms), *first));
+      return res;
+    }
+    state.put_seen(partition, env.event_id(), env.ingest_time_ms());
+  }
+  auto record = record_from_bytes(pipeline_, env.payload());
+  if (!record) {
+    add("schema", "", record.error().message, pipeline_.message_type);
+    return res;
+  }
+  const RecordContext ctx{env.ingest_time_ms(), env.event_time_ms() != 0 ? env.event_time_ms() : env.ingest_time_ms()};
+  DeviceMemory memory;
+  if (rules_.uses_memory()) memory = state.device(partition, env.device_id());
+  auto outcome = rules_.apply(**record, ctx, memory);
+  if (!outcome.reasons.empty()) {
+    for (auto& r : outcome.reasons) *rej.add_reasons() = std::move(r);
+    return res;
+  }
+  res.clean = true;
+  rej.Clear();
+  if (rules_.uses_memory() && remember(memory, outcome.observed)) state.put_device(partition, env.device_id(), memory);
+  if (!outcome.changes.empty()) {
+    res.envelope.set_payload((*record)->SerializeAsString());
+    spdlog::debug("event {}: {}", env.event_id(), describe_changes(outcome.changes));
+  }
+  res.changes = std::move(outcome.changes);
+  return res;
+}
+
+CleanedBatch Cleaner::clean_batch(const std::vector<kafka::InMessage>& batch, CleanState& state, int64_t now) const {
+  CleanedBatch b;
+  FactBuilder cleaned(v1::STEP_CLEANED, instance_);
+  FactBuilder rejected(v1::STEP_REJECTED, instance_);
+  for (const auto& in : batch) {
+    b.next_offsets[{in.topic, in.partition}] = in.offset + 1;
+    auto r = clean(in.value, in.partition, state, now);
+    const auto& env = r.envelope;
+    if (r.clean) {
+      cleaned.add(env.saga_id(), env.pipeline(), env.seq());
+      auto headers = in.headers;
+      if (!r.changes.empty()) headers.push_back({kChangesHeader, describe_changes(r.changes)});
+      b.out.push_back({pipeline_.clean_topic(), in.key, r.changes.empty() ? in.value : env.SerializeAsString(), std::move(headers)});
+      ++b.cleaned;
+      continue;
+    }
+    if (!env.saga_id().empty()) rejected.add_rejection(env.saga_id(), env.pipeline(), env.seq(), r.rejected.reasons());
+    if (r.rejected.reasons(0).rule() == "envelope") {
+      spdlog::warn("{}/{}@{}: not an envelope; sent to {}", in.topic, in.partition, in.offset, pipeline_.rejected_topic());
+    }
+    b.out.push_back({pipeline_.rejected_topic(), in.key, r.rejected.SerializeAsString(), in.headers});
+    ++b.rejected;
+  }
+  for (const auto* f : {&cleaned, &rejected}) {
+    for (const auto& fact : f->build(now)) b.out.push_back({kSagaTopic, fact.saga_id(), fact.SerializeAsString(), {}});
+  }
+  return b;
+}
+
+}  // namespace starling::clean

@@ -1,0 +1,52 @@
+#pragma once
+// One record through the clean stage: dedupe, decode, rules, and the output
+// it becomes. Pure apart from the CleanState it reads and stages, so the
+// service, `starling test` and the tests share it.
+
+#include <string>
+#include <vector>
+
+#include "broker-adapters/kafka/kafka.h"
+#include "services/clean/rules.h"
+#include "services/clean/state.h"
+#include "services/common/pipeline.h"
+#include "starling/v1/envelope.pb.h"
+
+namespace starling::clean {
+
+/// The Kafka header on a clean record that lists what the rules changed
+/// ("field:rule(from->to);..."); absent when nothing changed.
+inline constexpr const char* kChangesHeader = "starling-changes";
+
+struct CleanResult {
+  bool clean = false;
+  v1::Envelope envelope;      // with the cleaned payload when clean; as received otherwise
+  v1::RejectedRecord rejected;  // reasons when not clean
+  std::vector<Change> changes;
+};
+
+struct CleanedBatch {
+  std::vector<kafka::OutMessage> out;  // records, then the batch's progress facts
+  std::map<kafka::TopicPartition, int64_t> next_offsets;
+  uint64_t cleaned = 0;
+  uint64_t rejected = 0;
+};
+
+class Cleaner {
+ public:
+  Cleaner(const PipelineConfig& pipeline, std::string instance);
+
+  /// Cleans one raw message value of `partition`. Times come from the
+  /// envelope (ingest time), so the same input and state give the same result.
+  CleanResult clean(const std::string& raw, int32_t partition, CleanState& state, int64_t now_ms) const;
+
+  /// Cleans a batch in order and builds every output and fact.
+  CleanedBatch clean_batch(const std::vector<kafka::InMessage>& batch, CleanState& state, int64_t now_ms) const;
+
+ private:
+  const PipelineConfig& pipeline_;
+  RuleEngine rules_;
+  std::string instance_;
+};
+
+}  // namespace starling::clean

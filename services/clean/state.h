@@ -1,0 +1,93 @@
+#pragma once
+// The clean stage's per-partition state: each device's last known values and
+// the dedupe window of event ids. Keyed by partition, so a revoked partition's
+// state is simply not read, and an assigned one resumes from what it stored.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "broker-adapters/kafka/kafka.h"
+#include "services/clean/rules.h"
+#include "services/common/error.h"
+
+namespace rocksdb {
+class DB;
+class WriteBatchWithIndex;
+}  // namespace rocksdb
+
+namespace starling::clean {
+
+/// What the cleaner reads and stages while it cleans a batch. Reads see the
+/// batch's own staged writes. Used from one thread.
+class CleanState {
+ public:
+  virtual ~CleanState() = default;
+  virtual DeviceMemory device(int32_t partition, const std::string& device_id) = 0;
+  virtual void put_device(int32_t partition, const std::string& device_id, const DeviceMemory& memory) = 0;
+  /// The ingest time at which this event id was first seen, if it was.
+  virtual std::optional<int64_t> seen(int32_t partition, const std::string& event_id) = 0;
+  virtual void put_seen(int32_t partition, const std::string& event_id, int64_t ingest_time_ms) = 0;
+};
+
+/// In memory: for `starling test` and unit tests.
+class MemoryCleanState final : public CleanState {
+ public:
+  DeviceMemory device(int32_t partition, const std::string& device_id) override;
+  void put_device(int32_t partition, const std::string& device_id, const DeviceMemory& memory) override;
+  std::optional<int64_t> seen(int32_t partition, const std::string& event_id) override;
+  void put_seen(int32_t partition, const std::string& event_id, int64_t ingest_time_ms) override;
+
+ private:
+  std::map<std::pair<int32_t, std::string>, DeviceMemory> devices_;
+  std::map<std::pair<int32_t, std::string>, int64_t> seen_;
+};
+
+/// RocksDB under --data-dir. Writes are staged (a WriteBatchWithIndex that
+/// reads see through) and applied by commit() in ONE WriteBatch together with
+/// the next input offsets, so state and offsets never disagree: after a crash
+/// the stage replays exactly the input its state has not seen.
+///
+/// Keys: "o" topic \0 be32(partition) → be64 next offset; "v" be32(p) device →
+/// DeviceMemory; "e" be32(p) event id → be64 ingest ms; "t" be32(p) be64(ms)
+/// event id → "" (expiry index of "e"); "w" be32(p) → be64 highest ingest ms
+/// seen (the dedupe watermark).
+class RocksCleanStore final : public CleanState {
+ public:
+  /// Opens or creates the store; throws std::runtime_error (startup only).
+  /// `dedupe_window_ms` > 0 expires event ids older than the watermark minus it.
+  RocksCleanStore(const std::string& path, int64_t dedupe_window_ms);
+  ~RocksCleanStore() override;
+
+  DeviceMemory device(int32_t partition, const std::string& device_id) override;
+  void put_device(int32_t partition, const std::string& device_id, const DeviceMemory& memory) override;
+  std::optional<int64_t> seen(int32_t partition, const std::string& event_id) override;
+  void put_seen(int32_t partition, const std::string& event_id, int64_t ingest_time_ms) override;
+
+  /// Next offset to read per partition, as last committed.
+  std::map<kafka::TopicPartition, int64_t> offsets();
+  /// Expires old event ids, then writes the staged changes and the offsets
+  /// atomically (one WriteBatch).
+  Status commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets);
+  /// Drops the staged changes.
+  void rollback();
+  /// Every key and value, for tests that compare two stores.
+  std::map<std::string, std::string> dump();
+
+ private:
+  std::optional<std::string> get(const std::string& key);
+  void expire(int32_t partition);
+
+  int64_t window_ms_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::unique_ptr<rocksdb::WriteBatchWithIndex> staged_;
+  std::map<int32_t, int64_t> staged_watermarks_;
+};
+
+/// The binary form of a DeviceMemory in the store.
+std::string encode_memory(const DeviceMemory& memory);
+DeviceMemory decode_memory(const std::string& bytes);
+
+}  // namespace starling::clean

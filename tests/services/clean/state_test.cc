@@ -1,0 +1,184 @@
+// The clean stage's state: last known values and the dedupe window in
+// RocksDB, committed with the offsets, surviving a restart.
+#include "services/clean/state.h"
+
+#include <google/protobuf/util/time_util.h>
+#include <gtest/gtest.h>
+
+#include "services/clean/cleaner.h"
+#include "starling/v1/ecowheels.pb.h"
+#include "tests/support/temp_dir.h"
+
+namespace starling::clean {
+namespace {
+
+constexpr int64_t kT0 = 1'700'000'000'000;
+
+PipelineConfig pipeline() {
+  return parse_pipeline(R"(pipeline: t
+schema: {message: starling.v1.RideTelemetry}
+keys: {device_id: device_id, event_id: event_id}
+clean:
+  dedupe: {window: 10m}
+  rules:
+    - field: temperature_c
+      fill_last_known: {max_age: 5m}
+      required: true
+load: {table: x, columns: {s: speed_kmh}}
+)",
+                        "t.yaml");
+}
+
+// A raw message as ingest writes it.
+kafka::InMessage raw(int64_t offset, const std::string& id, const std::string& device, int64_t t,
+                     std::optional<double> temperature, int32_t partition = 0) {
+  v1::RideTelemetry r;
+  r.set_event_id(id);
+  r.set_device_id(device);
+  if (temperature) r.set_temperature_c(*temperature);
+  v1::Envelope env;
+  env.set_event_id(id);
+  env.set_saga_id("s1");
+  env.set_seq(static_cast<uint32_t>(offset));
+  env.set_pipeline("t");
+  env.set_device_id(device);
+  env.set_event_time_ms(t);
+  env.set_ingest_time_ms(t);
+  env.set_payload(r.SerializeAsString());
+  return {"t.raw", partition, offset, t, device, env.SerializeAsString(), {}};
+}
+
+double temperature_of(const kafka::OutMessage& m) {
+  v1::Envelope env;
+  EXPECT_TRUE(env.ParseFromString(m.value));
+  v1::RideTelemetry r;
+  EXPECT_TRUE(r.ParseFromString(env.payload()));
+  return r.temperature_c();
+}
+
+class CleanStateTest : public ::testing::Test {
+ protected:
+  std::string path() const { return dir_ / "state"; }
+  testing::TempDir dir_;
+  PipelineConfig p_ = pipeline();
+  Cleaner cleaner_{p_, "test"};
+};
+
+TEST_F(CleanStateTest, MissingValueIsFilledFromTheDevicesLastKnownValueAcrossARestart) {
+  {
+    RocksCleanStore store(path(), p_.dedupe_window_ms);
+    auto b = cleaner_.clean_batch({raw(0, "e0", "bike-1", kT0, 20.5), raw(1, "e1", "bike-2", kT0, 7.0)}, store, 0);
+    ASSERT_EQ(b.cleaned, 2u);
+    ASSERT_TRUE(store.commit(b.next_offsets).has_value());
+  }
+  // After a restart, the next event of bike-1 without a temperature gets 20.5,
+  RocksCleanStore store(path(), p_.dedupe_window_ms);
+  EXPECT_EQ(store.offsets().at({"t.raw", 0}), 2);
+  auto b = cleaner_.clean_batch({raw(2, "e2", "bike-1", kT0 + 60'000, std::nullopt)}, store, 0);
+  ASSERT_EQ(b.cleaned, 1u);
+  EXPECT_EQ(temperature_of(b.out[0]), 20.5);
+  // and the header says why.
+  ASSERT_EQ(b.out[0].headers.size(), 1u);
+  EXPECT_EQ(b.out[0].headers[0].key, kChangesHeader);
+  EXPECT_EQ(b.out[0].headers[0].value, "temperature_c:fill_last_known(missing->20.5)");
+}
+
+TEST_F(CleanStateTest, LastKnownValueIsKeptPerPartitionSoAnotherPartitionsStateIsNotUsed) {
+  RocksCleanStore store(path(), p_.dedupe_window_ms);
+  auto b = cleaner_.clean_batch({raw(0, "e0", "bike-1", kT0, 20.5, /*partition=*/0)}, store, 0);
+  ASSERT_TRUE(store.commit(b.next_offsets).has_value());
+  b = cleaner_.clean_batch({raw(0, "e1", "bike-1", kT0 + 1000, std::nullopt, /*partition=*/1)}, store, 0);
+  EXPECT_EQ(b.rejected, 1u);
+}
+
+TEST_F(CleanStateTest, EventIdSeenBeforeARestartIsRejectedAsADuplicate) {
+  {
+    RocksCleanStore store(path(), p_.dedupe_window_ms);
+    auto b = cleaner_.clean_batch({raw(0, "e0", "bike-1", kT0, 20.5)}, store, 0);
+    ASSERT_TRUE(store.commit(b.next_offsets).has_value());
+  }
+  RocksCleanStore store(path(), p_.dedupe_window_ms);
+  auto b = cleaner_.clean_batch({raw(1, "e0", "bike-1", kT0 + 599'000, 20.5)}, store, 0);
+  ASSERT_EQ(b.rejected, 1u);
+  v1::RejectedRecord rej;
+  ASSERT_TRUE(rej.ParseFromString(b.out[0].value));
+  ASSERT_EQ(rej.reasons_size(), 1);
+  EXPECT_EQ(rej.reasons(0).rule(), "dedupe");
+  EXPECT_EQ(rej.reasons(0).field(), "event_id");
+  EXPECT_EQ(rej.reasons(0).value(), "e0");
+  // Its saga still hears about the seq: a REJECTED fact follows the record.
+  EXPECT_EQ(b.out.back().topic, kSagaTopic);
+}
+
+TEST_F(CleanStateTest, DuplicateWithinOneBatchIsRejected) {
+  RocksCleanStore store(path(), p_.dedupe_window_ms);
+  auto b = cleaner_.clean_batch({raw(0, "e0", "bike-1", kT0, 1.0), raw(1, "e0", "bike-1", kT0 + 5, 1.0)}, store, 0);
+  EXPECT_EQ(b.cleaned, 1u);
+  EXPECT_EQ(b.rejected, 1u);
+}
+
+TEST_F(CleanStateTest, EventIdOutsideTheWindowIsNotADuplicateAndOldIdsExpire) {
+  RocksCleanStore store(path(), p_.dedupe_window_ms);
+  auto b = cleaner_.clean_batch({raw(0, "e0", "bike-1", kT0, 1.0)}, store, 0);
+  ASSERT_TRUE(store.commit(b.next_offsets).has_value());
+  b = cleaner_.clean_batch({raw(1, "e1", "bike-1", kT0 + 600'001, 1.0)}, store, 0);
+  ASSERT_TRUE(store.commit(b.next_offsets).has_value());
+  EXPECT_FALSE(store.seen(0, "e0").has_value()) << "expired: older than the watermark minus the window";
+  b = cleaner_.clean_batch({raw(2, "e0", "bike-1", kT0 + 600'002, 1.0)}, store, 0);
+  EXPECT_EQ(b.cleaned, 1u);
+}
+
+TEST_F(CleanStateTest, RolledBackBatchLeavesNoStateAndNoOffsets) {
+  RocksCleanStore store(path(), p_.dedupe_window_ms);
+  auto b = cleaner_.clean_batch({raw(0, "e0", "bike-1", kT0, 20.5)}, store, 0);
+  EXPECT_TRUE(store.seen(0, "e0").has_value()) << "staged writes are read back within the batch";
+  store.rollback();
+  EXPECT_FALSE(store.seen(0, "e0").has_value());
+  EXPECT_TRUE(store.offsets().empty());
+  EXPECT_TRUE(store.dump().empty());
+  // Replayed, the batch gives the same output as the first time.
+  auto again = cleaner_.clean_batch({raw(0, "e0", "bike-1", kT0, 20.5)}, store, 0);
+  ASSERT_EQ(again.out.size(), b.out.size());
+  EXPECT_EQ(again.out[0].value, b.out[0].value);
+}
+
+TEST_F(CleanStateTest, FinalStateDoesNotDependOnBatchBoundaries) {
+  // Given 300 events of 7 bikes, some without a temperature and some repeated,
+  std::vector<kafka::InMessage> all;
+  for (int i = 0; i < 300; ++i) {
+    const auto id = "e" + std::to_string(i % 17 == 0 ? i - 1 : i);
+    all.push_back(raw(i, id, "bike-" + std::to_string(i % 7), kT0 + i * 7'000,
+                      i % 3 == 0 ? std::nullopt : std::optional<double>(i * 0.5)));
+  }
+  auto run = [&](const std::string& dir, std::size_t batch) {
+    RocksCleanStore store(dir, p_.dedupe_window_ms);
+    std::vector<std::string> outputs;
+    for (std::size_t i = 0; i < all.size(); i += batch) {
+      std::vector<kafka::InMessage> part(all.begin() + i, all.begin() + std::min(all.size(), i + batch));
+      auto b = cleaner_.clean_batch(part, store, 0);
+      for (const auto& m : b.out) {
+        if (m.topic != kSagaTopic) outputs.push_back(m.topic + m.value);
+      }
+      EXPECT_TRUE(store.commit(b.next_offsets).has_value());
+    }
+    return std::make_pair(store.dump(), outputs);
+  };
+  // when cleaned in batches of 1, 13 and 300,
+  const auto one = run(dir_ / "a", 1);
+  const auto thirteen = run(dir_ / "b", 13);
+  const auto whole = run(dir_ / "c", 300);
+  // then the stored state and every output are the same.
+  EXPECT_EQ(one.first, thirteen.first);
+  EXPECT_EQ(one.first, whole.first);
+  EXPECT_EQ(one.second, thirteen.second);
+  EXPECT_EQ(one.second, whole.second);
+  EXPECT_GT(one.first.size(), 7u);
+}
+
+TEST(DeviceMemoryCodec, RoundTrips) {
+  DeviceMemory m{{3, {-5, std::string("a\0b", 3)}}, {9, {kT0, ""}}};
+  EXPECT_EQ(decode_memory(encode_memory(m)), m);
+}
+
+}  // namespace
+}  // namespace starling::clean
