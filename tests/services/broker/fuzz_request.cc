@@ -6,9 +6,13 @@
 // and Debian 12's clang 14 cannot compile this code base (its libstdc++ 12
 // <expected> needs newer clang concept support), so without libFuzzer the
 // main() below is a small mutation fuzzer seeded with valid requests:
-//   broker_fuzz_request [iterations] [seed] [corpus files...]
+//   broker_fuzz_request [iterations] [seed] [corpus files or dirs...]
+//   broker_fuzz_request --write-seeds DIR   (the seeds as files, for AFL++)
+// Coverage-guided fuzzing: tools/fuzz-broker builds this same entry point
+// into broker_fuzz_afl (AFL++, see afl_trace_pc.cc) over fuzz_corpus/.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -25,8 +29,10 @@ namespace {
 
 struct Harness {
   Harness() {
-    char tmpl[] = "/tmp/broker-fuzz-XXXXXX";
-    dir = ::mkdtemp(tmpl);
+    // $TMPDIR when set, so tools/fuzz-broker can keep (and clean) the
+    // directories of AFL++'s crashed children under its own build dir.
+    std::string tmpl = (std::filesystem::temp_directory_path() / "broker-fuzz-XXXXXX").string();
+    dir = ::mkdtemp(tmpl.data());
     sb::BrokerConfig config;
     config.data_dir = dir;
     config.default_partitions = 2;
@@ -71,7 +77,7 @@ sb::Bytes frame(int16_t key, int16_t version, const sb::Bytes& body) {
   return w.take();
 }
 
-std::vector<sb::Bytes> seeds() {
+[[maybe_unused]] std::vector<sb::Bytes> seeds() {
   std::vector<sb::Bytes> out;
   auto batch = sb::testing::make_batch({{"a", "bb"}, 1000, 77, 0, 0});
   for (int16_t v = 3; v <= 7; ++v) {
@@ -176,7 +182,7 @@ std::vector<sb::Bytes> seeds() {
   return out;
 }
 
-void mutate(sb::Bytes& b, std::mt19937& rng) {
+[[maybe_unused]] void mutate(sb::Bytes& b, std::mt19937& rng) {
   int n = 1 + static_cast<int>(rng() % 4);
   for (int i = 0; i < n; ++i) {
     switch (rng() % 6) {
@@ -215,14 +221,40 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
 #ifndef STARLING_LIBFUZZER
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--write-seeds") {
+    std::filesystem::create_directories(argv[2]);
+    int n = 0;
+    for (const auto& s : seeds()) {
+      char name[32];
+      std::snprintf(name, sizeof name, "seed-%02d", n++);
+      std::ofstream f(std::filesystem::path(argv[2]) / name, std::ios::binary);
+      f.write(reinterpret_cast<const char*>(s.data()), static_cast<std::streamsize>(s.size()));
+    }
+    std::printf("%d seeds written to %s\n", n, argv[2]);
+    return 0;
+  }
   long iterations = argc > 1 ? std::stol(argv[1]) : 20000;
   unsigned seed = argc > 2 ? static_cast<unsigned>(std::stoul(argv[2])) : 1;
-  for (int i = 3; i < argc; ++i) {
-    std::ifstream f(argv[i], std::ios::binary);
-    sb::Bytes b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    LLVMFuzzerTestOneInput(b.data(), b.size());
-  }
   auto corpus = seeds();
+  // Corpus files (or directories of them, e.g. fuzz_corpus/) are run as they
+  // are and then also used as mutation seeds.
+  for (int i = 3; i < argc; ++i) {
+    std::vector<std::filesystem::path> files;
+    if (std::filesystem::is_directory(argv[i])) {
+      for (const auto& e : std::filesystem::directory_iterator(argv[i])) {
+        if (e.is_regular_file() && e.path().filename().string()[0] != '.') files.push_back(e.path());
+      }
+      std::sort(files.begin(), files.end());
+    } else {
+      files.emplace_back(argv[i]);
+    }
+    for (const auto& path : files) {
+      std::ifstream f(path, std::ios::binary);
+      sb::Bytes b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      LLVMFuzzerTestOneInput(b.data(), b.size());
+      if (!b.empty()) corpus.push_back(std::move(b));
+    }
+  }
   for (const auto& s : corpus) LLVMFuzzerTestOneInput(s.data(), s.size());
   std::mt19937 rng(seed);
   for (long i = 0; i < iterations; ++i) {
