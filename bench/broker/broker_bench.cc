@@ -4,6 +4,9 @@
 // produce >= 1.0x and consume >= 1.5x the mock).
 //
 //   broker_bench [--messages N] [--partitions P] [--flush every-batch|<ms>] [--linger-ms N]
+//                [--consumer-prop key=value]...   (librdkafka consumer settings, both brokers)
+// BENCH_DEBUG=1 also prints each consume phase's time and this process's CPU
+// (the client, plus the mock cluster's threads in the baseline run).
 //
 // Note: the 2.0.2 mock returns at most one stored message set per partition
 // per Fetch ("FIXME: Multiple messageSets"), so its consume rate depends on
@@ -12,6 +15,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,6 +40,7 @@ struct Options {
   int size = 200;
   std::string flush = "every-batch";
   std::string linger_ms = "5";  // librdkafka's default
+  std::vector<std::pair<std::string, std::string>> consumer_props;  // --consumer-prop k=v, for both brokers
 };
 
 rd_kafka_conf_t* conf_for(const std::string& bootstrap) {
@@ -115,6 +120,9 @@ double consume(const std::string& bootstrap, const Options& opts) {
   char err[256];
   rd_kafka_conf_set(c, "group.id", "bench", err, sizeof err);
   rd_kafka_conf_set(c, "enable.auto.commit", "false", err, sizeof err);
+  for (const auto& [k, v] : opts.consumer_props) {
+    if (rd_kafka_conf_set(c, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) throw std::runtime_error(err);
+  }
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
   if (!rk) throw std::runtime_error(err);
   rd_kafka_poll_set_consumer(rk);
@@ -124,6 +132,8 @@ double consume(const std::string& bootstrap, const Options& opts) {
   }
   rd_kafka_assign(rk, list);
   rd_kafka_topic_partition_list_destroy(list);
+  rusage ru0{};
+  getrusage(RUSAGE_SELF, &ru0);
   int got = 0;
   // The clock starts at the first message: connection setup and offset
   // lookup are the same fixed cost for both brokers and not throughput.
@@ -136,6 +146,13 @@ double consume(const std::string& bootstrap, const Options& opts) {
     rd_kafka_message_destroy(m);
   }
   double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  if (std::getenv("BENCH_DEBUG")) {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    auto sec = [](const timeval& a, const timeval& b) { return (b.tv_sec - a.tv_sec) + (b.tv_usec - a.tv_usec) / 1e6; };
+    std::fprintf(stderr, "consume %s: %.3f s, this process cpu user %.2f sys %.2f\n", bootstrap.c_str(), secs,
+                 sec(ru0.ru_utime, ru.ru_utime), sec(ru0.ru_stime, ru.ru_stime));
+  }
   rd_kafka_consumer_close(rk);
   rd_kafka_destroy(rk);
   if (got < opts.messages) std::fprintf(stderr, "warning: consumed only %d of %d\n", got, opts.messages);
@@ -187,8 +204,12 @@ int main(int argc, char** argv) {
     else if (k == "--partitions") opts.partitions = std::stoi(argv[i + 1]);
     else if (k == "--flush") opts.flush = argv[i + 1];
     else if (k == "--linger-ms") opts.linger_ms = argv[i + 1];
-    else {
-      std::fprintf(stderr, "usage: %s [--messages N] [--partitions P] [--flush every-batch|<ms>] [--linger-ms N]\n", argv[0]);
+    else if (k == "--consumer-prop" && std::string(argv[i + 1]).find('=') != std::string::npos) {
+      std::string kv = argv[i + 1];
+      opts.consumer_props.emplace_back(kv.substr(0, kv.find('=')), kv.substr(kv.find('=') + 1));
+    } else {
+      std::fprintf(stderr, "usage: %s [--messages N] [--partitions P] [--flush every-batch|<ms>] [--linger-ms N]"
+                   " [--consumer-prop key=value]...\n", argv[0]);
       return 2;
     }
   }
