@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "broker-adapters/kafka/kafka.h"
@@ -19,8 +20,12 @@ Stack::Stack(StackOptions options) : opts_(std::move(options)) {
 
 Stack::~Stack() { stop(); }
 
-std::string Stack::ingest_url() const { return fmt::format("http://127.0.0.1:{}", ingest_port_); }
-std::string Stack::saga_url() const { return fmt::format("http://127.0.0.1:{}", saga_port_); }
+std::string Stack::url(const std::string& process) const {
+  auto it = ports_.find(process);
+  return fmt::format("http://127.0.0.1:{}", it == ports_.end() ? 0 : it->second);
+}
+std::string Stack::ingest_url() const { return url("ingest"); }
+std::string Stack::saga_url() const { return url("saga"); }
 std::string Stack::db_path(const std::string& pipeline) const {
   return (fs::path(opts_.data_dir) / ("load." + pipeline) / (pipeline + ".db")).string();
 }
@@ -29,17 +34,19 @@ std::string Stack::log_path(const std::string& process) const {
 }
 
 Status Stack::spawn(Child& c) {
-  auto proc = ChildProcess::spawn(c.argv, log_path(c.name));
+  auto proc = ChildProcess::spawn(c.argv, log_path(c.name), {}, c.env);
   if (!proc) return std::unexpected(proc.error());
   c.proc = std::move(*proc);
   spdlog::info("started {} (pid {})", c.name, c.proc.pid());
   return {};
 }
 
-Status Stack::add(const std::string& name, std::vector<std::string> argv) {
+Status Stack::add(const std::string& name, std::vector<std::string> argv,
+                  std::vector<std::pair<std::string, std::string>> env) {
   Child c;
   c.name = name;
   c.argv = std::move(argv);
+  c.env = std::move(env);
   if (auto st = spawn(c); !st) return st;
   std::lock_guard lock(mu_);
   order_.push_back(name);
@@ -85,55 +92,63 @@ Status Stack::start() {
     return fail(st.error().code, "creating topics: " + st.error().message);
   }
 
-  std::vector<std::string> pipeline_args;
-  for (const auto& f : opts_.pipeline_files) {
-    pipeline_args.push_back("--pipeline");
-    pipeline_args.push_back(fs::absolute(f).string());
-  }
-  auto common = [&](const std::string& name) {
-    std::vector<std::string> a = {"--kafka", bootstrap_, "--log-level", opts_.log_level, "--instance", name,
-                                  "--data-dir", (fs::path(opts_.data_dir) / name).string()};
-    return a;
-  };
-  auto cat = [](std::vector<std::string> a, const std::vector<std::string>& b) {
+  // Every service serves HTTP (probes and /metrics; ingest's front door and
+  // the saga API) on a port it picks and writes to <name>.port.
+  const auto cat = [](std::vector<std::string> a, const std::vector<std::string>& b) {
     a.insert(a.end(), b.begin(), b.end());
     return a;
   };
-  const auto saga_pf = port_file("saga");
-  const auto ingest_pf = port_file("ingest");
-  if (auto st = add("saga", cat(cat({bin("starling-saga")}, common("saga")),
-                                cat(pipeline_args, {"--listen", fmt::format("127.0.0.1:{}", opts_.saga_port),
-                                                    "--port-file", saga_pf})));
-      !st) {
-    return st;
-  }
+  auto service = [&](const std::string& name, const std::string& exe, const std::vector<std::string>& pipeline_files,
+                     uint16_t port, const std::vector<std::string>& extra) {
+    std::vector<std::string> files;
+    for (const auto& f : pipeline_files) files.push_back(fs::absolute(f).string());
+    const std::vector<std::pair<std::string, std::string>> settings = {
+        {"STARLING_KAFKA_BOOTSTRAP", bootstrap_},
+        {"STARLING_PIPELINE", fmt::format("{}", fmt::join(files, ","))},
+        {"STARLING_LISTEN", fmt::format("127.0.0.1:{}", port)},
+        {"STARLING_PORT_FILE", port_file(name)},
+        {"STARLING_DATA_DIR", (fs::path(opts_.data_dir) / name).string()},
+        {"STARLING_LOG_LEVEL", opts_.log_level},
+        {"STARLING_INSTANCE", name},
+    };
+    if (opts_.config_by_env) return add(name, cat({bin(exe)}, extra), settings);
+    // The same settings as flags: --kafka, --pipeline (one per file), ...
+    std::vector<std::string> argv = {bin(exe)};
+    for (const auto& [var, value] : settings) {
+      if (var == "STARLING_PIPELINE") {
+        for (const auto& f : files) argv.insert(argv.end(), {"--pipeline", f});
+        continue;
+      }
+      std::string flag = "-";
+      for (const char c : std::string_view(var).substr(std::string_view("STARLING").size())) {
+        flag += c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      }
+      if (flag == "--kafka-bootstrap") flag = "--kafka";
+      argv.insert(argv.end(), {flag, value});
+    }
+    return add(name, cat(argv, extra));
+  };
+  if (auto st = service("saga", "starling-saga", opts_.pipeline_files, opts_.saga_port, {}); !st) return st;
   for (const auto& p : pipelines_) {
-    const auto file = fs::absolute(p.file).string();
-    if (auto st = add("clean." + p.name, cat(cat({bin("starling-clean")}, common("clean." + p.name)), {"--pipeline", file}));
-        !st) {
-      return st;
-    }
-    if (auto st = add("load." + p.name, cat(cat(cat({bin("starling-load")}, common("load." + p.name)), {"--pipeline", file}),
-                                            opts_.load_args));
-        !st) {
-      return st;
-    }
+    if (auto st = service("clean." + p.name, "starling-clean", {p.file}, 0, {}); !st) return st;
+    if (auto st = service("load." + p.name, "starling-load", {p.file}, 0, opts_.load_args); !st) return st;
   }
-  if (auto st = add("ingest", cat(cat({bin("starling-ingest")}, common("ingest")),
-                                  cat(pipeline_args, {"--listen", fmt::format("127.0.0.1:{}", opts_.ingest_port),
-                                                      "--port-file", ingest_pf})));
-      !st) {
-    return st;
-  }
-  for (auto [name, pf, port] : {std::tuple{"saga", saga_pf, &saga_port_}, std::tuple{"ingest", ingest_pf, &ingest_port_}}) {
-    auto got = wait_for_file(pf, 30s);
+  if (auto st = service("ingest", "starling-ingest", opts_.pipeline_files, opts_.ingest_port, {}); !st) return st;
+  for (const auto& name : order_) {
+    if (name == "broker") continue;
+    auto got = wait_for_file((fs::path(opts_.data_dir) / (name + ".port")).string(), 30s);
     if (!got) return fail(Errc::unavailable, fmt::format("{} did not start: {}; see {}", name, got.error().message, log_path(name)));
-    *port = static_cast<uint16_t>(std::stoi(*got));
+    const auto port = static_cast<uint16_t>(std::stoi(*got));
+    ports_[name] = port;
     // A restarted service binds the same port, so clients keep working.
+    const auto listen = fmt::format("127.0.0.1:{}", port);
     std::lock_guard lock(mu_);
-    auto& argv = children_.at(name).argv;
-    for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
-      if (argv[i] == "--listen") argv[i + 1] = fmt::format("127.0.0.1:{}", *port);
+    auto& c = children_.at(name);
+    for (std::size_t i = 0; i + 1 < c.argv.size(); ++i) {
+      if (c.argv[i] == "--listen") c.argv[i + 1] = listen;
+    }
+    for (auto& [var, value] : c.env) {
+      if (var == "STARLING_LISTEN") value = listen;
     }
   }
   supervisor_ = std::thread([this] { supervise(); });
@@ -149,6 +164,7 @@ void Stack::supervise() {
         auto& c = children_.at(name);
         if (!c.wanted || c.proc.running()) continue;
         if (!opts_.restart_crashed) continue;
+        if (auto st = c.proc.exit_status()) c.exits.push_back(*st);
         spdlog::warn("{} exited; restarting (restart #{})", name, c.restarts + 1);
         ++c.restarts;
         if (auto st = spawn(c); !st) spdlog::error("restart {}: {}", name, st.error().message);
@@ -190,6 +206,7 @@ Status Stack::restart(const std::string& process) {
   auto it = children_.find(process);
   if (it == children_.end()) return fail(Errc::not_found, "no process " + process);
   if (it->second.proc.running()) return fail(Errc::invalid_argument, process + " is running");
+  if (auto st = it->second.proc.exit_status()) it->second.exits.push_back(*st);
   ++it->second.restarts;
   return spawn(it->second);
 }
@@ -198,6 +215,12 @@ bool Stack::running(const std::string& process) {
   std::lock_guard lock(mu_);
   auto it = children_.find(process);
   return it != children_.end() && it->second.proc.running();
+}
+
+std::vector<int> Stack::exits(const std::string& process) {
+  std::lock_guard lock(mu_);
+  auto it = children_.find(process);
+  return it == children_.end() ? std::vector<int>{} : it->second.exits;
 }
 
 int Stack::restarts(const std::string& process) {

@@ -25,6 +25,9 @@ struct StackOptions {
   std::string log_level = "info";
   bool restart_crashed = true;
   std::vector<std::string> load_args;       // extra flags for every starling-load (e.g. --sink postgres)
+  /// Configure the services through STARLING_* environment variables instead
+  /// of flags, the way compose/docker-compose.yml does.
+  bool config_by_env = false;
 };
 
 class Stack {
@@ -43,6 +46,8 @@ class Stack {
   const std::string& bootstrap() const { return bootstrap_; }
   std::string ingest_url() const;
   std::string saga_url() const;
+  /// http://127.0.0.1:<port> of a service's HTTP (probes, /metrics, its API).
+  std::string url(const std::string& process) const;
   const std::vector<PipelineConfig>& pipelines() const { return pipelines_; }
   std::string db_path(const std::string& pipeline) const;
   std::string log_path(const std::string& process) const;
@@ -56,24 +61,28 @@ class Stack {
   bool running(const std::string& process);
   /// Restarts seen so far, per process.
   int restarts(const std::string& process);
+  /// The wait status of each exit the supervisor saw, oldest first.
+  std::vector<int> exits(const std::string& process);
 
  private:
   struct Child {
     std::string name;
     std::vector<std::string> argv;
+    std::vector<std::pair<std::string, std::string>> env;
     ChildProcess proc;
     int restarts = 0;
+    std::vector<int> exits;
     bool wanted = true;
   };
   Status spawn(Child& c);
-  Status add(const std::string& name, std::vector<std::string> argv);
+  Status add(const std::string& name, std::vector<std::string> argv,
+             std::vector<std::pair<std::string, std::string>> env = {});
   void supervise();
 
   StackOptions opts_;
   std::vector<PipelineConfig> pipelines_;
   std::string bootstrap_;
-  uint16_t ingest_port_ = 0;
-  uint16_t saga_port_ = 0;
+  std::map<std::string, uint16_t> ports_;  // HTTP port per service
   std::mutex mu_;
   std::map<std::string, Child> children_;
   std::vector<std::string> order_;

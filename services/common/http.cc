@@ -1,5 +1,6 @@
 #include "services/common/http.h"
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -8,6 +9,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 namespace starling {
 
@@ -71,10 +73,16 @@ HttpRequest to_request(const http::request<http::string_body>& req) {
   return r;
 }
 
+// What a draining server and its sessions share.
+struct Flow {
+  std::atomic<int> in_flight{0};   // requests handed to the handler and not yet answered
+  std::atomic<bool> draining{false};
+};
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const HttpHandler& handler, const HttpServerOptions& opts)
-      : stream_(std::move(socket)), handler_(handler), opts_(opts) {}
+  Session(tcp::socket socket, const HttpHandler& handler, const HttpServerOptions& opts, Flow& flow)
+      : stream_(std::move(socket)), handler_(handler), opts_(opts), flow_(flow) {}
 
   void start() { read(); }
 
@@ -107,21 +115,37 @@ class Session : public std::enable_shared_from_this<Session> {
     keep_alive_ = req.keep_alive();
     stream_.expires_never();  // the handler may take a while (durable acks)
     auto self = shared_from_this();
+    // Counted before the check, so that drain() either sees this request in
+    // flight or we see it draining: a request is answered or never started.
+    flow_.in_flight.fetch_add(1);
+    if (flow_.draining) {
+      flow_.in_flight.fetch_sub(1);
+      keep_alive_ = false;
+      auto resp = json_error(503, "draining", "the server is shutting down; retry");
+      resp.headers.emplace_back("Retry-After", "1");
+      send(std::move(resp));
+      return;
+    }
     handler_(to_request(req), [self](HttpResponse resp) {
       // Responders run on foreign threads; hop onto this connection's executor.
-      asio::post(self->stream_.get_executor(), [self, resp = std::move(resp)]() mutable { self->send(std::move(resp)); });
+      asio::post(self->stream_.get_executor(),
+                 [self, resp = std::move(resp)]() mutable { self->send(std::move(resp), /*counted=*/true); });
     });
   }
 
-  void send(HttpResponse resp) {
+  // `counted`: the answer to a request drain() waits for; it stops counting
+  // once the answer is written, not when the write starts.
+  void send(HttpResponse resp, bool counted = false) {
     auto msg = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(resp.status), 11);
     msg->set(http::field::server, "starling");
     msg->set(http::field::content_type, resp.content_type);
     for (const auto& [k, v] : resp.headers) msg->set(k, v);
+    if (flow_.draining) keep_alive_ = false;  // tell keep-alive clients to reconnect elsewhere
     msg->keep_alive(keep_alive_);
     msg->body() = std::move(resp.body);
     msg->prepare_payload();
-    http::async_write(stream_, *msg, [self = shared_from_this(), msg](beast::error_code ec, std::size_t) {
+    http::async_write(stream_, *msg, [self = shared_from_this(), msg, counted](beast::error_code ec, std::size_t) {
+      if (counted) self->flow_.in_flight.fetch_sub(1);
       if (ec || !self->keep_alive_) {
         self->close();
       } else {
@@ -140,6 +164,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   const HttpHandler& handler_;
   const HttpServerOptions& opts_;
+  Flow& flow_;
   bool keep_alive_ = true;
 };
 
@@ -149,15 +174,19 @@ struct HttpServer::Impl {
   HttpServerOptions opts;
   HttpHandler handler;
   asio::io_context ioc;
+  // Keeps the io threads running while a request waits for its handler and
+  // nothing else is pending (the acceptor closed by drain()).
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   tcp::acceptor acceptor{ioc};
   std::vector<std::thread> threads;
   uint16_t port = 0;
   bool running = false;
+  Flow flow;
 
   void accept() {
     acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
       if (!acceptor.is_open()) return;
-      if (!ec) std::make_shared<Session>(std::move(socket), handler, opts)->start();
+      if (!ec) std::make_shared<Session>(std::move(socket), handler, opts, flow)->start();
       accept();
     });
   }
@@ -182,7 +211,26 @@ void HttpServer::start() {
   i.port = i.acceptor.local_endpoint().port();
   i.accept();
   i.running = true;
+  i.work.emplace(i.ioc.get_executor());
   for (int t = 0; t < std::max(1, i.opts.threads); ++t) i.threads.emplace_back([&i] { i.ioc.run(); });
+}
+
+bool HttpServer::drain(std::chrono::milliseconds timeout) {
+  auto& i = *impl_;
+  if (!i.running) return true;
+  i.flow.draining = true;
+  asio::post(i.ioc, [&i] {
+    beast::error_code ec;
+    i.acceptor.close(ec);
+  });
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (i.flow.in_flight.load() > 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const bool drained = i.flow.in_flight.load() == 0;
+  if (!drained) spdlog::warn("http drain: {} request(s) unanswered", i.flow.in_flight.load());
+  stop();
+  return drained;
 }
 
 void HttpServer::stop() {
@@ -193,6 +241,7 @@ void HttpServer::stop() {
     beast::error_code ec;
     i.acceptor.close(ec);
   });
+  i.work.reset();
   i.ioc.stop();
   for (auto& t : i.threads) t.join();
   i.threads.clear();

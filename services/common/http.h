@@ -2,6 +2,7 @@
 // A small HTTP/1.1 server and client over Boost.Beast, shared by every service
 // that speaks HTTP (ingest's front door, the saga API) and by the CLI.
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -66,6 +67,10 @@ class HttpServer {
   void start();
   /// Stops accepting and joins the threads. Idempotent.
   void stop();
+  /// Graceful stop: closes the listening socket, lets requests already
+  /// handed to the handler be answered (up to `timeout`), then stop().
+  /// Returns false when some were still unanswered at the deadline.
+  bool drain(std::chrono::milliseconds timeout);
   uint16_t port() const;
 
  private:

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +15,8 @@
 #include <thread>
 
 #include <fmt/format.h>
+
+extern char** environ;
 
 namespace starling {
 
@@ -38,8 +41,25 @@ ChildProcess::~ChildProcess() {
 }
 
 Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, const std::string& log_file,
-                                         const std::string& user) {
+                                         const std::string& user,
+                                         const std::vector<std::pair<std::string, std::string>>& env) {
   if (argv.empty()) return fail(Errc::invalid_argument, "spawn: empty argv");
+  // The environment is built before fork: the child may only call
+  // async-signal-safe functions (no malloc) in a threaded parent.
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view kv(*e);
+    const auto name = kv.substr(0, kv.find('='));
+    const bool overridden = std::any_of(env.begin(), env.end(), [&](const auto& p) { return p.first == name; });
+    if (!overridden) env_strings.emplace_back(kv);
+  }
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
   if (::access(argv[0].c_str(), X_OK) != 0)
     return fail(Errc::not_found, fmt::format("spawn: {} is not an executable: {}", argv[0], std::strerror(errno)));
   uid_t uid = 0;
@@ -66,10 +86,7 @@ Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, c
       }
     }
     if (uid != 0 && (::setgid(gid) != 0 || ::setuid(uid) != 0)) ::_exit(126);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
+    ::execve(args[0], args.data(), envp.data());
     ::_exit(127);
   }
   ChildProcess c;

@@ -27,11 +27,14 @@ class ChildProcess {
   /// Starts argv[0] (a path) with stdout and stderr appended to `log_file`
   /// (inherited when empty). The child dies with its parent (PR_SET_PDEATHSIG).
   /// `user`, when we are root, is who the child runs as (PostgreSQL refuses
-  /// to run as root).
+  /// to run as root). `env` adds to (or overrides in) our environment.
   static Result<ChildProcess> spawn(const std::vector<std::string>& argv, const std::string& log_file = {},
-                                    const std::string& user = {});
+                                    const std::string& user = {},
+                                    const std::vector<std::pair<std::string, std::string>>& env = {});
 
   pid_t pid() const { return pid_; }
+  /// The wait status once the child has exited (after running() saw it).
+  std::optional<int> exit_status() const { return status_; }
   bool running();
   void signal(int sig) const;
   /// Waits up to `timeout` for exit; returns the wait status, or nullopt.

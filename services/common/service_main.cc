@@ -2,12 +2,15 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "services/common/logging.h"
+#include "services/common/metrics.h"
 #include "services/common/shutdown.h"
 
 namespace starling {
@@ -17,21 +20,33 @@ void add_service_flags(CLI::App& app, ServiceFlags& f, bool many_pipelines) {
       ->envname("STARLING_KAFKA_BOOTSTRAP")
       ->capture_default_str();
   auto* p = app.add_option("--pipeline", f.pipeline_files,
-                           many_pipelines ? "Pipeline YAML file (repeatable)" : "Pipeline YAML file")
+                           many_pipelines ? "Pipeline YAML file (repeatable; in the environment, comma-separated)"
+                                          : "Pipeline YAML file")
                 ->envname("STARLING_PIPELINE")
                 ->required();
+  if (many_pipelines) p->delimiter(',');
   if (!many_pipelines) p->expected(1);
   app.add_option("--listen", f.listen, "HTTP listen address host:port (port 0 picks a free one)")
       ->envname("STARLING_LISTEN")
       ->capture_default_str();
-  app.add_option("--port-file", f.port_file, "Write the bound HTTP port here once listening");
+  app.add_option("--port-file", f.port_file, "Write the bound HTTP port here once listening")->envname("STARLING_PORT_FILE");
   app.add_option("--data-dir", f.data_dir, "Directory for this service's durable state")
       ->envname("STARLING_DATA_DIR")
       ->capture_default_str();
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error|off")
       ->envname("STARLING_LOG_LEVEL")
       ->capture_default_str();
-  app.add_option("--instance", f.instance, "Name of this instance in progress facts and logs (default: service-pid)");
+  app.add_option("--log-format", f.log_format, "text, or json for one JSON object per line")
+      ->envname("STARLING_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  app.add_option("--drain-timeout", f.drain_timeout_s,
+                 "Seconds a SIGTERM'd service has to finish in-flight work before it exits anyway")
+      ->envname("STARLING_DRAIN_TIMEOUT")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--instance", f.instance, "Name of this instance in progress facts and logs (default: service-pid)")
+      ->envname("STARLING_INSTANCE");
 }
 
 HttpServerOptions ServiceContext::http_options(int threads) const {
@@ -50,6 +65,26 @@ void ServiceContext::start_http(HttpServer& server) const {
   if (!flags.port_file.empty()) write_port_file(flags.port_file, std::to_string(server.port()));
 }
 
+std::unique_ptr<HttpServer> ServiceContext::serve(int threads, Readiness ready, HttpHandler app) const {
+  if (flags.listen.empty()) return nullptr;
+  auto server = std::make_unique<HttpServer>(
+      http_options(threads), [ready = std::move(ready), app = std::move(app)](HttpRequest r, HttpResponder done) {
+        if (r.method == "GET" && r.path == "/healthz") return done({200, R"({"status":"ok"})"});
+        if (r.method == "GET" && r.path == "/readyz") {
+          if (shutdown_requested()) return done(json_error(503, "draining", "shutting down"));
+          auto st = ready ? ready() : Status{};
+          return st ? done({200, R"({"status":"ready"})"}) : done(json_error(503, "not_ready", st.error().message));
+        }
+        if (r.method == "GET" && r.path == "/metrics") {
+          return done({200, metrics().render(), "text/plain; version=0.0.4; charset=utf-8", {}});
+        }
+        if (app) return app(std::move(r), std::move(done));
+        done(json_error(404, "not_found", "no route for " + r.method + " " + r.path));
+      });
+  start_http(*server);
+  return server;
+}
+
 int ServiceContext::fatal(const std::string& message) const {
   spdlog::critical("{}", message);
   return 1;
@@ -64,8 +99,20 @@ void ServiceContext::sleep_unless_shutdown(std::chrono::milliseconds d) const {
 
 int run_service(const std::string& name, const ServiceFlags& flags, const std::function<int(ServiceContext&)>& body) {
   try {
-    setup_logging(name, flags.log_level);
+    setup_logging(name, flags.log_level, flags.log_format);
     install_shutdown_handler();
+    // The drain bound: a watchdog that ends the process if the body does not
+    // return in time after a shutdown request.
+    static std::atomic<bool> body_done{false};
+    std::thread([timeout = std::chrono::seconds(flags.drain_timeout_s)] {
+      wait_for_shutdown();
+      const auto until = std::chrono::steady_clock::now() + timeout;
+      while (!body_done && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (body_done) return;
+      spdlog::critical("did not drain within {} s of the shutdown request; exiting", timeout.count());
+      spdlog::default_logger()->flush();
+      std::_Exit(3);
+    }).detach();
     ServiceContext ctx;
     ctx.flags = flags;
     ctx.bootstrap = flags.kafka;
@@ -74,6 +121,7 @@ int run_service(const std::string& name, const ServiceFlags& flags, const std::f
     std::filesystem::create_directories(flags.data_dir);
     spdlog::info("starting {} (kafka {}, {} pipeline(s))", ctx.instance, ctx.bootstrap, ctx.pipelines.size());
     const int rc = body(ctx);
+    body_done = true;
     spdlog::info("stopped with exit code {}", rc);
     return rc;
   } catch (const std::exception& e) {

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,10 +23,15 @@ struct ServiceFlags {
   std::string port_file;  // written with the bound port once listening
   std::string data_dir = "./data";
   std::string log_level = "info";
+  std::string log_format = "text";  // text | json
+  int drain_timeout_s = 20;         // after SIGTERM, exit within this bound
   std::string instance;   // defaults to <service>-<pid>
 };
 
 void add_service_flags(CLI::App& app, ServiceFlags& flags, bool many_pipelines);
+
+/// Why a service is not ready to take work; an error when not ready.
+using Readiness = std::function<Status()>;
 
 struct ServiceContext {
   ServiceFlags flags;
@@ -36,12 +42,20 @@ struct ServiceContext {
   HttpServerOptions http_options(int threads) const;
   /// Starts the server and writes the port file. Throws on bind failure.
   void start_http(HttpServer& server) const;
+  /// The probes every service has, wrapped around its own routes: GET
+  /// /healthz (the process runs), /readyz (`ready`; 503 with the reason) and
+  /// /metrics (Prometheus text). Any other request goes to `app` (404 when
+  /// empty). Returns nullptr when --listen is empty.
+  std::unique_ptr<HttpServer> serve(int threads, Readiness ready, HttpHandler app = {}) const;
   int fatal(const std::string& message) const;
   void sleep_unless_shutdown(std::chrono::milliseconds d) const;
 };
 
 /// Sets up logging and signals, loads the pipelines, runs `body`, and turns
-/// startup exceptions into a one-line error and exit code 2.
+/// startup exceptions into a one-line error and exit code 2. Once SIGTERM or
+/// SIGINT arrives, `body` has --drain-timeout to return; past it the process
+/// exits with code 3 (every path that accepts data is crash-safe, so this
+/// loses nothing: the unfinished batch is redone by the next run).
 int run_service(const std::string& name, const ServiceFlags& flags, const std::function<int(ServiceContext&)>& body);
 
 }  // namespace starling

@@ -4,10 +4,16 @@
 #include <csignal>
 #include <thread>
 
+#include <unistd.h>
+
 namespace starling {
 namespace {
 std::atomic<bool> g_shutdown{false};
-extern "C" void on_signal(int) { g_shutdown.store(true); }
+// The first signal asks for a drain; a second one (an impatient Ctrl-C)
+// exits at once, which is safe: every path that accepts data is crash-safe.
+extern "C" void on_signal(int) {
+  if (g_shutdown.exchange(true)) ::_exit(130);
+}
 }  // namespace
 
 void install_shutdown_handler() {

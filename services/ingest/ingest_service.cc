@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "services/common/ids.h"
+#include "services/common/metrics.h"
 #include "services/common/records.h"
 #include "services/common/time.h"
 #include "starling/v1/envelope.pb.h"
@@ -20,12 +21,15 @@ IngestService::IngestService(std::map<std::string, PipelineConfig> pipelines, ka
                              std::string instance)
     : pipelines_(std::move(pipelines)), producer_(producer), instance_(std::move(instance)) {}
 
-void IngestService::handle(HttpRequest req, HttpResponder respond) {
-  if (req.method == "GET" && req.path == "/healthz") return respond({200, R"({"status":"ok"})"});
-  if (req.method == "GET" && req.path == "/readyz") {
-    return ready_ ? respond({200, R"({"status":"ready"})"})
-                  : respond(json_error(503, "not_ready", "the Kafka broker is not reachable"));
-  }
+void IngestService::handle(HttpRequest req, HttpResponder inner) {
+  // Every answer is counted by status code.
+  auto respond = [inner = std::move(inner)](HttpResponse r) {
+    metrics()
+        .counter("starling_ingest_requests_total", "Event requests answered, by HTTP status",
+                 {{"code", std::to_string(r.status)}})
+        .add();
+    inner(std::move(r));
+  };
   // /v1/pipelines/{p}/events
   constexpr std::string_view prefix = "/v1/pipelines/";
   constexpr std::string_view suffix = "/events";
@@ -123,6 +127,11 @@ void IngestService::post_events(const PipelineConfig& p, const HttpRequest& req,
       if (--pending->left != 0) return;
       lock.unlock();
       if (pending->error.empty()) {
+        const auto pipeline = pending->receipt["pipeline"].get<std::string>();
+        metrics()
+            .counter("starling_ingest_events_accepted_total", "Events persisted in Kafka and acknowledged with 202",
+                     {{"pipeline", pipeline}})
+            .add(pending->receipt["accepted"].get<uint64_t>());
         pending->respond({202, pending->receipt.dump()});
       } else {
         spdlog::warn("saga {} not accepted: {}", pending->receipt["saga_id"].get<std::string>(), pending->error);

@@ -22,6 +22,7 @@ class IngestService {
 
   /// /readyz reports this; the main loop refreshes it from broker metadata.
   void set_ready(bool ready) { ready_ = ready; }
+  bool ready() const { return ready_; }
 
  private:
   void post_events(const PipelineConfig& p, const HttpRequest& req, HttpResponder respond);

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "services/common/facts.h"
+#include "services/common/metrics.h"
 #include "services/common/records.h"
 #include "services/common/retry.h"
 #include "services/common/shutdown.h"
@@ -28,9 +29,15 @@ template <class Op>
 auto LoadService::with_sink(std::string_view what, Op&& op) {
   return retry_until_done(what, [&] {
     auto r = op();
-    sink_ok_ = r.has_value();
+    set_sink_ok(r.has_value());
     return r;
   });
+}
+
+void LoadService::set_sink_ok(bool ok) {
+  sink_ok_ = ok;
+  metrics().gauge("starling_load_sink_up", "1 while the sink's database answers, else 0", {{"pipeline", pipeline_.name}})
+      .set(ok ? 1 : 0);
 }
 
 int LoadService::run() {
@@ -62,6 +69,10 @@ int LoadService::run() {
     return 1;
   }
 
+  const Labels labels = {{"pipeline", pipeline_.name}};
+  auto& rows_metric = metrics().counter("starling_load_rows_total", "Rows committed to the sink", labels);
+  auto& batches_metric = metrics().counter("starling_load_batches_total", "Sink transactions committed", labels);
+  set_sink_ok(true);
   uint64_t loaded_total = 0;
   auto last_ping = std::chrono::steady_clock::now();
   while (!shutdown_requested()) {
@@ -76,7 +87,7 @@ int LoadService::run() {
         last_ping = now;
         auto up = sink_.ping();
         if (!up && sink_ok_) spdlog::warn("sink unreachable: {}", up.error().message);
-        sink_ok_ = up.has_value();
+        set_sink_ok(up.has_value());
       }
       if (sink_ok_) relay(**producer);
       continue;
@@ -156,6 +167,8 @@ int LoadService::run() {
     if (!written) return 0;  // shutting down; nothing of the batch was stored
     for (const auto& saga : work.compensate) spdlog::info("compensated saga {}: its rows are deleted", saga);
     loaded_total += work.rows.size();
+    rows_metric.add(work.rows.size());
+    batches_metric.add();
     relay(**producer);
     spdlog::debug("batch: {} rows, {} loaded so far", work.rows.size(), loaded_total);
   }

@@ -27,6 +27,7 @@ class LoadService {
 
  private:
   void relay(kafka::Producer& producer);
+  void set_sink_ok(bool ok);
   /// Calls the sink until it succeeds or shutdown; every answer updates ready().
   template <class Op>
   auto with_sink(std::string_view what, Op&& op);

@@ -42,19 +42,11 @@ int main(int argc, char** argv) {
       spdlog::info("loading into {} table {}", path, p.table);
     }
     load::LoadService service(p, *sink, {ctx.bootstrap, ctx.instance, {}}, ctx.instance, load_opts);
-    // Optional HTTP for probes: /readyz is 503 while the sink is down.
-    std::unique_ptr<HttpServer> server;
-    if (!ctx.flags.listen.empty()) {
-      server = std::make_unique<HttpServer>(ctx.http_options(1), [&service](HttpRequest r, HttpResponder done) {
-        if (r.path == "/healthz") return done({200, R"({"status":"ok"})"});
-        if (r.path == "/readyz") {
-          return service.ready() ? done({200, R"({"status":"ready"})"})
-                                 : done(json_error(503, "sink_unavailable", "the last write to the sink failed; retrying", "sink"));
-        }
-        done(json_error(404, "not_found", "no route for " + r.path));
-      });
-      ctx.start_http(*server);
-    }
+    // Probes when --listen is set: /readyz is 503 while the sink is down.
+    auto server = ctx.serve(1, [&service]() -> Status {
+      if (!service.ready()) return fail(Errc::unavailable, "the sink's database does not answer; retrying");
+      return {};
+    });
     const int rc = service.run();
     if (server) server->stop();
     return rc;

@@ -32,16 +32,16 @@ int main(int argc, char** argv) {
     }
     saga::RocksSagaStore store((std::filesystem::path(ctx.flags.data_dir) / "sagas").string());
     saga::Clock clock = [] { return now_ms(); };
-    HttpServer server(ctx.http_options(2), [&store, &clock](HttpRequest r, HttpResponder done) {
+    auto server = ctx.serve(2, [] { return Status{}; }, [&store, &clock](HttpRequest r, HttpResponder done) {
       done(saga::handle_saga_api(store, r, clock));
     });
-    ctx.start_http(server);
+    if (!server) return ctx.fatal("starling-saga needs --listen");
     saga::Coordinator coordinator(store, copts, clock);
     saga::SagaOptions sopts;
     sopts.tick = std::chrono::milliseconds(*tick_ms);
     saga::SagaService service(store, coordinator, {ctx.bootstrap, ctx.instance, {}}, ctx.instance, sopts);
     const int rc = service.run();
-    server.stop();
+    server->stop();
     return rc;
   });
 }

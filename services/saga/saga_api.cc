@@ -299,7 +299,6 @@ HttpResponse consistency(SagaStore& store, const HttpRequest& req, const std::st
 
 HttpResponse handle_saga_api(SagaStore& store, const HttpRequest& req, const Clock& clock) {
   if (req.method != "GET") return json_error(405, "method_not_allowed", "the saga API is read-only");
-  if (req.path == "/healthz" || req.path == "/readyz") return {200, R"({"status":"ok"})"};
   constexpr std::string_view one = "/v1/sagas/";
   if (req.path.starts_with(one) && req.path.size() > one.size()) {
     const auto id = req.path.substr(one.size());

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "services/common/metrics.h"
 #include "services/common/pipeline.h"
 #include "services/common/shutdown.h"
 
@@ -54,6 +55,8 @@ int SagaService::run() {
     spdlog::critical("{}", consumer.error().message);
     return 1;
   }
+  auto& facts_metric = metrics().counter("starling_saga_facts_total", "Progress facts folded into saga state");
+  auto& outcomes_metric = metrics().counter("starling_saga_outcomes_total", "Outcome facts decided (completed, stalled, failed)");
   auto last_tick = std::chrono::steady_clock::now();
   while (!shutdown_requested()) {
     auto batch = (*consumer)->poll_batch(options_.batch_max, options_.batch_wait);
@@ -67,6 +70,8 @@ int SagaService::run() {
         spdlog::critical("saga store: {}", outcomes.error().message);
         return 1;  // nothing was applied; a restart refolds from the stored offsets
       }
+      facts_metric.add(batch->size());
+      outcomes_metric.add(*outcomes);
       if (*outcomes > 0) relay();
     }
     // Deadlines are checked only when caught up (a short batch): facts still
@@ -80,6 +85,7 @@ int SagaService::run() {
         spdlog::critical("saga store: {}", outcomes.error().message);
         return 1;
       }
+      outcomes_metric.add(*outcomes);
       if (*outcomes > 0) relay();
     }
   }

@@ -6,6 +6,7 @@
 #include <functional>
 #include <future>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -66,8 +67,9 @@ class PipelineE2E : public ::testing::Test {
   void TearDown() override {
     if (stack_) stack_->stop();
   }
-  void start_stack(std::vector<std::string> load_args) {
+  void start_stack(std::vector<std::string> load_args, bool by_env = false) {
     StackOptions o;
+    o.config_by_env = by_env;
     o.bin_dir = STARLING_BIN_DIR;
     o.data_dir = dir_.path() + "/stack";
     o.pipeline_files = {testing::source_path("pipelines/ecowheels.yaml")};
@@ -151,8 +153,7 @@ TEST_F(PipelineE2E, TwoThousandEventsAreLoadedOrRejectedWithReasonsExactlyOnce) 
 class LoaderCrashE2E : public PipelineE2E, public ::testing::WithParamInterface<std::string> {
  protected:
   void SetUp() override {
-    // The loader serves /readyz on a port it writes to load.port.
-    std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--port-file", dir_ / "load.port"};
+    std::vector<std::string> args;
     if (GetParam() == "postgres") {
       pg_ = std::make_unique<testing::PostgresServer>(dir_.path());
       ASSERT_TRUE(pg_->initialised() && pg_->start()) << "postgres did not start; see " << dir_.path();
@@ -219,8 +220,7 @@ TEST_P(PostgresOutageE2E, PostgresDownForTenSecondsMidStreamLosesNothing) {
 
   // when PostgreSQL is stopped for 10 s and started again,
   auto ready = [&] {
-    auto port = wait_for_file(dir_ / "load.port", 5s);
-    auto r = port ? http_call("GET", "http://127.0.0.1:" + *port + "/readyz") : std::unexpected(port.error());
+    auto r = http_call("GET", stack_->url("load.ecowheels") + "/readyz");
     return r ? r->status : 0;
   };
   EXPECT_EQ(ready(), 200);
@@ -248,6 +248,100 @@ TEST_P(PostgresOutageE2E, PostgresDownForTenSecondsMidStreamLosesNothing) {
 
 INSTANTIATE_TEST_SUITE_P(Sinks, PostgresOutageE2E, ::testing::Values("postgres"),
                          [](const auto& info) { return info.param; });
+
+
+// The value of one sample in a Prometheus text page, or -1 when absent.
+double sample(const std::string& page, const std::string& series) {
+  std::istringstream in(page);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with(series + " ")) return std::stod(line.substr(series.size() + 1));
+  }
+  return -1;
+}
+
+// The services configured only through STARLING_* environment variables, as
+// compose/docker-compose.yml wires them, with starling-broker standing in
+// for Kafka.
+class EnvWiredE2E : public PipelineE2E {
+ protected:
+  void SetUp() override { start_stack({}, /*by_env=*/true); }
+};
+
+TEST_F(EnvWiredE2E, ServicesConfiguredByEnvironmentLoadExactlyAndServeProbesAndMetrics) {
+  auto res = simulate(sim(1000));
+  ASSERT_TRUE(res.has_value()) << res.error().message;
+  expect_exact_outcome(*res);
+
+  for (const auto& name : stack_->processes()) {
+    if (name == "broker") continue;
+    SCOPED_TRACE(name);
+    auto health = http_call("GET", stack_->url(name) + "/healthz");
+    ASSERT_TRUE(health.has_value()) << health.error().message;
+    EXPECT_EQ(health->status, 200);
+    auto ready = http_call("GET", stack_->url(name) + "/readyz");
+    ASSERT_TRUE(ready.has_value());
+    EXPECT_EQ(ready->status, 200) << ready->body;
+    auto page = http_call("GET", stack_->url(name) + "/metrics");
+    ASSERT_TRUE(page.has_value());
+    EXPECT_EQ(page->status, 200);
+    EXPECT_THAT(page->content_type, ::testing::StartsWith("text/plain; version=0.0.4"));
+    EXPECT_GT(sample(page->body, "process_resident_memory_bytes"), 1e6);
+    EXPECT_THAT(page->body, ::testing::HasSubstr("# TYPE process_cpu_seconds_total counter"));
+  }
+  // The counters agree with what happened.
+  auto ingest = http_call("GET", stack_->url("ingest") + "/metrics");
+  ASSERT_TRUE(ingest.has_value());
+  EXPECT_EQ(sample(ingest->body, R"(starling_ingest_events_accepted_total{pipeline="ecowheels"})"), 1000);
+  EXPECT_EQ(sample(ingest->body, R"(starling_ingest_requests_total{code="202"})"),
+            static_cast<double>(res->saga_ids.size()));
+  auto load = http_call("GET", stack_->url("load.ecowheels") + "/metrics");
+  ASSERT_TRUE(load.has_value());
+  EXPECT_EQ(sample(load->body, R"(starling_load_rows_total{pipeline="ecowheels"})"),
+            static_cast<double>(res->valid_ids.size()));
+  EXPECT_EQ(sample(load->body, R"(starling_load_sink_up{pipeline="ecowheels"})"), 1);
+  auto saga = http_call("GET", stack_->url("saga") + "/metrics");
+  ASSERT_TRUE(saga.has_value());
+  EXPECT_GE(sample(saga->body, "starling_saga_outcomes_total"), static_cast<double>(res->saga_ids.size()));
+}
+
+TEST_F(PipelineE2E, SigtermDrainsEveryServiceMidStreamLosingAndDuplicatingNothing) {
+  // Given a fleet posting for several seconds,
+  auto opts = sim(6'000);
+  opts.rate = 800;
+  auto running = std::async(std::launch::async, [&] { return simulate(opts); });
+
+  // when every service gets SIGTERM twice mid-stream (the supervisor starts
+  // it again each time it has exited),
+  const std::vector<std::string> services = {"clean.ecowheels", "load.ecowheels", "saga", "ingest"};
+  for (int round = 0; round < 2; ++round) {
+    for (const auto& name : services) {
+      const int before = stack_->restarts(name);
+      std::this_thread::sleep_for(400ms);
+      ASSERT_TRUE(stack_->signal(name, SIGTERM).has_value());
+      const auto deadline = std::chrono::steady_clock::now() + 60s;
+      while (stack_->restarts(name) == before && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(20ms);
+      }
+      ASSERT_GT(stack_->restarts(name), before) << name << " did not exit after SIGTERM";
+    }
+  }
+  auto res = running.get();
+  ASSERT_TRUE(res.has_value()) << res.error().message;
+
+  // then nothing was lost or duplicated, and every service drained within
+  // its bound and exited 0 (3 would mean the drain timeout cut it short).
+  expect_exact_outcome(*res);
+  for (const auto& name : services) {
+    SCOPED_TRACE(name);
+    const auto exits = stack_->exits(name);
+    ASSERT_EQ(exits.size(), 2u);
+    for (const int st : exits) {
+      ASSERT_TRUE(WIFEXITED(st)) << "killed by signal " << WTERMSIG(st);
+      EXPECT_EQ(WEXITSTATUS(st), 0);
+    }
+  }
+}
 
 }  // namespace
 }  // namespace starling::cli
