@@ -53,6 +53,8 @@ class JsonFormatter final : public spdlog::formatter {
 
 }  // namespace
 
+std::unique_ptr<spdlog::formatter> make_json_formatter() { return std::make_unique<JsonFormatter>(); }
+
 void setup_logging(const std::string& service, const std::string& level, const std::string& format) {
   auto lvl = spdlog::level::from_str(level);
   if (lvl == spdlog::level::off && level != "off") {
@@ -65,7 +67,7 @@ void setup_logging(const std::string& service, const std::string& level, const s
   spdlog::drop(service);
   auto logger = spdlog::stderr_color_mt(service);
   if (format == "json") {
-    logger->set_formatter(std::make_unique<JsonFormatter>());
+    logger->set_formatter(make_json_formatter());
   } else {
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ [%n] %v", spdlog::pattern_time_type::utc);
   }

@@ -1,5 +1,8 @@
 #pragma once
+#include <memory>
 #include <string>
+
+#include <spdlog/formatter.h>
 
 namespace starling {
 
@@ -8,6 +11,9 @@ namespace starling {
 /// `format` is text (for people) or json (one object per line for log
 /// shippers: {"ts","level","service","msg"}). A bad value throws
 /// std::invalid_argument naming the flag (startup only).
+/// The formatter behind --log-format json (exposed for tests).
+std::unique_ptr<spdlog::formatter> make_json_formatter();
+
 void setup_logging(const std::string& service, const std::string& level, const std::string& format = "text");
 
 }  // namespace starling

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Checks compose/docker-compose.yml without a container engine:
+#  1. docker-compose (Debian's package) parses and resolves it, with and
+#     without the three-brokers profile;
+#  2. every STARLING_* variable a Starling service gets there is one that
+#     service's executable reads (its --help lists "Env:NAME"), so a typo or a
+#     renamed flag fails here instead of being silently ignored in a container.
+# Usage: check_compose.sh REPO_ROOT BIN_DIR
+set -euo pipefail
+root=$1
+bin=$2
+cd "$root/compose"
+docker-compose config -q
+docker-compose --profile three-brokers config -q
+services=$(docker-compose --profile three-brokers config --services | sort | tr '\n' ' ')
+for want in kafka kafka-2 kafka-3 topics postgres mosquitto saga clean load ingest; do
+  [[ " $services " == *" $want "* ]] || { echo "compose: service '$want' is missing (have: $services)"; exit 1; }
+done
+resolved=$(docker-compose config)
+status=0
+for svc in saga clean load ingest; do
+  exe=starling-$svc
+  help=$("$bin/$exe" --help)
+  # The variables under this service's "environment:" in the resolved file.
+  vars=$(awk -v svc="  $svc:" '
+    $0 == svc {in_svc = 1; next}
+    in_svc && /^  [a-z]/ {in_svc = 0}
+    in_svc && /^    environment:/ {in_env = 1; next}
+    in_env && /^    [a-z]/ {in_env = 0}
+    in_svc && in_env && /^      STARLING_/ {sub(":.*", "", $1); print $1}' <<<"$resolved")
+  [[ -n $vars ]] || { echo "compose: $svc has no STARLING_* environment"; status=1; }
+  for v in $vars; do
+    if ! grep -q "Env:$v)" <<<"$help"; then
+      echo "compose: $svc sets $v, which $exe does not read (see $exe --help)"
+      status=1
+    fi
+  done
+  echo "$svc: checked $(echo $vars | wc -w) variables against $exe --help"
+done
+exit $status

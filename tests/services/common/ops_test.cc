@@ -1,0 +1,91 @@
+// The operational pieces every service shares: the metrics page, JSON logs,
+// the probes and the HTTP drain.
+
+#include <chrono>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include "services/common/http.h"
+#include "services/common/logging.h"
+#include "services/common/metrics.h"
+
+namespace starling {
+namespace {
+
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+TEST(Metrics, RendersCountersAndGaugesInPrometheusTextWithEscapedLabels) {
+  MetricsRegistry r;
+  r.counter("t_rows_total", "Rows \\ written\nin all", {{"pipeline", "a\"b"}}).add(3);
+  r.counter("t_rows_total", "ignored: the first help wins", {{"pipeline", "a\"b"}}).add(2);
+  r.counter("t_rows_total", "", {{"pipeline", "c"}}).add();
+  r.gauge("t_up", "Up or not").set(0.5);
+  const auto page = r.render();
+  EXPECT_THAT(page, HasSubstr("# HELP t_rows_total Rows \\\\ written\\nin all\n# TYPE t_rows_total counter\n"));
+  EXPECT_THAT(page, HasSubstr("t_rows_total{pipeline=\"a\\\"b\"} 5\n"));
+  EXPECT_THAT(page, HasSubstr("t_rows_total{pipeline=\"c\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("# TYPE t_up gauge\nt_up 0.5\n"));
+  EXPECT_THAT(page, HasSubstr("# TYPE process_resident_memory_bytes gauge\n"));
+  EXPECT_GT(resident_bytes(), 0u);
+}
+
+TEST(Metrics, ANameIsOneKind) {
+  setup_logging("ops-test", "info");  // assertions log to stderr, where death tests look
+  MetricsRegistry r;
+  r.counter("t_x", "x");
+  EXPECT_DEATH(r.gauge("t_x", "x"), "counter or a gauge");
+  EXPECT_DEATH(r.counter("bad name", "x"), "bad metric name");
+}
+
+TEST(Logging, JsonFormatWritesOneEscapedObjectPerLine) {
+  std::ostringstream out;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out);
+  sink->set_formatter(make_json_formatter());
+  spdlog::logger log("ops-test", sink);
+  log.warn("row \"{}\" refused:\n\tbad {}", "e1", 3);
+  log.info("second");
+  std::istringstream lines(out.str());
+  std::string line;
+  ASSERT_TRUE(std::getline(lines, line));
+  const auto j = nlohmann::json::parse(line);  // throws (fails the test) if not one JSON object
+  EXPECT_EQ(j["level"], "warning");
+  EXPECT_EQ(j["service"], "ops-test");
+  EXPECT_EQ(j["msg"], "row \"e1\" refused:\n\tbad 3");
+  EXPECT_THAT(j["ts"].get<std::string>(), ::testing::MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{12}Z"));
+  ASSERT_TRUE(std::getline(lines, line));
+  EXPECT_EQ(nlohmann::json::parse(line)["msg"], "second");
+  EXPECT_THROW(setup_logging("x", "info", "yaml"), std::invalid_argument);
+}
+
+TEST(HttpServer, DrainAnswersARequestWaitingForItsHandlerThenRefusesNewOnes) {
+  // A handler that answers later, from another thread, as ingest does once
+  // Kafka has persisted the events.
+  std::promise<HttpResponder> parked;
+  HttpServer server({.address = "127.0.0.1", .port = 0, .threads = 2},
+                    [&](HttpRequest, HttpResponder done) { parked.set_value(std::move(done)); });
+  server.start();
+  const auto url = "http://127.0.0.1:" + std::to_string(server.port()) + "/x";
+  auto call = std::async(std::launch::async, [&] { return http_call("POST", url, "{}"); });
+  auto done = parked.get_future().get();
+  // The drain starts while the request waits: nothing else is pending in
+  // the server, and it must still deliver the late answer.
+  auto drained = std::async(std::launch::async, [&] { return server.drain(10s); });
+  std::this_thread::sleep_for(200ms);
+  done({202, R"({"ok":true})"});
+  EXPECT_TRUE(drained.get());
+  auto r = call.get();
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  EXPECT_EQ(r->status, 202);
+  EXPECT_FALSE(http_call("POST", url, "{}", {}, 1000).has_value()) << "a drained server still accepts";
+}
+
+}  // namespace
+}  // namespace starling
