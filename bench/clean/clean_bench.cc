@@ -1,0 +1,150 @@
+// Clean-stage throughput against a no-op passthrough, on the same
+// starling-broker, in the same run, over the same raw events:
+//   passthrough: one consumer-group member that polls <p>.raw and produces
+//                every value unchanged (idempotent, acks=all) to another topic;
+//   clean:       the real starling-clean process (rules, per-device state and
+//                offsets committed to RocksDB, outputs and facts persisted).
+// Each side starts its own group at the beginning of the topic; the time runs
+// from its start until all its outputs are in Kafka.
+//
+//   build/release/bin/clean_bench [--events N] [--pipeline pipelines/ecowheels.yaml]
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "broker-adapters/kafka/kafka.h"
+#include "services/cli/simulate.h"
+#include "services/common/pipeline.h"
+#include "services/common/process.h"
+#include "services/common/records.h"
+#include "starling/v1/envelope.pb.h"
+
+namespace {
+
+using namespace starling;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// Counts messages on `topics` from the beginning until `want`; returns when done.
+uint64_t count_until(const kafka::KafkaOptions& k, const std::vector<std::string>& topics, uint64_t want,
+                     std::chrono::seconds limit) {
+  auto c = kafka::KafkaConsumer::create(k, "bench-count-" + std::to_string(Clock::now().time_since_epoch().count()),
+                                        topics, {});
+  if (!c) throw std::runtime_error(c.error().message);
+  uint64_t n = 0;
+  const auto until = Clock::now() + limit;
+  while (n < want && Clock::now() < until) {
+    auto b = (*c)->poll_batch(5000, 50ms);
+    if (!b) throw std::runtime_error(b.error().message);
+    n += b->size();
+  }
+  (*c)->close();
+  return n;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"clean_bench: starling-clean throughput against a consume-produce passthrough on starling-broker"};
+  int events = 100'000;
+  std::string pipeline_file = "pipelines/ecowheels.yaml";
+  app.add_option("--events", events, "Raw events to push through both sides")->capture_default_str();
+  app.add_option("--pipeline", pipeline_file, "Pipeline whose rules starling-clean applies")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  const auto dir = std::filesystem::temp_directory_path() / fmt::format("clean-bench-{}", ::getpid());
+  std::filesystem::create_directories(dir);
+  const auto bin = executable_dir();
+  const auto p = load_pipeline(pipeline_file);
+
+  auto broker = ChildProcess::spawn({bin + "/starling-broker", "--listen", "127.0.0.1:0", "--data-dir",
+                                     (dir / "broker").string(), "--port-file", (dir / "broker.port").string(),
+                                     "--log-level", "warn"},
+                                    (dir / "broker.log").string());
+  if (!broker) return std::fprintf(stderr, "%s\n", broker.error().message.c_str()), 1;
+  auto addr = wait_for_file((dir / "broker.port").string(), 30s);
+  if (!addr) return std::fprintf(stderr, "%s\n", addr.error().message.c_str()), 1;
+  const kafka::KafkaOptions k{*addr, "clean-bench", {}};
+  if (auto st = kafka::create_topics(k, {{p.raw_topic(), p.partitions}, {p.clean_topic(), p.partitions},
+                                         {p.rejected_topic(), p.partitions}, {"bench.passthrough", p.partitions},
+                                         {kSagaTopic, 3}});
+      !st) {
+    return std::fprintf(stderr, "%s\n", st.error().message.c_str()), 1;
+  }
+
+  // The raw events, as ingest writes them: the simulator's fleet (5% faulty).
+  cli::SimOptions sim;
+  sim.events = events;
+  sim.bikes = 200;
+  std::vector<kafka::OutMessage> raw;
+  raw.reserve(events);
+  int seq = 0;
+  for (const auto& e : cli::generate_events(sim)) {
+    auto rec = record_from_json(p, e.record);
+    if (!rec) return std::fprintf(stderr, "%s\n", rec.error().message.c_str()), 1;
+    v1::Envelope env;
+    env.set_event_id(e.event_id);
+    env.set_saga_id(fmt::format("{:032x}", seq / 20));
+    env.set_seq(seq % 20);
+    env.set_pipeline(p.name);
+    if (p.device_id_field) env.set_device_id(field_text(**rec, p.device_id_field));
+    env.set_event_time_ms(p.event_time_field ? timestamp_ms(**rec, p.event_time_field) : 0);
+    env.set_ingest_time_ms(env.event_time_ms() + 500);
+    env.set_schema_name(p.message_type);
+    (*rec)->SerializeToString(env.mutable_payload());
+    raw.push_back({p.raw_topic(), env.device_id(), env.SerializeAsString(), {}});
+    ++seq;
+  }
+  {
+    auto prod = kafka::KafkaProducer::create(k);
+    if (!prod) return 1;
+    if (auto st = kafka::produce_all(**prod, std::move(raw), 120s); !st) {
+      return std::fprintf(stderr, "loading raw: %s\n", st.error().message.c_str()), 1;
+    }
+  }
+  const auto n = static_cast<uint64_t>(events);
+
+  // Passthrough: poll, produce unchanged, wait until persisted, next batch.
+  const auto t0 = Clock::now();
+  {
+    auto c = kafka::KafkaConsumer::create(k, "bench-passthrough", {p.raw_topic()}, {});
+    auto prod = kafka::KafkaProducer::create(k);
+    if (!c || !prod) return 1;
+    uint64_t done = 0;
+    while (done < n) {
+      auto b = (*c)->poll_batch(2000, 100ms);
+      if (!b) return std::fprintf(stderr, "%s\n", b.error().message.c_str()), 1;
+      std::vector<kafka::OutMessage> out;
+      for (auto& m : *b) out.push_back({"bench.passthrough", m.key, std::move(m.value), {}});
+      if (auto st = kafka::produce_all(**prod, std::move(out), 60s); !st) return 1;
+      done += b->size();
+    }
+    (*c)->close();
+  }
+  const double pass_s = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  // starling-clean, the real process, until every event is on clean or rejected.
+  const auto t1 = Clock::now();
+  auto clean = ChildProcess::spawn({bin + "/starling-clean", "--kafka", *addr, "--pipeline",
+                                    std::filesystem::absolute(pipeline_file).string(), "--data-dir",
+                                    (dir / "clean").string(), "--log-level", "warn"},
+                                   (dir / "clean.log").string());
+  if (!clean) return std::fprintf(stderr, "%s\n", clean.error().message.c_str()), 1;
+  const auto seen = count_until(k, {p.clean_topic(), p.rejected_topic()}, n, 600s);
+  const double clean_s = std::chrono::duration<double>(Clock::now() - t1).count();
+  clean->stop(10s);
+  broker->stop(10s);
+  if (seen < n) return std::fprintf(stderr, "starling-clean produced %llu of %llu; see %s\n",
+                                    static_cast<unsigned long long>(seen), static_cast<unsigned long long>(n),
+                                    dir.c_str()), 1;
+  std::filesystem::remove_all(dir);
+
+  std::printf("%-28s %10s %12s %8s\n", "side", "events", "events/s", "ratio");
+  std::printf("%-28s %10d %12.0f %8s\n", "passthrough (consume+produce)", events, n / pass_s, "1.00");
+  std::printf("%-28s %10d %12.0f %8.2f\n", "starling-clean", events, n / clean_s, pass_s / clean_s);
+  return 0;
+}
