@@ -4,7 +4,9 @@
 
 #include <fmt/format.h>
 #include <rocksdb/db.h>
-#include <rocksdb/utilities/write_batch_with_index.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
 
 namespace starling::clean {
 namespace {
@@ -67,11 +69,16 @@ void MemoryCleanState::put_seen(int32_t partition, const std::string& event_id, 
   seen_[{partition, event_id}] = ingest_time_ms;
 }
 
-RocksCleanStore::RocksCleanStore(const std::string& path, int64_t dedupe_window_ms)
-    : window_ms_(dedupe_window_ms),
-      staged_(std::make_unique<rocksdb::WriteBatchWithIndex>(rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true)) {
+RocksCleanStore::RocksCleanStore(const std::string& path, int64_t dedupe_window_ms) : window_ms_(dedupe_window_ms) {
   rocksdb::Options opts;
   opts.create_if_missing = true;
+  // Most dedupe lookups are for ids never seen: answer those from bloom
+  // filters instead of searching the memtable and the tables.
+  opts.memtable_prefix_bloom_size_ratio = 0.1;
+  opts.memtable_whole_key_filtering = true;
+  rocksdb::BlockBasedTableOptions table;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   rocksdb::DB* db = nullptr;
   const auto st = rocksdb::DB::Open(opts, path, &db);
   if (!st.ok()) throw std::runtime_error(fmt::format("clean state {}: {}", path, st.ToString()));
@@ -80,9 +87,9 @@ RocksCleanStore::RocksCleanStore(const std::string& path, int64_t dedupe_window_
 
 RocksCleanStore::~RocksCleanStore() = default;
 
-std::optional<std::string> RocksCleanStore::get(const std::string& key) {
+std::optional<std::string> RocksCleanStore::db_get(const std::string& key) {
   std::string value;
-  const auto st = staged_->GetFromBatchAndDB(db_.get(), {}, key, &value);
+  const auto st = db_->Get({}, key, &value);
   if (st.IsNotFound()) return std::nullopt;
   // Local state we cannot read: crash loudly; the supervisor restarts us.
   STARLING_ASSERT(st.ok(), "reading clean state: {}", st.ToString());
@@ -90,53 +97,51 @@ std::optional<std::string> RocksCleanStore::get(const std::string& key) {
 }
 
 DeviceMemory RocksCleanStore::device(int32_t partition, const std::string& device_id) {
-  auto v = get(part('v', partition) + device_id);
-  return v ? decode_memory(*v) : DeviceMemory{};
+  const auto key = part('v', partition) + device_id;
+  if (auto it = staged_devices_.find(key); it != staged_devices_.end()) return it->second;
+  auto it = devices_.find(key);
+  if (it == devices_.end()) {
+    auto v = db_get(key);
+    it = devices_.emplace(key, v ? decode_memory(*v) : DeviceMemory{}).first;
+  }
+  return it->second;
 }
 
 void RocksCleanStore::put_device(int32_t partition, const std::string& device_id, const DeviceMemory& memory) {
-  (void)staged_->Put(part('v', partition) + device_id, encode_memory(memory));
+  staged_devices_[part('v', partition) + device_id] = memory;
+}
+
+std::optional<std::string> RocksCleanStore::committed_seen(const std::string& ekey) {
+  if (ekey != memo_key_) {
+    memo_key_ = ekey;
+    memo_value_ = db_get(ekey);
+  }
+  return memo_value_;
 }
 
 std::optional<int64_t> RocksCleanStore::seen(int32_t partition, const std::string& event_id) {
-  auto v = get(part('e', partition) + event_id);
+  const auto key = part('e', partition) + event_id;
+  if (auto it = staged_seen_.find(key); it != staged_seen_.end()) return from_time_key(it->second);
+  auto v = committed_seen(key);
   if (!v) return std::nullopt;
   return from_time_key(*v);
 }
 
 void RocksCleanStore::put_seen(int32_t partition, const std::string& event_id, int64_t ingest_time_ms) {
   const auto key = part('e', partition) + event_id;
-  if (auto old = get(key)) (void)staged_->Delete(part('t', partition) + *old + event_id);
-  (void)staged_->Put(key, time_key(ingest_time_ms));
-  (void)staged_->Put(part('t', partition) + time_key(ingest_time_ms) + event_id, "");
-  auto [it, fresh] = staged_watermarks_.try_emplace(partition, ingest_time_ms);
-  if (!fresh) it->second = std::max(it->second, ingest_time_ms);
-}
-
-void RocksCleanStore::expire(int32_t partition) {
-  const auto wkey = part('w', partition);
-  int64_t watermark = staged_watermarks_.at(partition);
-  if (auto stored = get(wkey)) watermark = std::max(watermark, from_time_key(*stored));
-  (void)staged_->Put(wkey, time_key(watermark));
-  if (window_ms_ <= 0) return;
-  // Event ids seen before the watermark minus the window can no longer be
-  // duplicates (seen() callers compare times too); drop them to bound space.
-  const auto prefix = part('t', partition);
-  const auto end = prefix + time_key(watermark - window_ms_);
-  std::vector<std::pair<std::string, std::string>> old;  // t key, event id
-  {
-    std::unique_ptr<rocksdb::Iterator> it(staged_->NewIteratorWithBase(db_->NewIterator({})));
-    for (it->Seek(prefix); it->Valid() && it->key().compare(end) < 0; it->Next()) {
-      const auto k = it->key().ToString();
-      old.emplace_back(k, k.substr(prefix.size() + 8));
-    }
+  auto [staged, fresh] = staged_.try_emplace(partition);
+  auto& st = staged->second;
+  st.watermark = fresh ? ingest_time_ms : std::max(st.watermark, ingest_time_ms);
+  std::optional<std::string> old;
+  if (auto it = staged_seen_.find(key); it != staged_seen_.end()) {
+    old = it->second;
+  } else {
+    old = committed_seen(key);
   }
-  for (const auto& [tkey, event_id] : old) {
-    const auto ekey = part('e', partition) + event_id;
-    // The id may have been seen again since (a newer "t" entry): keep that.
-    if (auto v = get(ekey); v && *v == tkey.substr(prefix.size(), 8)) (void)staged_->Delete(ekey);
-    (void)staged_->Delete(tkey);
-  }
+  if (old) st.t[*old + event_id] = false;
+  const auto t = time_key(ingest_time_ms);
+  staged_seen_[key] = t;
+  st.t[t + event_id] = true;
 }
 
 std::map<kafka::TopicPartition, int64_t> RocksCleanStore::offsets() {
@@ -153,21 +158,97 @@ std::map<kafka::TopicPartition, int64_t> RocksCleanStore::offsets() {
 }
 
 Status RocksCleanStore::commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets) {
-  for (const auto& [p, _] : staged_watermarks_) expire(p);
+  // Built afresh from the staged changes on every attempt, so a failed write
+  // leaves them as they were for the retry. Later writes of a key win. The
+  // batch is written in key order (nullopt: delete): the memtable's skiplist
+  // inserts sorted keys much faster than scattered ones.
+  std::map<std::string, std::optional<std::string>> ops;
+  for (const auto& [key, memory] : staged_devices_) ops[key] = encode_memory(memory);
+  for (const auto& [key, t] : staged_seen_) ops[key] = t;
+  std::map<int32_t, std::pair<int64_t, std::string>> done;  // partition → watermark, expired below
+  for (const auto& [p, st] : staged_) {
+    const auto tprefix = part('t', p);
+    for (const auto& [suffix, put] : st.t) {
+      ops[tprefix + suffix] = put ? std::optional<std::string>("") : std::nullopt;
+    }
+    // The watermark: the highest ingest time ever put in this partition.
+    auto w = watermarks_.find(p);
+    if (w == watermarks_.end()) {
+      auto stored = db_get(part('w', p));
+      w = watermarks_.emplace(p, stored ? std::optional<int64_t>(from_time_key(*stored)) : std::nullopt).first;
+    }
+    const int64_t watermark = w->second ? std::max(st.watermark, *w->second) : st.watermark;
+    ops[part('w', p)] = time_key(watermark);
+    if (window_ms_ <= 0) continue;
+    // Event ids seen before the watermark minus the window can no longer be
+    // duplicates (seen() callers compare times too); drop them to bound
+    // space. The expiry index as staged: the stored keys from where the last
+    // expiry stopped, overlaid with this batch's changes.
+    const auto end = tprefix + time_key(watermark - window_ms_);
+    std::vector<std::string> old;  // suffixes (be64 ms + event id) below `end`
+    {
+      auto from = expired_below_.find(p);
+      const std::string start = from != expired_below_.end() ? std::max(from->second, tprefix) : tprefix;
+      rocksdb::ReadOptions ro;
+      const rocksdb::Slice upper(end);
+      ro.iterate_upper_bound = &upper;
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+      for (it->Seek(start); it->Valid(); it->Next()) {
+        auto suffix = it->key().ToString().substr(tprefix.size());
+        if (!st.t.contains(suffix)) old.push_back(std::move(suffix));
+      }
+      const auto staged_end = std::string_view(end).substr(tprefix.size());
+      for (const auto& [suffix, put] : st.t) {
+        if (std::string_view(suffix) >= staged_end) break;
+        if (put) old.push_back(suffix);
+      }
+    }
+    for (const auto& suffix : old) {
+      const auto event_id = suffix.substr(8);
+      const auto ekey = part('e', p) + event_id;
+      std::optional<std::string> v;
+      if (auto it = staged_seen_.find(ekey); it != staged_seen_.end()) {
+        v = it->second;
+      } else {
+        v = db_get(ekey);
+      }
+      // The id may have been seen again since (a newer "t" entry): keep that.
+      if (v && *v == suffix.substr(0, 8)) ops[ekey] = std::nullopt;
+      ops[tprefix + suffix] = std::nullopt;
+    }
+    done[p] = {watermark, end};
+  }
   for (const auto& [tp, next] : next_offsets) {
-    (void)staged_->Put("o" + tp.topic + '\0' + be(static_cast<uint32_t>(tp.partition), 4), be(static_cast<uint64_t>(next), 8));
+    ops["o" + tp.topic + '\0' + be(static_cast<uint32_t>(tp.partition), 4)] = be(static_cast<uint64_t>(next), 8);
+  }
+  rocksdb::WriteBatch wb;
+  for (const auto& [key, value] : ops) {
+    if (value) {
+      (void)wb.Put(key, *value);
+    } else {
+      (void)wb.Delete(key);
+    }
   }
   // No fsync: a process crash loses nothing the OS has, and a power loss can
   // only lose whole WriteBatches from the tail, state and offsets together.
-  const auto st = db_->Write({}, staged_->GetWriteBatch());
+  const auto st = db_->Write({}, &wb);
   if (!st.ok()) return fail(Errc::io, "writing clean state: " + st.ToString());
+  // Written: the caches take the staged changes.
+  for (auto& [key, memory] : staged_devices_) devices_[key] = std::move(memory);
+  for (const auto& [p, we] : done) {
+    watermarks_[p] = we.first;
+    if (window_ms_ > 0) expired_below_[p] = we.second;
+  }
   rollback();
   return {};
 }
 
 void RocksCleanStore::rollback() {
-  staged_->Clear();
-  staged_watermarks_.clear();
+  staged_devices_.clear();
+  staged_seen_.clear();
+  staged_.clear();
+  memo_key_.clear();
+  memo_value_.reset();
 }
 
 std::map<std::string, std::string> RocksCleanStore::dump() {

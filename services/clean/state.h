@@ -8,6 +8,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "broker-adapters/kafka/kafka.h"
 #include "services/clean/rules.h"
@@ -15,7 +17,6 @@
 
 namespace rocksdb {
 class DB;
-class WriteBatchWithIndex;
 }  // namespace rocksdb
 
 namespace starling::clean {
@@ -45,15 +46,22 @@ class MemoryCleanState final : public CleanState {
   std::map<std::pair<int32_t, std::string>, int64_t> seen_;
 };
 
-/// RocksDB under --data-dir. Writes are staged (a WriteBatchWithIndex that
-/// reads see through) and applied by commit() in ONE WriteBatch together with
-/// the next input offsets, so state and offsets never disagree: after a crash
-/// the stage replays exactly the input its state has not seen.
+/// RocksDB under --data-dir. Writes are staged in memory (reads see them)
+/// and applied by commit() in ONE WriteBatch together with the next input
+/// offsets, so state and offsets never disagree: after a crash the stage
+/// replays exactly the input its state has not seen.
 ///
 /// Keys: "o" topic \0 be32(partition) → be64 next offset; "v" be32(p) device →
 /// DeviceMemory; "e" be32(p) event id → be64 ingest ms; "t" be32(p) be64(ms)
 /// event id → "" (expiry index of "e"); "w" be32(p) → be64 highest ingest ms
 /// seen (the dedupe watermark).
+///
+/// Speed: device memories are cached in memory once read (write-through at
+/// commit; this process is the only writer of its RocksDB, so the cache
+/// never goes stale), and so are the watermarks and how far each partition's
+/// expiry index has been expired. The dedupe ids are not cached (the window
+/// can hold more ids than fit the memory budget); they are read from RocksDB,
+/// whose memtable has a bloom filter for the usual "never seen" answer.
 class RocksCleanStore final : public CleanState {
  public:
   /// Opens or creates the store; throws std::runtime_error (startup only).
@@ -69,7 +77,8 @@ class RocksCleanStore final : public CleanState {
   /// Next offset to read per partition, as last committed.
   std::map<kafka::TopicPartition, int64_t> offsets();
   /// Expires old event ids, then writes the staged changes and the offsets
-  /// atomically (one WriteBatch).
+  /// atomically (one WriteBatch). On failure the staged changes stay, so a
+  /// retry writes the same batch.
   Status commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets);
   /// Drops the staged changes.
   void rollback();
@@ -77,13 +86,32 @@ class RocksCleanStore final : public CleanState {
   std::map<std::string, std::string> dump();
 
  private:
-  std::optional<std::string> get(const std::string& key);
-  void expire(int32_t partition);
+  std::optional<std::string> db_get(const std::string& key);
+  /// The committed "e" value (be64 time key) of an event id key, or none.
+  std::optional<std::string> committed_seen(const std::string& ekey);
+
+  // Staged, per partition: the expiry index's changes (suffix be64 ms + event
+  // id → put or delete) and the highest ingest time put.
+  struct Staged {
+    std::map<std::string, bool> t;
+    int64_t watermark = 0;
+  };
 
   int64_t window_ms_;
   std::unique_ptr<rocksdb::DB> db_;
-  std::unique_ptr<rocksdb::WriteBatchWithIndex> staged_;
-  std::map<int32_t, int64_t> staged_watermarks_;
+  // Staged writes (nothing of these is in RocksDB until commit()).
+  std::map<std::string, DeviceMemory> staged_devices_;         // "v" key → memory
+  std::unordered_map<std::string, std::string> staged_seen_;   // "e" key → be64 time key
+  std::map<int32_t, Staged> staged_;
+  // Committed, cached: "v" key → memory (empty: none stored).
+  std::unordered_map<std::string, DeviceMemory> devices_;
+  // Committed watermark per partition, once read.
+  std::map<int32_t, std::optional<int64_t>> watermarks_;
+  // Per partition: every "t" key below this one is known to be gone.
+  std::map<int32_t, std::string> expired_below_;
+  // The last committed "e" lookup (seen() is followed by put_seen()).
+  std::string memo_key_;
+  std::optional<std::string> memo_value_;
 };
 
 /// The binary form of a DeviceMemory in the store.
