@@ -31,7 +31,8 @@ CleanResult Cleaner::clean(const std::string& raw, int32_t partition, CleanState
     return res;
   }
   const auto& env = res.envelope;
-  *rej.mutable_envelope() = env;
+  // The envelope as received goes into the rejection only when there is one.
+  auto reject = [&rej, &env] { *rej.mutable_envelope() = env; };
   if (pipeline_.dedupe_window_ms > 0) {
     // A retried request or a device resending: the first copy wins.
     if (auto first = state.seen(partition, env.event_id());
@@ -39,6 +40,7 @@ CleanResult Cleaner::clean(const std::string& raw, int32_t partition, CleanState
       add("dedupe", "event_id", env.event_id(),
           fmt::format("an event id not seen in the last {} (first seen at ingest time {} ms)",
                       format_duration(pipeline_.dedupe_window_ms), *first));
+      reject();
       return res;
     }
     state.put_seen(partition, env.event_id(), env.ingest_time_ms());
@@ -46,6 +48,7 @@ CleanResult Cleaner::clean(const std::string& raw, int32_t partition, CleanState
   auto record = record_from_bytes(pipeline_, env.payload());
   if (!record) {
     add("schema", "", record.error().message, pipeline_.message_type);
+    reject();
     return res;
   }
   const RecordContext ctx{env.ingest_time_ms(), env.event_time_ms() != 0 ? env.event_time_ms() : env.ingest_time_ms()};
@@ -54,6 +57,7 @@ CleanResult Cleaner::clean(const std::string& raw, int32_t partition, CleanState
   auto outcome = rules_.apply(**record, ctx, memory);
   if (!outcome.reasons.empty()) {
     for (auto& r : outcome.reasons) *rej.add_reasons() = std::move(r);
+    reject();
     return res;
   }
   res.clean = true;
@@ -61,7 +65,10 @@ CleanResult Cleaner::clean(const std::string& raw, int32_t partition, CleanState
   if (rules_.uses_memory() && remember(memory, outcome.observed)) state.put_device(partition, env.device_id(), memory);
   if (!outcome.changes.empty()) {
     res.envelope.set_payload((*record)->SerializeAsString());
-    spdlog::debug("event {}: {}", env.event_id(), describe_changes(outcome.changes));
+    // Formatting the changes costs as much as the rules: only when printed.
+    if (spdlog::should_log(spdlog::level::debug)) {
+      spdlog::debug("event {}: {}", env.event_id(), describe_changes(outcome.changes));
+    }
   }
   res.changes = std::move(outcome.changes);
   return res;

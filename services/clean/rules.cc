@@ -104,14 +104,19 @@ std::string format_duration(int64_t ms) {
 }
 
 RuleEngine::RuleEngine(const PipelineConfig& pipeline) : pipeline_(pipeline) {
-  for (const auto& rule : pipeline_.rules) uses_memory_ |= rule.fill_max_age_ms.has_value();
+  for (const auto& rule : pipeline_.rules) {
+    uses_memory_ |= rule.fill_max_age_ms.has_value();
+    convert_labels_.push_back(rule.convert ? fmt::format("convert({}->{})", rule.convert->from, rule.convert->to) : "");
+    round_labels_.push_back(rule.round ? fmt::format("round({})", *rule.round) : "");
+  }
 }
 
 Outcome RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMemory& memory) const {
   STARLING_ASSERT(record.GetDescriptor() == pipeline_.descriptor, "record of type {} cleaned by pipeline {}",
                   record.GetDescriptor()->full_name(), pipeline_.name);
   Outcome out;
-  for (const auto& rule : pipeline_.rules) {
+  for (std::size_t i = 0; i < pipeline_.rules.size(); ++i) {
+    const auto& rule = pipeline_.rules[i];
     const auto* f = rule.descriptor;
     const bool own_value = is_set(record, f);
     // 1. Fill a missing value: the device's last known one if young enough, else the default.
@@ -139,8 +144,7 @@ Outcome RuleEngine::apply(Message& record, const RecordContext& ctx, const Devic
     if (own_value && rule.convert) {
       const auto before = field_text(record, f);
       set_number(record, f, number(record, f) * rule.convert->factor + rule.convert->offset);
-      out.changes.push_back({rule.field, fmt::format("convert({}->{})", rule.convert->from, rule.convert->to), before,
-                             field_text(record, f)});
+      out.changes.push_back({rule.field, convert_labels_[i], before, field_text(record, f)});
     }
     if (own_value && rule.round) {
       const double v = number(record, f);
@@ -149,7 +153,7 @@ Outcome RuleEngine::apply(Message& record, const RecordContext& ctx, const Devic
       if (std::isfinite(v) && rounded != v) {
         const auto before = field_text(record, f);
         set_number(record, f, rounded);
-        out.changes.push_back({rule.field, fmt::format("round({})", *rule.round), before, field_text(record, f)});
+        out.changes.push_back({rule.field, round_labels_[i], before, field_text(record, f)});
       }
     }
     // 3. Check.
@@ -212,7 +216,10 @@ bool remember(DeviceMemory& memory, const DeviceMemory& observed) {
 std::string describe_changes(const std::vector<Change>& changes) {
   std::string out;
   for (const auto& c : changes) {
-    out += fmt::format("{}{}:{}({}->{})", out.empty() ? "" : ";", c.field, c.rule, c.from.empty() ? "missing" : c.from, c.to);
+    if (!out.empty()) out += ';';
+    out.append(c.field).append(":").append(c.rule).append("(");
+    out.append(c.from.empty() ? std::string_view("missing") : std::string_view(c.from)).append("->").append(c.to);
+    out += ')';
   }
   return out;
 }

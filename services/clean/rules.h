@@ -65,6 +65,9 @@ class RuleEngine {
  private:
   const PipelineConfig& pipeline_;
   bool uses_memory_ = false;
+  // Per rule, the Change::rule texts, formatted once.
+  std::vector<std::string> convert_labels_;
+  std::vector<std::string> round_labels_;
 };
 
 /// Folds a clean record's observed values into the device's memory; an older
