@@ -12,7 +12,7 @@
 namespace starling::clean {
 
 struct CleanOptions {
-  std::size_t batch_max = 5000;
+  std::size_t batch_max = 10000;
   std::chrono::milliseconds batch_wait{100};
 };
 
