@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "services/common/metrics.h"
 #include "services/common/retry.h"
 #include "services/common/shutdown.h"
 #include "services/common/time.h"
@@ -11,6 +12,17 @@ namespace starling::clean {
 namespace {
 // librdkafka's RD_KAFKA_OFFSET_BEGINNING, without including librdkafka here.
 constexpr int64_t kOffsetBeginning = -2;
+
+// The next input offset whose effect is committed to RocksDB, per partition:
+// how far this instance's state reaches (an operator's lag gauge; tests wait on it).
+void publish_committed(const std::map<kafka::TopicPartition, int64_t>& offsets) {
+  for (const auto& [tp, next] : offsets) {
+    metrics()
+        .gauge("starling_clean_committed_offset", "Next input offset whose state and outputs are committed",
+               {{"topic", tp.topic}, {"partition", std::to_string(tp.partition)}})
+        .set(static_cast<double>(next));
+  }
+}
 }  // namespace
 
 CleanService::CleanService(const PipelineConfig& pipeline, RocksCleanStore& store, kafka::KafkaOptions kafka,
@@ -31,6 +43,7 @@ int CleanService::run() {
     // (the outputs repeat; downstream is idempotent). Nothing is committed to
     // the group: the offsets live with the state.
     const auto stored = store_.offsets();
+    publish_committed(stored);
     std::map<kafka::TopicPartition, int64_t> starts;
     std::size_t resumed = 0;
     for (const auto& tp : parts) {
@@ -55,6 +68,10 @@ int CleanService::run() {
   }
   uint64_t cleaned_total = 0;
   uint64_t rejected_total = 0;
+  auto& cleaned_metric = metrics().counter("starling_clean_records_total", "Records cleaned or rejected",
+                                           {{"pipeline", pipeline_.name}, {"outcome", "clean"}});
+  auto& rejected_metric = metrics().counter("starling_clean_records_total", "Records cleaned or rejected",
+                                            {{"pipeline", pipeline_.name}, {"outcome", "rejected"}});
   while (!shutdown_requested()) {
     auto batch = (*consumer)->poll_batch(options_.batch_max, options_.batch_wait);
     if (!batch) {
@@ -73,8 +90,11 @@ int CleanService::run() {
     }
     const auto committed = retry_until_done("committing clean state", [&] { return store_.commit(done.next_offsets); });
     if (!committed) break;
+    publish_committed(done.next_offsets);
     cleaned_total += done.cleaned;
     rejected_total += done.rejected;
+    cleaned_metric.add(done.cleaned);
+    rejected_metric.add(done.rejected);
     spdlog::debug("batch: {} in, cleaned {} rejected {} so far", batch->size(), cleaned_total, rejected_total);
   }
   spdlog::info("draining: cleaned {} rejected {}", cleaned_total, rejected_total);

@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -162,8 +163,27 @@ class CleanE2E : public ::testing::Test {
   struct Reference {
     std::map<std::string, std::string> clean;  // event id → clean payload
     std::map<std::string, std::string> state;  // the RocksDB content after all input
+    std::map<int32_t, int64_t> ends;            // end offset of each raw partition
     uint64_t filled = 0;
   };
+  // Polls starling-clean's starling_clean_committed_offset gauges until each
+  // raw partition's reaches its end, or the limit (the comparison then fails).
+  void wait_until_committed(const std::map<int32_t, int64_t>& ends, std::chrono::seconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+      auto page = http_call("GET", stack_->url("clean.ecowheels") + "/metrics");
+      bool all = page.has_value();
+      for (const auto& [partition, end] : ends) {
+        if (!all) break;
+        const auto series = fmt::format(R"(starling_clean_committed_offset{{topic="ecowheels.raw",partition="{}"}} )", partition);
+        const auto at = page->body.find(series);
+        all = at != std::string::npos && std::stoll(page->body.substr(at + series.size())) >= end;
+      }
+      if (all) return;
+      std::this_thread::sleep_for(100ms);
+    }
+    ADD_FAILURE() << "starling-clean did not commit through the end of ecowheels.raw within " << limit.count() << " s";
+  }
   // Cleans everything on ecowheels.raw in this process, partition by
   // partition in offset order, in batches of 777, with no crash.
   Reference reference_run(const Posted& posted) {
@@ -177,6 +197,7 @@ class CleanE2E : public ::testing::Test {
     clean::RocksCleanStore store(dir_ / "reference", pipeline_.dedupe_window_ms);
     for (auto& [partition, msgs] : by_partition) {
       std::sort(msgs.begin(), msgs.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
+      ref.ends[partition] = msgs.back().offset + 1;
       for (std::size_t i = 0; i < msgs.size(); i += 777) {
         std::vector<kafka::InMessage> batch(msgs.begin() + i, msgs.begin() + std::min(msgs.size(), i + 777));
         auto done = cleaner.clean_batch(batch, store, 0);
@@ -247,6 +268,11 @@ TEST_F(CleanE2E, CleanerKilledWithSigkillRepeatedlyOutputsEveryEventOnceAndEndsI
   const auto ref = reference_run(*posted);
   EXPECT_GT(ref.filled, static_cast<uint64_t>(opts.events / 20)) << "the test must exercise fill_last_known";
   const auto compared = expect_clean_records_equal(outputs, ref);
+  // The last restarted cleaner may still be rejoining the group: its outputs
+  // were all written by an earlier instance, but its RocksDB commit of the
+  // last batches comes once it has redone them. Wait until its committed
+  // offsets reach the end of every partition (its /metrics), then stop.
+  wait_until_committed(ref.ends, 120s);
   stack_->stop();  // starling-clean closes its RocksDB
   clean::RocksCleanStore crashed(dir_ / "stack/clean.ecowheels/state", pipeline_.dedupe_window_ms);
   const auto got = crashed.dump();
