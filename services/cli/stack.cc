@@ -102,30 +102,27 @@ Status Stack::start() {
                      uint16_t port, const std::vector<std::string>& extra) {
     std::vector<std::string> files;
     for (const auto& f : pipeline_files) files.push_back(fs::absolute(f).string());
-    const std::vector<std::pair<std::string, std::string>> settings = {
-        {"STARLING_KAFKA_BOOTSTRAP", bootstrap_},
-        {"STARLING_PIPELINE", fmt::format("{}", fmt::join(files, ","))},
-        {"STARLING_LISTEN", fmt::format("127.0.0.1:{}", port)},
-        {"STARLING_PORT_FILE", port_file(name)},
-        {"STARLING_DATA_DIR", (fs::path(opts_.data_dir) / name).string()},
-        {"STARLING_LOG_LEVEL", opts_.log_level},
-        {"STARLING_INSTANCE", name},
+    struct Setting {
+      const char* flag;
+      const char* env;
+      std::string value;
     };
-    if (opts_.config_by_env) return add(name, cat({bin(exe)}, extra), settings);
-    // The same settings as flags: --kafka, --pipeline (one per file), ...
-    std::vector<std::string> argv = {bin(exe)};
-    for (const auto& [var, value] : settings) {
-      if (var == "STARLING_PIPELINE") {
-        for (const auto& f : files) argv.insert(argv.end(), {"--pipeline", f});
-        continue;
-      }
-      std::string flag = "-";
-      for (const char c : std::string_view(var).substr(std::string_view("STARLING").size())) {
-        flag += c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      }
-      if (flag == "--kafka-bootstrap") flag = "--kafka";
-      argv.insert(argv.end(), {flag, value});
+    const std::vector<Setting> settings = {
+        {"--kafka", "STARLING_KAFKA_BOOTSTRAP", bootstrap_},
+        {"--listen", "STARLING_LISTEN", fmt::format("127.0.0.1:{}", port)},
+        {"--port-file", "STARLING_PORT_FILE", port_file(name)},
+        {"--data-dir", "STARLING_DATA_DIR", (fs::path(opts_.data_dir) / name).string()},
+        {"--log-level", "STARLING_LOG_LEVEL", opts_.log_level},
+        {"--instance", "STARLING_INSTANCE", name},
+    };
+    if (opts_.config_by_env) {
+      std::vector<std::pair<std::string, std::string>> env = {{"STARLING_PIPELINE", fmt::format("{}", fmt::join(files, ","))}};
+      for (const auto& s : settings) env.emplace_back(s.env, s.value);
+      return add(name, cat({bin(exe)}, extra), std::move(env));
     }
+    std::vector<std::string> argv = {bin(exe)};
+    for (const auto& f : files) argv.insert(argv.end(), {"--pipeline", f});
+    for (const auto& s : settings) argv.insert(argv.end(), {s.flag, s.value});
     return add(name, cat(argv, extra));
   };
   if (auto st = service("saga", "starling-saga", opts_.pipeline_files, opts_.saga_port, {}); !st) return st;

@@ -183,6 +183,14 @@ struct HttpServer::Impl {
   bool running = false;
   Flow flow;
 
+  // On the io threads, where the pending accept runs: the acceptor is not thread-safe.
+  void close_acceptor() {
+    asio::post(ioc, [this] {
+      beast::error_code ec;
+      acceptor.close(ec);
+    });
+  }
+
   void accept() {
     acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
       if (!acceptor.is_open()) return;
@@ -219,10 +227,7 @@ bool HttpServer::drain(std::chrono::milliseconds timeout) {
   auto& i = *impl_;
   if (!i.running) return true;
   i.flow.draining = true;
-  asio::post(i.ioc, [&i] {
-    beast::error_code ec;
-    i.acceptor.close(ec);
-  });
+  i.close_acceptor();
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (i.flow.in_flight.load() > 0 && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -237,10 +242,7 @@ void HttpServer::stop() {
   auto& i = *impl_;
   if (!i.running) return;
   i.running = false;
-  asio::post(i.ioc, [&i] {
-    beast::error_code ec;
-    i.acceptor.close(ec);
-  });
+  i.close_acceptor();
   i.work.reset();
   i.ioc.stop();
   for (auto& t : i.threads) t.join();

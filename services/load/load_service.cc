@@ -17,7 +17,15 @@ namespace starling::load {
 
 LoadService::LoadService(const PipelineConfig& pipeline, Sink& sink, kafka::KafkaOptions kafka, std::string instance,
                          LoadOptions options)
-    : pipeline_(pipeline), sink_(sink), kafka_(std::move(kafka)), instance_(std::move(instance)), options_(options) {}
+    : pipeline_(pipeline),
+      sink_(sink),
+      kafka_(std::move(kafka)),
+      instance_(std::move(instance)),
+      options_(options),
+      sink_up_(metrics().gauge("starling_load_sink_up", "1 while the sink's database answers, else 0",
+                               {{"pipeline", pipeline.name}})) {
+  sink_up_.set(1);
+}
 
 void LoadService::relay(kafka::Producer& producer) {
   if (auto sent = kafka::relay_outbox(sink_, producer); !sent) {
@@ -36,8 +44,7 @@ auto LoadService::with_sink(std::string_view what, Op&& op) {
 
 void LoadService::set_sink_ok(bool ok) {
   sink_ok_ = ok;
-  metrics().gauge("starling_load_sink_up", "1 while the sink's database answers, else 0", {{"pipeline", pipeline_.name}})
-      .set(ok ? 1 : 0);
+  sink_up_.set(ok ? 1 : 0);
 }
 
 int LoadService::run() {
@@ -72,7 +79,6 @@ int LoadService::run() {
   const Labels labels = {{"pipeline", pipeline_.name}};
   auto& rows_metric = metrics().counter("starling_load_rows_total", "Rows committed to the sink", labels);
   auto& batches_metric = metrics().counter("starling_load_batches_total", "Sink transactions committed", labels);
-  set_sink_ok(true);
   uint64_t loaded_total = 0;
   auto last_ping = std::chrono::steady_clock::now();
   while (!shutdown_requested()) {

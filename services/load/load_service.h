@@ -7,6 +7,7 @@
 #include <string>
 
 #include "broker-adapters/kafka/kafka.h"
+#include "services/common/metrics.h"
 #include "services/load/sink.h"
 
 namespace starling::load {
@@ -38,6 +39,7 @@ class LoadService {
   std::string instance_;
   LoadOptions options_;
   std::atomic<bool> sink_ok_{true};
+  Gauge& sink_up_;  // starling_load_sink_up, the same fact for /metrics
 };
 
 }  // namespace starling::load

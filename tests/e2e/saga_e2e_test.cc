@@ -68,6 +68,24 @@ std::vector<v1::SagaOutcome> read_outcomes(const std::string& bootstrap,
   return out;
 }
 
+// Every one of `saga_ids` has a COMPLETED outcome published (at least once:
+// the outbox may repeat one after a kill, never lose one).
+void expect_completed_outcomes(const std::string& bootstrap, const std::vector<std::string>& saga_ids,
+                               std::chrono::seconds timeout) {
+  const std::set<std::string> want(saga_ids.begin(), saga_ids.end());
+  std::set<std::string> completed;
+  read_outcomes(
+      bootstrap,
+      [&](const std::vector<v1::SagaOutcome>& got) {
+        for (const auto& o : got) {
+          if (o.state() == v1::SAGA_STATE_COMPLETED) completed.insert(o.saga_id());
+        }
+        return completed == want;
+      },
+      timeout);
+  EXPECT_EQ(completed, want);
+}
+
 Result<json> get_json(const std::string& url) {
   auto resp = http_call("GET", url);
   if (!resp) return std::unexpected(resp.error());
@@ -175,18 +193,7 @@ TEST_F(SagaE2E, CoordinatorKilledWithSigkillRepeatedlyEndsWithTheStatesAndCounts
   EXPECT_EQ((*report)["totals"]["accepted"], res->accepted);
   // Every saga's COMPLETED outcome was published (at least once: the outbox
   // may repeat one after a kill, never lose one).
-  std::set<std::string> want(res->saga_ids.begin(), res->saga_ids.end());
-  std::set<std::string> completed;
-  read_outcomes(
-      stack_->bootstrap(),
-      [&](const std::vector<v1::SagaOutcome>& got) {
-        for (const auto& o : got) {
-          if (o.state() == v1::SAGA_STATE_COMPLETED) completed.insert(o.saga_id());
-        }
-        return completed == want;
-      },
-      120s);
-  EXPECT_EQ(completed, want);
+  expect_completed_outcomes(stack_->bootstrap(), res->saga_ids, 120s);
 }
 
 TEST_F(SagaE2E, LoaderStoppedSagasStallThenFailAndAreCompensatedWhenItResumes) {
@@ -355,18 +362,7 @@ TEST_F(SagaE2E, TwoCoordinatorsSplitThePartitionsAndAPartitionThatMovesKeepsExac
     if (!pending.empty()) std::this_thread::sleep_for(500ms);
   }
   EXPECT_TRUE(pending.empty()) << pending.size() << " sagas not COMPLETED at either coordinator";
-  std::set<std::string> want(ids.begin(), ids.end());
-  std::set<std::string> completed;
-  read_outcomes(
-      stack_->bootstrap(),
-      [&](const std::vector<v1::SagaOutcome>& got) {
-        for (const auto& o : got) {
-          if (o.state() == v1::SAGA_STATE_COMPLETED) completed.insert(o.saga_id());
-        }
-        return completed == want;
-      },
-      60s);
-  EXPECT_EQ(completed, want);
+  expect_completed_outcomes(stack_->bootstrap(), ids, 60s);
 }
 
 }  // namespace
