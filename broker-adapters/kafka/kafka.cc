@@ -269,11 +269,23 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const KafkaOptions&
   return consumer;
 }
 
+namespace {
+
+Result<std::vector<InMessage>> poll_messages(rd_kafka_t* rk, std::size_t max, std::chrono::milliseconds timeout);
+
+}  // namespace
+
 Result<std::vector<InMessage>> KafkaConsumer::poll_batch(std::size_t max, std::chrono::milliseconds timeout) {
+  return poll_messages(impl_->rk, max, timeout);
+}
+
+namespace {
+
+Result<std::vector<InMessage>> poll_messages(rd_kafka_t* rk, std::size_t max, std::chrono::milliseconds timeout) {
   std::vector<InMessage> out;
   auto wait = timeout;
   while (out.size() < max) {
-    rd_kafka_message_t* m = rd_kafka_consumer_poll(impl_->rk, static_cast<int>(wait.count()));
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, static_cast<int>(wait.count()));
     if (m == nullptr) break;
     std::unique_ptr<rd_kafka_message_t, decltype(&rd_kafka_message_destroy)> owned(m, rd_kafka_message_destroy);
     switch (m->err) {
@@ -293,7 +305,7 @@ Result<std::vector<InMessage>> KafkaConsumer::poll_batch(std::size_t max, std::c
       case RD_KAFKA_RESP_ERR__TIMED_OUT:
         break;  // information, not failure
       default:
-        if (rd_kafka_fatal_error(impl_->rk, nullptr, 0) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (rd_kafka_fatal_error(rk, nullptr, 0) != RD_KAFKA_RESP_ERR_NO_ERROR) {
           return fail(Errc::unavailable, fmt::format("consumer fatal error: {}", rd_kafka_message_errstr(m)));
         }
         spdlog::warn("consumer: {}", rd_kafka_message_errstr(m));
@@ -302,6 +314,8 @@ Result<std::vector<InMessage>> KafkaConsumer::poll_batch(std::size_t max, std::c
   }
   return out;
 }
+
+}  // namespace
 
 Status KafkaConsumer::commit(const std::map<TopicPartition, int64_t>& next_offsets) {
   if (next_offsets.empty()) return {};
@@ -320,6 +334,96 @@ void KafkaConsumer::close() {
 }
 
 std::vector<TopicPartition> KafkaConsumer::assignment() const { return impl_->assigned; }
+
+// ---------------------------------------------------------------- reader
+
+struct TopicReader::Impl {
+  rd_kafka_t* rk = nullptr;
+  ~Impl() {
+    if (rk != nullptr) {
+      rd_kafka_assign(rk, nullptr);
+      rd_kafka_destroy(rk);
+    }
+  }
+};
+
+TopicReader::TopicReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+TopicReader::~TopicReader() = default;
+
+Result<std::unique_ptr<TopicReader>> TopicReader::create(const KafkaOptions& options) {
+  // A group id is required by the consumer API, but assign() never joins it
+  // and nothing is committed: the stages' groups are not touched.
+  auto conf = make_conf(options, {{"group.id", "starling-reader"},
+                                  {"enable.auto.commit", "false"},
+                                  {"enable.auto.offset.store", "false"},
+                                  {"enable.partition.eof", "false"}});
+  if (!conf) return std::unexpected(conf.error());
+  char err[512];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), err, sizeof err);
+  if (rk == nullptr) return fail(Errc::invalid_argument, fmt::format("kafka reader: {}", err));
+  conf.value().release();
+  rd_kafka_poll_set_consumer(rk);
+  auto impl = std::make_unique<Impl>();
+  impl->rk = rk;
+  return std::unique_ptr<TopicReader>(new TopicReader(std::move(impl)));
+}
+
+Result<int> TopicReader::partitions(const std::string& topic, std::chrono::milliseconds timeout) {
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(impl_->rk, topic.c_str(), nullptr);
+  const rd_kafka_metadata_t* md = nullptr;
+  const auto err = rd_kafka_metadata(impl_->rk, 0, rkt, &md, static_cast<int>(timeout.count()));
+  rd_kafka_topic_destroy(rkt);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return fail(Errc::unavailable, fmt::format("metadata of topic {}: {}", topic, rd_kafka_err2str(err)));
+  }
+  std::unique_ptr<const rd_kafka_metadata_t, decltype(&rd_kafka_metadata_destroy)> owned(md, rd_kafka_metadata_destroy);
+  if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR || md->topics[0].partition_cnt == 0) {
+    return fail(Errc::not_found, fmt::format("topic {} does not exist", topic));
+  }
+  return md->topics[0].partition_cnt;
+}
+
+Result<std::pair<int64_t, int64_t>> TopicReader::watermarks(const TopicPartition& tp, std::chrono::milliseconds timeout) {
+  int64_t low = 0;
+  int64_t high = 0;
+  const auto err = rd_kafka_query_watermark_offsets(impl_->rk, tp.topic.c_str(), tp.partition, &low, &high,
+                                                    static_cast<int>(timeout.count()));
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return fail(Errc::unavailable, fmt::format("offsets of {}/{}: {}", tp.topic, tp.partition, rd_kafka_err2str(err)));
+  }
+  return std::pair{low, high};
+}
+
+Result<int64_t> TopicReader::offset_for_time(const TopicPartition& tp, int64_t ts_ms, std::chrono::milliseconds timeout) {
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition)->offset = ts_ms;
+  const auto err = rd_kafka_offsets_for_times(impl_->rk, list, static_cast<int>(timeout.count()));
+  const int64_t offset = list->elems[0].offset;
+  const auto perr = list->elems[0].err;
+  rd_kafka_topic_partition_list_destroy(list);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR || perr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return fail(Errc::unavailable, fmt::format("offset of {}/{} at time {}: {}", tp.topic, tp.partition, ts_ms,
+                                               rd_kafka_err2str(err != RD_KAFKA_RESP_ERR_NO_ERROR ? err : perr)));
+  }
+  if (offset >= 0) return offset;
+  // -1: no message at or after that time.
+  auto w = watermarks(tp, timeout);
+  if (!w) return std::unexpected(w.error());
+  return w->second;
+}
+
+Status TopicReader::assign(const std::map<TopicPartition, int64_t>& starts) {
+  auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(starts.size()));
+  for (const auto& [tp, off] : starts) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition)->offset = off;
+  const auto err = rd_kafka_assign(impl_->rk, list);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return fail(Errc::unavailable, fmt::format("assign: {}", rd_kafka_err2str(err)));
+  return {};
+}
+
+Result<std::vector<InMessage>> TopicReader::poll_batch(std::size_t max, std::chrono::milliseconds timeout) {
+  return poll_messages(impl_->rk, max, timeout);
+}
 
 // ---------------------------------------------------------------- admin
 

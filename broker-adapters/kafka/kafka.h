@@ -138,6 +138,34 @@ class KafkaConsumer {
   std::unique_ptr<Impl> impl_;
 };
 
+/// Reads chosen ranges of partitions outside any group (no subscribe, no
+/// commits): `starling replay` uses it to read a topic's past while the
+/// stages' groups keep running. Also answers ListOffsets questions.
+/// Lifecycle: create, query or assign, poll from one thread, destroy.
+class TopicReader {
+ public:
+  static Result<std::unique_ptr<TopicReader>> create(const KafkaOptions& options);
+  ~TopicReader();
+  /// How many partitions the topic has; an error names a missing topic.
+  Result<int> partitions(const std::string& topic, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  /// [low, high): the first offset still stored and the next one to be written.
+  Result<std::pair<int64_t, int64_t>> watermarks(const TopicPartition& tp,
+                                                std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  /// ListOffsets by timestamp: the first offset whose timestamp is >= ts_ms,
+  /// or the high watermark when there is none.
+  Result<int64_t> offset_for_time(const TopicPartition& tp, int64_t ts_ms,
+                                  std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  /// Starts reading these partitions at these offsets (replacing any earlier assignment).
+  Status assign(const std::map<TopicPartition, int64_t>& starts);
+  /// Up to `max` messages, waiting at most `timeout` for the first.
+  Result<std::vector<InMessage>> poll_batch(std::size_t max, std::chrono::milliseconds timeout);
+
+ private:
+  struct Impl;
+  explicit TopicReader(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
 struct TopicSpec {
   std::string name;
   int partitions = 1;
