@@ -39,6 +39,7 @@ v1::SagaOutcome make_outcome(const v1::SagaRecord& r, int64_t time_ms) {
   o.set_pipeline(r.pipeline());
   o.set_state(r.state());
   o.set_total(r.total());
+  o.set_kind(r.kind());
   o.set_loaded(c.loaded);
   o.set_rejected(c.rejected + c.rejected_at_load);
   if (r.timeline_size() > 0) o.set_reason(r.timeline(r.timeline_size() - 1).cause());

@@ -69,7 +69,35 @@ json counts_json(const v1::SagaRecord& r) {
 json to_json(const v1::SagaRecord& r, bool detail) {
   json j = {{"saga_id", r.saga_id()},          {"pipeline", r.pipeline()},     {"state", state_name(r.state())},
             {"total", r.total()},              {"counts", counts_json(r)},     {"created_ms", r.created_ms()},
-            {"created", rfc3339(r.created_ms())}, {"updated_ms", r.updated_ms()}};
+            {"created", rfc3339(r.created_ms())}, {"updated_ms", r.updated_ms()},
+            {"kind", r.kind() == v1::SAGA_KIND_REPLAY ? "REPLAY" : "INGEST"}};
+  if (r.kind() == v1::SAGA_KIND_REPLAY) {
+    // The replay is the parent; its children are the input partitions it
+    // read, each a range of its seqs, so their progress is the parent's bitmaps.
+    const auto& info = r.replay();
+    json children = json::array();
+    for (const auto& child : info.children()) {
+      const auto c = child_counts(r, child);
+      children.push_back({{"name", child.name()},
+                          {"seqs", {child.first(), child.last()}},
+                          {"offsets", {child.from_offset(), child.to_offset()}},
+                          {"total", c.total},
+                          {"loaded", c.loaded},
+                          {"rejected", c.rejected},
+                          {"in_flight", c.total - c.loaded - c.rejected}});
+    }
+    j["replay"] = {{"stage", info.stage()},
+                   {"source_topic", info.source_topic()},
+                   {"replay_topic", info.replay_topic()},
+                   {"range", info.range()},
+                   {"children", children},
+                   {"origin_saga_count", info.origin_saga_count()},
+                   {"duplicates_skipped", info.duplicates_skipped()},
+                   {"cancelled", info.cancelled()}};
+    if (detail) j["replay"]["origin_sagas"] = info.origin_sagas();
+  } else if (!r.ingested() && r.saga_id().starts_with(kReplaySagaPrefix)) {
+    j["kind"] = "REPLAY";  // still publishing: the command has not sent its total yet
+  }
   if (detail) {
     json reasons = json::object();
     for (const auto& [k, v] : r.reason_counts()) reasons[k] = v;

@@ -70,6 +70,12 @@ v1::SagaState next_state(const v1::SagaRecord& r, bool progressed) {
   return v1::SAGA_STATE_ACCEPTED;
 }
 
+// Facts of a replay's events arrive while `starling replay` still publishes
+// (or is paused); without its INGESTED fact the total is not known yet.
+bool replay_publishing(const v1::SagaRecord& r) {
+  return !r.ingested() && r.saga_id().starts_with(kReplaySagaPrefix);
+}
+
 int64_t last_progress(const v1::SagaRecord& r) { return std::max(r.progress_ms(), r.created_ms()); }
 
 }  // namespace
@@ -96,8 +102,17 @@ bool fold(v1::SagaRecord& r, const v1::ProgressFact& f) {
     if (!r.ingested()) {
       r.set_ingested(true);
       r.set_total(f.total());
-      // Creation is ingest's time even when another step's fact came first.
-      r.set_created_ms(r.created_ms() == 0 ? f.time_ms() : std::min(r.created_ms(), f.time_ms()));
+      if (f.kind() == v1::SAGA_KIND_REPLAY) {
+        // A replay saga exists as a whole once its command has published every
+        // event and knows the total: that is its creation, and its deadlines
+        // start there (a long or paused replay is the command's to report).
+        r.set_kind(f.kind());
+        *r.mutable_replay() = f.replay();
+        r.set_created_ms(f.time_ms());
+      } else {
+        // Creation is ingest's time even when another step's fact came first.
+        r.set_created_ms(r.created_ms() == 0 ? f.time_ms() : std::min(r.created_ms(), f.time_ms()));
+      }
       progressed = true;
     }
   } else if (f.step() == v1::STEP_COMPENSATED) {
@@ -136,7 +151,7 @@ bool fold(v1::SagaRecord& r, const v1::ProgressFact& f) {
 
 std::optional<v1::SagaState> apply_deadlines(v1::SagaRecord& r, const Deadlines& d, int64_t now_ms) {
   const auto s = r.state();
-  if (s == v1::SAGA_STATE_UNSPECIFIED || is_terminal(s)) return std::nullopt;
+  if (s == v1::SAGA_STATE_UNSPECIFIED || is_terminal(s) || replay_publishing(r)) return std::nullopt;
   if (now_ms >= r.created_ms() + d.fail_after_ms) {
     transition(r, v1::SAGA_STATE_FAILED, now_ms,
                fmt::format("not finished {} ms after creation ({} of {} events in flight)", d.fail_after_ms,
@@ -151,6 +166,7 @@ std::optional<v1::SagaState> apply_deadlines(v1::SagaRecord& r, const Deadlines&
 }
 
 int64_t next_deadline(const v1::SagaRecord& r, const Deadlines& d) {
+  if (replay_publishing(r)) return 0;
   switch (r.state()) {
     case v1::SAGA_STATE_UNSPECIFIED:
     case v1::SAGA_STATE_FAILED:
@@ -179,6 +195,20 @@ SagaCounts counts(const v1::SagaRecord& r) {
     done += static_cast<uint32_t>(std::popcount(at(r.loaded()) | at(r.rejected()) | at(r.rejected_at_load())));
   }
   c.in_flight = r.total() > done ? r.total() - done : 0;
+  return c;
+}
+
+ChildCounts child_counts(const v1::SagaRecord& r, const v1::ReplayChild& child) {
+  ChildCounts c;
+  if (child.last() < child.first()) return c;
+  c.total = child.last() - child.first() + 1;
+  for (uint32_t s = child.first(); s <= child.last(); ++s) {
+    if (test_bit(r.loaded(), s)) {
+      ++c.loaded;
+    } else if (test_bit(r.rejected(), s) || test_bit(r.rejected_at_load(), s)) {
+      ++c.rejected;
+    }
+  }
   return c;
 }
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "starling/v1/saga.pb.h"
 
@@ -29,6 +30,18 @@ struct Deadlines {
 /// ones. Sagas move through at most five states, so this loses nothing in
 /// practice and bounds a pathological STALLED ⇄ IN_FLIGHT flapper.
 inline constexpr int kTimelineMax = 16;
+
+/// Replay saga ids start with this (services/cli/replay.h makes them), so
+/// the coordinator knows a replay before its INGESTED fact, which comes last.
+inline constexpr std::string_view kReplaySagaPrefix = "replay-";
+
+/// One replay child's progress: its seqs done (loaded or rejected) so far.
+struct ChildCounts {
+  uint32_t total = 0;
+  uint32_t loaded = 0;
+  uint32_t rejected = 0;  // by cleaning or at load
+};
+ChildCounts child_counts(const v1::SagaRecord& record, const v1::ReplayChild& child);
 
 /// Applies one fact. Returns true when the record changed. A fact without a
 /// time must be given one by the caller (the coordinator stamps its clock).

@@ -253,5 +253,41 @@ TEST(SagaStateMachine, TimelineKeepsCreationAndTheLatestTransitions) {
 
 TEST(SagaTime, Rfc3339) { EXPECT_EQ(rfc3339(1'795'428'000'250), "2026-11-23T10:00:00.250Z"); }
 
+// A replay saga: facts of its events arrive while `starling replay` still
+// publishes; its INGESTED fact (the total, the children) comes last.
+TEST(SagaState, ReplaySagaHasNoDeadlinesUntilItsTotalIsKnownAndReportsChildProgress) {
+  const Deadlines d{.stall_after_ms = 1'000, .fail_after_ms = 5'000};
+  v1::SagaRecord r;
+  auto loaded = fact(v1::STEP_LOADED, 0, 5);
+  loaded.set_saga_id("replay-1");
+  fold(r, loaded);
+  EXPECT_EQ(next_deadline(r, d), 0) << "a paused replay is not a stalled saga";
+  EXPECT_FALSE(apply_deadlines(r, d, 1'000'000).has_value());
+
+  auto ingested = fact(v1::STEP_INGESTED, 0, 0, 10);
+  ingested.set_saga_id("replay-1");
+  ingested.set_kind(v1::SAGA_KIND_REPLAY);
+  ingested.set_time_ms(50'000);
+  for (const auto& [first, last] : {std::pair{0u, 5u}, std::pair{6u, 9u}}) {
+    auto* c = ingested.mutable_replay()->add_children();
+    c->set_first(first);
+    c->set_last(last);
+  }
+  fold(r, ingested);
+  EXPECT_EQ(r.kind(), v1::SAGA_KIND_REPLAY);
+  EXPECT_EQ(r.created_ms(), 50'000) << "deadlines start when the total is known";
+  EXPECT_EQ(next_deadline(r, d), 51'000);
+  const auto first = child_counts(r, r.replay().children(0));
+  EXPECT_EQ(first.total, 6u);
+  EXPECT_EQ(first.loaded, 6u);
+  const auto second = child_counts(r, r.replay().children(1));
+  EXPECT_EQ(second.total, 4u);
+  EXPECT_EQ(second.loaded, 0u);
+  auto rest = fact(v1::STEP_LOADED, 6, 9);
+  rest.set_saga_id("replay-1");
+  fold(r, rest);
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_COMPLETED);
+}
+
 }  // namespace
 }  // namespace starling::saga
