@@ -109,6 +109,10 @@ struct PipelineConfig {
   std::string clean_topic() const { return name + ".clean"; }
   std::string rejected_topic() const { return name + ".rejected"; }
   std::string dlq_topic() const { return name + ".dlq"; }  // rows the sink refused
+  // What `starling replay` re-publishes, consumed beside the live topic:
+  // a replay of the clean stage's input, and one of the load stage's.
+  std::string raw_replay_topic() const { return name + ".raw.replay"; }
+  std::string clean_replay_topic() const { return name + ".clean.replay"; }
 };
 
 /// Topics every deployment has, whatever its pipelines.

@@ -69,8 +69,11 @@ int LoadService::run() {
     return starts;
   };
   // The loader reacts to saga outcomes: a FAILED saga's rows are deleted.
+  // <p>.clean.replay carries replays of this stage's input (`starling
+  // replay --stage load`); its offsets are stored beside the others.
   auto consumer = kafka::KafkaConsumer::create(kafka_, "starling-load." + pipeline_.name,
-                                               {pipeline_.clean_topic(), kOutcomeTopic}, std::move(hooks));
+                                               {pipeline_.clean_topic(), pipeline_.clean_replay_topic(), kOutcomeTopic},
+                                               std::move(hooks));
   if (!consumer) {
     spdlog::critical("{}", consumer.error().message);
     return 1;
@@ -104,8 +107,11 @@ int LoadService::run() {
       work.next_offsets[{in.topic, in.partition}] = in.offset + 1;
       if (in.topic == kOutcomeTopic) {
         v1::SagaOutcome outcome;
+        // A REPLAY saga is not compensated: its rows replaced the originals'
+        // in place (same event ids), so deleting them would delete events the
+        // warehouse held before the replay. It stays FAILED; run it again.
         if (outcome.ParseFromString(in.value) && outcome.state() == v1::SAGA_STATE_FAILED &&
-            outcome.pipeline() == pipeline_.name) {
+            outcome.pipeline() == pipeline_.name && outcome.kind() != v1::SAGA_KIND_REPLAY) {
           work.compensate.push_back(outcome.saga_id());
         }
         continue;

@@ -111,7 +111,16 @@ PostgresSink::PostgresSink(std::string dsn, const PipelineConfig& pipeline, int 
   for (const auto* c : kEnvelopeColumns) add(c);
   for (const auto& c : pipeline.columns) add(c.name);
   column_list_ = names;
-  const auto conflict = fmt::format(" ON CONFLICT (event_id) DO UPDATE SET {}", updates);
+  // Rewritten only when the content changed (see sqlite_sink.cc): a replay
+  // that yields the same row leaves it and its saga_id alone.
+  std::string mine = fmt::format("{}.event_time_ms, {}.ingest_time_ms", q(pipeline.table), q(pipeline.table));
+  std::string theirs = "excluded.event_time_ms, excluded.ingest_time_ms";
+  for (const auto& c : pipeline.columns) {
+    mine += fmt::format(", {}.{}", q(pipeline.table), q(c.name));
+    theirs += fmt::format(", excluded.{}", q(c.name));
+  }
+  const auto conflict =
+      fmt::format(" ON CONFLICT (event_id) DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})", updates, mine, theirs);
   upsert_select_ = fmt::format("INSERT INTO {0} ({1}) SELECT {2} FROM _starling_stage{3}", q(pipeline.table), names, selects, conflict);
   upsert_values_ = fmt::format("INSERT INTO {0} ({1}) VALUES ({2}){3}", q(pipeline.table), names, params, conflict);
 }

@@ -104,8 +104,15 @@ void SqliteSink::open(const std::string& path) {
   };
   for (const auto* c : kEnvelopeColumns) add(c);
   for (const auto& c : pipeline.columns) add(c.name);
-  const auto upsert = fmt::format("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (event_id) DO UPDATE SET {}",
-                                  q(pipeline.table), names, params, updates);
+  // A row is rewritten only when its content changed: a redelivery or a
+  // replay that yields the same values leaves it (and its saga_id) alone, so
+  // replaying a range twice changes nothing, and a row that a replay did
+  // change carries the replay's saga id.
+  std::string differs = fmt::format("excluded.event_time_ms IS NOT {0}.event_time_ms OR excluded.ingest_time_ms IS NOT {0}.ingest_time_ms",
+                                    q(pipeline.table));
+  for (const auto& c : pipeline.columns) differs += fmt::format(" OR excluded.{0} IS NOT {1}.{0}", q(c.name), q(pipeline.table));
+  const auto upsert = fmt::format("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (event_id) DO UPDATE SET {} WHERE {}",
+                                  q(pipeline.table), names, params, updates, differs);
   auto prepare = [&](const std::string& sql, sqlite3_stmt** stmt) {
     if (sqlite3_prepare_v2(db_, sql.c_str(), -1, stmt, nullptr) != SQLITE_OK)
       throw std::runtime_error(fmt::format("{}: prepare {}: {}", path, sql, sqlite3_errmsg(db_)));
