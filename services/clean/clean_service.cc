@@ -60,8 +60,11 @@ int CleanService::run() {
   hooks.on_revoke = [](const std::vector<kafka::TopicPartition>& parts) {
     spdlog::info("revoked {} partitions", parts.size());
   };
-  auto consumer = kafka::KafkaConsumer::create(kafka_, "starling-clean." + pipeline_.name, {pipeline_.raw_topic()},
-                                               std::move(hooks));
+  // <p>.raw.replay carries `starling replay` output beside live traffic; its
+  // offsets are stored per topic like the live ones, its device state apart
+  // (cleaner.h: replay_state_partition).
+  auto consumer = kafka::KafkaConsumer::create(kafka_, "starling-clean." + pipeline_.name,
+                                               {pipeline_.raw_topic(), pipeline_.raw_replay_topic()}, std::move(hooks));
   if (!consumer) {
     spdlog::critical("{}", consumer.error().message);
     return 1;

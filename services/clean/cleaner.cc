@@ -33,7 +33,11 @@ CleanResult Cleaner::clean(const std::string& raw, int32_t partition, CleanState
   const auto& env = res.envelope;
   // The envelope as received goes into the rejection only when there is one.
   auto reject = [&rej, &env] { *rej.mutable_envelope() = env; };
-  if (pipeline_.dedupe_window_ms > 0) {
+  // A replayed event has the id of its original: the dedupe window would
+  // take it for its own duplicate. `starling replay` replays each id once.
+  const bool replayed = !env.origin_saga_id().empty();
+  if (replayed) partition = replay_state_partition(partition, env.saga_id());
+  if (pipeline_.dedupe_window_ms > 0 && !replayed) {
     // A retried request or a device resending: the first copy wins.
     if (auto first = state.seen(partition, env.event_id());
         first && std::abs(env.ingest_time_ms() - *first) <= pipeline_.dedupe_window_ms) {
