@@ -12,6 +12,8 @@
 #include <spdlog/spdlog.h>
 
 #include "services/cli/fixtures.h"
+#include "services/cli/progress.h"
+#include "services/cli/replay.h"
 #include "services/cli/report.h"
 #include "services/cli/simulate.h"
 #include "services/cli/stack.h"
@@ -19,6 +21,7 @@
 #include "services/common/logging.h"
 #include "services/common/process.h"
 #include "services/common/shutdown.h"
+#include "services/saga/saga_state.h"
 
 namespace starling::cli {
 namespace {
@@ -36,33 +39,6 @@ std::vector<std::string> default_pipelines() {
   std::sort(out.begin(), out.end());
   return out;
 }
-
-// A progress bar on a terminal; plain lines every 10% otherwise.
-class Progress {
- public:
-  explicit Progress(std::string what) : what_(std::move(what)), tty_(::isatty(STDERR_FILENO) != 0) {}
-  void operator()(uint64_t done, uint64_t total) {
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-    const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
-    const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0;
-    if (tty_) {
-      const int width = 30;
-      const int filled = total ? static_cast<int>(width * done / total) : width;
-      fmt::print(stderr, "\r{} [{}{}] {}/{} {:.0f}/s ETA {:.0f}s ", what_, std::string(filled, '#'),
-                 std::string(width - filled, '.'), done, total, rate, eta);
-      if (done == total) fmt::print(stderr, "\n");
-    } else if (total && (done * 10 / total != last_decile_ || done == total)) {
-      last_decile_ = done * 10 / total;
-      fmt::print(stderr, "{}: {}/{} ({:.0f}/s, ETA {:.0f}s)\n", what_, done, total, rate, eta);
-    }
-  }
-
- private:
-  std::string what_;
-  bool tty_;
-  uint64_t last_decile_ = 0;
-  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
-};
 
 void add_sim_flags(CLI::App* cmd, SimOptions& o) {
   cmd->add_option("--bikes", o.bikes, "Number of e-bikes in the fleet")->capture_default_str()->check(CLI::PositiveNumber);
@@ -302,6 +278,126 @@ int cmd_demo(StackOptions stack_opts, SimOptions sim, int settle_s) {
   return ok ? 0 : 1;
 }
 
+// `starling replay`: the run itself, a dry run, or status/pause/resume/cancel.
+struct ReplayArgs {
+  ReplayOptions opts;
+  std::string pipeline;  // a name or a YAML file
+  std::string saga_url = "http://127.0.0.1:8081";
+  std::string command;   // empty (run), status, pause, resume, cancel
+  std::string id;
+  bool as_json = false;
+};
+
+std::string time_or_dash(int64_t ms) { return ms > 0 ? saga::rfc3339(ms) : "-"; }
+
+void print_replay_table(const ReplayStatus& s) {
+  fmt::print("{:>9}  {:>10}  {:>10}  {:>8}  {:>9}  {:>10}  {:>8}  {:<24}  {:<24}\n", "partition", "from", "to", "read",
+             s.dry_run ? "to replay" : "published", "duplicates", "filtered", "first message", "last message");
+  int64_t lo = 0;
+  int64_t hi = 0;
+  for (const auto& p : s.partitions) {
+    fmt::print("{:>9}  {:>10}  {:>10}  {:>8}  {:>9}  {:>10}  {:>8}  {:<24}  {:<24}\n", p.partition, p.from, p.to,
+               p.next - p.from, p.published, p.duplicates, p.filtered, time_or_dash(p.min_time_ms), time_or_dash(p.max_time_ms));
+    if (p.min_time_ms > 0 && (lo == 0 || p.min_time_ms < lo)) lo = p.min_time_ms;
+    hi = std::max(hi, p.max_time_ms);
+  }
+  fmt::print("{:>9}  {:>10}  {:>10}  {:>8}  {:>9}  {:>10}\n", "all", "", "", s.offsets_read(), s.published(), s.duplicates());
+  fmt::print("time range covered: {} .. {}\n", time_or_dash(lo), time_or_dash(hi));
+}
+
+int cmd_replay_control(const ReplayArgs& a) {
+  if (a.command != "status") {
+    if (auto st = control_replay(a.opts.state_dir, a.id, a.command); !st) {
+      fmt::print(stderr, "error: {}\n", st.error().message);
+      return 1;
+    }
+    fmt::print("replay {}: {} requested\n", a.id, a.command);
+    return 0;
+  }
+  auto s = read_replay_status(a.opts.state_dir, a.id);
+  if (!s) {
+    fmt::print(stderr, "error: {}\n", s.error().message);
+    return 1;
+  }
+  const bool alive = replay_process_alive(*s);
+  const bool gone = (s->state == "running" || s->state == "paused") && !alive;
+  // The coordinator's view: the parent saga and its children's progress.
+  json saga = nullptr;
+  if (auto r = http_call("GET", a.saga_url + "/v1/sagas/" + url_encode(a.id)); r && r->status == 200) {
+    saga = json::parse(r->body, nullptr, false);
+  }
+  if (a.as_json) {
+    json out = {{"replay", to_json(*s)}, {"process_alive", alive}, {"saga", saga}};
+    fmt::print("{}\n", out.dump(2));
+    return 0;
+  }
+  fmt::print("replay {}  ({} stage, {} -> {}, range {}{})\n", s->id, s->stage, s->source_topic, s->replay_topic, s->range,
+             s->saga.empty() ? "" : ", saga " + s->saga);
+  fmt::print("command: {}{}  pid {}  started {}  updated {}\n", s->state,
+             gone ? " (its process is gone: `starling replay cancel " + s->id + "` closes the saga)" : "", s->pid,
+             time_or_dash(s->started_ms), time_or_dash(s->updated_ms));
+  if (!s->error.empty()) fmt::print("error: {}\n", s->error);
+  fmt::print("read {}/{} offsets, published {} events, {} duplicate ids skipped\n", s->offsets_read(), s->offsets_total(),
+             s->published(), s->duplicates());
+  if (saga.is_object()) {
+    const auto& c = saga["counts"];
+    fmt::print("saga: {}  total {}  loaded {}  rejected {}  in flight {}\n", saga.value("state", "?"),
+               saga.value("total", 0), c.value("loaded", 0), c.value("rejected", 0) + c.value("rejected_at_load", 0),
+               c.value("in_flight", 0));
+    if (saga.contains("replay")) {
+      for (const auto& ch : saga["replay"]["children"]) {
+        fmt::print("  child {:<28} {:>7} events  loaded {:>7}  rejected {:>6}  in flight {:>6}\n",
+                   ch.value("name", ""), ch.value("total", 0), ch.value("loaded", 0), ch.value("rejected", 0),
+                   ch.value("in_flight", 0));
+      }
+    }
+  } else {
+    fmt::print("saga: not known to the coordinator at {} yet\n", a.saga_url);
+  }
+  return 0;
+}
+
+int cmd_replay(ReplayArgs a) {
+  if (!a.pipeline.empty()) {
+    a.opts.pipeline = a.pipeline.ends_with(".yaml") || a.pipeline.ends_with(".yml") ? load_pipeline(a.pipeline).name : a.pipeline;
+  }
+  if (!a.command.empty()) return cmd_replay_control(a);
+  if (auto st = check_replay_options(a.opts); !st) {
+    fmt::print(stderr, "error: {}\n", st.error().message);
+    return 2;
+  }
+  Progress bar(a.opts.dry_run ? "reading" : "replaying");
+  bool announced = false;
+  auto res = run_replay(a.opts, [&](const ReplayStatus& s) {
+    if (!announced) {
+      announced = true;
+      if (!a.as_json) {
+        fmt::print(stderr, "replay {}: {} -> {}, {} offsets in {} partitions{}\n", s.id, s.source_topic,
+                   s.dry_run ? "(dry run)" : s.replay_topic, s.offsets_total(), s.partitions.size(),
+                   s.dry_run ? "" : "; `starling replay status " + s.id + "` from another terminal");
+      }
+    }
+    bar(s.offsets_read(), s.offsets_total(), s.state == "paused" ? "paused" : "");
+  });
+  if (!res) {
+    fmt::print(stderr, "error: {}\n", res.error().message);
+    return 1;
+  }
+  if (a.as_json) {
+    fmt::print("{}\n", to_json(*res).dump(2));
+  } else {
+    print_replay_table(*res);
+    if (res->dry_run) {
+      fmt::print("dry run: nothing was published\n");
+    } else {
+      fmt::print("{} {} events as saga {} ({} duplicate ids skipped); follow it with `starling replay status {}`\n",
+                 res->state == "cancelled" ? "cancelled after publishing" : "published", res->published(), res->id,
+                 res->duplicates(), res->id);
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
@@ -373,6 +469,47 @@ int run(int argc, char** argv) {
   }
   sagas_list_cmd->add_option("--state", sagas_args.state, "Only sagas in this state");
 
+  auto* replay = app.add_subcommand(
+      "replay",
+      "Replay a range of a stage's input topic into its replay topic (<p>.raw.replay for clean, <p>.clean.replay for "
+      "load), beside live traffic, as one new saga of kind REPLAY linked to the originals.\n"
+      "  starling replay --pipeline ecowheels --from 2026-11-23T10:00:00Z --to 2026-11-23T11:00:00Z\n"
+      "  starling replay --pipeline ecowheels --saga 3f2a... --stage clean --rate 500\n"
+      "  starling replay status ID | pause ID | resume ID | cancel ID");
+  ReplayArgs replay_args;
+  replay_args.opts.kafka = "127.0.0.1:9092";
+  replay_args.opts.state_dir = "starling-data/replays";
+  auto add_replay_common = [&](CLI::App* cmd) {
+    cmd->add_option("--kafka", replay_args.opts.kafka, "Bootstrap servers")->capture_default_str()->envname("STARLING_KAFKA_BOOTSTRAP");
+    cmd->add_option("--state-dir", replay_args.opts.state_dir, "Where each replay keeps <id>.json (its progress and control)")
+        ->capture_default_str()->envname("STARLING_REPLAY_STATE_DIR");
+    cmd->add_flag("--json", replay_args.as_json, "Print JSON instead of text");
+  };
+  add_replay_common(replay);
+  replay->add_option("--pipeline", replay_args.pipeline, "Pipeline name or YAML file");
+  replay->add_option("--from", replay_args.opts.from,
+                     "Start: a time (RFC 3339 or Unix ms; found with ListOffsets), @N (offset N in every partition), "
+                     "P@N,P@N (per partition; others are skipped) or 'beginning'");
+  replay->add_option("--to", replay_args.opts.to, "End, exclusive: the same forms, or 'end' (the default: the end as the replay starts)");
+  replay->add_option("--stage", replay_args.opts.stage, "clean (replays <p>.raw) or load (replays <p>.clean)")->capture_default_str();
+  replay->add_option("--saga", replay_args.opts.saga, "Replay only this saga's events (the range defaults to the whole topic)");
+  replay->add_flag("--dry-run", replay_args.opts.dry_run, "Read the range and print counts per partition and the time range covered; publish nothing");
+  replay->add_option("--rate", replay_args.opts.rate, "Events per second (0: no limit)")->capture_default_str();
+  replay->add_option("--saga-url", replay_args.saga_url, "Saga API, for `status`")->capture_default_str();
+  std::vector<CLI::App*> replay_subs;
+  for (const auto& [name, help] : {std::pair{"status", "Progress of a replay: the command's state file and the saga's children"},
+                                   std::pair{"pause", "Pause a running replay between batches"},
+                                   std::pair{"resume", "Resume a paused replay"},
+                                   std::pair{"cancel", "Stop a replay; its saga closes over what was published"}}) {
+    auto* sub = replay->add_subcommand(name, help);
+    sub->add_option("id", replay_args.id, "The replay id (its saga id, replay-...)")->required();
+    sub->fallthrough();
+    add_replay_common(sub);
+    if (std::string(name) == "status") sub->add_option("--saga-url", replay_args.saga_url, "Saga API")->capture_default_str();
+    replay_subs.push_back(sub);
+  }
+  replay->require_subcommand(0, 1);
+
   auto* check = app.add_subcommand("check", "Validate pipeline files; errors name the line");
   std::vector<std::string> check_files;
   check->add_option("files", check_files, "Pipeline YAML files")->required();
@@ -395,9 +532,15 @@ int run(int argc, char** argv) {
       }
       return cmd_sagas(sagas_args);
     }
+    if (*replay) {
+      for (auto* sub : replay_subs) {
+        if (*sub) replay_args.command = sub->get_name();
+      }
+      return cmd_replay(replay_args);
+    }
     if (*simulate_cmd) {
       Progress progress("simulating " + std::to_string(sim.bikes) + " e-bikes");
-      auto res = simulate(sim, std::ref(progress));
+      auto res = simulate(sim, [&](uint64_t done, uint64_t total) { progress(done, total); });
       if (!res) {
         fmt::print(stderr, "error: {}\n", res.error().message);
         return 1;

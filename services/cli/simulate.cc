@@ -41,7 +41,7 @@ std::vector<SimEvent> generate_events(const SimOptions& o) {
     bike.battery = std::max(1.0, bike.battery - 0.05);
     bike.odometer += speed / 3600.0;
     SimEvent e;
-    e.event_id = fmt::format("{}-{:08d}", bike.id, i);
+    e.event_id = fmt::format("{}{}-{:08d}", o.id_prefix, bike.id, i);
     const auto ts = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(start_ms + i * 100);
     e.record = {{"event_id", e.event_id},
                 {"device_id", bike.id},

@@ -23,6 +23,7 @@ struct SimOptions {
   double fault_rate = 0.05;  // share of events with a reading the rules reject
   uint64_t seed = 1;
   int max_retries = 20;      // per request, on 503 or a broken connection
+  std::string id_prefix;     // prepended to every event id: two fleets with the same seed stay distinct
 };
 
 struct SimEvent {

@@ -86,7 +86,10 @@ Status Stack::start() {
 
   std::vector<kafka::TopicSpec> topics = {{kSagaTopic, 3}, {kOutcomeTopic, 1}};
   for (const auto& p : pipelines_) {
-    for (const auto& t : {p.raw_topic(), p.clean_topic(), p.rejected_topic(), p.dlq_topic()}) topics.push_back({t, p.partitions});
+    for (const auto& t : {p.raw_topic(), p.clean_topic(), p.rejected_topic(), p.dlq_topic(), p.raw_replay_topic(),
+                          p.clean_replay_topic()}) {
+      topics.push_back({t, p.partitions});
+    }
   }
   if (auto st = kafka::create_topics({bootstrap_, "starling-up", {}}, topics); !st) {
     return fail(st.error().code, "creating topics: " + st.error().message);
