@@ -18,6 +18,7 @@
 
 #include "services/common/ids.h"
 #include "services/common/pipeline.h"
+#include "services/common/shutdown.h"
 #include "services/common/time.h"
 #include "services/saga/saga_api.h"
 #include "services/saga/saga_state.h"
@@ -383,9 +384,11 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
     auto p = kafka::KafkaProducer::create(kopts, {.queue_full_wait = std::chrono::seconds(60)});
     if (!p) return std::unexpected(p.error());
     producer = std::move(*p);
-    if (auto st = kafka::create_topics(kopts, {{s.replay_topic, static_cast<int>(s.partitions.size())}}); !st) {
-      return std::unexpected(st.error());
-    }
+    // `starling up` creates it; on another deployment it may be missing.
+    // Same partition count: an event's key puts it on the same partition.
+    auto n = (*reader)->partitions(s.source_topic);
+    if (!n) return std::unexpected(n.error());
+    if (auto st = kafka::create_topics(kopts, {{s.replay_topic, *n}}); !st) return std::unexpected(st.error());
   }
   if (auto st = save(o.state_dir, s); !st) return std::unexpected(st.error());
   if (progress) progress(s);
@@ -410,7 +413,12 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
     if (part.next >= part.to) continue;
     if (auto st = (*reader)->assign({{{s.source_topic, part.partition}, part.next}}); !st) return fail_with(st.error());
     while (part.next < part.to && !cancelled) {
-      // Control requests between batches: pause holds here, cancel ends.
+      // Control requests between batches: pause holds here, cancel (or
+      // Ctrl-C) ends, and the saga closes over what was published.
+      if (shutdown_requested()) {
+        cancelled = true;
+        break;
+      }
       if (auto action = take_control(o.state_dir, s.id); action == "pause") {
         s.state = "paused";
         (void)save(o.state_dir, s);
@@ -420,7 +428,7 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
           std::this_thread::sleep_for(std::chrono::milliseconds(100));
           const auto next = take_control(o.state_dir, s.id);
           if (next == "resume") break;
-          if (next == "cancel") {
+          if (next == "cancel" || shutdown_requested()) {
             cancelled = true;
             break;
           }
