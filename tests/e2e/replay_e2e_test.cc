@@ -285,6 +285,19 @@ TEST_F(ReplayE2E, ReplayBySagaIdReplaysExactlyThatSagaAndIsControlledFromAnother
                      (*original)["counts"]["rejected"].get<uint64_t>());
   EXPECT_EQ(saga["replay"]["origin_sagas"], json::array({target}));
 
+  // The load stage's input replays the same way: the saga's clean events,
+  // from <p>.clean into <p>.clean.replay, all loaded again (rows unchanged).
+  auto load_opts = replay_options();
+  load_opts.saga = target;
+  load_opts.stage = "load";
+  auto load_replay = run_replay(load_opts);
+  ASSERT_TRUE(load_replay.has_value()) << load_replay.error().message;
+  EXPECT_EQ(load_replay->source_topic, "ecowheels.clean");
+  EXPECT_EQ(load_replay->replay_topic, "ecowheels.clean.replay");
+  const auto valid_in_target = (*original)["counts"]["loaded"].get<uint64_t>();
+  EXPECT_EQ(load_replay->published(), valid_in_target);
+  expect_replay_saga(wait_for_saga(load_replay->id, "COMPLETED"), valid_in_target, valid_in_target, 0);
+
   // A dry run reads and counts but publishes nothing.
   auto dry_opts = replay_options();
   dry_opts.from = "beginning";
