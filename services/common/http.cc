@@ -90,7 +90,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void read() {
     parser_.emplace();
     parser_->body_limit(opts_.body_limit);
-    parser_->header_limit(16 * 1024);
+    parser_->header_limit(static_cast<std::uint32_t>(opts_.header_limit));
     stream_.expires_after(std::chrono::seconds(opts_.read_timeout_s));
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
@@ -104,6 +104,11 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == http::error::body_limit) {
       keep_alive_ = false;
       send(json_error(413, "body_too_large", fmt::format("request body exceeds {} bytes", opts_.body_limit)));
+      return;
+    }
+    if (ec == http::error::header_limit) {
+      keep_alive_ = false;
+      send(json_error(431, "headers_too_large", fmt::format("request line and headers exceed {} bytes", opts_.header_limit)));
       return;
     }
     if (ec) {

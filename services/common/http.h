@@ -49,8 +49,9 @@ struct HttpServerOptions {
   std::string address = "127.0.0.1";
   uint16_t port = 0;               // 0 picks a free port; see HttpServer::port()
   int threads = 2;
-  std::size_t body_limit = 8 << 20;
-  int read_timeout_s = 30;         // a client that sends nothing for this long is dropped
+  std::size_t body_limit = 8 << 20;     // larger bodies get 413
+  std::size_t header_limit = 16 << 10;  // request line + headers; larger gets 431
+  int read_timeout_s = 30;  // a whole request must arrive within this (slowloris); idle keep-alive closes too
 };
 
 /// Async HTTP server with keep-alive. Threads: `threads` io threads run the

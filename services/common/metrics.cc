@@ -88,29 +88,57 @@ uint64_t resident_bytes() {
   return resident * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
-MetricsRegistry::Family& MetricsRegistry::family(const std::string& name, const std::string& help, bool is_counter) {
+Histogram::Histogram(std::vector<double> bounds)
+    : bounds_(std::move(bounds)), counts_(new std::atomic<uint64_t>[bounds_.size() + 1]) {
+  for (std::size_t i = 0; i <= bounds_.size(); ++i) counts_[i].store(0);
+}
+
+void Histogram::observe(double v) {
+  std::size_t i = 0;
+  while (i < bounds_.size() && v > bounds_[i]) ++i;
+  counts_[i].fetch_add(1, std::memory_order_relaxed);
+  double sum = sum_.load(std::memory_order_relaxed);
+  while (!sum_.compare_exchange_weak(sum, sum + v, std::memory_order_relaxed)) {
+  }
+}
+
+std::vector<uint64_t> Histogram::counts() const {
+  std::vector<uint64_t> out(bounds_.size() + 1);
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = counts_[i].load(std::memory_order_relaxed);
+  return out;
+}
+
+MetricsRegistry::Family& MetricsRegistry::family(const std::string& name, const std::string& help, const char* type) {
   STARLING_ASSERT(valid_name(name), "bad metric name");
   auto [it, inserted] = families_.try_emplace(name);
   if (inserted) {
     it->second.help = help;
-    it->second.is_counter = is_counter;
+    it->second.type = type;
   }
-  STARLING_ASSERT(it->second.is_counter == is_counter, "a metric name is either a counter or a gauge");
+  STARLING_ASSERT(it->second.type == type, "metric {} is a {}, not a {}", name, it->second.type, type);
   return it->second;
 }
 
 Counter& MetricsRegistry::counter(const std::string& name, const std::string& help, const Labels& labels) {
   std::lock_guard lock(mu_);
-  auto& slot = family(name, help, true).counters[render_labels(labels)];
+  auto& slot = family(name, help, "counter").counters[render_labels(labels)];
   if (!slot) slot = std::make_unique<Counter>();
   return *slot;
 }
 
 Gauge& MetricsRegistry::gauge(const std::string& name, const std::string& help, const Labels& labels) {
   std::lock_guard lock(mu_);
-  auto& slot = family(name, help, false).gauges[render_labels(labels)];
+  auto& slot = family(name, help, "gauge").gauges[render_labels(labels)];
   if (!slot) slot = std::make_unique<Gauge>();
   return *slot;
+}
+
+Histogram& MetricsRegistry::histogram(const std::string& name, const std::string& help, std::vector<double> bounds,
+                                      const Labels& labels) {
+  std::lock_guard lock(mu_);
+  auto& slot = family(name, help, "histogram").histograms[render_labels(labels)];
+  if (!slot.second) slot = {labels, std::make_unique<Histogram>(std::move(bounds))};
+  return *slot.second;
 }
 
 std::string MetricsRegistry::render() const {
@@ -118,10 +146,21 @@ std::string MetricsRegistry::render() const {
   {
     std::lock_guard lock(mu_);
     for (const auto& [name, f] : families_) {
-      out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, escape(f.help, false), name,
-                         f.is_counter ? "counter" : "gauge");
+      out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, escape(f.help, false), name, f.type);
       for (const auto& [labels, c] : f.counters) out += fmt::format("{}{} {}\n", name, labels, c->value());
       for (const auto& [labels, g] : f.gauges) out += fmt::format("{}{} {}\n", name, labels, number(g->value()));
+      for (const auto& [rendered, h] : f.histograms) {
+        const auto counts = h.second->counts();
+        uint64_t cumulative = 0;
+        for (std::size_t i = 0; i < counts.size(); ++i) {
+          cumulative += counts[i];
+          auto with_le = h.first;
+          with_le.emplace_back("le", i < h.second->bounds().size() ? number(h.second->bounds()[i]) : "+Inf");
+          out += fmt::format("{}_bucket{} {}\n", name, render_labels(with_le), cumulative);
+        }
+        out += fmt::format("{}_sum{} {}\n{}_count{} {}\n", name, rendered, number(h.second->sum()), name, rendered,
+                           cumulative);
+      }
     }
   }
   const double start = std::chrono::duration<double>(g_start.time_since_epoch()).count();

@@ -40,6 +40,23 @@ class Gauge {
   std::atomic<double> value_{0};
 };
 
+/// Observations counted into fixed buckets (cumulative when rendered, with
+/// _sum and _count), for latencies. observe() takes no lock.
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds);
+  void observe(double v);
+  const std::vector<double>& bounds() const { return bounds_; }
+  /// Per-bucket counts (not cumulative), one more than bounds (the +Inf bucket).
+  std::vector<uint64_t> counts() const;
+  double sum() const { return sum_.load(std::memory_order_relaxed); }
+
+ private:
+  std::vector<double> bounds_;
+  std::unique_ptr<std::atomic<uint64_t>[]> counts_;
+  std::atomic<double> sum_{0};
+};
+
 class MetricsRegistry {
  public:
   /// The same name and labels always give the same object. A name is one
@@ -47,6 +64,9 @@ class MetricsRegistry {
   /// [a-zA-Z_:][a-zA-Z0-9_:]* (checked: a bad name is a programming error).
   Counter& counter(const std::string& name, const std::string& help, const Labels& labels = {});
   Gauge& gauge(const std::string& name, const std::string& help, const Labels& labels = {});
+  /// `bounds` ascending; the first call for a name fixes them.
+  Histogram& histogram(const std::string& name, const std::string& help, std::vector<double> bounds,
+                       const Labels& labels = {});
 
   /// Every metric, sorted by name, then the process_* metrics.
   std::string render() const;
@@ -54,11 +74,12 @@ class MetricsRegistry {
  private:
   struct Family {
     std::string help;
-    bool is_counter = true;
+    std::string type;  // counter | gauge | histogram
     std::map<std::string, std::unique_ptr<Counter>> counters;  // by rendered label set
     std::map<std::string, std::unique_ptr<Gauge>> gauges;
+    std::map<std::string, std::pair<Labels, std::unique_ptr<Histogram>>> histograms;
   };
-  Family& family(const std::string& name, const std::string& help, bool is_counter);
+  Family& family(const std::string& name, const std::string& help, const char* type);
 
   mutable std::mutex mu_;
   std::map<std::string, Family> families_;

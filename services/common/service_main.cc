@@ -65,10 +65,13 @@ void ServiceContext::start_http(HttpServer& server) const {
   if (!flags.port_file.empty()) write_port_file(flags.port_file, std::to_string(server.port()));
 }
 
-std::unique_ptr<HttpServer> ServiceContext::serve(int threads, Readiness ready, HttpHandler app) const {
+std::unique_ptr<HttpServer> ServiceContext::serve(int threads, Readiness ready, HttpHandler app,
+                                                  const std::function<void(HttpServerOptions&)>& tune) const {
   if (flags.listen.empty()) return nullptr;
+  auto options = http_options(threads);
+  if (tune) tune(options);
   auto server = std::make_unique<HttpServer>(
-      http_options(threads), [ready = std::move(ready), app = std::move(app)](HttpRequest r, HttpResponder done) {
+      options, [ready = std::move(ready), app = std::move(app)](HttpRequest r, HttpResponder done) {
         if (r.method == "GET" && r.path == "/healthz") return done({200, R"({"status":"ok"})"});
         if (r.method == "GET" && r.path == "/readyz") {
           if (shutdown_requested()) return done(json_error(503, "draining", "shutting down"));

@@ -46,7 +46,9 @@ struct ServiceContext {
   /// /healthz (the process runs), /readyz (`ready`; 503 with the reason) and
   /// /metrics (Prometheus text). Any other request goes to `app` (404 when
   /// empty). Returns nullptr when --listen is empty.
-  std::unique_ptr<HttpServer> serve(int threads, Readiness ready, HttpHandler app = {}) const;
+  /// `tune` may change the limits (body, headers, timeouts) before binding.
+  std::unique_ptr<HttpServer> serve(int threads, Readiness ready, HttpHandler app = {},
+                                    const std::function<void(HttpServerOptions&)>& tune = {}) const;
   int fatal(const std::string& message) const;
   void sleep_unless_shutdown(std::chrono::milliseconds d) const;
 };

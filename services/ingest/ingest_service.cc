@@ -1,147 +1,241 @@
 #include "services/ingest/ingest_service.h"
 
-#include <mutex>
+#include <cmath>
+#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include "services/common/ids.h"
 #include "services/common/metrics.h"
 #include "services/common/records.h"
-#include "services/common/time.h"
-#include "starling/v1/envelope.pb.h"
-#include "starling/v1/saga.pb.h"
 
 namespace starling::ingest {
 
 using nlohmann::json;
 
+namespace {
+
+constexpr int kMaxProxies = 16;
+
+json refused_json(const std::vector<RecordError>& refused) {
+  json out = json::array();
+  for (const auto& r : refused) out.push_back({{"index", r.index}, {"field", r.field}, {"reason", r.reason}});
+  return out;
+}
+
+HttpResponse with_retry_after(HttpResponse r, double seconds) {
+  r.headers.emplace_back("Retry-After", std::to_string(std::max<long>(1, std::lround(std::ceil(seconds)))));
+  return r;
+}
+
+// Printable ASCII without spaces, 1..255 characters (as Stripe and the IETF draft allow).
+bool valid_idempotency_key(const std::string& k) {
+  if (k.empty() || k.size() > 255) return false;
+  for (const char c : k) {
+    if (c < 0x21 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 IngestService::IngestService(std::map<std::string, PipelineConfig> pipelines, kafka::Producer& producer,
-                             std::string instance)
-    : pipelines_(std::move(pipelines)), producer_(producer), instance_(std::move(instance)) {}
+                             std::string instance, IngestOptions options)
+    : pipelines_(std::move(pipelines)),
+      ingestor_(producer, std::move(instance)),
+      options_(std::move(options)),
+      limiter_(options_.device_rate) {}
 
 void IngestService::handle(HttpRequest req, HttpResponder inner) {
   // Every answer is counted by status code.
   auto respond = [inner = std::move(inner)](HttpResponse r) {
     metrics()
-        .counter("starling_ingest_requests_total", "Event requests answered, by HTTP status",
-                 {{"code", std::to_string(r.status)}})
+        .counter("starling_ingest_requests_total", "Requests answered, by HTTP status", {{"code", std::to_string(r.status)}})
         .add();
     inner(std::move(r));
   };
-  // /v1/pipelines/{p}/events
+  if (req.path == "/openapi.json") {
+    if (req.method != "GET") return respond(json_error(405, "method_not_allowed", "use GET"));
+    return respond({200, openapi_json()});
+  }
   constexpr std::string_view prefix = "/v1/pipelines/";
   constexpr std::string_view suffix = "/events";
-  if (req.path.starts_with(prefix) && req.path.ends_with(suffix) && req.path.size() > prefix.size() + suffix.size()) {
-    const auto name = req.path.substr(prefix.size(), req.path.size() - prefix.size() - suffix.size());
-    if (req.method != "POST") return respond(json_error(405, "method_not_allowed", "use POST to send events"));
-    const auto it = pipelines_.find(name);
-    if (it == pipelines_.end()) {
-      return respond(json_error(404, "unknown_pipeline", fmt::format("no pipeline named '{}'", name), "pipeline"));
+  const bool events = req.path.starts_with(prefix) && req.path.ends_with(suffix) &&
+                      req.path.size() > prefix.size() + suffix.size();
+  const bool sagas = req.path.starts_with("/v1/sagas/");
+  if (!events && !sagas) return respond(json_error(404, "not_found", fmt::format("no route for {} {}", req.method, req.path)));
+
+  // Who is asking comes before anything that would tell a stranger what exists.
+  const ApiKey* key = nullptr;
+  if (options_.keys) {
+    const auto presented = presented_key(req.header("authorization"), req.header("x-api-key"));
+    if (presented.empty()) {
+      auto r = json_error(401, "missing_api_key", "send the key as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'",
+                          "authorization");
+      r.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return respond(std::move(r));
     }
-    return post_events(it->second, req, std::move(respond));
+    key = options_.keys->find(presented);
+    if (key == nullptr) {
+      auto r = json_error(401, "invalid_api_key", "the API key is not known", "authorization");
+      r.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
+      return respond(std::move(r));
+    }
   }
-  respond(json_error(404, "not_found", fmt::format("no route for {} {}", req.method, req.path)));
+  if (sagas) {
+    if (req.method != "GET") return respond(json_error(405, "method_not_allowed", "use GET"));
+    return get_saga(key, req, std::move(respond));
+  }
+  const auto name = req.path.substr(prefix.size(), req.path.size() - prefix.size() - suffix.size());
+  if (req.method != "POST") return respond(json_error(405, "method_not_allowed", "use POST to send events"));
+  if (key != nullptr && !key->allows_pipeline(name)) {
+    return respond(json_error(403, "pipeline_not_allowed",
+                              fmt::format("API key '{}' may not send to pipeline '{}'", key->name, name), "pipeline"));
+  }
+  const auto it = pipelines_.find(name);
+  if (it == pipelines_.end()) {
+    return respond(json_error(404, "unknown_pipeline", fmt::format("no pipeline named '{}'", name), "pipeline"));
+  }
+  post_events(it->second, key, req, std::move(respond));
 }
 
-void IngestService::post_events(const PipelineConfig& p, const HttpRequest& req, HttpResponder respond) {
-  json body;
-  try {
-    body = json::parse(req.body);
-  } catch (const json::parse_error& e) {
-    return respond(json_error(400, "invalid_json", e.what(), "body"));
+void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, const HttpRequest& req,
+                                HttpResponder respond) {
+  const auto format = body_format(req.header("content-type"));
+  if (!format) return respond(json_error(415, "unsupported_media_type", format.error().message, "content-type"));
+  const auto atomic_it = req.query.find("atomic");
+  const bool atomic = atomic_it != req.query.end() && (atomic_it->second == "true" || atomic_it->second == "1");
+  if (atomic_it != req.query.end() && !atomic && atomic_it->second != "false" && atomic_it->second != "0") {
+    return respond(json_error(400, "invalid_parameter", "atomic must be true or false, got '" + atomic_it->second + "'",
+                              "atomic"));
   }
-  if (body.is_object()) body = json::array({std::move(body)});
-  if (!body.is_array()) return respond(json_error(400, "invalid_body", "expected a JSON array of records", "body"));
-  if (body.empty()) return respond(json_error(400, "empty_batch", "the array holds no records", "body"));
+  const auto idem_key = req.header("idempotency-key");
+  if (req.headers.contains("idempotency-key") && !valid_idempotency_key(idem_key)) {
+    return respond(json_error(400, "invalid_idempotency_key",
+                              "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
+                              "idempotency-key"));
+  }
 
-  const auto saga_id = random_id();
-  const auto trace_id = req.header("traceparent").empty() ? random_id() : req.header("traceparent");
-  const auto ingest_ms = now_ms();
-  json refused = json::array();
-  std::vector<kafka::OutMessage> out;
-  out.reserve(body.size() + 1);
-  uint32_t seq = 0;
-  for (std::size_t i = 0; i < body.size(); ++i) {
-    auto record = record_from_json(p, body[i]);
-    if (!record) {
-      refused.push_back({{"index", i}, {"reason", record.error().message}});
-      continue;
+  auto decoded = decode_body(p, *format, req.body);
+  if (!decoded) return respond(json_error(400, "invalid_body", decoded.error().message, "body"));
+  if (decoded->count() > options_.max_records) {
+    return respond(json_error(413, "too_many_records",
+                              fmt::format("{} records in one request; at most {}", decoded->count(), options_.max_records),
+                              "body"));
+  }
+  auto& refused_total = metrics().counter("starling_ingest_events_refused_total",
+                                                 "Records refused because they do not convert", {{"pipeline", p.name}});
+  // A key scoped to a device pattern may send only those devices' events.
+  std::map<std::string, double> by_device;
+  for (const auto& rec : decoded->records) {
+    const auto device = p.device_id_field ? field_text(*rec.message, p.device_id_field) : std::string{};
+    if (key != nullptr && !key->allows_device(device)) {
+      return respond(json_error(403, "device_not_allowed",
+                                fmt::format("record {}: API key '{}' may not send for device '{}' (allowed: {})",
+                                            rec.index, key->name, device, key->devices),
+                                fmt::format("records[{}].{}", rec.index,
+                                            p.device_id_field ? p.device_id_field->name() : "device_id")));
     }
-    const auto& msg = **record;
-    v1::Envelope env;
-    env.set_event_id(p.event_id_field ? field_text(msg, p.event_id_field) : std::string{});
-    if (env.event_id().empty()) env.set_event_id(fmt::format("{}-{}", saga_id, seq));
-    env.set_saga_id(saga_id);
-    env.set_seq(seq);
-    env.set_pipeline(p.name);
-    if (p.device_id_field) env.set_device_id(field_text(msg, p.device_id_field));
-    env.set_event_time_ms(p.event_time_field ? timestamp_ms(msg, p.event_time_field) : ingest_ms);
-    if (env.event_time_ms() == 0) env.set_event_time_ms(ingest_ms);
-    env.set_ingest_time_ms(ingest_ms);
-    env.set_schema_name(p.message_type);
-    env.set_schema_version(p.schema_version);
-    env.set_trace_id(trace_id);
-    msg.SerializeToString(env.mutable_payload());
-    out.push_back({p.raw_topic(), env.device_id().empty() ? env.event_id() : env.device_id(),
-                   env.SerializeAsString(), {{kafka::kTraceHeader, trace_id}}});
-    ++seq;
+    by_device[device] += 1;
   }
-  if (seq == 0) {
-    return respond(HttpResponse{422,
-                                json{{"error", {{"code", "no_valid_records"},
-                                                {"message", "no record could be converted to " + p.message_type},
-                                                {"field", "body"}}},
-                                     {"refused", refused}}
-                                    .dump()});
+  if (decoded->records.empty() || (atomic && !decoded->refused.empty())) {
+    refused_total.add(decoded->count());
+    const auto& first = decoded->refused.front();
+    json body = {{"error",
+                  {{"code", decoded->records.empty() ? "no_valid_records" : "invalid_records"},
+                   {"message", fmt::format("{} of {} records do not convert to {}{}; the first: record {}: {}: {}",
+                                           decoded->refused.size(), decoded->count(), p.message_type,
+                                           atomic ? " and atomic=true refuses them all" : "", first.index,
+                                           first.field.empty() ? "(record)" : first.field, first.reason)},
+                   {"field", fmt::format("records[{}]{}{}", first.index, first.field.empty() ? "" : ".", first.field)}}},
+                 {"refused", refused_json(decoded->refused)}};
+    return respond({422, body.dump()});
   }
-  v1::ProgressFact fact;
-  fact.set_saga_id(saga_id);
-  fact.set_pipeline(p.name);
-  fact.set_step(v1::STEP_INGESTED);
-  fact.set_total(seq);
-  auto* range = fact.add_seqs();
-  range->set_first(0);
-  range->set_last(seq - 1);
-  fact.set_source(instance_);
-  fact.set_time_ms(ingest_ms);
-  out.push_back({kSagaTopic, saga_id, fact.SerializeAsString(), {{kafka::kTraceHeader, trace_id}}});
+  std::string who;
+  if (const double wait = limiter_.admit(key, p.name, by_device, who); wait > 0) {
+    return respond(with_retry_after(
+        json_error(429, "rate_limited", fmt::format("{} is over its rate; retry in {:.1f} s", who, wait),
+                   who.starts_with("device") ? "device_id" : "authorization"),
+        wait));
+  }
 
-  // The answer waits for every delivery report; the last one sends it.
-  struct Pending {
-    std::mutex mu;
-    std::size_t left;
-    std::string error;
-    HttpResponder respond;
-    json receipt;
-  };
-  auto pending = std::make_shared<Pending>();
-  pending->left = out.size();
-  pending->respond = std::move(respond);
-  pending->receipt = {{"saga_id", saga_id}, {"pipeline", p.name}, {"accepted", seq}, {"refused", refused}};
-  for (auto& m : out) {
-    producer_.produce(std::move(m), [pending](const kafka::Delivery& d) {
-      std::unique_lock lock(pending->mu);
-      if (d.status != kafka::DeliveryStatus::persisted && pending->error.empty()) pending->error = d.error;
-      if (--pending->left != 0) return;
-      lock.unlock();
-      if (pending->error.empty()) {
-        const auto pipeline = pending->receipt["pipeline"].get<std::string>();
-        metrics()
-            .counter("starling_ingest_events_accepted_total", "Events persisted in Kafka and acknowledged with 202",
-                     {{"pipeline", pipeline}})
-            .add(pending->receipt["accepted"].get<uint64_t>());
-        pending->respond({202, pending->receipt.dump()});
-      } else {
-        spdlog::warn("saga {} not accepted: {}", pending->receipt["saga_id"].get<std::string>(), pending->error);
-        auto resp = json_error(503, "broker_unavailable",
-                               "not every event was persisted (" + pending->error + "); retry the request");
-        resp.headers.emplace_back("Retry-After", "1");
-        pending->respond(std::move(resp));
-      }
-    });
+  Batch batch{&p, std::move(decoded->records), {}, req.header("traceparent")};
+  std::string idem_id;
+  if (!idem_key.empty()) {
+    const std::string scope = key != nullptr ? key->name : "";
+    idem_id = derived_saga_id(scope, p.name, idem_key);
+    HttpResponse stored;
+    const auto h = sha256(req.header("content-type") + '\n' + req.body);
+    switch (idempotency_.begin(idem_id, hex(h.data(), h.size()), stored)) {
+      case IdempotencyCache::Begin::replay:
+        stored.headers.emplace_back("Idempotent-Replayed", "true");
+        return respond(std::move(stored));
+      case IdempotencyCache::Begin::in_flight:
+        return respond(with_retry_after(json_error(409, "request_in_progress",
+                                                   "a request with this Idempotency-Key is still being processed",
+                                                   "idempotency-key"),
+                                        1));
+      case IdempotencyCache::Begin::mismatch:
+        return respond(json_error(422, "idempotency_key_reused",
+                                  "this Idempotency-Key was used for a different request body", "idempotency-key"));
+      case IdempotencyCache::Begin::fresh: break;
+    }
+    batch.saga_id = idem_id;
   }
+  auto refused = refused_json(decoded->refused);
+  refused_total.add(decoded->refused.size());
+  auto& accepted_total = metrics().counter("starling_ingest_events_accepted_total",
+                                                  "Events persisted in Kafka and acknowledged with 202",
+                                                  {{"pipeline", p.name}});
+  ingestor_.submit(std::move(batch), [this, &accepted_total, idem_id, refused = std::move(refused), pipeline = p.name,
+                                      respond = std::move(respond)](Result<Receipt> r) mutable {
+    HttpResponse answer;
+    if (r) {
+      accepted_total.add(r->accepted);
+      answer = {202, json{{"saga_id", r->saga_id},
+                          {"pipeline", pipeline},
+                          {"accepted", r->accepted},
+                          {"refused", std::move(refused)},
+                          {"trace_id", r->trace_id}}
+                         .dump()};
+    } else {
+      spdlog::warn("request for pipeline {} not accepted: {}", pipeline, r.error().message);
+      answer = with_retry_after(json_error(503, "broker_unavailable",
+                                           "not every event was persisted (" + r.error().message + "); retry the request"),
+                                1);
+    }
+    if (!idem_id.empty()) idempotency_.finish(idem_id, answer);
+    respond(std::move(answer));
+  });
+}
+
+void IngestService::get_saga(const ApiKey* key, const HttpRequest& req, HttpResponder respond) {
+  if (options_.saga_url.empty()) {
+    return respond(json_error(404, "no_saga_service", "this front door is not configured with --saga-url"));
+  }
+  const auto id = req.path.substr(std::string_view("/v1/sagas/").size());
+  if (id.empty() || id.find_first_not_of("0123456789abcdefABCDEF-") != std::string::npos) {
+    return respond(json_error(400, "invalid_saga_id", "expected a saga id (hex digits)", "saga_id"));
+  }
+  if (proxies_.fetch_add(1) >= kMaxProxies) {
+    proxies_.fetch_sub(1);
+    return respond(with_retry_after(json_error(503, "busy", "too many saga lookups in flight"), 1));
+  }
+  // The coordinator's client blocks; keep it off the io threads.
+  std::thread([this, key, url = options_.saga_url + "/v1/sagas/" + id, respond = std::move(respond)] {
+    auto r = http_call("GET", url, {}, {}, 5'000);
+    proxies_.fetch_sub(1);
+    if (!r) return respond(with_retry_after(json_error(503, "saga_service_unavailable", r.error().message), 1));
+    if (r->status == 200 && key != nullptr) {
+      // A key sees only the sagas of its own pipelines; others do not exist for it.
+      const auto body = json::parse(r->body, nullptr, false);
+      if (body.is_discarded() || !key->allows_pipeline(body.value("pipeline", ""))) {
+        return respond(json_error(404, "unknown_saga", "no such saga", "saga_id"));
+      }
+    }
+    respond({r->status, std::move(r->body)});
+  }).detach();
 }
 
 }  // namespace starling::ingest

@@ -1,21 +1,34 @@
 #pragma once
-// The front door: turns an HTTP request of device records into one saga of
-// envelopes on <p>.raw, and answers 202 only once Kafka has PERSISTED all of
-// them and the saga's INGESTED fact.
+// The HTTP front door: authenticates, decodes, rate-limits and hands each
+// request's records to the Ingestor as one saga; answers 202 with the receipt
+// only once Kafka has PERSISTED all of them and the saga's INGESTED fact.
 
 #include <atomic>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "broker-adapters/kafka/kafka.h"
 #include "services/common/http.h"
 #include "services/common/pipeline.h"
+#include "services/ingest/auth.h"
+#include "services/ingest/idempotency.h"
+#include "services/ingest/ingestor.h"
+#include "services/ingest/limits.h"
 
 namespace starling::ingest {
 
+struct IngestOptions {
+  std::optional<KeyStore> keys;  // none: every request is allowed (a laptop)
+  Rate device_rate;              // per device id, in events; per_s 0: off
+  std::string saga_url;          // http://host:port of starling-saga; empty: /v1/sagas is 404
+  std::size_t max_records = 10'000;  // per request
+};
+
 class IngestService {
  public:
-  IngestService(std::map<std::string, PipelineConfig> pipelines, kafka::Producer& producer, std::string instance);
+  IngestService(std::map<std::string, PipelineConfig> pipelines, kafka::Producer& producer, std::string instance,
+                IngestOptions options = {});
 
   /// The HTTP handler. Thread-safe; answers asynchronously.
   void handle(HttpRequest req, HttpResponder respond);
@@ -24,13 +37,23 @@ class IngestService {
   void set_ready(bool ready) { ready_ = ready; }
   bool ready() const { return ready_; }
 
+  Ingestor& ingestor() { return ingestor_; }
+  const std::map<std::string, PipelineConfig>& pipelines() const { return pipelines_; }
+
  private:
-  void post_events(const PipelineConfig& p, const HttpRequest& req, HttpResponder respond);
+  void post_events(const PipelineConfig& p, const ApiKey* key, const HttpRequest& req, HttpResponder respond);
+  void get_saga(const ApiKey* key, const HttpRequest& req, HttpResponder respond);
 
   std::map<std::string, PipelineConfig> pipelines_;
-  kafka::Producer& producer_;
-  std::string instance_;
+  Ingestor ingestor_;
+  IngestOptions options_;
+  RateLimiter limiter_;
+  IdempotencyCache idempotency_;
+  std::atomic<int> proxies_{0};
   std::atomic<bool> ready_{false};
 };
+
+/// The OpenAPI 3 document of this API (services/ingest/openapi.json).
+const std::string& openapi_json();
 
 }  // namespace starling::ingest

@@ -8,24 +8,88 @@
 
 int main(int argc, char** argv) {
   using namespace starling;
-  CLI::App app{"starling-ingest: accepts device events over HTTP and answers 202 once Kafka persisted them."};
+  CLI::App app{
+      "starling-ingest: accepts device events over HTTP (JSON, NDJSON or Protobuf) and answers 202 once Kafka "
+      "persisted every one of them. See services/ingest/README.md and GET /openapi.json."};
   ServiceFlags flags;
   flags.listen = "127.0.0.1:8080";
   add_service_flags(app, flags, /*many_pipelines=*/true);
+  std::string keys_file;
+  double device_rate = 0;
+  double device_burst = 0;
+  std::string saga_url;
+  int threads = 4;
+  std::size_t max_body = 4 << 20;
+  std::size_t max_header = 16 << 10;
+  std::size_t max_records = 10'000;
+  int read_timeout_s = 15;
+  int produce_timeout_ms = 10'000;
+  app.add_option("--api-keys", keys_file,
+                 "Keys file (YAML: name, sha256, pipelines, devices, rate); without it every request is allowed")
+      ->envname("STARLING_API_KEYS")
+      ->check(CLI::ExistingFile);
+  app.add_option("--device-rate", device_rate, "Events per second each device id may send (0: no limit)")
+      ->envname("STARLING_DEVICE_RATE")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--device-burst", device_burst, "Events a device may send at once (default: one second's rate)")
+      ->envname("STARLING_DEVICE_BURST")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--saga-url", saga_url, "starling-saga's http://host:port, for GET /v1/sagas/{id}")
+      ->envname("STARLING_SAGA_URL");
+  app.add_option("--threads", threads, "HTTP worker threads")->envname("STARLING_HTTP_THREADS")->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  app.add_option("--max-body", max_body, "Largest request body in bytes (413 above)")
+      ->envname("STARLING_MAX_BODY")
+      ->capture_default_str();
+  app.add_option("--max-header", max_header, "Largest request line plus headers in bytes (431 above)")
+      ->envname("STARLING_MAX_HEADER")
+      ->capture_default_str();
+  app.add_option("--max-records", max_records, "Most records in one request (413 above)")
+      ->envname("STARLING_MAX_RECORDS")
+      ->capture_default_str();
+  app.add_option("--read-timeout", read_timeout_s,
+                 "Seconds a client has to send a whole request; slower ones (slowloris) and idle keep-alive "
+                 "connections are closed")
+      ->envname("STARLING_READ_TIMEOUT")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--produce-timeout", produce_timeout_ms,
+                 "Milliseconds Kafka has to confirm a request's events before the answer is 503 (message.timeout.ms)")
+      ->envname("STARLING_PRODUCE_TIMEOUT_MS")
+      ->check(CLI::Range(100, 300'000))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return run_service("ingest", flags, [&](ServiceContext& ctx) -> int {
-    auto producer = kafka::KafkaProducer::create({ctx.bootstrap, ctx.instance, {}});
+    ingest::IngestOptions options;
+    if (!keys_file.empty()) {
+      auto keys = ingest::KeyStore::load(keys_file);
+      if (!keys) return ctx.fatal(keys.error().message);
+      spdlog::info("{} API key(s) from {}", keys->keys().size(), keys_file);
+      options.keys = std::move(*keys);
+    } else {
+      spdlog::warn("no --api-keys: every request is allowed (fine on a laptop, not on a network)");
+    }
+    options.device_rate = {device_rate, device_burst > 0 ? device_burst : std::max(1.0, device_rate)};
+    options.saga_url = saga_url;
+    options.max_records = max_records;
+    auto producer = kafka::KafkaProducer::create(
+        {ctx.bootstrap, ctx.instance, {{"message.timeout.ms", std::to_string(produce_timeout_ms)}}});
     if (!producer) return ctx.fatal(producer.error().message);
     std::map<std::string, PipelineConfig> pipelines;
     for (auto& p : ctx.pipelines) pipelines.emplace(p.name, p);
-    ingest::IngestService service(std::move(pipelines), **producer, ctx.instance);
+    ingest::IngestService service(std::move(pipelines), **producer, ctx.instance, std::move(options));
     auto server = ctx.serve(
-        4,
+        threads,
         [&service]() -> Status {
           if (!service.ready()) return fail(Errc::unavailable, "the Kafka broker is not reachable");
           return {};
         },
-        [&service](HttpRequest r, HttpResponder done) { service.handle(std::move(r), std::move(done)); });
+        [&service](HttpRequest r, HttpResponder done) { service.handle(std::move(r), std::move(done)); },
+        [&](HttpServerOptions& o) {
+          o.body_limit = max_body;
+          o.header_limit = max_header;
+          o.read_timeout_s = read_timeout_s;
+        });
     if (!server) return ctx.fatal("starling-ingest needs --listen");
     while (!shutdown_requested()) {
       service.set_ready((*producer)->broker_reachable(std::chrono::seconds(2)));

@@ -2,14 +2,11 @@
 // handler of a real in-process Broker (temporary data directory). Any crash,
 // sanitizer report or hang is a bug; errors are expected.
 //
-// LLVMFuzzerTestOneInput is the libFuzzer entry point. g++ has no libFuzzer,
-// and Debian 12's clang 14 cannot compile this code base (its libstdc++ 12
-// <expected> needs newer clang concept support), so without libFuzzer the
-// main() below is a small mutation fuzzer seeded with valid requests:
+// LLVMFuzzerTestOneInput is the entry point; main() is the shared driver of
+// tests/support/fuzz_main.h, seeded with valid requests:
 //   broker_fuzz_request [iterations] [seed] [corpus files or dirs...]
-//   broker_fuzz_request --write-seeds DIR   (the seeds as files, for AFL++)
-// Coverage-guided fuzzing: tools/fuzz-broker builds this same entry point
-// into broker_fuzz_afl (AFL++, see afl_trace_pc.cc) over fuzz_corpus/.
+// Coverage-guided fuzzing: `tools/fuzz broker` builds this same entry point
+// into broker_fuzz_afl (AFL++, see tests/support/afl_trace_pc.cc) over fuzz_corpus/.
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +19,7 @@
 
 #include "services/broker/broker.h"
 #include "tests/services/broker/test_batches.h"
+#include "tests/support/fuzz_main.h"
 
 namespace sb = starling::broker;
 
@@ -29,7 +27,7 @@ namespace {
 
 struct Harness {
   Harness() {
-    // $TMPDIR when set, so tools/fuzz-broker can keep (and clean) the
+    // $TMPDIR when set, so tools/fuzz can keep (and clean) the
     // directories of AFL++'s crashed children under its own build dir.
     std::string tmpl = (std::filesystem::temp_directory_path() / "broker-fuzz-XXXXXX").string();
     dir = ::mkdtemp(tmpl.data());
@@ -182,36 +180,6 @@ sb::Bytes frame(int16_t key, int16_t version, const sb::Bytes& body) {
   return out;
 }
 
-[[maybe_unused]] void mutate(sb::Bytes& b, std::mt19937& rng) {
-  int n = 1 + static_cast<int>(rng() % 4);
-  for (int i = 0; i < n; ++i) {
-    switch (rng() % 6) {
-      case 0:
-        if (!b.empty()) b[rng() % b.size()] ^= static_cast<uint8_t>(1u << (rng() % 8));
-        break;
-      case 1:
-        if (!b.empty()) b[rng() % b.size()] = static_cast<uint8_t>(rng() % 2 ? 0xff : 0);
-        break;
-      case 2:
-        if (!b.empty()) b.resize(rng() % b.size());
-        break;
-      case 3:
-        b.insert(b.begin() + static_cast<long>(b.empty() ? 0 : rng() % b.size()), static_cast<uint8_t>(rng()));
-        break;
-      case 4:
-        if (b.size() > 8) {
-          size_t at = rng() % (b.size() - 4);
-          uint32_t v = rng() % 3 == 0 ? 0x7fffffffu : (rng() % 2 ? 0xffffffffu : rng() % 64);
-          for (int k = 0; k < 4; ++k) b[at + k] = static_cast<uint8_t>(v >> (24 - 8 * k));
-        }
-        break;
-      default:
-        if (b.size() > 4) b.erase(b.begin() + static_cast<long>(rng() % b.size()));
-        break;
-    }
-  }
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -220,49 +188,5 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 }
 
 #ifndef STARLING_LIBFUZZER
-int main(int argc, char** argv) {
-  if (argc == 3 && std::string(argv[1]) == "--write-seeds") {
-    std::filesystem::create_directories(argv[2]);
-    int n = 0;
-    for (const auto& s : seeds()) {
-      char name[32];
-      std::snprintf(name, sizeof name, "seed-%02d", n++);
-      std::ofstream f(std::filesystem::path(argv[2]) / name, std::ios::binary);
-      f.write(reinterpret_cast<const char*>(s.data()), static_cast<std::streamsize>(s.size()));
-    }
-    std::printf("%d seeds written to %s\n", n, argv[2]);
-    return 0;
-  }
-  long iterations = argc > 1 ? std::stol(argv[1]) : 20000;
-  unsigned seed = argc > 2 ? static_cast<unsigned>(std::stoul(argv[2])) : 1;
-  auto corpus = seeds();
-  // Corpus files (or directories of them, e.g. fuzz_corpus/) are run as they
-  // are and then also used as mutation seeds.
-  for (int i = 3; i < argc; ++i) {
-    std::vector<std::filesystem::path> files;
-    if (std::filesystem::is_directory(argv[i])) {
-      for (const auto& e : std::filesystem::directory_iterator(argv[i])) {
-        if (e.is_regular_file() && e.path().filename().string()[0] != '.') files.push_back(e.path());
-      }
-      std::sort(files.begin(), files.end());
-    } else {
-      files.emplace_back(argv[i]);
-    }
-    for (const auto& path : files) {
-      std::ifstream f(path, std::ios::binary);
-      sb::Bytes b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-      LLVMFuzzerTestOneInput(b.data(), b.size());
-      if (!b.empty()) corpus.push_back(std::move(b));
-    }
-  }
-  for (const auto& s : corpus) LLVMFuzzerTestOneInput(s.data(), s.size());
-  std::mt19937 rng(seed);
-  for (long i = 0; i < iterations; ++i) {
-    sb::Bytes b = corpus[rng() % corpus.size()];
-    mutate(b, rng);
-    LLVMFuzzerTestOneInput(b.data(), b.size());
-  }
-  std::printf("%ld mutated requests handled without a crash\n", iterations);
-  return 0;
-}
+int main(int argc, char** argv) { return starling::testing::fuzz_main(argc, argv, seeds(), "requests"); }
 #endif

@@ -5,7 +5,9 @@
 #include <future>
 #include <sstream>
 #include <thread>
+#include <utility>  // before Boost.Asio, whose awaitable.hpp uses std::exchange
 
+#include <boost/asio.hpp>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -41,7 +43,7 @@ TEST(Metrics, ANameIsOneKind) {
   setup_logging("ops-test", "info");  // assertions log to stderr, where death tests look
   MetricsRegistry r;
   r.counter("t_x", "x");
-  EXPECT_DEATH(r.gauge("t_x", "x"), "counter or a gauge");
+  EXPECT_DEATH(r.gauge("t_x", "x"), "is a counter, not a gauge");
   EXPECT_DEATH(r.counter("bad name", "x"), "bad metric name");
 }
 
@@ -63,6 +65,73 @@ TEST(Logging, JsonFormatWritesOneEscapedObjectPerLine) {
   ASSERT_TRUE(std::getline(lines, line));
   EXPECT_EQ(nlohmann::json::parse(line)["msg"], "second");
   EXPECT_THROW(setup_logging("x", "info", "yaml"), std::invalid_argument);
+}
+
+TEST(Metrics, HistogramRendersCumulativeBucketsSumAndCount) {
+  MetricsRegistry r;
+  auto& h = r.histogram("t_latency_seconds", "Latency", {0.1, 1}, {{"stage", "x"}});
+  h.observe(0.0625);
+  h.observe(0.5);
+  h.observe(0.5);
+  h.observe(7);
+  const auto page = r.render();
+  EXPECT_THAT(page, HasSubstr("# TYPE t_latency_seconds histogram\n"));
+  EXPECT_THAT(page, HasSubstr("t_latency_seconds_bucket{stage=\"x\",le=\"0.1\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("t_latency_seconds_bucket{stage=\"x\",le=\"1\"} 3\n"));
+  EXPECT_THAT(page, HasSubstr("t_latency_seconds_bucket{stage=\"x\",le=\"+Inf\"} 4\n"));
+  EXPECT_THAT(page, HasSubstr("t_latency_seconds_sum{stage=\"x\"} 8.0625\n"));
+  EXPECT_THAT(page, HasSubstr("t_latency_seconds_count{stage=\"x\"} 4\n"));
+}
+
+// Writes `data` on a raw connection and reads until the server closes it.
+std::string raw_exchange(uint16_t port, const std::string& data, std::chrono::milliseconds pause_after = 0ms) {
+  namespace asio = boost::asio;
+  asio::io_context ioc;
+  asio::ip::tcp::socket s(ioc);
+  s.connect({asio::ip::make_address("127.0.0.1"), port});
+  asio::write(s, asio::buffer(data));
+  std::this_thread::sleep_for(pause_after);
+  std::string out;
+  boost::system::error_code ec;
+  char buf[4096];
+  for (;;) {
+    const auto n = s.read_some(asio::buffer(buf), ec);
+    if (ec) break;
+    out.append(buf, n);
+  }
+  return out;
+}
+
+TEST(HttpServer, OversizedBodyIs413AndOversizedHeadersAre431) {
+  HttpServer server({.address = "127.0.0.1", .port = 0, .threads = 1, .body_limit = 100, .header_limit = 512},
+                    [](HttpRequest, HttpResponder done) { done({202, "{}"}); });
+  server.start();
+  const auto url = "http://127.0.0.1:" + std::to_string(server.port()) + "/x";
+  auto ok = http_call("POST", url, std::string(100, 'a'));
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->status, 202);
+  auto big = http_call("POST", url, std::string(101, 'a'));
+  ASSERT_TRUE(big) << big.error().message;
+  EXPECT_EQ(big->status, 413);
+  EXPECT_THAT(big->body, HasSubstr("body_too_large"));
+  auto headers = http_call("POST", url, "{}", {{"X-Pad", std::string(600, 'h')}});
+  ASSERT_TRUE(headers) << headers.error().message;
+  EXPECT_EQ(headers->status, 431);
+  EXPECT_THAT(headers->body, HasSubstr("headers_too_large"));
+}
+
+TEST(HttpServer, ClientThatNeverFinishesItsRequestIsDisconnected) {
+  // Slowloris: headers that never end. The server must hang up by itself
+  // (the read below returns only when it does); the answer is nothing.
+  HttpServer server({.address = "127.0.0.1", .port = 0, .threads = 1, .read_timeout_s = 1},
+                    [](HttpRequest, HttpResponder done) { done({202, "{}"}); });
+  server.start();
+  const auto got = raw_exchange(server.port(), "POST /x HTTP/1.1\r\nHost: a\r\nX-Slow: 1");
+  EXPECT_EQ(got, "");
+  // A complete request on a fresh connection is still served.
+  auto ok = http_call("POST", "http://127.0.0.1:" + std::to_string(server.port()) + "/x", "{}");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 202);
 }
 
 TEST(HttpServer, DrainAnswersARequestWaitingForItsHandlerThenRefusesNewOnes) {

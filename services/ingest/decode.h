@@ -1,0 +1,61 @@
+#pragma once
+// Request bodies to records of the pipeline's Protobuf type. Shared by the
+// HTTP front door and the MQTT bridge, and fuzzed (tests/services/ingest/fuzz).
+//
+// Bodies: a JSON object, a JSON array of objects, NDJSON (one object per
+// line), or a serialized starling.v1.EventBatch whose `records` each hold one
+// serialized message of the pipeline's type. A record that does not convert is
+// a RecordError naming its index and field; the others still convert. Only a
+// body that cannot be split into records at all is an Error.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <google/protobuf/message.h>
+#include <nlohmann/json_fwd.hpp>
+
+#include "services/common/error.h"
+#include "services/common/pipeline.h"
+
+namespace starling::ingest {
+
+enum class BodyFormat { json, ndjson, protobuf };
+
+/// From a Content-Type header ("" is JSON). The error names the type and
+/// lists what is accepted (the front door answers 415).
+Result<BodyFormat> body_format(std::string_view content_type);
+
+struct Record {
+  std::size_t index = 0;  // position in the body (NDJSON: line number - 1)
+  std::unique_ptr<google::protobuf::Message> message;
+};
+
+struct RecordError {
+  std::size_t index = 0;
+  std::string field;   // dotted path ("event_time", "tags[2]"); "" for the record as a whole
+  std::string reason;  // what was wrong and what was expected
+};
+
+struct Decoded {
+  std::vector<Record> records;
+  std::vector<RecordError> refused;
+  std::size_t count() const { return records.size() + refused.size(); }
+};
+
+/// Splits and converts a body. Errors (invalid JSON with line and column, a
+/// JSON value that is neither an object nor an array, an EventBatch that does
+/// not parse, no records at all) have Errc::invalid_argument.
+Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::string_view body);
+
+/// One JSON object to the pipeline's type, field by field: unknown fields,
+/// wrong types and out-of-range numbers are refused with the field's path.
+/// Field names may be the proto name or its lowerCamel JSON name; null means
+/// unset.
+std::expected<std::unique_ptr<google::protobuf::Message>, RecordError> json_to_record(const PipelineConfig& p,
+                                                                                     const nlohmann::json& value,
+                                                                                     std::size_t index);
+
+}  // namespace starling::ingest
