@@ -258,14 +258,14 @@ int main(int argc, char** argv) {
   app.add_flag("--keep", keep, "Keep the temporary directory (broker and ingest logs, data)");
   CLI11_PARSE(app, argc, argv);
 
-  const auto dir = std::filesystem::temp_directory_path() / fmt::format("ingest-bench-{}", ::getpid());
-  std::filesystem::create_directories(dir);
-  const auto bin = executable_dir();
   // Nothing else here names a generated type, and the linker would drop
   // libstarling_schemas (--as-needed): load_pipeline finds the pipeline's
   // message type in the generated pool, which that library fills.
   (void)v1::Envelope::descriptor();
   const auto p = load_pipeline(pipeline_file);
+  const auto dir = std::filesystem::temp_directory_path() / fmt::format("ingest-bench-{}", ::getpid());
+  std::filesystem::create_directories(dir);
+  const auto bin = executable_dir();
 
   // Bodies: the simulator's fleet records, as `starling simulate` posts them.
   cli::SimOptions sim;
