@@ -311,7 +311,12 @@ int cmd_replay_control(const ReplayArgs& a) {
       fmt::print(stderr, "error: {}\n", st.error().message);
       return 1;
     }
-    fmt::print("replay {}: {} requested\n", a.id, a.command);
+    auto now = read_replay_status(a.opts.state_dir, a.id);
+    if (now && now->state == "cancelled") {
+      fmt::print("replay {}: cancelled; its saga closes over the {} events published\n", a.id, now->published());
+    } else {
+      fmt::print("replay {}: {} requested\n", a.id, a.command);
+    }
     return 0;
   }
   auto s = read_replay_status(a.opts.state_dir, a.id);
@@ -341,9 +346,12 @@ int cmd_replay_control(const ReplayArgs& a) {
              s->published(), s->duplicates());
   if (saga.is_object()) {
     const auto& c = saga["counts"];
+    // The total reaches the coordinator with the INGESTED fact, once every event is out.
+    const bool publishing = (s->state == "running" || s->state == "paused") && !gone;
     fmt::print("saga: {}  total {}  loaded {}  rejected {}  in flight {}\n", saga.value("state", "?"),
-               saga.value("total", 0), c.value("loaded", 0), c.value("rejected", 0) + c.value("rejected_at_load", 0),
-               c.value("in_flight", 0));
+               publishing ? std::string("(known when published)") : std::to_string(saga.value("total", 0)),
+               c.value("loaded", 0), c.value("rejected", 0) + c.value("rejected_at_load", 0),
+               publishing ? std::string("-") : std::to_string(c.value("in_flight", 0)));
     if (saga.contains("replay")) {
       for (const auto& ch : saga["replay"]["children"]) {
         fmt::print("  child {:<28} {:>7} events  loaded {:>7}  rejected {:>6}  in flight {:>6}\n",

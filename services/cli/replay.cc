@@ -305,7 +305,13 @@ Result<std::vector<PartitionRange>> plan_replay(kafka::TopicReader& reader, cons
 }
 
 bool replay_process_alive(const ReplayStatus& s) {
-  return s.pid > 0 && (::kill(s.pid, 0) == 0 || errno == EPERM);
+  if (s.pid <= 0 || (::kill(s.pid, 0) != 0 && errno != EPERM)) return false;
+  // A killed process nobody has reaped yet still answers kill(0): a zombie.
+  std::ifstream stat(fmt::format("/proc/{}/stat", s.pid));
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const auto close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z';
 }
 
 Result<ReplayStatus> read_replay_status(const std::string& state_dir, const std::string& id) {
