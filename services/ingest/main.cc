@@ -5,6 +5,7 @@
 #include "services/common/service_main.h"
 #include "services/common/shutdown.h"
 #include "services/ingest/ingest_service.h"
+#include "services/ingest/mqtt_bridge.h"
 
 int main(int argc, char** argv) {
   using namespace starling;
@@ -53,6 +54,24 @@ int main(int argc, char** argv) {
       ->envname("STARLING_READ_TIMEOUT")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
+  std::string mqtt;
+  ingest::MqttClientOptions mqtt_options;
+  app.add_option("--mqtt", mqtt,
+                 "mosquitto host:port; subscribes starling/+/+/events at QoS 1 in a persistent session and "
+                 "acknowledges a message once Kafka persisted it (see the README's MQTT section)")
+      ->envname("STARLING_MQTT")
+      ->check(CLI::Validator(
+          [&mqtt_options](std::string& v) -> std::string {
+            return ingest::parse_mqtt_address(v, mqtt_options.host, mqtt_options.port) ? "" : "not host:port: " + v;
+          },
+          "HOST:PORT"));
+  app.add_option("--mqtt-client-id", mqtt_options.client_id,
+                 "MQTT client id; mosquitto keeps unacknowledged messages for it, so keep it stable across restarts")
+      ->envname("STARLING_MQTT_CLIENT_ID")
+      ->capture_default_str();
+  app.add_option("--mqtt-username", mqtt_options.username, "MQTT user name (default: anonymous)")
+      ->envname("STARLING_MQTT_USERNAME");
+  app.add_option("--mqtt-password", mqtt_options.password, "MQTT password")->envname("STARLING_MQTT_PASSWORD");
   app.add_option("--produce-timeout", produce_timeout_ms,
                  "Milliseconds Kafka has to confirm a request's events before the answer is 503 (message.timeout.ms)")
       ->envname("STARLING_PRODUCE_TIMEOUT_MS")
@@ -78,10 +97,18 @@ int main(int argc, char** argv) {
     std::map<std::string, PipelineConfig> pipelines;
     for (auto& p : ctx.pipelines) pipelines.emplace(p.name, p);
     ingest::IngestService service(std::move(pipelines), **producer, ctx.instance, std::move(options));
+    std::unique_ptr<ingest::MqttBridge> bridge;
+    if (!mqtt.empty()) {
+      bridge = std::make_unique<ingest::MqttBridge>(mqtt_options, service.pipelines(), service.ingestor());
+      bridge->start();
+    }
     auto server = ctx.serve(
         threads,
-        [&service]() -> Status {
+        [&service, &bridge, &mqtt]() -> Status {
           if (!service.ready()) return fail(Errc::unavailable, "the Kafka broker is not reachable");
+          if (bridge && !bridge->connected()) {
+            return fail(Errc::unavailable, "not connected to MQTT " + mqtt + ": " + bridge->last_error());
+          }
           return {};
         },
         [&service](HttpRequest r, HttpResponder done) { service.handle(std::move(r), std::move(done)); },
@@ -98,6 +125,8 @@ int main(int argc, char** argv) {
     // Drain: stop accepting, answer every request already taken (each waits
     // for its delivery reports), then flush what is left.
     const auto bound = std::chrono::seconds(ctx.flags.drain_timeout_s) * 3 / 4;
+    // MQTT first, briefly: what it leaves unacknowledged stays with mosquitto.
+    if (bridge) bridge->stop(std::min<std::chrono::milliseconds>(bound / 4, std::chrono::seconds(3)));
     if (!server->drain(bound)) spdlog::warn("some requests were still unanswered after {} s", bound.count());
     (void)(*producer)->flush(std::chrono::seconds(2));
     return 0;
