@@ -1,0 +1,74 @@
+#pragma once
+// A throw-away mosquitto for one test: Debian's /usr/sbin/mosquitto with a
+// generated config, loopback only, a free port, persistence in the test's
+// folder. Killed with the test (ChildProcess).
+
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "services/common/process.h"
+#include "tests/support/free_port.h"
+
+namespace starling::testing {
+
+class MosquittoServer {
+ public:
+  explicit MosquittoServer(const std::string& dir) : dir_(dir + "/mosquitto"), port_(free_port()) {
+    std::filesystem::create_directories(dir_);
+  }
+
+  /// Writes the config, starts mosquitto and waits until it accepts TCP.
+  bool start() {
+    std::ofstream conf(dir_ + "/mosquitto.conf");
+    conf << fmt::format("listener {} 127.0.0.1\n", port_) << "allow_anonymous true\n"
+         << "persistence true\n"
+         << "persistence_location " << dir_
+         << "/\n"
+         // The bridge's session must hold every message published while
+         // ingest is down; the default (1000) would drop the rest.
+         << "max_queued_messages 1000000\n"
+         << "log_dest stdout\n"
+         << "log_type error\nlog_type warning\nlog_type notice\n"
+         // As root, mosquitto would switch to the `mosquitto` user, who cannot write our folder.
+         << (::geteuid() == 0 ? "user root\n" : "");
+    conf.close();
+    auto p = ChildProcess::spawn({"/usr/sbin/mosquitto", "-c", dir_ + "/mosquitto.conf"}, dir_ + "/mosquitto.log");
+    if (!p) return false;
+    proc_ = std::move(*p);
+    for (int i = 0; i < 200; ++i) {
+      if (accepts()) return true;
+      if (!proc_.running()) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+  uint16_t port() const { return port_; }
+  std::string address() const { return fmt::format("127.0.0.1:{}", port_); }
+  std::string log_path() const { return dir_ + "/mosquitto.log"; }
+
+ private:
+  bool accepts() const {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port_);
+    const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    return ok;
+  }
+
+  std::string dir_;
+  uint16_t port_;
+  ChildProcess proc_;
+};
+
+}  // namespace starling::testing
