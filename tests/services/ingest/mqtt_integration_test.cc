@@ -283,6 +283,44 @@ TEST_F(MqttIngestIntegration, ReadyzNamesTheMqttConnectionWhileMosquittoCannotBe
   EXPECT_NE(r.body.find("MQTT"), std::string::npos) << r.body;
 }
 
+TEST_F(MqttIngestIntegration, MessageKafkaCouldNotPersistIsNotAcknowledgedAndArrivesOnceKafkaIsBack) {
+  // Given ingest bridged to mosquitto, with a short produce timeout
+  auto in = std::make_unique<Ingest>(
+      dir_.path(), std::vector<std::string>{"--kafka", broker_->bootstrap(), "--mqtt", mosquitto_.address(),
+                                            "--mqtt-client-id", "outage-bridge", "--produce-timeout", "1500"});
+  ASSERT_TRUE(in->start());
+  ASSERT_EQ(in->wait_ready(60s).status, 200);
+  Publisher pub(mosquitto_.port());
+  ASSERT_TRUE(pub.ok());
+
+  // When starling-broker is killed and a device publishes meanwhile
+  broker_->kill9();
+  const std::string topic = "starling/ecowheels/bike-0042/events";
+  const std::string payload = R"({"ride_id":"during-outage"})";
+  ASSERT_TRUE(pub.publish(topic, payload));
+  ASSERT_TRUE(pub.wait_acked(30s));
+  // (Kafka did not confirm it at least once: no PUBACK, the bridge reconnected)
+  for (int i = 0; i < 600 && in->value("starling_ingest_mqtt_messages_unconfirmed_total") < 1; ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_GE(in->value("starling_ingest_mqtt_messages_unconfirmed_total"), 1);
+  EXPECT_EQ(in->value("starling_ingest_mqtt_messages_accepted_total"), 0);
+
+  // Then, once the broker is back, mosquitto's redelivery lands on <p>.raw
+  broker_->restart_on_same_port();
+  const auto envs = read_until(
+      broker_->bootstrap(), "ecowheels.raw", [](const std::vector<v1::Envelope>& got) { return !got.empty(); }, 120s);
+  ASSERT_FALSE(envs.empty()) << "the message published during the outage is lost";
+  for (const auto& e : envs) {
+    EXPECT_EQ(ride_of(e), "during-outage");
+    EXPECT_EQ(e.saga_id(), mqtt_saga_id("ecowheels", topic, payload));
+  }
+  for (int i = 0; i < 300 && in->value("starling_ingest_mqtt_messages_accepted_total") < 1; ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(in->value("starling_ingest_mqtt_messages_accepted_total"), 1);
+}
+
 TEST_F(MqttIngestIntegration, EveryMessageIsOnRawAfterKillNineDuringTheStreamAndDuplicatesAreIdentical) {
   // Given ingest bridged to mosquitto with a fixed client id, subscribed
   const std::string client_id = "crash-bridge";
