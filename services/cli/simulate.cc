@@ -9,6 +9,7 @@
 #include <google/protobuf/util/time_util.h>
 
 #include "services/common/http.h"
+#include "services/common/ids.h"
 #include "services/common/time.h"
 
 namespace starling::cli {
@@ -75,13 +76,16 @@ Result<SimResult> simulate(const SimOptions& o, const std::function<void(uint64_
   SimResult res;
   const auto url = fmt::format("{}/v1/pipelines/{}/events", o.url, o.pipeline);
   const auto t0 = std::chrono::steady_clock::now();
+  // One Idempotency-Key per batch, kept across its retries: a retry after a
+  // 503 (some events may be in Kafka already) re-sends the same saga.
+  const auto run = random_id().substr(0, 12);
   for (std::size_t i = 0; i < events.size(); i += static_cast<std::size_t>(o.batch)) {
     const auto end = std::min(events.size(), i + static_cast<std::size_t>(o.batch));
     json body = json::array();
     for (std::size_t k = i; k < end; ++k) body.push_back(events[k].record);
     const auto payload = body.dump();
     for (int attempt = 0;; ++attempt) {
-      auto resp = http_call("POST", url, payload);
+      auto resp = http_call("POST", url, payload, {{"Idempotency-Key", fmt::format("sim-{}-{}", run, i)}});
       if (resp && resp->status == 202) {
         const auto receipt = json::parse(resp->body);
         res.saga_ids.push_back(receipt.at("saga_id"));
@@ -91,7 +95,7 @@ Result<SimResult> simulate(const SimOptions& o, const std::function<void(uint64_
         }
         break;
       }
-      const bool retryable = !resp || resp->status == 503 || resp->status == 429;
+      const bool retryable = !resp || resp->status == 503 || resp->status == 429 || resp->status == 409;
       if (!retryable || attempt >= o.max_retries) {
         return fail(Errc::unavailable, fmt::format("POST {}: {}", url, resp ? fmt::format("{} {}", resp->status, resp->body)
                                                                              : resp.error().message));
