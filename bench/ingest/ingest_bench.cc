@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -316,6 +317,9 @@ int main(int argc, char** argv) {
     so.pipeline_files = {std::filesystem::absolute(pipeline_file).string()};
     so.log_level = "warn";
     so.restart_crashed = false;
+    // The Stack passes no --threads; ingest reads this variable instead, so
+    // both servers still get the same thread count.
+    ::setenv("STARLING_HTTP_THREADS", std::to_string(server_threads).c_str(), 1);
     stack = std::make_unique<cli::Stack>(so);
     if (auto st = stack->start(); !st) return give_up(st.error().message);
     ingest_url = stack->ingest_url();
