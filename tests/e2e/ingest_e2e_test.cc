@@ -2,7 +2,10 @@
 // given for events that are in <p>.raw. The broker is killed (SIGKILL) while
 // requests are in flight and kept down longer than ingest's produce timeout,
 // twice; clients retry every 503 or broken connection with the same
-// Idempotency-Key until they get their 202.
+// Idempotency-Key until they get their 202. A retry re-produces envelopes
+// that may already be in Kafka (possibly persisted); downstream must fold
+// those copies: every saga COMPLETED with exact counts, every acknowledged
+// event loaded exactly once.
 #include <signal.h>
 #include <stdlib.h>
 
@@ -12,14 +15,17 @@
 #include <set>
 #include <thread>
 
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "broker-adapters/kafka/kafka.h"
+#include "services/cli/report.h"
 #include "services/cli/stack.h"
 #include "services/common/http.h"
 #include "starling/v1/envelope.pb.h"
+#include "tests/e2e/pipeline_e2e.h"
 #include "tests/support/temp_dir.h"
 
 namespace starling::cli {
@@ -76,7 +82,9 @@ TEST(IngestE2E, BrokerKilledMidRequestNeverGets202ForLostEvents) {
   std::atomic<int> refused{0};  // 503s and broken connections, each retried
   std::mutex mu;
   std::set<std::string> acked_ids;
+  std::set<std::string> saga_ids;
   std::atomic<bool> failed{false};
+  const auto now = fmt::format("{:%FT%TZ}", std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()));
   auto client = [&] {
     for (int r = next++; r < kRequests; r = next++) {
       json body = json::array();
@@ -84,7 +92,8 @@ TEST(IngestE2E, BrokerKilledMidRequestNeverGets202ForLostEvents) {
         body.push_back({{"event_id", fmt::format("r{}-{}", r, i)},
                         {"device_id", fmt::format("bike-{:04}", (r * kPerRequest + i) % 40)},
                         {"battery_pct", 50},
-                        {"event_time", "2026-11-24T00:00:00Z"}});
+                        {"status", "RIDING"},
+                        {"event_time", now}});
       }
       const auto deadline = std::chrono::steady_clock::now() + 90s;
       for (;;) {
@@ -93,6 +102,7 @@ TEST(IngestE2E, BrokerKilledMidRequestNeverGets202ForLostEvents) {
           const auto receipt = json::parse(resp->body);
           EXPECT_EQ(receipt["accepted"], kPerRequest);
           std::lock_guard lock(mu);
+          saga_ids.insert(receipt["saga_id"].get<std::string>());
           for (int i = 0; i < kPerRequest; ++i) acked_ids.insert(fmt::format("r{}-{}", r, i));
           ++acknowledged;
           break;
@@ -138,6 +148,19 @@ TEST(IngestE2E, BrokerKilledMidRequestNeverGets202ForLostEvents) {
   EXPECT_EQ(missing, 0u) << "of " << acked_ids.size() << " acknowledged events";
   std::printf("%d requests, %d refused attempts retried, %zu events acknowledged, %zu envelopes in raw\n", kRequests,
               refused.load(), acked_ids.size(), seen.size());
+
+  // Downstream folded the re-produced copies: one saga per request, each
+  // COMPLETED with every event loaded once.
+  ASSERT_EQ(saga_ids.size(), static_cast<std::size_t>(kRequests));
+  auto totals = wait_until_settled(stack.saga_url(), "ecowheels", kRequests, 180s);
+  ASSERT_TRUE(totals.has_value()) << totals.error().message;
+  EXPECT_EQ(totals->sagas, static_cast<uint64_t>(kRequests));
+  EXPECT_EQ(totals->accepted, acked_ids.size());
+  EXPECT_EQ(totals->loaded, acked_ids.size());
+  EXPECT_EQ(totals->rejected, 0u);
+  const auto rows = loaded_ids(stack.db_path("ecowheels"), "ride_telemetry");
+  EXPECT_EQ(rows.size(), acked_ids.size()) << "a row is duplicated or missing";
+  EXPECT_EQ(std::set<std::string>(rows.begin(), rows.end()), acked_ids);
   stack.stop();
 }
 
