@@ -1,5 +1,12 @@
 #include "services/clean/clean_service.h"
 
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "services/common/metrics.h"
@@ -23,6 +30,52 @@ void publish_committed(const std::map<kafka::TopicPartition, int64_t>& offsets) 
         .set(static_cast<double>(next));
   }
 }
+
+// The delivery reports of one batch's outputs, to be waited for later.
+class Sending {
+ public:
+  /// Produces a copy of every message (the batch keeps them for a retry).
+  static std::shared_ptr<Sending> start(kafka::Producer& producer, const std::vector<kafka::OutMessage>& messages) {
+    auto s = std::make_shared<Sending>();
+    s->pending_ = messages.size();
+    for (const auto& m : messages) {
+      producer.produce(m, [s, topic = m.topic](const kafka::Delivery& d) {
+        std::lock_guard lock(s->mu_);
+        if (d.status != kafka::DeliveryStatus::persisted && s->first_error_.empty()) {
+          s->first_error_ = fmt::format("{}: {}{}", topic, d.error,
+                                        d.status == kafka::DeliveryStatus::possibly_persisted ? " (possibly persisted)" : "");
+        }
+        if (--s->pending_ == 0) s->cv_.notify_all();
+      });
+    }
+    return s;
+  }
+  /// OK only when every message is PERSISTED.
+  Status wait(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [&] { return pending_ == 0; })) {
+      return fail(Errc::timeout, fmt::format("{} deliveries unconfirmed after {} ms", pending_, timeout.count()));
+    }
+    if (!first_error_.empty()) return fail(Errc::unavailable, first_error_);
+    return {};
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::size_t pending_ = 0;
+  std::string first_error_;
+};
+
+// A batch whose outputs are on their way and whose state is sealed, uncommitted.
+struct InFlight {
+  CleanedBatch done;
+  std::size_t in = 0;  // input messages
+  double clean_ms = 0;
+  std::chrono::steady_clock::time_point sent_at;
+  std::shared_ptr<Sending> sending;
+};
+
 }  // namespace
 
 CleanService::CleanService(const PipelineConfig& pipeline, RocksCleanStore& store, kafka::KafkaOptions kafka,
@@ -36,8 +89,52 @@ int CleanService::run() {
     spdlog::critical("{}", producer.error().message);
     return 1;
   }
+  uint64_t cleaned_total = 0;
+  uint64_t rejected_total = 0;
+  auto& cleaned_metric = metrics().counter("starling_clean_records_total", "Records cleaned or rejected",
+                                           {{"pipeline", pipeline_.name}, {"outcome", "clean"}});
+  auto& rejected_metric = metrics().counter("starling_clean_records_total", "Records cleaned or rejected",
+                                            {{"pipeline", pipeline_.name}, {"outcome", "rejected"}});
+  // At most one batch is in flight: its outputs sent, its state sealed in the
+  // store and not yet committed. settle() waits until all its outputs are
+  // PERSISTED (re-sending the same batch on failure), then commits its state
+  // and offsets. Returns false only when shutting down before that.
+  std::optional<InFlight> in_flight;
+  auto settle = [&]() -> bool {
+    if (!in_flight) return true;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto sent = in_flight->sending->wait(std::chrono::seconds(60));
+    if (!sent) {
+      spdlog::warn("producing a batch of {} failed: {}", in_flight->done.out.size(), sent.error().message);
+      // Outputs first, state and offsets after: retry the same outputs until
+      // they are persisted (duplicates are idempotent downstream), never skip.
+      sent = retry_until_done("producing a batch of " + std::to_string(in_flight->done.out.size()),
+                              [&] { return kafka::produce_all(**producer, in_flight->done.out, std::chrono::seconds(60)); });
+      if (!sent) return false;
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    const auto& done = in_flight->done;
+    const auto committed = retry_until_done("committing clean state", [&] { return store_.commit(done.next_offsets); });
+    if (!committed) return false;
+    auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
+    spdlog::debug("batch of {} in: cleaned in {:.1f} ms; outputs persisted {:.1f} ms after, {:.1f} ms of that waited; "
+                  "committed in {:.1f} ms",
+                  in_flight->in, in_flight->clean_ms, ms(t1 - in_flight->sent_at), ms(t1 - t0),
+                  ms(std::chrono::steady_clock::now() - t1));
+    publish_committed(done.next_offsets);
+    cleaned_total += done.cleaned;
+    rejected_total += done.rejected;
+    cleaned_metric.add(done.cleaned);
+    rejected_metric.add(done.rejected);
+    in_flight.reset();
+    return true;
+  };
+  bool stop = false;  // settling failed inside a rebalance: shutting down
   kafka::RebalanceHooks hooks;
-  hooks.on_assign = [this](const std::vector<kafka::TopicPartition>& parts) {
+  hooks.on_assign = [this, &settle, &stop](const std::vector<kafka::TopicPartition>& parts) {
+    // Nothing may be staged when offsets are read: the in-flight batch (if
+    // any) is committed first, so the stored offsets are where input resumes.
+    if (!settle()) stop = true;
     // A partition we stored resumes where its state stops. One we never had
     // starts at the beginning, so its devices' state is rebuilt by replay
     // (the outputs repeat; downstream is idempotent). Nothing is committed to
@@ -55,9 +152,11 @@ int CleanService::run() {
                  resumed);
     return starts;
   };
-  // Between batches nothing is staged, so a revoked partition has nothing to
-  // flush: its state stays in RocksDB, keyed by partition, and is not read.
-  hooks.on_revoke = [](const std::vector<kafka::TopicPartition>& parts) {
+  // The batch in flight is settled (persisted, committed) before partitions
+  // go; after that nothing is staged, so a revoked partition has nothing more
+  // to flush: its state stays in RocksDB, keyed by partition, and is not read.
+  hooks.on_revoke = [&settle, &stop](const std::vector<kafka::TopicPartition>& parts) {
+    if (!settle()) stop = true;
     spdlog::info("revoked {} partitions", parts.size());
   };
   // <p>.raw.replay carries `starling replay` output beside live traffic; its
@@ -69,37 +168,47 @@ int CleanService::run() {
     spdlog::critical("{}", consumer.error().message);
     return 1;
   }
-  uint64_t cleaned_total = 0;
-  uint64_t rejected_total = 0;
-  auto& cleaned_metric = metrics().counter("starling_clean_records_total", "Records cleaned or rejected",
-                                           {{"pipeline", pipeline_.name}, {"outcome", "clean"}});
-  auto& rejected_metric = metrics().counter("starling_clean_records_total", "Records cleaned or rejected",
-                                            {{"pipeline", pipeline_.name}, {"outcome", "rejected"}});
-  while (!shutdown_requested()) {
-    auto batch = (*consumer)->poll_batch(options_.batch_max, options_.batch_wait);
+  // Pipelined by one batch: batch n+1 is polled and cleaned (reading the
+  // state batch n staged) while batch n's outputs are on their way; then
+  // batch n is settled, and only then are n+1's outputs sent. Commits stay in
+  // input order, each after all of its batch's outputs are persisted.
+  while (!shutdown_requested() && !stop) {
+    // While a batch is in flight, take only what is already fetched: with
+    // nothing more to clean, settling it is the next thing to do.
+    auto batch = (*consumer)->poll_batch(options_.batch_max,
+                                         in_flight ? std::chrono::milliseconds(0) : options_.batch_wait);
     if (!batch) {
       spdlog::critical("{}", batch.error().message);
       return 1;
     }
-    if (batch->empty()) continue;
-    auto done = cleaner_.clean_batch(*batch, store_, now_ms());
-    // Outputs first, state and offsets after: retry the same outputs until
-    // they are persisted (duplicates are idempotent downstream), never skip.
-    const auto sent = retry_until_done("producing a batch of " + std::to_string(done.out.size()),
-                                       [&] { return kafka::produce_all(**producer, done.out, std::chrono::seconds(60)); });
-    if (!sent) {
-      store_.rollback();  // shutting down; nothing of the batch is stored, so it is redone
-      break;
+    if (stop) break;
+    // A rebalance inside the poll re-seeks to the stored offsets, so messages
+    // already taken may come again in the same batch: keep the first copy
+    // only (a second would be rejected as its own duplicate).
+    std::map<kafka::TopicPartition, int64_t> last;
+    std::erase_if(*batch, [&last](const kafka::InMessage& m) {
+      auto [it, fresh] = last.try_emplace({m.topic, m.partition}, m.offset);
+      if (!fresh && m.offset <= it->second) return true;
+      it->second = m.offset;
+      return false;
+    });
+    if (batch->empty()) {
+      if (!settle()) break;
+      continue;
     }
-    const auto committed = retry_until_done("committing clean state", [&] { return store_.commit(done.next_offsets); });
-    if (!committed) break;
-    publish_committed(done.next_offsets);
-    cleaned_total += done.cleaned;
-    rejected_total += done.rejected;
-    cleaned_metric.add(done.cleaned);
-    rejected_metric.add(done.rejected);
-    spdlog::debug("batch: {} in, cleaned {} rejected {} so far", batch->size(), cleaned_total, rejected_total);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto done = cleaner_.clean_batch(*batch, store_, now_ms());
+    store_.seal();
+    const auto clean_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (!settle()) break;
+    in_flight.emplace(InFlight{std::move(done), batch->size(), clean_ms, std::chrono::steady_clock::now(), nullptr});
+    in_flight->sending = Sending::start(**producer, in_flight->done.out);
   }
+  // Shutting down: the batch in flight is committed if its outputs make it;
+  // whatever is staged beyond that is dropped and redone by the next run.
+  (void)settle();
+  in_flight.reset();
+  store_.rollback();
   spdlog::info("draining: cleaned {} rejected {}", cleaned_total, rejected_total);
   (*consumer)->close();
   return 0;

@@ -1,5 +1,6 @@
 #include "services/clean/state.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -96,9 +97,24 @@ std::optional<std::string> RocksCleanStore::db_get(const std::string& key) {
   return value;
 }
 
+RocksCleanStore::Layer& RocksCleanStore::open_layer() {
+  if (!open_) {
+    layers_.emplace_back();
+    open_ = true;
+  }
+  return layers_.back();
+}
+
+void RocksCleanStore::seal() {
+  open_layer();
+  open_ = false;
+}
+
 DeviceMemory RocksCleanStore::device(int32_t partition, const std::string& device_id) {
   const auto key = part('v', partition) + device_id;
-  if (auto it = staged_devices_.find(key); it != staged_devices_.end()) return it->second;
+  for (auto l = layers_.rbegin(); l != layers_.rend(); ++l) {
+    if (auto it = l->devices.find(key); it != l->devices.end()) return it->second;
+  }
   auto it = devices_.find(key);
   if (it == devices_.end()) {
     auto v = db_get(key);
@@ -108,7 +124,7 @@ DeviceMemory RocksCleanStore::device(int32_t partition, const std::string& devic
 }
 
 void RocksCleanStore::put_device(int32_t partition, const std::string& device_id, const DeviceMemory& memory) {
-  staged_devices_[part('v', partition) + device_id] = memory;
+  open_layer().devices[part('v', partition) + device_id] = memory;
 }
 
 std::optional<std::string> RocksCleanStore::committed_seen(const std::string& ekey) {
@@ -119,28 +135,52 @@ std::optional<std::string> RocksCleanStore::committed_seen(const std::string& ek
   return memo_value_;
 }
 
+std::optional<int64_t> RocksCleanStore::committed_watermark(int32_t partition) {
+  auto w = watermarks_.find(partition);
+  if (w == watermarks_.end()) {
+    auto stored = db_get(part('w', partition));
+    w = watermarks_.emplace(partition, stored ? std::optional<int64_t>(from_time_key(*stored)) : std::nullopt).first;
+  }
+  return w->second;
+}
+
 std::optional<int64_t> RocksCleanStore::seen(int32_t partition, const std::string& event_id) {
   const auto key = part('e', partition) + event_id;
-  if (auto it = staged_seen_.find(key); it != staged_seen_.end()) return from_time_key(it->second);
-  auto v = committed_seen(key);
-  if (!v) return std::nullopt;
-  return from_time_key(*v);
+  std::optional<int64_t> first;
+  for (auto l = layers_.rbegin(); l != layers_.rend() && !first; ++l) {
+    if (auto it = l->seen.find(key); it != l->seen.end()) first = from_time_key(it->second);
+  }
+  if (!first) {
+    auto v = committed_seen(key);
+    if (!v) return std::nullopt;
+    first = from_time_key(*v);
+  }
+  if (window_ms_ <= 0) return first;
+  // Beyond the horizon, whether commit() has expired it yet or not.
+  std::optional<int64_t> watermark = committed_watermark(partition);
+  for (const auto& l : layers_) {
+    if (auto it = l.parts.find(partition); it != l.parts.end()) {
+      watermark = watermark ? std::max(*watermark, it->second.watermark) : it->second.watermark;
+    }
+  }
+  if (watermark && *first < *watermark - window_ms_) return std::nullopt;
+  return first;
 }
 
 void RocksCleanStore::put_seen(int32_t partition, const std::string& event_id, int64_t ingest_time_ms) {
   const auto key = part('e', partition) + event_id;
-  auto [staged, fresh] = staged_.try_emplace(partition);
+  std::optional<std::string> old;
+  for (auto l = layers_.rbegin(); l != layers_.rend() && !old; ++l) {
+    if (auto it = l->seen.find(key); it != l->seen.end()) old = it->second;
+  }
+  if (!old) old = committed_seen(key);
+  auto& layer = open_layer();
+  auto [staged, fresh] = layer.parts.try_emplace(partition);
   auto& st = staged->second;
   st.watermark = fresh ? ingest_time_ms : std::max(st.watermark, ingest_time_ms);
-  std::optional<std::string> old;
-  if (auto it = staged_seen_.find(key); it != staged_seen_.end()) {
-    old = it->second;
-  } else {
-    old = committed_seen(key);
-  }
   if (old) st.t[*old + event_id] = false;
   const auto t = time_key(ingest_time_ms);
-  staged_seen_[key] = t;
+  layer.seen[key] = t;
   st.t[t + event_id] = true;
 }
 
@@ -158,32 +198,35 @@ std::map<kafka::TopicPartition, int64_t> RocksCleanStore::offsets() {
 }
 
 Status RocksCleanStore::commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets) {
+  // The oldest layer only: later layers belong to batches after these offsets.
+  static const Layer kNothingStaged;
+  const Layer& layer = layers_.empty() ? kNothingStaged : layers_.front();
   // Built afresh from the staged changes on every attempt, so a failed write
   // leaves them as they were for the retry. Later writes of a key win. The
   // batch is written in key order (nullopt: delete): the memtable's skiplist
   // inserts sorted keys much faster than scattered ones.
-  std::map<std::string, std::optional<std::string>> ops;
-  for (const auto& [key, memory] : staged_devices_) ops[key] = encode_memory(memory);
-  for (const auto& [key, t] : staged_seen_) ops[key] = t;
+  // Appended in order, sorted stably and the last write of each key kept
+  // (cheaper than a std::map of every key).
+  std::vector<std::pair<std::string, std::optional<std::string>>> ops;
+  ops.reserve(layer.devices.size() + 3 * layer.seen.size() + 8);
+  auto op = [&ops](std::string key, std::optional<std::string> value) { ops.emplace_back(std::move(key), std::move(value)); };
+  for (const auto& [key, memory] : layer.devices) op(key, encode_memory(memory));
+  for (const auto& [key, t] : layer.seen) op(key, t);
   std::map<int32_t, std::pair<int64_t, std::string>> done;  // partition → watermark, expired below
-  for (const auto& [p, st] : staged_) {
+  for (const auto& [p, st] : layer.parts) {
     const auto tprefix = part('t', p);
     for (const auto& [suffix, put] : st.t) {
-      ops[tprefix + suffix] = put ? std::optional<std::string>("") : std::nullopt;
+      op(tprefix + suffix, put ? std::optional<std::string>("") : std::nullopt);
     }
     // The watermark: the highest ingest time ever put in this partition.
-    auto w = watermarks_.find(p);
-    if (w == watermarks_.end()) {
-      auto stored = db_get(part('w', p));
-      w = watermarks_.emplace(p, stored ? std::optional<int64_t>(from_time_key(*stored)) : std::nullopt).first;
-    }
-    const int64_t watermark = w->second ? std::max(st.watermark, *w->second) : st.watermark;
-    ops[part('w', p)] = time_key(watermark);
+    const auto stored = committed_watermark(p);
+    const int64_t watermark = stored ? std::max(st.watermark, *stored) : st.watermark;
+    op(part('w', p), time_key(watermark));
     if (window_ms_ <= 0) continue;
     // Event ids seen before the watermark minus the window can no longer be
-    // duplicates (seen() callers compare times too); drop them to bound
-    // space. The expiry index as staged: the stored keys from where the last
-    // expiry stopped, overlaid with this batch's changes.
+    // duplicates (seen() says so too); drop them to bound space. The expiry
+    // index as of this batch: the stored keys from where the last expiry
+    // stopped, overlaid with this batch's changes (not later layers').
     const auto end = tprefix + time_key(watermark - window_ms_);
     std::vector<std::string> old;  // suffixes (be64 ms + event id) below `end`
     {
@@ -203,26 +246,23 @@ Status RocksCleanStore::commit(const std::map<kafka::TopicPartition, int64_t>& n
         if (put) old.push_back(suffix);
       }
     }
+    // An id seen again is re-put with its old "t" entry deleted (put_seen),
+    // so every "t" entry names its id's current "e" value: both go.
+    const auto eprefix = part('e', p);
     for (const auto& suffix : old) {
-      const auto event_id = suffix.substr(8);
-      const auto ekey = part('e', p) + event_id;
-      std::optional<std::string> v;
-      if (auto it = staged_seen_.find(ekey); it != staged_seen_.end()) {
-        v = it->second;
-      } else {
-        v = db_get(ekey);
-      }
-      // The id may have been seen again since (a newer "t" entry): keep that.
-      if (v && *v == suffix.substr(0, 8)) ops[ekey] = std::nullopt;
-      ops[tprefix + suffix] = std::nullopt;
+      op(eprefix + suffix.substr(8), std::nullopt);
+      op(tprefix + suffix, std::nullopt);
     }
     done[p] = {watermark, end};
   }
   for (const auto& [tp, next] : next_offsets) {
-    ops["o" + tp.topic + '\0' + be(static_cast<uint32_t>(tp.partition), 4)] = be(static_cast<uint64_t>(next), 8);
+    op("o" + tp.topic + '\0' + be(static_cast<uint32_t>(tp.partition), 4), be(static_cast<uint64_t>(next), 8));
   }
+  std::stable_sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   rocksdb::WriteBatch wb;
-  for (const auto& [key, value] : ops) {
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    if (i + 1 < ops.size() && ops[i + 1].first == ops[i].first) continue;  // a later write of the key wins
+    const auto& [key, value] = ops[i];
     if (value) {
       (void)wb.Put(key, *value);
     } else {
@@ -233,20 +273,23 @@ Status RocksCleanStore::commit(const std::map<kafka::TopicPartition, int64_t>& n
   // only lose whole WriteBatches from the tail, state and offsets together.
   const auto st = db_->Write({}, &wb);
   if (!st.ok()) return fail(Errc::io, "writing clean state: " + st.ToString());
-  // Written: the caches take the staged changes.
-  for (auto& [key, memory] : staged_devices_) devices_[key] = std::move(memory);
+  // Written: the caches take the layer's changes, and the layer goes.
+  memo_key_.clear();
+  memo_value_.reset();
+  if (layers_.empty()) return {};
+  for (auto& [key, memory] : layers_.front().devices) devices_[key] = std::move(memory);
   for (const auto& [p, we] : done) {
     watermarks_[p] = we.first;
     if (window_ms_ > 0) expired_below_[p] = we.second;
   }
-  rollback();
+  layers_.pop_front();
+  if (layers_.empty()) open_ = false;
   return {};
 }
 
 void RocksCleanStore::rollback() {
-  staged_devices_.clear();
-  staged_seen_.clear();
-  staged_.clear();
+  layers_.clear();
+  open_ = false;
   memo_key_.clear();
   memo_value_.reset();
 }

@@ -4,6 +4,7 @@
 // state is simply not read, and an assigned one resumes from what it stored.
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -51,10 +52,24 @@ class MemoryCleanState final : public CleanState {
 /// offsets, so state and offsets never disagree: after a crash the stage
 /// replays exactly the input its state has not seen.
 ///
+/// Staged writes come in layers, one per batch: seal() closes the batch being
+/// cleaned, so the next batch can be cleaned (reading through every staged
+/// layer, as if they were committed) while the sealed one's outputs are still
+/// in flight; commit() then writes the OLDEST layer only, with that batch's
+/// offsets. So what is stored is always exactly "the input before the stored
+/// offsets", as without layers, and a crash drops the uncommitted layers.
+///
 /// Keys: "o" topic \0 be32(partition) → be64 next offset; "v" be32(p) device →
 /// DeviceMemory; "e" be32(p) event id → be64 ingest ms; "t" be32(p) be64(ms)
 /// event id → "" (expiry index of "e"); "w" be32(p) → be64 highest ingest ms
 /// seen (the dedupe watermark).
+///
+/// Dedupe horizon: seen() answers "not seen" for an id first seen before the
+/// partition's watermark (the highest ingest time of ANY earlier event,
+/// staged or committed) minus the window. Ids that old are what commit()
+/// expires, so the answer never depends on whether an expiry has run yet:
+/// it is the same for any batch boundaries, pipelined or not, and after a
+/// crash.
 ///
 /// Speed: device memories are cached in memory once read (write-through at
 /// commit; this process is the only writer of its RocksDB, so the cache
@@ -76,12 +91,17 @@ class RocksCleanStore final : public CleanState {
 
   /// Next offset to read per partition, as last committed.
   std::map<kafka::TopicPartition, int64_t> offsets();
-  /// Expires old event ids, then writes the staged changes and the offsets
-  /// atomically (one WriteBatch). On failure the staged changes stay, so a
-  /// retry writes the same batch.
+  /// Closes the batch staged so far (possibly empty) as one layer; later
+  /// writes start the next layer. One seal() per batch, one commit() per seal.
+  void seal();
+  /// Writes the oldest staged layer (sealed or not) and the offsets after
+  /// its batch atomically (one WriteBatch), expiring old event ids as of that
+  /// batch. On failure the layer stays, so a retry writes the same batch.
   Status commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets);
-  /// Drops the staged changes.
+  /// Drops every staged layer.
   void rollback();
+  /// Staged layers not yet committed (sealed ones and an open one).
+  std::size_t staged_layers() const { return layers_.size(); }
   /// Every key and value, for tests that compare two stores.
   std::map<std::string, std::string> dump();
 
@@ -89,6 +109,8 @@ class RocksCleanStore final : public CleanState {
   std::optional<std::string> db_get(const std::string& key);
   /// The committed "e" value (be64 time key) of an event id key, or none.
   std::optional<std::string> committed_seen(const std::string& ekey);
+  /// The committed watermark of a partition, read once.
+  std::optional<int64_t> committed_watermark(int32_t partition);
 
   // Staged, per partition: the expiry index's changes (suffix be64 ms + event
   // id → put or delete) and the highest ingest time put.
@@ -96,13 +118,19 @@ class RocksCleanStore final : public CleanState {
     std::map<std::string, bool> t;
     int64_t watermark = 0;
   };
+  // One batch's staged writes (nothing of these is in RocksDB until commit()).
+  struct Layer {
+    std::map<std::string, DeviceMemory> devices;        // "v" key → memory
+    std::unordered_map<std::string, std::string> seen;  // "e" key → be64 time key
+    std::map<int32_t, Staged> parts;
+  };
+  Layer& open_layer();
 
   int64_t window_ms_;
   std::unique_ptr<rocksdb::DB> db_;
-  // Staged writes (nothing of these is in RocksDB until commit()).
-  std::map<std::string, DeviceMemory> staged_devices_;         // "v" key → memory
-  std::unordered_map<std::string, std::string> staged_seen_;   // "e" key → be64 time key
-  std::map<int32_t, Staged> staged_;
+  // Oldest first; the back one takes writes while `open_`.
+  std::deque<Layer> layers_;
+  bool open_ = false;
   // Committed, cached: "v" key → memory (empty: none stored).
   std::unordered_map<std::string, DeviceMemory> devices_;
   // Committed watermark per partition, once read.
