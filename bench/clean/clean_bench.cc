@@ -12,6 +12,12 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -46,6 +52,27 @@ uint64_t count_until(const kafka::KafkaOptions& k, const std::vector<std::string
   return n;
 }
 
+// CPU seconds (user + system) a process has used so far, from /proc.
+double cpu_seconds(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i >= 14) ticks += std::stod(field);
+  }
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+double own_cpu_seconds() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return s(ru.ru_utime) + s(ru.ru_stime);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -54,6 +81,11 @@ int main(int argc, char** argv) {
   std::string pipeline_file = "pipelines/ecowheels.yaml";
   app.add_option("--events", events, "Raw events to push through both sides")->capture_default_str();
   app.add_option("--pipeline", pipeline_file, "Pipeline whose rules starling-clean applies")->capture_default_str();
+  bool keep = false;
+  std::string clean_log_level = "warn";
+  app.add_flag("--keep", keep, "Keep the temporary directory (broker and starling-clean logs, data)");
+  app.add_option("--clean-log-level", clean_log_level, "starling-clean's --log-level (debug shows per-batch timings)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   const auto dir = std::filesystem::temp_directory_path() / fmt::format("clean-bench-{}", ::getpid());
@@ -109,6 +141,8 @@ int main(int argc, char** argv) {
   const auto n = static_cast<uint64_t>(events);
 
   // Passthrough: poll, produce unchanged, wait until persisted, next batch.
+  // Its CPU is this process's while it runs (nothing else runs here then).
+  const double pass_cpu0 = own_cpu_seconds();
   const auto t0 = Clock::now();
   {
     auto c = kafka::KafkaConsumer::create(k, "bench-passthrough", {p.raw_topic()}, {});
@@ -126,25 +160,35 @@ int main(int argc, char** argv) {
     (*c)->close();
   }
   const double pass_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double pass_cpu = own_cpu_seconds() - pass_cpu0;
 
   // starling-clean, the real process, until every event is on clean or rejected.
   const auto t1 = Clock::now();
   auto clean = ChildProcess::spawn({bin + "/starling-clean", "--kafka", *addr, "--pipeline",
                                     std::filesystem::absolute(pipeline_file).string(), "--data-dir",
-                                    (dir / "clean").string(), "--log-level", "warn"},
+                                    (dir / "clean").string(), "--log-level", clean_log_level},
                                    (dir / "clean.log").string());
   if (!clean) return std::fprintf(stderr, "%s\n", clean.error().message.c_str()), 1;
   const auto seen = count_until(k, {p.clean_topic(), p.rejected_topic()}, n, 600s);
   const double clean_s = std::chrono::duration<double>(Clock::now() - t1).count();
+  const double clean_cpu = cpu_seconds(clean->pid());
   clean->stop(10s);
   broker->stop(10s);
   if (seen < n) return std::fprintf(stderr, "starling-clean produced %llu of %llu; see %s\n",
                                     static_cast<unsigned long long>(seen), static_cast<unsigned long long>(n),
                                     dir.c_str()), 1;
-  std::filesystem::remove_all(dir);
+  if (keep) {
+    std::printf("kept %s\n", dir.c_str());
+  } else {
+    std::filesystem::remove_all(dir);
+  }
 
-  std::printf("%-28s %10s %12s %8s\n", "side", "events", "events/s", "ratio");
-  std::printf("%-28s %10d %12.0f %8s\n", "passthrough (consume+produce)", events, n / pass_s, "1.00");
-  std::printf("%-28s %10d %12.0f %8.2f\n", "starling-clean", events, n / clean_s, pass_s / clean_s);
+  // CPU-seconds per million events: the work each side does, which (unlike
+  // events/s) hardly moves when other processes compete for the cores.
+  std::printf("%-28s %10s %12s %8s %14s\n", "side", "events", "events/s", "ratio", "cpu-s/M events");
+  std::printf("%-28s %10d %12.0f %8s %14.1f\n", "passthrough (consume+produce)", events, n / pass_s, "1.00",
+              pass_cpu * 1e6 / n);
+  std::printf("%-28s %10d %12.0f %8.2f %14.1f\n", "starling-clean", events, n / clean_s, pass_s / clean_s,
+              clean_cpu * 1e6 / n);
   return 0;
 }
