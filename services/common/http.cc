@@ -103,17 +103,18 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (ec == http::error::body_limit) {
       keep_alive_ = false;
-      send(json_error(413, "body_too_large", fmt::format("request body exceeds {} bytes", opts_.body_limit)));
+      send(json_error(413, "body_too_large", fmt::format("request body exceeds {} bytes", opts_.body_limit), "body"));
       return;
     }
     if (ec == http::error::header_limit) {
       keep_alive_ = false;
-      send(json_error(431, "headers_too_large", fmt::format("request line and headers exceed {} bytes", opts_.header_limit)));
+      send(json_error(431, "headers_too_large", fmt::format("request line and headers exceed {} bytes", opts_.header_limit),
+                      "headers"));
       return;
     }
     if (ec) {
       keep_alive_ = false;
-      send(json_error(400, "bad_request", ec.message()));
+      send(json_error(400, "bad_request", "not a valid HTTP/1.1 request: " + ec.message(), "request"));
       return;
     }
     auto req = parser_->release();

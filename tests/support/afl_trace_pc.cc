@@ -1,5 +1,5 @@
 // Edge coverage for AFL++ from g++'s own -fsanitize-coverage=trace-pc, for
-// tools/fuzz-broker.
+// tools/fuzz.
 //
 // Why not afl-g++-fast: Debian 12's afl++ 4.04c GCC plugin was built against
 // gcc 12.2.0-14 and GCC refuses to load it into 12.2.0-14+deb12u1 ("GCC and
