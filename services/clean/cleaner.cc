@@ -38,16 +38,22 @@ CleanResult Cleaner::clean(const std::string& raw, int32_t partition, CleanState
   const bool replayed = !env.origin_saga_id().empty();
   if (replayed) partition = replay_state_partition(partition, env.saga_id());
   if (pipeline_.dedupe_window_ms > 0 && !replayed) {
-    // A retried request or a device resending: the first copy wins.
-    if (auto first = state.seen(partition, env.event_id());
-        first && std::abs(env.ingest_time_ms() - *first) <= pipeline_.dedupe_window_ms) {
+    // A device resending, or a retried request without Idempotency-Key: the
+    // first copy wins. The same event of the same saga again (a retried
+    // Idempotency-Key request or a redelivered MQTT message re-produces the
+    // identical envelope) is not a duplicate: it is cleaned again, as a
+    // redelivery is, and every stage after folds it.
+    const auto fingerprint = event_fingerprint(env.saga_id(), env.seq());
+    const auto first = state.seen(partition, env.event_id());
+    const bool in_window = first && std::abs(env.ingest_time_ms() - first->ingest_time_ms) <= pipeline_.dedupe_window_ms;
+    if (in_window && first->fingerprint != fingerprint) {
       add("dedupe", "event_id", env.event_id(),
           fmt::format("an event id not seen in the last {} (first seen at ingest time {} ms)",
-                      format_duration(pipeline_.dedupe_window_ms), *first));
+                      format_duration(pipeline_.dedupe_window_ms), first->ingest_time_ms));
       reject();
       return res;
     }
-    state.put_seen(partition, env.event_id(), env.ingest_time_ms());
+    if (!in_window) state.put_seen(partition, env.event_id(), {env.ingest_time_ms(), fingerprint});
   }
   auto record = record_from_bytes(pipeline_, env.payload());
   if (!record) {

@@ -62,12 +62,24 @@ DeviceMemory MemoryCleanState::device(int32_t partition, const std::string& devi
 void MemoryCleanState::put_device(int32_t partition, const std::string& device_id, const DeviceMemory& memory) {
   devices_[{partition, device_id}] = memory;
 }
-std::optional<int64_t> MemoryCleanState::seen(int32_t partition, const std::string& event_id) {
-  auto it = seen_.find({partition, event_id});
-  return it == seen_.end() ? std::nullopt : std::optional<int64_t>(it->second);
+uint64_t event_fingerprint(const std::string& saga_id, uint32_t seq) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  auto mix = [&h](unsigned char c) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  };
+  for (const char c : saga_id) mix(static_cast<unsigned char>(c));
+  mix(0);
+  for (int i = 0; i < 4; ++i) mix(static_cast<unsigned char>(seq >> (8 * i)));
+  return h == 0 ? 1 : h;  // 0 means "no fingerprint stored"
 }
-void MemoryCleanState::put_seen(int32_t partition, const std::string& event_id, int64_t ingest_time_ms) {
-  seen_[{partition, event_id}] = ingest_time_ms;
+
+std::optional<FirstSeen> MemoryCleanState::seen(int32_t partition, const std::string& event_id) {
+  auto it = seen_.find({partition, event_id});
+  return it == seen_.end() ? std::nullopt : std::optional<FirstSeen>(it->second);
+}
+void MemoryCleanState::put_seen(int32_t partition, const std::string& event_id, FirstSeen first) {
+  seen_[{partition, event_id}] = first;
 }
 
 RocksCleanStore::RocksCleanStore(const std::string& path, int64_t dedupe_window_ms) : window_ms_(dedupe_window_ms) {
@@ -144,16 +156,28 @@ std::optional<int64_t> RocksCleanStore::committed_watermark(int32_t partition) {
   return w->second;
 }
 
-std::optional<int64_t> RocksCleanStore::seen(int32_t partition, const std::string& event_id) {
+namespace {
+
+// An "e" value: be64 time key, then (since fingerprints) be64 fingerprint.
+FirstSeen decode_seen(std::string_view v) {
+  FirstSeen out;
+  out.ingest_time_ms = from_time_key(v.substr(0, 8));
+  if (v.size() >= 16) out.fingerprint = from_be(v.substr(8, 8));
+  return out;
+}
+
+}  // namespace
+
+std::optional<FirstSeen> RocksCleanStore::seen(int32_t partition, const std::string& event_id) {
   const auto key = part('e', partition) + event_id;
-  std::optional<int64_t> first;
+  std::optional<FirstSeen> first;
   for (auto l = layers_.rbegin(); l != layers_.rend() && !first; ++l) {
-    if (auto it = l->seen.find(key); it != l->seen.end()) first = from_time_key(it->second);
+    if (auto it = l->seen.find(key); it != l->seen.end()) first = decode_seen(it->second);
   }
   if (!first) {
     auto v = committed_seen(key);
     if (!v) return std::nullopt;
-    first = from_time_key(*v);
+    first = decode_seen(*v);
   }
   if (window_ms_ <= 0) return first;
   // Beyond the horizon, whether commit() has expired it yet or not.
@@ -163,11 +187,12 @@ std::optional<int64_t> RocksCleanStore::seen(int32_t partition, const std::strin
       watermark = watermark ? std::max(*watermark, it->second.watermark) : it->second.watermark;
     }
   }
-  if (watermark && *first < *watermark - window_ms_) return std::nullopt;
+  if (watermark && first->ingest_time_ms < *watermark - window_ms_) return std::nullopt;
   return first;
 }
 
-void RocksCleanStore::put_seen(int32_t partition, const std::string& event_id, int64_t ingest_time_ms) {
+void RocksCleanStore::put_seen(int32_t partition, const std::string& event_id, FirstSeen first) {
+  const int64_t ingest_time_ms = first.ingest_time_ms;
   const auto key = part('e', partition) + event_id;
   std::optional<std::string> old;
   for (auto l = layers_.rbegin(); l != layers_.rend() && !old; ++l) {
@@ -178,9 +203,9 @@ void RocksCleanStore::put_seen(int32_t partition, const std::string& event_id, i
   auto [staged, fresh] = layer.parts.try_emplace(partition);
   auto& st = staged->second;
   st.watermark = fresh ? ingest_time_ms : std::max(st.watermark, ingest_time_ms);
-  if (old) st.t[*old + event_id] = false;
+  if (old) st.t[old->substr(0, 8) + event_id] = false;
   const auto t = time_key(ingest_time_ms);
-  layer.seen[key] = t;
+  layer.seen[key] = t + be(first.fingerprint, 8);
   st.t[t + event_id] = true;
 }
 

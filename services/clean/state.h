@@ -22,6 +22,19 @@ class DB;
 
 namespace starling::clean {
 
+/// The first copy of an event id in the dedupe window: when ingest took it,
+/// and which (saga, seq) it had (event_fingerprint), so that the same event
+/// of the same saga arriving again (a retried Idempotency-Key request or a
+/// redelivered MQTT message re-produces identical envelopes) is told apart
+/// from a duplicate.
+struct FirstSeen {
+  int64_t ingest_time_ms = 0;
+  uint64_t fingerprint = 0;  // 0: stored before fingerprints (never matches)
+};
+
+/// FNV-1a 64 of saga id and seq: stable across processes and versions.
+uint64_t event_fingerprint(const std::string& saga_id, uint32_t seq);
+
 /// What the cleaner reads and stages while it cleans a batch. Reads see the
 /// batch's own staged writes. Used from one thread.
 class CleanState {
@@ -29,9 +42,9 @@ class CleanState {
   virtual ~CleanState() = default;
   virtual DeviceMemory device(int32_t partition, const std::string& device_id) = 0;
   virtual void put_device(int32_t partition, const std::string& device_id, const DeviceMemory& memory) = 0;
-  /// The ingest time at which this event id was first seen, if it was.
-  virtual std::optional<int64_t> seen(int32_t partition, const std::string& event_id) = 0;
-  virtual void put_seen(int32_t partition, const std::string& event_id, int64_t ingest_time_ms) = 0;
+  /// The first copy of this event id, if one was seen (within the window).
+  virtual std::optional<FirstSeen> seen(int32_t partition, const std::string& event_id) = 0;
+  virtual void put_seen(int32_t partition, const std::string& event_id, FirstSeen first) = 0;
 };
 
 /// In memory: for `starling test` and unit tests.
@@ -39,12 +52,12 @@ class MemoryCleanState final : public CleanState {
  public:
   DeviceMemory device(int32_t partition, const std::string& device_id) override;
   void put_device(int32_t partition, const std::string& device_id, const DeviceMemory& memory) override;
-  std::optional<int64_t> seen(int32_t partition, const std::string& event_id) override;
-  void put_seen(int32_t partition, const std::string& event_id, int64_t ingest_time_ms) override;
+  std::optional<FirstSeen> seen(int32_t partition, const std::string& event_id) override;
+  void put_seen(int32_t partition, const std::string& event_id, FirstSeen first) override;
 
  private:
   std::map<std::pair<int32_t, std::string>, DeviceMemory> devices_;
-  std::map<std::pair<int32_t, std::string>, int64_t> seen_;
+  std::map<std::pair<int32_t, std::string>, FirstSeen> seen_;
 };
 
 /// RocksDB under --data-dir. Writes are staged in memory (reads see them)
@@ -60,7 +73,7 @@ class MemoryCleanState final : public CleanState {
 /// offsets", as without layers, and a crash drops the uncommitted layers.
 ///
 /// Keys: "o" topic \0 be32(partition) → be64 next offset; "v" be32(p) device →
-/// DeviceMemory; "e" be32(p) event id → be64 ingest ms; "t" be32(p) be64(ms)
+/// DeviceMemory; "e" be32(p) event id → be64 ingest ms + be64 fingerprint; "t" be32(p) be64(ms)
 /// event id → "" (expiry index of "e"); "w" be32(p) → be64 highest ingest ms
 /// seen (the dedupe watermark).
 ///
@@ -86,8 +99,8 @@ class RocksCleanStore final : public CleanState {
 
   DeviceMemory device(int32_t partition, const std::string& device_id) override;
   void put_device(int32_t partition, const std::string& device_id, const DeviceMemory& memory) override;
-  std::optional<int64_t> seen(int32_t partition, const std::string& event_id) override;
-  void put_seen(int32_t partition, const std::string& event_id, int64_t ingest_time_ms) override;
+  std::optional<FirstSeen> seen(int32_t partition, const std::string& event_id) override;
+  void put_seen(int32_t partition, const std::string& event_id, FirstSeen first) override;
 
   /// Next offset to read per partition, as last committed.
   std::map<kafka::TopicPartition, int64_t> offsets();
@@ -107,7 +120,7 @@ class RocksCleanStore final : public CleanState {
 
  private:
   std::optional<std::string> db_get(const std::string& key);
-  /// The committed "e" value (be64 time key) of an event id key, or none.
+  /// The committed "e" value (be64 time key, be64 fingerprint) of an event id key, or none.
   std::optional<std::string> committed_seen(const std::string& ekey);
   /// The committed watermark of a partition, read once.
   std::optional<int64_t> committed_watermark(int32_t partition);
@@ -121,7 +134,7 @@ class RocksCleanStore final : public CleanState {
   // One batch's staged writes (nothing of these is in RocksDB until commit()).
   struct Layer {
     std::map<std::string, DeviceMemory> devices;        // "v" key → memory
-    std::unordered_map<std::string, std::string> seen;  // "e" key → be64 time key
+    std::unordered_map<std::string, std::string> seen;  // "e" key → be64 time key + be64 fingerprint
     std::map<int32_t, Staged> parts;
   };
   Layer& open_layer();

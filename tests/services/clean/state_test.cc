@@ -112,6 +112,40 @@ TEST_F(CleanStateTest, EventIdSeenBeforeARestartIsRejectedAsADuplicate) {
   EXPECT_EQ(b.out.back().topic, kSagaTopic);
 }
 
+// Ingest re-produces a saga's identical envelopes when a request is retried
+// with its Idempotency-Key (after a 503: some copies may be in Kafka) or an
+// MQTT message is redelivered: same saga and seq, later ingest time.
+kafka::InMessage reproduced(const kafka::InMessage& first, int64_t offset, int64_t ingest_ms, const std::string& saga) {
+  v1::Envelope env;
+  EXPECT_TRUE(env.ParseFromString(first.value));
+  env.set_ingest_time_ms(ingest_ms);
+  env.set_saga_id(saga);
+  auto m = first;
+  m.offset = offset;
+  m.value = env.SerializeAsString();
+  return m;
+}
+
+TEST_F(CleanStateTest, SameEventOfTheSameSagaAgainIsCleanedAgainNotRejectedAsADuplicate) {
+  const auto first = raw(0, "e0", "bike-1", kT0, 20.5);
+  {
+    RocksCleanStore store(path(), p_.dedupe_window_ms);
+    auto b = cleaner_.clean_batch({first}, store, 0);
+    ASSERT_EQ(b.rejected, 0u);
+    ASSERT_TRUE(store.commit(b.next_offsets).has_value());
+  }
+  RocksCleanStore store(path(), p_.dedupe_window_ms);
+  auto again = cleaner_.clean_batch({reproduced(first, 7, kT0 + 5'000, "s1")}, store, 0);
+  EXPECT_EQ(again.rejected, 0u) << "the retried saga's own copy";
+  EXPECT_EQ(again.out[0].topic, "t.clean");
+  // The same event id in another saga is a duplicate, as before.
+  auto other = cleaner_.clean_batch({reproduced(first, 8, kT0 + 6'000, "s2")}, store, 0);
+  ASSERT_EQ(other.rejected, 1u);
+  v1::RejectedRecord rej;
+  ASSERT_TRUE(rej.ParseFromString(other.out[0].value));
+  EXPECT_EQ(rej.reasons(0).rule(), "dedupe");
+}
+
 TEST_F(CleanStateTest, DuplicateWithinOneBatchIsRejected) {
   RocksCleanStore store(path(), p_.dedupe_window_ms);
   auto b = cleaner_.clean_batch({raw(0, "e0", "bike-1", kT0, 1.0), raw(1, "e0", "bike-1", kT0 + 5, 1.0)}, store, 0);
