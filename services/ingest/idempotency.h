@@ -24,7 +24,7 @@ std::string derived_saga_id(const std::string& scope, const std::string& pipelin
 
 class IdempotencyCache {
  public:
-  explicit IdempotencyCache(std::chrono::seconds ttl = std::chrono::hours(24), std::size_t max_entries = 100'000)
+  explicit IdempotencyCache(std::chrono::seconds ttl = std::chrono::hours(24), std::size_t max_entries = 20'000)
       : ttl_(ttl), max_(max_entries) {}
 
   enum class Begin { fresh, in_flight, mismatch, replay };
