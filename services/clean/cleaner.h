@@ -10,6 +10,7 @@
 #include "broker-adapters/kafka/kafka.h"
 #include "services/clean/rules.h"
 #include "services/clean/state.h"
+#include "services/common/ids.h"
 #include "services/common/pipeline.h"
 #include "starling/v1/envelope.pb.h"
 
@@ -20,15 +21,14 @@ namespace starling::clean {
 inline constexpr const char* kChangesHeader = "starling-changes";
 
 /// Where a replayed event keeps its device state: a namespace of its own per
-/// replay saga (bit 30 set, 16 bits of an FNV-1a hash of the saga id, the
+/// replay saga (bit 30 set, 16 bits of the StableHash of the saga id, the
 /// input partition in the low 8 bits). A replay builds the state of its own
 /// range, in order, as the original run did; it never moves the live devices'
 /// last known values back in time, live events never see replayed ones, and a
 /// second replay of the same range starts from nothing again (so it gives the
 /// same rows). These entries are not expired yet (services/clean/README.md).
 inline int32_t replay_state_partition(int32_t partition, std::string_view replay_saga_id) {
-  uint32_t h = 2166136261u;
-  for (const char c : replay_saga_id) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  const auto h = static_cast<uint32_t>(StableHash().add(replay_saga_id).value());
   return static_cast<int32_t>((1u << 30) | ((h & 0xFFFFu) << 8) | (static_cast<uint32_t>(partition) & 0xFFu));
 }
 

@@ -9,6 +9,8 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include "services/common/ids.h"
+
 namespace starling::clean {
 namespace {
 
@@ -63,15 +65,10 @@ void MemoryCleanState::put_device(int32_t partition, const std::string& device_i
   devices_[{partition, device_id}] = memory;
 }
 uint64_t event_fingerprint(const std::string& saga_id, uint32_t seq) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  auto mix = [&h](unsigned char c) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  };
-  for (const char c : saga_id) mix(static_cast<unsigned char>(c));
-  mix(0);
-  for (int i = 0; i < 4; ++i) mix(static_cast<unsigned char>(seq >> (8 * i)));
-  return h == 0 ? 1 : h;  // 0 means "no fingerprint stored"
+  StableHash h;
+  h.add(saga_id).add_byte(0);
+  for (int i = 0; i < 4; ++i) h.add_byte(static_cast<unsigned char>(seq >> (8 * i)));
+  return h.value() == 0 ? 1 : h.value();  // 0 means "no fingerprint stored"
 }
 
 std::optional<FirstSeen> MemoryCleanState::seen(int32_t partition, const std::string& event_id) {

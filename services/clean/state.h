@@ -32,7 +32,7 @@ struct FirstSeen {
   uint64_t fingerprint = 0;  // 0: stored before fingerprints (never matches)
 };
 
-/// FNV-1a 64 of saga id and seq: stable across processes and versions.
+/// StableHash (services/common/ids.h) of saga id and seq; never 0.
 uint64_t event_fingerprint(const std::string& saga_id, uint32_t seq);
 
 /// What the cleaner reads and stages while it cleans a batch. Reads see the

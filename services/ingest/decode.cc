@@ -350,12 +350,13 @@ Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::str
         return fail(Errc::invalid_argument, "the body is not a valid starling.v1.EventBatch");
       }
       for (int i = 0; i < batch.records_size(); ++i) {
-        auto msg = new_record(p);
         const auto idx = static_cast<std::size_t>(i);
-        if (!msg->ParseFromString(batch.records(i))) {
-          out.refused.push_back({idx, "", "not a valid serialized " + p.message_type});
+        auto parsed = record_from_bytes(p, batch.records(i));
+        if (!parsed) {
+          out.refused.push_back({idx, "", parsed.error().message});
           continue;
         }
+        auto msg = std::move(*parsed);
         // Fields this type does not have arrive as unknown fields: refuse them
         // as JSON refuses an unknown name.
         const auto& unknown = msg->GetReflection()->GetUnknownFields(*msg);

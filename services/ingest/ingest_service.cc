@@ -45,7 +45,14 @@ IngestService::IngestService(std::map<std::string, PipelineConfig> pipelines, ka
     : pipelines_(std::move(pipelines)),
       ingestor_(producer, std::move(instance)),
       options_(std::move(options)),
-      limiter_(options_.device_rate) {}
+      limiter_(options_.device_rate) {
+  for (const auto& [name, p] : pipelines_) {
+    counters_[name] = {&metrics().counter("starling_ingest_events_accepted_total",
+                                          "Events persisted in Kafka and acknowledged with 202", {{"pipeline", name}}),
+                       &metrics().counter("starling_ingest_events_refused_total",
+                                          "Records refused because they do not convert", {{"pipeline", name}})};
+  }
+}
 
 void IngestService::handle(HttpRequest req, HttpResponder inner) {
   // Every answer is counted by status code.
@@ -124,8 +131,7 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
                               fmt::format("{} records in one request; at most {}", decoded->count(), options_.max_records),
                               "body"));
   }
-  auto& refused_total = metrics().counter("starling_ingest_events_refused_total",
-                                                 "Records refused because they do not convert", {{"pipeline", p.name}});
+  auto& refused_total = *counters_.at(p.name).refused;
   // A key scoped to a device pattern may send only those devices' events.
   std::map<std::string, double> by_device;
   for (const auto& rec : decoded->records) {
@@ -185,9 +191,7 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
   }
   auto refused = refused_json(decoded->refused);
   refused_total.add(decoded->refused.size());
-  auto& accepted_total = metrics().counter("starling_ingest_events_accepted_total",
-                                                  "Events persisted in Kafka and acknowledged with 202",
-                                                  {{"pipeline", p.name}});
+  auto& accepted_total = *counters_.at(p.name).accepted;
   ingestor_.submit(std::move(batch), [this, &accepted_total, idem_id, refused = std::move(refused), pipeline = p.name,
                                       respond = std::move(respond)](Result<Receipt> r) mutable {
     HttpResponse answer;

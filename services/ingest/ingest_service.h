@@ -10,6 +10,7 @@
 
 #include "broker-adapters/kafka/kafka.h"
 #include "services/common/http.h"
+#include "services/common/metrics.h"
 #include "services/common/pipeline.h"
 #include "services/ingest/auth.h"
 #include "services/ingest/idempotency.h"
@@ -49,6 +50,11 @@ class IngestService {
   IngestOptions options_;
   RateLimiter limiter_;
   IdempotencyCache idempotency_;
+  struct PipelineCounters {
+    Counter* accepted;
+    Counter* refused;
+  };
+  std::map<std::string, PipelineCounters> counters_;  // looked up once, not per request
   std::atomic<int> proxies_{0};
   std::atomic<bool> ready_{false};
 };
