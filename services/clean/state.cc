@@ -1,9 +1,11 @@
 #include "services/clean/state.h"
 
 #include <algorithm>
+#include <mutex>
 #include <stdexcept>
 
 #include <fmt/format.h>
+#include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
@@ -79,7 +81,37 @@ void MemoryCleanState::put_seen(int32_t partition, const std::string& event_id, 
   seen_[{partition, event_id}] = first;
 }
 
-RocksCleanStore::RocksCleanStore(const std::string& path, int64_t dedupe_window_ms) : window_ms_(dedupe_window_ms) {
+// Drops "e" entries beyond their partition's dedupe horizon as RocksDB
+// compacts, against the committed watermarks (commit() publishes them). A
+// removed key becomes a tombstone, so no older version of it resurfaces.
+// Also drops "t" keys: the expiry index stores before this filter kept.
+class RocksCleanStore::Expiry final : public rocksdb::CompactionFilter {
+ public:
+  explicit Expiry(int64_t window_ms) : window_ms_(window_ms) {}
+  void set_watermark(int32_t partition, int64_t watermark) {
+    std::lock_guard lock(mu_);
+    watermarks_[partition] = watermark;
+  }
+  bool Filter(int /*level*/, const rocksdb::Slice& key, const rocksdb::Slice& value, std::string* /*new_value*/,
+              bool* /*value_changed*/) const override {
+    if (key.starts_with("t")) return true;
+    if (window_ms_ <= 0 || !key.starts_with("e") || key.size() < 5 || value.size() < 8) return false;
+    const auto partition = static_cast<int32_t>(from_be(std::string_view(key.data() + 1, 4)));
+    const int64_t first = from_time_key(std::string_view(value.data(), 8));
+    std::lock_guard lock(mu_);
+    auto it = watermarks_.find(partition);
+    return it != watermarks_.end() && first < it->second - window_ms_;
+  }
+  const char* Name() const override { return "starling.clean.DedupeExpiry"; }
+
+ private:
+  int64_t window_ms_;
+  mutable std::mutex mu_;
+  std::map<int32_t, int64_t> watermarks_;
+};
+
+RocksCleanStore::RocksCleanStore(const std::string& path, int64_t dedupe_window_ms)
+    : window_ms_(dedupe_window_ms), expiry_(std::make_unique<Expiry>(dedupe_window_ms)) {
   rocksdb::Options opts;
   opts.create_if_missing = true;
   // Most dedupe lookups are for ids never seen: answer those from bloom
@@ -89,10 +121,18 @@ RocksCleanStore::RocksCleanStore(const std::string& path, int64_t dedupe_window_
   rocksdb::BlockBasedTableOptions table;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  opts.compaction_filter = expiry_.get();
   rocksdb::DB* db = nullptr;
   const auto st = rocksdb::DB::Open(opts, path, &db);
   if (!st.ok()) throw std::runtime_error(fmt::format("clean state {}: {}", path, st.ToString()));
   db_.reset(db);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}));
+  for (it->Seek("w"); it->Valid() && it->key().starts_with("w"); it->Next()) {
+    STARLING_ASSERT(it->key().size() == 5 && it->value().size() == 8, "malformed watermark in clean state");
+    const auto p = static_cast<int32_t>(from_be(std::string_view(it->key().data() + 1, 4)));
+    watermarks_[p] = from_time_key(std::string_view(it->value().data(), 8));
+    expiry_->set_watermark(p, watermarks_[p]);
+  }
 }
 
 RocksCleanStore::~RocksCleanStore() = default;
@@ -104,6 +144,11 @@ std::optional<std::string> RocksCleanStore::db_get(const std::string& key) {
   // Local state we cannot read: crash loudly; the supervisor restarts us.
   STARLING_ASSERT(st.ok(), "reading clean state: {}", st.ToString());
   return value;
+}
+
+const std::string& RocksCleanStore::key(char kind, int32_t partition, const std::string& id) {
+  key_.assign(1, kind).append(be(static_cast<uint32_t>(partition), 4)).append(id);
+  return key_;
 }
 
 RocksCleanStore::Layer& RocksCleanStore::open_layer() {
@@ -120,37 +165,25 @@ void RocksCleanStore::seal() {
 }
 
 DeviceMemory RocksCleanStore::device(int32_t partition, const std::string& device_id) {
-  const auto key = part('v', partition) + device_id;
+  const auto& k = key('v', partition, device_id);
   for (auto l = layers_.rbegin(); l != layers_.rend(); ++l) {
-    if (auto it = l->devices.find(key); it != l->devices.end()) return it->second;
+    if (auto it = l->devices.find(k); it != l->devices.end()) return it->second;
   }
-  auto it = devices_.find(key);
+  auto it = devices_.find(k);
   if (it == devices_.end()) {
-    auto v = db_get(key);
-    it = devices_.emplace(key, v ? decode_memory(*v) : DeviceMemory{}).first;
+    auto v = db_get(k);
+    it = devices_.emplace(k, v ? decode_memory(*v) : DeviceMemory{}).first;
   }
   return it->second;
 }
 
 void RocksCleanStore::put_device(int32_t partition, const std::string& device_id, const DeviceMemory& memory) {
-  open_layer().devices[part('v', partition) + device_id] = memory;
+  open_layer().devices[key('v', partition, device_id)] = memory;
 }
 
-std::optional<std::string> RocksCleanStore::committed_seen(const std::string& ekey) {
-  if (ekey != memo_key_) {
-    memo_key_ = ekey;
-    memo_value_ = db_get(ekey);
-  }
-  return memo_value_;
-}
-
-std::optional<int64_t> RocksCleanStore::committed_watermark(int32_t partition) {
-  auto w = watermarks_.find(partition);
-  if (w == watermarks_.end()) {
-    auto stored = db_get(part('w', partition));
-    w = watermarks_.emplace(partition, stored ? std::optional<int64_t>(from_time_key(*stored)) : std::nullopt).first;
-  }
-  return w->second;
+std::optional<int64_t> RocksCleanStore::committed_watermark(int32_t partition) const {
+  auto it = watermarks_.find(partition);
+  return it == watermarks_.end() ? std::nullopt : std::optional<int64_t>(it->second);
 }
 
 namespace {
@@ -166,22 +199,22 @@ FirstSeen decode_seen(std::string_view v) {
 }  // namespace
 
 std::optional<FirstSeen> RocksCleanStore::seen(int32_t partition, const std::string& event_id) {
-  const auto key = part('e', partition) + event_id;
+  const auto& k = key('e', partition, event_id);
   std::optional<FirstSeen> first;
   for (auto l = layers_.rbegin(); l != layers_.rend() && !first; ++l) {
-    if (auto it = l->seen.find(key); it != l->seen.end()) first = decode_seen(it->second);
+    if (auto it = l->seen.find(k); it != l->seen.end()) first = it->second;
   }
   if (!first) {
-    auto v = committed_seen(key);
+    auto v = db_get(k);
     if (!v) return std::nullopt;
     first = decode_seen(*v);
   }
   if (window_ms_ <= 0) return first;
-  // Beyond the horizon, whether commit() has expired it yet or not.
+  // Beyond the horizon, whether compaction has dropped it yet or not.
   std::optional<int64_t> watermark = committed_watermark(partition);
   for (const auto& l : layers_) {
-    if (auto it = l.parts.find(partition); it != l.parts.end()) {
-      watermark = watermark ? std::max(*watermark, it->second.watermark) : it->second.watermark;
+    if (auto it = l.watermarks.find(partition); it != l.watermarks.end()) {
+      watermark = watermark ? std::max(*watermark, it->second) : it->second;
     }
   }
   if (watermark && first->ingest_time_ms < *watermark - window_ms_) return std::nullopt;
@@ -189,21 +222,10 @@ std::optional<FirstSeen> RocksCleanStore::seen(int32_t partition, const std::str
 }
 
 void RocksCleanStore::put_seen(int32_t partition, const std::string& event_id, FirstSeen first) {
-  const int64_t ingest_time_ms = first.ingest_time_ms;
-  const auto key = part('e', partition) + event_id;
-  std::optional<std::string> old;
-  for (auto l = layers_.rbegin(); l != layers_.rend() && !old; ++l) {
-    if (auto it = l->seen.find(key); it != l->seen.end()) old = it->second;
-  }
-  if (!old) old = committed_seen(key);
   auto& layer = open_layer();
-  auto [staged, fresh] = layer.parts.try_emplace(partition);
-  auto& st = staged->second;
-  st.watermark = fresh ? ingest_time_ms : std::max(st.watermark, ingest_time_ms);
-  if (old) st.t[old->substr(0, 8) + event_id] = false;
-  const auto t = time_key(ingest_time_ms);
-  layer.seen[key] = t + be(first.fingerprint, 8);
-  st.t[t + event_id] = true;
+  auto [w, fresh] = layer.watermarks.try_emplace(partition, first.ingest_time_ms);
+  if (!fresh) w->second = std::max(w->second, first.ingest_time_ms);
+  layer.seen.insert_or_assign(key('e', partition, event_id), first);
 }
 
 std::map<kafka::TopicPartition, int64_t> RocksCleanStore::offsets() {
@@ -224,86 +246,39 @@ Status RocksCleanStore::commit(const std::map<kafka::TopicPartition, int64_t>& n
   static const Layer kNothingStaged;
   const Layer& layer = layers_.empty() ? kNothingStaged : layers_.front();
   // Built afresh from the staged changes on every attempt, so a failed write
-  // leaves them as they were for the retry. Later writes of a key win. The
-  // batch is written in key order (nullopt: delete): the memtable's skiplist
-  // inserts sorted keys much faster than scattered ones.
-  // Appended in order, sorted stably and the last write of each key kept
-  // (cheaper than a std::map of every key).
-  std::vector<std::pair<std::string, std::optional<std::string>>> ops;
-  ops.reserve(layer.devices.size() + 3 * layer.seen.size() + 8);
-  auto op = [&ops](std::string key, std::optional<std::string> value) { ops.emplace_back(std::move(key), std::move(value)); };
-  for (const auto& [key, memory] : layer.devices) op(key, encode_memory(memory));
-  for (const auto& [key, t] : layer.seen) op(key, t);
-  std::map<int32_t, std::pair<int64_t, std::string>> done;  // partition → watermark, expired below
-  for (const auto& [p, st] : layer.parts) {
-    const auto tprefix = part('t', p);
-    for (const auto& [suffix, put] : st.t) {
-      op(tprefix + suffix, put ? std::optional<std::string>("") : std::nullopt);
-    }
-    // The watermark: the highest ingest time ever put in this partition.
+  // leaves them as they were for the retry. Every key is written once, in key
+  // order: the memtable's skiplist inserts sorted keys much faster than
+  // scattered ones.
+  std::vector<std::pair<std::string_view, std::string>> ops;
+  ops.reserve(layer.devices.size() + layer.seen.size() + layer.watermarks.size() + next_offsets.size());
+  for (const auto& [k, memory] : layer.devices) ops.emplace_back(k, encode_memory(memory));
+  for (const auto& [k, first] : layer.seen) ops.emplace_back(k, time_key(first.ingest_time_ms) + be(first.fingerprint, 8));
+  std::vector<std::string> other_keys;  // "w" and "o" keys, kept alive for the views
+  other_keys.reserve(layer.watermarks.size() + next_offsets.size());
+  std::map<int32_t, int64_t> watermarks;  // as of this batch
+  for (const auto& [p, staged] : layer.watermarks) {
     const auto stored = committed_watermark(p);
-    const int64_t watermark = stored ? std::max(st.watermark, *stored) : st.watermark;
-    op(part('w', p), time_key(watermark));
-    if (window_ms_ <= 0) continue;
-    // Event ids seen before the watermark minus the window can no longer be
-    // duplicates (seen() says so too); drop them to bound space. The expiry
-    // index as of this batch: the stored keys from where the last expiry
-    // stopped, overlaid with this batch's changes (not later layers').
-    const auto end = tprefix + time_key(watermark - window_ms_);
-    std::vector<std::string> old;  // suffixes (be64 ms + event id) below `end`
-    {
-      auto from = expired_below_.find(p);
-      const std::string start = from != expired_below_.end() ? std::max(from->second, tprefix) : tprefix;
-      rocksdb::ReadOptions ro;
-      const rocksdb::Slice upper(end);
-      ro.iterate_upper_bound = &upper;
-      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
-      for (it->Seek(start); it->Valid(); it->Next()) {
-        auto suffix = it->key().ToString().substr(tprefix.size());
-        if (!st.t.contains(suffix)) old.push_back(std::move(suffix));
-      }
-      const auto staged_end = std::string_view(end).substr(tprefix.size());
-      for (const auto& [suffix, put] : st.t) {
-        if (std::string_view(suffix) >= staged_end) break;
-        if (put) old.push_back(suffix);
-      }
-    }
-    // An id seen again is re-put with its old "t" entry deleted (put_seen),
-    // so every "t" entry names its id's current "e" value: both go.
-    const auto eprefix = part('e', p);
-    for (const auto& suffix : old) {
-      op(eprefix + suffix.substr(8), std::nullopt);
-      op(tprefix + suffix, std::nullopt);
-    }
-    done[p] = {watermark, end};
+    watermarks[p] = stored ? std::max(staged, *stored) : staged;
+    ops.emplace_back(other_keys.emplace_back(part('w', p)), time_key(watermarks[p]));
   }
   for (const auto& [tp, next] : next_offsets) {
-    op("o" + tp.topic + '\0' + be(static_cast<uint32_t>(tp.partition), 4), be(static_cast<uint64_t>(next), 8));
+    ops.emplace_back(other_keys.emplace_back("o" + tp.topic + '\0' + be(static_cast<uint32_t>(tp.partition), 4)),
+                     be(static_cast<uint64_t>(next), 8));
   }
-  std::stable_sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   rocksdb::WriteBatch wb;
-  for (std::size_t i = 0; i < ops.size(); ++i) {
-    if (i + 1 < ops.size() && ops[i + 1].first == ops[i].first) continue;  // a later write of the key wins
-    const auto& [key, value] = ops[i];
-    if (value) {
-      (void)wb.Put(key, *value);
-    } else {
-      (void)wb.Delete(key);
-    }
-  }
+  for (const auto& [k, value] : ops) (void)wb.Put(rocksdb::Slice(k.data(), k.size()), value);
   // No fsync: a process crash loses nothing the OS has, and a power loss can
   // only lose whole WriteBatches from the tail, state and offsets together.
   const auto st = db_->Write({}, &wb);
   if (!st.ok()) return fail(Errc::io, "writing clean state: " + st.ToString());
   // Written: the caches take the layer's changes, and the layer goes.
-  memo_key_.clear();
-  memo_value_.reset();
-  if (layers_.empty()) return {};
-  for (auto& [key, memory] : layers_.front().devices) devices_[key] = std::move(memory);
-  for (const auto& [p, we] : done) {
-    watermarks_[p] = we.first;
-    if (window_ms_ > 0) expired_below_[p] = we.second;
+  for (const auto& [p, w] : watermarks) {
+    watermarks_[p] = w;
+    expiry_->set_watermark(p, w);
   }
+  if (layers_.empty()) return {};
+  for (auto& [k, memory] : layers_.front().devices) devices_[k] = std::move(memory);
   layers_.pop_front();
   if (layers_.empty()) open_ = false;
   return {};
@@ -312,11 +287,13 @@ Status RocksCleanStore::commit(const std::map<kafka::TopicPartition, int64_t>& n
 void RocksCleanStore::rollback() {
   layers_.clear();
   open_ = false;
-  memo_key_.clear();
-  memo_value_.reset();
 }
 
 std::map<std::string, std::string> RocksCleanStore::dump() {
+  rocksdb::CompactRangeOptions all;
+  all.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  const auto st = db_->CompactRange(all, nullptr, nullptr);
+  STARLING_ASSERT(st.ok(), "compacting clean state: {}", st.ToString());
   std::map<std::string, std::string> out;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}));
   for (it->SeekToFirst(); it->Valid(); it->Next()) out[it->key().ToString()] = it->value().ToString();

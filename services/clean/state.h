@@ -73,23 +73,23 @@ class MemoryCleanState final : public CleanState {
 /// offsets", as without layers, and a crash drops the uncommitted layers.
 ///
 /// Keys: "o" topic \0 be32(partition) → be64 next offset; "v" be32(p) device →
-/// DeviceMemory; "e" be32(p) event id → be64 ingest ms + be64 fingerprint; "t" be32(p) be64(ms)
-/// event id → "" (expiry index of "e"); "w" be32(p) → be64 highest ingest ms
-/// seen (the dedupe watermark).
+/// DeviceMemory; "e" be32(p) event id → be64 ingest ms + be64 fingerprint;
+/// "w" be32(p) → be64 highest ingest ms seen (the dedupe watermark).
 ///
 /// Dedupe horizon: seen() answers "not seen" for an id first seen before the
 /// partition's watermark (the highest ingest time of ANY earlier event,
-/// staged or committed) minus the window. Ids that old are what commit()
-/// expires, so the answer never depends on whether an expiry has run yet:
-/// it is the same for any batch boundaries, pipelined or not, and after a
-/// crash.
+/// staged or committed) minus the window. Ids that old are dropped by a
+/// RocksDB compaction filter (against the committed watermark, which is never
+/// ahead of the one seen() uses), so the answer never depends on whether they
+/// are gone yet: it is the same for any batch boundaries, pipelined or not,
+/// and after a crash. An event costs one "e" write and no delete; space is
+/// bounded by the window plus what compaction has not reached yet.
 ///
-/// Speed: device memories are cached in memory once read (write-through at
-/// commit; this process is the only writer of its RocksDB, so the cache
-/// never goes stale), and so are the watermarks and how far each partition's
-/// expiry index has been expired. The dedupe ids are not cached (the window
-/// can hold more ids than fit the memory budget); they are read from RocksDB,
-/// whose memtable has a bloom filter for the usual "never seen" answer.
+/// Speed: device memories and watermarks are cached in memory (write-through
+/// at commit; this process is the only writer of its RocksDB, so the cache
+/// never goes stale). The dedupe ids are not cached (the window can hold more
+/// ids than fit the memory budget); they are read from RocksDB, whose bloom
+/// filters answer the usual "never seen".
 class RocksCleanStore final : public CleanState {
  public:
   /// Opens or creates the store; throws std::runtime_error (startup only).
@@ -108,51 +108,46 @@ class RocksCleanStore final : public CleanState {
   /// writes start the next layer. One seal() per batch, one commit() per seal.
   void seal();
   /// Writes the oldest staged layer (sealed or not) and the offsets after
-  /// its batch atomically (one WriteBatch), expiring old event ids as of that
-  /// batch. On failure the layer stays, so a retry writes the same batch.
+  /// its batch atomically (one WriteBatch). On failure the layer stays, so a
+  /// retry writes the same batch.
   Status commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets);
   /// Drops every staged layer.
   void rollback();
   /// Staged layers not yet committed (sealed ones and an open one).
   std::size_t staged_layers() const { return layers_.size(); }
-  /// Every key and value, for tests that compare two stores.
+  /// Every key and value after a full compaction (so every event id beyond
+  /// the horizon is gone): what the committed state means, for tests that
+  /// compare two stores.
   std::map<std::string, std::string> dump();
+
+  class Expiry;  // the compaction filter (state.cc)
 
  private:
   std::optional<std::string> db_get(const std::string& key);
-  /// The committed "e" value (be64 time key, be64 fingerprint) of an event id key, or none.
-  std::optional<std::string> committed_seen(const std::string& ekey);
-  /// The committed watermark of a partition, read once.
-  std::optional<int64_t> committed_watermark(int32_t partition);
+  /// The committed watermark of a partition (none: nothing committed there).
+  std::optional<int64_t> committed_watermark(int32_t partition) const;
+  /// Builds kind + be32(partition) + id into key_ and returns it.
+  const std::string& key(char kind, int32_t partition, const std::string& id);
 
-  // Staged, per partition: the expiry index's changes (suffix be64 ms + event
-  // id → put or delete) and the highest ingest time put.
-  struct Staged {
-    std::map<std::string, bool> t;
-    int64_t watermark = 0;
-  };
   // One batch's staged writes (nothing of these is in RocksDB until commit()).
   struct Layer {
-    std::map<std::string, DeviceMemory> devices;        // "v" key → memory
-    std::unordered_map<std::string, std::string> seen;  // "e" key → be64 time key + be64 fingerprint
-    std::map<int32_t, Staged> parts;
+    std::unordered_map<std::string, DeviceMemory> devices;  // "v" key → memory
+    std::unordered_map<std::string, FirstSeen> seen;        // "e" key → first copy
+    std::map<int32_t, int64_t> watermarks;                  // partition → highest ingest ms put
   };
   Layer& open_layer();
 
   int64_t window_ms_;
+  std::unique_ptr<Expiry> expiry_;  // outlives db_
   std::unique_ptr<rocksdb::DB> db_;
   // Oldest first; the back one takes writes while `open_`.
   std::deque<Layer> layers_;
   bool open_ = false;
   // Committed, cached: "v" key → memory (empty: none stored).
   std::unordered_map<std::string, DeviceMemory> devices_;
-  // Committed watermark per partition, once read.
-  std::map<int32_t, std::optional<int64_t>> watermarks_;
-  // Per partition: every "t" key below this one is known to be gone.
-  std::map<int32_t, std::string> expired_below_;
-  // The last committed "e" lookup (seen() is followed by put_seen()).
-  std::string memo_key_;
-  std::optional<std::string> memo_value_;
+  // Committed watermark per partition (all read at open).
+  std::map<int32_t, int64_t> watermarks_;
+  std::string key_;  // scratch
 };
 
 /// The binary form of a DeviceMemory in the store.

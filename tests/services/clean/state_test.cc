@@ -159,7 +159,10 @@ TEST_F(CleanStateTest, EventIdOutsideTheWindowIsNotADuplicateAndOldIdsExpire) {
   ASSERT_TRUE(store.commit(b.next_offsets).has_value());
   b = cleaner_.clean_batch({raw(1, "e1", "bike-1", kT0 + 600'001, 1.0)}, store, 0);
   ASSERT_TRUE(store.commit(b.next_offsets).has_value());
-  EXPECT_FALSE(store.seen(0, "e0").has_value()) << "expired: older than the watermark minus the window";
+  EXPECT_FALSE(store.seen(0, "e0").has_value()) << "beyond the horizon: older than the watermark minus the window";
+  const auto stored = store.dump();  // compacts: the filter drops ids beyond the committed horizon
+  EXPECT_EQ(stored.count(std::string("e") + std::string(4, '\0') + "e0"), 0u);
+  EXPECT_EQ(stored.count(std::string("e") + std::string(4, '\0') + "e1"), 1u);
   b = cleaner_.clean_batch({raw(2, "e0", "bike-1", kT0 + 600'002, 1.0)}, store, 0);
   EXPECT_EQ(b.cleaned, 1u);
 }
