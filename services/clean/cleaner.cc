@@ -12,13 +12,21 @@ namespace starling::clean {
 Cleaner::Cleaner(const PipelineConfig& pipeline, std::string instance)
     : pipeline_(pipeline), rules_(pipeline), instance_(std::move(instance)) {}
 
-CleanResult Cleaner::clean(const std::string& raw, int32_t partition, CleanState& state, int64_t now) const {
-  CleanResult res;
+void Cleaner::clean(const std::string& raw, int32_t partition, CleanState& state, int64_t now, CleanResult& res) const {
+  res.clean = false;
+  res.changes.clear();
   auto& rej = res.rejected;
-  rej.set_stage("clean");
-  rej.set_rejected_time_ms(now);
-  auto add = [&rej](std::string rule, std::string field, std::string value, std::string expected) {
-    auto* r = rej.add_reasons();
+  rej.Clear();
+  // Only a rejection carries these; a clean record never pays for them.
+  auto rejecting = [&rej, now]() -> v1::RejectedRecord& {
+    if (rej.stage().empty()) {
+      rej.set_stage("clean");
+      rej.set_rejected_time_ms(now);
+    }
+    return rej;
+  };
+  auto add = [&rejecting](std::string rule, std::string field, std::string value, std::string expected) {
+    auto* r = rejecting().add_reasons();
     r->set_rule(std::move(rule));
     r->set_field(std::move(field));
     r->set_value(std::move(value));
@@ -26,13 +34,14 @@ CleanResult Cleaner::clean(const std::string& raw, int32_t partition, CleanState
   };
   if (!res.envelope.ParseFromString(raw)) {
     // Not ours to clean and not tied to a saga: park it with the reason.
+    res.envelope.Clear();
     add("envelope", "", "", "a starling.v1.Envelope");
     rej.mutable_envelope()->set_payload(raw);
-    return res;
+    return;
   }
-  const auto& env = res.envelope;
+  auto& env = res.envelope;
   // The envelope as received goes into the rejection only when there is one.
-  auto reject = [&rej, &env] { *rej.mutable_envelope() = env; };
+  auto reject = [&rejecting, &env] { *rejecting().mutable_envelope() = env; };
   // A replayed event has the id of its original: the dedupe window would
   // take it for its own duplicate. `starling replay` replays each id once.
   const bool replayed = !env.origin_saga_id().empty();
@@ -51,46 +60,49 @@ CleanResult Cleaner::clean(const std::string& raw, int32_t partition, CleanState
           fmt::format("an event id not seen in the last {} (first seen at ingest time {} ms)",
                       format_duration(pipeline_.dedupe_window_ms), first->ingest_time_ms));
       reject();
-      return res;
+      return;
     }
     if (!in_window) state.put_seen(partition, env.event_id(), {env.ingest_time_ms(), fingerprint});
   }
-  auto record = record_from_bytes(pipeline_, env.payload());
-  if (!record) {
-    add("schema", "", record.error().message, pipeline_.message_type);
+  if (!res.record) res.record = new_record(pipeline_);
+  auto& record = *res.record;
+  if (auto parsed = parse_record(pipeline_, env.payload(), record); !parsed) {
+    add("schema", "", parsed.error().message, pipeline_.message_type);
     reject();
-    return res;
+    return;
   }
   const RecordContext ctx{env.ingest_time_ms(), env.event_time_ms() != 0 ? env.event_time_ms() : env.ingest_time_ms()};
   DeviceMemory memory;
   if (rules_.uses_memory()) memory = state.device(partition, env.device_id());
-  auto outcome = rules_.apply(**record, ctx, memory);
+  auto& outcome = res.outcome;
+  rules_.apply(record, ctx, memory, outcome);
   if (!outcome.reasons.empty()) {
-    for (auto& r : outcome.reasons) *rej.add_reasons() = std::move(r);
+    auto& into = rejecting();
+    for (auto& r : outcome.reasons) *into.add_reasons() = std::move(r);
     reject();
-    return res;
+    return;
   }
   res.clean = true;
-  rej.Clear();
   if (rules_.uses_memory() && remember(memory, outcome.observed)) state.put_device(partition, env.device_id(), memory);
   if (!outcome.changes.empty()) {
-    res.envelope.set_payload((*record)->SerializeAsString());
+    record.SerializeToString(env.mutable_payload());
     // Formatting the changes costs as much as the rules: only when printed.
     if (spdlog::should_log(spdlog::level::debug)) {
       spdlog::debug("event {}: {}", env.event_id(), describe_changes(outcome.changes));
     }
   }
-  res.changes = std::move(outcome.changes);
-  return res;
+  res.changes.swap(outcome.changes);
 }
 
 CleanedBatch Cleaner::clean_batch(const std::vector<kafka::InMessage>& batch, CleanState& state, int64_t now) const {
   CleanedBatch b;
   FactBuilder cleaned(v1::STEP_CLEANED, instance_);
   FactBuilder rejected(v1::STEP_REJECTED, instance_);
+  b.out.reserve(batch.size() + 16);
+  CleanResult r;  // reused: see clean()
   for (const auto& in : batch) {
     b.next_offsets[{in.topic, in.partition}] = in.offset + 1;
-    auto r = clean(in.value, in.partition, state, now);
+    clean(in.value, in.partition, state, now, r);
     const auto& env = r.envelope;
     if (r.clean) {
       cleaned.add(env.saga_id(), env.pipeline(), env.seq());

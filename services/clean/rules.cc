@@ -11,19 +11,22 @@ namespace starling::clean {
 
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
+using google::protobuf::Reflection;
 
 namespace {
 
 // An empty string counts as missing, whether or not the field has presence:
 // devices send "" for "I don't know".
-bool is_set(const Message& m, const FieldDescriptor* f) {
-  const auto* r = m.GetReflection();
+// The record's Reflection is passed down: looking it up is a virtual call
+// per use.
+bool is_set(const Reflection* r, const Message& m, const FieldDescriptor* f) {
   if (f->has_presence() && !r->HasField(m, f)) return false;
-  return f->cpp_type() != FieldDescriptor::CPPTYPE_STRING || !r->GetString(m, f).empty();
+  if (f->cpp_type() != FieldDescriptor::CPPTYPE_STRING) return true;
+  std::string scratch;  // only used for string representations that are not a std::string
+  return !r->GetStringReference(m, f, &scratch).empty();
 }
 
-double number(const Message& m, const FieldDescriptor* f) {
-  const auto* r = m.GetReflection();
+double number(const Reflection* r, const Message& m, const FieldDescriptor* f) {
   switch (f->cpp_type()) {
     case FieldDescriptor::CPPTYPE_INT32: return r->GetInt32(m, f);
     case FieldDescriptor::CPPTYPE_INT64: return static_cast<double>(r->GetInt64(m, f));
@@ -36,11 +39,11 @@ double number(const Message& m, const FieldDescriptor* f) {
 }
 
 // Only double and float fields are converted and rounded (config validation).
-void set_number(Message& m, const FieldDescriptor* f, double v) {
+void set_number(const Reflection* r, Message& m, const FieldDescriptor* f, double v) {
   if (f->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE) {
-    m.GetReflection()->SetDouble(&m, f, v);
+    r->SetDouble(&m, f, v);
   } else {
-    m.GetReflection()->SetFloat(&m, f, static_cast<float>(v));
+    r->SetFloat(&m, f, static_cast<float>(v));
   }
 }
 
@@ -111,49 +114,56 @@ RuleEngine::RuleEngine(const PipelineConfig& pipeline) : pipeline_(pipeline) {
   }
 }
 
-Outcome RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMemory& memory) const {
+void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMemory& memory, Outcome& out) const {
   STARLING_ASSERT(record.GetDescriptor() == pipeline_.descriptor, "record of type {} cleaned by pipeline {}",
                   record.GetDescriptor()->full_name(), pipeline_.name);
-  Outcome out;
+  out.reasons.clear();
+  out.changes.clear();
+  out.observed.clear();
+  const auto* r = record.GetReflection();
+  auto change = [&out, n = pipeline_.rules.size()](Change c) {
+    if (out.changes.capacity() < n) out.changes.reserve(n);
+    out.changes.push_back(std::move(c));
+  };
   for (std::size_t i = 0; i < pipeline_.rules.size(); ++i) {
     const auto& rule = pipeline_.rules[i];
     const auto* f = rule.descriptor;
-    const bool own_value = is_set(record, f);
+    const bool own_value = is_set(r, record, f);
     // 1. Fill a missing value: the device's last known one if young enough, else the default.
     if (!own_value && rule.fill_max_age_ms) {
       if (auto it = memory.find(f->number()); it != memory.end()) {
         const int64_t age = ctx.event_time_ms - it->second.event_time_ms;
         if (age >= 0 && age <= *rule.fill_max_age_ms) {
           auto known = record.New();
-          if (known->ParseFromString(it->second.value) && is_set(*known, f)) {
+          if (known->ParseFromString(it->second.value) && is_set(r, *known, f)) {
             copy_field(*known, record, f);
-            out.changes.push_back({rule.field, "fill_last_known", "", field_text(record, f)});
+            change({rule.field, "fill_last_known", "", field_text(record, f)});
           }
           delete known;
         }
       }
     }
-    if (!is_set(record, f) && rule.default_text) {
+    if (!is_set(r, record, f) && rule.default_text) {
       const auto st = set_field_text(record, f, *rule.default_text);
       STARLING_ASSERT(st.has_value(), "default of {} passed config validation: {}", rule.field, st.error().message);
-      out.changes.push_back({rule.field, "default", "", field_text(record, f)});
+      change({rule.field, "default", "", field_text(record, f)});
     }
-    const bool present = is_set(record, f);
+    const bool present = is_set(r, record, f);
     // 2. Convert and round the record's own value. A filled or default value
     //    is already in the clean unit and precision.
     if (own_value && rule.convert) {
       const auto before = field_text(record, f);
-      set_number(record, f, number(record, f) * rule.convert->factor + rule.convert->offset);
-      out.changes.push_back({rule.field, convert_labels_[i], before, field_text(record, f)});
+      set_number(r, record, f, number(r, record, f) * rule.convert->factor + rule.convert->offset);
+      change({rule.field, convert_labels_[i], before, field_text(record, f)});
     }
     if (own_value && rule.round) {
-      const double v = number(record, f);
+      const double v = number(r, record, f);
       const double scale = std::pow(10.0, *rule.round);
       const double rounded = std::round(v * scale) / scale;
       if (std::isfinite(v) && rounded != v) {
         const auto before = field_text(record, f);
-        set_number(record, f, rounded);
-        out.changes.push_back({rule.field, round_labels_[i], before, field_text(record, f)});
+        set_number(r, record, f, rounded);
+        change({rule.field, round_labels_[i], before, field_text(record, f)});
       }
     }
     // 3. Check.
@@ -161,7 +171,7 @@ Outcome RuleEngine::apply(Message& record, const RecordContext& ctx, const Devic
       if (rule.required) out.reasons.push_back(reason("required", rule.field, "", "a value"));
       continue;
     }
-    if (rule.range && !in_range(number(record, f), *rule.range)) {
+    if (rule.range && !in_range(number(r, record, f), *rule.range)) {
       out.reasons.push_back(reason("range", rule.field, field_text(record, f), describe(*rule.range)));
     }
     if (!rule.allowed.empty()) {
@@ -196,7 +206,6 @@ Outcome RuleEngine::apply(Message& record, const RecordContext& ctx, const Devic
       delete only;
     }
   }
-  return out;
 }
 
 bool remember(DeviceMemory& memory, const DeviceMemory& observed) {

@@ -57,7 +57,14 @@ class RuleEngine {
   /// and round the record's own value (a filled or default value is already
   /// clean), then the checks required, range, allowed, regex, timestamp. A
   /// missing field skips the checks other than required. Thread-compatible.
-  Outcome apply(google::protobuf::Message& record, const RecordContext& context, const DeviceMemory& memory) const;
+  /// `out` is overwritten; reusing one Outcome across records keeps its buffers.
+  void apply(google::protobuf::Message& record, const RecordContext& context, const DeviceMemory& memory,
+             Outcome& out) const;
+  Outcome apply(google::protobuf::Message& record, const RecordContext& context, const DeviceMemory& memory) const {
+    Outcome out;
+    apply(record, context, memory, out);
+    return out;
+  }
 
   /// Whether any rule reads the device's last known values.
   bool uses_memory() const { return uses_memory_; }

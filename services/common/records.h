@@ -21,6 +21,10 @@ std::unique_ptr<google::protobuf::Message> new_record(const PipelineConfig& p);
 Result<std::unique_ptr<google::protobuf::Message>> record_from_json(const PipelineConfig& p,
                                                                     const nlohmann::json& record);
 
+/// Decodes a payload of the pipeline's type into `into` (cleared first; a
+/// message reused across payloads keeps its buffers).
+Status parse_record(const PipelineConfig& p, const std::string& bytes, google::protobuf::Message& into);
+
 /// Decodes a payload of the pipeline's type.
 Result<std::unique_ptr<google::protobuf::Message>> record_from_bytes(const PipelineConfig& p,
                                                                      const std::string& bytes);
