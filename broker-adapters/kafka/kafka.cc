@@ -94,6 +94,7 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaOptions&
     Delivery d;
     d.partition = m->partition;
     d.offset = m->offset;
+    if (m->rkt != nullptr) d.topic = rd_kafka_topic_name(m->rkt);
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       d.status = DeliveryStatus::persisted;
     } else {
@@ -117,26 +118,27 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaOptions&
   return std::unique_ptr<KafkaProducer>(new KafkaProducer(std::move(impl)));
 }
 
-void KafkaProducer::produce(OutMessage msg, DeliveryCallback done) {
+void KafkaProducer::produce(const OutMessage& msg, DeliveryCallback done) {
   auto* cb = new DeliveryCallback(std::move(done));
-  rd_kafka_headers_t* hdrs = rd_kafka_headers_new(msg.headers.size());
+  rd_kafka_headers_t* hdrs = msg.headers.empty() ? nullptr : rd_kafka_headers_new(msg.headers.size());
   for (const auto& h : msg.headers) {
     rd_kafka_header_add(hdrs, h.key.data(), static_cast<ssize_t>(h.key.size()), h.value.data(),
                         static_cast<ssize_t>(h.value.size()));
   }
   const auto deadline = std::chrono::steady_clock::now() + impl_->opts.queue_full_wait;
   for (;;) {
+    // RD_KAFKA_V_VALUE takes a void*; with RD_KAFKA_MSG_F_COPY it only reads.
     const auto err = rd_kafka_producev(
         impl_->rk, RD_KAFKA_V_TOPIC(msg.topic.c_str()),
         RD_KAFKA_V_KEY(msg.key.data(), msg.key.size()),
-        RD_KAFKA_V_VALUE(msg.value.data(), msg.value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_VALUE(const_cast<char*>(msg.value.data()), msg.value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(cb), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return;  // rk owns hdrs now
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       continue;
     }
-    rd_kafka_headers_destroy(hdrs);
+    if (hdrs != nullptr) rd_kafka_headers_destroy(hdrs);
     std::unique_ptr<DeliveryCallback> owned(cb);
     (*owned)(Delivery{DeliveryStatus::not_persisted, -1, -1,
                       fmt::format("produce to {}: {}", msg.topic, rd_kafka_err2str(err))});
@@ -170,12 +172,11 @@ Status produce_all(Producer& producer, std::vector<OutMessage> messages, std::ch
   };
   auto st = std::make_shared<State>();
   st->pending = messages.size();
-  for (auto& m : messages) {
-    auto topic = m.topic;
-    producer.produce(std::move(m), [st, topic](const Delivery& d) {
+  for (const auto& m : messages) {
+    producer.produce(m, [st](const Delivery& d) {
       std::lock_guard lock(st->mu);
       if (d.status != DeliveryStatus::persisted && st->first_error.empty()) {
-        st->first_error = fmt::format("{}: {}{}", topic, d.error,
+        st->first_error = fmt::format("{}: {}{}", d.topic, d.error,
                                       d.status == DeliveryStatus::possibly_persisted ? " (possibly persisted)" : "");
       }
       if (--st->pending == 0) st->cv.notify_all();

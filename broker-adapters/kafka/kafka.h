@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "services/common/error.h"
@@ -47,7 +48,8 @@ struct Delivery {
   DeliveryStatus status = DeliveryStatus::not_persisted;
   int32_t partition = -1;
   int64_t offset = -1;
-  std::string error;  // empty when persisted
+  std::string error;       // empty when persisted
+  std::string_view topic;  // valid during the callback only
 };
 
 using DeliveryCallback = std::function<void(const Delivery&)>;
@@ -57,7 +59,8 @@ using DeliveryCallback = std::function<void(const Delivery&)>;
 class Producer {
  public:
   virtual ~Producer() = default;
-  virtual void produce(OutMessage msg, DeliveryCallback done) = 0;
+  /// The message is copied; the caller may drop or reuse it on return.
+  virtual void produce(const OutMessage& msg, DeliveryCallback done) = 0;
   /// Waits until every produced message has had its callback.
   virtual Status flush(std::chrono::milliseconds timeout) = 0;
 };
@@ -74,7 +77,7 @@ class KafkaProducer final : public Producer {
   static Result<std::unique_ptr<KafkaProducer>> create(const KafkaOptions& options,
                                                        ProducerOptions producer_options = {});
   ~KafkaProducer() override;
-  void produce(OutMessage msg, DeliveryCallback done) override;
+  void produce(const OutMessage& msg, DeliveryCallback done) override;
   Status flush(std::chrono::milliseconds timeout) override;
   /// True when a broker answered within `timeout` (for /readyz).
   bool broker_reachable(std::chrono::milliseconds timeout);

@@ -34,15 +34,16 @@ void publish_committed(const std::map<kafka::TopicPartition, int64_t>& offsets) 
 // The delivery reports of one batch's outputs, to be waited for later.
 class Sending {
  public:
-  /// Produces a copy of every message (the batch keeps them for a retry).
+  /// Produces every message (the producer copies them; the batch keeps
+  /// them for a retry).
   static std::shared_ptr<Sending> start(kafka::Producer& producer, const std::vector<kafka::OutMessage>& messages) {
     auto s = std::make_shared<Sending>();
     s->pending_ = messages.size();
     for (const auto& m : messages) {
-      producer.produce(m, [s, topic = m.topic](const kafka::Delivery& d) {
+      producer.produce(m, [s](const kafka::Delivery& d) {
         std::lock_guard lock(s->mu_);
         if (d.status != kafka::DeliveryStatus::persisted && s->first_error_.empty()) {
-          s->first_error_ = fmt::format("{}: {}{}", topic, d.error,
+          s->first_error_ = fmt::format("{}: {}{}", d.topic, d.error,
                                         d.status == kafka::DeliveryStatus::possibly_persisted ? " (possibly persisted)" : "");
         }
         if (--s->pending_ == 0) s->cv_.notify_all();

@@ -28,7 +28,7 @@ class FakeProducer : public kafka::Producer {
   bool hold = false;
   std::vector<kafka::OutMessage> sent;
   std::vector<kafka::DeliveryCallback> held;
-  void produce(kafka::OutMessage msg, kafka::DeliveryCallback done) override {
+  void produce(const kafka::OutMessage& msg, kafka::DeliveryCallback done) override {
     sent.push_back(msg);
     if (hold) {
       held.push_back(std::move(done));

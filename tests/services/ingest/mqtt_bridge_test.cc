@@ -19,7 +19,7 @@ namespace {
 
 class FakeProducer : public kafka::Producer {
  public:
-  void produce(kafka::OutMessage msg, kafka::DeliveryCallback done) override {
+  void produce(const kafka::OutMessage& msg, kafka::DeliveryCallback done) override {
     sent.push_back(msg);
     kafka::Delivery d;
     d.status = status;
