@@ -111,6 +111,7 @@ RuleEngine::RuleEngine(const PipelineConfig& pipeline) : pipeline_(pipeline) {
     uses_memory_ |= rule.fill_max_age_ms.has_value();
     convert_labels_.push_back(rule.convert ? fmt::format("convert({}->{})", rule.convert->from, rule.convert->to) : "");
     round_labels_.push_back(rule.round ? fmt::format("round({})", *rule.round) : "");
+    round_scales_.push_back(rule.round ? std::pow(10.0, *rule.round) : 1.0);
   }
 }
 
@@ -129,6 +130,7 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
     const auto& rule = pipeline_.rules[i];
     const auto* f = rule.descriptor;
     const bool own_value = is_set(r, record, f);
+    bool present = own_value;
     // 1. Fill a missing value: the device's last known one if young enough, else the default.
     if (!own_value && rule.fill_max_age_ms) {
       if (auto it = memory.find(f->number()); it != memory.end()) {
@@ -137,18 +139,19 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
           auto known = record.New();
           if (known->ParseFromString(it->second.value) && is_set(r, *known, f)) {
             copy_field(*known, record, f);
+            present = true;
             change({rule.field, "fill_last_known", "", field_text(record, f)});
           }
           delete known;
         }
       }
     }
-    if (!is_set(r, record, f) && rule.default_text) {
+    if (!present && rule.default_text) {
       const auto st = set_field_text(record, f, *rule.default_text);
       STARLING_ASSERT(st.has_value(), "default of {} passed config validation: {}", rule.field, st.error().message);
+      present = is_set(r, record, f);
       change({rule.field, "default", "", field_text(record, f)});
     }
-    const bool present = is_set(r, record, f);
     // 2. Convert and round the record's own value. A filled or default value
     //    is already in the clean unit and precision.
     if (own_value && rule.convert) {
@@ -158,7 +161,7 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
     }
     if (own_value && rule.round) {
       const double v = number(r, record, f);
-      const double scale = std::pow(10.0, *rule.round);
+      const double scale = round_scales_[i];
       const double rounded = std::round(v * scale) / scale;
       if (std::isfinite(v) && rounded != v) {
         const auto before = field_text(record, f);

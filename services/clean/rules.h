@@ -75,6 +75,7 @@ class RuleEngine {
   // Per rule, the Change::rule texts, formatted once.
   std::vector<std::string> convert_labels_;
   std::vector<std::string> round_labels_;
+  std::vector<double> round_scales_;  // 10^decimals
 };
 
 /// Folds a clean record's observed values into the device's memory; an older
