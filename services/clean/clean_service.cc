@@ -1,6 +1,7 @@
 #include "services/clean/clean_service.h"
 
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -97,11 +98,36 @@ int CleanService::run() {
   auto& rejected_metric = metrics().counter("starling_clean_records_total", "Records cleaned or rejected",
                                             {{"pipeline", pipeline_.name}, {"outcome", "rejected"}});
   // At most one batch is in flight: its outputs sent, its state sealed in the
-  // store and not yet committed. settle() waits until all its outputs are
-  // PERSISTED (re-sending the same batch on failure), then commits its state
-  // and offsets. Returns false only when shutting down before that.
+  // store and not yet committed; and at most one batch is committing: its
+  // outputs PERSISTED, its RocksDB write running on a thread of its own while
+  // this one cleans on. settle() first finishes the commit under way, then
+  // waits until all of the in-flight batch's outputs are PERSISTED
+  // (re-sending the same batch on failure) and starts its commit; with
+  // `wait_commit` it also waits for that commit. Returns false only when
+  // shutting down before that.
+  struct Committing {
+    RocksCleanStore::PreparedCommit prepared;
+    std::future<Status> written;
+    CleanedBatch done;  // for its offsets and counts
+  };
   std::optional<InFlight> in_flight;
-  auto settle = [&]() -> bool {
+  std::optional<Committing> committing;
+  auto finish_commit = [&]() -> bool {
+    if (!committing) return true;
+    const auto written = committing->written.get();
+    if (!written) return false;  // shutting down while retrying
+    store_.finish_commit(committing->prepared);
+    const auto& done = committing->done;
+    publish_committed(done.next_offsets);
+    cleaned_total += done.cleaned;
+    rejected_total += done.rejected;
+    cleaned_metric.add(done.cleaned);
+    rejected_metric.add(done.rejected);
+    committing.reset();
+    return true;
+  };
+  auto settle = [&](bool wait_commit) -> bool {
+    if (!finish_commit()) return false;
     if (!in_flight) return true;
     const auto t0 = std::chrono::steady_clock::now();
     auto sent = in_flight->sending->wait(std::chrono::seconds(60));
@@ -114,28 +140,23 @@ int CleanService::run() {
       if (!sent) return false;
     }
     const auto t1 = std::chrono::steady_clock::now();
-    const auto& done = in_flight->done;
-    const auto committed = retry_until_done("committing clean state", [&] { return store_.commit(done.next_offsets); });
-    if (!committed) return false;
     auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
-    spdlog::debug("batch of {} in: cleaned in {:.1f} ms; outputs persisted {:.1f} ms after, {:.1f} ms of that waited; "
-                  "committed in {:.1f} ms",
-                  in_flight->in, in_flight->clean_ms, ms(t1 - in_flight->sent_at), ms(t1 - t0),
-                  ms(std::chrono::steady_clock::now() - t1));
-    publish_committed(done.next_offsets);
-    cleaned_total += done.cleaned;
-    rejected_total += done.rejected;
-    cleaned_metric.add(done.cleaned);
-    rejected_metric.add(done.rejected);
+    spdlog::debug("batch of {} in: cleaned in {:.1f} ms; outputs persisted {:.1f} ms after, {:.1f} ms of that waited",
+                  in_flight->in, in_flight->clean_ms, ms(t1 - in_flight->sent_at), ms(t1 - t0));
+    committing.emplace(Committing{store_.prepare_commit(in_flight->done.next_offsets), {}, std::move(in_flight->done)});
     in_flight.reset();
-    return true;
+    // The write touches only RocksDB (state.h, PreparedCommit).
+    committing->written = std::async(std::launch::async, [this, &prepared = committing->prepared] {
+      return retry_until_done("committing clean state", [&] { return store_.write(prepared); });
+    });
+    return !wait_commit || finish_commit();
   };
   bool stop = false;  // settling failed inside a rebalance: shutting down
   kafka::RebalanceHooks hooks;
   hooks.on_assign = [this, &settle, &stop](const std::vector<kafka::TopicPartition>& parts) {
     // Nothing may be staged when offsets are read: the in-flight batch (if
     // any) is committed first, so the stored offsets are where input resumes.
-    if (!settle()) stop = true;
+    if (!settle(true)) stop = true;
     // A partition we stored resumes where its state stops. One we never had
     // starts at the beginning, so its devices' state is rebuilt by replay
     // (the outputs repeat; downstream is idempotent). Nothing is committed to
@@ -157,7 +178,7 @@ int CleanService::run() {
   // go; after that nothing is staged, so a revoked partition has nothing more
   // to flush: its state stays in RocksDB, keyed by partition, and is not read.
   hooks.on_revoke = [&settle, &stop](const std::vector<kafka::TopicPartition>& parts) {
-    if (!settle()) stop = true;
+    if (!settle(true)) stop = true;
     spdlog::info("revoked {} partitions", parts.size());
   };
   // <p>.raw.replay carries `starling replay` output beside live traffic; its
@@ -169,10 +190,11 @@ int CleanService::run() {
     spdlog::critical("{}", consumer.error().message);
     return 1;
   }
-  // Pipelined by one batch: batch n+1 is polled and cleaned (reading the
-  // state batch n staged) while batch n's outputs are on their way; then
-  // batch n is settled, and only then are n+1's outputs sent. Commits stay in
-  // input order, each after all of its batch's outputs are persisted.
+  // Pipelined: batch n+1 is polled and cleaned (reading the state batch n
+  // staged) while batch n's outputs are on their way and batch n-1's state
+  // is being written; then n is settled, and only then are n+1's outputs
+  // sent. Commits stay in input order, one at a time, each after all of its
+  // batch's outputs are persisted.
   while (!shutdown_requested() && !stop) {
     // While a batch is in flight, take only what is already fetched: with
     // nothing more to clean, settling it is the next thing to do.
@@ -194,20 +216,22 @@ int CleanService::run() {
       return false;
     });
     if (batch->empty()) {
-      if (!settle()) break;
+      if (!settle(true)) break;
       continue;
     }
     const auto t0 = std::chrono::steady_clock::now();
     auto done = cleaner_.clean_batch(*batch, store_, now_ms());
     store_.seal();
     const auto clean_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (!settle()) break;
+    if (!settle(false)) break;
     in_flight.emplace(InFlight{std::move(done), batch->size(), clean_ms, std::chrono::steady_clock::now(), nullptr});
     in_flight->sending = Sending::start(**producer, in_flight->done.out);
   }
   // Shutting down: the batch in flight is committed if its outputs make it;
   // whatever is staged beyond that is dropped and redone by the next run.
-  (void)settle();
+  (void)settle(true);
+  (void)finish_commit();  // a write still retrying gives up now (shutdown_requested)
+  committing.reset();
   in_flight.reset();
   store_.rollback();
   spdlog::info("draining: cleaned {} rejected {}", cleaned_total, rejected_total);

@@ -21,9 +21,10 @@ struct CleanOptions {
 /// next input offsets in one RocksDB WriteBatch. The state effect is
 /// exactly-once; the outputs are at-least-once (a crash before the commit
 /// replays the batch from the stored offsets against the stored state, and
-/// produces the same records again). Pipelined by one batch: the next batch
-/// is polled and cleaned while this one's outputs are in flight, its outputs
-/// sent only after this one is committed. See README.md, Guarantees.
+/// produces the same records again). Pipelined: the next batch is polled and
+/// cleaned while this one's outputs are in flight and the one before's
+/// RocksDB write runs on a thread of its own; its outputs are sent only after
+/// this one's are persisted. See README.md, Guarantees.
 class CleanService {
  public:
   CleanService(const PipelineConfig& pipeline, RocksCleanStore& store, kafka::KafkaOptions kafka, std::string instance,

@@ -241,46 +241,63 @@ std::map<kafka::TopicPartition, int64_t> RocksCleanStore::offsets() {
   return out;
 }
 
-Status RocksCleanStore::commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets) {
+RocksCleanStore::PreparedCommit::PreparedCommit() = default;
+RocksCleanStore::PreparedCommit::PreparedCommit(PreparedCommit&&) noexcept = default;
+RocksCleanStore::PreparedCommit& RocksCleanStore::PreparedCommit::operator=(PreparedCommit&&) noexcept = default;
+RocksCleanStore::PreparedCommit::~PreparedCommit() = default;
+
+RocksCleanStore::PreparedCommit RocksCleanStore::prepare_commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets) {
   // The oldest layer only: later layers belong to batches after these offsets.
   static const Layer kNothingStaged;
-  const Layer& layer = layers_.empty() ? kNothingStaged : layers_.front();
-  // Built afresh from the staged changes on every attempt, so a failed write
-  // leaves them as they were for the retry. Every key is written once, in key
-  // order: the memtable's skiplist inserts sorted keys much faster than
-  // scattered ones.
+  PreparedCommit c;
+  c.has_layer = !layers_.empty();
+  const Layer& layer = c.has_layer ? layers_.front() : kNothingStaged;
+  // Every key is written once, in key order: the memtable's skiplist inserts
+  // sorted keys much faster than scattered ones.
   std::vector<std::pair<std::string_view, std::string>> ops;
   ops.reserve(layer.devices.size() + layer.seen.size() + layer.watermarks.size() + next_offsets.size());
   for (const auto& [k, memory] : layer.devices) ops.emplace_back(k, encode_memory(memory));
   for (const auto& [k, first] : layer.seen) ops.emplace_back(k, time_key(first.ingest_time_ms) + be(first.fingerprint, 8));
   std::vector<std::string> other_keys;  // "w" and "o" keys, kept alive for the views
   other_keys.reserve(layer.watermarks.size() + next_offsets.size());
-  std::map<int32_t, int64_t> watermarks;  // as of this batch
   for (const auto& [p, staged] : layer.watermarks) {
     const auto stored = committed_watermark(p);
-    watermarks[p] = stored ? std::max(staged, *stored) : staged;
-    ops.emplace_back(other_keys.emplace_back(part('w', p)), time_key(watermarks[p]));
+    const auto w = c.watermarks[p] = stored ? std::max(staged, *stored) : staged;
+    ops.emplace_back(other_keys.emplace_back(part('w', p)), time_key(w));
   }
   for (const auto& [tp, next] : next_offsets) {
     ops.emplace_back(other_keys.emplace_back("o" + tp.topic + '\0' + be(static_cast<uint32_t>(tp.partition), 4)),
                      be(static_cast<uint64_t>(next), 8));
   }
   std::sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  rocksdb::WriteBatch wb;
-  for (const auto& [k, value] : ops) (void)wb.Put(rocksdb::Slice(k.data(), k.size()), value);
+  c.batch = std::make_unique<rocksdb::WriteBatch>();
+  for (const auto& [k, value] : ops) (void)c.batch->Put(rocksdb::Slice(k.data(), k.size()), value);
+  return c;
+}
+
+Status RocksCleanStore::write(PreparedCommit& c) {
   // No fsync: a process crash loses nothing the OS has, and a power loss can
   // only lose whole WriteBatches from the tail, state and offsets together.
-  const auto st = db_->Write({}, &wb);
+  const auto st = db_->Write({}, c.batch.get());
   if (!st.ok()) return fail(Errc::io, "writing clean state: " + st.ToString());
-  // Written: the caches take the layer's changes, and the layer goes.
-  for (const auto& [p, w] : watermarks) {
+  return {};
+}
+
+void RocksCleanStore::finish_commit(PreparedCommit& c) {
+  for (const auto& [p, w] : c.watermarks) {
     watermarks_[p] = w;
     expiry_->set_watermark(p, w);
   }
-  if (layers_.empty()) return {};
+  if (!c.has_layer) return;
   for (auto& [k, memory] : layers_.front().devices) devices_[k] = std::move(memory);
   layers_.pop_front();
   if (layers_.empty()) open_ = false;
+}
+
+Status RocksCleanStore::commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets) {
+  auto c = prepare_commit(next_offsets);
+  if (auto st = write(c); !st) return st;
+  finish_commit(c);
   return {};
 }
 

@@ -18,6 +18,7 @@
 
 namespace rocksdb {
 class DB;
+class WriteBatch;
 }  // namespace rocksdb
 
 namespace starling::clean {
@@ -109,8 +110,29 @@ class RocksCleanStore final : public CleanState {
   void seal();
   /// Writes the oldest staged layer (sealed or not) and the offsets after
   /// its batch atomically (one WriteBatch). On failure the layer stays, so a
-  /// retry writes the same batch.
+  /// retry writes the same batch. Same as prepare_commit, write, finish_commit.
   Status commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets);
+
+  /// commit() in three steps, so that the RocksDB write (the costly part) can
+  /// run on another thread while this one cleans the next batch:
+  /// prepare_commit() builds the oldest layer's WriteBatch; write() applies it
+  /// and touches nothing but RocksDB, so it may run on any thread (and be
+  /// retried after a failure); finish_commit(), once write() succeeded, moves
+  /// the layer into the caches. Between prepare and finish this thread may
+  /// clean, seal and read as usual (the layer is read from memory or from
+  /// RocksDB: both hold the same), but not commit or roll back.
+  struct PreparedCommit {
+    PreparedCommit();
+    PreparedCommit(PreparedCommit&&) noexcept;
+    PreparedCommit& operator=(PreparedCommit&&) noexcept;
+    ~PreparedCommit();
+    std::unique_ptr<rocksdb::WriteBatch> batch;
+    std::map<int32_t, int64_t> watermarks;  // as of this batch
+    bool has_layer = false;
+  };
+  PreparedCommit prepare_commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets);
+  Status write(PreparedCommit& commit);
+  void finish_commit(PreparedCommit& commit);
   /// Drops every staged layer.
   void rollback();
   /// Staged layers not yet committed (sealed ones and an open one).
