@@ -54,11 +54,45 @@ std::vector<Header> read_headers(const rd_kafka_message_t* m) {
 
 }  // namespace
 
+// librdkafka 2.0 learns a topic's partitions and leaders only for topics it
+// has a handle for, on a metadata answer or its once-a-second topic scan. So
+// a producer's first message to a topic waits up to a second for that scan,
+// and a consumer assigned a partition it had no handle for finds no leader,
+// and retries its first offset query after 500 ms. Taking the handles and
+// asking for their metadata when the client is created avoids both waits
+// (best effort: a broker that does not answer within the time costs nothing
+// more than before).
+class TopicHandles {
+ public:
+  void warm(rd_kafka_t* rk, const std::vector<std::string>& topics, std::chrono::milliseconds within) {
+    const auto until = std::chrono::steady_clock::now() + within;
+    for (const auto& t : topics) {
+      rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, t.c_str(), nullptr);
+      if (rkt == nullptr) continue;
+      handles_.push_back(rkt);
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) continue;
+      const rd_kafka_metadata_t* md = nullptr;
+      (void)rd_kafka_metadata(rk, 0, rkt, &md, static_cast<int>(left.count()));
+      if (md != nullptr) rd_kafka_metadata_destroy(md);
+    }
+  }
+  /// Before the client is destroyed.
+  void release() {
+    for (auto* rkt : handles_) rd_kafka_topic_destroy(rkt);
+    handles_.clear();
+  }
+
+ private:
+  std::vector<rd_kafka_topic_t*> handles_;
+};
+
 // ---------------------------------------------------------------- producer
 
 struct KafkaProducer::Impl {
   rd_kafka_t* rk = nullptr;
   ProducerOptions opts;
+  TopicHandles topics;
   std::thread poller;
   std::atomic<bool> stopping{false};
 
@@ -70,6 +104,7 @@ struct KafkaProducer::Impl {
       rd_kafka_flush(rk, 5000);
       rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
       rd_kafka_poll(rk, 0);
+      topics.release();
       rd_kafka_destroy(rk);
     }
   }
@@ -115,6 +150,7 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaOptions&
   impl->poller = std::thread([i = impl.get()] {
     while (!i->stopping) rd_kafka_poll(i->rk, 100);
   });
+  impl->topics.warm(rk, producer_options.topics, std::chrono::seconds(1));
   return std::unique_ptr<KafkaProducer>(new KafkaProducer(std::move(impl)));
 }
 
@@ -194,6 +230,7 @@ Status produce_all(Producer& producer, std::vector<OutMessage> messages, std::ch
 
 struct KafkaConsumer::Impl {
   rd_kafka_t* rk = nullptr;
+  TopicHandles topics;
   RebalanceHooks hooks;
   std::vector<TopicPartition> assigned;
   bool closed = false;
@@ -235,6 +272,7 @@ KafkaConsumer::KafkaConsumer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 
 KafkaConsumer::~KafkaConsumer() {
   close();
+  impl_->topics.release();
   if (impl_->rk != nullptr) rd_kafka_destroy(impl_->rk);
 }
 
@@ -261,6 +299,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const KafkaOptions&
   conf.value().release();
   impl->rk = rk;
   rd_kafka_poll_set_consumer(rk);
+  impl->topics.warm(rk, topics, std::chrono::seconds(1));
   auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(topics.size()));
   for (const auto& t : topics) rd_kafka_topic_partition_list_add(list, t.c_str(), RD_KAFKA_PARTITION_UA);
   const auto serr = rd_kafka_subscribe(rk, list);

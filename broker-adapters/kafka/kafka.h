@@ -69,6 +69,9 @@ struct ProducerOptions {
   /// When librdkafka's queue is full: wait up to this long for room, then
   /// report NOT_PERSISTED. Ingest uses 0 (answer 503 at once); stages wait.
   std::chrono::milliseconds queue_full_wait{0};
+  /// Topics this producer writes: their leaders are looked up at create()
+  /// (up to a second), so the first message to each is sent at once.
+  std::vector<std::string> topics;
 };
 
 /// Idempotent (enable.idempotence=true, acks=all) librdkafka producer.

@@ -86,7 +86,9 @@ CleanService::CleanService(const PipelineConfig& pipeline, RocksCleanStore& stor
       cleaner_(pipeline, instance_) {}
 
 int CleanService::run() {
-  auto producer = kafka::KafkaProducer::create(kafka_, {.queue_full_wait = std::chrono::seconds(60)});
+  auto producer = kafka::KafkaProducer::create(
+      kafka_, {.queue_full_wait = std::chrono::seconds(60),
+               .topics = {pipeline_.clean_topic(), pipeline_.rejected_topic(), kSagaTopic}});
   if (!producer) {
     spdlog::critical("{}", producer.error().message);
     return 1;
