@@ -1,14 +1,19 @@
 // Clean-stage throughput against a no-op passthrough, on the same
 // starling-broker, in the same run, over the same raw events:
-//   passthrough: one consumer-group member that polls <p>.raw and produces
-//                every value unchanged (idempotent, acks=all) to another topic;
+//   kcat:        `kcat -C -e | kcat -P` (lz4, acks=all, as librdkafka's
+//                defaults) copying <p>.raw to another topic, the baseline the
+//                issue names;
+//   loop:        the same in this process through Starling's Kafka adapter:
+//                poll and produce every value unchanged (idempotent,
+//                acks=all), streaming, until every copy is PERSISTED;
 //   clean:       the real starling-clean process (rules, per-device state and
 //                offsets committed to RocksDB, outputs and facts persisted).
-// Each side starts its own group at the beginning of the topic; the time runs
-// from its start until all its outputs are in Kafka.
+// Each side starts at the beginning of the topic; the time runs from its
+// start until all its outputs are in Kafka.
 //
 //   build/release/bin/clean_bench [--events N] [--pipeline pipelines/ecowheels.yaml]
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -66,12 +71,15 @@ double cpu_seconds(pid_t pid) {
   return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
-double own_cpu_seconds() {
+double rusage_seconds(int who) {
   rusage ru{};
-  ::getrusage(RUSAGE_SELF, &ru);
+  ::getrusage(who, &ru);
   auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
   return s(ru.ru_utime) + s(ru.ru_stime);
 }
+double own_cpu_seconds() { return rusage_seconds(RUSAGE_SELF); }
+// Of every waited-for descendant so far.
+double children_cpu_seconds() { return rusage_seconds(RUSAGE_CHILDREN); }
 
 }  // namespace
 
@@ -102,7 +110,7 @@ int main(int argc, char** argv) {
   if (!addr) return std::fprintf(stderr, "%s\n", addr.error().message.c_str()), 1;
   const kafka::KafkaOptions k{*addr, "clean-bench", {}};
   if (auto st = kafka::create_topics(k, {{p.raw_topic(), p.partitions}, {p.clean_topic(), p.partitions},
-                                         {p.rejected_topic(), p.partitions}, {"bench.passthrough", p.partitions},
+                                         {p.rejected_topic(), p.partitions}, {"bench.passthrough", p.partitions}, {"bench.kcat", p.partitions},
                                          {kSagaTopic, 3}});
       !st) {
     return std::fprintf(stderr, "%s\n", st.error().message.c_str()), 1;
@@ -114,6 +122,9 @@ int main(int argc, char** argv) {
   sim.bikes = 200;
   std::vector<kafka::OutMessage> raw;
   raw.reserve(events);
+  // kcat's key and message delimiters: no key or value may contain them.
+  const std::string kd = "<<starling-bench-key>>";
+  const std::string md = "<<starling-bench-msg>>";
   int seq = 0;
   for (const auto& e : cli::generate_events(sim)) {
     auto rec = record_from_json(p, e.record);
@@ -129,6 +140,11 @@ int main(int argc, char** argv) {
     env.set_schema_name(p.message_type);
     (*rec)->SerializeToString(env.mutable_payload());
     raw.push_back({p.raw_topic(), env.device_id(), env.SerializeAsString(), {}});
+    for (const auto* text : {&raw.back().key, &raw.back().value}) {
+      if (text->find(kd) != std::string::npos || text->find(md) != std::string::npos) {
+        return std::fprintf(stderr, "event %d contains a kcat delimiter\n", seq), 1;
+      }
+    }
     ++seq;
   }
   {
@@ -140,22 +156,56 @@ int main(int argc, char** argv) {
   }
   const auto n = static_cast<uint64_t>(events);
 
-  // Passthrough: poll, produce unchanged, wait until persisted, next batch.
-  // Its CPU is this process's while it runs (nothing else runs here then).
+  // kcat through the same broker. Its CPU: both kcats, reaped by the shell.
+  double kcat_s = 0;
+  double kcat_cpu = 0;
+  const bool have_kcat = std::system("command -v kcat >/dev/null 2>&1") == 0;
+  if (have_kcat) {
+    const auto cmd = fmt::format(
+        "kcat -C -b {0} -t {1} -o beginning -e -q -f '%k{2}%s{3}' | kcat -P -b {0} -t bench.kcat -K '{2}' -D '{3}' -z lz4 -q",
+        *addr, p.raw_topic(), kd, md);
+    const double cpu0 = children_cpu_seconds();
+    const auto t = Clock::now();
+    auto pipe = ChildProcess::spawn({"/bin/sh", "-c", cmd}, (dir / "kcat.log").string());
+    if (!pipe) return std::fprintf(stderr, "%s\n", pipe.error().message.c_str()), 1;
+    const auto status = pipe->wait(300s);
+    kcat_s = std::chrono::duration<double>(Clock::now() - t).count();
+    kcat_cpu = children_cpu_seconds() - cpu0;
+    if (!status || *status != 0) return std::fprintf(stderr, "kcat pipe failed; see %s/kcat.log\n", dir.c_str()), 1;
+    if (const auto copied = count_until(k, {"bench.kcat"}, n, 60s); copied != n) {
+      return std::fprintf(stderr, "kcat copied %llu of %llu events\n", static_cast<unsigned long long>(copied),
+                          static_cast<unsigned long long>(n)), 1;
+    }
+  }
+
+  // Passthrough: poll and produce every value unchanged, without waiting for
+  // delivery reports in between (as `kcat -C | kcat -P` streams), until every
+  // copy is PERSISTED. Its producer looks its topic up at start, as
+  // starling-clean's does. Its CPU is this process's while it runs (nothing
+  // else runs here then).
   const double pass_cpu0 = own_cpu_seconds();
   const auto t0 = Clock::now();
   {
     auto c = kafka::KafkaConsumer::create(k, "bench-passthrough", {p.raw_topic()}, {});
-    auto prod = kafka::KafkaProducer::create(k);
+    auto prod = kafka::KafkaProducer::create(k, {.queue_full_wait = 60s, .topics = {"bench.passthrough"}});
     if (!c || !prod) return 1;
+    std::atomic<uint64_t> persisted = 0;
+    std::atomic<bool> failed = false;
     uint64_t done = 0;
     while (done < n) {
       auto b = (*c)->poll_batch(2000, 100ms);
       if (!b) return std::fprintf(stderr, "%s\n", b.error().message.c_str()), 1;
-      std::vector<kafka::OutMessage> out;
-      for (auto& m : *b) out.push_back({"bench.passthrough", m.key, std::move(m.value), {}});
-      if (auto st = kafka::produce_all(**prod, std::move(out), 60s); !st) return 1;
+      for (const auto& m : *b) {
+        (*prod)->produce({"bench.passthrough", m.key, m.value, {}}, [&](const kafka::Delivery& d) {
+          if (d.status != kafka::DeliveryStatus::persisted) failed = true;
+          ++persisted;
+        });
+      }
       done += b->size();
+    }
+    if (auto st = (*prod)->flush(60s); !st || failed || persisted != done) {
+      return std::fprintf(stderr, "passthrough: %llu of %llu persisted\n", static_cast<unsigned long long>(persisted.load()),
+                          static_cast<unsigned long long>(done)), 1;
     }
     (*c)->close();
   }
@@ -184,11 +234,15 @@ int main(int argc, char** argv) {
   }
 
   // CPU-seconds per million events: the work each side does, which (unlike
-  // events/s) hardly moves when other processes compete for the cores.
-  std::printf("%-28s %10s %12s %8s %14s\n", "side", "events", "events/s", "ratio", "cpu-s/M events");
-  std::printf("%-28s %10d %12.0f %8s %14.1f\n", "passthrough (consume+produce)", events, n / pass_s, "1.00",
-              pass_cpu * 1e6 / n);
-  std::printf("%-28s %10d %12.0f %8.2f %14.1f\n", "starling-clean", events, n / clean_s, pass_s / clean_s,
-              clean_cpu * 1e6 / n);
+  // events/s) hardly moves when other processes compete for the cores. The
+  // broker's CPU is in none of them.
+  auto row = [&](const char* side, double secs, double cpu) {
+    std::printf("%-34s %8d %10.0f %9s %9.2f %14.1f\n", side, events, n / secs,
+                have_kcat ? fmt::format("{:.2f}", kcat_s / secs).c_str() : "-", pass_s / secs, cpu * 1e6 / n);
+  };
+  std::printf("%-34s %8s %10s %9s %9s %14s\n", "side", "events", "events/s", "vs kcat", "vs loop", "cpu-s/M events");
+  if (have_kcat) row("kcat -C | kcat -P", kcat_s, kcat_cpu);
+  row("passthrough loop (in-process)", pass_s, pass_cpu);
+  row("starling-clean", clean_s, clean_cpu);
   return 0;
 }
