@@ -28,7 +28,7 @@
 #include <fmt/format.h>
 
 #include "broker-adapters/kafka/kafka.h"
-#include "services/cli/simulate.h"
+#include "bench/clean/raw_events.h"
 #include "services/common/pipeline.h"
 #include "services/common/process.h"
 #include "services/common/records.h"
@@ -116,39 +116,21 @@ int main(int argc, char** argv) {
     return std::fprintf(stderr, "%s\n", st.error().message.c_str()), 1;
   }
 
-  // The raw events, as ingest writes them: the simulator's fleet (5% faulty).
-  cli::SimOptions sim;
-  sim.events = events;
-  sim.bikes = 200;
-  std::vector<kafka::OutMessage> raw;
-  raw.reserve(events);
+  auto generated = bench::raw_events(p, events);
+  if (!generated) return std::fprintf(stderr, "%s\n", generated.error().message.c_str()), 1;
+  auto raw = std::move(*generated);
   // kcat's key and message delimiters: no key or value may contain them.
   const std::string kd = "<<starling-bench-key>>";
   const std::string md = "<<starling-bench-msg>>";
-  int seq = 0;
-  for (const auto& e : cli::generate_events(sim)) {
-    auto rec = record_from_json(p, e.record);
-    if (!rec) return std::fprintf(stderr, "%s\n", rec.error().message.c_str()), 1;
-    v1::Envelope env;
-    env.set_event_id(e.event_id);
-    env.set_saga_id(fmt::format("{:032x}", seq / 20));
-    env.set_seq(seq % 20);
-    env.set_pipeline(p.name);
-    if (p.device_id_field) env.set_device_id(field_text(**rec, p.device_id_field));
-    env.set_event_time_ms(p.event_time_field ? timestamp_ms(**rec, p.event_time_field) : 0);
-    env.set_ingest_time_ms(env.event_time_ms() + 500);
-    env.set_schema_name(p.message_type);
-    (*rec)->SerializeToString(env.mutable_payload());
-    raw.push_back({p.raw_topic(), env.device_id(), env.SerializeAsString(), {}});
-    for (const auto* text : {&raw.back().key, &raw.back().value}) {
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    for (const auto* text : {&raw[i].key, &raw[i].value}) {
       if (text->find(kd) != std::string::npos || text->find(md) != std::string::npos) {
-        return std::fprintf(stderr, "event %d contains a kcat delimiter\n", seq), 1;
+        return std::fprintf(stderr, "event %zu contains a kcat delimiter\n", i), 1;
       }
     }
-    ++seq;
   }
   {
-    auto prod = kafka::KafkaProducer::create(k);
+    auto prod = kafka::KafkaProducer::create(k, {.queue_full_wait = 60s, .topics = {p.raw_topic()}});
     if (!prod) return 1;
     if (auto st = kafka::produce_all(**prod, std::move(raw), 120s); !st) {
       return std::fprintf(stderr, "loading raw: %s\n", st.error().message.c_str()), 1;
