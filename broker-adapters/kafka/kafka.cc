@@ -177,7 +177,7 @@ void KafkaProducer::produce(const OutMessage& msg, DeliveryCallback done) {
     if (hdrs != nullptr) rd_kafka_headers_destroy(hdrs);
     std::unique_ptr<DeliveryCallback> owned(cb);
     (*owned)(Delivery{DeliveryStatus::not_persisted, -1, -1,
-                      fmt::format("produce to {}: {}", msg.topic, rd_kafka_err2str(err))});
+                      fmt::format("produce to {}: {}", msg.topic, rd_kafka_err2str(err)), msg.topic});
     return;
   }
 }

@@ -91,8 +91,11 @@ int main(int argc, char** argv) {
     options.device_rate = {device_rate, device_burst > 0 ? device_burst : std::max(1.0, device_rate)};
     options.saga_url = saga_url;
     options.max_records = max_records;
+    std::vector<std::string> topics{kSagaTopic};
+    for (const auto& p : ctx.pipelines) topics.push_back(p.raw_topic());
     auto producer = kafka::KafkaProducer::create(
-        {ctx.bootstrap, ctx.instance, {{"message.timeout.ms", std::to_string(produce_timeout_ms)}}});
+        {ctx.bootstrap, ctx.instance, {{"message.timeout.ms", std::to_string(produce_timeout_ms)}}},
+        {.topics = std::move(topics)});
     if (!producer) return ctx.fatal(producer.error().message);
     std::map<std::string, PipelineConfig> pipelines;
     for (auto& p : ctx.pipelines) pipelines.emplace(p.name, p);

@@ -48,7 +48,8 @@ void LoadService::set_sink_ok(bool ok) {
 }
 
 int LoadService::run() {
-  auto producer = kafka::KafkaProducer::create(kafka_, {.queue_full_wait = std::chrono::seconds(60)});
+  auto producer = kafka::KafkaProducer::create(
+      kafka_, {.queue_full_wait = std::chrono::seconds(60), .topics = {kSagaTopic, pipeline_.dlq_topic()}});
   if (!producer) {
     spdlog::critical("{}", producer.error().message);
     return 1;

@@ -13,7 +13,8 @@ SagaService::SagaService(SagaStore& store, Coordinator& coordinator, kafka::Kafk
     : store_(store), coordinator_(coordinator), kafka_(std::move(kafka)), instance_(std::move(instance)), options_(options) {}
 
 int SagaService::run() {
-  auto producer = kafka::KafkaProducer::create(kafka_, {.queue_full_wait = std::chrono::seconds(60)});
+  auto producer = kafka::KafkaProducer::create(
+      kafka_, {.queue_full_wait = std::chrono::seconds(60), .topics = {kOutcomeTopic}});
   if (!producer) {
     spdlog::critical("{}", producer.error().message);
     return 1;
