@@ -30,6 +30,7 @@
 
 #include "broker-adapters/kafka/kafka.h"
 #include "bench/clean/raw_events.h"
+#include "services/clean/clean_service.h"
 #include "services/common/http.h"
 #include "services/common/pipeline.h"
 #include "services/common/process.h"
@@ -110,6 +111,8 @@ int main(int argc, char** argv) {
   bool keep = false;
   std::string clean_log_level = "warn";
   app.add_flag("--keep", keep, "Keep the temporary directory (broker and starling-clean logs, data)");
+  std::size_t batch_max = 0;
+  app.add_option("--clean-batch-max", batch_max, "starling-clean's --batch-max (0: its default)");
   app.add_option("--clean-log-level", clean_log_level, "starling-clean's --log-level (debug shows per-batch timings)")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -220,7 +223,8 @@ int main(int argc, char** argv) {
   auto clean = ChildProcess::spawn({bin + "/starling-clean", "--kafka", *addr, "--pipeline",
                                     std::filesystem::absolute(pipeline_file).string(), "--data-dir",
                                     (dir / "clean").string(), "--log-level", clean_log_level, "--listen",
-                                    "127.0.0.1:0", "--port-file", (dir / "clean.port").string()},
+                                    "127.0.0.1:0", "--port-file", (dir / "clean.port").string(), "--batch-max",
+                                    std::to_string(batch_max > 0 ? batch_max : clean::CleanOptions{}.batch_max)},
                                    (dir / "clean.log").string());
   if (!clean) return std::fprintf(stderr, "%s\n", clean.error().message.c_str()), 1;
   auto clean_port = wait_for_file((dir / "clean.port").string(), 30s);

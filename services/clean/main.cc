@@ -10,12 +10,18 @@ int main(int argc, char** argv) {
                "Per-device state and the consumed offsets live in RocksDB under --data-dir/state."};
   ServiceFlags flags;
   add_service_flags(app, flags, /*many_pipelines=*/false);
+  clean::CleanOptions options;
+  app.add_option("--batch-max", options.batch_max,
+                 "Most input messages cleaned, produced and committed as one batch (one RocksDB commit each)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000}))
+      ->capture_default_str()
+      ->envname("STARLING_CLEAN_BATCH_MAX");
   CLI11_PARSE(app, argc, argv);
-  return run_service("clean", flags, [](ServiceContext& ctx) {
+  return run_service("clean", flags, [&options](ServiceContext& ctx) {
     const auto& pipeline = ctx.pipelines.front();
     std::filesystem::create_directories(ctx.flags.data_dir);
     clean::RocksCleanStore store((std::filesystem::path(ctx.flags.data_dir) / "state").string(), pipeline.dedupe_window_ms);
-    clean::CleanService service(pipeline, store, {ctx.bootstrap, ctx.instance, {}}, ctx.instance);
+    clean::CleanService service(pipeline, store, {ctx.bootstrap, ctx.instance, {}}, ctx.instance, options);
     // Probes when --listen is set (/healthz, /readyz, /metrics).
     auto server = ctx.serve(1, []() -> Status { return {}; });
     const int rc = service.run();
