@@ -113,6 +113,8 @@ int main(int argc, char** argv) {
   app.add_flag("--keep", keep, "Keep the temporary directory (broker and starling-clean logs, data)");
   std::size_t batch_max = 0;
   app.add_option("--clean-batch-max", batch_max, "starling-clean's --batch-max (0: its default)");
+  int clean_threads = 0;
+  app.add_option("--clean-threads", clean_threads, "starling-clean's --threads (0: its default)");
   app.add_option("--clean-log-level", clean_log_level, "starling-clean's --log-level (debug shows per-batch timings)")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -224,7 +226,9 @@ int main(int argc, char** argv) {
                                     std::filesystem::absolute(pipeline_file).string(), "--data-dir",
                                     (dir / "clean").string(), "--log-level", clean_log_level, "--listen",
                                     "127.0.0.1:0", "--port-file", (dir / "clean.port").string(), "--batch-max",
-                                    std::to_string(batch_max > 0 ? batch_max : clean::CleanOptions{}.batch_max)},
+                                    std::to_string(batch_max > 0 ? batch_max : clean::CleanOptions{}.batch_max),
+                                    "--threads",
+                                    std::to_string(clean_threads > 0 ? clean_threads : clean::CleanOptions{}.threads)},
                                    (dir / "clean.log").string());
   if (!clean) return std::fprintf(stderr, "%s\n", clean.error().message.c_str()), 1;
   auto clean_port = wait_for_file((dir / "clean.port").string(), 30s);

@@ -83,7 +83,7 @@ struct InFlight {
 CleanService::CleanService(const PipelineConfig& pipeline, RocksCleanStore& store, kafka::KafkaOptions kafka,
                            std::string instance, CleanOptions options)
     : pipeline_(pipeline), store_(store), kafka_(std::move(kafka)), instance_(std::move(instance)), options_(options),
-      cleaner_(pipeline, instance_) {}
+      cleaner_(pipeline, instance_, options.threads) {}
 
 int CleanService::run() {
   auto producer = kafka::KafkaProducer::create(

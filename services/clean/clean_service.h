@@ -14,6 +14,7 @@ namespace starling::clean {
 struct CleanOptions {
   std::size_t batch_max = 10000;
   std::chrono::milliseconds batch_wait{100};
+  int threads = 2;  // cleaning a batch's partitions in parallel (Cleaner)
 };
 
 /// Per batch: clean (staging state changes), produce every output and fact

@@ -1,5 +1,9 @@
 #include "services/clean/cleaner.h"
 
+#include <algorithm>
+#include <future>
+#include <map>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -9,8 +13,8 @@
 
 namespace starling::clean {
 
-Cleaner::Cleaner(const PipelineConfig& pipeline, std::string instance)
-    : pipeline_(pipeline), rules_(pipeline), instance_(std::move(instance)) {}
+Cleaner::Cleaner(const PipelineConfig& pipeline, std::string instance, int threads)
+    : pipeline_(pipeline), rules_(pipeline), instance_(std::move(instance)), threads_(std::max(1, threads)) {}
 
 void Cleaner::clean(const std::string& raw, int32_t partition, CleanState& state, int64_t now, CleanResult& res) const {
   res.clean = false;
@@ -94,30 +98,84 @@ void Cleaner::clean(const std::string& raw, int32_t partition, CleanState& state
   res.changes.swap(outcome.changes);
 }
 
+// One input message's outcome, ready to join its batch.
+struct Cleaner::Piece {
+  kafka::OutMessage out;
+  bool clean = false;
+  std::string saga_id;
+  std::string pipeline;
+  uint32_t seq = 0;
+  google::protobuf::RepeatedPtrField<v1::Reason> reasons;  // when rejected
+};
+
+void Cleaner::clean_one(const kafka::InMessage& in, CleanState& state, int64_t now, CleanResult& r, Piece& piece) const {
+  clean(in.value, in.partition, state, now, r);
+  const auto& env = r.envelope;
+  piece.clean = r.clean;
+  piece.saga_id = env.saga_id();
+  piece.pipeline = env.pipeline();
+  piece.seq = env.seq();
+  if (r.clean) {
+    auto headers = in.headers;
+    if (!r.changes.empty()) headers.push_back({kChangesHeader, describe_changes(r.changes)});
+    piece.out = {pipeline_.clean_topic(), in.key, r.changes.empty() ? in.value : env.SerializeAsString(), std::move(headers)};
+    return;
+  }
+  if (r.rejected.reasons(0).rule() == "envelope") {
+    spdlog::warn("{}/{}@{}: not an envelope; sent to {}", in.topic, in.partition, in.offset, pipeline_.rejected_topic());
+  }
+  piece.out = {pipeline_.rejected_topic(), in.key, r.rejected.SerializeAsString(), in.headers};
+  piece.reasons.Swap(r.rejected.mutable_reasons());
+}
+
 CleanedBatch Cleaner::clean_batch(const std::vector<kafka::InMessage>& batch, CleanState& state, int64_t now) const {
+  std::vector<Piece> pieces(batch.size());
+  if (threads_ > 1 && state.concurrent_partitions()) {
+    // Each input partition whole to one thread (its devices' state is its
+    // own), the largest first to the least loaded thread.
+    std::map<std::pair<std::string_view, int32_t>, std::vector<std::size_t>> by_partition;
+    for (std::size_t i = 0; i < batch.size(); ++i) by_partition[{batch[i].topic, batch[i].partition}].push_back(i);
+    std::vector<const std::vector<std::size_t>*> parts;
+    for (const auto& [tp, indices] : by_partition) parts.push_back(&indices);
+    std::stable_sort(parts.begin(), parts.end(), [](auto* a, auto* b) { return a->size() > b->size(); });
+    std::vector<std::vector<const std::vector<std::size_t>*>> work(static_cast<std::size_t>(threads_));
+    std::vector<std::size_t> load(work.size(), 0);
+    for (const auto* p : parts) {
+      const auto w = static_cast<std::size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+      work[w].push_back(p);
+      load[w] += p->size();
+    }
+    auto run = [&](const std::vector<const std::vector<std::size_t>*>& mine) {
+      CleanResult r;  // reused: see clean()
+      for (const auto* indices : mine) {
+        for (const auto i : *indices) clean_one(batch[i], state, now, r, pieces[i]);
+      }
+    };
+    std::vector<std::future<void>> others;
+    for (std::size_t w = 1; w < work.size(); ++w) {
+      if (!work[w].empty()) others.push_back(std::async(std::launch::async, run, std::cref(work[w])));
+    }
+    run(work[0]);
+    for (auto& f : others) f.get();
+  } else {
+    CleanResult r;  // reused: see clean()
+    for (std::size_t i = 0; i < batch.size(); ++i) clean_one(batch[i], state, now, r, pieces[i]);
+  }
   CleanedBatch b;
+  b.out.reserve(batch.size() + 16);
   FactBuilder cleaned(v1::STEP_CLEANED, instance_);
   FactBuilder rejected(v1::STEP_REJECTED, instance_);
-  b.out.reserve(batch.size() + 16);
-  CleanResult r;  // reused: see clean()
-  for (const auto& in : batch) {
-    b.next_offsets[{in.topic, in.partition}] = in.offset + 1;
-    clean(in.value, in.partition, state, now, r);
-    const auto& env = r.envelope;
-    if (r.clean) {
-      cleaned.add(env.saga_id(), env.pipeline(), env.seq());
-      auto headers = in.headers;
-      if (!r.changes.empty()) headers.push_back({kChangesHeader, describe_changes(r.changes)});
-      b.out.push_back({pipeline_.clean_topic(), in.key, r.changes.empty() ? in.value : env.SerializeAsString(), std::move(headers)});
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    auto& piece = pieces[i];
+    b.next_offsets[{batch[i].topic, batch[i].partition}] = batch[i].offset + 1;
+    if (piece.clean) {
+      cleaned.add(piece.saga_id, piece.pipeline, piece.seq);
       ++b.cleaned;
-      continue;
+    } else {
+      if (!piece.saga_id.empty()) rejected.add_rejection(piece.saga_id, piece.pipeline, piece.seq, piece.reasons);
+      ++b.rejected;
     }
-    if (!env.saga_id().empty()) rejected.add_rejection(env.saga_id(), env.pipeline(), env.seq(), r.rejected.reasons());
-    if (r.rejected.reasons(0).rule() == "envelope") {
-      spdlog::warn("{}/{}@{}: not an envelope; sent to {}", in.topic, in.partition, in.offset, pipeline_.rejected_topic());
-    }
-    b.out.push_back({pipeline_.rejected_topic(), in.key, r.rejected.SerializeAsString(), in.headers});
-    ++b.rejected;
+    b.out.push_back(std::move(piece.out));
   }
   for (const auto* f : {&cleaned, &rejected}) {
     for (const auto& fact : f->build(now)) b.out.push_back({kSagaTopic, fact.saga_id(), fact.SerializeAsString(), {}});

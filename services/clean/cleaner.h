@@ -53,7 +53,9 @@ struct CleanedBatch {
 
 class Cleaner {
  public:
-  Cleaner(const PipelineConfig& pipeline, std::string instance);
+  /// `threads` > 1 cleans a batch's input partitions on that many threads
+  /// when the state allows it (CleanState::concurrent_partitions).
+  Cleaner(const PipelineConfig& pipeline, std::string instance, int threads = 1);
 
   /// Cleans one raw message value of `partition`. Times come from the
   /// envelope (ingest time), so the same input and state give the same result.
@@ -66,13 +68,19 @@ class Cleaner {
   /// saves most of the allocations per record).
   void clean(const std::string& raw, int32_t partition, CleanState& state, int64_t now_ms, CleanResult& res) const;
 
-  /// Cleans a batch in order and builds every output and fact.
+  /// Cleans a batch and builds every output and fact. Each partition's
+  /// messages are cleaned in order (on one thread); the outputs come in input
+  /// order, so they are the same whatever the thread count.
   CleanedBatch clean_batch(const std::vector<kafka::InMessage>& batch, CleanState& state, int64_t now_ms) const;
 
  private:
+  struct Piece;
+  void clean_one(const kafka::InMessage& in, CleanState& state, int64_t now, CleanResult& scratch, Piece& piece) const;
+
   const PipelineConfig& pipeline_;
   RuleEngine rules_;
   std::string instance_;
+  int threads_;
 };
 
 }  // namespace starling::clean

@@ -16,6 +16,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000}))
       ->capture_default_str()
       ->envname("STARLING_CLEAN_BATCH_MAX");
+  app.add_option("--threads", options.threads,
+                 "Threads cleaning a batch; each input partition's messages stay on one thread, in order")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str()
+      ->envname("STARLING_CLEAN_THREADS");
   CLI11_PARSE(app, argc, argv);
   return run_service("clean", flags, [&options](ServiceContext& ctx) {
     const auto& pipeline = ctx.pipelines.front();

@@ -146,9 +146,10 @@ std::optional<std::string> RocksCleanStore::db_get(const std::string& key) {
   return value;
 }
 
-const std::string& RocksCleanStore::key(char kind, int32_t partition, const std::string& id) {
-  key_.assign(1, kind).append(be(static_cast<uint32_t>(partition), 4)).append(id);
-  return key_;
+std::string RocksCleanStore::key(char kind, int32_t partition, const std::string& id) {
+  std::string k;
+  k.reserve(5 + id.size());
+  return k.append(1, kind).append(be(static_cast<uint32_t>(partition), 4)).append(id);
 }
 
 RocksCleanStore::Layer& RocksCleanStore::open_layer() {
@@ -160,25 +161,33 @@ RocksCleanStore::Layer& RocksCleanStore::open_layer() {
 }
 
 void RocksCleanStore::seal() {
+  std::lock_guard lock(mu_);
   open_layer();
   open_ = false;
 }
 
 DeviceMemory RocksCleanStore::device(int32_t partition, const std::string& device_id) {
-  const auto& k = key('v', partition, device_id);
-  for (auto l = layers_.rbegin(); l != layers_.rend(); ++l) {
-    if (auto it = l->devices.find(k); it != l->devices.end()) return it->second;
+  const auto k = key('v', partition, device_id);
+  {
+    std::lock_guard lock(mu_);
+    for (auto l = layers_.rbegin(); l != layers_.rend(); ++l) {
+      if (auto it = l->devices.find(k); it != l->devices.end()) return it->second;
+    }
+    if (auto it = devices_.find(k); it != devices_.end()) return it->second;
   }
-  auto it = devices_.find(k);
-  if (it == devices_.end()) {
-    auto v = db_get(k);
-    it = devices_.emplace(k, v ? decode_memory(*v) : DeviceMemory{}).first;
-  }
-  return it->second;
+  // Read without the lock: only this partition's cleaner stages this key,
+  // and it is waiting for this answer.
+  auto v = db_get(k);
+  auto memory = v ? decode_memory(*v) : DeviceMemory{};
+  std::lock_guard lock(mu_);
+  devices_.emplace(k, memory);
+  return memory;
 }
 
 void RocksCleanStore::put_device(int32_t partition, const std::string& device_id, const DeviceMemory& memory) {
-  open_layer().devices[key('v', partition, device_id)] = memory;
+  auto k = key('v', partition, device_id);
+  std::lock_guard lock(mu_);
+  open_layer().devices[std::move(k)] = memory;
 }
 
 std::optional<int64_t> RocksCleanStore::committed_watermark(int32_t partition) const {
@@ -199,17 +208,22 @@ FirstSeen decode_seen(std::string_view v) {
 }  // namespace
 
 std::optional<FirstSeen> RocksCleanStore::seen(int32_t partition, const std::string& event_id) {
-  const auto& k = key('e', partition, event_id);
+  const auto k = key('e', partition, event_id);
   std::optional<FirstSeen> first;
-  for (auto l = layers_.rbegin(); l != layers_.rend() && !first; ++l) {
-    if (auto it = l->seen.find(k); it != l->seen.end()) first = it->second;
+  {
+    std::lock_guard lock(mu_);
+    for (auto l = layers_.rbegin(); l != layers_.rend() && !first; ++l) {
+      if (auto it = l->seen.find(k); it != l->seen.end()) first = it->second;
+    }
   }
   if (!first) {
+    // Without the lock, as in device().
     auto v = db_get(k);
     if (!v) return std::nullopt;
     first = decode_seen(*v);
   }
   if (window_ms_ <= 0) return first;
+  std::lock_guard lock(mu_);
   // Beyond the horizon, whether compaction has dropped it yet or not.
   std::optional<int64_t> watermark = committed_watermark(partition);
   for (const auto& l : layers_) {
@@ -222,10 +236,12 @@ std::optional<FirstSeen> RocksCleanStore::seen(int32_t partition, const std::str
 }
 
 void RocksCleanStore::put_seen(int32_t partition, const std::string& event_id, FirstSeen first) {
+  auto k = key('e', partition, event_id);
+  std::lock_guard lock(mu_);
   auto& layer = open_layer();
   auto [w, fresh] = layer.watermarks.try_emplace(partition, first.ingest_time_ms);
   if (!fresh) w->second = std::max(w->second, first.ingest_time_ms);
-  layer.seen.insert_or_assign(key('e', partition, event_id), first);
+  layer.seen.insert_or_assign(std::move(k), first);
 }
 
 std::map<kafka::TopicPartition, int64_t> RocksCleanStore::offsets() {

@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -37,10 +38,13 @@ struct FirstSeen {
 uint64_t event_fingerprint(const std::string& saga_id, uint32_t seq);
 
 /// What the cleaner reads and stages while it cleans a batch. Reads see the
-/// batch's own staged writes. Used from one thread.
+/// batch's own staged writes.
 class CleanState {
  public:
   virtual ~CleanState() = default;
+  /// Whether device(), put_device(), seen() and put_seen() may be called from
+  /// several threads at once, each thread with partitions of its own.
+  virtual bool concurrent_partitions() const { return false; }
   virtual DeviceMemory device(int32_t partition, const std::string& device_id) = 0;
   virtual void put_device(int32_t partition, const std::string& device_id, const DeviceMemory& memory) = 0;
   /// The first copy of this event id, if one was seen (within the window).
@@ -91,8 +95,13 @@ class MemoryCleanState final : public CleanState {
 /// never goes stale). The dedupe ids are not cached (the window can hold more
 /// ids than fit the memory budget); they are read from RocksDB, whose bloom
 /// filters answer the usual "never seen".
+///
+/// Threads: the per-record calls may come from several threads at once for
+/// distinct partitions (a mutex guards the layers and caches; RocksDB reads
+/// run outside it). Everything else is for one thread, between batches.
 class RocksCleanStore final : public CleanState {
  public:
+  bool concurrent_partitions() const override { return true; }
   /// Opens or creates the store; throws std::runtime_error (startup only).
   /// `dedupe_window_ms` > 0 expires event ids older than the watermark minus it.
   RocksCleanStore(const std::string& path, int64_t dedupe_window_ms);
@@ -148,8 +157,8 @@ class RocksCleanStore final : public CleanState {
   std::optional<std::string> db_get(const std::string& key);
   /// The committed watermark of a partition (none: nothing committed there).
   std::optional<int64_t> committed_watermark(int32_t partition) const;
-  /// Builds kind + be32(partition) + id into key_ and returns it.
-  const std::string& key(char kind, int32_t partition, const std::string& id);
+  /// kind + be32(partition) + id.
+  static std::string key(char kind, int32_t partition, const std::string& id);
 
   // One batch's staged writes (nothing of these is in RocksDB until commit()).
   struct Layer {
@@ -169,7 +178,9 @@ class RocksCleanStore final : public CleanState {
   std::unordered_map<std::string, DeviceMemory> devices_;
   // Committed watermark per partition (all read at open).
   std::map<int32_t, int64_t> watermarks_;
-  std::string key_;  // scratch
+  // Guards the staged layers and the caches for the per-record calls, which
+  // may come from several threads at once for distinct partitions.
+  std::mutex mu_;
 };
 
 /// The binary form of a DeviceMemory in the store.
