@@ -110,7 +110,9 @@ int CleanService::run() {
   struct Committing {
     RocksCleanStore::PreparedCommit prepared;
     std::future<Status> written;
-    CleanedBatch done;  // for its offsets and counts
+    std::map<kafka::TopicPartition, int64_t> next_offsets;
+    uint64_t cleaned = 0;
+    uint64_t rejected = 0;
   };
   std::optional<InFlight> in_flight;
   std::optional<Committing> committing;
@@ -119,7 +121,7 @@ int CleanService::run() {
     const auto written = committing->written.get();
     if (!written) return false;  // shutting down while retrying
     store_.finish_commit(committing->prepared);
-    const auto& done = committing->done;
+    const auto& done = *committing;
     publish_committed(done.next_offsets);
     cleaned_total += done.cleaned;
     rejected_total += done.rejected;
@@ -145,7 +147,10 @@ int CleanService::run() {
     auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
     spdlog::debug("batch of {} in: cleaned in {:.1f} ms; outputs persisted {:.1f} ms after, {:.1f} ms of that waited",
                   in_flight->in, in_flight->clean_ms, ms(t1 - in_flight->sent_at), ms(t1 - t0));
-    committing.emplace(Committing{store_.prepare_commit(in_flight->done.next_offsets), {}, std::move(in_flight->done)});
+    // The outputs go with the in-flight batch: the commit keeps only what it reports.
+    const auto& done = in_flight->done;
+    committing.emplace(
+        Committing{store_.prepare_commit(done.next_offsets), {}, done.next_offsets, done.cleaned, done.rejected});
     in_flight.reset();
     // The write touches only RocksDB (state.h, PreparedCommit).
     committing->written = std::async(std::launch::async, [this, &prepared = committing->prepared] {

@@ -18,7 +18,6 @@ Cleaner::Cleaner(const PipelineConfig& pipeline, std::string instance, int threa
 
 void Cleaner::clean(const std::string& raw, int32_t partition, CleanState& state, int64_t now, CleanResult& res) const {
   res.clean = false;
-  res.changes.clear();
   auto& rej = res.rejected;
   rej.Clear();
   // Only a rejection carries these; a clean record never pays for them.
@@ -95,7 +94,6 @@ void Cleaner::clean(const std::string& raw, int32_t partition, CleanState& state
       spdlog::debug("event {}: {}", env.event_id(), describe_changes(outcome.changes));
     }
   }
-  res.changes.swap(outcome.changes);
 }
 
 // One input message's outcome, ready to join its batch.
@@ -116,9 +114,10 @@ void Cleaner::clean_one(const kafka::InMessage& in, CleanState& state, int64_t n
   piece.pipeline = env.pipeline();
   piece.seq = env.seq();
   if (r.clean) {
+    const auto& changes = r.outcome.changes;
     auto headers = in.headers;
-    if (!r.changes.empty()) headers.push_back({kChangesHeader, describe_changes(r.changes)});
-    piece.out = {pipeline_.clean_topic(), in.key, r.changes.empty() ? in.value : env.SerializeAsString(), std::move(headers)};
+    if (!changes.empty()) headers.push_back({kChangesHeader, describe_changes(changes)});
+    piece.out = {pipeline_.clean_topic(), in.key, changes.empty() ? in.value : env.SerializeAsString(), std::move(headers)};
     return;
   }
   if (r.rejected.reasons(0).rule() == "envelope") {

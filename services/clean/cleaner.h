@@ -37,11 +37,11 @@ struct CleanResult {
   bool clean = false;
   v1::Envelope envelope;      // with the cleaned payload when clean; as received otherwise
   v1::RejectedRecord rejected;  // reasons when not clean
-  std::vector<Change> changes;
-  // Scratch reused by the next clean() into this result: the decoded record
-  // and the rules' outcome keep their buffers from one record to the next.
-  std::unique_ptr<google::protobuf::Message> record;
+  // The rules' outcome; when clean, its `changes` are what the rules set or
+  // changed. With the decoded record, scratch that keeps its buffers when
+  // the next clean() reuses this result.
   Outcome outcome;
+  std::unique_ptr<google::protobuf::Message> record;
 };
 
 struct CleanedBatch {

@@ -61,19 +61,7 @@ TEST_F(PostgresSinkTest, UpsertByEventIdThroughCopyNeverDuplicatesARow) {
 
 TEST_F(PostgresSinkTest, AReplayThatYieldsTheSameRowLeavesItAndItsSagaIdAlone) {
   PostgresSink sink(pg_.dsn(), pipeline_);
-  SinkBatch first;
-  first.rows.push_back(row("e1", 10));
-  first.rows.push_back(row("e2", 11));
-  ASSERT_TRUE(sink.write(first, {}).has_value());
-  // A replay saga writes both again: e1 unchanged, e2 with a new value.
-  SinkBatch replay;
-  replay.rows.push_back(row("e1", 10, "replay-1"));
-  replay.rows.push_back(row("e2", 99, "replay-1"));
-  std::vector<RowResult> results;
-  ASSERT_TRUE(sink.write(replay, [&](const std::vector<RowResult>& r) {
-                    results = r;
-                    return std::vector<kafka::OutMessage>{};
-                  }).has_value());
+  const auto results = load_then_replay(sink);
   ASSERT_EQ(results.size(), 2u);
   EXPECT_TRUE(results[0].written && results[1].written);
   EXPECT_THAT(pg_.exec("SELECT event_id || ' ' || saga_id || ' ' || speed_kmh FROM rides ORDER BY event_id"),

@@ -3,6 +3,9 @@
 
 #include <memory>
 #include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
 
 #include "services/load/sink.h"
 #include "starling/v1/ecowheels.pb.h"
@@ -21,6 +24,25 @@ inline Row ride_row(const std::string& id, double speed, const std::string& saga
   rec->mutable_event_time()->set_seconds(1'700'000'000);
   r.record = std::move(rec);
   return r;
+}
+
+/// Loads e1 (speed 10) and e2 (11) in saga s1; then a replay saga,
+/// "replay-1", writes e1 unchanged and e2 with speed 99. Returns the
+/// replay's row results (the caller checks the table).
+inline std::vector<RowResult> load_then_replay(Sink& sink) {
+  SinkBatch first;
+  first.rows.push_back(ride_row("e1", 10, "s1", "bike-1"));
+  first.rows.push_back(ride_row("e2", 11, "s1", "bike-1"));
+  EXPECT_TRUE(sink.write(first, {}).has_value());
+  SinkBatch replay;
+  replay.rows.push_back(ride_row("e1", 10, "replay-1", "bike-1"));
+  replay.rows.push_back(ride_row("e2", 99, "replay-1", "bike-1"));
+  std::vector<RowResult> results;
+  EXPECT_TRUE(sink.write(replay, [&](const std::vector<RowResult>& r) {
+                    results = r;
+                    return std::vector<kafka::OutMessage>{};
+                  }).has_value());
+  return results;
 }
 
 }  // namespace starling::load

@@ -68,19 +68,7 @@ TEST(SqliteSink, AReplayThatYieldsTheSameRowLeavesItAndItsSagaIdAlone) {
   testing::TempDir dir;
   const auto p = parse_pipeline(kPipeline, "t.yaml");
   SqliteSink sink(dir / "w.db", p);
-  SinkBatch first;
-  first.rows.push_back(row("e1", 10, "s1"));
-  first.rows.push_back(row("e2", 11, "s1"));
-  ASSERT_TRUE(sink.write(first, {}).has_value());
-  // A replay saga writes both again: e1 unchanged, e2 with a new value.
-  SinkBatch replay;
-  replay.rows.push_back(row("e1", 10, "replay-1"));
-  replay.rows.push_back(row("e2", 99, "replay-1"));
-  std::vector<RowResult> results;
-  ASSERT_TRUE(sink.write(replay, [&](const std::vector<RowResult>& r) {
-                    results = r;
-                    return std::vector<kafka::OutMessage>{};
-                  }).has_value());
+  const auto results = load_then_replay(sink);
   ASSERT_EQ(results.size(), 2u);
   EXPECT_TRUE(results[0].written) << "an unchanged row is still loaded, as far as the saga goes";
   EXPECT_TRUE(results[1].written);
