@@ -116,7 +116,7 @@ void Cleaner::clean_one(const kafka::InMessage& in, CleanState& state, int64_t n
   if (r.clean) {
     const auto& changes = r.outcome.changes;
     auto headers = in.headers;
-    if (!changes.empty()) headers.push_back({kChangesHeader, describe_changes(changes)});
+    if (!changes.empty()) append_changes(headers.emplace_back(kafka::Header{kChangesHeader, {}}).value, changes);
     piece.out = {pipeline_.clean_topic(), in.key, changes.empty() ? in.value : env.SerializeAsString(), std::move(headers)};
     return;
   }

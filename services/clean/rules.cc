@@ -1,9 +1,12 @@
 #include "services/clean/rules.h"
 
 #include <cmath>
+#include <iterator>
 
+#include <fmt/compile.h>
 #include <fmt/format.h>
 #include <google/protobuf/util/time_util.h>
+#include <re2/re2.h>
 
 #include "services/common/records.h"
 
@@ -39,12 +42,28 @@ double number(const Reflection* r, const Message& m, const FieldDescriptor* f) {
 }
 
 // Only double and float fields are converted and rounded (config validation).
-void set_number(const Reflection* r, Message& m, const FieldDescriptor* f, double v) {
+// Returns the value as stored.
+FieldValue set_number(const Reflection* r, Message& m, const FieldDescriptor* f, double v) {
   if (f->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE) {
     r->SetDouble(&m, f, v);
-  } else {
-    r->SetFloat(&m, f, static_cast<float>(v));
+    return v;
   }
+  r->SetFloat(&m, f, static_cast<float>(v));
+  return static_cast<float>(v);
+}
+
+// A converted or rounded field's value, as stored.
+FieldValue stored_number(const FieldDescriptor* f, double v) {
+  if (f->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE) return v;
+  return static_cast<float>(v);
+}
+
+template <class Out>
+Out write_value(Out out, const FieldValue& v) {
+  if (const auto* d = std::get_if<double>(&v)) return fmt::format_to(out, FMT_COMPILE("{}"), *d);
+  if (const auto* f = std::get_if<float>(&v)) return fmt::format_to(out, FMT_COMPILE("{}"), *f);
+  if (const auto* s = std::get_if<std::string>(&v)) return std::copy(s->begin(), s->end(), out);
+  return out;
 }
 
 void copy_field(const Message& from, Message& to, const FieldDescriptor* f) {
@@ -98,6 +117,12 @@ bool in_range(double v, const RangeRule& r) {
 
 }  // namespace
 
+std::string to_text(const FieldValue& v) {
+  std::string out;
+  write_value(std::back_inserter(out), v);
+  return out;
+}
+
 std::string format_duration(int64_t ms) {
   if (ms != 0 && ms % 86'400'000 == 0) return fmt::format("{}d", ms / 86'400'000);
   if (ms != 0 && ms % 3'600'000 == 0) return fmt::format("{}h", ms / 3'600'000);
@@ -109,8 +134,6 @@ std::string format_duration(int64_t ms) {
 RuleEngine::RuleEngine(const PipelineConfig& pipeline) : pipeline_(pipeline) {
   for (const auto& rule : pipeline_.rules) {
     uses_memory_ |= rule.fill_max_age_ms.has_value();
-    convert_labels_.push_back(rule.convert ? fmt::format("convert({}->{})", rule.convert->from, rule.convert->to) : "");
-    round_labels_.push_back(rule.round ? fmt::format("round({})", *rule.round) : "");
     round_scales_.push_back(rule.round ? std::pow(10.0, *rule.round) : 1.0);
   }
 }
@@ -122,9 +145,10 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
   out.changes.clear();
   out.observed.clear();
   const auto* r = record.GetReflection();
-  auto change = [&out, n = pipeline_.rules.size()](Change c) {
-    if (out.changes.capacity() < n) out.changes.reserve(n);
-    out.changes.push_back(std::move(c));
+  auto change = [&out, n = pipeline_.rules.size()](const FieldRule& rule, Change::Kind kind, FieldValue from,
+                                                    FieldValue to) {
+    if (out.changes.capacity() < 2 * n) out.changes.reserve(2 * n);
+    out.changes.push_back({&rule, kind, std::move(from), std::move(to)});
   };
   for (std::size_t i = 0; i < pipeline_.rules.size(); ++i) {
     const auto& rule = pipeline_.rules[i];
@@ -140,7 +164,7 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
           if (known->ParseFromString(it->second.value) && is_set(r, *known, f)) {
             copy_field(*known, record, f);
             present = true;
-            change({rule.field, "fill_last_known", "", field_text(record, f)});
+            change(rule, Change::Kind::fill_last_known, {}, field_text(record, f));
           }
           delete known;
         }
@@ -150,24 +174,20 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
       const auto st = set_field_text(record, f, *rule.default_text);
       STARLING_ASSERT(st.has_value(), "default of {} passed config validation: {}", rule.field, st.error().message);
       present = is_set(r, record, f);
-      change({rule.field, "default", "", field_text(record, f)});
+      change(rule, Change::Kind::default_value, {}, field_text(record, f));
     }
     // 2. Convert and round the record's own value. A filled or default value
     //    is already in the clean unit and precision.
     if (own_value && rule.convert) {
-      const auto before = field_text(record, f);
-      set_number(r, record, f, number(r, record, f) * rule.convert->factor + rule.convert->offset);
-      change({rule.field, convert_labels_[i], before, field_text(record, f)});
+      const double v = number(r, record, f);
+      change(rule, Change::Kind::convert, stored_number(f, v),
+             set_number(r, record, f, v * rule.convert->factor + rule.convert->offset));
     }
     if (own_value && rule.round) {
       const double v = number(r, record, f);
       const double scale = round_scales_[i];
       const double rounded = std::round(v * scale) / scale;
-      if (std::isfinite(v) && rounded != v) {
-        const auto before = field_text(record, f);
-        set_number(r, record, f, rounded);
-        change({rule.field, round_labels_[i], before, field_text(record, f)});
-      }
+      if (std::isfinite(v) && rounded != v) change(rule, Change::Kind::round, stored_number(f, v), set_number(r, record, f, rounded));
     }
     // 3. Check.
     if (!present) {
@@ -183,9 +203,10 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
         out.reasons.push_back(reason("allowed", rule.field, text, "one of: " + join(rule.allowed)));
       }
     }
-    if (rule.regex) {
-      const auto text = field_text(record, f);
-      if (!std::regex_match(text, *rule.regex)) {
+    if (rule.regex) {  // a string field (config validation)
+      std::string scratch;
+      const auto& text = r->GetStringReference(record, f, &scratch);
+      if (!re2::RE2::FullMatch(text, *rule.regex)) {
         out.reasons.push_back(reason("regex", rule.field, text, "matches /" + rule.regex_text + "/"));
       }
     }
@@ -225,15 +246,45 @@ bool remember(DeviceMemory& memory, const DeviceMemory& observed) {
   return changed;
 }
 
-std::string describe_changes(const std::vector<Change>& changes) {
-  std::string out;
-  for (const auto& c : changes) {
-    if (!out.empty()) out += ';';
-    out.append(c.field).append(":").append(c.rule).append("(");
-    out.append(c.from.empty() ? std::string_view("missing") : std::string_view(c.from)).append("->").append(c.to);
-    out += ')';
+namespace {
+
+template <class Out>
+Out write_label(Out out, const Change& c) {
+  switch (c.kind) {
+    case Change::Kind::fill_last_known: return fmt::format_to(out, FMT_COMPILE("fill_last_known"));
+    case Change::Kind::default_value: return fmt::format_to(out, FMT_COMPILE("default"));
+    case Change::Kind::convert:
+      return fmt::format_to(out, FMT_COMPILE("convert({}->{})"), c.rule->convert->from, c.rule->convert->to);
+    case Change::Kind::round: return fmt::format_to(out, FMT_COMPILE("round({})"), *c.rule->round);
   }
   return out;
+}
+
+}  // namespace
+
+std::string change_label(const Change& c) {
+  std::string out;
+  write_label(std::back_inserter(out), c);
+  return out;
+}
+
+void append_changes(std::string& out, const std::vector<Change>& changes) {
+  auto it = std::back_inserter(out);
+  for (std::size_t i = 0; i < changes.size(); ++i) {
+    const auto& c = changes[i];
+    if (i > 0) out += ';';
+    out.append(c.rule->field).append(":");
+    write_label(it, c);
+    out.append("(");
+    if (std::holds_alternative<std::monostate>(c.from)) {
+      out.append("missing");
+    } else {
+      write_value(it, c.from);
+    }
+    out.append("->");
+    write_value(it, c.to);
+    out += ')';
+  }
 }
 
 }  // namespace starling::clean

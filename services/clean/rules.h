@@ -6,6 +6,7 @@
 
 #include <map>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <google/protobuf/message.h>
@@ -32,13 +33,27 @@ struct RecordContext {
   int64_t event_time_ms = 0;
 };
 
+/// A value as a rule read or wrote it. Numbers stay numbers (a float field's
+/// as a float) until a change is described: formatting them is most of what
+/// recording a change costs, and a change is only read as text.
+using FieldValue = std::variant<std::monostate, double, float, std::string>;
+
+/// The value as field_text() writes it ("" for none): the shortest text that
+/// reads back as the same number.
+std::string to_text(const FieldValue& v);
+
 /// One value a rule set or changed.
 struct Change {
-  std::string field;
-  std::string rule;  // "fill_last_known", "default", "convert", "round"
-  std::string from;  // "" when the field was missing
-  std::string to;
+  enum class Kind { fill_last_known, default_value, convert, round };
+  const FieldRule* rule = nullptr;  // the pipeline's: it outlives every outcome
+  Kind kind = Kind::default_value;
+  FieldValue from;  // none when the field was missing
+  FieldValue to;
 };
+
+/// What the change header calls the rule: "fill_last_known", "default",
+/// "convert(mph->km/h)", "round(1)".
+std::string change_label(const Change& c);
 
 struct Outcome {
   std::vector<v1::Reason> reasons;  // empty: the record is clean
@@ -72,18 +87,21 @@ class RuleEngine {
  private:
   const PipelineConfig& pipeline_;
   bool uses_memory_ = false;
-  // Per rule, the Change::rule texts, formatted once.
-  std::vector<std::string> convert_labels_;
-  std::vector<std::string> round_labels_;
-  std::vector<double> round_scales_;  // 10^decimals
+  std::vector<double> round_scales_;  // per rule, 10^decimals
 };
 
 /// Folds a clean record's observed values into the device's memory; an older
 /// event never overwrites a newer value. Returns whether anything changed.
 bool remember(DeviceMemory& memory, const DeviceMemory& observed);
 
-/// "field:rule(from→to);..." for the clean record's `starling-changes` header.
-std::string describe_changes(const std::vector<Change>& changes);
+/// "field:rule(from->to);..." for the clean record's `starling-changes`
+/// header, appended to `out`.
+void append_changes(std::string& out, const std::vector<Change>& changes);
+inline std::string describe_changes(const std::vector<Change>& changes) {
+  std::string out;
+  append_changes(out, changes);
+  return out;
+}
 
 /// A duration as the YAML writes it (250ms, 30s, 5m, 2h, 1d).
 std::string format_duration(int64_t ms);

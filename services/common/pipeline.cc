@@ -1,12 +1,12 @@
 #include "services/common/pipeline.h"
 
 #include <fstream>
-#include <regex>
 #include <set>
 #include <sstream>
 
 #include <fmt/format.h>
 #include <google/protobuf/timestamp.pb.h>
+#include <re2/re2.h>
 #include <yaml-cpp/yaml.h>
 
 #include "services/common/records.h"
@@ -108,14 +108,13 @@ class Reader {
 
   // Durations are written like 30s, 5m, 250ms or 1h.
   int64_t duration_ms(const YAML::Node& node, const std::string& path) const {
-    static const std::regex re(R"(^\s*(\d+)\s*(ms|s|m|h|d)\s*$)");
+    static const re2::RE2 re(R"(\s*(\d{1,15})\s*(ms|s|m|h|d)\s*)");
     const auto text = string(node, path);
-    std::smatch m;
-    if (!std::regex_match(text, m, re)) {
+    int64_t n = 0;
+    std::string unit;
+    if (!re2::RE2::FullMatch(text, re, &n, &unit)) {
       error(node, path, fmt::format("expected a duration like 250ms, 30s, 5m, 1h or 1d, got '{}'", text));
     }
-    const int64_t n = std::stoll(m[1]);
-    const auto unit = m[2].str();
     return unit == "ms" ? n : unit == "s" ? n * 1000 : unit == "m" ? n * 60'000 : unit == "h" ? n * 3'600'000 : n * 86'400'000;
   }
 
@@ -156,9 +155,14 @@ bool is_timestamp(const FieldDescriptor* f) {
          f->message_type()->full_name() == google::protobuf::Timestamp::descriptor()->full_name();
 }
 
+bool is_integer_text(const std::string& s) {
+  static const re2::RE2 re("-?[0-9]+");
+  return re2::RE2::FullMatch(s, re);
+}
+
 bool is_identifier(const std::string& s) {
-  static const std::regex re("^[A-Za-z_][A-Za-z0-9_]{0,62}$");
-  return std::regex_match(s, re);
+  static const re2::RE2 re("[A-Za-z_][A-Za-z0-9_]{0,62}");
+  return re2::RE2::FullMatch(s, re);
 }
 
 }  // namespace
@@ -250,7 +254,7 @@ void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std:
         std::string names;
         for (int k = 0; k < e->value_count(); ++k) names += (k ? ", " : "") + e->value(k)->name();
         r.note(allowed[i], item_path, fmt::format("'{}' is not a value of {}; it has: {}", v, e->full_name(), names));
-      } else if (integral && !std::regex_match(v, std::regex("^-?[0-9]+$"))) {
+      } else if (integral && !is_integer_text(v)) {
         r.note(allowed[i], item_path, fmt::format("expected an integer, got '{}'", v));
       }
       rule.allowed.push_back(v);
@@ -263,11 +267,17 @@ void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std:
     if (f->cpp_type() != FieldDescriptor::CPPTYPE_STRING || f->type() == FieldDescriptor::TYPE_BYTES)
       r.error(regex, path + ".regex", fmt::format("regex needs a string field; '{}' is {}", rule.field, f->type_name()));
     rule.regex_text = r.string(regex, path + ".regex");
-    try {
-      rule.regex = std::make_shared<const std::regex>(rule.regex_text, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      r.error(regex, path + ".regex", fmt::format("not a valid regular expression '{}': {}", rule.regex_text, e.what()));
+    // RE2: matching takes time linear in the value and no stack, so no
+    // record can stall or crash the stage (std::regex recurses per character
+    // and overflows the stack on a value of about 100 kB).
+    re2::RE2::Options opts;
+    opts.set_log_errors(false);
+    auto compiled = std::make_shared<const re2::RE2>(rule.regex_text, opts);
+    if (!compiled->ok()) {
+      r.error(regex, path + ".regex", fmt::format("not a valid regular expression '{}': {} (RE2 syntax)", rule.regex_text,
+                                                   compiled->error()));
     }
+    rule.regex = std::move(compiled);
   });
   r.part([&] {
     const auto convert = node["convert"];

@@ -5,13 +5,16 @@
 
 #include <cstdint>
 #include <memory>
-#include <regex>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <google/protobuf/descriptor.h>
+
+namespace re2 {
+class RE2;
+}
 
 namespace starling {
 
@@ -59,7 +62,7 @@ struct FieldRule {
   std::optional<RangeRule> range;
   std::vector<std::string> allowed;         // enum value names, strings or integers, as text
   std::string regex_text;                   // empty: none; must match the whole value
-  std::shared_ptr<const std::regex> regex;  // compiled regex_text (ECMAScript)
+  std::shared_ptr<const re2::RE2> regex;    // compiled regex_text (RE2 syntax)
   std::optional<UnitConversion> convert;
   std::optional<int> round;                 // decimals
   std::optional<std::string> default_text;  // the default value, valid for the field's type

@@ -53,6 +53,15 @@ TEST(CleanConfig, EveryProblemIsReportedWithItsLine) {
   EXPECT_THAT(problems[5], HasSubstr("clean.rules[5].typo: unknown key"));
 }
 
+TEST(CleanConfig, RegexIsRe2SyntaxWhichHasNoBackreferences) {
+  // Backreferences need backtracking, which RE2 leaves out to match in linear time.
+  const auto problems = problems_of("    - field: device_id\n      regex: '(a)\\1'\n");
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_THAT(problems[0], HasSubstr("not a valid regular expression '(a)\\1'"));
+  EXPECT_THAT(problems[0], HasSubstr("RE2 syntax"));
+  EXPECT_TRUE(problems_of("    - field: device_id\n      regex: 'bike-\\d{4}|scooter-[a-f0-9]+'\n").empty());
+}
+
 TEST(CleanConfig, RulesOnTheWrongTypeAreRefused) {
   EXPECT_THAT(problems_of("    - field: speed_kmh\n      regex: x\n").at(0), HasSubstr("regex needs a string field"));
   EXPECT_THAT(problems_of("    - field: ride_id\n      convert: {from: mph, to: km/h}\n").at(0),

@@ -180,6 +180,20 @@ TEST(RuleEngine, RegexMustMatchTheWholeValue) {
   EXPECT_EQ(reasons[0].expected(), "matches /bike-[0-9]{4}/");
 }
 
+TEST(RuleEngine, RegexOnAMegabyteValueNeitherCrashesNorStalls) {
+  // std::regex recursed once per character and overflowed the stack on a
+  // value of about 100 kB (ingest takes bodies up to 4 MiB): one such record
+  // crashed the stage again on every restart.
+  const auto p = pipeline("    - field: ride_id\n      regex: '[a-z]+'\n");
+  auto r = valid();
+  r.set_ride_id(std::string(1 << 20, 'a'));
+  EXPECT_TRUE(run(p, r).reasons.empty());
+  r.set_ride_id(std::string(1 << 20, 'a') + "!");
+  const auto reasons = run(p, r).reasons;
+  ASSERT_EQ(reasons.size(), 1u);
+  EXPECT_EQ(reasons[0].rule(), "regex");
+}
+
 TEST(RuleEngine, TimestampTooFarInTheFutureOrTooLateIsRejected) {
   const auto p = pipeline("    - field: event_time\n      timestamp: {max_future: 5m, max_late: 1d}\n");
   auto r = valid();
@@ -216,8 +230,9 @@ TEST(RuleEngine, ConvertsMphToKmhBeforeTheRangeCheck) {
   EXPECT_TRUE(out.reasons.empty());
   EXPECT_DOUBLE_EQ(r.speed_kmh(), 16.09344);
   ASSERT_EQ(out.changes.size(), 1u);
-  EXPECT_EQ(out.changes[0].rule, "convert(mph->km/h)");
-  EXPECT_EQ(out.changes[0].from, "10");
+  EXPECT_EQ(change_label(out.changes[0]), "convert(mph->km/h)");
+  EXPECT_EQ(to_text(out.changes[0].from), "10");
+  EXPECT_EQ(to_text(out.changes[0].to), "16.09344");
   r.set_speed_kmh(40);  // 64.4 km/h: over the limit only once converted
   out = run(p, r);
   ASSERT_EQ(out.reasons.size(), 1u);
@@ -250,7 +265,7 @@ TEST(RuleEngine, RoundsToDecimalsAndReportsOnlyRealChanges) {
   auto out = run(p, r);
   EXPECT_DOUBLE_EQ(r.lat(), 38.712);
   ASSERT_EQ(out.changes.size(), 1u);
-  EXPECT_EQ(out.changes[0].rule, "round(3)");
+  EXPECT_EQ(change_label(out.changes[0]), "round(3)");
   out = run(p, r);  // already rounded: no change
   EXPECT_TRUE(out.changes.empty());
   r.set_lat(-0.0005);  // halfway rounds away from zero
@@ -274,7 +289,7 @@ TEST(RuleEngine, DefaultFillsAMissingValueAndSatisfiesRequired) {
   EXPECT_TRUE(out.reasons.empty());
   EXPECT_EQ(r.temperature_c(), 15);
   ASSERT_EQ(out.changes.size(), 1u);
-  EXPECT_EQ(out.changes[0].rule, "default");
+  EXPECT_EQ(change_label(out.changes[0]), "default");
   r.set_temperature_c(3);  // a value of its own is kept
   EXPECT_TRUE(run(p, r).changes.empty());
   EXPECT_EQ(r.temperature_c(), 3);
@@ -304,7 +319,7 @@ TEST(RuleEngine, FillsFromTheLastKnownValueWithinMaxAge) {
   EXPECT_TRUE(out.reasons.empty());
   EXPECT_EQ(later.temperature_c(), 21.5);
   ASSERT_EQ(out.changes.size(), 1u);
-  EXPECT_EQ(out.changes[0].rule, "fill_last_known");
+  EXPECT_EQ(change_label(out.changes[0]), "fill_last_known");
   EXPECT_TRUE(out.observed.empty()) << "a filled value is not remembered as a new observation";
 
   auto too_late = valid();  // one ms past max_age: not filled, so required rejects it
@@ -324,7 +339,7 @@ TEST(RuleEngine, FillThenDefaultWhenNothingIsKnown) {
   const auto out = run(p, r);
   EXPECT_EQ(r.temperature_c(), 15);
   ASSERT_EQ(out.changes.size(), 1u);
-  EXPECT_EQ(out.changes[0].rule, "default");
+  EXPECT_EQ(change_label(out.changes[0]), "default");
 }
 
 TEST(RuleEngine, OlderObservationDoesNotOverwriteANewerOne) {
@@ -336,8 +351,30 @@ TEST(RuleEngine, OlderObservationDoesNotOverwriteANewerOne) {
 }
 
 TEST(RuleEngine, ChangesAreDescribedForTheHeader) {
-  EXPECT_EQ(describe_changes({{"a", "default", "", "1"}, {"b", "round(1)", "1.26", "1.3"}}),
-            "a:default(missing->1);b:round(1)(1.26->1.3)");
+  FieldRule a, b, c;
+  a.field = "a";
+  b.field = "b";
+  b.round = 1;
+  c.field = "c";
+  c.convert = UnitConversion{"degF", "degC", 5.0 / 9, -160.0 / 9};
+  using K = Change::Kind;
+  EXPECT_EQ(describe_changes({{&a, K::default_value, {}, std::string("1")},
+                              {&b, K::round, 1.26, 1.3},
+                              {&c, K::convert, 0.1f, 1e-7f}}),  // a float field's values read as floats
+            "a:default(missing->1);b:round(1)(1.26->1.3);c:convert(degF->degC)(0.1->1e-07)");
+}
+
+TEST(RuleEngine, ChangedValuesReadAsTheFieldDoes) {
+  const auto p = pipeline("    - field: lat\n      convert: {from: mph, to: km/h}\n      round: 2\n");
+  auto r = valid();
+  r.set_lat(1.0 / 3);
+  const auto before = field_text(r, r.GetDescriptor()->FindFieldByName("lat"));
+  const auto out = run(p, r);
+  ASSERT_EQ(out.changes.size(), 2u);
+  EXPECT_EQ(to_text(out.changes[0].from), before);
+  EXPECT_EQ(to_text(out.changes[0].to), to_text(out.changes[1].from));
+  EXPECT_EQ(to_text(out.changes[1].to), field_text(r, r.GetDescriptor()->FindFieldByName("lat")));
+  EXPECT_EQ(to_text(out.changes[1].to), "0.54");
 }
 
 }  // namespace
