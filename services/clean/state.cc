@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <mutex>
 #include <stdexcept>
+#include <utility>
 
 #include <fmt/format.h>
 #include <rocksdb/compaction_filter.h>
@@ -152,42 +153,45 @@ std::string RocksCleanStore::key(char kind, int32_t partition, const std::string
   return k.append(1, kind).append(be(static_cast<uint32_t>(partition), 4)).append(id);
 }
 
-RocksCleanStore::Layer& RocksCleanStore::open_layer() {
-  if (!open_) {
-    layers_.emplace_back();
-    open_ = true;
-  }
-  return layers_.back();
+std::size_t RocksCleanStore::stripe_of(int32_t partition) {
+  // Fibonacci hashing: live partitions 0..15 land in distinct stripes, and
+  // replay partitions (cleaner.h) spread too.
+  static_assert(kStripes == 16, "stripe_of keeps the top 4 bits");
+  return (static_cast<uint32_t>(partition) * 2654435769u) >> 28;
 }
 
-void RocksCleanStore::seal() {
-  std::lock_guard lock(mu_);
-  open_layer();
-  open_ = false;
+void RocksCleanStore::seal() { sealed_.push_back(std::exchange(open_, Layer{})); }
+
+std::size_t RocksCleanStore::staged_layers() const {
+  const bool open_holds = std::any_of(open_.stripes.begin(), open_.stripes.end(), [](const Stripe& s) { return !s.empty(); });
+  return sealed_.size() + (open_holds ? 1 : 0);
 }
 
 DeviceMemory RocksCleanStore::device(int32_t partition, const std::string& device_id) {
   const auto k = key('v', partition, device_id);
+  const auto s = stripe_of(partition);
   {
-    std::lock_guard lock(mu_);
-    for (auto l = layers_.rbegin(); l != layers_.rend(); ++l) {
-      if (auto it = l->devices.find(k); it != l->devices.end()) return it->second;
+    std::lock_guard lock(mu_[s].mu);
+    if (auto it = open_.stripes[s].devices.find(k); it != open_.stripes[s].devices.end()) return it->second;
+    for (auto l = sealed_.rbegin(); l != sealed_.rend(); ++l) {
+      if (auto it = l->stripes[s].devices.find(k); it != l->stripes[s].devices.end()) return it->second;
     }
-    if (auto it = devices_.find(k); it != devices_.end()) return it->second;
+    if (auto it = devices_[s].find(k); it != devices_[s].end()) return it->second;
   }
   // Read without the lock: only this partition's cleaner stages this key,
   // and it is waiting for this answer.
   auto v = db_get(k);
   auto memory = v ? decode_memory(*v) : DeviceMemory{};
-  std::lock_guard lock(mu_);
-  devices_.emplace(k, memory);
+  std::lock_guard lock(mu_[s].mu);
+  devices_[s].emplace(k, memory);
   return memory;
 }
 
 void RocksCleanStore::put_device(int32_t partition, const std::string& device_id, const DeviceMemory& memory) {
   auto k = key('v', partition, device_id);
-  std::lock_guard lock(mu_);
-  open_layer().devices[std::move(k)] = memory;
+  const auto s = stripe_of(partition);
+  std::lock_guard lock(mu_[s].mu);
+  open_.stripes[s].devices[std::move(k)] = memory;
 }
 
 std::optional<int64_t> RocksCleanStore::committed_watermark(int32_t partition) const {
@@ -209,11 +213,13 @@ FirstSeen decode_seen(std::string_view v) {
 
 std::optional<FirstSeen> RocksCleanStore::seen(int32_t partition, const std::string& event_id) {
   const auto k = key('e', partition, event_id);
+  const auto s = stripe_of(partition);
   std::optional<FirstSeen> first;
   {
-    std::lock_guard lock(mu_);
-    for (auto l = layers_.rbegin(); l != layers_.rend() && !first; ++l) {
-      if (auto it = l->seen.find(k); it != l->seen.end()) first = it->second;
+    std::lock_guard lock(mu_[s].mu);
+    if (auto it = open_.stripes[s].seen.find(k); it != open_.stripes[s].seen.end()) first = it->second;
+    for (auto l = sealed_.rbegin(); l != sealed_.rend() && !first; ++l) {
+      if (auto it = l->stripes[s].seen.find(k); it != l->stripes[s].seen.end()) first = it->second;
     }
   }
   if (!first) {
@@ -223,13 +229,17 @@ std::optional<FirstSeen> RocksCleanStore::seen(int32_t partition, const std::str
     first = decode_seen(*v);
   }
   if (window_ms_ <= 0) return first;
-  std::lock_guard lock(mu_);
   // Beyond the horizon, whether compaction has dropped it yet or not.
   std::optional<int64_t> watermark = committed_watermark(partition);
-  for (const auto& l : layers_) {
-    if (auto it = l.watermarks.find(partition); it != l.watermarks.end()) {
+  auto raise = [&](const Stripe& st) {
+    if (auto it = st.watermarks.find(partition); it != st.watermarks.end()) {
       watermark = watermark ? std::max(*watermark, it->second) : it->second;
     }
+  };
+  {
+    std::lock_guard lock(mu_[s].mu);
+    for (const auto& l : sealed_) raise(l.stripes[s]);
+    raise(open_.stripes[s]);
   }
   if (watermark && first->ingest_time_ms < *watermark - window_ms_) return std::nullopt;
   return first;
@@ -237,11 +247,12 @@ std::optional<FirstSeen> RocksCleanStore::seen(int32_t partition, const std::str
 
 void RocksCleanStore::put_seen(int32_t partition, const std::string& event_id, FirstSeen first) {
   auto k = key('e', partition, event_id);
-  std::lock_guard lock(mu_);
-  auto& layer = open_layer();
-  auto [w, fresh] = layer.watermarks.try_emplace(partition, first.ingest_time_ms);
+  const auto s = stripe_of(partition);
+  std::lock_guard lock(mu_[s].mu);
+  auto& stripe = open_.stripes[s];
+  auto [w, fresh] = stripe.watermarks.try_emplace(partition, first.ingest_time_ms);
   if (!fresh) w->second = std::max(w->second, first.ingest_time_ms);
-  layer.seen.insert_or_assign(std::move(k), first);
+  stripe.seen.insert_or_assign(std::move(k), first);
 }
 
 std::map<kafka::TopicPartition, int64_t> RocksCleanStore::offsets() {
@@ -263,23 +274,27 @@ RocksCleanStore::PreparedCommit& RocksCleanStore::PreparedCommit::operator=(Prep
 RocksCleanStore::PreparedCommit::~PreparedCommit() = default;
 
 RocksCleanStore::PreparedCommit RocksCleanStore::prepare_commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets) {
-  // The oldest layer only: later layers belong to batches after these offsets.
-  static const Layer kNothingStaged;
+  // The oldest layer only: later layers belong to batches after these
+  // offsets. Committing what was never sealed seals it first.
+  if (sealed_.empty()) seal();
   PreparedCommit c;
-  c.has_layer = !layers_.empty();
-  const Layer& layer = c.has_layer ? layers_.front() : kNothingStaged;
+  const Layer& layer = sealed_.front();
   // Every key is written once, in key order: the memtable's skiplist inserts
   // sorted keys much faster than scattered ones.
+  std::size_t n = next_offsets.size();
+  for (const auto& st : layer.stripes) n += st.devices.size() + st.seen.size() + st.watermarks.size();
   std::vector<std::pair<std::string_view, std::string>> ops;
-  ops.reserve(layer.devices.size() + layer.seen.size() + layer.watermarks.size() + next_offsets.size());
-  for (const auto& [k, memory] : layer.devices) ops.emplace_back(k, encode_memory(memory));
-  for (const auto& [k, first] : layer.seen) ops.emplace_back(k, time_key(first.ingest_time_ms) + be(first.fingerprint, 8));
+  ops.reserve(n);
   std::vector<std::string> other_keys;  // "w" and "o" keys, kept alive for the views
-  other_keys.reserve(layer.watermarks.size() + next_offsets.size());
-  for (const auto& [p, staged] : layer.watermarks) {
-    const auto stored = committed_watermark(p);
-    const auto w = c.watermarks[p] = stored ? std::max(staged, *stored) : staged;
-    ops.emplace_back(other_keys.emplace_back(part('w', p)), time_key(w));
+  other_keys.reserve(n);
+  for (const auto& st : layer.stripes) {
+    for (const auto& [k, memory] : st.devices) ops.emplace_back(k, encode_memory(memory));
+    for (const auto& [k, first] : st.seen) ops.emplace_back(k, time_key(first.ingest_time_ms) + be(first.fingerprint, 8));
+    for (const auto& [p, staged] : st.watermarks) {
+      const auto stored = committed_watermark(p);
+      const auto w = c.watermarks[p] = stored ? std::max(staged, *stored) : staged;
+      ops.emplace_back(other_keys.emplace_back(part('w', p)), time_key(w));
+    }
   }
   for (const auto& [tp, next] : next_offsets) {
     ops.emplace_back(other_keys.emplace_back("o" + tp.topic + '\0' + be(static_cast<uint32_t>(tp.partition), 4)),
@@ -304,10 +319,11 @@ void RocksCleanStore::finish_commit(PreparedCommit& c) {
     watermarks_[p] = w;
     expiry_->set_watermark(p, w);
   }
-  if (!c.has_layer) return;
-  for (auto& [k, memory] : layers_.front().devices) devices_[k] = std::move(memory);
-  layers_.pop_front();
-  if (layers_.empty()) open_ = false;
+  auto& layer = sealed_.front();
+  for (std::size_t s = 0; s < kStripes; ++s) {
+    for (auto& [k, memory] : layer.stripes[s].devices) devices_[s][k] = std::move(memory);
+  }
+  sealed_.pop_front();
 }
 
 Status RocksCleanStore::commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets) {
@@ -318,8 +334,8 @@ Status RocksCleanStore::commit(const std::map<kafka::TopicPartition, int64_t>& n
 }
 
 void RocksCleanStore::rollback() {
-  layers_.clear();
-  open_ = false;
+  sealed_.clear();
+  open_ = Layer{};
 }
 
 std::map<std::string, std::string> RocksCleanStore::dump() {
