@@ -90,8 +90,8 @@ void Cleaner::clean(const std::string& raw, int32_t partition, CleanState& state
   if (!outcome.changes.empty()) {
     record.SerializeToString(env.mutable_payload());
     // Formatting the changes costs as much as the rules: only when printed.
-    if (spdlog::should_log(spdlog::level::debug)) {
-      spdlog::debug("event {}: {}", env.event_id(), describe_changes(outcome.changes));
+    if (spdlog::should_log(spdlog::level::trace)) {
+      spdlog::trace("event {}: {}", env.event_id(), describe_changes(outcome.changes));
     }
   }
 }

@@ -269,6 +269,7 @@ std::string change_label(const Change& c) {
 }
 
 void append_changes(std::string& out, const std::vector<Change>& changes) {
+  out.reserve(out.size() + 64 * changes.size());  // one allocation: a change takes 30-60 characters
   auto it = std::back_inserter(out);
   for (std::size_t i = 0; i < changes.size(); ++i) {
     const auto& c = changes[i];
