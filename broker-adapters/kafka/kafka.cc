@@ -169,7 +169,7 @@ void KafkaProducer::produce(const OutMessage& msg, DeliveryCallback done) {
     rd_kafka_header_add(hdrs, h.key.data(), static_cast<ssize_t>(h.key.size()), h.value.data(),
                         static_cast<ssize_t>(h.value.size()));
   }
-  const auto deadline = std::chrono::steady_clock::now() + impl_->opts.queue_full_wait;
+  std::optional<std::chrono::steady_clock::time_point> deadline;  // taken on the first QUEUE_FULL only
   for (;;) {
     // RD_KAFKA_V_VALUE takes a void*; with RD_KAFKA_MSG_F_COPY it only reads.
     const auto err = rd_kafka_producev(
@@ -178,7 +178,8 @@ void KafkaProducer::produce(const OutMessage& msg, DeliveryCallback done) {
         RD_KAFKA_V_VALUE(const_cast<char*>(msg.value.data()), msg.value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(cb), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return;  // rk owns hdrs now
-    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && std::chrono::steady_clock::now() < deadline) {
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && !deadline) deadline = std::chrono::steady_clock::now() + impl_->opts.queue_full_wait;
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && std::chrono::steady_clock::now() < *deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       continue;
     }
@@ -206,32 +207,33 @@ bool KafkaProducer::broker_reachable(std::chrono::milliseconds timeout) {
   return err == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
-Status produce_all(Producer& producer, std::vector<OutMessage> messages, std::chrono::milliseconds timeout) {
-  if (messages.empty()) return {};
-  struct State {
-    std::mutex mu;
-    std::condition_variable cv;
-    std::size_t pending;
-    std::string first_error;
-  };
-  auto st = std::make_shared<State>();
-  st->pending = messages.size();
+std::shared_ptr<Deliveries> Deliveries::send(Producer& producer, const std::vector<OutMessage>& messages) {
+  auto s = std::make_shared<Deliveries>();
+  s->pending_ = messages.size();
   for (const auto& m : messages) {
-    producer.produce(m, [st](const Delivery& d) {
-      std::lock_guard lock(st->mu);
-      if (d.status != DeliveryStatus::persisted && st->first_error.empty()) {
-        st->first_error = fmt::format("{}: {}{}", d.topic, d.error,
+    producer.produce(m, [s](const Delivery& d) {
+      std::lock_guard lock(s->mu_);
+      if (d.status != DeliveryStatus::persisted && s->first_error_.empty()) {
+        s->first_error_ = fmt::format("{}: {}{}", d.topic, d.error,
                                       d.status == DeliveryStatus::possibly_persisted ? " (possibly persisted)" : "");
       }
-      if (--st->pending == 0) st->cv.notify_all();
+      if (--s->pending_ == 0) s->cv_.notify_all();
     });
   }
-  std::unique_lock lock(st->mu);
-  if (!st->cv.wait_for(lock, timeout, [&] { return st->pending == 0; })) {
-    return fail(Errc::timeout, fmt::format("{} deliveries unconfirmed after {} ms", st->pending, timeout.count()));
+  return s;
+}
+
+Status Deliveries::wait(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  if (!cv_.wait_for(lock, timeout, [&] { return pending_ == 0; })) {
+    return fail(Errc::timeout, fmt::format("{} deliveries unconfirmed after {} ms", pending_, timeout.count()));
   }
-  if (!st->first_error.empty()) return fail(Errc::unavailable, st->first_error);
+  if (!first_error_.empty()) return fail(Errc::unavailable, first_error_);
   return {};
+}
+
+Status produce_all(Producer& producer, const std::vector<OutMessage>& messages, std::chrono::milliseconds timeout) {
+  return Deliveries::send(producer, messages)->wait(timeout);
 }
 
 // ---------------------------------------------------------------- consumer

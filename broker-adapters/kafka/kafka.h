@@ -4,10 +4,12 @@
 // Apache Kafka or Redpanda, and tests can cut them.
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -91,9 +93,27 @@ class KafkaProducer final : public Producer {
   std::unique_ptr<Impl> impl_;
 };
 
-/// Produces every message and waits for all delivery reports. Returns the
-/// first failure, naming the topic; OK only when every one is PERSISTED.
-Status produce_all(Producer& producer, std::vector<OutMessage> messages, std::chrono::milliseconds timeout);
+/// The delivery reports of a set of messages: produced now, waited for
+/// later (a stage sends one batch while it works on the next).
+class Deliveries {
+ public:
+  /// Produces every message (the producer copies them: the caller may keep
+  /// them for a retry). Shared: the callbacks hold it until the last report.
+  static std::shared_ptr<Deliveries> send(Producer& producer, const std::vector<OutMessage>& messages);
+  /// OK only when every message is PERSISTED; else the first failure,
+  /// naming its topic, or a timeout saying how many are unconfirmed.
+  Status wait(std::chrono::milliseconds timeout);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::size_t pending_ = 0;
+  std::string first_error_;
+};
+
+/// Produces every message and waits for all delivery reports (send, then
+/// wait).
+Status produce_all(Producer& producer, const std::vector<OutMessage>& messages, std::chrono::milliseconds timeout);
 
 struct TopicPartition {
   std::string topic;

@@ -1,10 +1,8 @@
 #include "services/clean/clean_service.h"
 
-#include <condition_variable>
 #include <future>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 
 #include <fmt/format.h>
@@ -32,50 +30,13 @@ void publish_committed(const std::map<kafka::TopicPartition, int64_t>& offsets) 
   }
 }
 
-// The delivery reports of one batch's outputs, to be waited for later.
-class Sending {
- public:
-  /// Produces every message (the producer copies them; the batch keeps
-  /// them for a retry).
-  static std::shared_ptr<Sending> start(kafka::Producer& producer, const std::vector<kafka::OutMessage>& messages) {
-    auto s = std::make_shared<Sending>();
-    s->pending_ = messages.size();
-    for (const auto& m : messages) {
-      producer.produce(m, [s](const kafka::Delivery& d) {
-        std::lock_guard lock(s->mu_);
-        if (d.status != kafka::DeliveryStatus::persisted && s->first_error_.empty()) {
-          s->first_error_ = fmt::format("{}: {}{}", d.topic, d.error,
-                                        d.status == kafka::DeliveryStatus::possibly_persisted ? " (possibly persisted)" : "");
-        }
-        if (--s->pending_ == 0) s->cv_.notify_all();
-      });
-    }
-    return s;
-  }
-  /// OK only when every message is PERSISTED.
-  Status wait(std::chrono::milliseconds timeout) {
-    std::unique_lock lock(mu_);
-    if (!cv_.wait_for(lock, timeout, [&] { return pending_ == 0; })) {
-      return fail(Errc::timeout, fmt::format("{} deliveries unconfirmed after {} ms", pending_, timeout.count()));
-    }
-    if (!first_error_.empty()) return fail(Errc::unavailable, first_error_);
-    return {};
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::size_t pending_ = 0;
-  std::string first_error_;
-};
-
 // A batch whose outputs are on their way and whose state is sealed, uncommitted.
 struct InFlight {
   CleanedBatch done;
   std::size_t in = 0;  // input messages
   double clean_ms = 0;
   std::chrono::steady_clock::time_point sent_at;
-  std::shared_ptr<Sending> sending;
+  std::shared_ptr<kafka::Deliveries> sending;
 };
 
 }  // namespace
@@ -232,7 +193,7 @@ int CleanService::run() {
     const auto clean_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (!settle(false)) break;
     in_flight.emplace(InFlight{std::move(done), batch->size(), clean_ms, std::chrono::steady_clock::now(), nullptr});
-    in_flight->sending = Sending::start(**producer, in_flight->done.out);
+    in_flight->sending = kafka::Deliveries::send(**producer, in_flight->done.out);
   }
   // Shutting down: the batch in flight is committed if its outputs make it;
   // whatever is staged beyond that is dropped and redone by the next run.

@@ -29,7 +29,13 @@ uint64_t from_be(std::string_view s) {
   return v;
 }
 
-std::string part(char kind, int32_t partition) { return std::string(1, kind) + be(static_cast<uint32_t>(partition), 4); }
+// kind + be32(partition) + id: every key but the offsets'.
+std::string key(char kind, int32_t partition, std::string_view id = {}) {
+  std::string k;
+  k.reserve(5 + id.size());
+  return k.append(1, kind).append(be(static_cast<uint32_t>(partition), 4)).append(id);
+}
+int32_t partition_of(std::string_view key) { return static_cast<int32_t>(from_be(key.substr(1, 4))); }
 
 // Times as be64 of the value offset by 2^63, so negative times sort first.
 std::string time_key(int64_t ms) { return be(static_cast<uint64_t>(ms) ^ (1ULL << 63), 8); }
@@ -82,10 +88,11 @@ void MemoryCleanState::put_seen(int32_t partition, const std::string& event_id, 
   seen_[{partition, event_id}] = first;
 }
 
-// Drops "e" entries beyond their partition's dedupe horizon as RocksDB
-// compacts, against the committed watermarks (commit() publishes them). A
-// removed key becomes a tombstone, so no older version of it resurfaces.
-// Also drops "t" keys: the expiry index stores before this filter kept.
+// The committed watermark per partition (read at open, set by
+// finish_commit), and the compaction filter that drops "e" entries beyond
+// their partition's dedupe horizon against it. A removed key becomes a
+// tombstone, so no older version of it resurfaces. Also drops "t" keys: the
+// expiry index stores before this filter kept.
 class RocksCleanStore::Expiry final : public rocksdb::CompactionFilter {
  public:
   explicit Expiry(int64_t window_ms) : window_ms_(window_ms) {}
@@ -93,15 +100,17 @@ class RocksCleanStore::Expiry final : public rocksdb::CompactionFilter {
     std::lock_guard lock(mu_);
     watermarks_[partition] = watermark;
   }
+  std::optional<int64_t> watermark(int32_t partition) const {
+    std::lock_guard lock(mu_);
+    auto it = watermarks_.find(partition);
+    return it == watermarks_.end() ? std::nullopt : std::optional<int64_t>(it->second);
+  }
   bool Filter(int /*level*/, const rocksdb::Slice& key, const rocksdb::Slice& value, std::string* /*new_value*/,
               bool* /*value_changed*/) const override {
     if (key.starts_with("t")) return true;
     if (window_ms_ <= 0 || !key.starts_with("e") || key.size() < 5 || value.size() < 8) return false;
-    const auto partition = static_cast<int32_t>(from_be(std::string_view(key.data() + 1, 4)));
-    const int64_t first = from_time_key(std::string_view(value.data(), 8));
-    std::lock_guard lock(mu_);
-    auto it = watermarks_.find(partition);
-    return it != watermarks_.end() && first < it->second - window_ms_;
+    const auto w = watermark(partition_of(std::string_view(key.data(), key.size())));
+    return w && from_time_key(std::string_view(value.data(), 8)) < *w - window_ms_;
   }
   const char* Name() const override { return "starling.clean.DedupeExpiry"; }
 
@@ -130,9 +139,8 @@ RocksCleanStore::RocksCleanStore(const std::string& path, int64_t dedupe_window_
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}));
   for (it->Seek("w"); it->Valid() && it->key().starts_with("w"); it->Next()) {
     STARLING_ASSERT(it->key().size() == 5 && it->value().size() == 8, "malformed watermark in clean state");
-    const auto p = static_cast<int32_t>(from_be(std::string_view(it->key().data() + 1, 4)));
-    watermarks_[p] = from_time_key(std::string_view(it->value().data(), 8));
-    expiry_->set_watermark(p, watermarks_[p]);
+    expiry_->set_watermark(partition_of(std::string_view(it->key().data(), it->key().size())),
+                           from_time_key(std::string_view(it->value().data(), 8)));
   }
 }
 
@@ -145,12 +153,6 @@ std::optional<std::string> RocksCleanStore::db_get(const std::string& key) {
   // Local state we cannot read: crash loudly; the supervisor restarts us.
   STARLING_ASSERT(st.ok(), "reading clean state: {}", st.ToString());
   return value;
-}
-
-std::string RocksCleanStore::key(char kind, int32_t partition, const std::string& id) {
-  std::string k;
-  k.reserve(5 + id.size());
-  return k.append(1, kind).append(be(static_cast<uint32_t>(partition), 4)).append(id);
 }
 
 std::size_t RocksCleanStore::stripe_of(int32_t partition) {
@@ -195,8 +197,7 @@ void RocksCleanStore::put_device(int32_t partition, const std::string& device_id
 }
 
 std::optional<int64_t> RocksCleanStore::committed_watermark(int32_t partition) const {
-  auto it = watermarks_.find(partition);
-  return it == watermarks_.end() ? std::nullopt : std::optional<int64_t>(it->second);
+  return expiry_->watermark(partition);
 }
 
 namespace {
@@ -293,7 +294,7 @@ RocksCleanStore::PreparedCommit RocksCleanStore::prepare_commit(const std::map<k
     for (const auto& [p, staged] : st.watermarks) {
       const auto stored = committed_watermark(p);
       const auto w = c.watermarks[p] = stored ? std::max(staged, *stored) : staged;
-      ops.emplace_back(other_keys.emplace_back(part('w', p)), time_key(w));
+      ops.emplace_back(other_keys.emplace_back(key('w', p)), time_key(w));
     }
   }
   for (const auto& [tp, next] : next_offsets) {
@@ -315,10 +316,7 @@ Status RocksCleanStore::write(PreparedCommit& c) {
 }
 
 void RocksCleanStore::finish_commit(PreparedCommit& c) {
-  for (const auto& [p, w] : c.watermarks) {
-    watermarks_[p] = w;
-    expiry_->set_watermark(p, w);
-  }
+  for (const auto& [p, w] : c.watermarks) expiry_->set_watermark(p, w);
   auto& layer = sealed_.front();
   for (std::size_t s = 0; s < kStripes; ++s) {
     for (auto& [k, memory] : layer.stripes[s].devices) devices_[s][k] = std::move(memory);

@@ -161,8 +161,6 @@ class RocksCleanStore final : public CleanState {
   std::optional<std::string> db_get(const std::string& key);
   /// The committed watermark of a partition (none: nothing committed there).
   std::optional<int64_t> committed_watermark(int32_t partition) const;
-  /// kind + be32(partition) + id.
-  static std::string key(char kind, int32_t partition, const std::string& id);
 
   static constexpr std::size_t kStripes = 16;
   static std::size_t stripe_of(int32_t partition);
@@ -182,7 +180,9 @@ class RocksCleanStore final : public CleanState {
   };
 
   int64_t window_ms_;
-  std::unique_ptr<Expiry> expiry_;  // outlives db_
+  // Outlives db_; also holds the committed watermarks (read at open, set
+  // by finish_commit), which its filter expires ids against.
+  std::unique_ptr<Expiry> expiry_;
   std::unique_ptr<rocksdb::DB> db_;
   // The batch being cleaned takes writes in open_; seal() moves it to the
   // back of sealed_ (oldest first). Per-record calls never change either
@@ -191,9 +191,6 @@ class RocksCleanStore final : public CleanState {
   std::deque<Layer> sealed_;
   // Committed, cached, by stripe: "v" key → memory (empty: none stored).
   std::array<std::unordered_map<std::string, DeviceMemory>, kStripes> devices_;
-  // Committed watermark per partition (all read at open; changed only by
-  // finish_commit, never during the per-record calls).
-  std::map<int32_t, int64_t> watermarks_;
   // Guard open_'s stripes and devices_ for the per-record calls.
   std::array<StripeMutex, kStripes> mu_;
 };
