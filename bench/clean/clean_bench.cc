@@ -6,6 +6,14 @@
 //   loop:        the same in this process through Starling's Kafka adapter:
 //                poll and produce every value unchanged (idempotent,
 //                acks=all), streaming, until every copy is PERSISTED;
+//   floor:       the loop plus the least any clean stage must do per event
+//                under the guarantees, in this process: decode the
+//                envelope and the record, look the event id up in RocksDB
+//                and stage it, encode record and envelope again; each
+//                batch's ids go to RocksDB in one WriteBatch, in key order,
+//                with its offsets (no rules, no device state, no change
+//                header, no facts, one thread, and the write does not wait
+//                for the outputs: a lower bound);
 //   clean:       the real starling-clean process (rules, per-device state and
 //                offsets committed to RocksDB, outputs and facts persisted).
 // Each side starts at the beginning of the topic; the time runs from its
@@ -13,12 +21,15 @@
 //
 //   build/release/bin/clean_bench [--events N] [--pipeline pipelines/ecowheels.yaml]
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -27,6 +38,10 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
 
 #include "broker-adapters/kafka/kafka.h"
 #include "bench/clean/raw_events.h"
@@ -74,6 +89,12 @@ uint64_t committed_input(const std::string& url, const std::string& topic) {
     }
   }
   return sum;
+}
+
+// Keeps a value the optimiser would otherwise drop.
+void benchmark_sink(uint64_t v) {
+  static std::atomic<uint64_t> sink;
+  sink.store(v, std::memory_order_relaxed);
 }
 
 // CPU seconds (user + system) a process has used so far, from /proc.
@@ -137,7 +158,8 @@ int main(int argc, char** argv) {
   if (!addr) return std::fprintf(stderr, "%s\n", addr.error().message.c_str()), 1;
   const kafka::KafkaOptions k{*addr, "clean-bench", {}};
   if (auto st = kafka::create_topics(k, {{p.raw_topic(), p.partitions}, {p.clean_topic(), p.partitions},
-                                         {p.rejected_topic(), p.partitions}, {"bench.passthrough", p.partitions}, {"bench.kcat", p.partitions},
+                                         {p.rejected_topic(), p.partitions}, {"bench.passthrough", p.partitions},
+                                         {"bench.floor", p.partitions}, {"bench.kcat", p.partitions},
                                          {kSagaTopic, 3}});
       !st) {
     return std::fprintf(stderr, "%s\n", st.error().message.c_str()), 1;
@@ -171,18 +193,21 @@ int main(int argc, char** argv) {
   // default, a kcat that empties its queue waits up to a second to fetch again.
   double kcat_s = 0;
   double kcat_cpu = 0;
+  double kcat_broker_cpu = 0;
   const bool have_kcat = std::system("command -v kcat >/dev/null 2>&1") == 0;
   if (have_kcat) {
     const auto cmd = fmt::format(
         "kcat -C -b {0} -t {1} -o beginning -e -q -X queued.min.messages=10000000 -f '%k{2}%s{3}' | kcat -P -b {0} -t bench.kcat -K '{2}' -D '{3}' -z lz4 -q",
         *addr, p.raw_topic(), kd, md);
     const double cpu0 = children_cpu_seconds();
+    kcat_broker_cpu = cpu_seconds(broker->pid());
     const auto t = Clock::now();
     auto pipe = ChildProcess::spawn({"/bin/sh", "-c", cmd}, (dir / "kcat.log").string());
     if (!pipe) return std::fprintf(stderr, "%s\n", pipe.error().message.c_str()), 1;
     const auto status = pipe->wait(300s);
     kcat_s = std::chrono::duration<double>(Clock::now() - t).count();
     kcat_cpu = children_cpu_seconds() - cpu0;
+    kcat_broker_cpu = cpu_seconds(broker->pid()) - kcat_broker_cpu;
     if (!status || *status != 0) return std::fprintf(stderr, "kcat pipe failed; see %s/kcat.log\n", dir.c_str()), 1;
     if (const auto copied = count_until(k, {"bench.kcat"}, n, 60s); copied != n) {
       return std::fprintf(stderr, "kcat copied %llu of %llu events\n", static_cast<unsigned long long>(copied),
@@ -194,12 +219,13 @@ int main(int argc, char** argv) {
   // delivery reports in between (as `kcat -C | kcat -P` streams), until every
   // copy is PERSISTED. Its producer looks its topic up at start, as
   // starling-clean's does. Its CPU is this process's while it runs (nothing
-  // else runs here then).
-  const double pass_cpu0 = own_cpu_seconds();
-  const auto t0 = Clock::now();
-  {
-    auto c = kafka::KafkaConsumer::create(k, "bench-passthrough", {p.raw_topic()}, {});
-    auto prod = kafka::KafkaProducer::create(k, {.queue_full_wait = 60s, .topics = {"bench.passthrough"}});
+  // else runs here then). The floor runs the same loop with its per-event
+  // work in `transform` and its per-batch write in `commit`.
+  auto passthrough = [&](const std::string& group, const std::string& out_topic,
+                         const std::function<std::string(const kafka::InMessage&)>& transform,
+                         const std::function<void(const std::vector<kafka::InMessage>&)>& commit) -> int {
+    auto c = kafka::KafkaConsumer::create(k, group, {p.raw_topic()}, {});
+    auto prod = kafka::KafkaProducer::create(k, {.queue_full_wait = 60s, .topics = {out_topic}});
     if (!c || !prod) return 1;
     std::atomic<uint64_t> persisted = 0;
     std::atomic<bool> failed = false;
@@ -208,26 +234,87 @@ int main(int argc, char** argv) {
       auto b = (*c)->poll_batch(2000, 100ms);
       if (!b) return std::fprintf(stderr, "%s\n", b.error().message.c_str()), 1;
       for (const auto& m : *b) {
-        (*prod)->produce({"bench.passthrough", m.key, m.value, {}}, [&](const kafka::Delivery& d) {
+        (*prod)->produce({out_topic, m.key, transform ? transform(m) : m.value, {}}, [&](const kafka::Delivery& d) {
           if (d.status != kafka::DeliveryStatus::persisted) failed = true;
           ++persisted;
         });
       }
+      if (commit && !b->empty()) commit(*b);
       done += b->size();
     }
     if (auto st = (*prod)->flush(60s); !st || failed || persisted != done) {
-      return std::fprintf(stderr, "passthrough: %llu of %llu persisted\n", static_cast<unsigned long long>(persisted.load()),
-                          static_cast<unsigned long long>(done)), 1;
+      return std::fprintf(stderr, "%s: %llu of %llu persisted\n", group.c_str(),
+                          static_cast<unsigned long long>(persisted.load()), static_cast<unsigned long long>(done)), 1;
     }
     (*c)->close();
-  }
+    return 0;
+  };
+  const double broker_cpu0 = cpu_seconds(broker->pid());
+  const double pass_cpu0 = own_cpu_seconds();
+  const auto t0 = Clock::now();
+  if (passthrough("bench-passthrough", "bench.passthrough", {}, {}) != 0) return 1;
   const double pass_s = std::chrono::duration<double>(Clock::now() - t0).count();
   const double pass_cpu = own_cpu_seconds() - pass_cpu0;
+  const double broker_cpu1 = cpu_seconds(broker->pid());
+
+  // The floor (see the top of this file), with the store starling-clean
+  // opens (state.cc: bloom filters in the memtable and the tables).
+  double floor_s = 0;
+  double floor_cpu = 0;
+  {
+    rocksdb::Options opts;
+    opts.create_if_missing = true;
+    opts.memtable_prefix_bloom_size_ratio = 0.1;
+    opts.memtable_whole_key_filtering = true;
+    rocksdb::BlockBasedTableOptions table;
+    table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+    opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    rocksdb::DB* raw_db = nullptr;
+    if (auto st = rocksdb::DB::Open(opts, (dir / "floor").string(), &raw_db); !st.ok()) {
+      return std::fprintf(stderr, "floor: %s\n", st.ToString().c_str()), 1;
+    }
+    std::unique_ptr<rocksdb::DB> db(raw_db);
+    rocksdb::WriteBatch batch;
+    std::vector<std::pair<std::string, std::string>> staged;
+    v1::Envelope env;
+    auto record = new_record(p);
+    std::string value;
+    uint64_t dupes = 0;
+    auto transform = [&](const kafka::InMessage& m) {
+      if (!env.ParseFromString(m.value)) throw std::runtime_error("floor: not an envelope");
+      if (!parse_record(p, env.payload(), *record)) throw std::runtime_error("floor: not a record");
+      std::string key = fmt::format("e{}{}", m.partition, env.event_id());
+      if (db->Get({}, key, &value).ok()) ++dupes;
+      staged.emplace_back(std::move(key), std::to_string(env.ingest_time_ms()));
+      record->SerializeToString(env.mutable_payload());
+      return env.SerializeAsString();
+    };
+    auto commit = [&](const std::vector<kafka::InMessage>& b) {
+      std::map<std::pair<std::string_view, int32_t>, int64_t> next;
+      for (const auto& m : b) next[{m.topic, m.partition}] = m.offset + 1;
+      for (const auto& [tp, offset] : next) {
+        staged.emplace_back(fmt::format("o{}{}", tp.first, tp.second), std::to_string(offset));
+      }
+      std::sort(staged.begin(), staged.end());
+      for (const auto& [key, v] : staged) (void)batch.Put(key, v);
+      staged.clear();
+      if (auto st = db->Write({}, &batch); !st.ok()) throw std::runtime_error("floor: " + st.ToString());
+      batch.Clear();
+    };
+    const double cpu0 = own_cpu_seconds();
+    const auto t = Clock::now();
+    if (passthrough("bench-floor", "bench.floor", transform, commit) != 0) return 1;
+    floor_s = std::chrono::duration<double>(Clock::now() - t).count();
+    floor_cpu = own_cpu_seconds() - cpu0;
+    benchmark_sink(dupes);
+  }
+  const double broker_cpu2 = cpu_seconds(broker->pid());
 
   // starling-clean, the real process, until it has committed every input
   // offset: it commits a batch only after all of its outputs are PERSISTED.
   // Watched through its /metrics (cheaper than a consumer competing for the
   // cores); that every event is on clean or rejected is counted after.
+  const double broker_cpu3 = cpu_seconds(broker->pid());
   const auto t1 = Clock::now();
   auto clean = ChildProcess::spawn({bin + "/starling-clean", "--kafka", *addr, "--pipeline",
                                     std::filesystem::absolute(pipeline_file).string(), "--data-dir",
@@ -245,6 +332,7 @@ int main(int argc, char** argv) {
   while (committed_input(metrics_url, p.raw_topic()) < n && Clock::now() < until) std::this_thread::sleep_for(5ms);
   const double clean_s = std::chrono::duration<double>(Clock::now() - t1).count();
   const double clean_cpu = cpu_seconds(clean->pid());
+  const double clean_broker_cpu = cpu_seconds(broker->pid()) - broker_cpu3;
   const auto seen = count_until(k, {p.clean_topic(), p.rejected_topic()}, n, 60s);
   clean->stop(10s);
   broker->stop(10s);
@@ -258,15 +346,18 @@ int main(int argc, char** argv) {
   }
 
   // CPU-seconds per million events: the work each side does, which (unlike
-  // events/s) hardly moves when other processes compete for the cores. The
-  // broker's CPU is in none of them.
-  auto row = [&](const char* side, double secs, double cpu) {
-    std::printf("%-34s %8d %10.0f %9s %9.2f %14.1f\n", side, events, n / secs,
-                have_kcat ? fmt::format("{:.2f}", kcat_s / secs).c_str() : "-", pass_s / secs, cpu * 1e6 / n);
+  // events/s) hardly moves when other processes compete for the cores; and
+  // the broker's while that side ran (its share of the same 2 cores).
+  auto row = [&](const char* side, double secs, double cpu, double broker_cpu) {
+    std::printf("%-34s %8d %10.0f %9s %9.2f %14.1f %14.1f\n", side, events, n / secs,
+                have_kcat ? fmt::format("{:.2f}", kcat_s / secs).c_str() : "-", pass_s / secs, cpu * 1e6 / n,
+                broker_cpu * 1e6 / n);
   };
-  std::printf("%-34s %8s %10s %9s %9s %14s\n", "side", "events", "events/s", "vs kcat", "vs loop", "cpu-s/M events");
-  if (have_kcat) row("kcat -C | kcat -P", kcat_s, kcat_cpu);
-  row("passthrough loop (in-process)", pass_s, pass_cpu);
-  row("starling-clean", clean_s, clean_cpu);
+  std::printf("%-34s %8s %10s %9s %9s %14s %14s\n", "side", "events", "events/s", "vs kcat", "vs loop", "cpu-s/M events",
+              "broker cpu-s/M");
+  if (have_kcat) row("kcat -C | kcat -P", kcat_s, kcat_cpu, kcat_broker_cpu);
+  row("passthrough loop (in-process)", pass_s, pass_cpu, broker_cpu1 - broker_cpu0);
+  row("floor: decode, dedupe, encode", floor_s, floor_cpu, broker_cpu2 - broker_cpu1);
+  row("starling-clean", clean_s, clean_cpu, clean_broker_cpu);
   return 0;
 }
