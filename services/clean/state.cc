@@ -6,6 +6,7 @@
 #include <utility>
 
 #include <fmt/format.h>
+#include <rocksdb/cache.h>
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
@@ -128,7 +129,12 @@ RocksCleanStore::RocksCleanStore(const std::string& path, int64_t dedupe_window_
   // filters instead of searching the memtable and the tables.
   opts.memtable_prefix_bloom_size_ratio = 0.1;
   opts.memtable_whole_key_filtering = true;
+  // Within the service's memory budget (64 MB): two memtables of 16 MiB
+  // (RocksDB's default is 64 MiB each) and an 8 MiB block cache.
+  opts.write_buffer_size = 16 << 20;
+  opts.max_write_buffer_number = 2;
   rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(8 << 20);
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   opts.compaction_filter = expiry_.get();
