@@ -18,6 +18,7 @@ Cleaner::Cleaner(const PipelineConfig& pipeline, std::string instance, int threa
 
 void Cleaner::clean(const std::string& raw, int32_t partition, CleanState& state, int64_t now, CleanResult& res) const {
   res.clean = false;
+  res.rewritten = false;
   auto& rej = res.rejected;
   rej.Clear();
   // Only a rejection carries these; a clean record never pays for them.
@@ -87,13 +88,17 @@ void Cleaner::clean(const std::string& raw, int32_t partition, CleanState& state
   }
   res.clean = true;
   if (rules_.uses_memory() && remember(memory, outcome.observed)) state.put_device(partition, env.device_id(), memory);
+  // The envelope says what changed, and only this stage's changes (a raw
+  // envelope claiming some of its own loses them).
+  res.rewritten = !outcome.changes.empty() || env.changes_size() > 0;
   if (!outcome.changes.empty()) {
     record.SerializeToString(env.mutable_payload());
-    // Formatting the changes costs as much as the rules: only when printed.
+    // Formatting the changes as text costs as much as the rules: only when printed.
     if (spdlog::should_log(spdlog::level::trace)) {
       spdlog::trace("event {}: {}", env.event_id(), describe_changes(outcome.changes));
     }
   }
+  if (res.rewritten) to_proto(outcome.changes, *env.mutable_changes());
 }
 
 // One input message's outcome, ready to join its batch.
@@ -114,10 +119,7 @@ void Cleaner::clean_one(const kafka::InMessage& in, CleanState& state, int64_t n
   piece.pipeline = env.pipeline();
   piece.seq = env.seq();
   if (r.clean) {
-    const auto& changes = r.outcome.changes;
-    auto headers = in.headers;
-    if (!changes.empty()) append_changes(headers.emplace_back(kafka::Header{kChangesHeader, {}}).value, changes);
-    piece.out = {pipeline_.clean_topic(), in.key, changes.empty() ? in.value : env.SerializeAsString(), std::move(headers)};
+    piece.out = {pipeline_.clean_topic(), in.key, r.rewritten ? env.SerializeAsString() : in.value, in.headers};
     return;
   }
   if (r.rejected.reasons(0).rule() == "envelope") {

@@ -17,10 +17,6 @@
 
 namespace starling::clean {
 
-/// The Kafka header on a clean record that lists what the rules changed
-/// ("field:rule(from->to);..."); absent when nothing changed.
-inline constexpr const char* kChangesHeader = "starling-changes";
-
 /// Where a replayed event keeps its device state: a namespace of its own per
 /// replay saga (bit 30 set, 16 bits of the StableHash of the saga id, the
 /// input partition in the low 8 bits). A replay builds the state of its own
@@ -35,7 +31,10 @@ inline int32_t replay_state_partition(int32_t partition, std::string_view replay
 
 struct CleanResult {
   bool clean = false;
-  v1::Envelope envelope;      // with the cleaned payload when clean; as received otherwise
+  // When clean: the envelope with the cleaned payload and, in `changes`,
+  // what the rules set or changed. As received otherwise.
+  v1::Envelope envelope;
+  bool rewritten = false;       // clean, and the envelope differs from the raw bytes
   v1::RejectedRecord rejected;  // reasons when not clean
   // The rules' outcome; when clean, its `changes` are what the rules set or
   // changed. With the decoded record, scratch that keeps its buffers when

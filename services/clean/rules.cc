@@ -58,6 +58,19 @@ FieldValue stored_number(const FieldDescriptor* f, double v) {
   return static_cast<float>(v);
 }
 
+// A filled or default value as the field holds it: a double or float as
+// itself, a 32-bit integer as a double (exact), anything else as text (a
+// 64-bit integer too: a double would round it).
+FieldValue field_value(const Reflection* r, const Message& m, const FieldDescriptor* f) {
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_DOUBLE: return r->GetDouble(m, f);
+    case FieldDescriptor::CPPTYPE_FLOAT: return r->GetFloat(m, f);
+    case FieldDescriptor::CPPTYPE_INT32: return static_cast<double>(r->GetInt32(m, f));
+    case FieldDescriptor::CPPTYPE_UINT32: return static_cast<double>(r->GetUInt32(m, f));
+    default: return field_text(m, f);
+  }
+}
+
 template <class Out>
 Out write_value(Out out, const FieldValue& v) {
   if (const auto* d = std::get_if<double>(&v)) return fmt::format_to(out, FMT_COMPILE("{}"), *d);
@@ -164,7 +177,7 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
           if (known->ParseFromString(it->second.value) && is_set(r, *known, f)) {
             copy_field(*known, record, f);
             present = true;
-            change(rule, Change::Kind::fill_last_known, {}, field_text(record, f));
+            change(rule, Change::Kind::fill_last_known, {}, field_value(r, record, f));
           }
           delete known;
         }
@@ -174,7 +187,7 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
       const auto st = set_field_text(record, f, *rule.default_text);
       STARLING_ASSERT(st.has_value(), "default of {} passed config validation: {}", rule.field, st.error().message);
       present = is_set(r, record, f);
-      change(rule, Change::Kind::default_value, {}, field_text(record, f));
+      change(rule, Change::Kind::default_value, {}, field_value(r, record, f));
     }
     // 2. Convert and round the record's own value. A filled or default value
     //    is already in the clean unit and precision.
@@ -266,6 +279,23 @@ std::string change_label(const Change& c) {
   std::string out;
   write_label(std::back_inserter(out), c);
   return out;
+}
+
+void to_proto(const std::vector<Change>& changes, google::protobuf::RepeatedPtrField<v1::Change>& out) {
+  // Cleared elements are reused, strings and all: no allocation per record
+  // once the first few records have been through.
+  out.Clear();
+  for (const auto& c : changes) {
+    auto& p = *out.Add();
+    p.set_field(c.rule->field);
+    write_label(std::back_inserter(*p.mutable_rule()), c);
+    if (const auto* d = std::get_if<double>(&c.from)) p.set_from_number(*d);
+    if (const auto* f = std::get_if<float>(&c.from)) p.set_from_float(*f);
+    if (const auto* s = std::get_if<std::string>(&c.from)) p.set_from_text(*s);
+    if (const auto* d = std::get_if<double>(&c.to)) p.set_to_number(*d);
+    if (const auto* f = std::get_if<float>(&c.to)) p.set_to_float(*f);
+    if (const auto* s = std::get_if<std::string>(&c.to)) p.set_to_text(*s);
+  }
 }
 
 void append_changes(std::string& out, const std::vector<Change>& changes) {

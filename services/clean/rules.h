@@ -34,8 +34,8 @@ struct RecordContext {
 };
 
 /// A value as a rule read or wrote it. Numbers stay numbers (a float field's
-/// as a float) until a change is described: formatting them is most of what
-/// recording a change costs, and a change is only read as text.
+/// as a float), in the envelope too (to_proto): formatting them was most of
+/// what recording a change cost.
 using FieldValue = std::variant<std::monostate, double, float, std::string>;
 
 /// The value as field_text() writes it ("" for none): the shortest text that
@@ -51,7 +51,7 @@ struct Change {
   FieldValue to;
 };
 
-/// What the change header calls the rule: "fill_last_known", "default",
+/// What a change calls its rule (Change.rule): "fill_last_known", "default",
 /// "convert(mph->km/h)", "round(1)".
 std::string change_label(const Change& c);
 
@@ -94,8 +94,12 @@ class RuleEngine {
 /// event never overwrites a newer value. Returns whether anything changed.
 bool remember(DeviceMemory& memory, const DeviceMemory& observed);
 
-/// "field:rule(from->to);..." for the clean record's `starling-changes`
-/// header, appended to `out`.
+/// The changes as the clean record's envelope carries them
+/// (Envelope.changes), replacing what `out` held. Numbers stay numbers: a
+/// change is formatted only when someone reads it.
+void to_proto(const std::vector<Change>& changes, google::protobuf::RepeatedPtrField<v1::Change>& out);
+
+/// "field:rule(from->to);..." for logs and messages, appended to `out`.
 void append_changes(std::string& out, const std::vector<Change>& changes);
 inline std::string describe_changes(const std::vector<Change>& changes) {
   std::string out;

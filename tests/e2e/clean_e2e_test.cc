@@ -206,9 +206,7 @@ class CleanE2E : public ::testing::Test {
           v1::Envelope e;
           EXPECT_TRUE(e.ParseFromString(m.value));
           ref.clean[e.event_id()] = e.payload();
-          for (const auto& h : m.headers) {
-            ref.filled += h.key == clean::kChangesHeader && h.value.find("fill_last_known") != std::string::npos;
-          }
+          for (const auto& c : e.changes()) ref.filled += c.rule() == "fill_last_known";
         }
         EXPECT_TRUE(store.commit(done.next_offsets).has_value());
       }

@@ -290,6 +290,7 @@ TEST(RuleEngine, DefaultFillsAMissingValueAndSatisfiesRequired) {
   EXPECT_EQ(r.temperature_c(), 15);
   ASSERT_EQ(out.changes.size(), 1u);
   EXPECT_EQ(change_label(out.changes[0]), "default");
+  EXPECT_EQ(out.changes[0].to, FieldValue(15.0));  // a double field's value stays a number
   r.set_temperature_c(3);  // a value of its own is kept
   EXPECT_TRUE(run(p, r).changes.empty());
   EXPECT_EQ(r.temperature_c(), 3);
@@ -298,8 +299,10 @@ TEST(RuleEngine, DefaultFillsAMissingValueAndSatisfiesRequired) {
 TEST(RuleEngine, DefaultOfAString) {
   const auto p = pipeline("    - field: ride_id\n      default: none\n");
   auto r = valid();
-  run(p, r);
+  const auto out = run(p, r);
   EXPECT_EQ(r.ride_id(), "none");
+  ASSERT_EQ(out.changes.size(), 1u);
+  EXPECT_EQ(out.changes[0].to, FieldValue(std::string("none")));
 }
 
 const char* kFill = "    - field: temperature_c\n      fill_last_known: {max_age: 10m}\n      required: true\n";
@@ -350,7 +353,7 @@ TEST(RuleEngine, OlderObservationDoesNotOverwriteANewerOne) {
   EXPECT_EQ(memory[9].value, "newer");
 }
 
-TEST(RuleEngine, ChangesAreDescribedForTheHeader) {
+TEST(RuleEngine, ChangesAreDescribedAsTextForLogs) {
   FieldRule a, b, c;
   a.field = "a";
   b.field = "b";
@@ -362,6 +365,36 @@ TEST(RuleEngine, ChangesAreDescribedForTheHeader) {
                               {&b, K::round, 1.26, 1.3},
                               {&c, K::convert, 0.1f, 1e-7f}}),  // a float field's values read as floats
             "a:default(missing->1);b:round(1)(1.26->1.3);c:convert(degF->degC)(0.1->1e-07)");
+}
+
+TEST(RuleEngine, ChangesGoIntoTheEnvelopeTypedAsTheirFields) {
+  FieldRule a, b, c;
+  a.field = "a";
+  b.field = "b";
+  b.round = 1;
+  c.field = "c";
+  c.convert = UnitConversion{"degF", "degC", 5.0 / 9, -160.0 / 9};
+  using K = Change::Kind;
+  google::protobuf::RepeatedPtrField<v1::Change> out;
+  to_proto({{&b, K::round, 1.26, 1.3}, {&c, K::convert, 0.1f, 1e-7f}, {&a, K::default_value, std::string("x"), std::string("1")}},
+           out);
+  ASSERT_EQ(out.size(), 3);
+  EXPECT_EQ(out[0].field(), "b");
+  EXPECT_EQ(out[0].rule(), "round(1)");
+  EXPECT_EQ(out[0].from_number(), 1.26);
+  EXPECT_EQ(out[0].to_number(), 1.3);
+  EXPECT_EQ(out[1].rule(), "convert(degF->degC)");
+  ASSERT_EQ(out[1].from_case(), v1::Change::kFromFloat);  // a float field's value stays a float
+  EXPECT_EQ(out[1].from_float(), 0.1f);
+  EXPECT_EQ(out[1].to_float(), 1e-7f);
+  EXPECT_EQ(out[2].from_text(), "x");
+  // Reused for the next record: exactly its changes, nothing of the last.
+  to_proto({{&a, K::default_value, {}, std::string("1")}}, out);
+  ASSERT_EQ(out.size(), 1);
+  EXPECT_EQ(out[0].field(), "a");
+  EXPECT_EQ(out[0].rule(), "default");
+  EXPECT_EQ(out[0].from_case(), v1::Change::FROM_NOT_SET);
+  EXPECT_EQ(out[0].to_text(), "1");
 }
 
 TEST(RuleEngine, ChangedValuesReadAsTheFieldDoes) {

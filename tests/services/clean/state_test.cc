@@ -79,10 +79,33 @@ TEST_F(CleanStateTest, MissingValueIsFilledFromTheDevicesLastKnownValueAcrossARe
   auto b = cleaner_.clean_batch({raw(2, "e2", "bike-1", kT0 + 60'000, std::nullopt)}, store, 0);
   ASSERT_EQ(b.cleaned, 1u);
   EXPECT_EQ(temperature_of(b.out[0]), 20.5);
-  // and the header says why.
-  ASSERT_EQ(b.out[0].headers.size(), 1u);
-  EXPECT_EQ(b.out[0].headers[0].key, kChangesHeader);
-  EXPECT_EQ(b.out[0].headers[0].value, "temperature_c:fill_last_known(missing->20.5)");
+  // and its envelope says why, with the value as a number.
+  EXPECT_TRUE(b.out[0].headers.empty());
+  v1::Envelope env;
+  ASSERT_TRUE(env.ParseFromString(b.out[0].value));
+  ASSERT_EQ(env.changes_size(), 1);
+  const auto& c = env.changes(0);
+  EXPECT_EQ(c.field(), "temperature_c");
+  EXPECT_EQ(c.rule(), "fill_last_known");
+  EXPECT_EQ(c.from_case(), v1::Change::FROM_NOT_SET);  // it was missing
+  ASSERT_EQ(c.to_case(), v1::Change::kToNumber);
+  EXPECT_EQ(c.to_number(), 20.5);
+}
+
+TEST_F(CleanStateTest, ARawEnvelopeThatClaimsChangesLosesThemWhenTheRulesChangeNothing) {
+  RocksCleanStore store(path(), p_.dedupe_window_ms);
+  auto in = raw(0, "e0", "bike-1", kT0, 20.5);
+  v1::Envelope env;
+  ASSERT_TRUE(env.ParseFromString(in.value));
+  auto* forged = env.add_changes();
+  forged->set_field("temperature_c");
+  forged->set_rule("default");
+  in.value = env.SerializeAsString();
+  auto b = cleaner_.clean_batch({in}, store, 0);
+  ASSERT_EQ(b.cleaned, 1u);
+  ASSERT_TRUE(env.ParseFromString(b.out[0].value));
+  EXPECT_EQ(env.changes_size(), 0);
+  EXPECT_EQ(temperature_of(b.out[0]), 20.5);
 }
 
 TEST_F(CleanStateTest, LastKnownValueIsKeptPerPartitionSoAnotherPartitionsStateIsNotUsed) {
