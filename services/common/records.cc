@@ -59,7 +59,7 @@ std::string field_text(const Message& m, const FieldDescriptor* f) {
     case FieldDescriptor::CPPTYPE_UINT32: return std::to_string(r->GetUInt32(m, f));
     case FieldDescriptor::CPPTYPE_UINT64: return std::to_string(r->GetUInt64(m, f));
     // Shortest text that reads back as the same value (the clean stage's
-    // change header writes numbers the same way: rules.cc, write_value).
+    // changes, logged as text, write numbers the same way: rules.cc, write_value).
     case FieldDescriptor::CPPTYPE_DOUBLE: return fmt::format(FMT_COMPILE("{}"), r->GetDouble(m, f));
     case FieldDescriptor::CPPTYPE_FLOAT: return fmt::format(FMT_COMPILE("{}"), r->GetFloat(m, f));
     case FieldDescriptor::CPPTYPE_BOOL: return r->GetBool(m, f) ? "true" : "false";
