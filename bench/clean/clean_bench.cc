@@ -38,15 +38,14 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
-#include <rocksdb/filter_policy.h>
-#include <rocksdb/table.h>
+#include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
 #include "broker-adapters/kafka/kafka.h"
 #include "bench/clean/raw_events.h"
 #include "services/clean/clean_service.h"
+#include "services/clean/state.h"
 #include "services/common/http.h"
 #include "services/common/pipeline.h"
 #include "services/common/process.h"
@@ -268,22 +267,12 @@ int main(int argc, char** argv) {
   const double broker_cpu1 = cpu_seconds(broker->pid());
 
   // The floor (see the top of this file), with the RocksDB options
-  // starling-clean's store opens with (state.cc).
+  // starling-clean's store opens with.
   double floor_s = 0;
   double floor_cpu = 0;
   {
-    rocksdb::Options opts;
-    opts.create_if_missing = true;
-    opts.memtable_prefix_bloom_size_ratio = 0.1;
-    opts.memtable_whole_key_filtering = true;
-    opts.write_buffer_size = 16 << 20;
-    opts.max_write_buffer_number = 2;
-    rocksdb::BlockBasedTableOptions table;
-    table.block_cache = rocksdb::NewLRUCache(8 << 20);
-    table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
-    opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
     rocksdb::DB* raw_db = nullptr;
-    if (auto st = rocksdb::DB::Open(opts, (dir / "floor").string(), &raw_db); !st.ok()) {
+    if (auto st = rocksdb::DB::Open(clean::store_options(), (dir / "floor").string(), &raw_db); !st.ok()) {
       return std::fprintf(stderr, "floor: %s\n", st.ToString().c_str()), 1;
     }
     std::unique_ptr<rocksdb::DB> db(raw_db);

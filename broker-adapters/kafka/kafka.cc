@@ -178,10 +178,13 @@ void KafkaProducer::produce(const OutMessage& msg, DeliveryCallback done) {
         RD_KAFKA_V_VALUE(const_cast<char*>(msg.value.data()), msg.value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(cb), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return;  // rk owns hdrs now
-    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && !deadline) deadline = std::chrono::steady_clock::now() + impl_->opts.queue_full_wait;
-    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && std::chrono::steady_clock::now() < *deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      continue;
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!deadline) deadline = now + impl_->opts.queue_full_wait;
+      if (now < *deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        continue;
+      }
     }
     if (hdrs != nullptr) rd_kafka_headers_destroy(hdrs);
     std::unique_ptr<DeliveryCallback> owned(cb);

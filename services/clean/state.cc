@@ -121,8 +121,7 @@ class RocksCleanStore::Expiry final : public rocksdb::CompactionFilter {
   std::map<int32_t, int64_t> watermarks_;
 };
 
-RocksCleanStore::RocksCleanStore(const std::string& path, int64_t dedupe_window_ms)
-    : window_ms_(dedupe_window_ms), expiry_(std::make_unique<Expiry>(dedupe_window_ms)) {
+rocksdb::Options store_options() {
   rocksdb::Options opts;
   opts.create_if_missing = true;
   // Most dedupe lookups are for ids never seen: answer those from bloom
@@ -137,6 +136,12 @@ RocksCleanStore::RocksCleanStore(const std::string& path, int64_t dedupe_window_
   table.block_cache = rocksdb::NewLRUCache(8 << 20);
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  return opts;
+}
+
+RocksCleanStore::RocksCleanStore(const std::string& path, int64_t dedupe_window_ms)
+    : window_ms_(dedupe_window_ms), expiry_(std::make_unique<Expiry>(dedupe_window_ms)) {
+  auto opts = store_options();
   opts.compaction_filter = expiry_.get();
   rocksdb::DB* db = nullptr;
   const auto st = rocksdb::DB::Open(opts, path, &db);

@@ -21,6 +21,7 @@
 namespace rocksdb {
 class DB;
 class WriteBatch;
+struct Options;
 }  // namespace rocksdb
 
 namespace starling::clean {
@@ -194,6 +195,10 @@ class RocksCleanStore final : public CleanState {
   // Guard open_'s stripes and devices_ for the per-record calls.
   std::array<StripeMutex, kStripes> mu_;
 };
+
+/// The RocksDB options RocksCleanStore opens with, but its compaction
+/// filter (bench/clean's floor opens a bare store with them).
+rocksdb::Options store_options();
 
 /// The binary form of a DeviceMemory in the store.
 std::string encode_memory(const DeviceMemory& memory);

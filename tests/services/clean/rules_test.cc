@@ -1,5 +1,6 @@
 #include "services/clean/rules.h"
 
+#include <array>
 #include <cmath>
 
 #include <google/protobuf/util/time_util.h>
@@ -353,13 +354,19 @@ TEST(RuleEngine, OlderObservationDoesNotOverwriteANewerOne) {
   EXPECT_EQ(memory[9].value, "newer");
 }
 
+// Rules that changes point at: a plain one, a round(1), a degF->degC convert.
+std::array<FieldRule, 3> described_rules() {
+  std::array<FieldRule, 3> r;
+  r[0].field = "a";
+  r[1].field = "b";
+  r[1].round = 1;
+  r[2].field = "c";
+  r[2].convert = UnitConversion{"degF", "degC", 5.0 / 9, -160.0 / 9};
+  return r;
+}
+
 TEST(RuleEngine, ChangesAreDescribedAsTextForLogs) {
-  FieldRule a, b, c;
-  a.field = "a";
-  b.field = "b";
-  b.round = 1;
-  c.field = "c";
-  c.convert = UnitConversion{"degF", "degC", 5.0 / 9, -160.0 / 9};
+  const auto [a, b, c] = described_rules();
   using K = Change::Kind;
   EXPECT_EQ(describe_changes({{&a, K::default_value, {}, std::string("1")},
                               {&b, K::round, 1.26, 1.3},
@@ -368,12 +375,7 @@ TEST(RuleEngine, ChangesAreDescribedAsTextForLogs) {
 }
 
 TEST(RuleEngine, ChangesGoIntoTheEnvelopeTypedAsTheirFields) {
-  FieldRule a, b, c;
-  a.field = "a";
-  b.field = "b";
-  b.round = 1;
-  c.field = "c";
-  c.convert = UnitConversion{"degF", "degC", 5.0 / 9, -160.0 / 9};
+  const auto [a, b, c] = described_rules();
   using K = Change::Kind;
   google::protobuf::RepeatedPtrField<v1::Change> out;
   to_proto({{&b, K::round, 1.26, 1.3}, {&c, K::convert, 0.1f, 1e-7f}, {&a, K::default_value, std::string("x"), std::string("1")}},
