@@ -25,6 +25,22 @@ using ConfPtr = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
 // by default): more than a second of work at the rates we run.
 const std::pair<std::string, std::string> kFetchQueueByBytes{"queued.min.messages", "10000000"};
 
+// Errors no retry of the same message can fix: it is too large for the
+// topic or the broker, it is malformed, or the topic cannot be written.
+bool permanent_error(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+      return true;
+    default:
+      return false;
+  }
+}
+
 Result<ConfPtr> make_conf(const KafkaOptions& options, const std::map<std::string, std::string>& defaults) {
   if (options.bootstrap.empty()) return fail(Errc::invalid_argument, "--kafka: no bootstrap servers given");
   ConfPtr conf(rd_kafka_conf_new());
@@ -142,6 +158,7 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaOptions&
       d.status = DeliveryStatus::persisted;
     } else {
       d.error = rd_kafka_err2str(m->err);
+      d.permanent = permanent_error(m->err);
       d.status = rd_kafka_message_status(m) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED
                      ? DeliveryStatus::possibly_persisted
                      : DeliveryStatus::not_persisted;
@@ -189,7 +206,8 @@ void KafkaProducer::produce(const OutMessage& msg, DeliveryCallback done) {
     if (hdrs != nullptr) rd_kafka_headers_destroy(hdrs);
     std::unique_ptr<DeliveryCallback> owned(cb);
     (*owned)(Delivery{DeliveryStatus::not_persisted, -1, -1,
-                      fmt::format("produce to {}: {}", msg.topic, rd_kafka_err2str(err)), msg.topic});
+                      fmt::format("produce to {}: {}", msg.topic, rd_kafka_err2str(err)), msg.topic,
+                      permanent_error(err)});
     return;
   }
 }
@@ -216,9 +234,12 @@ std::shared_ptr<Deliveries> Deliveries::send(Producer& producer, const std::vect
   for (const auto& m : messages) {
     producer.produce(m, [s](const Delivery& d) {
       std::lock_guard lock(s->mu_);
-      if (d.status != DeliveryStatus::persisted && s->first_error_.empty()) {
+      // A permanent failure is reported over transient ones: retrying the
+      // set cannot help it.
+      if (d.status != DeliveryStatus::persisted && (s->first_error_.empty() || (d.permanent && !s->permanent_))) {
         s->first_error_ = fmt::format("{}: {}{}", d.topic, d.error,
                                       d.status == DeliveryStatus::possibly_persisted ? " (possibly persisted)" : "");
+        s->permanent_ = d.permanent;
       }
       if (--s->pending_ == 0) s->cv_.notify_all();
     });
@@ -231,7 +252,7 @@ Status Deliveries::wait(std::chrono::milliseconds timeout) {
   if (!cv_.wait_for(lock, timeout, [&] { return pending_ == 0; })) {
     return fail(Errc::timeout, fmt::format("{} deliveries unconfirmed after {} ms", pending_, timeout.count()));
   }
-  if (!first_error_.empty()) return fail(Errc::unavailable, first_error_);
+  if (!first_error_.empty()) return fail(permanent_ ? Errc::invalid_argument : Errc::unavailable, first_error_);
   return {};
 }
 
@@ -246,6 +267,7 @@ struct KafkaConsumer::Impl {
   TopicHandles topics;
   RebalanceHooks hooks;
   std::vector<TopicPartition> assigned;
+  uint64_t rebalances = 0;  // counted by rebalance_cb, read by poll_batch
   bool closed = false;
 };
 
@@ -259,6 +281,7 @@ std::vector<TopicPartition> to_vector(const rd_kafka_topic_partition_list_t* par
 
 void rebalance_cb(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts, void* opaque) {
   auto* impl = static_cast<KafkaConsumer::Impl*>(opaque);
+  ++impl->rebalances;
   const auto tps = to_vector(parts);
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     if (impl->hooks.on_assign) {
@@ -325,21 +348,30 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const KafkaOptions&
 
 namespace {
 
-Result<std::vector<InMessage>> poll_messages(rd_kafka_t* rk, std::size_t max, std::chrono::milliseconds timeout);
+// `rebalances`, when given, counts the rebalances served inside each
+// rd_kafka_consumer_poll: messages taken before one are dropped (the
+// partitions were re-seeked or taken away); the message a call returns after
+// serving one is already from the new assignment (librdkafka drops fetched
+// messages of an older assignment by version).
+Result<std::vector<InMessage>> poll_messages(rd_kafka_t* rk, std::size_t max, std::chrono::milliseconds timeout,
+                                             const uint64_t* rebalances = nullptr);
 
 }  // namespace
 
 Result<std::vector<InMessage>> KafkaConsumer::poll_batch(std::size_t max, std::chrono::milliseconds timeout) {
-  return poll_messages(impl_->rk, max, timeout);
+  return poll_messages(impl_->rk, max, timeout, &impl_->rebalances);
 }
 
 namespace {
 
-Result<std::vector<InMessage>> poll_messages(rd_kafka_t* rk, std::size_t max, std::chrono::milliseconds timeout) {
+Result<std::vector<InMessage>> poll_messages(rd_kafka_t* rk, std::size_t max, std::chrono::milliseconds timeout,
+                                             const uint64_t* rebalances) {
   std::vector<InMessage> out;
   auto wait = timeout;
   while (out.size() < max) {
+    const uint64_t before = rebalances != nullptr ? *rebalances : 0;
     rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, static_cast<int>(wait.count()));
+    if (rebalances != nullptr && *rebalances != before) out.clear();
     if (m == nullptr) break;
     std::unique_ptr<rd_kafka_message_t, decltype(&rd_kafka_message_destroy)> owned(m, rd_kafka_message_destroy);
     switch (m->err) {
@@ -379,6 +411,35 @@ Status KafkaConsumer::commit(const std::map<TopicPartition, int64_t>& next_offse
   rd_kafka_topic_partition_list_destroy(list);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return fail(Errc::unavailable, fmt::format("commit: {}", rd_kafka_err2str(err)));
   return {};
+}
+
+namespace {
+
+Status set_paused(rd_kafka_t* rk, const std::vector<TopicPartition>& parts, bool pause) {
+  if (parts.empty()) return {};
+  auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(parts.size()));
+  for (const auto& tp : parts) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition);
+  const auto err = pause ? rd_kafka_pause_partitions(rk, list) : rd_kafka_resume_partitions(rk, list);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return fail(Errc::unavailable, fmt::format("{}: {}", pause ? "pause" : "resume", rd_kafka_err2str(err)));
+  }
+  return {};
+}
+
+}  // namespace
+
+Status KafkaConsumer::pause(const std::vector<TopicPartition>& parts) { return set_paused(impl_->rk, parts, true); }
+
+Status KafkaConsumer::resume(const std::vector<TopicPartition>& parts) { return set_paused(impl_->rk, parts, false); }
+
+ConsumerFactory KafkaConsumer::factory(KafkaOptions options, std::string group_id, std::vector<std::string> topics) {
+  return [options = std::move(options), group_id = std::move(group_id),
+          topics = std::move(topics)](RebalanceHooks hooks) -> Result<std::unique_ptr<Consumer>> {
+    auto c = create(options, group_id, topics, std::move(hooks));
+    if (!c) return std::unexpected(c.error());
+    return std::unique_ptr<Consumer>(std::move(*c));
+  };
 }
 
 void KafkaConsumer::close() {

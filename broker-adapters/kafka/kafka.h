@@ -52,6 +52,10 @@ struct Delivery {
   int64_t offset = -1;
   std::string error;       // empty when persisted
   std::string_view topic;  // valid during the callback only
+  /// No retry of the same message can succeed (it is too large for the
+  /// topic, the topic name is invalid, the client may not write it): the
+  /// caller must dead-letter or give up, never loop.
+  bool permanent = false;
 };
 
 using DeliveryCallback = std::function<void(const Delivery&)>;
@@ -101,7 +105,9 @@ class Deliveries {
   /// them for a retry). Shared: the callbacks hold it until the last report.
   static std::shared_ptr<Deliveries> send(Producer& producer, const std::vector<OutMessage>& messages);
   /// OK only when every message is PERSISTED; else the first failure,
-  /// naming its topic, or a timeout saying how many are unconfirmed.
+  /// naming its topic (Errc::invalid_argument when a delivery failed
+  /// permanently, Errc::unavailable otherwise), or Errc::timeout saying how
+  /// many are unconfirmed.
   Status wait(std::chrono::milliseconds timeout);
 
  private:
@@ -109,6 +115,7 @@ class Deliveries {
   std::condition_variable cv_;
   std::size_t pending_ = 0;
   std::string first_error_;
+  bool permanent_ = false;
 };
 
 /// Produces every message and waits for all delivery reports (send, then
@@ -140,22 +147,51 @@ struct RebalanceHooks {
   std::function<void(const std::vector<TopicPartition>&)> on_revoke;
 };
 
+/// A consumer-group member, as the consumer loop (consumer_loop.h) sees it:
+/// KafkaConsumer, or a fake in unit tests (tests/support/fake_kafka.h).
+/// Lifecycle: created with its RebalanceHooks, polled from one thread (the
+/// hooks run on it, inside poll_batch() and close()), closed, destroyed.
+class Consumer {
+ public:
+  virtual ~Consumer() = default;
+  /// Returns up to `max` messages, waiting at most `timeout` for the first and
+  /// taking whatever else is already there. An empty batch is normal. An
+  /// error is fatal for the consumer (librdkafka's fatal errors). A batch
+  /// never spans a rebalance: what was taken before the group changed is
+  /// left out (a partition still ours was re-seeked by on_assign, so it comes
+  /// again), what came after is returned.
+  virtual Result<std::vector<InMessage>> poll_batch(std::size_t max, std::chrono::milliseconds timeout) = 0;
+  /// Commits "next offset to read" per partition to the group, synchronously.
+  virtual Status commit(const std::map<TopicPartition, int64_t>& next_offsets) = 0;
+  /// Stops fetching these partitions while this member stays in the group
+  /// (poll_batch keeps serving rebalances and returns none of their
+  /// messages); resume() goes on after the last message poll_batch returned.
+  virtual Status pause(const std::vector<TopicPartition>& parts) = 0;
+  virtual Status resume(const std::vector<TopicPartition>& parts) = 0;
+  virtual std::vector<TopicPartition> assignment() const = 0;
+  /// Leaves the group (revoking through the hooks). Idempotent.
+  virtual void close() = 0;
+};
+
+/// Creates a group member whose rebalances call `hooks`.
+using ConsumerFactory = std::function<Result<std::unique_ptr<Consumer>>(RebalanceHooks hooks)>;
+
 /// A consumer-group member with auto-commit and auto offset store off: the
 /// caller stores offsets where it stores its effects (STYLE.md §4).
-class KafkaConsumer {
+class KafkaConsumer final : public Consumer {
  public:
   static Result<std::unique_ptr<KafkaConsumer>> create(const KafkaOptions& options, const std::string& group_id,
                                                        const std::vector<std::string>& topics, RebalanceHooks hooks);
-  ~KafkaConsumer();
+  /// create() as a ConsumerFactory, for the consumer loop.
+  static ConsumerFactory factory(KafkaOptions options, std::string group_id, std::vector<std::string> topics);
+  ~KafkaConsumer() override;
 
-  /// Returns up to `max` messages, waiting at most `timeout` for the first and
-  /// taking whatever else is already there. An empty batch is normal.
-  Result<std::vector<InMessage>> poll_batch(std::size_t max, std::chrono::milliseconds timeout);
-  /// Commits "next offset to read" per partition to the group, synchronously.
-  Status commit(const std::map<TopicPartition, int64_t>& next_offsets);
-  /// Leaves the group (revoking through the hooks). Idempotent.
-  void close();
-  std::vector<TopicPartition> assignment() const;
+  Result<std::vector<InMessage>> poll_batch(std::size_t max, std::chrono::milliseconds timeout) override;
+  Status commit(const std::map<TopicPartition, int64_t>& next_offsets) override;
+  Status pause(const std::vector<TopicPartition>& parts) override;
+  Status resume(const std::vector<TopicPartition>& parts) override;
+  std::vector<TopicPartition> assignment() const override;
+  void close() override;
 
   struct Impl;  // public only so librdkafka's C rebalance callback can reach it
 

@@ -1,12 +1,15 @@
 #pragma once
-// The cleaning stage's loop: <p>.raw → rules → <p>.clean or <p>.rejected,
-// plus CLEANED/REJECTED progress facts on starling.saga.
+// The cleaning stage: <p>.raw → rules → <p>.clean or <p>.rejected, plus
+// CLEANED/REJECTED progress facts on starling.saga, run by the one consumer
+// loop (broker-adapters/kafka/consumer_loop.h).
 
 #include <string>
 
+#include "broker-adapters/kafka/consumer_loop.h"
 #include "broker-adapters/kafka/kafka.h"
 #include "services/clean/cleaner.h"
 #include "services/clean/state.h"
+#include "services/common/metrics.h"
 #include "services/common/pipeline.h"
 
 namespace starling::clean {
@@ -17,21 +20,27 @@ struct CleanOptions {
   int threads = 2;  // cleaning a batch's partitions in parallel (Cleaner)
 };
 
-/// Per batch: clean (staging state changes), produce every output and fact
-/// and wait until all are PERSISTED, then commit the state changes and the
-/// next input offsets in one RocksDB WriteBatch. The state effect is
-/// exactly-once; the outputs are at-least-once (a crash before the commit
-/// replays the batch from the stored offsets against the stored state, and
-/// produces the same records again). Pipelined: the next batch is polled and
-/// cleaned while this one's outputs are in flight and the one before's
-/// RocksDB write runs on a thread of its own; its outputs are sent only after
-/// this one's are persisted. See README.md, Guarantees.
-class CleanService {
+/// Per batch (Stage::apply): clean, staging state changes in the store as a
+/// sealed layer; the loop produces every output and fact until all are
+/// PERSISTED, then the layer and the next input offsets are written in one
+/// RocksDB WriteBatch. The state effect is exactly-once; the outputs are
+/// at-least-once (a crash before the write replays the batch from the stored
+/// offsets against the stored state, and produces the same records again).
+/// Pipelined: the next batch is cleaned while this one's outputs are in
+/// flight and the one before's write runs on the loop's store thread. See
+/// README.md, Guarantees.
+class CleanService final : public kafka::Stage {
  public:
   CleanService(const PipelineConfig& pipeline, RocksCleanStore& store, kafka::KafkaOptions kafka, std::string instance,
                CleanOptions options = {});
   /// Runs until shutdown_requested(). Returns non-zero on a fatal error.
   int run();
+  /// The same, on a given producer and consumer (tests).
+  int run(kafka::Producer& producer, const kafka::ConsumerFactory& consumer, kafka::LoopOptions loop);
+
+  Result<std::map<kafka::TopicPartition, int64_t>> assigned(const std::vector<kafka::TopicPartition>& parts) override;
+  Result<kafka::Work> apply(std::vector<kafka::InMessage> batch) override;
+  void abandon() override;
 
  private:
   const PipelineConfig& pipeline_;
@@ -40,6 +49,10 @@ class CleanService {
   std::string instance_;
   CleanOptions options_;
   Cleaner cleaner_;
+  Counter& cleaned_;
+  Counter& rejected_;
+  uint64_t cleaned_total_ = 0;
+  uint64_t rejected_total_ = 0;
 };
 
 }  // namespace starling::clean

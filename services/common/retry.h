@@ -1,7 +1,8 @@
 #pragma once
-// The one retry loop of the data path: a batch whose effect could not be
-// stored is retried as it is (never skipped) until it succeeds or the service
-// is asked to stop.
+// The one retry rule of the data path: a transient error (a dependency that is
+// down or slow) is retried with the same input, never skipped; a permanent one
+// (the input itself is wrong) is returned at once, because no retry can fix
+// it and looping on it would wedge the stage.
 
 #include <algorithm>
 #include <chrono>
@@ -10,22 +11,45 @@
 
 #include <spdlog/spdlog.h>
 
+#include "services/common/error.h"
 #include "services/common/shutdown.h"
 
 namespace starling {
 
-/// Calls `op` (returning a Result/Status) until it succeeds or shutdown is
-/// requested, logging each failure and backing off linearly up to 5 s.
-/// Returns the last result: an error only when shutting down.
-template <class Op>
-auto retry_until_done(std::string_view what, Op&& op) {
+/// unavailable, timeout and io pass with time; invalid_argument, not_found and
+/// internal do not.
+inline bool is_transient(const Error& e) {
+  return e.code == Errc::unavailable || e.code == Errc::timeout || e.code == Errc::io;
+}
+
+/// Linear back-off after `attempt` failures, capped: 100 ms, 200 ms, ... 5 s.
+inline std::chrono::milliseconds retry_backoff(int attempt) {
+  return std::chrono::milliseconds(std::min(5000, 100 * attempt));
+}
+
+/// Calls `op` (returning a Result/Status) until it succeeds, fails with a
+/// permanent error, or `give_up()` is true, logging each transient failure and
+/// backing off (retry_backoff). `give_up` is asked every 50 ms of a back-off,
+/// so a stop is taken within that. Returns the last result.
+template <class Op, class GiveUp>
+auto retry_transient(std::string_view what, Op&& op, GiveUp&& give_up) {
   auto result = op();
-  for (int attempt = 1; !result && !shutdown_requested(); ++attempt) {
+  for (int attempt = 1; !result && is_transient(result.error()) && !give_up(); ++attempt) {
     spdlog::warn("{} failed (attempt {}): {}", what, attempt, result.error().message);
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 100 * attempt)));
+    const auto until = std::chrono::steady_clock::now() + retry_backoff(attempt);
+    while (std::chrono::steady_clock::now() < until && !give_up()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (give_up()) break;
     result = op();
   }
   return result;
+}
+
+/// retry_transient until shutdown is requested.
+template <class Op>
+auto retry_transient(std::string_view what, Op&& op) {
+  return retry_transient(what, std::forward<Op>(op), [] { return shutdown_requested(); });
 }
 
 }  // namespace starling

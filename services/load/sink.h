@@ -41,7 +41,8 @@ struct SinkBatch {
 /// called inside the transaction, so they commit with the rows.
 using OutboxBuilder = std::function<std::vector<kafka::OutMessage>(const std::vector<RowResult>&)>;
 
-/// Lifecycle: open, then use from one thread (the consumer loop).
+/// Lifecycle: open, then use from one thread at a time (the consumer loop:
+/// write() on its store thread, the rest on its own thread, never both at once).
 class Sink : public kafka::Outbox {
  public:
   ~Sink() override = default;

@@ -1,12 +1,16 @@
 #pragma once
-// The coordinator's consumer loop: starling.saga → Coordinator (RocksDB) →
-// outbox → starling.saga.outcomes. It tracks and publishes facts; it never
-// calls a service.
+// The coordinator's stage: starling.saga → Coordinator (RocksDB) → outbox →
+// starling.saga.outcomes, run by the one consumer loop
+// (broker-adapters/kafka/consumer_loop.h). It tracks and publishes facts; it
+// never calls a service.
 
 #include <chrono>
+#include <set>
 #include <string>
 
+#include "broker-adapters/kafka/consumer_loop.h"
 #include "broker-adapters/kafka/kafka.h"
+#include "services/common/metrics.h"
 #include "services/saga/coordinator.h"
 #include "services/saga/saga_api.h"
 #include "services/saga/saga_store.h"
@@ -21,21 +25,37 @@ struct SagaOptions {
   std::chrono::milliseconds tick{500};
 };
 
-class SagaService {
+/// Per batch: the facts are folded into saga records, and the records, the
+/// outcomes decided (outbox) and the consumed offsets go in one atomic
+/// RocksDB write (Work::store); then the outbox is relayed. A restart, or a
+/// partition assigned again, resumes from the stored offsets.
+class SagaService final : public kafka::Stage {
  public:
   SagaService(SagaStore& store, Coordinator& coordinator, kafka::KafkaOptions kafka, std::string instance,
               SagaOptions options = {});
-  /// Folds facts until shutdown_requested(). Records and the consumed offsets
-  /// go in one atomic write; a restart, or a partition assigned again,
-  /// resumes from the stored offsets.
+  /// Folds facts until shutdown_requested(). Returns non-zero on a fatal error.
   int run();
+  /// The same, on a given producer and consumer (tests).
+  int run(kafka::Producer& producer, const kafka::ConsumerFactory& consumer, kafka::LoopOptions loop);
+
+  Result<std::map<kafka::TopicPartition, int64_t>> assigned(const std::vector<kafka::TopicPartition>& parts) override;
+  void revoked(const std::vector<kafka::TopicPartition>& parts) override;
+  Result<kafka::Work> apply(std::vector<kafka::InMessage> batch) override;
+  Status caught_up(bool idle) override;
 
  private:
+  void relay();
+
   SagaStore& store_;
   Coordinator& coordinator_;
   kafka::KafkaOptions kafka_;
   std::string instance_;
   SagaOptions options_;
+  kafka::Producer* producer_ = nullptr;  // during run()
+  std::set<int32_t> owned_;
+  Counter& facts_metric_;
+  Counter& outcomes_metric_;
+  std::chrono::steady_clock::time_point last_tick_{};
 };
 
 }  // namespace starling::saga

@@ -1,0 +1,318 @@
+#include "broker-adapters/kafka/consumer_loop.h"
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "services/common/retry.h"
+#include "services/common/shutdown.h"
+
+namespace starling::kafka {
+
+namespace {
+// How often a wait looks at its deadline, at stop() and (once paused) at the
+// consumer.
+constexpr std::chrono::milliseconds kSlice{50};
+}  // namespace
+
+/// One long-lived thread that runs the stores, one at a time, in order (a
+/// thread per batch cost a clone and a join per poll under live traffic).
+class ConsumerLoop::StoreThread {
+ public:
+  StoreThread() : thread_([this] { run(); }) {}
+  ~StoreThread() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  std::future<Status> submit(std::function<Status()> fn) {
+    std::packaged_task<Status()> task(std::move(fn));
+    auto f = task.get_future();
+    {
+      std::lock_guard lock(mu_);
+      tasks_.push_back(std::move(task));
+    }
+    cv_.notify_one();
+    return f;
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      std::packaged_task<Status()> task;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return done_ || !tasks_.empty(); });
+        if (tasks_.empty()) return;
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      task();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::packaged_task<Status()>> tasks_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+ConsumerLoop::ConsumerLoop(std::string name, Stage& stage, Producer& producer, LoopOptions options)
+    : name_(std::move(name)),
+      stage_(stage),
+      producer_(producer),
+      options_(std::move(options)),
+      store_thread_(std::make_unique<StoreThread>()) {}
+
+ConsumerLoop::~ConsumerLoop() = default;
+
+bool ConsumerLoop::stopping() const { return options_.stop ? options_.stop() : shutdown_requested(); }
+
+int ConsumerLoop::run(const ConsumerFactory& make_consumer) {
+  RebalanceHooks hooks;
+  hooks.on_assign = [this](const std::vector<TopicPartition>& parts) { return on_assign(parts); };
+  hooks.on_revoke = [this](const std::vector<TopicPartition>& parts) { on_revoke(parts); };
+  auto consumer = make_consumer(std::move(hooks));
+  if (!consumer) {
+    spdlog::critical("{}: {}", name_, consumer.error().message);
+    return 1;
+  }
+  consumer_ = consumer->get();
+  const int rc = loop();
+  // Stopping: the batch in flight is stored if its outputs make it (without
+  // retries: stop() is true); whatever is staged beyond is dropped and redone
+  // by the next run.
+  if (rc == 0 && !abandoned_) (void)settle(true);
+  drop();
+  consumer_->close();  // revokes through the hooks; nothing is in flight
+  consumer_ = nullptr;
+  return rc;
+}
+
+int ConsumerLoop::loop() {
+  while (!stopping()) {
+    if (abandoned_) drop();  // a rebalance while a send or store was failing
+    std::vector<InMessage> batch;
+    if (!carried_.empty()) {
+      batch.swap(carried_);
+    } else {
+      // While a batch is in flight, take only what is already fetched: with
+      // nothing more to apply, settling it is the next thing to do.
+      auto polled = consumer_->poll_batch(options_.batch_max, in_flight_ ? std::chrono::milliseconds(0)
+                                                                          : options_.batch_wait);
+      if (!polled) {
+        spdlog::critical("{}: {}", name_, polled.error().message);
+        return 1;
+      }
+      if (hook_error_) return 1;
+      batch = std::move(*polled);
+    }
+    const bool short_batch = batch.size() < options_.batch_max;
+    const bool idle = batch.empty();
+    // A settle that failed: abandoned work is dropped at the top of the loop;
+    // a stop ends it; anything else is permanent.
+    std::optional<int> ended;
+    auto settled = [&](bool wait_store) {
+      auto st = settle(wait_store);
+      if (st && !abandoned_) return true;
+      if (!abandoned_) {
+        if (!stopping()) spdlog::critical("{}: {}", name_, st.error().message);
+        ended = stopping() ? 0 : 1;
+      }
+      return false;
+    };
+    if (!idle) {
+      const auto n = batch.size();
+      auto work = stage_.apply(std::move(batch));
+      if (!work) {
+        spdlog::critical("{}: applying a batch of {}: {}", name_, n, work.error().message);
+        return 1;
+      }
+      // Pipelined: batch n+1 was applied while n's outputs flew; now n is
+      // settled, and only then are n+1's outputs sent.
+      if (!settled(false)) {
+        if (ended) return *ended;
+        continue;
+      }
+      in_flight_.emplace(InFlight{std::move(*work), nullptr});
+      in_flight_->sending = Deliveries::send(producer_, in_flight_->work.outputs);
+    }
+    if ((idle || !options_.pipelined) && !settled(true)) {
+      if (ended) return *ended;
+      continue;
+    }
+    if (short_batch && !in_flight_ && !storing_) {
+      if (auto st = stage_.caught_up(idle); !st) {
+        if (!is_transient(st.error())) {
+          spdlog::critical("{}: {}", name_, st.error().message);
+          return 1;
+        }
+        spdlog::warn("{}: {}", name_, st.error().message);
+      }
+    }
+  }
+  return 0;
+}
+
+Status ConsumerLoop::settle(bool wait_store) {
+  if (auto st = finish_store(); !st || abandoned_) return st;
+  if (!in_flight_) return {};
+  if (auto st = deliver(*in_flight_); !st || abandoned_) return st;
+  Work work = std::move(in_flight_->work);
+  in_flight_.reset();
+  if (work.persisted) work.persisted();
+  storing_.emplace(std::move(work));
+  stored_ = store_thread_->submit([this, store = storing_->store] {
+    return retry_transient(name_ + ": storing a batch", store,
+                           [this] { return give_up_store_.load() || stopping(); });
+  });
+  return wait_store ? finish_store() : Status{};
+}
+
+Status ConsumerLoop::deliver(InFlight& flight) {
+  const auto since = std::chrono::steady_clock::now();
+  for (int attempt = 1;; ++attempt) {
+    const auto deadline = std::chrono::steady_clock::now() + options_.delivery_timeout;
+    Status st;
+    for (;;) {
+      st = flight.sending->wait(kSlice);
+      if (st || st.error().code != Errc::timeout || std::chrono::steady_clock::now() >= deadline) break;
+      keep_membership(since);
+      if (abandoned_) return st;
+    }
+    if (st) {
+      resume_if_paused();
+      return st;
+    }
+    // Outputs first, the effect after: the same outputs are sent again until
+    // they are persisted (duplicates are idempotent downstream), never
+    // skipped; but one that can never be persisted is not retried.
+    if (!is_transient(st.error()) || stopping()) return st;
+    spdlog::warn("{}: producing a batch of {} failed (attempt {}): {}", name_, flight.work.outputs.size(), attempt,
+                 st.error().message);
+    const auto until = std::chrono::steady_clock::now() + retry_backoff(attempt);
+    while (std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(kSlice);
+      keep_membership(since);
+      if (abandoned_) return st;
+      if (stopping()) return st;
+    }
+    flight.sending = Deliveries::send(producer_, flight.work.outputs);
+  }
+}
+
+Status ConsumerLoop::finish_store() {
+  if (!storing_) return {};
+  const auto since = std::chrono::steady_clock::now();
+  // A rebalance while waiting makes the store give up at its next attempt;
+  // the attempt under way is waited for, whatever it does.
+  while (stored_.wait_for(kSlice) != std::future_status::ready) keep_membership(since);
+  auto st = stored_.get();
+  Work work = std::move(*storing_);
+  storing_.reset();
+  if (!st) return st;  // the work is dropped: not stored
+  if (work.stored) work.stored();
+  if (!abandoned_) resume_if_paused();
+  return {};
+}
+
+void ConsumerLoop::keep_membership(std::chrono::steady_clock::time_point waiting_since) {
+  if (in_hook_ || abandoned_ || consumer_ == nullptr) return;
+  if (std::chrono::steady_clock::now() - waiting_since < options_.pause_after) return;
+  if (!paused_) {
+    if (auto st = consumer_->pause(consumer_->assignment()); !st) {
+      spdlog::warn("{}: {}", name_, st.error().message);
+      return;
+    }
+    paused_ = true;
+    spdlog::info("{}: waiting for a batch to be persisted or stored; its partitions are paused", name_);
+  }
+  waiting_ = true;
+  auto polled = consumer_->poll_batch(options_.batch_max, std::chrono::milliseconds(0));
+  waiting_ = false;
+  // Normally nothing (paused); after a rebalance in this poll, messages of the
+  // new assignment: the next batch, after the abandoned work is dropped.
+  if (polled) {
+    carried_.insert(carried_.end(), std::make_move_iterator(polled->begin()), std::make_move_iterator(polled->end()));
+  }
+}
+
+void ConsumerLoop::resume_if_paused() {
+  if (!paused_) return;
+  paused_ = false;
+  if (auto st = consumer_->resume(consumer_->assignment()); !st) spdlog::warn("{}: {}", name_, st.error().message);
+  spdlog::info("{}: resumed", name_);
+}
+
+void ConsumerLoop::drop() {
+  give_up_store_ = true;
+  if (storing_) {
+    auto st = stored_.get();
+    if (st && storing_->stored) storing_->stored();  // it made it after all
+    storing_.reset();
+  }
+  give_up_store_ = false;
+  in_flight_.reset();
+  stage_.abandon();
+  abandoned_ = false;
+  paused_ = false;  // a new assignment starts unpaused
+}
+
+std::map<TopicPartition, int64_t> ConsumerLoop::on_assign(const std::vector<TopicPartition>& parts) {
+  carried_.clear();  // taken before the rebalance: the partitions are re-seeked
+  if (waiting_) {
+    // Stuck on a failing send or store: the work is given up (drop(), once
+    // the poll returns), and the stage reads its stored offsets only after
+    // the store attempt under way has ended.
+    abandoned_ = true;
+    give_up_store_ = true;
+    if (storing_) stored_.wait();
+  } else {
+    in_hook_ = true;
+    auto st = settle(true);
+    in_hook_ = false;
+    if (!st) fail_in_hook(st.error());
+  }
+  paused_ = false;
+  std::map<TopicPartition, int64_t> starts;
+  if (hook_error_) return starts;
+  auto stored = retry_transient(
+      name_ + ": reading stored offsets", [&] { return stage_.assigned(parts); }, [this] { return stopping(); });
+  if (!stored) {
+    fail_in_hook(stored.error());
+    return starts;
+  }
+  spdlog::info("{}: assigned {} partitions; {} resume from stored offsets", name_, parts.size(), stored->size());
+  return std::move(*stored);
+}
+
+void ConsumerLoop::on_revoke(const std::vector<TopicPartition>& parts) {
+  carried_.clear();
+  if (waiting_) {
+    abandoned_ = true;
+    give_up_store_ = true;
+    if (storing_) stored_.wait();
+  } else {
+    in_hook_ = true;
+    auto st = settle(true);
+    in_hook_ = false;
+    if (!st) fail_in_hook(st.error());
+  }
+  paused_ = false;
+  stage_.revoked(parts);
+  spdlog::info("{}: revoked {} partitions", name_, parts.size());
+}
+
+void ConsumerLoop::fail_in_hook(const Error& e) {
+  if (stopping()) return;  // a stop interrupted the settle: run() ends it
+  spdlog::critical("{}: during a rebalance: {}", name_, e.message);
+  hook_error_ = e;
+}
+
+}  // namespace starling::kafka

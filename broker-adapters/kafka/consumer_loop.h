@@ -1,0 +1,146 @@
+#pragma once
+// The one consumer loop of the stages (clean, load, saga; STYLE.md §4): poll
+// a bounded batch, let the stage apply it, produce the batch's outputs until
+// every one is PERSISTED, then store its effect together with the next input
+// offsets. Transient failures are retried with the same batch while the
+// group keeps this member (its partitions paused, the consumer still polled);
+// a permanent failure stops the loop instead of wedging it. Before partitions
+// move, everything in flight is settled.
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "broker-adapters/kafka/kafka.h"
+
+namespace starling::kafka {
+
+/// One batch's effect, as a stage hands it to the loop. The loop produces
+/// `outputs`, and once every one is PERSISTED calls `persisted`, `store` and
+/// `stored`, batch after batch in input order. So outputs are at least once,
+/// and the effect is stored once, atomically with the offsets after the batch
+/// (in the stage's own store: RocksDB, the sink's transaction).
+struct Work {
+  std::vector<OutMessage> outputs;
+  /// On the loop thread, once every output is PERSISTED.
+  std::function<void()> persisted;
+  /// Stores the effect and the next input offsets in one atomic write. Runs
+  /// on the loop's store thread (a pipelined stage applies the next batch
+  /// meanwhile), one store at a time; retried while its error is transient
+  /// (is_transient, services/common/retry.h).
+  std::function<Status()> store;
+  /// On the loop thread, once `store` succeeded.
+  std::function<void()> stored;
+};
+
+/// What a stage brings to the loop: decoding, applying and storing, its own.
+/// Every method runs on the thread that called ConsumerLoop::run, except
+/// Work::store; none runs while a store is running, except apply() of a
+/// pipelined stage (which must then touch nothing that store touches).
+class Stage {
+ public:
+  virtual ~Stage() = default;
+  /// Partitions were assigned (nothing is in flight): where each starts, from
+  /// the offsets stored beside the stage's effects. A partition left out
+  /// starts at the group's committed offset, else the earliest. A transient
+  /// error is retried; a permanent one stops the loop.
+  virtual Result<std::map<TopicPartition, int64_t>> assigned(const std::vector<TopicPartition>& parts) = 0;
+  /// Partitions are being taken away. Every batch before is stored, or was
+  /// abandoned (abandon()) because storing it was failing.
+  virtual void revoked(const std::vector<TopicPartition>& parts) {}
+  /// Decodes and applies a batch: stages its effect and returns the work that
+  /// stores it. Reads state as if every earlier batch were stored. An error
+  /// stops the loop.
+  virtual Result<Work> apply(std::vector<InMessage> batch) = 0;
+  /// The batches applied and not stored are dropped (a stop, a permanent
+  /// failure, or partitions revoked while their store was failing): forget
+  /// what apply() staged for them. They are polled again from the stored
+  /// offsets, by this member or the partitions' next owner.
+  virtual void abandon() {}
+  /// After a poll that returned fewer than batch_max messages, once every
+  /// batch is stored: deadlines, relays, pings. `idle`: it returned none. A
+  /// permanent error stops the loop; a transient one is logged.
+  virtual Status caught_up(bool idle) { return {}; }
+};
+
+struct LoopOptions {
+  std::size_t batch_max = 1000;
+  /// How long a poll waits for its first message.
+  std::chrono::milliseconds batch_wait{100};
+  /// Apply batch n+1 while batch n's outputs are in flight and batch n-1's
+  /// effect is being stored. Off: each batch is stored before the next poll.
+  bool pipelined = false;
+  /// How long one send of a batch's outputs may take before it is sent again.
+  std::chrono::milliseconds delivery_timeout{60'000};
+  /// A send or a store slower than this pauses the assignment: the loop then
+  /// polls the consumer while it waits (so the group keeps this member through
+  /// an outage of any length) and resumes once it is done.
+  std::chrono::milliseconds pause_after{1000};
+  /// When to stop; default: shutdown_requested(). May be called from the
+  /// store thread.
+  std::function<bool()> stop;
+};
+
+class ConsumerLoop {
+ public:
+  /// `name` prefixes log lines ("clean ecowheels").
+  ConsumerLoop(std::string name, Stage& stage, Producer& producer, LoopOptions options);
+  ~ConsumerLoop();
+  /// Creates the consumer and runs until stop(); then stores the batch in
+  /// flight if its outputs make it, abandons the rest and closes the consumer.
+  /// Returns 0 after a stop, 1 after a permanent failure or a fatal consumer
+  /// error (what failed is not stored: a restart redoes it).
+  int run(const ConsumerFactory& make_consumer);
+
+ private:
+  struct InFlight {
+    Work work;
+    std::shared_ptr<Deliveries> sending;
+  };
+  class StoreThread;
+
+  bool stopping() const;
+  int loop();
+  /// Finishes the store under way; then waits until the batch in flight has
+  /// every output PERSISTED and starts its store; with `wait_store`, waits
+  /// for that too. An error: permanent, stopping, or abandoned_.
+  Status settle(bool wait_store);
+  Status deliver(InFlight& flight);
+  Status finish_store();
+  /// While a send or store is slow: pause the assignment, then poll it (a
+  /// rebalance in that poll abandons the work). Not inside a rebalance hook.
+  void keep_membership(std::chrono::steady_clock::time_point waiting_since);
+  void resume_if_paused();
+  /// Forgets every batch not stored (waiting for a store under way first).
+  void drop();
+  std::map<TopicPartition, int64_t> on_assign(const std::vector<TopicPartition>& parts);
+  void on_revoke(const std::vector<TopicPartition>& parts);
+  /// After a settle that failed inside a rebalance hook: fatal.
+  void fail_in_hook(const Error& e);
+
+  std::string name_;
+  Stage& stage_;
+  Producer& producer_;
+  LoopOptions options_;
+  std::unique_ptr<StoreThread> store_thread_;
+  Consumer* consumer_ = nullptr;
+
+  std::optional<InFlight> in_flight_;
+  std::optional<Work> storing_;
+  std::future<Status> stored_;
+  std::vector<InMessage> carried_;  // polled while paused: the next batch
+  bool paused_ = false;
+  bool in_hook_ = false;     // inside a rebalance hook: waits may not poll
+  bool waiting_ = false;     // inside a wait that polls
+  bool abandoned_ = false;   // a rebalance while waiting gave the work up
+  std::atomic<bool> give_up_store_{false};
+  std::optional<Error> hook_error_;
+};
+
+}  // namespace starling::kafka

@@ -1,0 +1,137 @@
+// The clean stage on the one consumer loop, through the fake consumer and
+// producer: outputs, then state and offsets together; a restart resumes from
+// them with the state it stored.
+#include "services/clean/clean_service.h"
+
+#include <atomic>
+
+#include <gtest/gtest.h>
+
+#include "starling/v1/ecowheels.pb.h"
+#include "tests/support/fake_kafka.h"
+#include "tests/support/temp_dir.h"
+
+namespace starling::clean {
+namespace {
+
+using starling::testing::FakeConsumer;
+using starling::testing::FakeProducer;
+
+constexpr int64_t kT0 = 1'700'000'000'000;
+
+PipelineConfig pipeline() {
+  return parse_pipeline(R"(pipeline: t
+schema: {message: starling.v1.RideTelemetry}
+keys: {device_id: device_id, event_id: event_id}
+clean:
+  rules:
+    - field: temperature_c
+      fill_last_known: {max_age: 5m}
+      required: true
+load: {table: x, columns: {s: speed_kmh}}
+)",
+                        "t.yaml");
+}
+
+// A raw envelope as ingest writes it; no temperature when `temperature` < -100.
+std::string raw(const std::string& id, uint32_t seq, double temperature) {
+  v1::RideTelemetry r;
+  r.set_event_id(id);
+  r.set_device_id("bike-1");
+  if (temperature > -100) r.set_temperature_c(temperature);
+  v1::Envelope env;
+  env.set_event_id(id);
+  env.set_saga_id("s1");
+  env.set_seq(seq);
+  env.set_pipeline("t");
+  env.set_device_id("bike-1");
+  env.set_event_time_ms(kT0 + seq);
+  env.set_ingest_time_ms(kT0 + seq);
+  env.set_payload(r.SerializeAsString());
+  return env.SerializeAsString();
+}
+
+// The clean records produced, as event id → temperature.
+std::map<std::string, double> cleaned(const FakeProducer& producer) {
+  std::map<std::string, double> out;
+  for (const auto& m : producer.produced()) {
+    if (m.topic != "t.clean") continue;
+    v1::Envelope env;
+    EXPECT_TRUE(env.ParseFromString(m.value));
+    v1::RideTelemetry r;
+    EXPECT_TRUE(r.ParseFromString(env.payload()));
+    out[env.event_id()] = r.temperature_c();
+  }
+  return out;
+}
+
+// Runs the stage until `n` clean records were produced (20 s at most).
+int run_until_cleaned(CleanService& service, FakeProducer& producer, FakeConsumer& consumer, std::size_t n) {
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  return service.run(producer, consumer.factory(),
+                     {.batch_max = 10,
+                      .batch_wait = std::chrono::milliseconds(10),
+                      .pipelined = true,
+                      .stop = [&] {
+                        return cleaned(producer).size() >= n || std::chrono::steady_clock::now() > limit;
+                      }});
+}
+
+TEST(CleanServiceTest, ARestartResumesFromTheStoredOffsetsWithTheStoredDeviceState) {
+  starling::testing::TempDir dir;
+  const auto p = pipeline();
+  const kafka::TopicPartition tp{"t.raw", 0};
+  {
+    RocksCleanStore store(dir / "state", 0);
+    CleanService service(p, store, {}, "clean-test");
+    FakeConsumer consumer;
+    FakeProducer producer;
+    consumer.append("t.raw", 0, raw("e1", 0, 21.5));
+    consumer.append("t.raw", 0, raw("e2", 1, -999));  // filled from e1
+    consumer.schedule({.assign = {tp}});
+    ASSERT_EQ(run_until_cleaned(service, producer, consumer, 2), 0);
+    EXPECT_EQ(cleaned(producer), (std::map<std::string, double>{{"e1", 21.5}, {"e2", 21.5}}));
+    EXPECT_EQ(store.offsets().at(tp), 2);  // stored on stop: the outputs were persisted
+  }
+  // A new process: the same log plus one event, a store opened again.
+  RocksCleanStore store(dir / "state", 0);
+  CleanService service(p, store, {}, "clean-test");
+  FakeConsumer consumer;
+  FakeProducer producer;
+  consumer.append("t.raw", 0, raw("e1", 0, 21.5));
+  consumer.append("t.raw", 0, raw("e2", 1, -999));
+  consumer.append("t.raw", 0, raw("e3", 2, -999));  // filled from the stored state
+  consumer.schedule({.assign = {tp}});
+  ASSERT_EQ(run_until_cleaned(service, producer, consumer, 1), 0);
+  EXPECT_EQ(cleaned(producer), (std::map<std::string, double>{{"e3", 21.5}}));
+  EXPECT_EQ(store.offsets().at(tp), 3);
+}
+
+TEST(CleanServiceTest, AnOutputTooLargeForItsTopicStopsTheStageWithNothingCommitted) {
+  starling::testing::TempDir dir;
+  const auto p = pipeline();
+  RocksCleanStore store(dir / "state", 0);
+  CleanService service(p, store, {}, "clean-test");
+  FakeConsumer consumer;
+  FakeProducer producer;
+  producer.decide([](const kafka::OutMessage& m) {
+    return m.topic == "t.clean" ? FakeProducer::failed("Broker: Message size too large", true)
+                                : FakeProducer::persisted();
+  });
+  consumer.append("t.raw", 0, raw("e1", 0, 21.5));
+  consumer.schedule({.assign = {{"t.raw", 0}}});
+  std::atomic<bool> late{false};
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  const int rc = service.run(producer, consumer.factory(),
+                             {.batch_wait = std::chrono::milliseconds(10), .pipelined = true, .stop = [&] {
+                                return late = std::chrono::steady_clock::now() > limit;
+                              }});
+  EXPECT_FALSE(late) << "a permanent produce error was retried";
+  EXPECT_EQ(rc, 1);
+  EXPECT_EQ(cleaned(producer).size(), 1u);  // sent once, not again
+  EXPECT_TRUE(store.offsets().empty());
+  EXPECT_EQ(store.staged_layers(), 0u);  // what was staged for it is rolled back
+}
+
+}  // namespace
+}  // namespace starling::clean
