@@ -178,7 +178,11 @@ class FakeConsumer final : public kafka::Consumer {
     for (const auto& tp : parts) {
       auto it = starts.find(tp);
       auto c = committed_.find(tp);
-      position_[tp] = it != starts.end() ? it->second : c != committed_.end() ? c->second : 0;
+      int64_t start = it != starts.end() ? it->second : c != committed_.end() ? c->second : 0;
+      // librdkafka's logical offsets: -2 the beginning, -1 the end.
+      if (start == -2) start = 0;
+      if (start == -1) start = static_cast<int64_t>(logs_[tp].size());
+      position_[tp] = start;
       assigned_.push_back(tp);
     }
   }
