@@ -81,6 +81,7 @@ class Broker {
   void notify_fetchers(const std::string& topic, int32_t partition);
   std::filesystem::path partition_dir(const std::string& topic, int32_t partition) const;
 
+  // Request handlers, one per API: broker_admin.cc, broker_data.cc, broker_groups.cc.
   asio::awaitable<Reply> handle_api_versions(const RequestHeader& h);
   Result<Reply> handle_metadata(const RequestHeader& h, const MetadataRequest& req);
   asio::awaitable<Reply> handle_produce(const RequestHeader& h, const ProduceRequest& req);
