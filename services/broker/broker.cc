@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
+#include <type_traits>
 
 namespace starling::broker {
 
@@ -171,91 +173,60 @@ asio::awaitable<Result<Reply>> Broker::handle(Bytes frame, std::string client_ho
                    fmt::format("api key {} version {} not in [{}, {}]", h.api_key, h.api_version, api->min_version,
                                api->max_version));
   }
-  const int16_t v = h.api_version;
-  switch (api->key) {
-    case ApiKey::kProduce: {
-      auto req = decode_produce(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return co_await handle_produce(h, *req);
+  Serve serve_api = route(api->key);
+  if (serve_api == nullptr) co_return fail(ErrorCode::kInvalidRequest, "unhandled api");
+  co_return co_await (this->*serve_api)(h, r, client_host);
+}
+
+namespace {
+template <class T>
+constexpr bool kIsAwaitable = false;
+template <class T>
+constexpr bool kIsAwaitable<asio::awaitable<T>> = true;
+}  // namespace
+
+template <auto decode, auto handler>
+asio::awaitable<Result<Reply>> Broker::serve(const RequestHeader& h, Reader& r, const std::string& client_host) {
+  auto req = decode(r, h.api_version);
+  if (!req) co_return std::unexpected(req.error());
+  // Only JoinGroup takes the client host (DescribeGroups reports it).
+  auto call = [&] {
+    if constexpr (std::is_invocable_v<decltype(handler), Broker*, const RequestHeader&, decltype(std::move(*req)),
+                                      std::string>) {
+      return std::invoke(handler, this, h, std::move(*req), client_host);
+    } else {
+      return std::invoke(handler, this, h, std::move(*req));
     }
-    case ApiKey::kFetch: {
-      auto req = decode_fetch(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return co_await handle_fetch(h, *req);
-    }
-    case ApiKey::kListOffsets: {
-      auto req = decode_list_offsets(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return handle_list_offsets(h, *req);
-    }
-    case ApiKey::kMetadata: {
-      auto req = decode_metadata(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return handle_metadata(h, *req);
-    }
-    case ApiKey::kOffsetCommit: {
-      auto req = decode_offset_commit(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return handle_offset_commit(h, *req);
-    }
-    case ApiKey::kOffsetFetch: {
-      auto req = decode_offset_fetch(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return handle_offset_fetch(h, *req);
-    }
-    case ApiKey::kFindCoordinator: {
-      auto req = decode_find_coordinator(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return handle_find_coordinator(h, *req);
-    }
-    case ApiKey::kJoinGroup: {
-      auto req = decode_join_group(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return co_await handle_join_group(h, std::move(*req), client_host);
-    }
-    case ApiKey::kHeartbeat: {
-      auto req = decode_heartbeat(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return handle_heartbeat(h, *req);
-    }
-    case ApiKey::kLeaveGroup: {
-      auto req = decode_leave_group(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return handle_leave_group(h, *req);
-    }
-    case ApiKey::kSyncGroup: {
-      auto req = decode_sync_group(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return co_await handle_sync_group(h, std::move(*req));
-    }
-    case ApiKey::kDescribeGroups: {
-      auto req = decode_describe_groups(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return handle_describe_groups(h, *req);
-    }
-    case ApiKey::kListGroups: {
-      if (r.remaining() != 0) co_return fail(ErrorCode::kInvalidRequest, "ListGroups request has trailing bytes");
-      co_return handle_list_groups(h);
-    }
-    case ApiKey::kCreateTopics: {
-      auto req = decode_create_topics(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return handle_create_topics(h, *req);
-    }
-    case ApiKey::kDeleteTopics: {
-      auto req = decode_delete_topics(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return handle_delete_topics(h, *req);
-    }
-    case ApiKey::kInitProducerId: {
-      auto req = decode_init_producer_id(r, v);
-      if (!req) co_return std::unexpected(req.error());
-      co_return handle_init_producer_id(h, *req);
-    }
-    case ApiKey::kApiVersions:
+  };
+  if constexpr (kIsAwaitable<decltype(call())>) {
+    co_return co_await call();
+  } else {
+    co_return call();
+  }
+}
+
+Broker::Serve Broker::route(ApiKey key) {
+  switch (key) {
+    case ApiKey::kProduce: return &Broker::serve<decode_produce, &Broker::handle_produce>;
+    case ApiKey::kFetch: return &Broker::serve<decode_fetch, &Broker::handle_fetch>;
+    case ApiKey::kListOffsets: return &Broker::serve<decode_list_offsets, &Broker::handle_list_offsets>;
+    case ApiKey::kMetadata: return &Broker::serve<decode_metadata, &Broker::handle_metadata>;
+    case ApiKey::kOffsetCommit: return &Broker::serve<decode_offset_commit, &Broker::handle_offset_commit>;
+    case ApiKey::kOffsetFetch: return &Broker::serve<decode_offset_fetch, &Broker::handle_offset_fetch>;
+    case ApiKey::kFindCoordinator: return &Broker::serve<decode_find_coordinator, &Broker::handle_find_coordinator>;
+    case ApiKey::kJoinGroup: return &Broker::serve<decode_join_group, &Broker::handle_join_group>;
+    case ApiKey::kHeartbeat: return &Broker::serve<decode_heartbeat, &Broker::handle_heartbeat>;
+    case ApiKey::kLeaveGroup: return &Broker::serve<decode_leave_group, &Broker::handle_leave_group>;
+    case ApiKey::kSyncGroup: return &Broker::serve<decode_sync_group, &Broker::handle_sync_group>;
+    case ApiKey::kDescribeGroups: return &Broker::serve<decode_describe_groups, &Broker::handle_describe_groups>;
+    case ApiKey::kListGroups: return &Broker::serve<decode_list_groups, &Broker::handle_list_groups>;
+    case ApiKey::kCreateTopics: return &Broker::serve<decode_create_topics, &Broker::handle_create_topics>;
+    case ApiKey::kDeleteTopics: return &Broker::serve<decode_delete_topics, &Broker::handle_delete_topics>;
+    case ApiKey::kInitProducerId: return &Broker::serve<decode_init_producer_id, &Broker::handle_init_producer_id>;
+    case ApiKey::kApiVersions:  // answered before the version check, see handle()
       break;
   }
-  co_return fail(ErrorCode::kInvalidRequest, "unhandled api");
+  return nullptr;
 }
 
 }  // namespace starling::broker

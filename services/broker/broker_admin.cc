@@ -29,7 +29,7 @@ asio::awaitable<Reply> Broker::handle_api_versions(const RequestHeader& h) {
   co_return resp.done();
 }
 
-Result<Reply> Broker::handle_metadata(const RequestHeader& h, const MetadataRequest& req) {
+Reply Broker::handle_metadata(const RequestHeader& h, const MetadataRequest& req) {
   const int16_t v = h.api_version;
   std::vector<std::string> names;
   if (req.topics) {

@@ -133,7 +133,7 @@ Reply Broker::handle_offset_fetch(const RequestHeader& h, const OffsetFetchReque
   return resp.done();
 }
 
-Reply Broker::handle_list_groups(const RequestHeader& h) {
+Reply Broker::handle_list_groups(const RequestHeader& h, const ListGroupsRequest& /*req*/) {
   auto groups = groups_->list_groups();
   Response resp(h.correlation_id);
   auto& w = resp.w;

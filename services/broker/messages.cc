@@ -293,6 +293,11 @@ Result<OffsetFetchRequest> decode_offset_fetch(Reader& r, int16_t v) {
   return finish(r, std::move(req), "OffsetFetch");
 }
 
+Result<ListGroupsRequest> decode_list_groups(Reader& r, int16_t /*v*/) {
+  if (r.remaining() != 0) return fail(ErrorCode::kInvalidRequest, "ListGroups request has trailing bytes");
+  return ListGroupsRequest{};
+}
+
 Result<DescribeGroupsRequest> decode_describe_groups(Reader& r, int16_t v) {
   DescribeGroupsRequest req;
   each(r, [&] { req.groups.push_back(r.string()); });

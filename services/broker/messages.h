@@ -208,6 +208,8 @@ struct OffsetFetchRequest {
   std::optional<std::vector<Topic>> topics;  // nullopt: every committed offset
 };
 
+struct ListGroupsRequest {};  // v0-2 have an empty body
+
 struct DescribeGroupsRequest {
   std::vector<std::string> groups;
   bool include_authorized_operations = false;
@@ -229,6 +231,7 @@ Result<HeartbeatRequest> decode_heartbeat(Reader& r, int16_t version);
 Result<LeaveGroupRequest> decode_leave_group(Reader& r, int16_t version);
 Result<OffsetCommitRequest> decode_offset_commit(Reader& r, int16_t version);
 Result<OffsetFetchRequest> decode_offset_fetch(Reader& r, int16_t version);
+Result<ListGroupsRequest> decode_list_groups(Reader& r, int16_t version);
 Result<DescribeGroupsRequest> decode_describe_groups(Reader& r, int16_t version);
 
 }  // namespace starling::broker

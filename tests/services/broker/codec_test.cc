@@ -125,12 +125,25 @@ TEST(Decode, RandomGarbageNeverCrashesAnyDecoder) {
       run(decode_leave_group);
       run(decode_offset_commit);
       run(decode_offset_fetch);
+      run(decode_list_groups);
       run(decode_describe_groups);
       Reader r(junk);
       (void)decode_request_header(r);
       (void)validate_record_set(junk, 1 << 20);
     }
   }
+}
+
+TEST(Decode, ListGroupsBodyMustBeEmpty) {
+  Bytes empty;
+  Reader r(empty);
+  EXPECT_TRUE(decode_list_groups(r, 2).has_value());
+  Bytes one{0};
+  Reader r1(one);
+  auto req = decode_list_groups(r1, 2);
+  ASSERT_FALSE(req.has_value());
+  EXPECT_EQ(req.error().code, ErrorCode::kInvalidRequest);
+  EXPECT_EQ(req.error().message, "ListGroups request has trailing bytes");
 }
 
 TEST(Decode, MetadataV0EmptyListMeansAllTopicsButV1EmptyMeansNone) {
