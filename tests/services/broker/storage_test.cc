@@ -7,6 +7,7 @@
 
 #include "services/broker/partition_log.h"
 #include "services/broker/producer_state.h"
+#include "tests/services/broker/broker_process.h"
 #include "tests/services/broker/test_batches.h"
 
 namespace starling::broker {
@@ -14,20 +15,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::BatchSpec;
+using testing::TempDir;
 using testing::make_batch;
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/broker-storage-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 Result<PartitionLog::AppendResult> append(PartitionLog& log, const Bytes& batch) {
   auto batches = validate_record_set(batch, 1 << 20);
