@@ -81,8 +81,18 @@ class Broker {
   void notify_fetchers(const std::string& topic, int32_t partition);
   std::filesystem::path partition_dir(const std::string& topic, int32_t partition) const;
 
+  /// Decodes the body of `h`'s API with `decode` and answers it with `handler`,
+  /// which may reply at once or be a coroutine. A body that does not decode is
+  /// the request's error.
+  template <auto decode, auto handler>
+  asio::awaitable<Result<Reply>> serve(const RequestHeader& h, Reader& r, const std::string& client_host);
+  using Serve = asio::awaitable<Result<Reply>> (Broker::*)(const RequestHeader&, Reader&, const std::string&);
+  /// The serve<decoder, handler> of an API; nullptr for ApiVersions.
+  static Serve route(ApiKey key);
+
+  // Request handlers, one per API: broker_admin.cc, broker_data.cc, broker_groups.cc.
   asio::awaitable<Reply> handle_api_versions(const RequestHeader& h);
-  Result<Reply> handle_metadata(const RequestHeader& h, const MetadataRequest& req);
+  Reply handle_metadata(const RequestHeader& h, const MetadataRequest& req);
   asio::awaitable<Reply> handle_produce(const RequestHeader& h, const ProduceRequest& req);
   asio::awaitable<Reply> handle_fetch(const RequestHeader& h, const FetchRequest& req);
   Reply handle_list_offsets(const RequestHeader& h, const ListOffsetsRequest& req);
@@ -96,7 +106,7 @@ class Broker {
   Reply handle_leave_group(const RequestHeader& h, const LeaveGroupRequest& req);
   Reply handle_offset_commit(const RequestHeader& h, const OffsetCommitRequest& req);
   Reply handle_offset_fetch(const RequestHeader& h, const OffsetFetchRequest& req);
-  Reply handle_list_groups(const RequestHeader& h);
+  Reply handle_list_groups(const RequestHeader& h, const ListGroupsRequest& req);
   Reply handle_describe_groups(const RequestHeader& h, const DescribeGroupsRequest& req);
 
   asio::awaitable<void> maintenance_loop();

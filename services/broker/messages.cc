@@ -36,11 +36,35 @@ Result<T> finish(Reader& r, T value, const char* what) {
   return value;
 }
 
+// The member fields that SyncGroup and Heartbeat start with (the instance id
+// since v3, KIP-345).
+template <class Request>
+void read_member(Reader& r, int16_t v, Request& req) {
+  req.group_id = r.string();
+  req.generation_id = r.i32();
+  req.member_id = r.string();
+  if (v >= 3) req.group_instance_id = r.nullable_string();
+}
+
 // Runs `fn` once per element of an array, stopping early once the reader failed.
 template <class Fn>
 void each(Reader& r, Fn&& fn, size_t min_element_size = 2) {
   int32_t n = r.array_len(min_element_size);
   for (int32_t i = 0; i < n && r.ok(); ++i) fn();
+}
+
+// Reads an array of topics, each a name and an array of partitions that
+// `partition` reads one by one.
+template <class Partition, class ReadPartition>
+std::vector<TopicPartitions<Partition>> topics(Reader& r, size_t min_partition_size, ReadPartition&& partition) {
+  std::vector<TopicPartitions<Partition>> out;
+  each(r, [&] {
+    TopicPartitions<Partition> t;
+    t.name = r.string();
+    each(r, [&] { t.partitions.push_back(partition()); }, min_partition_size);
+    out.push_back(std::move(t));
+  });
+  return out;
 }
 
 }  // namespace
@@ -60,16 +84,11 @@ Result<ProduceRequest> decode_produce(Reader& r, int16_t v) {
   if (v >= 3) req.transactional_id = r.nullable_string();
   req.acks = r.i16();
   req.timeout_ms = r.i32();
-  each(r, [&] {
-    ProduceRequest::Topic t;
-    t.name = r.string();
-    each(r, [&] {
-      ProduceRequest::Partition p;
-      p.index = r.i32();
-      p.records = r.nullable_bytes();
-      t.partitions.push_back(p);
-    }, 8);
-    req.topics.push_back(std::move(t));
+  req.topics = topics<ProduceRequest::Partition>(r, 8, [&] {
+    ProduceRequest::Partition p;
+    p.index = r.i32();
+    p.records = r.nullable_bytes();
+    return p;
   });
   return finish(r, std::move(req), "Produce");
 }
@@ -85,19 +104,14 @@ Result<FetchRequest> decode_fetch(Reader& r, int16_t v) {
     req.session_id = r.i32();
     req.session_epoch = r.i32();
   }
-  each(r, [&] {
-    FetchRequest::Topic t;
-    t.name = r.string();
-    each(r, [&] {
-      FetchRequest::Partition p;
-      p.index = r.i32();
-      if (v >= 9) p.current_leader_epoch = r.i32();
-      p.fetch_offset = r.i64();
-      if (v >= 5) p.log_start_offset = r.i64();
-      p.partition_max_bytes = r.i32();
-      t.partitions.push_back(p);
-    }, 16);
-    req.topics.push_back(std::move(t));
+  req.topics = topics<FetchRequest::Partition>(r, 16, [&] {
+    FetchRequest::Partition p;
+    p.index = r.i32();
+    if (v >= 9) p.current_leader_epoch = r.i32();
+    p.fetch_offset = r.i64();
+    if (v >= 5) p.log_start_offset = r.i64();
+    p.partition_max_bytes = r.i32();
+    return p;
   });
   if (v >= 7) {
     // Forgotten topics only matter for incremental fetch sessions, which this
@@ -115,18 +129,13 @@ Result<ListOffsetsRequest> decode_list_offsets(Reader& r, int16_t v) {
   ListOffsetsRequest req;
   req.replica_id = r.i32();
   if (v >= 2) req.isolation_level = r.i8();
-  each(r, [&] {
-    ListOffsetsRequest::Topic t;
-    t.name = r.string();
-    each(r, [&] {
-      ListOffsetsRequest::Partition p;
-      p.index = r.i32();
-      if (v >= 4) p.current_leader_epoch = r.i32();
-      p.timestamp = r.i64();
-      if (v == 0) r.i32();  // max_num_offsets
-      t.partitions.push_back(p);
-    }, 12);
-    req.topics.push_back(std::move(t));
+  req.topics = topics<ListOffsetsRequest::Partition>(r, 12, [&] {
+    ListOffsetsRequest::Partition p;
+    p.index = r.i32();
+    if (v >= 4) p.current_leader_epoch = r.i32();
+    p.timestamp = r.i64();
+    if (v == 0) r.i32();  // max_num_offsets
+    return p;
   });
   return finish(r, std::move(req), "ListOffsets");
 }
@@ -211,10 +220,7 @@ Result<JoinGroupRequest> decode_join_group(Reader& r, int16_t v) {
 
 Result<SyncGroupRequest> decode_sync_group(Reader& r, int16_t v) {
   SyncGroupRequest req;
-  req.group_id = r.string();
-  req.generation_id = r.i32();
-  req.member_id = r.string();
-  if (v >= 3) req.group_instance_id = r.nullable_string();
+  read_member(r, v, req);
   each(r, [&] {
     SyncGroupRequest::Assignment a;
     a.member_id = r.string();
@@ -226,10 +232,7 @@ Result<SyncGroupRequest> decode_sync_group(Reader& r, int16_t v) {
 
 Result<HeartbeatRequest> decode_heartbeat(Reader& r, int16_t v) {
   HeartbeatRequest req;
-  req.group_id = r.string();
-  req.generation_id = r.i32();
-  req.member_id = r.string();
-  if (v >= 3) req.group_instance_id = r.nullable_string();
+  read_member(r, v, req);
   return finish(r, std::move(req), "Heartbeat");
 }
 
@@ -258,19 +261,14 @@ Result<OffsetCommitRequest> decode_offset_commit(Reader& r, int16_t v) {
   }
   if (v >= 7) req.group_instance_id = r.nullable_string();
   if (v >= 2 && v <= 4) r.i64();  // retention_time_ms: offsets are kept until the group is deleted
-  each(r, [&] {
-    OffsetCommitRequest::Topic t;
-    t.name = r.string();
-    each(r, [&] {
-      OffsetCommitRequest::Partition p;
-      p.index = r.i32();
-      p.offset = r.i64();
-      if (v >= 6) p.leader_epoch = r.i32();
-      if (v == 1) r.i64();  // commit_timestamp
-      p.metadata = r.nullable_string();
-      t.partitions.push_back(std::move(p));
-    }, 14);
-    req.topics.push_back(std::move(t));
+  req.topics = topics<OffsetCommitRequest::Partition>(r, 14, [&] {
+    OffsetCommitRequest::Partition p;
+    p.index = r.i32();
+    p.offset = r.i64();
+    if (v >= 6) p.leader_epoch = r.i32();
+    if (v == 1) r.i64();  // commit_timestamp
+    p.metadata = r.nullable_string();
+    return p;
   });
   return finish(r, std::move(req), "OffsetCommit");
 }
@@ -291,6 +289,11 @@ Result<OffsetFetchRequest> decode_offset_fetch(Reader& r, int16_t v) {
     req.topics = std::move(topics);
   }
   return finish(r, std::move(req), "OffsetFetch");
+}
+
+Result<ListGroupsRequest> decode_list_groups(Reader& r, int16_t /*v*/) {
+  if (r.remaining() != 0) return fail(ErrorCode::kInvalidRequest, "ListGroups request has trailing bytes");
+  return ListGroupsRequest{};
 }
 
 Result<DescribeGroupsRequest> decode_describe_groups(Reader& r, int16_t v) {

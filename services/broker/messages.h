@@ -55,6 +55,13 @@ Result<RequestHeader> decode_request_header(Reader& r);
 
 // ---- Request bodies. Views (ByteView) point into the request frame. ----
 
+/// A topic and its partitions, the nested array that most requests carry.
+template <class Partition>
+struct TopicPartitions {
+  std::string name;
+  std::vector<Partition> partitions;
+};
+
 struct ProduceRequest {
   std::optional<std::string> transactional_id;
   int16_t acks = 0;
@@ -63,10 +70,7 @@ struct ProduceRequest {
     int32_t index = 0;
     std::optional<ByteView> records;
   };
-  struct Topic {
-    std::string name;
-    std::vector<Partition> partitions;
-  };
+  using Topic = TopicPartitions<Partition>;
   std::vector<Topic> topics;
 };
 
@@ -85,10 +89,7 @@ struct FetchRequest {
     int64_t log_start_offset = -1;
     int32_t partition_max_bytes = 0;
   };
-  struct Topic {
-    std::string name;
-    std::vector<Partition> partitions;
-  };
+  using Topic = TopicPartitions<Partition>;
   std::vector<Topic> topics;
 };
 
@@ -100,10 +101,7 @@ struct ListOffsetsRequest {
     int32_t current_leader_epoch = -1;
     int64_t timestamp = 0;
   };
-  struct Topic {
-    std::string name;
-    std::vector<Partition> partitions;
-  };
+  using Topic = TopicPartitions<Partition>;
   std::vector<Topic> topics;
 };
 
@@ -192,21 +190,17 @@ struct OffsetCommitRequest {
     int32_t leader_epoch = -1;
     std::optional<std::string> metadata;
   };
-  struct Topic {
-    std::string name;
-    std::vector<Partition> partitions;
-  };
+  using Topic = TopicPartitions<Partition>;
   std::vector<Topic> topics;
 };
 
 struct OffsetFetchRequest {
   std::string group_id;
-  struct Topic {
-    std::string name;
-    std::vector<int32_t> partitions;
-  };
+  using Topic = TopicPartitions<int32_t>;
   std::optional<std::vector<Topic>> topics;  // nullopt: every committed offset
 };
+
+struct ListGroupsRequest {};  // v0-2 have an empty body
 
 struct DescribeGroupsRequest {
   std::vector<std::string> groups;
@@ -229,6 +223,7 @@ Result<HeartbeatRequest> decode_heartbeat(Reader& r, int16_t version);
 Result<LeaveGroupRequest> decode_leave_group(Reader& r, int16_t version);
 Result<OffsetCommitRequest> decode_offset_commit(Reader& r, int16_t version);
 Result<OffsetFetchRequest> decode_offset_fetch(Reader& r, int16_t version);
+Result<ListGroupsRequest> decode_list_groups(Reader& r, int16_t version);
 Result<DescribeGroupsRequest> decode_describe_groups(Reader& r, int16_t version);
 
 }  // namespace starling::broker

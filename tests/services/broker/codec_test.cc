@@ -5,6 +5,7 @@
 #include "services/broker/crc32c.h"
 #include "services/broker/messages.h"
 #include "services/broker/record_batch.h"
+#include "tests/services/broker/request_bodies.h"
 #include "tests/services/broker/test_batches.h"
 
 namespace starling::broker {
@@ -45,22 +46,9 @@ TEST(ApiVersions, AdvertisesOnlyNonFlexibleVersions) {
   EXPECT_EQ(supported_apis().size(), first_flexible.size());
 }
 
-Bytes produce_v7_body(const Bytes& batch) {
-  Writer w;
-  w.nullable_string(std::nullopt);
-  w.i16(-1);
-  w.i32(1000);
-  w.array_len(1);
-  w.string("topic");
-  w.array_len(1);
-  w.i32(0);
-  w.bytes(batch);
-  return w.take();
-}
-
 TEST(Decode, ProduceRoundTrip) {
   auto batch = testing::make_batch({});
-  auto body = produce_v7_body(batch);
+  auto body = testing::produce_body("topic", batch);
   Reader r(body);
   auto req = decode_produce(r, 7);
   ASSERT_TRUE(req.has_value()) << req.error().message;
@@ -72,7 +60,7 @@ TEST(Decode, ProduceRoundTrip) {
 }
 
 TEST(Decode, EveryTruncationOfAProduceRequestIsAnErrorNotACrash) {
-  auto body = produce_v7_body(testing::make_batch({}));
+  auto body = testing::produce_body("topic", testing::make_batch({}));
   for (size_t n = 0; n < body.size(); ++n) {
     Reader r(ByteView(body.data(), n));
     auto req = decode_produce(r, 7);
@@ -84,7 +72,7 @@ TEST(Decode, EveryTruncationOfAProduceRequestIsAnErrorNotACrash) {
 }
 
 TEST(Decode, TrailingBytesAreRejected) {
-  auto body = produce_v7_body(testing::make_batch({}));
+  auto body = testing::produce_body("topic", testing::make_batch({}));
   body.push_back(0);
   Reader r(body);
   EXPECT_FALSE(decode_produce(r, 7).has_value());
@@ -125,12 +113,25 @@ TEST(Decode, RandomGarbageNeverCrashesAnyDecoder) {
       run(decode_leave_group);
       run(decode_offset_commit);
       run(decode_offset_fetch);
+      run(decode_list_groups);
       run(decode_describe_groups);
       Reader r(junk);
       (void)decode_request_header(r);
       (void)validate_record_set(junk, 1 << 20);
     }
   }
+}
+
+TEST(Decode, ListGroupsBodyMustBeEmpty) {
+  Bytes empty;
+  Reader r(empty);
+  EXPECT_TRUE(decode_list_groups(r, 2).has_value());
+  Bytes one{0};
+  Reader r1(one);
+  auto req = decode_list_groups(r1, 2);
+  ASSERT_FALSE(req.has_value());
+  EXPECT_EQ(req.error().code, ErrorCode::kInvalidRequest);
+  EXPECT_EQ(req.error().message, "ListGroups request has trailing bytes");
 }
 
 TEST(Decode, MetadataV0EmptyListMeansAllTopicsButV1EmptyMeansNone) {

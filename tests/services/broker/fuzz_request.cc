@@ -18,12 +18,20 @@
 #include <spdlog/spdlog.h>
 
 #include "services/broker/broker.h"
+#include "tests/services/broker/request_bodies.h"
 #include "tests/services/broker/test_batches.h"
 #include "tests/support/fuzz_main.h"
 
 namespace sb = starling::broker;
 
 namespace {
+
+using sb::testing::fetch_body;
+using sb::testing::join_group_body;
+using sb::testing::metadata_body;
+using sb::testing::offset_commit_body;
+using sb::testing::produce_body;
+using sb::testing::sync_group_body;
 
 struct Harness {
   Harness() {
@@ -78,91 +86,12 @@ sb::Bytes frame(int16_t key, int16_t version, const sb::Bytes& body) {
 [[maybe_unused]] std::vector<sb::Bytes> seeds() {
   std::vector<sb::Bytes> out;
   auto batch = sb::testing::make_batch({{"a", "bb"}, 1000, 77, 0, 0});
-  for (int16_t v = 3; v <= 7; ++v) {
-    sb::Writer w;
-    w.nullable_string(std::nullopt);
-    w.i16(-1);
-    w.i32(100);
-    w.array_len(1);
-    w.string("fz");
-    w.array_len(1);
-    w.i32(0);
-    w.bytes(batch);
-    out.push_back(frame(0, v, w.take()));
-  }
-  for (int16_t v = 4; v <= 11; ++v) {
-    sb::Writer w;
-    w.i32(-1);
-    w.i32(1);
-    w.i32(1);
-    w.i32(1 << 20);
-    w.i8(0);
-    if (v >= 7) {
-      w.i32(0);
-      w.i32(-1);
-    }
-    w.array_len(1);
-    w.string("fz");
-    w.array_len(1);
-    w.i32(0);
-    if (v >= 9) w.i32(-1);
-    w.i64(0);
-    if (v >= 5) w.i64(-1);
-    w.i32(1 << 20);
-    if (v >= 7) w.array_len(0);
-    if (v >= 11) w.string("");
-    out.push_back(frame(1, v, w.take()));
-  }
-  for (int16_t v = 0; v <= 8; ++v) {
-    sb::Writer w;
-    w.array_len(1);
-    w.string("fz");
-    if (v >= 4) w.boolean(true);
-    if (v >= 8) {
-      w.boolean(false);
-      w.boolean(false);
-    }
-    out.push_back(frame(3, v, w.take()));
-  }
-  for (int16_t v = 0; v <= 5; ++v) {
-    sb::Writer w;
-    w.string("grp");
-    w.i32(1000);
-    if (v >= 1) w.i32(1000);
-    w.string("");
-    if (v >= 5) w.nullable_string(std::nullopt);
-    w.string("consumer");
-    w.array_len(1);
-    w.string("range");
-    w.bytes(sb::Bytes{0, 1, 2});
-    out.push_back(frame(11, v, w.take()));
-  }
-  {
-    sb::Writer w;
-    w.string("grp");
-    w.i32(1);
-    w.string("m");
-    w.array_len(1);
-    w.string("m");
-    w.bytes(sb::Bytes{1});
-    out.push_back(frame(14, 0, w.take()));
-  }
-  for (int16_t v = 2; v <= 7; ++v) {
-    sb::Writer w;
-    w.string("grp");
-    w.i32(-1);
-    w.string("");
-    if (v >= 7) w.nullable_string(std::nullopt);
-    if (v <= 4) w.i64(-1);
-    w.array_len(1);
-    w.string("fz");
-    w.array_len(1);
-    w.i32(0);
-    w.i64(1);
-    if (v >= 6) w.i32(-1);
-    w.nullable_string(std::string("m"));
-    out.push_back(frame(8, v, w.take()));
-  }
+  for (int16_t v = 3; v <= 7; ++v) out.push_back(frame(0, v, produce_body("fz", batch)));
+  for (int16_t v = 4; v <= 11; ++v) out.push_back(frame(1, v, fetch_body(v, "fz", 0, /*max_wait_ms=*/1)));
+  for (int16_t v = 0; v <= 8; ++v) out.push_back(frame(3, v, metadata_body(v, "fz", true)));
+  for (int16_t v = 0; v <= 5; ++v) out.push_back(frame(11, v, join_group_body(v, "grp")));
+  out.push_back(frame(14, 0, sync_group_body(0, "grp", 1, "m", sb::Bytes{1})));
+  for (int16_t v = 2; v <= 7; ++v) out.push_back(frame(8, v, offset_commit_body(v, "grp", -1, "", "fz", 1)));
   {
     sb::Writer w;
     w.array_len(1);

@@ -7,6 +7,7 @@
 #include "services/broker/messages.h"
 #include "tests/services/broker/broker_process.h"
 #include "tests/services/broker/raw_client.h"
+#include "tests/services/broker/request_bodies.h"
 #include "tests/services/broker/test_batches.h"
 
 namespace starling::broker::testing {
@@ -26,26 +27,9 @@ class Protocol : public ::testing::Test {
     EXPECT_EQ(r.i16(), 0);
   }
 
-  Bytes produce_body(const std::string& topic, const Bytes& batch, int16_t acks = -1) {
-    Writer w;
-    w.nullable_string(std::nullopt);
-    w.i16(acks);
-    w.i32(5000);
-    w.array_len(1);
-    w.string(topic);
-    w.array_len(1);
-    w.i32(0);
-    w.bytes(batch);
-    return w.take();
-  }
-
   void create_topic(const std::string& topic) {
     RawClient c(broker_.port());
-    Writer w;
-    w.array_len(1);
-    w.string(topic);
-    w.boolean(true);
-    ASSERT_TRUE(c.call(3, 4, w.take()).has_value());  // Metadata v4 auto-creates
+    ASSERT_TRUE(c.call(3, 4, metadata_body(4, topic, true)).has_value());  // Metadata v4 auto-creates
   }
 };
 
@@ -183,27 +167,7 @@ TEST_F(Protocol, FetchBeyondTheEndIsOffsetOutOfRangeAndReportsWatermarks) {
   create_topic("oor");
   RawClient c(broker_.port());
   ASSERT_TRUE(c.call(0, 7, produce_body("oor", make_batch({{"a", "b", "c"}}))).has_value());
-  auto fetch = [&](int64_t offset) {
-    Writer w;
-    w.i32(-1);
-    w.i32(0);  // max wait
-    w.i32(1);
-    w.i32(1 << 20);
-    w.i8(0);
-    w.i32(0);
-    w.i32(-1);
-    w.array_len(1);
-    w.string("oor");
-    w.array_len(1);
-    w.i32(0);
-    w.i32(-1);
-    w.i64(offset);
-    w.i64(-1);
-    w.i32(1 << 20);
-    w.array_len(0);
-    w.string("");
-    return c.call(1, 11, w.take());
-  };
+  auto fetch = [&](int64_t offset) { return c.call(1, 11, fetch_body(11, "oor", offset)); };
   for (int64_t offset : {int64_t{0}, int64_t{100}}) {
     auto resp = fetch(offset);
     ASSERT_TRUE(resp.has_value());
@@ -235,34 +199,12 @@ TEST_F(Protocol, FetchBeyondTheEndIsOffsetOutOfRangeAndReportsWatermarks) {
   }
 }
 
-Bytes fetch_v11_body(const std::string& topic, int64_t offset, int32_t max_wait_ms) {
-  Writer w;
-  w.i32(-1);
-  w.i32(max_wait_ms);
-  w.i32(1);  // min bytes
-  w.i32(1 << 20);
-  w.i8(0);
-  w.i32(0);
-  w.i32(-1);
-  w.array_len(1);
-  w.string(topic);
-  w.array_len(1);
-  w.i32(0);
-  w.i32(-1);
-  w.i64(offset);
-  w.i64(-1);
-  w.i32(1 << 20);
-  w.array_len(0);
-  w.string("");
-  return w.take();
-}
-
 TEST_F(Protocol, ProduceBehindAParkedFetchOnTheSameConnectionWakesItAndRepliesStayInOrder) {
   create_topic("pipe");
   RawClient c(broker_.port());
   // Given a fetch parked for up to 10 s on an empty partition
   auto start = std::chrono::steady_clock::now();
-  ASSERT_TRUE(c.send_request(1, 11, fetch_v11_body("pipe", 0, 10000), 1));
+  ASSERT_TRUE(c.send_request(1, 11, fetch_body(11, "pipe", 0, 10000), 1));
   // When a produce for that partition follows on the same connection
   ASSERT_TRUE(c.send_request(0, 7, produce_body("pipe", make_batch({{"x", "y"}})), 2));
   // Then the fetch answers first, at once, with the produced batch
@@ -325,15 +267,7 @@ TEST_F(Protocol, EveryAdvertisedVersionOfMetadataDecodesAndAnswers) {
   create_topic("meta");
   for (int16_t v = 0; v <= 8; ++v) {
     RawClient c(broker_.port());
-    Writer w;
-    w.array_len(1);
-    w.string("meta");
-    if (v >= 4) w.boolean(false);
-    if (v >= 8) {
-      w.boolean(false);
-      w.boolean(false);
-    }
-    auto resp = c.call(3, v, w.take());
+    auto resp = c.call(3, v, metadata_body(v, "meta", false));
     ASSERT_TRUE(resp.has_value()) << "v" << v;
     Reader r(*resp);
     if (v >= 3) r.i32();

@@ -6,6 +6,7 @@
 #include "services/broker/messages.h"
 #include "tests/services/broker/broker_process.h"
 #include "tests/services/broker/raw_client.h"
+#include "tests/services/broker/request_bodies.h"
 #include "tests/services/broker/test_batches.h"
 
 namespace starling::broker::testing {
@@ -17,22 +18,9 @@ class Versions : public ::testing::Test {
     dir_ = new TempDir();
     broker_ = new BrokerProcess(dir_->path(), {"--partitions", "1"});
     RawClient c(broker_->port());
-    Writer w;
-    w.array_len(1);
-    w.string("vt");
-    w.boolean(true);
-    ASSERT_TRUE(c.call(3, 4, w.take()).has_value());
+    ASSERT_TRUE(c.call(3, 4, metadata_body(4, "vt", true)).has_value());
     // One batch, so every test (each runs in its own process under ctest) has data to fetch.
-    Writer p;
-    p.nullable_string(std::nullopt);
-    p.i16(-1);
-    p.i32(1000);
-    p.array_len(1);
-    p.string("vt");
-    p.array_len(1);
-    p.i32(0);
-    p.bytes(make_batch({{"seed"}}));
-    ASSERT_TRUE(c.call(0, 7, p.take()).has_value());
+    ASSERT_TRUE(c.call(0, 7, produce_body("vt", make_batch({{"seed"}}))).has_value());
   }
   static void TearDownTestSuite() {
     delete broker_;
@@ -71,17 +59,8 @@ TEST_F(Versions, ApiVersions) {
 
 TEST_F(Versions, Produce) {
   for (int16_t v = 3; v <= 7; ++v) {
-    Writer w;
-    w.nullable_string(std::nullopt);
-    w.i16(1);
-    w.i32(1000);
-    w.array_len(1);
-    w.string("vt");
-    w.array_len(1);
-    w.i32(0);
-    w.bytes(make_batch({{"x"}}));
     Bytes keep;
-    Reader r = response(0, v, w.take(), keep);
+    Reader r = response(0, v, produce_body("vt", make_batch({{"x"}}), 1), keep);
     ASSERT_EQ(r.array_len(), 1);
     EXPECT_EQ(r.string(), "vt");
     ASSERT_EQ(r.array_len(), 1);
@@ -99,28 +78,8 @@ TEST_F(Versions, Produce) {
 
 TEST_F(Versions, Fetch) {
   for (int16_t v = 4; v <= 11; ++v) {
-    Writer w;
-    w.i32(-1);
-    w.i32(0);
-    w.i32(0);
-    w.i32(1 << 20);
-    w.i8(0);
-    if (v >= 7) {
-      w.i32(0);
-      w.i32(-1);
-    }
-    w.array_len(1);
-    w.string("vt");
-    w.array_len(1);
-    w.i32(0);
-    if (v >= 9) w.i32(-1);
-    w.i64(0);
-    if (v >= 5) w.i64(-1);
-    w.i32(1 << 20);
-    if (v >= 7) w.array_len(0);
-    if (v >= 11) w.string("rack");
     Bytes keep;
-    Reader r = response(1, v, w.take(), keep);
+    Reader r = response(1, v, fetch_body(v, "vt"), keep);
     r.i32();
     if (v >= 7) {
       EXPECT_EQ(r.i16(), 0);
@@ -240,19 +199,9 @@ TEST_F(Versions, InitProducerIdAndFindCoordinator) {
 
 TEST_F(Versions, GroupApis) {
   for (int16_t v = 0; v <= 5; ++v) {
-    Writer w;
     std::string group = "vg" + std::to_string(v);
-    w.string(group);
-    w.i32(6000);
-    if (v >= 1) w.i32(6000);
-    w.string("");
-    if (v >= 5) w.nullable_string(std::nullopt);
-    w.string("consumer");
-    w.array_len(1);
-    w.string("range");
-    w.bytes(Bytes{0, 1});
     Bytes keep;
-    Reader r = response(11, v, w.take(), keep);
+    Reader r = response(11, v, join_group_body(v, group), keep);
     if (v >= 2) r.i32();
     EXPECT_EQ(r.i16(), 0);
     int32_t generation = r.i32();
@@ -267,15 +216,7 @@ TEST_F(Versions, GroupApis) {
     expect_fully_read(r, 11, v);
 
     int16_t sv = static_cast<int16_t>(std::min<int>(v, 3));
-    Writer s;
-    s.string(group);
-    s.i32(generation);
-    s.string(member);
-    if (sv >= 3) s.nullable_string(std::nullopt);
-    s.array_len(1);
-    s.string(member);
-    s.bytes(Bytes{5});
-    Reader sr = response(14, sv, s.take(), keep);
+    Reader sr = response(14, sv, sync_group_body(sv, group, generation, member, Bytes{5}), keep);
     if (sv >= 1) sr.i32();
     EXPECT_EQ(sr.i16(), 0);
     EXPECT_EQ(sr.bytes(), Bytes{5});
@@ -292,20 +233,7 @@ TEST_F(Versions, GroupApis) {
     expect_fully_read(hr, 12, sv);
 
     int16_t cv = static_cast<int16_t>(2 + v);  // OffsetCommit 2..7
-    Writer oc;
-    oc.string(group);
-    oc.i32(generation);
-    oc.string(member);
-    if (cv >= 7) oc.nullable_string(std::nullopt);
-    if (cv <= 4) oc.i64(-1);
-    oc.array_len(1);
-    oc.string("vt");
-    oc.array_len(1);
-    oc.i32(0);
-    oc.i64(1);
-    if (cv >= 6) oc.i32(-1);
-    oc.nullable_string(std::string("m"));
-    Reader ocr = response(8, cv, oc.take(), keep);
+    Reader ocr = response(8, cv, offset_commit_body(cv, group, generation, member, "vt", 1), keep);
     if (cv >= 3) ocr.i32();
     ASSERT_EQ(ocr.array_len(), 1);
     ocr.string();

@@ -1,0 +1,244 @@
+// Broker handlers of the data APIs: Produce, Fetch, ListOffsets.
+#include "services/broker/broker.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "services/broker/response.h"
+
+namespace starling::broker {
+
+using std::chrono::milliseconds;
+
+asio::awaitable<Reply> Broker::handle_produce(const RequestHeader& h, const ProduceRequest& req) {
+  const int16_t v = h.api_version;
+  struct PartResult {
+    int32_t index;
+    ErrorCode error;
+    int64_t base_offset;
+    int64_t log_start;
+    int64_t durable_end_needed = -1;  // -1: nothing to wait for
+  };
+  std::vector<std::pair<std::string, std::vector<PartResult>>> results;
+  bool acks_ok = req.acks == 0 || req.acks == 1 || req.acks == -1;
+  for (const auto& t : req.topics) {
+    std::vector<PartResult> parts;
+    for (const auto& p : t.partitions) {
+      PartResult pr{p.index, ErrorCode::kNone, -1, -1};
+      PartitionLog* lg = log(t.name, p.index);
+      if (!acks_ok) {
+        pr.error = ErrorCode::kInvalidRequiredAcks;
+      } else if (req.transactional_id) {
+        // Transactions are out of scope (PRODUCT.md): idempotence is enough.
+        pr.error = ErrorCode::kInvalidRequest;
+      } else if (lg == nullptr) {
+        pr.error = ErrorCode::kUnknownTopicOrPartition;
+      } else if (!p.records) {
+        pr.error = ErrorCode::kCorruptMessage;
+      } else {
+        auto batches = validate_record_set(*p.records, config_.max_batch_bytes);
+        if (!batches) {
+          pr.error = batches.error().code;
+          spdlog::warn("produce to {}-{} rejected: {}", t.name, p.index, batches.error().message);
+        } else if (std::any_of(batches->begin(), batches->end(), [](const auto& b) { return b.header.is_transactional(); })) {
+          pr.error = ErrorCode::kInvalidRecord;
+        } else {
+          auto appended = lg->append(*p.records, *batches);
+          if (!appended) {
+            pr.error = appended.error().code;
+            if (pr.error == ErrorCode::kKafkaStorageError) {
+              spdlog::error("append to {}-{} failed: {}", t.name, p.index, appended.error().message);
+            } else {
+              spdlog::debug("append to {}-{} refused: {}", t.name, p.index, appended.error().message);
+            }
+          } else {
+            pr.base_offset = appended->base_offset;
+            pr.durable_end_needed = appended->durable_end_needed;
+            if (config_.log.sync != LogConfig::Sync::kDeferred && !appended->duplicate) notify_fetchers(t.name, p.index);
+          }
+        }
+        pr.log_start = lg->log_start_offset();
+      }
+      parts.push_back(pr);
+    }
+    results.emplace_back(t.name, std::move(parts));
+  }
+  if (config_.log.sync == LogConfig::Sync::kDeferred) {
+    // Group commit: acknowledge (and let consumers see) the appends only once
+    // fdatasync'ed. Other requests keep being served meanwhile.
+    std::vector<int> fds;
+    for (auto& [name, parts] : results) {
+      for (auto& pr : parts) {
+        PartitionLog* lg = pr.durable_end_needed >= 0 ? log(name, pr.index) : nullptr;
+        if (lg == nullptr || lg->high_watermark() >= pr.durable_end_needed) continue;
+        for (int fd : lg->unsynced_fds()) fds.push_back(fd);
+      }
+    }
+    if (!fds.empty()) {
+      bool ok = co_await flusher_->sync(fds);
+      for (auto& [name, parts] : results) {
+        for (auto& pr : parts) {
+          if (pr.durable_end_needed < 0) continue;
+          PartitionLog* lg = log(name, pr.index);  // looked up again: the topic may be gone
+          if (!ok) {
+            pr.error = ErrorCode::kKafkaStorageError;
+          } else if (lg != nullptr) {
+            int64_t before = lg->high_watermark();
+            lg->mark_durable(pr.durable_end_needed);
+            if (lg->high_watermark() > before) notify_fetchers(name, pr.index);
+          }
+        }
+      }
+    }
+  }
+  if (req.acks == 0) co_return Reply{};
+  Response resp(h.correlation_id);
+  auto& w = resp.w;
+  w.array_len(results.size());
+  for (const auto& [name, parts] : results) {
+    w.string(name);
+    w.array_len(parts.size());
+    for (const auto& pr : parts) {
+      w.i32(pr.index);
+      w.i16(code(pr.error));
+      w.i64(pr.base_offset);
+      w.i64(-1);  // log_append_time_ms: CreateTime topics only
+      if (v >= 5) w.i64(pr.log_start);
+    }
+  }
+  w.i32(0);  // throttle_time_ms
+  co_return resp.done();
+}
+
+asio::awaitable<Reply> Broker::handle_fetch(const RequestHeader& h, const FetchRequest& req) {
+  const int16_t v = h.api_version;
+  struct PartResult {
+    int32_t index;
+    ErrorCode error = ErrorCode::kNone;
+    int64_t high_watermark = -1;
+    int64_t log_start = -1;
+    Bytes records;
+  };
+  using TopicResults = std::vector<std::pair<std::string, std::vector<PartResult>>>;
+  auto deadline = Clock::now() + milliseconds(std::max(0, req.max_wait_ms));
+  auto collect = [&](size_t& total, bool& any_error) {
+    TopicResults out;
+    total = 0;
+    any_error = false;
+    size_t budget = req.max_bytes > 0 ? static_cast<size_t>(req.max_bytes) : 0;
+    for (const auto& t : req.topics) {
+      std::vector<PartResult> parts;
+      for (const auto& p : t.partitions) {
+        PartResult pr;
+        pr.index = p.index;
+        PartitionLog* lg = log(t.name, p.index);
+        if (lg == nullptr) {
+          pr.error = ErrorCode::kUnknownTopicOrPartition;
+          any_error = true;
+        } else {
+          pr.high_watermark = lg->high_watermark();
+          pr.log_start = lg->log_start_offset();
+          size_t limit = std::min<size_t>(static_cast<size_t>(std::max(0, p.partition_max_bytes)), budget > total ? budget - total : 0);
+          auto rd = lg->read(p.fetch_offset, limit, /*allow_oversized_first=*/total == 0);
+          if (!rd) {
+            pr.error = rd.error().code;
+            any_error = true;
+          } else {
+            total += rd->records.size();
+            pr.records = std::move(rd->records);
+          }
+        }
+        parts.push_back(std::move(pr));
+      }
+      out.emplace_back(t.name, std::move(parts));
+    }
+    return out;
+  };
+
+  size_t total = 0;
+  bool any_error = false;
+  TopicResults results = collect(total, any_error);
+  if (!any_error && total < static_cast<size_t>(std::max(0, req.min_bytes)) && Clock::now() < deadline) {
+    // Long poll: park until a produce to one of these partitions wakes us.
+    FetchWaiter waiter;
+    for (const auto& t : req.topics) {
+      for (const auto& p : t.partitions) waiter.watched.emplace(t.name, p.index);
+    }
+    fetch_waiters_.push_back(&waiter);
+    while (Clock::now() < deadline) {
+      waiter.pending = std::make_shared<Pending<bool>>(ex_);
+      co_await waiter.pending->wait_until(deadline);
+      results = collect(total, any_error);
+      if (any_error || total >= static_cast<size_t>(std::max(0, req.min_bytes))) break;
+    }
+    fetch_waiters_.erase(std::find(fetch_waiters_.begin(), fetch_waiters_.end(), &waiter));
+  }
+
+  Response resp(h.correlation_id);
+  auto& w = resp.w;
+  w.i32(0);  // throttle_time_ms
+  if (v >= 7) {
+    w.i16(0);
+    w.i32(0);  // session id 0: no incremental fetch sessions
+  }
+  w.array_len(results.size());
+  for (auto& [name, parts] : results) {
+    w.string(name);
+    w.array_len(parts.size());
+    for (auto& pr : parts) {
+      w.i32(pr.index);
+      w.i16(code(pr.error));
+      w.i64(pr.high_watermark);
+      w.i64(pr.high_watermark);  // last stable offset: no transactions, so = high watermark
+      if (v >= 5) w.i64(pr.log_start);
+      w.array_len(0);  // aborted transactions
+      if (v >= 11) w.i32(-1);  // preferred read replica
+      resp.bytes_by_move(std::move(pr.records));
+    }
+  }
+  co_return resp.done();
+}
+
+Reply Broker::handle_list_offsets(const RequestHeader& h, const ListOffsetsRequest& req) {
+  const int16_t v = h.api_version;
+  Response resp(h.correlation_id);
+  auto& w = resp.w;
+  if (v >= 2) w.i32(0);
+  w.array_len(req.topics.size());
+  for (const auto& t : req.topics) {
+    w.string(t.name);
+    w.array_len(t.partitions.size());
+    for (const auto& p : t.partitions) {
+      PartitionLog* lg = log(t.name, p.index);
+      ErrorCode e = ErrorCode::kNone;
+      int64_t ts = -1;
+      int64_t offset = -1;
+      if (lg == nullptr) {
+        e = ErrorCode::kUnknownTopicOrPartition;
+      } else if (p.timestamp == -2) {
+        offset = lg->log_start_offset();
+      } else if (p.timestamp == -1) {
+        offset = lg->high_watermark();
+      } else if (p.timestamp < 0) {
+        e = ErrorCode::kInvalidRequest;
+      } else {
+        offset = lg->offset_for_timestamp(p.timestamp);
+        if (offset >= 0) ts = p.timestamp;
+      }
+      w.i32(p.index);
+      w.i16(code(e));
+      w.i64(ts);
+      w.i64(offset);
+      if (v >= 4) w.i32(e == ErrorCode::kNone ? 0 : -1);
+    }
+  }
+  return resp.done();
+}
+
+}  // namespace starling::broker
