@@ -31,7 +31,7 @@ struct Deadlines {
 /// practice and bounds a pathological STALLED ⇄ IN_FLIGHT flapper.
 inline constexpr int kTimelineMax = 16;
 
-/// Replay saga ids start with this (services/cli/replay.h makes them), so
+/// Replay saga ids start with this (services/replay/replay.h makes them), so
 /// the coordinator knows a replay before its INGESTED fact, which comes last.
 inline constexpr std::string_view kReplaySagaPrefix = "replay-";
 

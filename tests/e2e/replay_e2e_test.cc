@@ -17,15 +17,18 @@
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
-#include "services/cli/replay.h"
 #include "services/common/time.h"
+#include "services/replay/replay.h"
 #include "services/saga/saga_state.h"
 #include "tests/e2e/pipeline_e2e.h"
 
-namespace starling::cli {
+namespace starling::e2e {
 namespace {
 
 using nlohmann::json;
+using replay::read_replay_status;
+using replay::ReplayOptions;
+using replay::run_replay;
 
 struct StoredRow {
   std::string saga_id;
@@ -364,4 +367,4 @@ TEST_F(ReplayE2E, ReplayBySagaIdReplaysExactlyThatSagaAndIsControlledFromAnother
 }
 
 }  // namespace
-}  // namespace starling::cli
+}  // namespace starling::e2e

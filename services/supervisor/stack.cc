@@ -1,4 +1,4 @@
-#include "services/cli/stack.h"
+#include "services/supervisor/stack.h"
 
 #include <csignal>
 #include <filesystem>
@@ -9,7 +9,7 @@
 
 #include "broker-adapters/kafka/kafka.h"
 
-namespace starling::cli {
+namespace starling::supervisor {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -229,4 +229,4 @@ int Stack::restarts(const std::string& process) {
   return it == children_.end() ? 0 : it->second.restarts;
 }
 
-}  // namespace starling::cli
+}  // namespace starling::supervisor

@@ -13,7 +13,7 @@
 #include "services/common/pipeline.h"
 #include "services/common/process.h"
 
-namespace starling::cli {
+namespace starling::supervisor {
 
 struct StackOptions {
   std::string bin_dir;                      // where the starling-* executables are
@@ -90,4 +90,4 @@ class Stack {
   bool stopping_ = false;
 };
 
-}  // namespace starling::cli
+}  // namespace starling::supervisor

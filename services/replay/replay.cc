@@ -1,4 +1,4 @@
-#include "services/cli/replay.h"
+#include "services/replay/replay.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -25,7 +25,7 @@
 #include "starling/v1/envelope.pb.h"
 #include "starling/v1/saga.pb.h"
 
-namespace starling::cli {
+namespace starling::replay {
 namespace {
 
 namespace fs = std::filesystem;
@@ -507,4 +507,4 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
   return s;
 }
 
-}  // namespace starling::cli
+}  // namespace starling::replay

@@ -1,4 +1,4 @@
-#include "services/cli/simulate.h"
+#include "services/simulator/simulate.h"
 
 #include <cmath>
 #include <random>
@@ -12,7 +12,7 @@
 #include "services/common/ids.h"
 #include "services/common/time.h"
 
-namespace starling::cli {
+namespace starling::simulator {
 
 using nlohmann::json;
 
@@ -117,4 +117,4 @@ Result<SimResult> simulate(const SimOptions& o, const std::function<void(uint64_
   return res;
 }
 
-}  // namespace starling::cli
+}  // namespace starling::simulator
