@@ -184,10 +184,13 @@ void Stack::stop() {
   // Front door first, broker last: each stage drains into a live broker.
   for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
     auto& c = children_.at(*it);
-    if (!c.proc.running()) continue;
-    const int st = c.proc.stop(15s);
-    spdlog::info("stopped {} ({})", *it, WIFEXITED(st) ? fmt::format("exit {}", WEXITSTATUS(st))
-                                                       : fmt::format("signal {}", WTERMSIG(st)));
+    if (c.proc.running()) {
+      const int st = c.proc.stop(15s);
+      spdlog::info("stopped {} ({})", *it, WIFEXITED(st) ? fmt::format("exit {}", WEXITSTATUS(st))
+                                                         : fmt::format("signal {}", WTERMSIG(st)));
+    }
+    std::lock_guard lock(mu_);
+    if (auto st = c.proc.exit_status()) c.exits.push_back(*st);
   }
 }
 

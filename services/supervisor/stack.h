@@ -61,7 +61,8 @@ class Stack {
   bool running(const std::string& process);
   /// Restarts seen so far, per process.
   int restarts(const std::string& process);
-  /// The wait status of each exit the supervisor saw, oldest first.
+  /// The wait status of each exit the supervisor saw, oldest first; after
+  /// stop(), the last one is how the process ended then.
   std::vector<int> exits(const std::string& process);
 
  private:
