@@ -17,8 +17,8 @@
 #include "services/common/process.h"
 #include "services/common/progress.h"
 #include "services/common/shutdown.h"
+#include "services/common/time.h"
 #include "services/replay/replay.h"
-#include "services/saga/saga_state.h"
 #include "services/simulator/report.h"
 #include "services/simulator/simulate.h"
 #include "services/supervisor/stack.h"
@@ -302,7 +302,7 @@ struct ReplayArgs {
   bool as_json = false;
 };
 
-std::string time_or_dash(int64_t ms) { return ms > 0 ? saga::rfc3339(ms) : "-"; }
+std::string time_or_dash(int64_t ms) { return ms > 0 ? rfc3339(ms) : "-"; }
 
 void print_replay_table(const ReplayStatus& s) {
   fmt::print("{:>9}  {:>10}  {:>10}  {:>8}  {:>9}  {:>10}  {:>8}  {:<24}  {:<24}\n", "partition", "from", "to", "read",

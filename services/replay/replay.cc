@@ -20,7 +20,6 @@
 #include "services/common/pipeline.h"
 #include "services/common/shutdown.h"
 #include "services/common/time.h"
-#include "services/saga/saga_api.h"
 #include "services/saga/saga_state.h"
 #include "starling/v1/envelope.pb.h"
 #include "starling/v1/saga.pb.h"
@@ -97,7 +96,7 @@ Result<Position> parse_position(const std::string& flag, const std::string& text
       pos.offsets[static_cast<int32_t>(p)] = off;
     }
   } else {
-    auto t = saga::parse_time_ms(text);
+    auto t = parse_time_ms(text);
     if (!t) return bad();
     pos.kind = Position::time;
     pos.value = *t;

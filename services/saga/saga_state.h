@@ -84,7 +84,4 @@ bool set_bit(std::string& bits, uint32_t seq);
 bool test_bit(const std::string& bits, uint32_t seq);
 uint32_t popcount(const std::string& bits);
 
-/// Unix ms as RFC 3339 UTC with milliseconds.
-std::string rfc3339(int64_t ms);
-
 }  // namespace starling::saga

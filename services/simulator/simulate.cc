@@ -5,8 +5,6 @@
 #include <thread>
 
 #include <fmt/format.h>
-#include <google/protobuf/timestamp.pb.h>
-#include <google/protobuf/util/time_util.h>
 
 #include "services/common/http.h"
 #include "services/common/ids.h"
@@ -43,11 +41,10 @@ std::vector<SimEvent> generate_events(const SimOptions& o) {
     bike.odometer += speed / 3600.0;
     SimEvent e;
     e.event_id = fmt::format("{}{}-{:08d}", o.id_prefix, bike.id, i);
-    const auto ts = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(start_ms + i * 100);
     e.record = {{"event_id", e.event_id},
                 {"device_id", bike.id},
                 {"ride_id", fmt::format("{}-r{}", bike.id, bike.ride)},
-                {"event_time", google::protobuf::util::TimeUtil::ToString(ts)},
+                {"event_time", rfc3339_trimmed(start_ms + i * 100)},
                 {"lat", bike.lat},
                 {"lon", bike.lon},
                 {"speed_kmh", speed},
