@@ -6,7 +6,7 @@
 #include <fmt/format.h>
 
 #include "broker-adapters/kafka/kafka.h"
-#include "services/cli/simulate.h"
+#include "services/simulator/simulate.h"
 #include "services/common/pipeline.h"
 #include "services/common/records.h"
 #include "starling/v1/envelope.pb.h"
@@ -14,13 +14,13 @@
 namespace starling::bench {
 
 inline Result<std::vector<kafka::OutMessage>> raw_events(const PipelineConfig& p, int events) {
-  cli::SimOptions sim;
+  simulator::SimOptions sim;
   sim.events = events;
   sim.bikes = 200;
   std::vector<kafka::OutMessage> raw;
   raw.reserve(static_cast<std::size_t>(events));
   int seq = 0;
-  for (const auto& e : cli::generate_events(sim)) {
+  for (const auto& e : simulator::generate_events(sim)) {
     auto rec = record_from_json(p, e.record);
     if (!rec) return std::unexpected(rec.error());
     v1::Envelope env;

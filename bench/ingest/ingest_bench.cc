@@ -35,8 +35,8 @@
 #include <nlohmann/json.hpp>
 
 #include "broker-adapters/kafka/kafka.h"
-#include "services/cli/simulate.h"
-#include "services/cli/stack.h"
+#include "services/simulator/simulate.h"
+#include "services/supervisor/stack.h"
 #include "services/common/http.h"
 #include "services/common/pipeline.h"
 #include "services/common/process.h"
@@ -254,7 +254,7 @@ int main(int argc, char** argv) {
   app.add_option("--pipeline", pipeline_file, "Pipeline posted to")->check(CLI::ExistingFile)->capture_default_str();
   app.add_option("--only", only, "Run one scenario: batch or single")->check(CLI::IsMember({"batch", "single"}));
   app.add_flag("--full-stack", full_stack,
-               "Run the whole pipeline (cli::Stack: broker, ingest, clean, load, saga) instead of broker + ingest "
+               "Run the whole pipeline (supervisor::Stack: broker, ingest, clean, load, saga) instead of broker + ingest "
                "only; downstream stages then share the cores with ingest");
   app.add_flag("--keep", keep, "Keep the temporary directory (broker and ingest logs, data)");
   CLI11_PARSE(app, argc, argv);
@@ -269,12 +269,12 @@ int main(int argc, char** argv) {
   const auto bin = executable_dir();
 
   // Bodies: the simulator's fleet records, as `starling simulate` posts them.
-  cli::SimOptions sim;
+  simulator::SimOptions sim;
   sim.pipeline = p.name;
   sim.bikes = 200;
   sim.fault_rate = fault_rate;
   sim.events = distinct * batch + distinct;
-  const auto events = cli::generate_events(sim);
+  const auto events = simulator::generate_events(sim);
   std::vector<std::string> batch_bodies;
   std::vector<std::string> single_bodies;
   std::size_t e = 0;
@@ -299,7 +299,7 @@ int main(int argc, char** argv) {
   // starling-ingest on a starling-broker, both child processes (or the whole Stack).
   std::optional<ChildProcess> broker;
   std::optional<ChildProcess> ingest;
-  std::unique_ptr<cli::Stack> stack;
+  std::unique_ptr<supervisor::Stack> stack;
   uint16_t ingest_port = 0;
   std::string ingest_url;
   const auto give_up = [&](const std::string& why) {
@@ -311,7 +311,7 @@ int main(int argc, char** argv) {
     return 1;
   };
   if (full_stack) {
-    cli::StackOptions so;
+    supervisor::StackOptions so;
     so.bin_dir = bin;
     so.data_dir = (dir / "stack").string();
     so.pipeline_files = {std::filesystem::absolute(pipeline_file).string()};
@@ -320,7 +320,7 @@ int main(int argc, char** argv) {
     // The Stack passes no --threads; ingest reads this variable instead, so
     // both servers still get the same thread count.
     ::setenv("STARLING_HTTP_THREADS", std::to_string(server_threads).c_str(), 1);
-    stack = std::make_unique<cli::Stack>(so);
+    stack = std::make_unique<supervisor::Stack>(so);
     if (auto st = stack->start(); !st) return give_up(st.error().message);
     ingest_url = stack->ingest_url();
   } else {

@@ -5,10 +5,10 @@
 
 #include <fmt/compile.h>
 #include <fmt/format.h>
-#include <google/protobuf/util/time_util.h>
 #include <re2/re2.h>
 
 #include "services/common/records.h"
+#include "services/common/time.h"
 
 namespace starling::clean {
 
@@ -106,10 +106,6 @@ std::string join(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
   return out;
-}
-
-std::string rfc3339(int64_t ms) {
-  return google::protobuf::util::TimeUtil::ToString(google::protobuf::util::TimeUtil::MillisecondsToTimestamp(ms));
 }
 
 v1::Reason reason(std::string rule, const std::string& field, std::string value, std::string expected) {
@@ -229,11 +225,11 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
       if (ts.max_future_ms && t > ctx.ingest_time_ms + *ts.max_future_ms) {
         out.reasons.push_back(reason("timestamp", rule.field, field_text(record, f),
                                      fmt::format("at most {} after ingest time {}", format_duration(*ts.max_future_ms),
-                                                 rfc3339(ctx.ingest_time_ms))));
+                                                 rfc3339_trimmed(ctx.ingest_time_ms))));
       } else if (ts.max_late_ms && t < ctx.ingest_time_ms - *ts.max_late_ms) {
         out.reasons.push_back(reason("timestamp", rule.field, field_text(record, f),
                                      fmt::format("at most {} before ingest time {}", format_duration(*ts.max_late_ms),
-                                                 rfc3339(ctx.ingest_time_ms))));
+                                                 rfc3339_trimmed(ctx.ingest_time_ms))));
       }
     }
     if (own_value && rule.fill_max_age_ms) {

@@ -12,22 +12,36 @@
 #include <spdlog/spdlog.h>
 
 #include "services/cli/fixtures.h"
-#include "services/cli/progress.h"
-#include "services/cli/replay.h"
-#include "services/cli/report.h"
-#include "services/cli/simulate.h"
-#include "services/cli/stack.h"
 #include "services/common/http.h"
 #include "services/common/logging.h"
 #include "services/common/process.h"
+#include "services/common/progress.h"
 #include "services/common/shutdown.h"
-#include "services/saga/saga_state.h"
+#include "services/common/time.h"
+#include "services/replay/replay.h"
+#include "services/simulator/report.h"
+#include "services/simulator/simulate.h"
+#include "services/supervisor/stack.h"
 
 namespace starling::cli {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using replay::check_replay_options;
+using replay::control_replay;
+using replay::read_replay_status;
+using replay::replay_process_alive;
+using replay::ReplayOptions;
+using replay::ReplayStatus;
+using replay::run_replay;
+using simulator::count_rows;
+using simulator::fetch_saga;
+using simulator::SimOptions;
+using simulator::simulate;
+using simulator::wait_until_settled;
+using supervisor::Stack;
+using supervisor::StackOptions;
 
 std::vector<std::string> default_pipelines() {
   std::vector<std::string> out;
@@ -288,7 +302,7 @@ struct ReplayArgs {
   bool as_json = false;
 };
 
-std::string time_or_dash(int64_t ms) { return ms > 0 ? saga::rfc3339(ms) : "-"; }
+std::string time_or_dash(int64_t ms) { return ms > 0 ? rfc3339(ms) : "-"; }
 
 void print_replay_table(const ReplayStatus& s) {
   fmt::print("{:>9}  {:>10}  {:>10}  {:>8}  {:>9}  {:>10}  {:>8}  {:<24}  {:<24}\n", "partition", "from", "to", "read",

@@ -6,6 +6,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "services/common/time.h"
+
 namespace starling {
 
 namespace {
@@ -34,12 +36,8 @@ void append_json_string(std::string_view s, spdlog::memory_buf_t& out) {
 class JsonFormatter final : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& out) override {
-    const auto t = std::chrono::system_clock::to_time_t(msg.time);
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch()).count() % 1000;
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    fmt::format_to(std::back_inserter(out), R"({{"ts":"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z","level":)",
-                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch()).count();
+    fmt::format_to(std::back_inserter(out), R"({{"ts":"{}","level":)", rfc3339(ms));
     const auto level = spdlog::level::to_string_view(msg.level);
     append_json_string(std::string_view(level.data(), level.size()), out);
     out.append(std::string_view(R"(,"service":)"));

@@ -9,9 +9,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <mutex>
 #include <thread>
 
 #include <fmt/format.h>
@@ -19,6 +22,71 @@
 extern char** environ;
 
 namespace starling {
+namespace {
+
+// Linux sends a child its PR_SET_PDEATHSIG when the *thread* that forked it
+// ends, not when the process does (prctl(2)). The supervisor forks restarts
+// on its own thread, which Stack::stop() ends before it drains the children:
+// every restarted service was SIGKILLed there instead of drained. So every
+// fork happens on this one thread, which lives as long as the process: the
+// death signal then comes when the parent process is gone, which is what it
+// is for, whichever thread asked for the child and however long that thread
+// lives. (Draining before the supervisor thread ends would fix only Stack,
+// and only as long as nobody else spawns from a thread that ends first.)
+class ForkThread {
+ public:
+  static ForkThread& instance() {
+    // Never destroyed: its thread must outlive every child, up to exit().
+    static ForkThread* const fork_thread = new ForkThread;
+    return *fork_thread;
+  }
+
+  /// fork() on the fork thread. In the child, `in_child` runs (async-signal-
+  /// safe calls only: the parent has threads) and does not return. Returns
+  /// fork()'s result, with its errno.
+  pid_t fork(const std::function<void()>& in_child) {
+    std::lock_guard one_at_a_time(call_mu_);
+    std::unique_lock lock(mu_);
+    job_ = &in_child;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return job_ == nullptr; });
+    errno = errno_;
+    return pid_;
+  }
+
+ private:
+  ForkThread() { std::thread([this] { run(); }).detach(); }
+
+  void run() {
+    // Children inherit the forking thread's signal mask through exec; they
+    // start with none blocked, whichever thread created this one.
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, nullptr);
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return job_ != nullptr; });
+      const pid_t pid = ::fork();
+      if (pid == 0) {
+        (*job_)();
+        ::_exit(127);
+      }
+      pid_ = pid;
+      errno_ = errno;
+      job_ = nullptr;
+      cv_.notify_all();
+    }
+  }
+
+  std::mutex call_mu_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  const std::function<void()>* job_ = nullptr;  // set while a fork is asked for
+  pid_t pid_ = -1;
+  int errno_ = 0;
+};
+
+}  // namespace
 
 ChildProcess::ChildProcess(ChildProcess&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)), status_(other.status_) {}
@@ -71,9 +139,7 @@ Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, c
     gid = pw->pw_gid;
   }
   const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) return fail(Errc::io, fmt::format("fork: {}", std::strerror(errno)));
-  if (pid == 0) {
+  const pid_t pid = ForkThread::instance().fork([&] {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(127);
     ::setpgid(0, 0);  // Ctrl-C reaches the supervisor, which stops children in order
@@ -88,7 +154,8 @@ Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, c
     if (uid != 0 && (::setgid(gid) != 0 || ::setuid(uid) != 0)) ::_exit(126);
     ::execve(args[0], args.data(), envp.data());
     ::_exit(127);
-  }
+  });
+  if (pid < 0) return fail(Errc::io, fmt::format("fork: {}", std::strerror(errno)));
   ChildProcess c;
   c.pid_ = pid;
   return c;

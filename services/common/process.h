@@ -25,7 +25,8 @@ class ChildProcess {
   ~ChildProcess();
 
   /// Starts argv[0] (a path) with stdout and stderr appended to `log_file`
-  /// (inherited when empty). The child dies with its parent (PR_SET_PDEATHSIG).
+  /// (inherited when empty). The child dies with this process
+  /// (PR_SET_PDEATHSIG), not with the thread that called spawn (process.cc).
   /// `user`, when we are root, is who the child runs as (PostgreSQL refuses
   /// to run as root). `env` adds to (or overrides in) our environment.
   static Result<ChildProcess> spawn(const std::vector<std::string>& argv, const std::string& log_file = {},

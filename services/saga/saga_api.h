@@ -21,9 +21,6 @@ namespace starling::saga {
 /// default end of a consistency report.
 HttpResponse handle_saga_api(SagaStore& store, const HttpRequest& req, const Clock& clock);
 
-/// RFC 3339 ("2026-11-23T10:00:00Z", "...T10:00:00.250+01:00") or Unix ms.
-Result<int64_t> parse_time_ms(const std::string& text);
-
 inline constexpr std::size_t kPageMax = 1000;
 
 }  // namespace starling::saga

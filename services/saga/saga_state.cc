@@ -2,9 +2,10 @@
 
 #include <algorithm>
 #include <bit>
-#include <ctime>
 
 #include <fmt/format.h>
+
+#include "services/common/time.h"
 
 namespace starling::saga {
 
@@ -241,14 +242,6 @@ const char* step_name(v1::Step s) {
     case v1::STEP_COMPENSATED: return "STEP_COMPENSATED";
     default: return "STEP_UNSPECIFIED";
   }
-}
-
-std::string rfc3339(int64_t ms) {
-  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                     tm.tm_min, tm.tm_sec, ms % 1000);
 }
 
 std::string explain(const v1::SagaRecord& r) {

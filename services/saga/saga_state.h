@@ -31,7 +31,7 @@ struct Deadlines {
 /// practice and bounds a pathological STALLED ⇄ IN_FLIGHT flapper.
 inline constexpr int kTimelineMax = 16;
 
-/// Replay saga ids start with this (services/cli/replay.h makes them), so
+/// Replay saga ids start with this (services/replay/replay.h makes them), so
 /// the coordinator knows a replay before its INGESTED fact, which comes last.
 inline constexpr std::string_view kReplaySagaPrefix = "replay-";
 
@@ -83,8 +83,5 @@ std::string explain(const v1::SagaRecord& record);
 bool set_bit(std::string& bits, uint32_t seq);
 bool test_bit(const std::string& bits, uint32_t seq);
 uint32_t popcount(const std::string& bits);
-
-/// Unix ms as RFC 3339 UTC with milliseconds.
-std::string rfc3339(int64_t ms);
 
 }  // namespace starling::saga

@@ -17,19 +17,26 @@
 #include "broker-adapters/kafka/kafka.h"
 #include "services/clean/cleaner.h"
 #include "services/clean/state.h"
-#include "services/cli/report.h"
-#include "services/cli/simulate.h"
-#include "services/cli/stack.h"
 #include "services/common/http.h"
 #include "services/common/process.h"
+#include "services/simulator/report.h"
+#include "services/simulator/simulate.h"
+#include "services/supervisor/stack.h"
 #include "starling/v1/envelope.pb.h"
 #include "tests/support/temp_dir.h"
 
-namespace starling::cli {
+namespace starling::e2e {
 namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
+using simulator::count_rows;
+using simulator::generate_events;
+using simulator::SimOptions;
+using simulator::simulate;
+using simulator::wait_until_settled;
+using supervisor::Stack;
+using supervisor::StackOptions;
 
 struct Posted {
   std::vector<std::string> saga_ids;
@@ -321,4 +328,4 @@ TEST_F(CleanE2E, TwoCleanersShareThePartitionsAndASigkilledOnesPartitionsMoveBac
 }
 
 }  // namespace
-}  // namespace starling::cli
+}  // namespace starling::e2e

@@ -21,14 +21,14 @@
 #include <nlohmann/json.hpp>
 
 #include "broker-adapters/kafka/kafka.h"
-#include "services/cli/report.h"
-#include "services/cli/stack.h"
 #include "services/common/http.h"
+#include "services/simulator/report.h"
+#include "services/supervisor/stack.h"
 #include "starling/v1/envelope.pb.h"
 #include "tests/e2e/pipeline_e2e.h"
 #include "tests/support/temp_dir.h"
 
-namespace starling::cli {
+namespace starling::e2e {
 namespace {
 
 using namespace std::chrono_literals;
@@ -165,4 +165,4 @@ TEST(IngestE2E, BrokerKilledMidRequestNeverGets202ForLostEvents) {
 }
 
 }  // namespace
-}  // namespace starling::cli
+}  // namespace starling::e2e

@@ -15,15 +15,24 @@
 #include <unistd.h>
 
 #include "broker-adapters/kafka/kafka.h"
-#include "services/cli/report.h"
-#include "services/cli/simulate.h"
-#include "services/cli/stack.h"
+#include "services/simulator/report.h"
+#include "services/simulator/simulate.h"
+#include "services/supervisor/stack.h"
 #include "starling/v1/envelope.pb.h"
 #include "tests/support/temp_dir.h"
 
-namespace starling::cli {
+namespace starling::e2e {
 
 using namespace std::chrono_literals;  // NOLINT: test-only header
+using simulator::count_rows;
+using simulator::fetch_saga;
+using simulator::generate_events;
+using simulator::SimOptions;
+using simulator::SimResult;
+using simulator::simulate;
+using simulator::wait_until_settled;
+using supervisor::Stack;
+using supervisor::StackOptions;
 
 inline std::vector<std::string> loaded_ids(const std::string& db, const std::string& table) {
   std::vector<std::string> ids;
@@ -117,4 +126,4 @@ class PipelineE2E : public ::testing::Test {
   std::string pipeline_file_;  // empty: pipelines/ecowheels.yaml
 };
 
-}  // namespace starling::cli
+}  // namespace starling::e2e

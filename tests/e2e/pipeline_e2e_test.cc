@@ -14,17 +14,17 @@
 #include <sqlite3.h>
 
 #include "broker-adapters/kafka/kafka.h"
-#include "services/cli/report.h"
-#include "services/cli/simulate.h"
-#include "services/cli/stack.h"
 #include "services/common/http.h"
 #include "services/common/process.h"
+#include "services/simulator/report.h"
+#include "services/simulator/simulate.h"
+#include "services/supervisor/stack.h"
 #include "starling/v1/envelope.pb.h"
 #include "tests/support/postgres_server.h"
 #include "tests/support/temp_dir.h"
 #include "tests/e2e/pipeline_e2e.h"
 
-namespace starling::cli {
+namespace starling::e2e {
 namespace {
 
 using namespace std::chrono_literals;
@@ -254,4 +254,4 @@ TEST_F(PipelineE2E, SigtermDrainsEveryServiceMidStreamLosingAndDuplicatingNothin
 }
 
 }  // namespace
-}  // namespace starling::cli
+}  // namespace starling::e2e

@@ -17,15 +17,18 @@
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
-#include "services/cli/replay.h"
 #include "services/common/time.h"
+#include "services/replay/replay.h"
 #include "services/saga/saga_state.h"
 #include "tests/e2e/pipeline_e2e.h"
 
-namespace starling::cli {
+namespace starling::e2e {
 namespace {
 
 using nlohmann::json;
+using replay::read_replay_status;
+using replay::ReplayOptions;
+using replay::run_replay;
 
 struct StoredRow {
   std::string saga_id;
@@ -141,7 +144,7 @@ class ReplayE2E : public PipelineE2E {
 
 TEST_F(ReplayE2E, RuleChangeReplayedByTimeLoadsNewlyValidRowsOnceAndReplayingAgainChangesNothing) {
   // Given 10k events loaded under a rule that rejects speeds over 60 km/h,
-  const std::string from = saga::rfc3339(now_ms() - 1000);
+  const std::string from = rfc3339(now_ms() - 1000);
   auto opts = sim(10'000);
   opts.batch = 50;
   auto res = simulate(opts);
@@ -159,7 +162,7 @@ TEST_F(ReplayE2E, RuleChangeReplayedByTimeLoadsNewlyValidRowsOnceAndReplayingAga
   restart_clean_with_speed_limit(400);
   auto ropts = replay_options();
   ropts.from = from;
-  ropts.to = saga::rfc3339(now_ms() + 1000);
+  ropts.to = rfc3339(now_ms() + 1000);
   auto replay = run_replay(ropts);
   ASSERT_TRUE(replay.has_value()) << replay.error().message;
   EXPECT_EQ(replay->state, "published");
@@ -211,12 +214,12 @@ TEST_F(ReplayE2E, RuleChangeReplayedByTimeLoadsNewlyValidRowsOnceAndReplayingAga
 TEST_F(ReplayE2E, ReplayDuringLiveIngestAtFullRateLosesAndDuplicatesNothing) {
   const bool soak = std::getenv("STARLING_SOAK") != nullptr;
   // Given a first fleet's events, loaded,
-  const std::string from = saga::rfc3339(now_ms() - 1000);
+  const std::string from = rfc3339(now_ms() - 1000);
   auto first_opts = sim(soak ? 20'000 : 4'000);
   auto first = simulate(first_opts);
   ASSERT_TRUE(first.has_value()) << first.error().message;
   expect_exact_outcome(*first);
-  const std::string to = saga::rfc3339(now_ms() + 1);
+  const std::string to = rfc3339(now_ms() + 1);
   const auto before = table(stack_->db_path("ecowheels"));
 
   // when a second fleet posts as fast as ingest answers while the first
@@ -364,4 +367,4 @@ TEST_F(ReplayE2E, ReplayBySagaIdReplaysExactlyThatSagaAndIsControlledFromAnother
 }
 
 }  // namespace
-}  // namespace starling::cli
+}  // namespace starling::e2e

@@ -18,19 +18,27 @@
 #include <nlohmann/json.hpp>
 
 #include "broker-adapters/kafka/kafka.h"
-#include "services/cli/report.h"
-#include "services/cli/simulate.h"
-#include "services/cli/stack.h"
 #include "services/common/http.h"
 #include "services/common/process.h"
+#include "services/simulator/report.h"
+#include "services/simulator/simulate.h"
+#include "services/supervisor/stack.h"
 #include "starling/v1/saga.pb.h"
 #include "tests/support/temp_dir.h"
 
-namespace starling::cli {
+namespace starling::e2e {
 namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
+using simulator::count_rows;
+using simulator::fetch_saga;
+using simulator::fetch_totals;
+using simulator::SimOptions;
+using simulator::simulate;
+using simulator::wait_until_settled;
+using supervisor::Stack;
+using supervisor::StackOptions;
 
 // ecowheels.yaml with other saga deadlines, written to the test's folder.
 std::string pipeline_with_deadlines(const testing::TempDir& dir, const std::string& stall, const std::string& fail) {
@@ -366,4 +374,4 @@ TEST_F(SagaE2E, TwoCoordinatorsSplitThePartitionsAndAPartitionThatMovesKeepsExac
 }
 
 }  // namespace
-}  // namespace starling::cli
+}  // namespace starling::e2e

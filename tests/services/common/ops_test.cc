@@ -67,6 +67,15 @@ TEST(Logging, JsonFormatWritesOneEscapedObjectPerLine) {
   EXPECT_THROW(setup_logging("x", "info", "yaml"), std::invalid_argument);
 }
 
+TEST(Logging, JsonTimeIsUtcWithMilliseconds) {
+  const spdlog::details::log_msg msg(spdlog::log_clock::time_point(std::chrono::milliseconds(1'795'428'000'007)), {},
+                                     "ops-test", spdlog::level::info, "x");
+  spdlog::memory_buf_t out;
+  make_json_formatter()->format(msg, out);
+  EXPECT_EQ(fmt::to_string(out), R"({"ts":"2026-11-23T10:00:00.007Z","level":"info","service":"ops-test","msg":"x"})"
+                                 "\n");
+}
+
 TEST(Metrics, HistogramRendersCumulativeBucketsSumAndCount) {
   MetricsRegistry r;
   auto& h = r.histogram("t_latency_seconds", "Latency", {0.1, 1}, {{"stage", "x"}});

@@ -135,15 +135,6 @@ TEST_F(SagaApiTest, BadParametersAnswer400NamingTheParameter) {
   EXPECT_EQ(get("/v1/sagas/nope").first, 404);
 }
 
-TEST_F(SagaApiTest, ParsesRfc3339AndUnixMs) {
-  EXPECT_EQ(*parse_time_ms("2026-11-23T10:00:00Z"), kT0);
-  EXPECT_EQ(*parse_time_ms("2026-11-23T10:00:00.5Z"), kT0 + 500);
-  EXPECT_EQ(*parse_time_ms("2026-11-23T11:30:00+01:30"), kT0);
-  EXPECT_EQ(*parse_time_ms(std::to_string(kT0)), kT0);
-  EXPECT_FALSE(parse_time_ms("2026-11-23").has_value());
-  EXPECT_FALSE(parse_time_ms("2026-11-23T10:00:00").has_value()) << "a time without a zone is ambiguous";
-}
-
 TEST_F(SagaApiTest, ConsistencyReportAddsUpPerHourIncludingSagasRemovedByRetention) {
   // Hour 0: two completed sagas and one in flight. Hour 1: one completed.
   saga("a", kT0 + 1'000, 10, 8, 2);

@@ -251,8 +251,6 @@ TEST(SagaStateMachine, TimelineKeepsCreationAndTheLatestTransitions) {
   EXPECT_EQ(r.timeline(kTimelineMax - 1).time_ms(), t + 1);
 }
 
-TEST(SagaTime, Rfc3339) { EXPECT_EQ(rfc3339(1'795'428'000'250), "2026-11-23T10:00:00.250Z"); }
-
 // A replay saga: facts of its events arrive while `starling replay` still
 // publishes; its INGESTED fact (the total, the children) comes last.
 TEST(SagaState, ReplaySagaHasNoDeadlinesUntilItsTotalIsKnownAndReportsChildProgress) {

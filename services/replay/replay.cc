@@ -1,4 +1,4 @@
-#include "services/cli/replay.h"
+#include "services/replay/replay.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -20,12 +20,11 @@
 #include "services/common/pipeline.h"
 #include "services/common/shutdown.h"
 #include "services/common/time.h"
-#include "services/saga/saga_api.h"
 #include "services/saga/saga_state.h"
 #include "starling/v1/envelope.pb.h"
 #include "starling/v1/saga.pb.h"
 
-namespace starling::cli {
+namespace starling::replay {
 namespace {
 
 namespace fs = std::filesystem;
@@ -97,7 +96,7 @@ Result<Position> parse_position(const std::string& flag, const std::string& text
       pos.offsets[static_cast<int32_t>(p)] = off;
     }
   } else {
-    auto t = saga::parse_time_ms(text);
+    auto t = parse_time_ms(text);
     if (!t) return bad();
     pos.kind = Position::time;
     pos.value = *t;
@@ -507,4 +506,4 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
   return s;
 }
 
-}  // namespace starling::cli
+}  // namespace starling::replay

@@ -1,4 +1,4 @@
-#include "services/cli/report.h"
+#include "services/simulator/report.h"
 
 #include <thread>
 
@@ -7,7 +7,7 @@
 
 #include "services/common/http.h"
 
-namespace starling::cli {
+namespace starling::simulator {
 
 using nlohmann::json;
 
@@ -75,4 +75,4 @@ Result<RowCount> count_rows(const std::string& db_path, const std::string& table
   return res;
 }
 
-}  // namespace starling::cli
+}  // namespace starling::simulator

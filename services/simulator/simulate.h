@@ -11,7 +11,7 @@
 
 #include "services/common/error.h"
 
-namespace starling::cli {
+namespace starling::simulator {
 
 struct SimOptions {
   std::string url = "http://127.0.0.1:8080";
@@ -51,4 +51,4 @@ struct SimResult {
 Result<SimResult> simulate(const SimOptions& options,
                            const std::function<void(uint64_t, uint64_t)>& progress = {});
 
-}  // namespace starling::cli
+}  // namespace starling::simulator

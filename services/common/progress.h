@@ -12,7 +12,7 @@
 
 #include <fmt/format.h>
 
-namespace starling::cli {
+namespace starling {
 
 class Progress {
  public:
@@ -44,4 +44,4 @@ class Progress {
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
 
-}  // namespace starling::cli
+}  // namespace starling

@@ -11,7 +11,7 @@
 
 #include "services/common/error.h"
 
-namespace starling::cli {
+namespace starling::simulator {
 
 struct SagaTotals {
   uint64_t sagas = 0;
@@ -40,4 +40,4 @@ struct RowCount {
 };
 Result<RowCount> count_rows(const std::string& db_path, const std::string& table);
 
-}  // namespace starling::cli
+}  // namespace starling::simulator

@@ -1,18 +1,16 @@
-#include "services/cli/simulate.h"
+#include "services/simulator/simulate.h"
 
 #include <cmath>
 #include <random>
 #include <thread>
 
 #include <fmt/format.h>
-#include <google/protobuf/timestamp.pb.h>
-#include <google/protobuf/util/time_util.h>
 
 #include "services/common/http.h"
 #include "services/common/ids.h"
 #include "services/common/time.h"
 
-namespace starling::cli {
+namespace starling::simulator {
 
 using nlohmann::json;
 
@@ -43,11 +41,10 @@ std::vector<SimEvent> generate_events(const SimOptions& o) {
     bike.odometer += speed / 3600.0;
     SimEvent e;
     e.event_id = fmt::format("{}{}-{:08d}", o.id_prefix, bike.id, i);
-    const auto ts = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(start_ms + i * 100);
     e.record = {{"event_id", e.event_id},
                 {"device_id", bike.id},
                 {"ride_id", fmt::format("{}-r{}", bike.id, bike.ride)},
-                {"event_time", google::protobuf::util::TimeUtil::ToString(ts)},
+                {"event_time", rfc3339_trimmed(start_ms + i * 100)},
                 {"lat", bike.lat},
                 {"lon", bike.lon},
                 {"speed_kmh", speed},
@@ -117,4 +114,4 @@ Result<SimResult> simulate(const SimOptions& o, const std::function<void(uint64_
   return res;
 }
 
-}  // namespace starling::cli
+}  // namespace starling::simulator

@@ -23,7 +23,7 @@
 #include "broker-adapters/kafka/kafka.h"
 #include "services/common/error.h"
 
-namespace starling::cli {
+namespace starling::replay {
 
 struct ReplayOptions {
   std::string kafka;      // bootstrap servers
@@ -114,4 +114,4 @@ Status control_replay(const std::string& state_dir, const std::string& id, const
 /// True while the process that runs the replay exists.
 bool replay_process_alive(const ReplayStatus& s);
 
-}  // namespace starling::cli
+}  // namespace starling::replay

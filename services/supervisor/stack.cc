@@ -1,4 +1,4 @@
-#include "services/cli/stack.h"
+#include "services/supervisor/stack.h"
 
 #include <csignal>
 #include <filesystem>
@@ -9,7 +9,7 @@
 
 #include "broker-adapters/kafka/kafka.h"
 
-namespace starling::cli {
+namespace starling::supervisor {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -184,10 +184,13 @@ void Stack::stop() {
   // Front door first, broker last: each stage drains into a live broker.
   for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
     auto& c = children_.at(*it);
-    if (!c.proc.running()) continue;
-    const int st = c.proc.stop(15s);
-    spdlog::info("stopped {} ({})", *it, WIFEXITED(st) ? fmt::format("exit {}", WEXITSTATUS(st))
-                                                       : fmt::format("signal {}", WTERMSIG(st)));
+    if (c.proc.running()) {
+      const int st = c.proc.stop(15s);
+      spdlog::info("stopped {} ({})", *it, WIFEXITED(st) ? fmt::format("exit {}", WEXITSTATUS(st))
+                                                         : fmt::format("signal {}", WTERMSIG(st)));
+    }
+    std::lock_guard lock(mu_);
+    if (auto st = c.proc.exit_status()) c.exits.push_back(*st);
   }
 }
 
@@ -229,4 +232,4 @@ int Stack::restarts(const std::string& process) {
   return it == children_.end() ? 0 : it->second.restarts;
 }
 
-}  // namespace starling::cli
+}  // namespace starling::supervisor

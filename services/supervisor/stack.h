@@ -13,7 +13,7 @@
 #include "services/common/pipeline.h"
 #include "services/common/process.h"
 
-namespace starling::cli {
+namespace starling::supervisor {
 
 struct StackOptions {
   std::string bin_dir;                      // where the starling-* executables are
@@ -61,7 +61,8 @@ class Stack {
   bool running(const std::string& process);
   /// Restarts seen so far, per process.
   int restarts(const std::string& process);
-  /// The wait status of each exit the supervisor saw, oldest first.
+  /// The wait status of each exit the supervisor saw, oldest first; after
+  /// stop(), the last one is how the process ended then.
   std::vector<int> exits(const std::string& process);
 
  private:
@@ -90,4 +91,4 @@ class Stack {
   bool stopping_ = false;
 };
 
-}  // namespace starling::cli
+}  // namespace starling::supervisor
