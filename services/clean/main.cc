@@ -2,6 +2,7 @@
 #include <filesystem>
 
 #include "services/clean/clean_service.h"
+#include "services/clean/rule_config.h"
 #include "services/common/service_main.h"
 
 int main(int argc, char** argv) {
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->envname("STARLING_CLEAN_THREADS");
   CLI11_PARSE(app, argc, argv);
+  // The pipeline file loads with the rules' checks: their problems come with the file's others, before anything starts.
   return run_service("clean", flags, [&options](ServiceContext& ctx) {
     const auto& pipeline = ctx.pipelines.front();
     std::filesystem::create_directories(ctx.flags.data_dir);
@@ -32,5 +34,5 @@ int main(int argc, char** argv) {
     const int rc = service.run();
     if (server) server->stop();
     return rc;
-  });
+  }, clean::check_rule);
 }

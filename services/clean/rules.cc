@@ -140,7 +140,7 @@ std::string format_duration(int64_t ms) {
   return fmt::format("{}ms", ms);
 }
 
-RuleEngine::RuleEngine(const PipelineConfig& pipeline) : pipeline_(pipeline) {
+RuleEngine::RuleEngine(const PipelineConfig& pipeline) : pipeline_(pipeline), rules_(compile_rules(pipeline)) {
   for (const auto& rule : pipeline_.rules) {
     uses_memory_ |= rule.fill_max_age_ms.has_value();
     round_scales_.push_back(rule.round ? std::pow(10.0, *rule.round) : 1.0);
@@ -154,13 +154,13 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
   out.changes.clear();
   out.observed.clear();
   const auto* r = record.GetReflection();
-  auto change = [&out, n = pipeline_.rules.size()](const FieldRule& rule, Change::Kind kind, FieldValue from,
-                                                    FieldValue to) {
+  auto change = [&out, n = rules_.size()](const FieldRule& rule, Change::Kind kind, FieldValue from, FieldValue to) {
     if (out.changes.capacity() < 2 * n) out.changes.reserve(2 * n);
     out.changes.push_back({&rule, kind, std::move(from), std::move(to)});
   };
-  for (std::size_t i = 0; i < pipeline_.rules.size(); ++i) {
-    const auto& rule = pipeline_.rules[i];
+  for (std::size_t i = 0; i < rules_.size(); ++i) {
+    const auto& compiled = rules_[i];
+    const auto& rule = *compiled.spec;
     const auto* f = rule.descriptor;
     const bool own_value = is_set(r, record, f);
     bool present = own_value;
@@ -187,10 +187,10 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
     }
     // 2. Convert and round the record's own value. A filled or default value
     //    is already in the clean unit and precision.
-    if (own_value && rule.convert) {
+    if (own_value && compiled.convert) {
       const double v = number(r, record, f);
       change(rule, Change::Kind::convert, stored_number(f, v),
-             set_number(r, record, f, v * rule.convert->factor + rule.convert->offset));
+             set_number(r, record, f, v * compiled.convert->factor + compiled.convert->offset));
     }
     if (own_value && rule.round) {
       const double v = number(r, record, f);
@@ -212,11 +212,11 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
         out.reasons.push_back(reason("allowed", rule.field, text, "one of: " + join(rule.allowed)));
       }
     }
-    if (rule.regex) {  // a string field (config validation)
+    if (compiled.regex) {  // a string field (config validation)
       std::string scratch;
       const auto& text = r->GetStringReference(record, f, &scratch);
-      if (!re2::RE2::FullMatch(text, *rule.regex)) {
-        out.reasons.push_back(reason("regex", rule.field, text, "matches /" + rule.regex_text + "/"));
+      if (!re2::RE2::FullMatch(text, *compiled.regex)) {
+        out.reasons.push_back(reason("regex", rule.field, text, "matches /" + *rule.regex + "/"));
       }
     }
     if (rule.timestamp) {

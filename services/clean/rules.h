@@ -11,6 +11,7 @@
 
 #include <google/protobuf/message.h>
 
+#include "services/clean/rule_config.h"
 #include "services/common/pipeline.h"
 #include "starling/v1/envelope.pb.h"
 
@@ -65,6 +66,7 @@ struct Outcome {
 
 class RuleEngine {
  public:
+  /// Throws ConfigError when a rule has a problem (check_rule): at startup only.
   explicit RuleEngine(const PipelineConfig& pipeline);
 
   /// Applies every rule in the pipeline's order, changing `record` in place.
@@ -86,6 +88,7 @@ class RuleEngine {
 
  private:
   const PipelineConfig& pipeline_;
+  std::vector<CompiledRule> rules_;  // the pipeline's, in order
   bool uses_memory_ = false;
   std::vector<double> round_scales_;  // per rule, 10^decimals
 };

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "services/cli/fixtures.h"
+#include "services/clean/rule_config.h"
 #include "services/common/http.h"
 #include "services/common/logging.h"
 #include "services/common/process.h"
@@ -67,7 +68,7 @@ int cmd_check(const std::vector<std::string>& files) {
   int bad = 0;
   for (const auto& f : files) {
     try {
-      const auto p = load_pipeline(f);
+      const auto p = clean::load_checked_pipeline(f);  // the rules' meaning is the clean stage's
       fmt::print("{}: ok (pipeline {}, {} rules, {} columns)\n", f, p.name, p.rules.size(), p.columns.size());
     } catch (const ConfigError& e) {
       fmt::print(stderr, "{}\n", e.what());

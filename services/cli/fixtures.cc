@@ -8,6 +8,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "services/clean/cleaner.h"
+#include "services/clean/rule_config.h"
 #include "services/common/records.h"
 
 namespace starling::cli {
@@ -193,7 +194,7 @@ int run_fixture_files(const std::vector<std::string>& pipeline_files) {
   int worst = 0;
   for (const auto& f : pipeline_files) {
     try {
-      const auto p = load_pipeline(f);
+      const auto p = clean::load_checked_pipeline(f);
       const auto fixtures = fixture_path(f);
       const auto results = run_cases(p, fixtures);
       std::size_t failed = 0;

@@ -5,7 +5,6 @@
 #include <sstream>
 
 #include <fmt/format.h>
-#include <google/protobuf/timestamp.pb.h>
 #include <re2/re2.h>
 #include <yaml-cpp/yaml.h>
 
@@ -27,10 +26,14 @@ class Reader {
  public:
   explicit Reader(std::string origin) : origin_(std::move(origin)) {}
 
+  static Mark mark(const YAML::Node& node, const std::string& path) {
+    const auto m = node.Mark();
+    if (m.line < 0) return Mark{0, 0, path};
+    return Mark{m.line + 1, m.column + 1, path};
+  }
+
   std::string where(const YAML::Node& node, const std::string& path, const std::string& problem) const {
-    const auto mark = node.Mark();
-    if (mark.line >= 0) return fmt::format("{}:{}:{}: {}: {}", origin_, mark.line + 1, mark.column + 1, path, problem);
-    return fmt::format("{}: {}: {}", origin_, path, problem);
+    return config_problem(origin_, mark(node, path), problem);
   }
 
   /// Ends the current part: the problem is recorded by part().
@@ -40,6 +43,10 @@ class Reader {
   /// Records a problem and goes on.
   void note(const YAML::Node& node, const std::string& path, const std::string& problem) {
     problems_.push_back(where(node, path, problem));
+  }
+  /// Records problems written elsewhere (a RuleCheck's).
+  void add(std::vector<std::string> problems) {
+    for (auto& p : problems) problems_.push_back(std::move(p));
   }
 
   /// Runs one independent part of the file; a problem in it is recorded and
@@ -136,65 +143,15 @@ class Reader {
   std::vector<std::string> problems_;
 };
 
-bool is_numeric(const FieldDescriptor* f) {
-  switch (f->cpp_type()) {
-    case FieldDescriptor::CPPTYPE_INT32:
-    case FieldDescriptor::CPPTYPE_INT64:
-    case FieldDescriptor::CPPTYPE_UINT32:
-    case FieldDescriptor::CPPTYPE_UINT64:
-    case FieldDescriptor::CPPTYPE_DOUBLE:
-    case FieldDescriptor::CPPTYPE_FLOAT:
-      return true;
-    default:
-      return false;
-  }
-}
-
-bool is_timestamp(const FieldDescriptor* f) {
-  return f->message_type() != nullptr &&
-         f->message_type()->full_name() == google::protobuf::Timestamp::descriptor()->full_name();
-}
-
-bool is_integer_text(const std::string& s) {
-  static const re2::RE2 re("-?[0-9]+");
-  return re2::RE2::FullMatch(s, re);
-}
-
 bool is_identifier(const std::string& s) {
   static const re2::RE2 re("[A-Za-z_][A-Za-z0-9_]{0,62}");
   return re2::RE2::FullMatch(s, re);
 }
 
-}  // namespace
-
-namespace {
-
-// The fixed unit table: each unit is (dimension, factor, offset) against the
-// dimension's base unit, so base = value * factor + offset.
-struct Unit {
-  const char* name;
-  const char* dimension;
-  double factor;
-  double offset;
-};
-constexpr Unit kUnits[] = {
-    {"km/h", "speed", 1.0, 0},          {"mph", "speed", 1.609344, 0},   {"m/s", "speed", 3.6, 0},
-    {"kn", "speed", 1.852, 0},          {"degC", "temperature", 1.0, 0}, {"°C", "temperature", 1.0, 0},
-    {"degF", "temperature", 5.0 / 9.0, -160.0 / 9.0},                    {"°F", "temperature", 5.0 / 9.0, -160.0 / 9.0},
-    {"K", "temperature", 1.0, -273.15}, {"km", "distance", 1.0, 0},      {"m", "distance", 0.001, 0},
-    {"mi", "distance", 1.609344, 0},    {"ft", "distance", 0.0003048, 0}, {"mm", "depth", 1.0, 0},
-    {"in", "depth", 25.4, 0},           {"hPa", "pressure", 1.0, 0},     {"kPa", "pressure", 10.0, 0},
-    {"inHg", "pressure", 33.8638866667, 0}, {"mmHg", "pressure", 1.33322387415, 0},
-};
-
-const Unit* find_unit(const std::string& name) {
-  for (const auto& u : kUnits) {
-    if (name == u.name) return &u;
-  }
-  return nullptr;
-}
-
-void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std::string& path) {
+// The rule's parts as written: keys, value types and field names. What they
+// mean (the field types a part takes, units, regex syntax, bounds) is the
+// RuleCheck's (the clean stage's), called once the rule has parsed.
+void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std::string& path, const RuleCheck& check) {
   static const std::set<std::string> kKeys = {"field",   "required", "range",   "allowed",         "regex",
                                              "convert", "round",    "default", "fill_last_known", "timestamp"};
   r.expect_keys(node, path, kKeys);
@@ -203,28 +160,18 @@ void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std:
   rule.line = node.Mark().line + 1;
   rule.field = r.string(node["field"], path + ".field");
   rule.descriptor = r.field(p.descriptor, node["field"], path + ".field");
-  const auto* f = rule.descriptor;
-  const bool can_be_missing = f->has_presence() || f->cpp_type() == FieldDescriptor::CPPTYPE_STRING;
-  const bool floating = f->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE || f->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT;
-  const bool integral = is_numeric(f) && !floating;
   bool any = false;
-  // Each part of a rule is checked on its own, so one bad part does not hide another.
+  // Each part of a rule is read on its own, so one bad part does not hide another.
   r.part([&] {
     if (!node["required"]) return;
     any = true;
+    rule.at.required = Reader::mark(node["required"], path + ".required");
     rule.required = r.boolean(node["required"], path + ".required");
-    if (rule.required && !can_be_missing) {
-      r.error(node["required"], path + ".required",
-              fmt::format("field '{}' cannot tell missing from zero; declare it `optional` in the .proto", rule.field));
-    }
   });
   r.part([&] {
     const auto range = node["range"];
     if (!range) return;
     any = true;
-    if (!is_numeric(f)) {
-      r.error(range, path + ".range", fmt::format("range needs a numeric field; '{}' is {}", rule.field, f->type_name()));
-    }
     r.expect_keys(range, path + ".range", {"min", "max", "min_inclusive", "max_inclusive"});
     RangeRule rr;
     if (range["min"]) rr.min = r.number(range["min"], path + ".range.min");
@@ -232,10 +179,7 @@ void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std:
     if (range["min_inclusive"]) rr.min_inclusive = r.boolean(range["min_inclusive"], path + ".range.min_inclusive");
     if (range["max_inclusive"]) rr.max_inclusive = r.boolean(range["max_inclusive"], path + ".range.max_inclusive");
     if (!rr.min && !rr.max) r.error(range, path + ".range", "expected min, max or both");
-    if (rr.min && rr.max && *rr.min > *rr.max)
-      r.error(range, path + ".range", fmt::format("min {} is greater than max {}", *rr.min, *rr.max));
-    if (rr.min && rr.max && *rr.min == *rr.max && !(rr.min_inclusive && rr.max_inclusive))
-      r.error(range, path + ".range", fmt::format("no value is in this range: min and max are both {} and a bound is exclusive", *rr.min));
+    rule.at.range = Reader::mark(range, path + ".range");
     rule.range = rr;
   });
   r.part([&] {
@@ -243,117 +187,77 @@ void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std:
     if (!allowed) return;
     any = true;
     if (!allowed.IsSequence() || allowed.size() == 0) r.error(allowed, path + ".allowed", "expected a non-empty list of values");
-    const auto* e = f->enum_type();
-    if (e == nullptr && f->cpp_type() != FieldDescriptor::CPPTYPE_STRING && !integral) {
-      r.error(allowed, path + ".allowed", fmt::format("allowed needs an enum, string or integer field; '{}' is {}", rule.field, f->type_name()));
-    }
+    rule.at.allowed = Reader::mark(allowed, path + ".allowed");
     for (std::size_t i = 0; i < allowed.size(); ++i) {
       const auto item_path = fmt::format("{}.allowed[{}]", path, i);
-      const auto v = r.string(allowed[i], item_path);
-      if (e != nullptr && e->FindValueByName(v) == nullptr) {
-        std::string names;
-        for (int k = 0; k < e->value_count(); ++k) names += (k ? ", " : "") + e->value(k)->name();
-        r.note(allowed[i], item_path, fmt::format("'{}' is not a value of {}; it has: {}", v, e->full_name(), names));
-      } else if (integral && !is_integer_text(v)) {
-        r.note(allowed[i], item_path, fmt::format("expected an integer, got '{}'", v));
-      }
-      rule.allowed.push_back(v);
+      rule.allowed.push_back(r.string(allowed[i], item_path));
+      rule.at.allowed_items.push_back(Reader::mark(allowed[i], item_path));
     }
   });
   r.part([&] {
     const auto regex = node["regex"];
     if (!regex) return;
     any = true;
-    if (f->cpp_type() != FieldDescriptor::CPPTYPE_STRING || f->type() == FieldDescriptor::TYPE_BYTES)
-      r.error(regex, path + ".regex", fmt::format("regex needs a string field; '{}' is {}", rule.field, f->type_name()));
-    rule.regex_text = r.string(regex, path + ".regex");
-    // RE2: matching takes time linear in the value and no stack, so no
-    // record can stall or crash the stage (std::regex recurses per character
-    // and overflows the stack on a value of about 100 kB).
-    re2::RE2::Options opts;
-    opts.set_log_errors(false);
-    auto compiled = std::make_shared<const re2::RE2>(rule.regex_text, opts);
-    if (!compiled->ok()) {
-      r.error(regex, path + ".regex", fmt::format("not a valid regular expression '{}': {} (RE2 syntax)", rule.regex_text,
-                                                   compiled->error()));
-    }
-    rule.regex = std::move(compiled);
+    rule.at.regex = Reader::mark(regex, path + ".regex");
+    rule.regex = r.string(regex, path + ".regex");
   });
   r.part([&] {
     const auto convert = node["convert"];
     if (!convert) return;
     any = true;
-    if (!floating)
-      r.error(convert, path + ".convert", fmt::format("convert needs a double or float field; '{}' is {}", rule.field, f->type_name()));
     r.expect_keys(convert, path + ".convert", {"from", "to"});
     if (!convert["from"] || !convert["to"]) r.error(convert, path + ".convert", "expected from and to, e.g. {from: mph, to: km/h}");
-    const auto from = r.string(convert["from"], path + ".convert.from");
-    const auto to = r.string(convert["to"], path + ".convert.to");
-    bool known = true;
-    if (find_unit(from) == nullptr) {
-      r.note(convert["from"], path + ".convert.from", fmt::format("unknown unit '{}'; known units: {}", from, known_units()));
-      known = false;
-    }
-    if (find_unit(to) == nullptr) {
-      r.note(convert["to"], path + ".convert.to", fmt::format("unknown unit '{}'; known units: {}", to, known_units()));
-      known = false;
-    }
-    if (!known) return;
-    rule.convert = unit_conversion(from, to);
-    if (!rule.convert) {
-      r.error(convert, path + ".convert", fmt::format("cannot convert {} ({}) to {} ({})", from, find_unit(from)->dimension, to,
-                                                      find_unit(to)->dimension));
-    }
+    ConvertRule c;
+    c.from = r.string(convert["from"], path + ".convert.from");
+    c.to = r.string(convert["to"], path + ".convert.to");
+    rule.at.convert = Reader::mark(convert, path + ".convert");
+    rule.at.convert_from = Reader::mark(convert["from"], path + ".convert.from");
+    rule.at.convert_to = Reader::mark(convert["to"], path + ".convert.to");
+    rule.convert = std::move(c);
   });
   r.part([&] {
     const auto round = node["round"];
     if (!round) return;
     any = true;
-    if (!floating)
-      r.error(round, path + ".round", fmt::format("round needs a double or float field; '{}' is {}", rule.field, f->type_name()));
-    const auto n = r.integer(round, path + ".round", 0);
-    if (n > 12) r.error(round, path + ".round", fmt::format("expected at most 12 decimals, got {}", n));
-    rule.round = static_cast<int>(n);
+    rule.at.round = Reader::mark(round, path + ".round");
+    rule.round = r.integer(round, path + ".round", 0);
   });
   r.part([&] {
     const auto def = node["default"];
     if (!def) return;
     any = true;
-    if (!can_be_missing)
-      r.error(def, path + ".default", fmt::format("field '{}' cannot tell missing from zero; declare it `optional` in the .proto", rule.field));
-    const auto text = r.string(def, path + ".default");
-    auto scratch = new_record(p);
-    if (auto st = set_field_text(*scratch, f, text); !st) r.error(def, path + ".default", st.error().message);
-    rule.default_text = text;
+    rule.at.default_text = Reader::mark(def, path + ".default");
+    rule.default_text = r.string(def, path + ".default");
   });
   r.part([&] {
     const auto fill = node["fill_last_known"];
     if (!fill) return;
     any = true;
-    if (!can_be_missing)
-      r.error(fill, path + ".fill_last_known", fmt::format("field '{}' cannot tell missing from zero; declare it `optional` in the .proto", rule.field));
     r.expect_keys(fill, path + ".fill_last_known", {"max_age"});
     if (!fill["max_age"]) r.error(fill, path + ".fill_last_known", "expected max_age, e.g. {max_age: 10m}");
-    if (p.device_id_field == nullptr)
-      r.error(fill, path + ".fill_last_known", "needs keys.device_id: last known values are kept per device");
+    rule.at.fill_last_known = Reader::mark(fill, path + ".fill_last_known");
     rule.fill_max_age_ms = r.duration_ms(fill["max_age"], path + ".fill_last_known.max_age");
   });
   r.part([&] {
     const auto ts = node["timestamp"];
     if (!ts) return;
     any = true;
-    if (!is_timestamp(f))
-      r.error(ts, path + ".timestamp", fmt::format("timestamp needs a google.protobuf.Timestamp field; '{}' is {}", rule.field, f->type_name()));
     r.expect_keys(ts, path + ".timestamp", {"max_future", "max_late"});
     TimestampRule tr;
     if (ts["max_future"]) tr.max_future_ms = r.duration_ms(ts["max_future"], path + ".timestamp.max_future");
     if (ts["max_late"]) tr.max_late_ms = r.duration_ms(ts["max_late"], path + ".timestamp.max_late");
     if (!tr.max_future_ms && !tr.max_late_ms) r.error(ts, path + ".timestamp", "expected max_future, max_late or both");
+    rule.at.timestamp = Reader::mark(ts, path + ".timestamp");
     rule.timestamp = tr;
   });
   if (!any) {
     r.error(node, path, "a rule needs at least one of required, range, allowed, regex, convert, round, default, "
                         "fill_last_known, timestamp");
+  }
+  if (check) {
+    std::vector<std::string> problems;
+    check(p, rule, problems);
+    r.add(std::move(problems));
   }
   p.rules.push_back(std::move(rule));
 }
@@ -368,21 +272,12 @@ ConfigError::ConfigError(std::vector<std::string> problems)
       }()),
       problems_(std::move(problems)) {}
 
-std::optional<UnitConversion> unit_conversion(const std::string& from, const std::string& to) {
-  const auto* a = find_unit(from);
-  const auto* b = find_unit(to);
-  if (a == nullptr || b == nullptr || std::string_view(a->dimension) != b->dimension) return std::nullopt;
-  // base = v * a.factor + a.offset; to = (base - b.offset) / b.factor
-  return UnitConversion{from, to, a->factor / b->factor, (a->offset - b->offset) / b->factor};
+std::string config_problem(const std::string& file, const Mark& at, const std::string& problem) {
+  if (at.line > 0) return fmt::format("{}:{}:{}: {}: {}", file, at.line, at.column, at.path, problem);
+  return fmt::format("{}: {}: {}", file, at.path, problem);
 }
 
-std::string known_units() {
-  std::string out;
-  for (const auto& u : kUnits) out += (out.empty() ? "" : ", ") + std::string(u.name);
-  return out;
-}
-
-PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin) {
+PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin, const RuleCheck& check) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml);
@@ -458,7 +353,7 @@ PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin
       const auto rules = clean["rules"];
       if (rules && !rules.IsSequence()) r.error(rules, "clean.rules", "expected a list of rules");
       for (std::size_t i = 0; rules && i < rules.size(); ++i) {
-        r.part([&] { parse_rule(r, p, rules[i], fmt::format("clean.rules[{}]", i)); });
+        r.part([&] { parse_rule(r, p, rules[i], fmt::format("clean.rules[{}]", i), check); });
       }
     });
   }
@@ -513,12 +408,12 @@ PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin
   return p;
 }
 
-PipelineConfig load_pipeline(const std::string& path) {
+PipelineConfig load_pipeline(const std::string& path, const RuleCheck& check) {
   std::ifstream in(path);
   if (!in) throw ConfigError(fmt::format("{}: cannot open pipeline file", path));
   std::stringstream ss;
   ss << in.rdbuf();
-  return parse_pipeline(ss.str(), path);
+  return parse_pipeline(ss.str(), path, check);
 }
 
 }  // namespace starling

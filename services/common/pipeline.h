@@ -2,19 +2,21 @@
 // A pipeline definition (pipelines/<name>.yaml): its Protobuf type, topics,
 // cleaning rules, sink mapping and saga deadlines. Fields are named, and found
 // through Protobuf reflection, so a new pipeline needs no C++.
+//
+// This is the typed config every stage reads. The rules are parsed here (keys,
+// value types, field names) but not judged: what a rule means (which field
+// types it takes, units, regex syntax, bounds) is the clean stage's, checked by
+// services/clean/rule_config.h, which `starling check` and starling-clean pass
+// in as the RuleCheck.
 
 #include <cstdint>
-#include <memory>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <google/protobuf/descriptor.h>
-
-namespace re2 {
-class RE2;
-}
 
 namespace starling {
 
@@ -30,6 +32,17 @@ class ConfigError : public std::runtime_error {
   std::vector<std::string> problems_;
 };
 
+/// Where a value stands in the pipeline file, for messages.
+struct Mark {
+  int line = 0;  // 1-based; 0 when not known
+  int column = 0;
+  std::string path;  // "clean.rules[2].range.min"
+};
+
+/// A problem as every problem of a pipeline file is written:
+/// "file:line:column: path: problem" ("file: path: problem" without a line).
+std::string config_problem(const std::string& file, const Mark& at, const std::string& problem);
+
 struct RangeRule {
   std::optional<double> min;
   std::optional<double> max;
@@ -37,12 +50,10 @@ struct RangeRule {
   bool max_inclusive = true;
 };
 
-/// A linear unit conversion: to = from * factor + offset (°F → °C has an offset).
-struct UnitConversion {
+/// A unit conversion as written ({from: mph, to: km/h}); the clean stage knows the units.
+struct ConvertRule {
   std::string from;
   std::string to;
-  double factor = 1;
-  double offset = 0;
 };
 
 /// Timestamp sanity, relative to the envelope's ingest time.
@@ -51,31 +62,32 @@ struct TimestampRule {
   std::optional<int64_t> max_late_ms;    // how old an event may arrive
 };
 
-/// Everything the YAML says about one field. The clean stage applies the
-/// parts in a fixed order (see services/clean/README.md): fill (last known,
-/// then default), convert, round, then the checks required, range, allowed,
-/// regex, timestamp.
+/// Everything the YAML says about one field, as written. The clean stage
+/// checks what it means (services/clean/rule_config.h) and applies the parts
+/// in a fixed order (see services/clean/README.md): fill (last known, then
+/// default), convert, round, then the checks required, range, allowed, regex,
+/// timestamp.
 struct FieldRule {
   std::string field;
   const google::protobuf::FieldDescriptor* descriptor = nullptr;
   bool required = false;
   std::optional<RangeRule> range;
   std::vector<std::string> allowed;         // enum value names, strings or integers, as text
-  std::string regex_text;                   // empty: none; must match the whole value
-  std::shared_ptr<const re2::RE2> regex;    // compiled regex_text (RE2 syntax)
-  std::optional<UnitConversion> convert;
-  std::optional<int> round;                 // decimals
-  std::optional<std::string> default_text;  // the default value, valid for the field's type
+  std::optional<std::string> regex;         // RE2 syntax; must match the whole value
+  std::optional<ConvertRule> convert;
+  std::optional<int64_t> round;             // decimals
+  std::optional<std::string> default_text;  // the default value, as text
   std::optional<int64_t> fill_max_age_ms;   // fill from the device's last known value this young
   std::optional<TimestampRule> timestamp;
   int line = 0;  // where the rule stands in the YAML, for messages
-};
 
-/// Converting between units, by name ("mph", "km/h", "degF", "°C", ...);
-/// nullopt when either is unknown or they measure different things.
-std::optional<UnitConversion> unit_conversion(const std::string& from, const std::string& to);
-/// The unit names unit_conversion knows, for error messages.
-std::string known_units();
+  /// Where each part stands, for the clean stage's messages.
+  struct Marks {
+    Mark required, range, allowed, regex, convert, convert_from, convert_to, round, default_text, fill_last_known,
+        timestamp;
+    std::vector<Mark> allowed_items;  // one per entry of `allowed`
+  } at;
+};
 
 struct Column {
   std::string name;
@@ -122,10 +134,17 @@ struct PipelineConfig {
 inline constexpr const char* kSagaTopic = "starling.saga";
 inline constexpr const char* kOutcomeTopic = "starling.saga.outcomes";
 
-/// Reads and validates a pipeline file. Throws ConfigError naming the line.
-PipelineConfig load_pipeline(const std::string& path);
+/// A stage's own check of what one parsed rule means (the clean stage's is
+/// clean::check_rule). It appends its problems, each written with
+/// config_problem; they are listed right after that rule's parse problems, so
+/// every problem of a file comes in file order.
+using RuleCheck = std::function<void(const PipelineConfig& p, const FieldRule& rule, std::vector<std::string>& problems)>;
+
+/// Reads and parses a pipeline file, then `check` each rule. Throws
+/// ConfigError naming every problem's line.
+PipelineConfig load_pipeline(const std::string& path, const RuleCheck& check = nullptr);
 
 /// Parses YAML text; `origin` names it in error messages.
-PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin);
+PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin, const RuleCheck& check = nullptr);
 
 }  // namespace starling

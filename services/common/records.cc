@@ -142,14 +142,18 @@ Status set_field_text(Message& m, const FieldDescriptor* f, const std::string& t
       return {};
     case FieldDescriptor::CPPTYPE_MESSAGE: {
       google::protobuf::Timestamp ts;
-      if (f->message_type()->full_name() != google::protobuf::Timestamp::descriptor()->full_name())
-        return bad("no value: message fields take no default");
+      if (!is_timestamp(f)) return bad("no value: message fields take no default");
       if (!google::protobuf::util::TimeUtil::FromString(text, &ts)) return bad("an RFC 3339 time");
       r->MutableMessage(&m, f)->CopyFrom(ts);
       return {};
     }
   }
   return bad("a value");
+}
+
+bool is_timestamp(const FieldDescriptor* f) {
+  return f->message_type() != nullptr &&
+         f->message_type()->full_name() == google::protobuf::Timestamp::descriptor()->full_name();
 }
 
 int64_t timestamp_ms(const Message& m, const FieldDescriptor* f) {

@@ -39,6 +39,9 @@ std::string field_text(const google::protobuf::Message& m, const google::protobu
 /// a string, or RFC 3339 for a Timestamp). The error says what was expected.
 Status set_field_text(google::protobuf::Message& m, const google::protobuf::FieldDescriptor* f, const std::string& text);
 
+/// Whether a field holds a google.protobuf.Timestamp.
+bool is_timestamp(const google::protobuf::FieldDescriptor* f);
+
 /// Reads a google.protobuf.Timestamp field as Unix ms (0 when unset).
 int64_t timestamp_ms(const google::protobuf::Message& m, const google::protobuf::FieldDescriptor* f);
 

@@ -100,7 +100,8 @@ void ServiceContext::sleep_unless_shutdown(std::chrono::milliseconds d) const {
   }
 }
 
-int run_service(const std::string& name, const ServiceFlags& flags, const std::function<int(ServiceContext&)>& body) {
+int run_service(const std::string& name, const ServiceFlags& flags, const std::function<int(ServiceContext&)>& body,
+                const RuleCheck& check_rule) {
   try {
     setup_logging(name, flags.log_level, flags.log_format);
     install_shutdown_handler();
@@ -120,7 +121,7 @@ int run_service(const std::string& name, const ServiceFlags& flags, const std::f
     ctx.flags = flags;
     ctx.bootstrap = flags.kafka;
     ctx.instance = flags.instance.empty() ? fmt::format("{}-{}", name, ::getpid()) : flags.instance;
-    for (const auto& f : flags.pipeline_files) ctx.pipelines.push_back(load_pipeline(f));
+    for (const auto& f : flags.pipeline_files) ctx.pipelines.push_back(load_pipeline(f, check_rule));
     std::filesystem::create_directories(flags.data_dir);
     spdlog::info("starting {} (kafka {}, {} pipeline(s))", ctx.instance, ctx.bootstrap, ctx.pipelines.size());
     const int rc = body(ctx);

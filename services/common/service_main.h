@@ -53,11 +53,13 @@ struct ServiceContext {
   void sleep_unless_shutdown(std::chrono::milliseconds d) const;
 };
 
-/// Sets up logging and signals, loads the pipelines, runs `body`, and turns
-/// startup exceptions into a one-line error and exit code 2. Once SIGTERM or
-/// SIGINT arrives, `body` has --drain-timeout to return; past it the process
-/// exits with code 3 (every path that accepts data is crash-safe, so this
-/// loses nothing: the unfinished batch is redone by the next run).
-int run_service(const std::string& name, const ServiceFlags& flags, const std::function<int(ServiceContext&)>& body);
+/// Sets up logging and signals, loads the pipelines (with the stage's own
+/// `check_rule`, if it has one), runs `body`, and turns startup exceptions
+/// into a one-line error and exit code 2. Once SIGTERM or SIGINT arrives,
+/// `body` has --drain-timeout to return; past it the process exits with code 3
+/// (every path that accepts data is crash-safe, so this loses nothing: the
+/// unfinished batch is redone by the next run).
+int run_service(const std::string& name, const ServiceFlags& flags, const std::function<int(ServiceContext&)>& body,
+                const RuleCheck& check_rule = nullptr);
 
 }  // namespace starling

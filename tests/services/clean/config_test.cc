@@ -1,18 +1,21 @@
-// The clean section of a pipeline file: every problem is reported at once,
-// each with its line.
+// The clean section of a pipeline file, checked for what it means: every
+// problem is reported at once, each with its line, in file order with the
+// problems the shared parse finds.
+#include "services/clean/rule_config.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "services/common/pipeline.h"
+#include "services/clean/rules.h"
 
-namespace starling {
+namespace starling::clean {
 namespace {
 
 using ::testing::HasSubstr;
 
 std::vector<std::string> problems_of(const std::string& rules) {
   try {
-    parse_pipeline("pipeline: t\nschema: {message: starling.v1.RideTelemetry}\nclean:\n  rules:\n" + rules +
+    parse_checked_pipeline("pipeline: t\nschema: {message: starling.v1.RideTelemetry}\nclean:\n  rules:\n" + rules +
                        "load: {table: x, columns: {s: speed_kmh}}\n",
                    "t.yaml");
   } catch (const ConfigError& e) {
@@ -88,8 +91,37 @@ TEST(CleanConfig, BadValuesAreNamed) {
   EXPECT_THAT(problems_of("    - field: speed_kmh\n").at(0), HasSubstr("a rule needs at least one of"));
 }
 
+TEST(CleanConfig, RangeOnAStringFieldIsRefused) {
+  const auto problems = problems_of("    - field: ride_id\n      range: {min: 0}\n");
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_THAT(problems[0], HasSubstr("t.yaml:6:"));
+  EXPECT_THAT(problems[0], HasSubstr("range needs a numeric field"));
+}
+
+TEST(CleanConfig, RangeWithMinAboveMaxIsRefused) {
+  EXPECT_THAT(problems_of("    - field: speed_kmh\n      range: {min: 9, max: 1}\n").at(0), HasSubstr("min 9 is greater than max 1"));
+}
+
+TEST(CleanConfig, RequiredOnAFieldWithoutPresenceIsRefused) {
+  EXPECT_THAT(problems_of("    - field: status\n      required: true\n").at(0), HasSubstr("declare it `optional`"));
+}
+
+TEST(CleanConfig, TheCleanStageRefusesRulesTheSharedParseTook) {
+  // The other stages read the rules as data only; the clean stage checks them before it cleans anything.
+  const auto p = parse_pipeline("pipeline: t\nschema: {message: starling.v1.RideTelemetry}\nclean:\n  rules:\n"
+                                "    - field: ride_id\n      range: {min: 0}\nload: {table: x, columns: {s: speed_kmh}}\n",
+                                "t.yaml");
+  ASSERT_EQ(p.rules.size(), 1u);
+  try {
+    RuleEngine engine(p);
+    ADD_FAILURE() << "a range on a string field was taken";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("t.yaml:6:14: clean.rules[0].range: range needs a numeric field; 'ride_id' is string"));
+  }
+}
+
 TEST(CleanConfig, EveryRuleParses) {
-  const auto p = parse_pipeline(R"(pipeline: t
+  const auto p = parse_checked_pipeline(R"(pipeline: t
 schema: {message: starling.v1.RideTelemetry}
 keys: {device_id: device_id}
 clean:
@@ -113,7 +145,8 @@ load: {table: x, columns: {s: speed_kmh}}
                                 "t.yaml");
   EXPECT_EQ(p.dedupe_window_ms, 600'000);
   ASSERT_EQ(p.rules.size(), 5u);
-  EXPECT_NEAR(p.rules[0].convert->factor, 1.609344, 1e-12);
+  EXPECT_EQ(p.rules[0].convert->from, "mph");
+  EXPECT_NEAR(compile_rules(p)[0].convert->factor, 1.609344, 1e-12);
   EXPECT_EQ(p.rules[0].round, 1);
   EXPECT_FALSE(p.rules[0].range->min_inclusive);
   EXPECT_EQ(p.rules[1].fill_max_age_ms, 300'000);
@@ -125,9 +158,9 @@ load: {table: x, columns: {s: speed_kmh}}
 
 TEST(CleanConfig, ShippedPipelinesAreValid) {
   for (const auto* f : {"pipelines/ecowheels.yaml", "pipelines/weather.yaml"}) {
-    EXPECT_NO_THROW(load_pipeline(std::string(STARLING_SOURCE_DIR) + "/" + f)) << f;
+    EXPECT_NO_THROW(load_checked_pipeline(std::string(STARLING_SOURCE_DIR) + "/" + f)) << f;
   }
 }
 
 }  // namespace
-}  // namespace starling
+}  // namespace starling::clean

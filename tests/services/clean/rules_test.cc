@@ -361,7 +361,7 @@ std::array<FieldRule, 3> described_rules() {
   r[1].field = "b";
   r[1].round = 1;
   r[2].field = "c";
-  r[2].convert = UnitConversion{"degF", "degC", 5.0 / 9, -160.0 / 9};
+  r[2].convert = ConvertRule{"degF", "degC"};
   return r;
 }
 
