@@ -182,7 +182,7 @@ Status ConsumerLoop::deliver(InFlight& flight) {
     Status st;
     for (;;) {
       st = flight.sending->wait(kSlice);
-      if (st || st.error().code != Errc::timeout || std::chrono::steady_clock::now() >= deadline) break;
+      if (st || st.error().code != Errc::kTimeout || std::chrono::steady_clock::now() >= deadline) break;
       keep_membership(since);
       if (abandoned_) return st;
     }
@@ -261,15 +261,14 @@ void ConsumerLoop::drop() {
   in_flight_.reset();
   stage_.abandon();
   abandoned_ = false;
-  paused_ = false;  // a new assignment starts unpaused
 }
 
-std::map<TopicPartition, int64_t> ConsumerLoop::on_assign(const std::vector<TopicPartition>& parts) {
+void ConsumerLoop::before_rebalance() {
   carried_.clear();  // taken before the rebalance: the partitions are re-seeked
   if (waiting_) {
     // Stuck on a failing send or store: the work is given up (drop(), once
-    // the poll returns), and the stage reads its stored offsets only after
-    // the store attempt under way has ended.
+    // the poll returns), after the store attempt under way has ended, so the
+    // stage reads its stored offsets only then.
     abandoned_ = true;
     give_up_store_ = true;
     if (storing_) stored_.wait();
@@ -279,7 +278,11 @@ std::map<TopicPartition, int64_t> ConsumerLoop::on_assign(const std::vector<Topi
     in_hook_ = false;
     if (!st) fail_in_hook(st.error());
   }
-  paused_ = false;
+  paused_ = false;  // a new assignment starts unpaused
+}
+
+std::map<TopicPartition, int64_t> ConsumerLoop::on_assign(const std::vector<TopicPartition>& parts) {
+  before_rebalance();
   std::map<TopicPartition, int64_t> starts;
   if (hook_error_) return starts;
   auto stored = retry_transient(
@@ -288,23 +291,12 @@ std::map<TopicPartition, int64_t> ConsumerLoop::on_assign(const std::vector<Topi
     fail_in_hook(stored.error());
     return starts;
   }
-  spdlog::info("{}: assigned {} partitions; {} resume from stored offsets", name_, parts.size(), stored->size());
+  spdlog::debug("{}: assigned {} partitions", name_, parts.size());
   return std::move(*stored);
 }
 
 void ConsumerLoop::on_revoke(const std::vector<TopicPartition>& parts) {
-  carried_.clear();
-  if (waiting_) {
-    abandoned_ = true;
-    give_up_store_ = true;
-    if (storing_) stored_.wait();
-  } else {
-    in_hook_ = true;
-    auto st = settle(true);
-    in_hook_ = false;
-    if (!st) fail_in_hook(st.error());
-  }
-  paused_ = false;
+  before_rebalance();
   stage_.revoked(parts);
   spdlog::info("{}: revoked {} partitions", name_, parts.size());
 }

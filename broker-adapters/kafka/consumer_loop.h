@@ -119,6 +119,8 @@ class ConsumerLoop {
   void resume_if_paused();
   /// Forgets every batch not stored (waiting for a store under way first).
   void drop();
+  /// Settles what is in flight (abandons it when stuck in a wait).
+  void before_rebalance();
   std::map<TopicPartition, int64_t> on_assign(const std::vector<TopicPartition>& parts);
   void on_revoke(const std::vector<TopicPartition>& parts);
   /// After a settle that failed inside a rebalance hook: fatal.

@@ -127,6 +127,18 @@ class ConsumerLoopTest : public ::testing::Test {
         std::count_if(all.begin(), all.end(), [&](const OutMessage& m) { return m.value == value; }));
   }
 
+  /// p0 and p1 assigned; in the second poll, after two messages were taken,
+  /// the group takes p1 away and gives p0 back. Runs until p0 is stored.
+  int rebalance_mid_batch(bool pipelined) {
+    fill(kP0, {"a0", "a1", "a2", "a3"});
+    fill(kP1, {"b0", "b1"});
+    consumer.schedule({.assign = {kP0, kP1}});
+    consumer.schedule({.revoke_all = true, .assign = {kP0}, .after = 2,
+                       .when = [&] { return consumer.polls() >= 2; }});
+    return run_until([&] { return stage.stored().size() == 4; },
+                     {.batch_max = 3, .batch_wait = std::chrono::milliseconds(10), .pipelined = pipelined});
+  }
+
   FakeConsumer consumer;
   FakeProducer producer;
   RecordingStage stage;
@@ -160,15 +172,7 @@ TEST_F(ConsumerLoopTest, PipelinedStoresEachBatchAfterItsOutputsArePersistedInIn
 }
 
 TEST_F(ConsumerLoopTest, RebalanceMidBatchDropsWhatWasTakenAndResumesFromTheStoredOffsets) {
-  fill(kP0, {"a0", "a1", "a2", "a3"});
-  fill(kP1, {"b0", "b1"});
-  consumer.schedule({.assign = {kP0, kP1}});
-  // In the second poll, after two messages were taken, the group takes p1
-  // away and gives p0 back.
-  consumer.schedule({.revoke_all = true, .assign = {kP0}, .after = 2,
-                     .when = [&] { return consumer.polls() >= 2; }});
-  const int rc = run_until([&] { return stage.stored().size() == 4; },
-                           {.batch_max = 3, .batch_wait = std::chrono::milliseconds(10)});
+  const int rc = rebalance_mid_batch(false);
   ASSERT_FALSE(timed_out);
   EXPECT_EQ(rc, 0);
   // Every message of p0 stored exactly once; nothing of p1, which went
@@ -183,13 +187,7 @@ TEST_F(ConsumerLoopTest, RebalanceMidBatchDropsWhatWasTakenAndResumesFromTheStor
 }
 
 TEST_F(ConsumerLoopTest, PipelinedRebalanceMidBatchSettlesTheBatchInFlightFirst) {
-  fill(kP0, {"a0", "a1", "a2", "a3"});
-  fill(kP1, {"b0", "b1"});
-  consumer.schedule({.assign = {kP0, kP1}});
-  consumer.schedule({.revoke_all = true, .assign = {kP0}, .after = 2,
-                     .when = [&] { return consumer.polls() >= 2; }});
-  const int rc = run_until([&] { return stage.stored().size() == 4; },
-                           {.batch_max = 3, .batch_wait = std::chrono::milliseconds(10), .pipelined = true});
+  const int rc = rebalance_mid_batch(true);
   ASSERT_FALSE(timed_out);
   EXPECT_EQ(rc, 0);
   EXPECT_THAT(stage.stored(), ElementsAre("a0", "a1", "a2", "a3"));
@@ -233,7 +231,7 @@ TEST_F(ConsumerLoopTest, TransientStoreFailureIsRetriedWhileThePartitionsArePaus
   fill(kP0, {"a", "b"});
   consumer.schedule({.assign = {kP0}});
   stage.store_result = [](int attempt) -> Status {
-    if (attempt <= 3) return fail(Errc::unavailable, "database is locked");
+    if (attempt <= 3) return fail(Errc::kUnavailable, "database is locked");
     return {};
   };
   const int polls_before = consumer.polls();
@@ -261,7 +259,7 @@ TEST_F(ConsumerLoopTest, TransientStoreFailureIsRetriedWhileThePartitionsArePaus
 TEST_F(ConsumerLoopTest, PermanentStoreFailureStopsTheLoopWithoutRetrying) {
   fill(kP0, {"a"});
   consumer.schedule({.assign = {kP0}});
-  stage.store_result = [](int) -> Status { return fail(Errc::internal, "stored aggregate is corrupt"); };
+  stage.store_result = [](int) -> Status { return fail(Errc::kInternal, "stored aggregate is corrupt"); };
   const int rc = run_until([] { return false; });
   ASSERT_FALSE(timed_out);
   EXPECT_EQ(rc, 1);
@@ -278,7 +276,7 @@ TEST_F(ConsumerLoopTest, RevokedWhileAStoreKeepsFailingAbandonsTheBatchAndRedoes
   consumer.schedule({.revoke_all = true, .assign = {kP0}, .when = [&] { return stage.store_attempts() >= 2; }});
   std::atomic<bool> outage{true};
   stage.store_result = [&](int) -> Status {
-    if (outage) return fail(Errc::unavailable, "connection refused");
+    if (outage) return fail(Errc::kUnavailable, "connection refused");
     return {};
   };
   const int rc = run_until(
@@ -330,7 +328,7 @@ TEST(DeliveriesTest, APermanentFailureIsReportedOverTransientOnes) {
   });
   auto st = Deliveries::send(producer, {{"t", "", "small", {}}, {"t", "", "big", {}}})->wait(std::chrono::seconds(1));
   ASSERT_FALSE(st);
-  EXPECT_EQ(st.error().code, Errc::invalid_argument);
+  EXPECT_EQ(st.error().code, Errc::kInvalidArgument);
   EXPECT_THAT(st.error().message, HasSubstr("too large"));
 }
 
