@@ -244,7 +244,7 @@ int main(int argc, char** argv) {
       if (!b) return std::fprintf(stderr, "%s\n", b.error().message.c_str()), 1;
       for (const auto& m : *b) {
         (*prod)->produce({out_topic, m.key, transform ? transform(m) : m.value, {}}, [&](const kafka::Delivery& d) {
-          if (d.status != kafka::DeliveryStatus::persisted) failed = true;
+          if (d.status != kafka::DeliveryStatus::kPersisted) failed = true;
           ++persisted;
         });
       }

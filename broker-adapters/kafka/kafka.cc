@@ -42,7 +42,7 @@ bool permanent_error(rd_kafka_resp_err_t err) {
 }
 
 Result<ConfPtr> make_conf(const KafkaOptions& options, const std::map<std::string, std::string>& defaults) {
-  if (options.bootstrap.empty()) return fail(Errc::invalid_argument, "--kafka: no bootstrap servers given");
+  if (options.bootstrap.empty()) return fail(Errc::kInvalidArgument, "--kafka: no bootstrap servers given");
   ConfPtr conf(rd_kafka_conf_new());
   std::map<std::string, std::string> props = defaults;
   props["bootstrap.servers"] = options.bootstrap;
@@ -51,7 +51,7 @@ Result<ConfPtr> make_conf(const KafkaOptions& options, const std::map<std::strin
   char err[512];
   for (const auto& [k, v] : props) {
     if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-      return fail(Errc::invalid_argument, fmt::format("kafka property {}={}: {}", k, v, err));
+      return fail(Errc::kInvalidArgument, fmt::format("kafka property {}={}: {}", k, v, err));
     }
   }
   rd_kafka_conf_set_log_cb(conf.get(), [](const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
@@ -155,19 +155,19 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaOptions&
     d.offset = m->offset;
     if (m->rkt != nullptr) d.topic = rd_kafka_topic_name(m->rkt);
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      d.status = DeliveryStatus::persisted;
+      d.status = DeliveryStatus::kPersisted;
     } else {
       d.error = rd_kafka_err2str(m->err);
       d.permanent = permanent_error(m->err);
       d.status = rd_kafka_message_status(m) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED
-                     ? DeliveryStatus::possibly_persisted
-                     : DeliveryStatus::not_persisted;
+                     ? DeliveryStatus::kPossiblyPersisted
+                     : DeliveryStatus::kNotPersisted;
     }
     (*done)(d);
   });
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf->get(), err, sizeof err);
-  if (rk == nullptr) return fail(Errc::invalid_argument, fmt::format("kafka producer: {}", err));
+  if (rk == nullptr) return fail(Errc::kInvalidArgument, fmt::format("kafka producer: {}", err));
   conf.value().release();  // owned by rk now
   auto impl = std::make_unique<Impl>();
   impl->rk = rk;
@@ -205,7 +205,7 @@ void KafkaProducer::produce(const OutMessage& msg, DeliveryCallback done) {
     }
     if (hdrs != nullptr) rd_kafka_headers_destroy(hdrs);
     std::unique_ptr<DeliveryCallback> owned(cb);
-    (*owned)(Delivery{DeliveryStatus::not_persisted, -1, -1,
+    (*owned)(Delivery{DeliveryStatus::kNotPersisted, -1, -1,
                       fmt::format("produce to {}: {}", msg.topic, rd_kafka_err2str(err)), msg.topic,
                       permanent_error(err)});
     return;
@@ -215,7 +215,7 @@ void KafkaProducer::produce(const OutMessage& msg, DeliveryCallback done) {
 Status KafkaProducer::flush(std::chrono::milliseconds timeout) {
   const auto err = rd_kafka_flush(impl_->rk, static_cast<int>(timeout.count()));
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return fail(Errc::timeout, fmt::format("flush: {} messages still in flight after {} ms",
+    return fail(Errc::kTimeout, fmt::format("flush: {} messages still in flight after {} ms",
                                            rd_kafka_outq_len(impl_->rk), timeout.count()));
   }
   return {};
@@ -236,9 +236,9 @@ std::shared_ptr<Deliveries> Deliveries::send(Producer& producer, const std::vect
       std::lock_guard lock(s->mu_);
       // A permanent failure is reported over transient ones: retrying the
       // set cannot help it.
-      if (d.status != DeliveryStatus::persisted && (s->first_error_.empty() || (d.permanent && !s->permanent_))) {
+      if (d.status != DeliveryStatus::kPersisted && (s->first_error_.empty() || (d.permanent && !s->permanent_))) {
         s->first_error_ = fmt::format("{}: {}{}", d.topic, d.error,
-                                      d.status == DeliveryStatus::possibly_persisted ? " (possibly persisted)" : "");
+                                      d.status == DeliveryStatus::kPossiblyPersisted ? " (possibly persisted)" : "");
         s->permanent_ = d.permanent;
       }
       if (--s->pending_ == 0) s->cv_.notify_all();
@@ -250,9 +250,9 @@ std::shared_ptr<Deliveries> Deliveries::send(Producer& producer, const std::vect
 Status Deliveries::wait(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
   if (!cv_.wait_for(lock, timeout, [&] { return pending_ == 0; })) {
-    return fail(Errc::timeout, fmt::format("{} deliveries unconfirmed after {} ms", pending_, timeout.count()));
+    return fail(Errc::kTimeout, fmt::format("{} deliveries unconfirmed after {} ms", pending_, timeout.count()));
   }
-  if (!first_error_.empty()) return fail(permanent_ ? Errc::invalid_argument : Errc::unavailable, first_error_);
+  if (!first_error_.empty()) return fail(permanent_ ? Errc::kInvalidArgument : Errc::kUnavailable, first_error_);
   return {};
 }
 
@@ -332,7 +332,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const KafkaOptions&
   rd_kafka_conf_set_opaque(conf->get(), impl.get());
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), err, sizeof err);
-  if (rk == nullptr) return fail(Errc::invalid_argument, fmt::format("kafka consumer: {}", err));
+  if (rk == nullptr) return fail(Errc::kInvalidArgument, fmt::format("kafka consumer: {}", err));
   conf.value().release();
   impl->rk = rk;
   rd_kafka_poll_set_consumer(rk);
@@ -342,7 +342,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const KafkaOptions&
   const auto serr = rd_kafka_subscribe(rk, list);
   rd_kafka_topic_partition_list_destroy(list);
   std::unique_ptr<KafkaConsumer> consumer(new KafkaConsumer(std::move(impl)));
-  if (serr != RD_KAFKA_RESP_ERR_NO_ERROR) return fail(Errc::invalid_argument, fmt::format("subscribe: {}", rd_kafka_err2str(serr)));
+  if (serr != RD_KAFKA_RESP_ERR_NO_ERROR) return fail(Errc::kInvalidArgument, fmt::format("subscribe: {}", rd_kafka_err2str(serr)));
   return consumer;
 }
 
@@ -392,7 +392,7 @@ Result<std::vector<InMessage>> poll_messages(rd_kafka_t* rk, std::size_t max, st
         break;  // information, not failure
       default:
         if (rd_kafka_fatal_error(rk, nullptr, 0) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-          return fail(Errc::unavailable, fmt::format("consumer fatal error: {}", rd_kafka_message_errstr(m)));
+          return fail(Errc::kUnavailable, fmt::format("consumer fatal error: {}", rd_kafka_message_errstr(m)));
         }
         spdlog::warn("consumer: {}", rd_kafka_message_errstr(m));
     }
@@ -409,7 +409,7 @@ Status KafkaConsumer::commit(const std::map<TopicPartition, int64_t>& next_offse
   for (const auto& [tp, off] : next_offsets) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition)->offset = off;
   const auto err = rd_kafka_commit(impl_->rk, list, 0);
   rd_kafka_topic_partition_list_destroy(list);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return fail(Errc::unavailable, fmt::format("commit: {}", rd_kafka_err2str(err)));
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return fail(Errc::kUnavailable, fmt::format("commit: {}", rd_kafka_err2str(err)));
   return {};
 }
 
@@ -422,7 +422,7 @@ Status set_paused(rd_kafka_t* rk, const std::vector<TopicPartition>& parts, bool
   const auto err = pause ? rd_kafka_pause_partitions(rk, list) : rd_kafka_resume_partitions(rk, list);
   rd_kafka_topic_partition_list_destroy(list);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return fail(Errc::unavailable, fmt::format("{}: {}", pause ? "pause" : "resume", rd_kafka_err2str(err)));
+    return fail(Errc::kUnavailable, fmt::format("{}: {}", pause ? "pause" : "resume", rd_kafka_err2str(err)));
   }
   return {};
 }
@@ -476,7 +476,7 @@ Result<std::unique_ptr<TopicReader>> TopicReader::create(const KafkaOptions& opt
   if (!conf) return std::unexpected(conf.error());
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), err, sizeof err);
-  if (rk == nullptr) return fail(Errc::invalid_argument, fmt::format("kafka reader: {}", err));
+  if (rk == nullptr) return fail(Errc::kInvalidArgument, fmt::format("kafka reader: {}", err));
   conf.value().release();
   rd_kafka_poll_set_consumer(rk);
   auto impl = std::make_unique<Impl>();
@@ -490,11 +490,11 @@ Result<int> TopicReader::partitions(const std::string& topic, std::chrono::milli
   const auto err = rd_kafka_metadata(impl_->rk, 0, rkt, &md, static_cast<int>(timeout.count()));
   rd_kafka_topic_destroy(rkt);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return fail(Errc::unavailable, fmt::format("metadata of topic {}: {}", topic, rd_kafka_err2str(err)));
+    return fail(Errc::kUnavailable, fmt::format("metadata of topic {}: {}", topic, rd_kafka_err2str(err)));
   }
   std::unique_ptr<const rd_kafka_metadata_t, decltype(&rd_kafka_metadata_destroy)> owned(md, rd_kafka_metadata_destroy);
   if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR || md->topics[0].partition_cnt == 0) {
-    return fail(Errc::not_found, fmt::format("topic {} does not exist", topic));
+    return fail(Errc::kNotFound, fmt::format("topic {} does not exist", topic));
   }
   return md->topics[0].partition_cnt;
 }
@@ -505,7 +505,7 @@ Result<std::pair<int64_t, int64_t>> TopicReader::watermarks(const TopicPartition
   const auto err = rd_kafka_query_watermark_offsets(impl_->rk, tp.topic.c_str(), tp.partition, &low, &high,
                                                     static_cast<int>(timeout.count()));
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return fail(Errc::unavailable, fmt::format("offsets of {}/{}: {}", tp.topic, tp.partition, rd_kafka_err2str(err)));
+    return fail(Errc::kUnavailable, fmt::format("offsets of {}/{}: {}", tp.topic, tp.partition, rd_kafka_err2str(err)));
   }
   return std::pair{low, high};
 }
@@ -518,7 +518,7 @@ Result<int64_t> TopicReader::offset_for_time(const TopicPartition& tp, int64_t t
   const auto perr = list->elems[0].err;
   rd_kafka_topic_partition_list_destroy(list);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR || perr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return fail(Errc::unavailable, fmt::format("offset of {}/{} at time {}: {}", tp.topic, tp.partition, ts_ms,
+    return fail(Errc::kUnavailable, fmt::format("offset of {}/{} at time {}: {}", tp.topic, tp.partition, ts_ms,
                                                rd_kafka_err2str(err != RD_KAFKA_RESP_ERR_NO_ERROR ? err : perr)));
   }
   if (offset >= 0) return offset;
@@ -533,7 +533,7 @@ Status TopicReader::assign(const std::map<TopicPartition, int64_t>& starts) {
   for (const auto& [tp, off] : starts) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition)->offset = off;
   const auto err = rd_kafka_assign(impl_->rk, list);
   rd_kafka_topic_partition_list_destroy(list);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return fail(Errc::unavailable, fmt::format("assign: {}", rd_kafka_err2str(err)));
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return fail(Errc::kUnavailable, fmt::format("assign: {}", rd_kafka_err2str(err)));
   return {};
 }
 
@@ -549,7 +549,7 @@ Status create_topics(const KafkaOptions& options, const std::vector<TopicSpec>& 
   if (!conf) return std::unexpected(conf.error());
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf->get(), err, sizeof err);
-  if (rk == nullptr) return fail(Errc::invalid_argument, fmt::format("kafka admin: {}", err));
+  if (rk == nullptr) return fail(Errc::kInvalidArgument, fmt::format("kafka admin: {}", err));
   conf.value().release();
   std::unique_ptr<rd_kafka_t, decltype(&rd_kafka_destroy)> owned(rk, rd_kafka_destroy);
 
@@ -558,7 +558,7 @@ Status create_topics(const KafkaOptions& options, const std::vector<TopicSpec>& 
     auto* nt = rd_kafka_NewTopic_new(t.name.c_str(), t.partitions, t.replication, err, sizeof err);
     if (nt == nullptr) {
       for (auto* s : specs) rd_kafka_NewTopic_destroy(s);
-      return fail(Errc::invalid_argument, fmt::format("topic {}: {}", t.name, err));
+      return fail(Errc::kInvalidArgument, fmt::format("topic {}: {}", t.name, err));
     }
     specs.push_back(nt);
   }
@@ -569,16 +569,16 @@ Status create_topics(const KafkaOptions& options, const std::vector<TopicSpec>& 
   rd_kafka_event_t* ev = rd_kafka_queue_poll(q, static_cast<int>(timeout.count()) + 1000);
   Status result;
   if (ev == nullptr) {
-    result = fail(Errc::timeout, "create topics: no answer from the broker");
+    result = fail(Errc::kTimeout, "create topics: no answer from the broker");
   } else if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    result = fail(Errc::unavailable, fmt::format("create topics: {}", rd_kafka_event_error_string(ev)));
+    result = fail(Errc::kUnavailable, fmt::format("create topics: {}", rd_kafka_event_error_string(ev)));
   } else {
     size_t n = 0;
     const auto* res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
     for (size_t i = 0; i < n; ++i) {
       const auto e = rd_kafka_topic_result_error(res[i]);
       if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-        result = fail(Errc::unavailable, fmt::format("create topic {}: {}", rd_kafka_topic_result_name(res[i]),
+        result = fail(Errc::kUnavailable, fmt::format("create topic {}: {}", rd_kafka_topic_result_name(res[i]),
                                                      rd_kafka_topic_result_error_string(res[i])));
         break;
       }

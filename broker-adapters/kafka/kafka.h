@@ -44,10 +44,10 @@ struct OutMessage {
 /// with acks=all; POSSIBLY_PERSISTED means it was sent but the answer was
 /// lost (a retry with the same idempotent producer cannot duplicate it, but
 /// the caller must not claim success); NOT_PERSISTED means it never got in.
-enum class DeliveryStatus { persisted, possibly_persisted, not_persisted };
+enum class DeliveryStatus { kPersisted, kPossiblyPersisted, kNotPersisted };
 
 struct Delivery {
-  DeliveryStatus status = DeliveryStatus::not_persisted;
+  DeliveryStatus status = DeliveryStatus::kNotPersisted;
   int32_t partition = -1;
   int64_t offset = -1;
   std::string error;       // empty when persisted
@@ -105,8 +105,8 @@ class Deliveries {
   /// them for a retry). Shared: the callbacks hold it until the last report.
   static std::shared_ptr<Deliveries> send(Producer& producer, const std::vector<OutMessage>& messages);
   /// OK only when every message is PERSISTED; else the first failure,
-  /// naming its topic (Errc::invalid_argument when a delivery failed
-  /// permanently, Errc::unavailable otherwise), or Errc::timeout saying how
+  /// naming its topic (Errc::kInvalidArgument when a delivery failed
+  /// permanently, Errc::kUnavailable otherwise), or Errc::kTimeout saying how
   /// many are unconfirmed.
   Status wait(std::chrono::milliseconds timeout);
 

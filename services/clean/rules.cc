@@ -173,7 +173,7 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
           if (known->ParseFromString(it->second.value) && is_set(r, *known, f)) {
             copy_field(*known, record, f);
             present = true;
-            change(rule, Change::Kind::fill_last_known, {}, field_value(r, record, f));
+            change(rule, Change::Kind::kFillLastKnown, {}, field_value(r, record, f));
           }
           delete known;
         }
@@ -183,20 +183,20 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
       const auto st = set_field_text(record, f, *rule.default_text);
       STARLING_ASSERT(st.has_value(), "default of {} passed config validation: {}", rule.field, st.error().message);
       present = is_set(r, record, f);
-      change(rule, Change::Kind::default_value, {}, field_value(r, record, f));
+      change(rule, Change::Kind::kDefaultValue, {}, field_value(r, record, f));
     }
     // 2. Convert and round the record's own value. A filled or default value
     //    is already in the clean unit and precision.
     if (own_value && compiled.convert) {
       const double v = number(r, record, f);
-      change(rule, Change::Kind::convert, stored_number(f, v),
+      change(rule, Change::Kind::kConvert, stored_number(f, v),
              set_number(r, record, f, v * compiled.convert->factor + compiled.convert->offset));
     }
     if (own_value && rule.round) {
       const double v = number(r, record, f);
       const double scale = round_scales_[i];
       const double rounded = std::round(v * scale) / scale;
-      if (std::isfinite(v) && rounded != v) change(rule, Change::Kind::round, stored_number(f, v), set_number(r, record, f, rounded));
+      if (std::isfinite(v) && rounded != v) change(rule, Change::Kind::kRound, stored_number(f, v), set_number(r, record, f, rounded));
     }
     // 3. Check.
     if (!present) {
@@ -260,11 +260,11 @@ namespace {
 template <class Out>
 Out write_label(Out out, const Change& c) {
   switch (c.kind) {
-    case Change::Kind::fill_last_known: return fmt::format_to(out, FMT_COMPILE("fill_last_known"));
-    case Change::Kind::default_value: return fmt::format_to(out, FMT_COMPILE("default"));
-    case Change::Kind::convert:
+    case Change::Kind::kFillLastKnown: return fmt::format_to(out, FMT_COMPILE("fill_last_known"));
+    case Change::Kind::kDefaultValue: return fmt::format_to(out, FMT_COMPILE("default"));
+    case Change::Kind::kConvert:
       return fmt::format_to(out, FMT_COMPILE("convert({}->{})"), c.rule->convert->from, c.rule->convert->to);
-    case Change::Kind::round: return fmt::format_to(out, FMT_COMPILE("round({})"), *c.rule->round);
+    case Change::Kind::kRound: return fmt::format_to(out, FMT_COMPILE("round({})"), *c.rule->round);
   }
   return out;
 }

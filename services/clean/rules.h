@@ -45,9 +45,9 @@ std::string to_text(const FieldValue& v);
 
 /// One value a rule set or changed.
 struct Change {
-  enum class Kind { fill_last_known, default_value, convert, round };
+  enum class Kind { kFillLastKnown, kDefaultValue, kConvert, kRound };
   const FieldRule* rule = nullptr;  // the pipeline's: it outlives every outcome
-  Kind kind = Kind::default_value;
+  Kind kind = Kind::kDefaultValue;
   FieldValue from;  // none when the field was missing
   FieldValue to;
 };

@@ -322,7 +322,7 @@ Status RocksCleanStore::write(PreparedCommit& c) {
   // No fsync: a process crash loses nothing the OS has, and a power loss can
   // only lose whole WriteBatches from the tail, state and offsets together.
   const auto st = db_->Write({}, c.batch.get());
-  if (!st.ok()) return fail(Errc::io, "writing clean state: " + st.ToString());
+  if (!st.ok()) return fail(Errc::kIo, "writing clean state: " + st.ToString());
   return {};
 }
 

@@ -112,9 +112,9 @@ Result<json> saga_api_get(const std::string& url) {
   json body = json::parse(resp->body, nullptr, false);
   if (resp->status != 200) {
     const auto msg = body.is_object() && body.contains("error") ? body["error"].value("message", resp->body) : resp->body;
-    return fail(Errc::invalid_argument, fmt::format("saga API answered {}: {}", resp->status, msg));
+    return fail(Errc::kInvalidArgument, fmt::format("saga API answered {}: {}", resp->status, msg));
   }
-  if (body.is_discarded()) return fail(Errc::internal, "saga API: not JSON: " + resp->body);
+  if (body.is_discarded()) return fail(Errc::kInternal, "saga API: not JSON: " + resp->body);
   return body;
 }
 

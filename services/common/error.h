@@ -11,12 +11,12 @@
 namespace starling {
 
 enum class Errc {
-  invalid_argument,  // the caller's input is wrong; the message says which field
-  not_found,
-  unavailable,       // a dependency (broker, DB) is down; retry later
-  timeout,
-  io,
-  internal,
+  kInvalidArgument,  // the caller's input is wrong; the message says which field
+  kNotFound,
+  kUnavailable,  // a dependency (broker, DB) is down; retry later
+  kTimeout,
+  kIo,
+  kInternal,
 };
 
 struct Error {

@@ -260,7 +260,7 @@ uint16_t HttpServer::port() const { return impl_->port; }
 Result<HttpResponse> http_call(const std::string& method, const std::string& url, const std::string& body,
                                const std::map<std::string, std::string>& headers, int timeout_ms) {
   constexpr std::string_view scheme = "http://";
-  if (!url.starts_with(scheme)) return fail(Errc::invalid_argument, "expected an http:// URL, got " + url);
+  if (!url.starts_with(scheme)) return fail(Errc::kInvalidArgument, "expected an http:// URL, got " + url);
   const auto rest = url.substr(scheme.size());
   const auto slash = rest.find('/');
   const auto hostport = rest.substr(0, slash);
@@ -292,7 +292,7 @@ Result<HttpResponse> http_call(const std::string& method, const std::string& url
     stream.socket().shutdown(tcp::socket::shutdown_both, ec);
     return out;
   } catch (const beast::system_error& e) {
-    return fail(Errc::unavailable, fmt::format("{} {}: {}", method, url, e.code().message()));
+    return fail(Errc::kUnavailable, fmt::format("{} {}: {}", method, url, e.code().message()));
   }
 }
 

@@ -111,7 +111,7 @@ ChildProcess::~ChildProcess() {
 Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, const std::string& log_file,
                                          const std::string& user,
                                          const std::vector<std::pair<std::string, std::string>>& env) {
-  if (argv.empty()) return fail(Errc::invalid_argument, "spawn: empty argv");
+  if (argv.empty()) return fail(Errc::kInvalidArgument, "spawn: empty argv");
   // The environment is built before fork: the child may only call
   // async-signal-safe functions (no malloc) in a threaded parent.
   std::vector<std::string> env_strings;
@@ -129,12 +129,12 @@ Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, c
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   if (::access(argv[0].c_str(), X_OK) != 0)
-    return fail(Errc::not_found, fmt::format("spawn: {} is not an executable: {}", argv[0], std::strerror(errno)));
+    return fail(Errc::kNotFound, fmt::format("spawn: {} is not an executable: {}", argv[0], std::strerror(errno)));
   uid_t uid = 0;
   gid_t gid = 0;
   if (!user.empty() && ::geteuid() == 0) {
     const passwd* pw = ::getpwnam(user.c_str());
-    if (pw == nullptr) return fail(Errc::not_found, fmt::format("spawn: no user {}", user));
+    if (pw == nullptr) return fail(Errc::kNotFound, fmt::format("spawn: no user {}", user));
     uid = pw->pw_uid;
     gid = pw->pw_gid;
   }
@@ -155,7 +155,7 @@ Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, c
     ::execve(args[0], args.data(), envp.data());
     ::_exit(127);
   });
-  if (pid < 0) return fail(Errc::io, fmt::format("fork: {}", std::strerror(errno)));
+  if (pid < 0) return fail(Errc::kIo, fmt::format("fork: {}", std::strerror(errno)));
   ChildProcess c;
   c.pid_ = pid;
   return c;
@@ -201,7 +201,7 @@ Result<std::string> wait_for_file(const std::string& path, std::chrono::millisec
     if (in && std::getline(in, line) && !line.empty()) return line;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return fail(Errc::timeout, fmt::format("{} did not appear within {} ms", path, timeout.count()));
+  return fail(Errc::kTimeout, fmt::format("{} did not appear within {} ms", path, timeout.count()));
 }
 
 std::string executable_dir() {

@@ -22,17 +22,17 @@ std::unique_ptr<Message> new_record(const PipelineConfig& p) {
 }
 
 Result<std::unique_ptr<Message>> record_from_json(const PipelineConfig& p, const nlohmann::json& record) {
-  if (!record.is_object()) return fail(Errc::invalid_argument, fmt::format("expected a JSON object, got {}", record.type_name()));
+  if (!record.is_object()) return fail(Errc::kInvalidArgument, fmt::format("expected a JSON object, got {}", record.type_name()));
   auto msg = new_record(p);
   google::protobuf::util::JsonParseOptions opts;
   opts.ignore_unknown_fields = false;
   const auto st = google::protobuf::util::JsonStringToMessage(record.dump(), msg.get(), opts);
-  if (!st.ok()) return fail(Errc::invalid_argument, std::string(st.message()));
+  if (!st.ok()) return fail(Errc::kInvalidArgument, std::string(st.message()));
   return msg;
 }
 
 Status parse_record(const PipelineConfig& p, const std::string& bytes, Message& into) {
-  if (!into.ParseFromString(bytes)) return fail(Errc::invalid_argument, fmt::format("payload is not a valid {}", p.message_type));
+  if (!into.ParseFromString(bytes)) return fail(Errc::kInvalidArgument, fmt::format("payload is not a valid {}", p.message_type));
   return {};
 }
 
@@ -79,7 +79,7 @@ std::string field_text(const Message& m, const FieldDescriptor* f) {
 Status set_field_text(Message& m, const FieldDescriptor* f, const std::string& text) {
   const auto* r = m.GetReflection();
   auto bad = [&](const char* what) {
-    return fail(Errc::invalid_argument, fmt::format("expected {} for field '{}', got '{}'", what, f->name(), text));
+    return fail(Errc::kInvalidArgument, fmt::format("expected {} for field '{}', got '{}'", what, f->name(), text));
   };
   auto whole = [&](auto parse) -> bool {
     try {

@@ -19,7 +19,7 @@ namespace starling {
 /// unavailable, timeout and io pass with time; invalid_argument, not_found and
 /// internal do not.
 inline bool is_transient(const Error& e) {
-  return e.code == Errc::unavailable || e.code == Errc::timeout || e.code == Errc::io;
+  return e.code == Errc::kUnavailable || e.code == Errc::kTimeout || e.code == Errc::kIo;
 }
 
 /// Linear back-off after `attempt` failures, capped: 100 ms, 200 ms, ... 5 s.

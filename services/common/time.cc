@@ -36,7 +36,7 @@ std::string rfc3339_trimmed(int64_t ms) { return format_utc(ms, false); }
 
 Result<int64_t> parse_time_ms(const std::string& text) {
   auto bad = [&] {
-    return fail(Errc::invalid_argument, "'" + text + "' is neither RFC 3339 (2026-11-23T10:00:00Z) nor Unix ms");
+    return fail(Errc::kInvalidArgument, "'" + text + "' is neither RFC 3339 (2026-11-23T10:00:00Z) nor Unix ms");
   };
   if (text.empty()) return bad();
   if (text.find_first_not_of("0123456789") == std::string::npos) {

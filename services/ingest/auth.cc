@@ -61,7 +61,7 @@ const ApiKey* KeyStore::find(const std::string& presented) const {
 
 Result<KeyStore> KeyStore::load(const std::string& path) {
   std::ifstream in(path);
-  if (!in) return fail(Errc::invalid_argument, fmt::format("{}: cannot read the keys file", path));
+  if (!in) return fail(Errc::kInvalidArgument, fmt::format("{}: cannot read the keys file", path));
   std::stringstream text;
   text << in.rdbuf();
   return parse(text.str(), path);
@@ -70,13 +70,13 @@ Result<KeyStore> KeyStore::load(const std::string& path) {
 Result<KeyStore> KeyStore::parse(const std::string& yaml, const std::string& origin) {
   auto at = [&origin](const YAML::Node& n, const std::string& path, const std::string& problem) {
     const auto m = n.Mark();
-    return fail(Errc::invalid_argument, fmt::format("{}:{}:{}: {}: {}", origin, m.line + 1, m.column + 1, path, problem));
+    return fail(Errc::kInvalidArgument, fmt::format("{}:{}:{}: {}: {}", origin, m.line + 1, m.column + 1, path, problem));
   };
   YAML::Node root;
   try {
     root = YAML::Load(yaml);
   } catch (const YAML::ParserException& e) {
-    return fail(Errc::invalid_argument, fmt::format("{}:{}:{}: {}", origin, e.mark.line + 1, e.mark.column + 1, e.msg));
+    return fail(Errc::kInvalidArgument, fmt::format("{}:{}:{}: {}", origin, e.mark.line + 1, e.mark.column + 1, e.msg));
   }
   if (!root.IsMap() || !root["keys"] || !root["keys"].IsSequence()) {
     return at(root, "keys", "expected `keys:` with a list of {name, sha256, pipelines}");

@@ -27,12 +27,12 @@ Result<BodyFormat> body_format(std::string_view content_type) {
   while (!type.empty() && type.back() == ' ') type.remove_suffix(1);
   std::string lower(type);
   for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower.empty() || lower == "application/json") return BodyFormat::json;
+  if (lower.empty() || lower == "application/json") return BodyFormat::kJson;
   if (lower == "application/x-ndjson" || lower == "application/ndjson" || lower == "application/jsonl") {
-    return BodyFormat::ndjson;
+    return BodyFormat::kNdjson;
   }
-  if (lower == "application/x-protobuf" || lower == "application/protobuf") return BodyFormat::protobuf;
-  return fail(Errc::invalid_argument,
+  if (lower == "application/x-protobuf" || lower == "application/protobuf") return BodyFormat::kProtobuf;
+  return fail(Errc::kInvalidArgument,
               fmt::format("unsupported Content-Type '{}'; send application/json, application/x-ndjson or "
                           "application/x-protobuf (a starling.v1.EventBatch)",
                           type));
@@ -305,26 +305,26 @@ std::expected<std::unique_ptr<Message>, RecordError> json_to_record(const Pipeli
 Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::string_view body) {
   Decoded out;
   switch (format) {
-    case BodyFormat::json: {
+    case BodyFormat::kJson: {
       json doc;
       try {
         doc = json::parse(body);
       } catch (const json::parse_error& e) {
-        return fail(Errc::invalid_argument, fmt::format("invalid JSON at {}: {}", position(body, e.byte ? e.byte - 1 : 0),
+        return fail(Errc::kInvalidArgument, fmt::format("invalid JSON at {}: {}", position(body, e.byte ? e.byte - 1 : 0),
                                                         e.what()));
       } catch (const json::exception& e) {  // e.g. a number beyond a double (found by the fuzzer)
-        return fail(Errc::invalid_argument, fmt::format("invalid JSON: {}", e.what()));
+        return fail(Errc::kInvalidArgument, fmt::format("invalid JSON: {}", e.what()));
       }
       if (doc.is_object()) {
         convert(p, doc, 0, out);
       } else if (doc.is_array()) {
         for (std::size_t i = 0; i < doc.size(); ++i) convert(p, doc[i], i, out);
       } else {
-        return fail(Errc::invalid_argument, "expected a JSON object or an array of objects, got " + std::string(doc.type_name()));
+        return fail(Errc::kInvalidArgument, "expected a JSON object or an array of objects, got " + std::string(doc.type_name()));
       }
       break;
     }
-    case BodyFormat::ndjson: {
+    case BodyFormat::kNdjson: {
       std::size_t line = 0;
       while (!body.empty()) {
         const auto nl = body.find('\n');
@@ -344,10 +344,10 @@ Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::str
       }
       break;
     }
-    case BodyFormat::protobuf: {
+    case BodyFormat::kProtobuf: {
       v1::EventBatch batch;
       if (!batch.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
-        return fail(Errc::invalid_argument, "the body is not a valid starling.v1.EventBatch");
+        return fail(Errc::kInvalidArgument, "the body is not a valid starling.v1.EventBatch");
       }
       for (int i = 0; i < batch.records_size(); ++i) {
         const auto idx = static_cast<std::size_t>(i);
@@ -371,7 +371,7 @@ Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::str
       break;
     }
   }
-  if (out.count() == 0) return fail(Errc::invalid_argument, "the body holds no records");
+  if (out.count() == 0) return fail(Errc::kInvalidArgument, "the body holds no records");
   return out;
 }
 

@@ -22,7 +22,7 @@
 
 namespace starling::ingest {
 
-enum class BodyFormat { json, ndjson, protobuf };
+enum class BodyFormat { kJson, kNdjson, kProtobuf };
 
 /// From a Content-Type header ("" is JSON). The error names the type and
 /// lists what is accepted (the front door answers 415).
@@ -47,7 +47,7 @@ struct Decoded {
 
 /// Splits and converts a body. Errors (invalid JSON with line and column, a
 /// JSON value that is neither an object nor an array, an EventBatch that does
-/// not parse, no records at all) have Errc::invalid_argument.
+/// not parse, no records at all) have Errc::kInvalidArgument.
 Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::string_view body);
 
 /// One JSON object to the pipeline's type, field by field: unknown fields,

@@ -31,12 +31,12 @@ IdempotencyCache::Begin IdempotencyCache::begin(const std::string& id, const std
   auto [it, inserted] = entries_.try_emplace(id);
   if (inserted) {
     it->second.body_hash = body_hash;
-    return Begin::fresh;
+    return Begin::kFresh;
   }
-  if (it->second.body_hash != body_hash) return Begin::mismatch;
-  if (!it->second.done) return Begin::in_flight;
+  if (it->second.body_hash != body_hash) return Begin::kMismatch;
+  if (!it->second.done) return Begin::kInFlight;
   answer = it->second.answer;
-  return Begin::replay;
+  return Begin::kReplay;
 }
 
 void IdempotencyCache::finish(const std::string& id, const HttpResponse& answer) {

@@ -27,7 +27,7 @@ class IdempotencyCache {
   explicit IdempotencyCache(std::chrono::seconds ttl = std::chrono::hours(24), std::size_t max_entries = 20'000)
       : ttl_(ttl), max_(max_entries) {}
 
-  enum class Begin { fresh, in_flight, mismatch, replay };
+  enum class Begin { kFresh, kInFlight, kMismatch, kReplay };
   /// `body_hash` identifies the request's content. On `replay`, `answer` is
   /// the stored 202.
   Begin begin(const std::string& id, const std::string& body_hash, HttpResponse& answer);

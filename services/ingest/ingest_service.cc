@@ -174,18 +174,18 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
     HttpResponse stored;
     const auto h = sha256(req.header("content-type") + '\n' + req.body);
     switch (idempotency_.begin(idem_id, hex(h.data(), h.size()), stored)) {
-      case IdempotencyCache::Begin::replay:
+      case IdempotencyCache::Begin::kReplay:
         stored.headers.emplace_back("Idempotent-Replayed", "true");
         return respond(std::move(stored));
-      case IdempotencyCache::Begin::in_flight:
+      case IdempotencyCache::Begin::kInFlight:
         return respond(with_retry_after(json_error(409, "request_in_progress",
                                                    "a request with this Idempotency-Key is still being processed",
                                                    "idempotency-key"),
                                         1));
-      case IdempotencyCache::Begin::mismatch:
+      case IdempotencyCache::Begin::kMismatch:
         return respond(json_error(422, "idempotency_key_reused",
                                   "this Idempotency-Key was used for a different request body", "idempotency-key"));
-      case IdempotencyCache::Begin::fresh: break;
+      case IdempotencyCache::Begin::kFresh: break;
     }
     batch.saga_id = idem_id;
   }

@@ -87,7 +87,7 @@ void Ingestor::submit(Batch batch, IngestDone done) {
   for (auto& m : out) {
     producer_.produce(std::move(m), [pending](const kafka::Delivery& d) {
       std::unique_lock lock(pending->mu);
-      if (d.status != kafka::DeliveryStatus::persisted && pending->error.empty()) {
+      if (d.status != kafka::DeliveryStatus::kPersisted && pending->error.empty()) {
         pending->error = d.error.empty() ? "delivery not confirmed" : d.error;
       }
       if (--pending->left != 0) return;
@@ -97,7 +97,7 @@ void Ingestor::submit(Batch batch, IngestDone done) {
       if (pending->error.empty()) {
         pending->done(std::move(pending->receipt));
       } else {
-        pending->done(fail(Errc::unavailable, pending->error));
+        pending->done(fail(Errc::kUnavailable, pending->error));
       }
     });
   }

@@ -31,7 +31,7 @@ struct Receipt {
 };
 
 /// Ok only when every envelope and the INGESTED fact were PERSISTED;
-/// otherwise Errc::unavailable with the first delivery error. Runs on a Kafka
+/// otherwise Errc::kUnavailable with the first delivery error. Runs on a Kafka
 /// delivery thread (or inline when producing failed at once).
 using IngestDone = std::function<void(Result<Receipt>)>;
 

@@ -108,9 +108,9 @@ int main(int argc, char** argv) {
     auto server = ctx.serve(
         threads,
         [&service, &bridge, &mqtt]() -> Status {
-          if (!service.ready()) return fail(Errc::unavailable, "the Kafka broker is not reachable");
+          if (!service.ready()) return fail(Errc::kUnavailable, "the Kafka broker is not reachable");
           if (bridge && !bridge->connected()) {
-            return fail(Errc::unavailable, "not connected to MQTT " + mqtt + ": " + bridge->last_error());
+            return fail(Errc::kUnavailable, "not connected to MQTT " + mqtt + ": " + bridge->last_error());
           }
           return {};
         },

@@ -51,10 +51,10 @@ Result<Decoded> decode_payload(const PipelineConfig& p, const std::string& paylo
   const auto first = payload.find_first_not_of(" \t\r\n");
   const bool looks_json = first != std::string::npos && (payload[first] == '{' || payload[first] == '[');
   if (looks_json || !batch_tag) {
-    auto d = decode_body(p, BodyFormat::json, payload);
+    auto d = decode_body(p, BodyFormat::kJson, payload);
     if (d || !batch_tag) return d;
   }
-  return decode_body(p, BodyFormat::protobuf, payload);
+  return decode_body(p, BodyFormat::kProtobuf, payload);
 }
 
 }  // namespace
@@ -84,20 +84,20 @@ void MqttIngest::handle(const MqttMessage& m, const MqttAckFn& ack) {
   if (!topic) {
     spdlog::warn("MQTT: dropped a message on '{}': the topic is not starling/<pipeline>/<device_id>/events", m.topic);
     refused_messages("bad_topic").add();
-    return ack(MqttAck::ack);
+    return ack(MqttAck::kAck);
   }
   const auto it = pipelines_.find(topic->pipeline);
   if (it == pipelines_.end()) {
     spdlog::warn("MQTT: dropped a message on '{}': no pipeline '{}' here", m.topic, topic->pipeline);
     refused_messages("unknown_pipeline").add();
-    return ack(MqttAck::ack);
+    return ack(MqttAck::kAck);
   }
   const auto& p = it->second;
   auto decoded = decode_payload(p, m.payload);
   if (!decoded) {
     spdlog::warn("MQTT: dropped a message on '{}': {}", m.topic, decoded.error().message);
     refused_messages("undecodable").add();
-    return ack(MqttAck::ack);
+    return ack(MqttAck::kAck);
   }
 
   // The topic names the device: a record fills its device id from it, and
@@ -128,7 +128,7 @@ void MqttIngest::handle(const MqttMessage& m, const MqttAckFn& ack) {
   }
   if (records.empty()) {
     refused_messages("no_valid_record").add();
-    return ack(MqttAck::ack);
+    return ack(MqttAck::kAck);
   }
 
   Batch batch;
@@ -142,12 +142,12 @@ void MqttIngest::handle(const MqttMessage& m, const MqttAckFn& ack) {
     if (r) {
       accepted_records.add(n);
       accepted_messages().add();
-      return ack(MqttAck::ack);
+      return ack(MqttAck::kAck);
     }
     spdlog::warn("MQTT: a message on '{}' was not persisted ({}); leaving it with mosquitto for redelivery", topic,
                  r.error().message);
     redelivered().add();
-    ack(MqttAck::redeliver);
+    ack(MqttAck::kRedeliver);
   });
 }
 

@@ -49,7 +49,7 @@ struct MqttMessage {
 /// What the handler decided for one message. `ack`: send the PUBACK (the
 /// message is safe, or can never succeed). `redeliver`: no PUBACK, and the
 /// connection is dropped and made again, so mosquitto sends it once more.
-enum class MqttAck { ack, redeliver };
+enum class MqttAck { kAck, kRedeliver };
 using MqttAckFn = std::function<void(MqttAck)>;
 using MqttHandler = std::function<void(MqttMessage, MqttAckFn)>;
 

@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
     load::LoadService service(p, *sink, {ctx.bootstrap, ctx.instance, {}}, ctx.instance, load_opts);
     // Probes when --listen is set: /readyz is 503 while the sink is down.
     auto server = ctx.serve(1, [&service]() -> Status {
-      if (!service.ready()) return fail(Errc::unavailable, "the sink's database does not answer; retrying");
+      if (!service.ready()) return fail(Errc::kUnavailable, "the sink's database does not answer; retrying");
       return {};
     });
     const int rc = service.run();

@@ -132,7 +132,7 @@ PostgresSink::~PostgresSink() {
 Status PostgresSink::connect() {
   if (conn_ != nullptr) PQfinish(conn_);
   conn_ = PQconnectdb(dsn_.c_str());
-  if (PQstatus(conn_) != CONNECTION_OK) return fail(Errc::unavailable, PQerrorMessage(conn_));
+  if (PQstatus(conn_) != CONNECTION_OK) return fail(Errc::kUnavailable, PQerrorMessage(conn_));
   // Server notices ("relation already exists, skipping") are debug output.
   PQsetNoticeProcessor(
       conn_, [](void*, const char* msg) { spdlog::debug("postgres: {}", msg); }, nullptr);
@@ -143,7 +143,7 @@ Status PostgresSink::exec(const std::string& sql) {
   PgResult r(PQexec(conn_, sql.c_str()));
   const auto status = PQresultStatus(r.get());
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    return fail(row_refused(r.get()) ? Errc::invalid_argument : Errc::unavailable,
+    return fail(row_refused(r.get()) ? Errc::kInvalidArgument : Errc::kUnavailable,
                 fmt::format("{}: {}", sql.substr(0, 80), PQresultErrorMessage(r.get())));
   }
   return {};
@@ -169,7 +169,7 @@ Status PostgresSink::migrate() {
                           "SELECT column_name, data_type FROM information_schema.columns "
                           "WHERE table_schema = current_schema() AND table_name = $1",
                           1, nullptr, params, nullptr, nullptr, 0));
-  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(Errc::unavailable, PQresultErrorMessage(r.get()));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(Errc::kUnavailable, PQresultErrorMessage(r.get()));
   std::unordered_map<std::string, std::string> existing;
   for (int i = 0; i < PQntuples(r.get()); ++i) existing[PQgetvalue(r.get(), i, 0)] = PQgetvalue(r.get(), i, 1);
   for (const auto& c : pipeline_.columns) {
@@ -178,7 +178,7 @@ Status PostgresSink::migrate() {
     if (it == existing.end()) {
       if (auto st = exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", q(pipeline_.table), q(c.name), want)); !st) return st;
     } else if (it->second != want) {
-      return fail(Errc::invalid_argument,
+      return fail(Errc::kInvalidArgument,
                   fmt::format("column {}.{} is {} in the database but the pipeline maps field {} as {}; "
                               "migrate the table by hand or map a new column",
                               pipeline_.table, c.name, it->second, c.field, want));
@@ -189,7 +189,7 @@ Status PostgresSink::migrate() {
 
 Status PostgresSink::copy_rows(const std::vector<const Row*>& rows, const std::string& table) {
   PgResult start(PQexec(conn_, fmt::format("COPY {} ({}) FROM STDIN", table, column_list_).c_str()));
-  if (PQresultStatus(start.get()) != PGRES_COPY_IN) return fail(Errc::unavailable, PQresultErrorMessage(start.get()));
+  if (PQresultStatus(start.get()) != PGRES_COPY_IN) return fail(Errc::kUnavailable, PQresultErrorMessage(start.get()));
   std::string buf;
   for (const auto* row : rows) {
     bool first = true;
@@ -204,20 +204,20 @@ Status PostgresSink::copy_rows(const std::vector<const Row*>& rows, const std::s
     }
     buf += '\n';
     if (buf.size() > (1 << 20)) {
-      if (PQputCopyData(conn_, buf.data(), static_cast<int>(buf.size())) != 1) return fail(Errc::unavailable, PQerrorMessage(conn_));
+      if (PQputCopyData(conn_, buf.data(), static_cast<int>(buf.size())) != 1) return fail(Errc::kUnavailable, PQerrorMessage(conn_));
       buf.clear();
     }
   }
   if (!buf.empty() && PQputCopyData(conn_, buf.data(), static_cast<int>(buf.size())) != 1)
-    return fail(Errc::unavailable, PQerrorMessage(conn_));
-  if (PQputCopyEnd(conn_, nullptr) != 1) return fail(Errc::unavailable, PQerrorMessage(conn_));
+    return fail(Errc::kUnavailable, PQerrorMessage(conn_));
+  if (PQputCopyEnd(conn_, nullptr) != 1) return fail(Errc::kUnavailable, PQerrorMessage(conn_));
   PgResult done(PQgetResult(conn_));
   const bool ok = PQresultStatus(done.get()) == PGRES_COMMAND_OK;
   const bool refused = row_refused(done.get());
   const std::string msg = PQresultErrorMessage(done.get());
   while (PgResult more{PQgetResult(conn_)}) {
   }
-  if (!ok) return fail(refused ? Errc::invalid_argument : Errc::unavailable, "COPY: " + msg);
+  if (!ok) return fail(refused ? Errc::kInvalidArgument : Errc::kUnavailable, "COPY: " + msg);
   return {};
 }
 
@@ -229,7 +229,7 @@ Status PostgresSink::upsert_one(const Row& row, bool& refused, std::string& erro
   PgResult r(PQexecParams(conn_, upsert_values_.c_str(), static_cast<int>(params.size()), nullptr, params.data(), nullptr,
                           nullptr, 0));
   if (PQresultStatus(r.get()) == PGRES_COMMAND_OK) return exec("RELEASE SAVEPOINT row");
-  if (!row_refused(r.get())) return fail(Errc::unavailable, PQresultErrorMessage(r.get()));
+  if (!row_refused(r.get())) return fail(Errc::kUnavailable, PQresultErrorMessage(r.get()));
   refused = true;
   error = PQresultErrorMessage(r.get());
   while (!error.empty() && error.back() == '\n') error.pop_back();
@@ -258,7 +258,7 @@ Status PostgresSink::write_once(const SinkBatch& batch, const OutboxBuilder& out
     // upsert path; a refused row takes the row-by-row path.
     if (auto st = exec("SAVEPOINT bulk"); !st) return abort(st.error());
     auto st = copy_rows(unique, q(pipeline_.table));
-    if (!st && st.error().code != Errc::invalid_argument) return abort(st.error());
+    if (!st && st.error().code != Errc::kInvalidArgument) return abort(st.error());
     if (!st) {
       if (auto rb = exec("ROLLBACK TO SAVEPOINT bulk"); !rb) return abort(rb.error());
       // The staging table exists only in this transaction: the fast path
@@ -267,7 +267,7 @@ Status PostgresSink::write_once(const SinkBatch& batch, const OutboxBuilder& out
                             q(pipeline_.table)));
       if (st) st = copy_rows(unique, "_starling_stage");
       if (st) st = exec(upsert_select_);
-      if (!st && st.error().code != Errc::invalid_argument) return abort(st.error());
+      if (!st && st.error().code != Errc::kInvalidArgument) return abort(st.error());
     }
     if (!st) {
       if (auto rb = exec("ROLLBACK TO SAVEPOINT bulk"); !rb) return abort(rb.error());
@@ -285,13 +285,13 @@ Status PostgresSink::write_once(const SinkBatch& batch, const OutboxBuilder& out
     const char* p[] = {saga.c_str()};
     PgResult del(PQexecParams(conn_, fmt::format("DELETE FROM {} WHERE saga_id = $1", q(pipeline_.table)).c_str(), 1,
                               nullptr, p, nullptr, nullptr, 0));
-    if (PQresultStatus(del.get()) != PGRES_COMMAND_OK) return abort({Errc::unavailable, PQresultErrorMessage(del.get())});
+    if (PQresultStatus(del.get()) != PGRES_COMMAND_OK) return abort({Errc::kUnavailable, PQresultErrorMessage(del.get())});
     const std::string deleted = PQcmdTuples(del.get());
     const char* mp[] = {saga.c_str(), deleted.c_str()};
     PgResult mark(PQexecParams(conn_, "INSERT INTO _starling_compensated (saga_id, rows_deleted) VALUES ($1, $2) "
                                       "ON CONFLICT DO NOTHING",
                                2, nullptr, mp, nullptr, nullptr, 0));
-    if (PQresultStatus(mark.get()) != PGRES_COMMAND_OK) return abort({Errc::unavailable, PQresultErrorMessage(mark.get())});
+    if (PQresultStatus(mark.get()) != PGRES_COMMAND_OK) return abort({Errc::kUnavailable, PQresultErrorMessage(mark.get())});
   }
   for (const auto& [tp, off] : batch.next_offsets) {
     const auto part = std::to_string(tp.partition);
@@ -300,7 +300,7 @@ Status PostgresSink::write_once(const SinkBatch& batch, const OutboxBuilder& out
     PgResult r(PQexecParams(conn_, "INSERT INTO _starling_offsets (topic, partition, next_offset) VALUES ($1, $2, $3) "
                                    "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
                             3, nullptr, p, nullptr, nullptr, 0));
-    if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return abort({Errc::unavailable, PQresultErrorMessage(r.get())});
+    if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return abort({Errc::kUnavailable, PQresultErrorMessage(r.get())});
   }
   for (const auto& m : outbox ? outbox(results) : std::vector<kafka::OutMessage>{}) {
     const char* p[] = {m.topic.c_str(), m.key.data(), m.value.data()};
@@ -308,7 +308,7 @@ Status PostgresSink::write_once(const SinkBatch& batch, const OutboxBuilder& out
     const int formats[] = {0, 1, 1};  // key and value as binary bytea
     PgResult r(PQexecParams(conn_, "INSERT INTO _starling_outbox (topic, key, value) VALUES ($1, $2, $3)", 3, nullptr, p,
                             lengths, formats, 0));
-    if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return abort({Errc::unavailable, PQresultErrorMessage(r.get())});
+    if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return abort({Errc::kUnavailable, PQresultErrorMessage(r.get())});
   }
   if (auto st = exec("COMMIT"); !st) return abort(st.error());
   return {};
@@ -321,7 +321,7 @@ Status PostgresSink::write(const SinkBatch& batch, const OutboxBuilder& outbox) 
   }
   auto st = write_once(batch, outbox);
   if (!st && PQstatus(conn_) != CONNECTION_OK) {
-    return fail(Errc::unavailable, "postgres connection lost: " + st.error().message);
+    return fail(Errc::kUnavailable, "postgres connection lost: " + st.error().message);
   }
   return st;
 }
@@ -331,7 +331,7 @@ Result<std::map<kafka::TopicPartition, int64_t>> PostgresSink::offsets() {
     if (auto st = connect(); !st) return std::unexpected(st.error());
   }
   PgResult r(PQexec(conn_, "SELECT topic, partition, next_offset FROM _starling_offsets"));
-  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(Errc::unavailable, PQresultErrorMessage(r.get()));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(Errc::kUnavailable, PQresultErrorMessage(r.get()));
   std::map<kafka::TopicPartition, int64_t> out;
   for (int i = 0; i < PQntuples(r.get()); ++i) {
     out[{PQgetvalue(r.get(), i, 0), std::stoi(PQgetvalue(r.get(), i, 1))}] = std::stoll(PQgetvalue(r.get(), i, 2));
@@ -342,7 +342,7 @@ Result<std::map<kafka::TopicPartition, int64_t>> PostgresSink::offsets() {
 Status PostgresSink::ping() {
   if (PQstatus(conn_) != CONNECTION_OK) return connect();
   PgResult r(PQexec(conn_, "SELECT 1"));
-  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(Errc::unavailable, PQresultErrorMessage(r.get()));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(Errc::kUnavailable, PQresultErrorMessage(r.get()));
   return {};
 }
 
@@ -367,7 +367,7 @@ Result<std::set<std::string>> PostgresSink::compensated(const std::set<std::stri
   const char* p[] = {array.c_str()};
   PgResult r(PQexecParams(conn_, "SELECT saga_id FROM _starling_compensated WHERE saga_id = ANY($1::text[])", 1, nullptr,
                           p, nullptr, nullptr, 0));
-  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(Errc::unavailable, PQresultErrorMessage(r.get()));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(Errc::kUnavailable, PQresultErrorMessage(r.get()));
   for (int i = 0; i < PQntuples(r.get()); ++i) out.insert(PQgetvalue(r.get(), i, 0));
   return out;
 }
@@ -381,7 +381,7 @@ Result<std::vector<kafka::OutboxEntry>> PostgresSink::outbox(std::size_t max) {
   // Binary results: key and value come back as raw bytes.
   PgResult r(PQexecParams(conn_, "SELECT id, topic, key, value FROM _starling_outbox ORDER BY id LIMIT $1::bigint", 1,
                           nullptr, p, nullptr, nullptr, 1));
-  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(Errc::unavailable, PQresultErrorMessage(r.get()));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(Errc::kUnavailable, PQresultErrorMessage(r.get()));
   std::vector<kafka::OutboxEntry> out;
   for (int i = 0; i < PQntuples(r.get()); ++i) {
     kafka::OutboxEntry e;

@@ -146,7 +146,7 @@ Status SqliteSink::exec(const std::string& sql) {
   if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
     std::string msg = err ? err : "unknown error";
     sqlite3_free(err);
-    return fail(Errc::io, fmt::format("{}: {}", sql.substr(0, 60), msg));
+    return fail(Errc::kIo, fmt::format("{}: {}", sql.substr(0, 60), msg));
   }
   return {};
 }
@@ -203,7 +203,7 @@ Status SqliteSink::write(const SinkBatch& batch, const OutboxBuilder& outbox) {
   auto rollback = [&](const std::string& what) -> Status {
     const std::string msg = fmt::format("{}: {}", what, sqlite3_errmsg(db_));
     (void)exec("ROLLBACK");
-    return fail(Errc::unavailable, msg);
+    return fail(Errc::kUnavailable, msg);
   };
   std::vector<RowResult> results(batch.rows.size());
   for (std::size_t i = 0; i < batch.rows.size(); ++i) {
@@ -249,7 +249,7 @@ Status SqliteSink::write(const SinkBatch& batch, const OutboxBuilder& outbox) {
   }
   if (auto st = exec("COMMIT"); !st) {
     (void)exec("ROLLBACK");
-    return fail(Errc::unavailable, st.error().message);
+    return fail(Errc::kUnavailable, st.error().message);
   }
   return {};
 }
@@ -261,7 +261,7 @@ Result<std::set<std::string>> SqliteSink::compensated(const std::set<std::string
     sqlite3_bind_text(is_compensated_, 1, id.data(), static_cast<int>(id.size()), SQLITE_TRANSIENT);
     const int rc = sqlite3_step(is_compensated_);
     if (rc == SQLITE_ROW) out.insert(id);
-    else if (rc != SQLITE_DONE) return fail(Errc::unavailable, sqlite3_errmsg(db_));
+    else if (rc != SQLITE_DONE) return fail(Errc::kUnavailable, sqlite3_errmsg(db_));
   }
   sqlite3_reset(is_compensated_);
   return out;
@@ -271,7 +271,7 @@ Result<std::map<kafka::TopicPartition, int64_t>> SqliteSink::offsets() {
   std::map<kafka::TopicPartition, int64_t> out;
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v2(db_, "SELECT topic, partition, next_offset FROM _starling_offsets", -1, &s, nullptr) != SQLITE_OK)
-    return fail(Errc::io, sqlite3_errmsg(db_));
+    return fail(Errc::kIo, sqlite3_errmsg(db_));
   while (sqlite3_step(s) == SQLITE_ROW) {
     out[{reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), sqlite3_column_int(s, 1)}] = sqlite3_column_int64(s, 2);
   }
@@ -283,7 +283,7 @@ Result<std::vector<kafka::OutboxEntry>> SqliteSink::outbox(std::size_t max) {
   std::vector<kafka::OutboxEntry> out;
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v2(db_, "SELECT id, topic, key, value FROM _starling_outbox ORDER BY id LIMIT ?", -1, &s, nullptr) != SQLITE_OK)
-    return fail(Errc::io, sqlite3_errmsg(db_));
+    return fail(Errc::kIo, sqlite3_errmsg(db_));
   sqlite3_bind_int64(s, 1, static_cast<int64_t>(max));
   auto blob = [&](int col) {
     return std::string(static_cast<const char*>(sqlite3_column_blob(s, col)), sqlite3_column_bytes(s, col));

@@ -45,28 +45,28 @@ std::string control_path(const std::string& dir, const std::string& id) { return
 Status write_atomically(const std::string& path, const std::string& content) {
   const auto tmp = fmt::format("{}.tmp.{}", path, ::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return fail(Errc::io, fmt::format("{}: {}", tmp, std::strerror(errno)));
+  if (fd < 0) return fail(Errc::kIo, fmt::format("{}: {}", tmp, std::strerror(errno)));
   bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
   ok = ok && ::fsync(fd) == 0;
   ::close(fd);
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
     const auto msg = fmt::format("{}: {}", path, std::strerror(errno));
     ::unlink(tmp.c_str());
-    return fail(Errc::io, msg);
+    return fail(Errc::kIo, msg);
   }
   return {};
 }
 
 // One end of the range: a time, a single offset, offsets per partition, or an end.
 struct Position {
-  enum Kind { time, offset, per_partition, beginning, end } kind = end;
+  enum Kind { kTime, kOffset, kPerPartition, kBeginning, kEnd } kind = kEnd;
   int64_t value = 0;
   std::map<int32_t, int64_t> offsets;
 };
 
 Result<Position> parse_position(const std::string& flag, const std::string& text) {
   auto bad = [&](const std::string& why = {}) {
-    return fail(Errc::invalid_argument,
+    return fail(Errc::kInvalidArgument,
                 fmt::format("{}: expected {}; got '{}'{}", flag, kPositionHelp, text, why.empty() ? "" : " (" + why + ")"));
   };
   auto number = [](std::string_view s, int64_t& out) {
@@ -75,14 +75,14 @@ Result<Position> parse_position(const std::string& flag, const std::string& text
   };
   Position pos;
   if (text == "beginning" || text == "earliest") {
-    pos.kind = Position::beginning;
+    pos.kind = Position::kBeginning;
   } else if (text == "end" || text == "latest") {
-    pos.kind = Position::end;
+    pos.kind = Position::kEnd;
   } else if (text.starts_with("@")) {
-    pos.kind = Position::offset;
+    pos.kind = Position::kOffset;
     if (!number(std::string_view(text).substr(1), pos.value)) return bad("an offset is a whole number >= 0");
   } else if (text.find('@') != std::string::npos) {
-    pos.kind = Position::per_partition;
+    pos.kind = Position::kPerPartition;
     std::stringstream in(text);
     std::string item;
     while (std::getline(in, item, ',')) {
@@ -98,7 +98,7 @@ Result<Position> parse_position(const std::string& flag, const std::string& text
   } else {
     auto t = parse_time_ms(text);
     if (!t) return bad();
-    pos.kind = Position::time;
+    pos.kind = Position::kTime;
     pos.value = *t;
   }
   return pos;
@@ -236,19 +236,19 @@ ReplayStatus status_from_json(const json& j) {
 }
 
 Status check_replay_options(const ReplayOptions& o) {
-  if (o.pipeline.empty()) return fail(Errc::invalid_argument, "--pipeline: expected a pipeline name or YAML file");
+  if (o.pipeline.empty()) return fail(Errc::kInvalidArgument, "--pipeline: expected a pipeline name or YAML file");
   if (o.stage != "clean" && o.stage != "load") {
-    return fail(Errc::invalid_argument, fmt::format("--stage: expected 'clean' or 'load'; got '{}'", o.stage));
+    return fail(Errc::kInvalidArgument, fmt::format("--stage: expected 'clean' or 'load'; got '{}'", o.stage));
   }
-  if (o.rate < 0) return fail(Errc::invalid_argument, "--rate: expected events per second >= 0 (0: no limit)");
+  if (o.rate < 0) return fail(Errc::kInvalidArgument, "--rate: expected events per second >= 0 (0: no limit)");
   if (o.from.empty() && o.saga.empty()) {
-    return fail(Errc::invalid_argument, fmt::format("--from: required (unless --saga is given): {}", kPositionHelp));
+    return fail(Errc::kInvalidArgument, fmt::format("--from: required (unless --saga is given): {}", kPositionHelp));
   }
   for (const auto& [flag, text] : {std::pair{"--from", o.from}, std::pair{"--to", o.to}}) {
     if (text.empty()) continue;
     if (auto p = parse_position(flag, text); !p) return std::unexpected(p.error());
   }
-  if (o.state_dir.empty()) return fail(Errc::invalid_argument, "--state-dir: expected a folder for the replay's state");
+  if (o.state_dir.empty()) return fail(Errc::kInvalidArgument, "--state-dir: expected a folder for the replay's state");
   return {};
 }
 
@@ -258,8 +258,8 @@ Result<std::vector<PartitionRange>> plan_replay(kafka::TopicReader& reader, cons
   if (!from) return std::unexpected(from.error());
   auto to = parse_position("--to", to_text.empty() ? "end" : to_text);
   if (!to) return std::unexpected(to.error());
-  if (from->kind == Position::time && to->kind == Position::time && to->value < from->value) {
-    return fail(Errc::invalid_argument, fmt::format("--to: expected a time after --from ({} is before {})", to_text, from_text));
+  if (from->kind == Position::kTime && to->kind == Position::kTime && to->value < from->value) {
+    return fail(Errc::kInvalidArgument, fmt::format("--to: expected a time after --from ({} is before {})", to_text, from_text));
   }
   auto n = reader.partitions(topic);
   if (!n) return std::unexpected(n.error());
@@ -272,15 +272,15 @@ Result<std::vector<PartitionRange>> plan_replay(kafka::TopicReader& reader, cons
     // Offsets outside what the partition still holds are clamped to it.
     auto resolve = [&](const Position& pos, bool is_from) -> Result<std::optional<int64_t>> {
       switch (pos.kind) {
-        case Position::beginning: return std::optional<int64_t>(low);
-        case Position::end: return std::optional<int64_t>(high);
-        case Position::offset: return std::optional<int64_t>(std::clamp(pos.value, low, high));
-        case Position::per_partition: {
+        case Position::kBeginning: return std::optional<int64_t>(low);
+        case Position::kEnd: return std::optional<int64_t>(high);
+        case Position::kOffset: return std::optional<int64_t>(std::clamp(pos.value, low, high));
+        case Position::kPerPartition: {
           auto it = pos.offsets.find(p);
           if (it == pos.offsets.end()) return std::optional<int64_t>(is_from ? std::nullopt : std::optional<int64_t>(high));
           return std::optional<int64_t>(std::clamp(it->second, low, high));
         }
-        case Position::time: {
+        case Position::kTime: {
           auto off = reader.offset_for_time(tp, pos.value);
           if (!off) return std::unexpected(off.error());
           return std::optional<int64_t>(std::clamp(*off, low, high));
@@ -297,7 +297,7 @@ Result<std::vector<PartitionRange>> plan_replay(kafka::TopicReader& reader, cons
   }
   for (const auto& [p, off] : from->offsets) {
     if (p < 0 || p >= *n) {
-      return fail(Errc::invalid_argument, fmt::format("--from: partition {} does not exist ({} has {})", p, topic, *n));
+      return fail(Errc::kInvalidArgument, fmt::format("--from: partition {} does not exist ({} has {})", p, topic, *n));
     }
   }
   return out;
@@ -316,28 +316,28 @@ bool replay_process_alive(const ReplayStatus& s) {
 Result<ReplayStatus> read_replay_status(const std::string& state_dir, const std::string& id) {
   std::ifstream in(state_path(state_dir, id));
   if (!in) {
-    return fail(Errc::not_found, fmt::format("replay {}: no state file {} (is --state-dir the one the replay used?)", id,
+    return fail(Errc::kNotFound, fmt::format("replay {}: no state file {} (is --state-dir the one the replay used?)", id,
                                              state_path(state_dir, id)));
   }
   try {
     return status_from_json(json::parse(in));
   } catch (const std::exception& e) {
-    return fail(Errc::io, fmt::format("{}: {}", state_path(state_dir, id), e.what()));
+    return fail(Errc::kIo, fmt::format("{}: {}", state_path(state_dir, id), e.what()));
   }
 }
 
 Status control_replay(const std::string& state_dir, const std::string& id, const std::string& action) {
   if (action != "pause" && action != "resume" && action != "cancel") {
-    return fail(Errc::invalid_argument, fmt::format("expected pause, resume or cancel; got '{}'", action));
+    return fail(Errc::kInvalidArgument, fmt::format("expected pause, resume or cancel; got '{}'", action));
   }
   auto s = read_replay_status(state_dir, id);
   if (!s) return std::unexpected(s.error());
   if (s->state == "published" || s->state == "cancelled" || s->state == "failed" || s->state == "dry-run") {
-    return fail(Errc::invalid_argument, fmt::format("replay {} is {} already", id, s->state));
+    return fail(Errc::kInvalidArgument, fmt::format("replay {} is {} already", id, s->state));
   }
   if (replay_process_alive(*s)) return write_atomically(control_path(state_dir, id), action + "\n");
   if (action != "cancel") {
-    return fail(Errc::unavailable,
+    return fail(Errc::kUnavailable,
                 fmt::format("replay {}: its process {} is gone; `starling replay cancel {}` closes its saga over what it "
                             "published, then run the replay again (replayed events are idempotent)",
                             id, s->pid, id));
@@ -361,7 +361,7 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
   if (auto st = check_replay_options(o); !st) return std::unexpected(st.error());
   std::error_code ec;
   fs::create_directories(o.state_dir, ec);
-  if (ec) return fail(Errc::io, fmt::format("--state-dir {}: {}", o.state_dir, ec.message()));
+  if (ec) return fail(Errc::kIo, fmt::format("--state-dir {}: {}", o.state_dir, ec.message()));
 
   const kafka::KafkaOptions kopts{o.kafka, "starling-replay", {}};
   auto reader = kafka::TopicReader::create(kopts);

@@ -80,12 +80,12 @@ Result<kafka::Work> SagaService::apply(std::vector<kafka::InMessage> batch) {
   auto outcomes = std::make_shared<std::size_t>(0);
   kafka::Work work;
   // Folding reads and writes the store in one atomic write, so it is the
-  // store step. A store error is fatal (Errc::internal): nothing was
+  // store step. A store error is fatal (Errc::kInternal): nothing was
   // applied, and a restart refolds from the stored offsets.
   const auto n = batch.size();
   work.store = [this, batch = std::move(batch), outcomes]() -> Status {
     auto n = coordinator_.fold_batch(batch);
-    if (!n) return fail(Errc::internal, "saga store: " + n.error().message);
+    if (!n) return fail(Errc::kInternal, "saga store: " + n.error().message);
     *outcomes = *n;
     return {};
   };
@@ -105,7 +105,7 @@ Status SagaService::caught_up(bool) {
   if (now - last_tick_ < options_.tick) return {};
   last_tick_ = now;
   auto outcomes = coordinator_.tick();
-  if (!outcomes) return fail(Errc::internal, "saga store: " + outcomes.error().message);
+  if (!outcomes) return fail(Errc::kInternal, "saga store: " + outcomes.error().message);
   outcomes_metric_.add(*outcomes);
   if (*outcomes > 0) relay();
   return {};

@@ -37,7 +37,7 @@ std::string aggregate_key(const std::string& pipeline, int64_t hour_ms) {
   return pipeline + '\0' + be64(static_cast<uint64_t>(hour_ms));
 }
 
-Error io_error(const rocksdb::Status& s) { return Error{Errc::io, s.ToString()}; }
+Error io_error(const rocksdb::Status& s) { return Error{Errc::kIo, s.ToString()}; }
 
 }  // namespace
 
@@ -71,7 +71,7 @@ Result<std::optional<v1::SagaRecord>> RocksSagaStore::get(const std::string& sag
   if (st.IsNotFound()) return std::optional<v1::SagaRecord>{};
   if (!st.ok()) return std::unexpected(io_error(st));
   v1::SagaRecord r;
-  if (!r.ParseFromString(value)) return fail(Errc::internal, "saga " + saga_id + ": stored record is corrupt");
+  if (!r.ParseFromString(value)) return fail(Errc::kInternal, "saga " + saga_id + ": stored record is corrupt");
   return r;
 }
 
@@ -97,7 +97,7 @@ Status RocksSagaStore::commit(const SagaCommit& c) {
       std::string value;
       const auto st = db_->Get({}, handles_[kAggregates], key, &value);
       if (!st.ok() && !st.IsNotFound()) return std::unexpected(io_error(st));
-      if (st.ok() && !it->second.ParseFromString(value)) return fail(Errc::internal, "stored aggregate is corrupt");
+      if (st.ok() && !it->second.ParseFromString(value)) return fail(Errc::kInternal, "stored aggregate is corrupt");
     }
     const auto n = counts(r);
     auto& a = it->second;
@@ -176,7 +176,7 @@ Result<std::map<int64_t, v1::SagaAggregate>> RocksSagaStore::aggregates(const st
     if (hour >= to_ms) break;
     v1::SagaAggregate a;
     if (!a.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-      return fail(Errc::internal, "stored aggregate is corrupt");
+      return fail(Errc::kInternal, "stored aggregate is corrupt");
     }
     out[hour] = std::move(a);
   }

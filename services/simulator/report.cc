@@ -14,7 +14,7 @@ using nlohmann::json;
 Result<SagaTotals> fetch_totals(const std::string& saga_url, const std::string& pipeline) {
   auto resp = http_call("GET", saga_url + "/v1/sagas?limit=0" + (pipeline.empty() ? "" : "&pipeline=" + pipeline));
   if (!resp) return std::unexpected(resp.error());
-  if (resp->status != 200) return fail(Errc::unavailable, fmt::format("saga API answered {}: {}", resp->status, resp->body));
+  if (resp->status != 200) return fail(Errc::kUnavailable, fmt::format("saga API answered {}: {}", resp->status, resp->body));
   try {
     const auto t = json::parse(resp->body).at("totals");
     SagaTotals out;
@@ -26,29 +26,29 @@ Result<SagaTotals> fetch_totals(const std::string& saga_url, const std::string& 
     for (const auto& [k, v] : t.at("by_state").items()) out.by_state[k] = v.get<uint64_t>();
     return out;
   } catch (const json::exception& e) {
-    return fail(Errc::internal, fmt::format("saga API: unexpected answer: {}", e.what()));
+    return fail(Errc::kInternal, fmt::format("saga API: unexpected answer: {}", e.what()));
   }
 }
 
 Result<json> fetch_saga(const std::string& saga_url, const std::string& saga_id) {
   auto resp = http_call("GET", saga_url + "/v1/sagas/" + saga_id);
   if (!resp) return std::unexpected(resp.error());
-  if (resp->status == 404) return fail(Errc::not_found, "no saga " + saga_id);
-  if (resp->status != 200) return fail(Errc::unavailable, fmt::format("saga API answered {}: {}", resp->status, resp->body));
+  if (resp->status == 404) return fail(Errc::kNotFound, "no saga " + saga_id);
+  if (resp->status != 200) return fail(Errc::kUnavailable, fmt::format("saga API answered {}: {}", resp->status, resp->body));
   return json::parse(resp->body);
 }
 
 Result<SagaTotals> wait_until_settled(const std::string& saga_url, const std::string& pipeline, uint64_t sagas,
                                       std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  Result<SagaTotals> last = fail(Errc::timeout, "no answer from the saga API");
+  Result<SagaTotals> last = fail(Errc::kTimeout, "no answer from the saga API");
   while (std::chrono::steady_clock::now() < deadline) {
     last = fetch_totals(saga_url, pipeline);
     if (last && last->sagas >= sagas && last->in("COMPLETED") == last->sagas) return last;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   if (!last) return last;
-  return fail(Errc::timeout, fmt::format("after {} s: {} of {} sagas COMPLETED, {} events in flight", timeout.count() / 1000,
+  return fail(Errc::kTimeout, fmt::format("after {} s: {} of {} sagas COMPLETED, {} events in flight", timeout.count() / 1000,
                                          last->in("COMPLETED"), sagas, last->in_flight));
 }
 
@@ -57,7 +57,7 @@ Result<RowCount> count_rows(const std::string& db_path, const std::string& table
   if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
     std::string msg = sqlite3_errmsg(db);
     sqlite3_close(db);
-    return fail(Errc::not_found, fmt::format("{}: {}", db_path, msg));
+    return fail(Errc::kNotFound, fmt::format("{}: {}", db_path, msg));
   }
   sqlite3_busy_timeout(db, 5000);
   sqlite3_stmt* s = nullptr;
@@ -66,7 +66,7 @@ Result<RowCount> count_rows(const std::string& db_path, const std::string& table
   RowCount out;
   Result<RowCount> res = out;
   if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
-    res = fail(Errc::io, fmt::format("{}: {}", db_path, sqlite3_errmsg(db)));
+    res = fail(Errc::kIo, fmt::format("{}: {}", db_path, sqlite3_errmsg(db)));
   } else {
     res = RowCount{sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1)};
   }

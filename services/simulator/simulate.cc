@@ -68,7 +68,7 @@ std::vector<SimEvent> generate_events(const SimOptions& o) {
 }
 
 Result<SimResult> simulate(const SimOptions& o, const std::function<void(uint64_t, uint64_t)>& progress) {
-  if (o.batch < 1) return fail(Errc::invalid_argument, "--batch: expected at least 1");
+  if (o.batch < 1) return fail(Errc::kInvalidArgument, "--batch: expected at least 1");
   const auto events = generate_events(o);
   SimResult res;
   const auto url = fmt::format("{}/v1/pipelines/{}/events", o.url, o.pipeline);
@@ -88,13 +88,13 @@ Result<SimResult> simulate(const SimOptions& o, const std::function<void(uint64_
         res.saga_ids.push_back(receipt.at("saga_id"));
         res.accepted += receipt.at("accepted").get<uint64_t>();
         if (!receipt.at("refused").empty()) {
-          return fail(Errc::invalid_argument, fmt::format("ingest refused records of a simulated batch: {}", resp->body));
+          return fail(Errc::kInvalidArgument, fmt::format("ingest refused records of a simulated batch: {}", resp->body));
         }
         break;
       }
       const bool retryable = !resp || resp->status == 503 || resp->status == 429 || resp->status == 409;
       if (!retryable || attempt >= o.max_retries) {
-        return fail(Errc::unavailable, fmt::format("POST {}: {}", url, resp ? fmt::format("{} {}", resp->status, resp->body)
+        return fail(Errc::kUnavailable, fmt::format("POST {}: {}", url, resp ? fmt::format("{} {}", resp->status, resp->body)
                                                                              : resp.error().message));
       }
       ++res.retries;

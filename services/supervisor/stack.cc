@@ -72,7 +72,7 @@ Status Stack::start() {
       return st;
     }
     auto addr = wait_for_file(pf, 30s);
-    if (!addr) return fail(Errc::unavailable, "starling-broker did not start: " + addr.error().message +
+    if (!addr) return fail(Errc::kUnavailable, "starling-broker did not start: " + addr.error().message +
                                                   "; see " + log_path("broker"));
     bootstrap_ = *addr;
     // Restarting the broker must keep its address, or clients lose it.
@@ -137,7 +137,7 @@ Status Stack::start() {
   for (const auto& name : order_) {
     if (name == "broker") continue;
     auto got = wait_for_file((fs::path(opts_.data_dir) / (name + ".port")).string(), 30s);
-    if (!got) return fail(Errc::unavailable, fmt::format("{} did not start: {}; see {}", name, got.error().message, log_path(name)));
+    if (!got) return fail(Errc::kUnavailable, fmt::format("{} did not start: {}; see {}", name, got.error().message, log_path(name)));
     const auto port = static_cast<uint16_t>(std::stoi(*got));
     ports_[name] = port;
     // A restarted service binds the same port, so clients keep working.
@@ -199,7 +199,7 @@ std::vector<std::string> Stack::processes() const { return order_; }
 Status Stack::signal(const std::string& process, int sig) {
   std::lock_guard lock(mu_);
   auto it = children_.find(process);
-  if (it == children_.end()) return fail(Errc::not_found, "no process " + process);
+  if (it == children_.end()) return fail(Errc::kNotFound, "no process " + process);
   it->second.proc.signal(sig);
   return {};
 }
@@ -207,8 +207,8 @@ Status Stack::signal(const std::string& process, int sig) {
 Status Stack::restart(const std::string& process) {
   std::lock_guard lock(mu_);
   auto it = children_.find(process);
-  if (it == children_.end()) return fail(Errc::not_found, "no process " + process);
-  if (it->second.proc.running()) return fail(Errc::invalid_argument, process + " is running");
+  if (it == children_.end()) return fail(Errc::kNotFound, "no process " + process);
+  if (it->second.proc.running()) return fail(Errc::kInvalidArgument, process + " is running");
   if (auto st = it->second.proc.exit_status()) it->second.exits.push_back(*st);
   ++it->second.restarts;
   return spawn(it->second);

@@ -65,7 +65,7 @@ Result<Posted> post_fleet(const std::string& ingest_url, const SimOptions& opts)
         out.saga_ids.push_back(json::parse(resp->body).at("saga_id"));
         break;
       }
-      if (attempt >= 20) return fail(Errc::unavailable, resp ? resp->body : resp.error().message);
+      if (attempt >= 20) return fail(Errc::kUnavailable, resp ? resp->body : resp.error().message);
       ++out.retries;
       std::this_thread::sleep_for(100ms * (attempt + 1));
     }

@@ -97,7 +97,7 @@ void expect_completed_outcomes(const std::string& bootstrap, const std::vector<s
 Result<json> get_json(const std::string& url) {
   auto resp = http_call("GET", url);
   if (!resp) return std::unexpected(resp.error());
-  if (resp->status != 200) return fail(Errc::unavailable, resp->body);
+  if (resp->status != 200) return fail(Errc::kUnavailable, resp->body);
   return json::parse(resp->body);
 }
 

@@ -252,12 +252,12 @@ class FakeProducer final : public kafka::Producer {
 
   static kafka::Delivery persisted() {
     kafka::Delivery d;
-    d.status = kafka::DeliveryStatus::persisted;
+    d.status = kafka::DeliveryStatus::kPersisted;
     return d;
   }
   static kafka::Delivery failed(std::string error, bool permanent) {
     kafka::Delivery d;
-    d.status = kafka::DeliveryStatus::not_persisted;
+    d.status = kafka::DeliveryStatus::kNotPersisted;
     d.error = std::move(error);
     d.permanent = permanent;
     return d;

@@ -67,7 +67,7 @@ TEST(Time, ParseRefusesWhatIsNotATimeAndSaysWhatItExpected) {
                                 "99999999999999999999999"}) {
     auto r = parse_time_ms(bad);
     ASSERT_FALSE(r.has_value()) << "'" << bad << "' parsed as " << *r;
-    EXPECT_EQ(r.error().code, Errc::invalid_argument);
+    EXPECT_EQ(r.error().code, Errc::kInvalidArgument);
     EXPECT_NE(r.error().message.find("'" + bad + "'"), std::string::npos) << r.error().message;
     EXPECT_NE(r.error().message.find("RFC 3339"), std::string::npos) << r.error().message;
   }

@@ -24,7 +24,7 @@ using nlohmann::json;
 // with `hold`, keeps the callbacks until release().
 class FakeProducer : public kafka::Producer {
  public:
-  kafka::DeliveryStatus status = kafka::DeliveryStatus::persisted;
+  kafka::DeliveryStatus status = kafka::DeliveryStatus::kPersisted;
   bool hold = false;
   std::vector<kafka::OutMessage> sent;
   std::vector<kafka::DeliveryCallback> held;
@@ -45,7 +45,7 @@ class FakeProducer : public kafka::Producer {
 
  private:
   void resolve(const kafka::DeliveryCallback& done) {
-    done({status, 0, static_cast<int64_t>(sent.size()), status == kafka::DeliveryStatus::persisted ? "" : "broker down"});
+    done({status, 0, static_cast<int64_t>(sent.size()), status == kafka::DeliveryStatus::kPersisted ? "" : "broker down"});
   }
 };
 
@@ -130,7 +130,7 @@ TEST_F(IngestServiceTest, PersistedBatchGets202WithReceiptAndOneSagaFact) {
 }
 
 TEST_F(IngestServiceTest, UnpersistedDeliveryGets503WithRetryAfterNot202) {
-  producer_.status = kafka::DeliveryStatus::possibly_persisted;
+  producer_.status = kafka::DeliveryStatus::kPossiblyPersisted;
   const auto resp = post("ecowheels", kTwo);
   EXPECT_EQ(resp.status, 503);
   EXPECT_EQ(header(resp, "Retry-After"), "1");
@@ -394,11 +394,11 @@ TEST_F(IngestServiceTest, RetryWithTheSameIdempotencyKeyGetsTheSameReceiptWithou
 
 TEST_F(IngestServiceTest, RetryAfter503WithTheSameKeyReproducesTheSameSagaAndEnvelopes) {
   const Post p{"ecowheels", R"([{"device_id":"bike-1"},{"device_id":"bike-2"}])", {{"idempotency-key", "k-503"}}};
-  producer_.status = kafka::DeliveryStatus::not_persisted;
+  producer_.status = kafka::DeliveryStatus::kNotPersisted;
   ASSERT_EQ(post(p).status, 503);
   const auto failed = producer_.sent;
   producer_.sent.clear();
-  producer_.status = kafka::DeliveryStatus::persisted;
+  producer_.status = kafka::DeliveryStatus::kPersisted;
   const auto ok = post(p);
   ASSERT_EQ(ok.status, 202);
   ASSERT_EQ(producer_.sent.size(), failed.size());
@@ -495,10 +495,10 @@ TEST(Decode, IntegersAreRangeCheckedPerType) {
 }
 
 TEST(Decode, ContentTypesMapToFormats) {
-  EXPECT_EQ(*body_format(""), BodyFormat::json);
-  EXPECT_EQ(*body_format("application/json; charset=utf-8"), BodyFormat::json);
-  EXPECT_EQ(*body_format("Application/X-NDJSON"), BodyFormat::ndjson);
-  EXPECT_EQ(*body_format("application/x-protobuf"), BodyFormat::protobuf);
+  EXPECT_EQ(*body_format(""), BodyFormat::kJson);
+  EXPECT_EQ(*body_format("application/json; charset=utf-8"), BodyFormat::kJson);
+  EXPECT_EQ(*body_format("Application/X-NDJSON"), BodyFormat::kNdjson);
+  EXPECT_EQ(*body_format("application/x-protobuf"), BodyFormat::kProtobuf);
   EXPECT_FALSE(body_format("text/plain"));
 }
 

@@ -23,12 +23,12 @@ class FakeProducer : public kafka::Producer {
     sent.push_back(msg);
     kafka::Delivery d;
     d.status = status;
-    if (status != kafka::DeliveryStatus::persisted) d.error = "broker down";
+    if (status != kafka::DeliveryStatus::kPersisted) d.error = "broker down";
     done(d);
   }
   Status flush(std::chrono::milliseconds) override { return {}; }
 
-  kafka::DeliveryStatus status = kafka::DeliveryStatus::persisted;
+  kafka::DeliveryStatus status = kafka::DeliveryStatus::kPersisted;
   std::vector<kafka::OutMessage> sent;
 };
 
@@ -88,7 +88,7 @@ TEST(MqttTopic, SagaIdIsAPureFunctionOfPipelineTopicAndPayload) {
 }
 
 TEST_F(MqttIngestTest, DeviceIdMissingFromTheRecordIsTakenFromTheTopic) {
-  EXPECT_EQ(handle("starling/ecowheels/bike-0007/events", R"([{"ride_id":"r1"},{"ride_id":"r2"}])"), MqttAck::ack);
+  EXPECT_EQ(handle("starling/ecowheels/bike-0007/events", R"([{"ride_id":"r1"},{"ride_id":"r2"}])"), MqttAck::kAck);
   const auto envs = raw();
   ASSERT_EQ(envs.size(), 2u);
   for (const auto& e : envs) {
@@ -106,8 +106,8 @@ TEST_F(MqttIngestTest, EventBatchPayloadIsTakenAndPrettyJsonStartingWithANewline
     r.set_ride_id(ride);
     r.SerializeToString(batch.add_records());
   }
-  EXPECT_EQ(handle("starling/ecowheels/bike-0004/events", batch.SerializeAsString()), MqttAck::ack);
-  EXPECT_EQ(handle("starling/ecowheels/bike-0004/events", "\n{\n  \"ride_id\": \"j1\"\n}\n"), MqttAck::ack);
+  EXPECT_EQ(handle("starling/ecowheels/bike-0004/events", batch.SerializeAsString()), MqttAck::kAck);
+  EXPECT_EQ(handle("starling/ecowheels/bike-0004/events", "\n{\n  \"ride_id\": \"j1\"\n}\n"), MqttAck::kAck);
   std::vector<std::string> rides;
   for (const auto& e : raw()) {
     v1::RideTelemetry r;
@@ -121,7 +121,7 @@ TEST_F(MqttIngestTest, EventBatchPayloadIsTakenAndPrettyJsonStartingWithANewline
 TEST_F(MqttIngestTest, RecordNamingAnotherDeviceIsRefusedAndTheRestAccepted) {
   EXPECT_EQ(handle("starling/ecowheels/bike-0001/events",
                    R"([{"ride_id":"ok","device_id":"bike-0001"},{"ride_id":"no","device_id":"bike-0002"}])"),
-            MqttAck::ack);
+            MqttAck::kAck);
   const auto envs = raw();
   ASSERT_EQ(envs.size(), 1u);
   v1::RideTelemetry r;
@@ -130,27 +130,27 @@ TEST_F(MqttIngestTest, RecordNamingAnotherDeviceIsRefusedAndTheRestAccepted) {
 }
 
 TEST_F(MqttIngestTest, MessagesThatCanNeverSucceedAreAcknowledgedWithoutProducing) {
-  EXPECT_EQ(handle("starling/nosuch/bike-0001/events", R"({"ride_id":"r"})"), MqttAck::ack);
-  EXPECT_EQ(handle("starling/ecowheels/bike-0001/events", "not json"), MqttAck::ack);
-  EXPECT_EQ(handle("starling/ecowheels/bike-0001/events", R"({"battery_pct":"full"})"), MqttAck::ack);
-  EXPECT_EQ(handle("elsewhere", R"({"ride_id":"r"})"), MqttAck::ack);
+  EXPECT_EQ(handle("starling/nosuch/bike-0001/events", R"({"ride_id":"r"})"), MqttAck::kAck);
+  EXPECT_EQ(handle("starling/ecowheels/bike-0001/events", "not json"), MqttAck::kAck);
+  EXPECT_EQ(handle("starling/ecowheels/bike-0001/events", R"({"battery_pct":"full"})"), MqttAck::kAck);
+  EXPECT_EQ(handle("elsewhere", R"({"ride_id":"r"})"), MqttAck::kAck);
   EXPECT_TRUE(producer_.sent.empty());
 }
 
 TEST_F(MqttIngestTest, MessageKafkaDidNotConfirmIsLeftForRedelivery) {
-  producer_.status = kafka::DeliveryStatus::possibly_persisted;
-  EXPECT_EQ(handle("starling/ecowheels/bike-0001/events", R"({"ride_id":"r1"})"), MqttAck::redeliver);
-  producer_.status = kafka::DeliveryStatus::not_persisted;
-  EXPECT_EQ(handle("starling/ecowheels/bike-0001/events", R"({"ride_id":"r1"})"), MqttAck::redeliver);
+  producer_.status = kafka::DeliveryStatus::kPossiblyPersisted;
+  EXPECT_EQ(handle("starling/ecowheels/bike-0001/events", R"({"ride_id":"r1"})"), MqttAck::kRedeliver);
+  producer_.status = kafka::DeliveryStatus::kNotPersisted;
+  EXPECT_EQ(handle("starling/ecowheels/bike-0001/events", R"({"ride_id":"r1"})"), MqttAck::kRedeliver);
 }
 
 TEST_F(MqttIngestTest, RedeliveredMessageGivesTheSameSagaSeqsAndEventIds) {
   const std::string topic = "starling/ecowheels/bike-0003/events";
   const std::string payload = R"([{"ride_id":"a"},{"ride_id":"b"},{"ride_id":"c"}])";
-  ASSERT_EQ(handle(topic, payload), MqttAck::ack);
+  ASSERT_EQ(handle(topic, payload), MqttAck::kAck);
   const auto first = raw();
   producer_.sent.clear();
-  ASSERT_EQ(handle(topic, payload), MqttAck::ack);
+  ASSERT_EQ(handle(topic, payload), MqttAck::kAck);
   const auto second = raw();
   ASSERT_EQ(first.size(), 3u);
   ASSERT_EQ(second.size(), 3u);

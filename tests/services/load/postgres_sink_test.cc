@@ -129,7 +129,7 @@ TEST_F(PostgresSinkTest, AnOutageFailsTheWholeBatchAndAReconnectCommitsIt) {
   pg_.stop();
   auto down = sink.write(b, {});
   ASSERT_FALSE(down.has_value());
-  EXPECT_EQ(down.error().code, Errc::unavailable);
+  EXPECT_EQ(down.error().code, Errc::kUnavailable);
   EXPECT_FALSE(sink.ping().has_value());
   ASSERT_TRUE(pg_.start());
   EXPECT_TRUE(sink.ping().has_value());
