@@ -39,7 +39,7 @@ struct Options {
   int partitions = 8;  // keeps each mock partition under its 5 MiB limit
   int size = 200;
   std::string flush = "every-batch";
-  std::string linger_ms = "5";  // librdkafka's default
+  std::string linger_ms = "5";                                      // librdkafka's default
   std::vector<std::pair<std::string, std::string>> consumer_props;  // --consumer-prop k=v, for both brokers
 };
 
@@ -200,16 +200,22 @@ int main(int argc, char** argv) {
   Options opts;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
-    if (k == "--messages") opts.messages = std::stoi(argv[i + 1]);
-    else if (k == "--partitions") opts.partitions = std::stoi(argv[i + 1]);
-    else if (k == "--flush") opts.flush = argv[i + 1];
-    else if (k == "--linger-ms") opts.linger_ms = argv[i + 1];
+    if (k == "--messages")
+      opts.messages = std::stoi(argv[i + 1]);
+    else if (k == "--partitions")
+      opts.partitions = std::stoi(argv[i + 1]);
+    else if (k == "--flush")
+      opts.flush = argv[i + 1];
+    else if (k == "--linger-ms")
+      opts.linger_ms = argv[i + 1];
     else if (k == "--consumer-prop" && std::string(argv[i + 1]).find('=') != std::string::npos) {
       std::string kv = argv[i + 1];
       opts.consumer_props.emplace_back(kv.substr(0, kv.find('=')), kv.substr(kv.find('=') + 1));
     } else {
-      std::fprintf(stderr, "usage: %s [--messages N] [--partitions P] [--flush every-batch|<ms>] [--linger-ms N]"
-                   " [--consumer-prop key=value]...\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--messages N] [--partitions P] [--flush every-batch|<ms>] [--linger-ms N]"
+                   " [--consumer-prop key=value]...\n",
+                   argv[0]);
       return 2;
     }
   }

@@ -21,29 +21,28 @@
 //
 //   build/release/bin/clean_bench [--events N] [--pipeline pipelines/ecowheels.yaml]
 
+#include <fmt/format.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <sstream>
 #include <thread>
 
-#include <sys/resource.h>
-#include <unistd.h>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
-#include <rocksdb/db.h>
-#include <rocksdb/options.h>
-#include <rocksdb/write_batch.h>
-
-#include "broker-adapters/kafka/kafka.h"
 #include "bench/clean/raw_events.h"
+#include "broker-adapters/kafka/kafka.h"
 #include "services/clean/clean_service.h"
 #include "services/clean/state.h"
 #include "services/common/http.h"
@@ -140,7 +139,9 @@ int main(int argc, char** argv) {
   // copying, is what kcat's rate measures.
   int events = 300'000;
   std::string pipeline_file = "pipelines/ecowheels.yaml";
-  app.add_option("--events", events, "Raw events to push through every side (fewer than ~300,000 mostly time kcat's start-up)")->capture_default_str();
+  app.add_option("--events", events,
+                 "Raw events to push through every side (fewer than ~300,000 mostly time kcat's start-up)")
+      ->capture_default_str();
   app.add_option("--pipeline", pipeline_file, "Pipeline whose rules starling-clean applies")->capture_default_str();
   bool keep = false;
   std::string clean_log_level = "warn";
@@ -158,17 +159,20 @@ int main(int argc, char** argv) {
   const auto bin = executable_dir();
   const auto p = load_pipeline(pipeline_file);
 
-  auto broker = ChildProcess::spawn({bin + "/starling-broker", "--listen", "127.0.0.1:0", "--data-dir",
-                                     (dir / "broker").string(), "--port-file", (dir / "broker.port").string(),
-                                     "--log-level", "warn"},
-                                    (dir / "broker.log").string());
+  auto broker =
+      ChildProcess::spawn({bin + "/starling-broker", "--listen", "127.0.0.1:0", "--data-dir", (dir / "broker").string(),
+                           "--port-file", (dir / "broker.port").string(), "--log-level", "warn"},
+                          (dir / "broker.log").string());
   if (!broker) return std::fprintf(stderr, "%s\n", broker.error().message.c_str()), 1;
   auto addr = wait_for_file((dir / "broker.port").string(), 30s);
   if (!addr) return std::fprintf(stderr, "%s\n", addr.error().message.c_str()), 1;
   const kafka::KafkaOptions k{*addr, "clean-bench", {}};
-  if (auto st = kafka::create_topics(k, {{p.raw_topic(), p.partitions}, {p.clean_topic(), p.partitions},
-                                         {p.rejected_topic(), p.partitions}, {"bench.passthrough", p.partitions},
-                                         {"bench.floor", p.partitions}, {"bench.kcat", p.partitions},
+  if (auto st = kafka::create_topics(k, {{p.raw_topic(), p.partitions},
+                                         {p.clean_topic(), p.partitions},
+                                         {p.rejected_topic(), p.partitions},
+                                         {"bench.passthrough", p.partitions},
+                                         {"bench.floor", p.partitions},
+                                         {"bench.kcat", p.partitions},
                                          {kSagaTopic, 3}});
       !st) {
     return std::fprintf(stderr, "%s\n", st.error().message.c_str()), 1;
@@ -206,7 +210,8 @@ int main(int argc, char** argv) {
   const bool have_kcat = std::system("command -v kcat >/dev/null 2>&1") == 0;
   if (have_kcat) {
     const auto cmd = fmt::format(
-        "kcat -C -b {0} -t {1} -o beginning -e -q -X queued.min.messages=10000000 -f '%k{2}%s{3}' | kcat -P -b {0} -t bench.kcat -K '{2}' -D '{3}' -z lz4 -q",
+        "kcat -C -b {0} -t {1} -o beginning -e -q -X queued.min.messages=10000000 -f '%k{2}%s{3}' | kcat -P -b {0} -t "
+        "bench.kcat -K '{2}' -D '{3}' -z lz4 -q",
         *addr, p.raw_topic(), kd, md);
     const double cpu0 = children_cpu_seconds();
     kcat_broker_cpu = cpu_seconds(broker->pid());
@@ -220,7 +225,8 @@ int main(int argc, char** argv) {
     if (!status || *status != 0) return std::fprintf(stderr, "kcat pipe failed; see %s/kcat.log\n", dir.c_str()), 1;
     if (const auto copied = count_until(k, {"bench.kcat"}, n, 60s); copied != n) {
       return std::fprintf(stderr, "kcat copied %llu of %llu events\n", static_cast<unsigned long long>(copied),
-                          static_cast<unsigned long long>(n)), 1;
+                          static_cast<unsigned long long>(n)),
+             1;
     }
   }
 
@@ -253,7 +259,8 @@ int main(int argc, char** argv) {
     }
     if (auto st = (*prod)->flush(60s); !st || failed || persisted != done) {
       return std::fprintf(stderr, "%s: %llu of %llu persisted\n", group.c_str(),
-                          static_cast<unsigned long long>(persisted.load()), static_cast<unsigned long long>(done)), 1;
+                          static_cast<unsigned long long>(persisted.load()), static_cast<unsigned long long>(done)),
+             1;
     }
     (*c)->close();
     return 0;
@@ -318,14 +325,13 @@ int main(int argc, char** argv) {
   // cores); that every event is on clean or rejected is counted after.
   const double broker_cpu3 = cpu_seconds(broker->pid());
   const auto t1 = Clock::now();
-  auto clean = ChildProcess::spawn({bin + "/starling-clean", "--kafka", *addr, "--pipeline",
-                                    std::filesystem::absolute(pipeline_file).string(), "--data-dir",
-                                    (dir / "clean").string(), "--log-level", clean_log_level, "--listen",
-                                    "127.0.0.1:0", "--port-file", (dir / "clean.port").string(), "--batch-max",
-                                    std::to_string(batch_max > 0 ? batch_max : clean::CleanOptions{}.batch_max),
-                                    "--threads",
-                                    std::to_string(clean_threads > 0 ? clean_threads : clean::CleanOptions{}.threads)},
-                                   (dir / "clean.log").string());
+  auto clean = ChildProcess::spawn(
+      {bin + "/starling-clean", "--kafka", *addr, "--pipeline", std::filesystem::absolute(pipeline_file).string(),
+       "--data-dir", (dir / "clean").string(), "--log-level", clean_log_level, "--listen", "127.0.0.1:0", "--port-file",
+       (dir / "clean.port").string(), "--batch-max",
+       std::to_string(batch_max > 0 ? batch_max : clean::CleanOptions{}.batch_max), "--threads",
+       std::to_string(clean_threads > 0 ? clean_threads : clean::CleanOptions{}.threads)},
+      (dir / "clean.log").string());
   if (!clean) return std::fprintf(stderr, "%s\n", clean.error().message.c_str()), 1;
   auto clean_port = wait_for_file((dir / "clean.port").string(), 30s);
   if (!clean_port) return std::fprintf(stderr, "%s\n", clean_port.error().message.c_str()), 1;
@@ -340,9 +346,10 @@ int main(int argc, char** argv) {
   const auto seen = count_until(k, {p.clean_topic(), p.rejected_topic()}, n, 60s);
   clean->stop(10s);
   broker->stop(10s);
-  if (seen < n) return std::fprintf(stderr, "starling-clean produced %llu of %llu; see %s\n",
-                                    static_cast<unsigned long long>(seen), static_cast<unsigned long long>(n),
-                                    dir.c_str()), 1;
+  if (seen < n)
+    return std::fprintf(stderr, "starling-clean produced %llu of %llu; see %s\n", static_cast<unsigned long long>(seen),
+                        static_cast<unsigned long long>(n), dir.c_str()),
+           1;
   if (keep) {
     std::printf("kept %s\n", dir.c_str());
   } else {
@@ -357,8 +364,8 @@ int main(int argc, char** argv) {
                 have_kcat ? fmt::format("{:.2f}", kcat_s / secs).c_str() : "-", pass_s / secs, cpu * 1e6 / n,
                 broker_cpu * 1e6 / n);
   };
-  std::printf("%-34s %8s %10s %9s %9s %14s %14s\n", "side", "events", "events/s", "vs kcat", "vs loop", "cpu-s/M events",
-              "broker cpu-s/M");
+  std::printf("%-34s %8s %10s %9s %9s %14s %14s\n", "side", "events", "events/s", "vs kcat", "vs loop",
+              "cpu-s/M events", "broker cpu-s/M");
   if (have_kcat) row("kcat -C | kcat -P", kcat_s, kcat_cpu, kcat_broker_cpu);
   row("passthrough loop (in-process)", pass_s, pass_cpu, broker_cpu1 - broker_cpu0);
   row("floor: decode, dedupe, encode", floor_s, floor_cpu, broker_cpu2 - broker_cpu1);

@@ -6,11 +6,11 @@
 //
 //   build/release/bin/cleaner_bench [--benchmark_repetitions=5]
 
-#include <filesystem>
-#include <optional>
-
 #include <benchmark/benchmark.h>
 #include <unistd.h>
+
+#include <filesystem>
+#include <optional>
 
 #include "bench/clean/raw_events.h"
 #include "services/clean/cleaner.h"
@@ -31,7 +31,8 @@ struct Input {
       if (i % 10'000 == 0) batches.emplace_back();
       auto& m = (*raw)[i];
       const auto part = static_cast<int32_t>(std::hash<std::string>{}(m.key) % next.size());
-      batches.back().push_back({m.topic, part, next[static_cast<std::size_t>(part)]++, 0, m.key, std::move(m.value), {}});
+      batches.back().push_back(
+          {m.topic, part, next[static_cast<std::size_t>(part)]++, 0, m.key, std::move(m.value), {}});
     }
   }
 };

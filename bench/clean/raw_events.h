@@ -6,9 +6,9 @@
 #include <fmt/format.h>
 
 #include "broker-adapters/kafka/kafka.h"
-#include "services/simulator/simulate.h"
 #include "services/common/pipeline.h"
 #include "services/common/records.h"
+#include "services/simulator/simulate.h"
 #include "starling/v1/envelope.pb.h"
 
 namespace starling::bench {

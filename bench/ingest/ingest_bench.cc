@@ -15,31 +15,31 @@
 //
 //   build/ingest-release/bin/ingest_bench [--connections 8] [--seconds 10] [--batch 100] [--runs 3]
 
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
 #include <algorithm>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
 #include <utility>  // before asio: Boost 1.74's awaitable.hpp uses std::exchange without it
 #include <vector>
 
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-
 #include "broker-adapters/kafka/kafka.h"
-#include "services/simulator/simulate.h"
-#include "services/supervisor/stack.h"
 #include "services/common/http.h"
 #include "services/common/pipeline.h"
 #include "services/common/process.h"
+#include "services/simulator/simulate.h"
+#include "services/supervisor/stack.h"
 #include "starling/v1/envelope.pb.h"
 
 namespace {
@@ -120,8 +120,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (started_ >= st_.measure_from && done <= st_.stop_at) {
       if (status / 100 == 2) {
         ++st_.result.ok;
-        st_.result.latencies_us.push_back(static_cast<uint32_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(done - started_).count()));
+        st_.result.latencies_us.push_back(
+            static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::microseconds>(done - started_).count()));
       } else {
         ++st_.result.errors;
       }
@@ -193,9 +193,10 @@ std::vector<std::string> build_requests(const std::vector<std::string>& bodies, 
   std::vector<std::string> out;
   out.reserve(bodies.size());
   for (const auto& b : bodies) {
-    out.push_back(fmt::format("POST /v1/pipelines/{}/events HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n"
-                              "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-                              pipeline, port, b.size(), b));
+    out.push_back(
+        fmt::format("POST /v1/pipelines/{}/events HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n"
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+                    pipeline, port, b.size(), b));
   }
   return out;
 }
@@ -235,8 +236,11 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", seconds, "Measured seconds per scenario, target and run")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--warmup", warmup, "Seconds of load before measuring")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--batch", batch, "Events per request in the batch scenario")->check(CLI::Range(1, 10'000))
+  app.add_option("--warmup", warmup, "Seconds of load before measuring")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--batch", batch, "Events per request in the batch scenario")
+      ->check(CLI::Range(1, 10'000))
       ->capture_default_str();
   app.add_option("--runs", runs, "Runs; the table shows the median run by req/s for each row")
       ->check(CLI::Range(1, 99))
@@ -247,15 +251,17 @@ int main(int argc, char** argv) {
   app.add_option("--distinct-bodies", distinct, "Different pre-built bodies per scenario, cycled through")
       ->check(CLI::Range(1, 100'000))
       ->capture_default_str();
-  app.add_option("--fault-rate", fault_rate, "Share of simulator records with a reading the clean rules reject "
-                                             "(ingest accepts them: they convert to the type)")
+  app.add_option("--fault-rate", fault_rate,
+                 "Share of simulator records with a reading the clean rules reject "
+                 "(ingest accepts them: they convert to the type)")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   app.add_option("--pipeline", pipeline_file, "Pipeline posted to")->check(CLI::ExistingFile)->capture_default_str();
   app.add_option("--only", only, "Run one scenario: batch or single")->check(CLI::IsMember({"batch", "single"}));
-  app.add_flag("--full-stack", full_stack,
-               "Run the whole pipeline (supervisor::Stack: broker, ingest, clean, load, saga) instead of broker + ingest "
-               "only; downstream stages then share the cores with ingest");
+  app.add_flag(
+      "--full-stack", full_stack,
+      "Run the whole pipeline (supervisor::Stack: broker, ingest, clean, load, saga) instead of broker + ingest "
+      "only; downstream stages then share the cores with ingest");
   app.add_flag("--keep", keep, "Keep the temporary directory (broker and ingest logs, data)");
   CLI11_PARSE(app, argc, argv);
 
@@ -324,10 +330,10 @@ int main(int argc, char** argv) {
     if (auto st = stack->start(); !st) return give_up(st.error().message);
     ingest_url = stack->ingest_url();
   } else {
-    auto b = ChildProcess::spawn({bin + "/starling-broker", "--listen", "127.0.0.1:0", "--data-dir",
-                                  (dir / "broker").string(), "--port-file", (dir / "broker.port").string(),
-                                  "--log-level", "warn"},
-                                 (dir / "broker.log").string());
+    auto b = ChildProcess::spawn(
+        {bin + "/starling-broker", "--listen", "127.0.0.1:0", "--data-dir", (dir / "broker").string(), "--port-file",
+         (dir / "broker.port").string(), "--log-level", "warn"},
+        (dir / "broker.log").string());
     if (!b) return give_up(b.error().message);
     broker = std::move(*b);
     auto addr = wait_for_file((dir / "broker.port").string(), 30s);
@@ -336,12 +342,11 @@ int main(int argc, char** argv) {
         !st) {
       return give_up(st.error().message);
     }
-    auto i = ChildProcess::spawn({bin + "/starling-ingest", "--kafka", *addr, "--pipeline",
-                                  std::filesystem::absolute(pipeline_file).string(), "--listen", "127.0.0.1:0",
-                                  "--port-file", (dir / "ingest.port").string(), "--data-dir",
-                                  (dir / "ingest").string(), "--threads", std::to_string(server_threads),
-                                  "--log-level", "warn"},
-                                 (dir / "ingest.log").string());
+    auto i = ChildProcess::spawn(
+        {bin + "/starling-ingest", "--kafka", *addr, "--pipeline", std::filesystem::absolute(pipeline_file).string(),
+         "--listen", "127.0.0.1:0", "--port-file", (dir / "ingest.port").string(), "--data-dir",
+         (dir / "ingest").string(), "--threads", std::to_string(server_threads), "--log-level", "warn"},
+        (dir / "ingest.log").string());
     if (!i) return give_up(i.error().message);
     ingest = std::move(*i);
     auto port = wait_for_file((dir / "ingest.port").string(), 30s);
@@ -381,8 +386,13 @@ int main(int argc, char** argv) {
         if (ingest && !ingest->running()) return give_up("starling-ingest exited");
         const auto reqs = build_requests(*scenarios[s].bodies, p.name, targets[t].port);
         auto res = run_load(targets[t].port, reqs, connections, warmup, seconds);
-        Row row{scenarios[s].name, targets[t].name, scenarios[s].events_per_request, res.ok / res.seconds,
-                res.percentile_ms(0.50), res.percentile_ms(0.99), res.errors};
+        Row row{scenarios[s].name,
+                targets[t].name,
+                scenarios[s].events_per_request,
+                res.ok / res.seconds,
+                res.percentile_ms(0.50),
+                res.percentile_ms(0.99),
+                res.errors};
         std::fprintf(stderr, "run %d/%d  %-14s %-20s %10.0f req/s  p50 %.2f ms  p99 %.2f ms  errors %llu\n", r + 1,
                      runs, row.scenario.c_str(), row.target.c_str(), row.req_s, row.p50, row.p99,
                      static_cast<unsigned long long>(row.errors));
@@ -408,10 +418,11 @@ int main(int argc, char** argv) {
     std::sort(v.begin(), v.end(), [](const Row& a, const Row& b) { return a.req_s < b.req_s; });
     return v[v.size() / 2];
   };
-  std::printf("connections %d, %g s measured after %g s warm-up, %d run(s) (median by req/s), server threads %d, "
-              "%s, %u hardware threads\n",
-              connections, seconds, warmup, runs, server_threads,
-              full_stack ? "whole pipeline running" : "broker + ingest only", std::thread::hardware_concurrency());
+  std::printf(
+      "connections %d, %g s measured after %g s warm-up, %d run(s) (median by req/s), server threads %d, "
+      "%s, %u hardware threads\n",
+      connections, seconds, warmup, runs, server_threads,
+      full_stack ? "whole pipeline running" : "broker + ingest only", std::thread::hardware_concurrency());
   std::printf("| %-14s | %-20s | %10s | %10s | %7s | %7s | %6s | %10s |\n", "scenario", "target", "req/s", "events/s",
               "p50 ms", "p99 ms", "errors", "ratio");
   std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(16, '-').c_str(), std::string(22, '-').c_str(),

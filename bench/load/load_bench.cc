@@ -9,16 +9,15 @@
 //   build/release/bin/load_bench [--rows N] [--batch N] [--postgres DSN]
 // Without --postgres it starts a throw-away server (Debian's postgresql).
 
-#include <sys/resource.h>
-
-#include <chrono>
-#include <cstdio>
-#include <filesystem>
-
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <libpq-fe.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
 
 #include "services/load/postgres_sink.h"
 #include "services/load/sqlite_sink.h"
@@ -149,10 +148,11 @@ Run sqlite_baseline(const std::string& path, const std::vector<load::Row>& rows,
 
 Run postgres_baseline(const std::string& dsn, const std::vector<load::Row>& rows, int batch) {
   PGconn* c = PQconnectdb(dsn.c_str());
-  PQclear(PQexec(c, "CREATE TABLE raw_rides (event_id text PRIMARY KEY, saga_id text, seq bigint, event_time_ms bigint, "
-                    "ingest_time_ms bigint, device_id text, ride_id text, lat double precision, lon double precision, "
-                    "speed_kmh double precision, battery_pct double precision, temperature_c double precision, "
-                    "odometer_km double precision, status text)"));
+  PQclear(PQexec(c,
+                 "CREATE TABLE raw_rides (event_id text PRIMARY KEY, saga_id text, seq bigint, event_time_ms bigint, "
+                 "ingest_time_ms bigint, device_id text, ride_id text, lat double precision, lon double precision, "
+                 "speed_kmh double precision, battery_pct double precision, temperature_c double precision, "
+                 "odometer_km double precision, status text)"));
   const auto run = timed([&] {
     for (std::size_t i = 0; i < rows.size(); i += batch) {
       PQclear(PQexec(c, "BEGIN"));
@@ -161,8 +161,8 @@ Run postgres_baseline(const std::string& dsn, const std::vector<load::Row>& rows
       for (std::size_t k = i; k < std::min(rows.size(), i + batch); ++k) {
         const auto& e = rows[k].envelope;
         const auto& m = static_cast<const v1::RideTelemetry&>(*rows[k].record);
-        buf += fmt::format("{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n", e.event_id(), e.saga_id(), e.seq(),
-                           e.event_time_ms(), e.ingest_time_ms(), m.device_id(), m.ride_id(), m.lat(), m.lon(),
+        buf += fmt::format("{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n", e.event_id(), e.saga_id(),
+                           e.seq(), e.event_time_ms(), e.ingest_time_ms(), m.device_id(), m.ride_id(), m.lat(), m.lon(),
                            m.speed_kmh(), m.battery_pct(), m.temperature_c(), m.odometer_km(),
                            v1::RideTelemetry::Status_Name(m.status()));
       }

@@ -4,6 +4,9 @@
 //
 //   saga_bench [facts=220000] [batch=5000]
 
+#include <fmt/format.h>
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -13,10 +16,6 @@
 #include <filesystem>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
-#include <rocksdb/db.h>
-#include <rocksdb/write_batch.h>
 
 #include "services/common/pipeline.h"
 #include "services/saga/coordinator.h"
@@ -135,11 +134,12 @@ int main(int argc, char** argv) {
 
   const double ours_rate = static_cast<double>(n) / ours.seconds;
   const double base_rate = static_cast<double>(n) / base.seconds;
-  fmt::print("saga_bench: {} facts ({} sagas of 100 events, {} COMPLETED), batches of {}\n\n", n, (n + 10) / 11, completed,
-             batch);
+  fmt::print("saga_bench: {} facts ({} sagas of 100 events, {} COMPLETED), batches of {}\n\n", n, (n + 10) / 11,
+             completed, batch);
   fmt::print("{:<34} {:>14} {:>14} {:>7} {:>14} {:>14}\n", "stage", "ours/s", "baseline/s", "ratio", "ours cpu-s/M",
              "base cpu-s/M");
-  fmt::print("{:<34} {:>14.0f} {:>14.0f} {:>7.2f} {:>14.2f} {:>14.2f}\n", "fold facts vs RocksDB puts", ours_rate, base_rate,
-             ours_rate / base_rate, ours.cpu / static_cast<double>(n) * 1e6, base.cpu / static_cast<double>(n) * 1e6);
+  fmt::print("{:<34} {:>14.0f} {:>14.0f} {:>7.2f} {:>14.2f} {:>14.2f}\n", "fold facts vs RocksDB puts", ours_rate,
+             base_rate, ours_rate / base_rate, ours.cpu / static_cast<double>(n) * 1e6,
+             base.cpu / static_cast<double>(n) * 1e6);
   return 0;
 }

@@ -1,11 +1,11 @@
 #include "broker-adapters/kafka/consumer_loop.h"
 
+#include <spdlog/spdlog.h>
+
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "services/common/retry.h"
 #include "services/common/shutdown.h"
@@ -104,8 +104,8 @@ int ConsumerLoop::loop() {
     } else {
       // While a batch is in flight, take only what is already fetched: with
       // nothing more to apply, settling it is the next thing to do.
-      auto polled = consumer_->poll_batch(options_.batch_max, in_flight_ ? std::chrono::milliseconds(0)
-                                                                          : options_.batch_wait);
+      auto polled =
+          consumer_->poll_batch(options_.batch_max, in_flight_ ? std::chrono::milliseconds(0) : options_.batch_wait);
       if (!polled) {
         spdlog::critical("{}: {}", name_, polled.error().message);
         return 1;
@@ -169,8 +169,7 @@ Status ConsumerLoop::settle(bool wait_store) {
   if (work.persisted) work.persisted();
   storing_.emplace(std::move(work));
   stored_ = store_thread_->submit([this, store = storing_->store] {
-    return retry_transient(name_ + ": storing a batch", store,
-                           [this] { return give_up_store_.load() || stopping(); });
+    return retry_transient(name_ + ": storing a batch", store, [this] { return give_up_store_.load() || stopping(); });
   });
   return wait_store ? finish_store() : Status{};
 }

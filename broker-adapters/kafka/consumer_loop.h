@@ -138,9 +138,9 @@ class ConsumerLoop {
   std::future<Status> stored_;
   std::vector<InMessage> carried_;  // polled while paused: the next batch
   bool paused_ = false;
-  bool in_hook_ = false;     // inside a rebalance hook: waits may not poll
-  bool waiting_ = false;     // inside a wait that polls
-  bool abandoned_ = false;   // a rebalance while waiting gave the work up
+  bool in_hook_ = false;    // inside a rebalance hook: waits may not poll
+  bool waiting_ = false;    // inside a wait that polls
+  bool abandoned_ = false;  // a rebalance while waiting gave the work up
   std::atomic<bool> give_up_store_{false};
   std::optional<Error> hook_error_;
 };

@@ -1,13 +1,13 @@
 #include "broker-adapters/kafka/kafka.h"
 
+#include <fmt/format.h>
+#include <librdkafka/rdkafka.h>
+#include <spdlog/spdlog.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
-
-#include <fmt/format.h>
-#include <librdkafka/rdkafka.h>
-#include <spdlog/spdlog.h>
 
 namespace starling::kafka {
 namespace {
@@ -56,8 +56,10 @@ Result<ConfPtr> make_conf(const KafkaOptions& options, const std::map<std::strin
   }
   rd_kafka_conf_set_log_cb(conf.get(), [](const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
     // syslog levels: 0-3 errors, 4 warning, 5-6 info, 7 debug.
-    const auto lvl = level <= 3 ? spdlog::level::err : level == 4 ? spdlog::level::warn
-                   : level <= 6 ? spdlog::level::info : spdlog::level::debug;
+    const auto lvl = level <= 3   ? spdlog::level::err
+                     : level == 4 ? spdlog::level::warn
+                     : level <= 6 ? spdlog::level::info
+                                  : spdlog::level::debug;
     spdlog::log(lvl, "rdkafka {} {}: {}", rd_kafka_name(rk), fac, buf);
   });
   return conf;
@@ -190,10 +192,9 @@ void KafkaProducer::produce(const OutMessage& msg, DeliveryCallback done) {
   for (;;) {
     // RD_KAFKA_V_VALUE takes a void*; with RD_KAFKA_MSG_F_COPY it only reads.
     const auto err = rd_kafka_producev(
-        impl_->rk, RD_KAFKA_V_TOPIC(msg.topic.c_str()),
-        RD_KAFKA_V_KEY(msg.key.data(), msg.key.size()),
-        RD_KAFKA_V_VALUE(const_cast<char*>(msg.value.data()), msg.value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(cb), RD_KAFKA_V_END);
+        impl_->rk, RD_KAFKA_V_TOPIC(msg.topic.c_str()), RD_KAFKA_V_KEY(msg.key.data(), msg.key.size()),
+        RD_KAFKA_V_VALUE(const_cast<char*>(msg.value.data()), msg.value.size()),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(cb), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return;  // rk owns hdrs now
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       const auto now = std::chrono::steady_clock::now();
@@ -216,7 +217,7 @@ Status KafkaProducer::flush(std::chrono::milliseconds timeout) {
   const auto err = rd_kafka_flush(impl_->rk, static_cast<int>(timeout.count()));
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return fail(Errc::kTimeout, fmt::format("flush: {} messages still in flight after {} ms",
-                                           rd_kafka_outq_len(impl_->rk), timeout.count()));
+                                            rd_kafka_outq_len(impl_->rk), timeout.count()));
   }
   return {};
 }
@@ -275,7 +276,8 @@ namespace {
 
 std::vector<TopicPartition> to_vector(const rd_kafka_topic_partition_list_t* parts) {
   std::vector<TopicPartition> out;
-  for (int i = 0; parts != nullptr && i < parts->cnt; ++i) out.push_back({parts->elems[i].topic, parts->elems[i].partition});
+  for (int i = 0; parts != nullptr && i < parts->cnt; ++i)
+    out.push_back({parts->elems[i].topic, parts->elems[i].partition});
   return out;
 }
 
@@ -342,7 +344,8 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const KafkaOptions&
   const auto serr = rd_kafka_subscribe(rk, list);
   rd_kafka_topic_partition_list_destroy(list);
   std::unique_ptr<KafkaConsumer> consumer(new KafkaConsumer(std::move(impl)));
-  if (serr != RD_KAFKA_RESP_ERR_NO_ERROR) return fail(Errc::kInvalidArgument, fmt::format("subscribe: {}", rd_kafka_err2str(serr)));
+  if (serr != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return fail(Errc::kInvalidArgument, fmt::format("subscribe: {}", rd_kafka_err2str(serr)));
   return consumer;
 }
 
@@ -406,10 +409,12 @@ Result<std::vector<InMessage>> poll_messages(rd_kafka_t* rk, std::size_t max, st
 Status KafkaConsumer::commit(const std::map<TopicPartition, int64_t>& next_offsets) {
   if (next_offsets.empty()) return {};
   auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(next_offsets.size()));
-  for (const auto& [tp, off] : next_offsets) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition)->offset = off;
+  for (const auto& [tp, off] : next_offsets)
+    rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition)->offset = off;
   const auto err = rd_kafka_commit(impl_->rk, list, 0);
   rd_kafka_topic_partition_list_destroy(list);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return fail(Errc::kUnavailable, fmt::format("commit: {}", rd_kafka_err2str(err)));
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return fail(Errc::kUnavailable, fmt::format("commit: {}", rd_kafka_err2str(err)));
   return {};
 }
 
@@ -499,7 +504,8 @@ Result<int> TopicReader::partitions(const std::string& topic, std::chrono::milli
   return md->topics[0].partition_cnt;
 }
 
-Result<std::pair<int64_t, int64_t>> TopicReader::watermarks(const TopicPartition& tp, std::chrono::milliseconds timeout) {
+Result<std::pair<int64_t, int64_t>> TopicReader::watermarks(const TopicPartition& tp,
+                                                            std::chrono::milliseconds timeout) {
   int64_t low = 0;
   int64_t high = 0;
   const auto err = rd_kafka_query_watermark_offsets(impl_->rk, tp.topic.c_str(), tp.partition, &low, &high,
@@ -510,7 +516,8 @@ Result<std::pair<int64_t, int64_t>> TopicReader::watermarks(const TopicPartition
   return std::pair{low, high};
 }
 
-Result<int64_t> TopicReader::offset_for_time(const TopicPartition& tp, int64_t ts_ms, std::chrono::milliseconds timeout) {
+Result<int64_t> TopicReader::offset_for_time(const TopicPartition& tp, int64_t ts_ms,
+                                             std::chrono::milliseconds timeout) {
   auto* list = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition)->offset = ts_ms;
   const auto err = rd_kafka_offsets_for_times(impl_->rk, list, static_cast<int>(timeout.count()));
@@ -519,7 +526,7 @@ Result<int64_t> TopicReader::offset_for_time(const TopicPartition& tp, int64_t t
   rd_kafka_topic_partition_list_destroy(list);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR || perr != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return fail(Errc::kUnavailable, fmt::format("offset of {}/{} at time {}: {}", tp.topic, tp.partition, ts_ms,
-                                               rd_kafka_err2str(err != RD_KAFKA_RESP_ERR_NO_ERROR ? err : perr)));
+                                                rd_kafka_err2str(err != RD_KAFKA_RESP_ERR_NO_ERROR ? err : perr)));
   }
   if (offset >= 0) return offset;
   // -1: no message at or after that time.
@@ -530,10 +537,12 @@ Result<int64_t> TopicReader::offset_for_time(const TopicPartition& tp, int64_t t
 
 Status TopicReader::assign(const std::map<TopicPartition, int64_t>& starts) {
   auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(starts.size()));
-  for (const auto& [tp, off] : starts) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition)->offset = off;
+  for (const auto& [tp, off] : starts)
+    rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition)->offset = off;
   const auto err = rd_kafka_assign(impl_->rk, list);
   rd_kafka_topic_partition_list_destroy(list);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return fail(Errc::kUnavailable, fmt::format("assign: {}", rd_kafka_err2str(err)));
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return fail(Errc::kUnavailable, fmt::format("assign: {}", rd_kafka_err2str(err)));
   return {};
 }
 
@@ -579,7 +588,7 @@ Status create_topics(const KafkaOptions& options, const std::vector<TopicSpec>& 
       const auto e = rd_kafka_topic_result_error(res[i]);
       if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
         result = fail(Errc::kUnavailable, fmt::format("create topic {}: {}", rd_kafka_topic_result_name(res[i]),
-                                                     rd_kafka_topic_result_error_string(res[i])));
+                                                      rd_kafka_topic_result_error_string(res[i])));
         break;
       }
     }

@@ -20,7 +20,7 @@
 namespace starling::kafka {
 
 struct KafkaOptions {
-  std::string bootstrap;                          // host:port[,host:port]
+  std::string bootstrap;  // host:port[,host:port]
   std::string client_id = "starling";
   std::map<std::string, std::string> properties;  // raw librdkafka overrides
 };
@@ -212,7 +212,7 @@ class TopicReader {
   Result<int> partitions(const std::string& topic, std::chrono::milliseconds timeout = std::chrono::seconds(10));
   /// [low, high): the first offset still stored and the next one to be written.
   Result<std::pair<int64_t, int64_t>> watermarks(const TopicPartition& tp,
-                                                std::chrono::milliseconds timeout = std::chrono::seconds(10));
+                                                 std::chrono::milliseconds timeout = std::chrono::seconds(10));
   /// ListOffsets by timestamp: the first offset whose timestamp is >= ts_ms,
   /// or the high watermark when there is none.
   Result<int64_t> offset_for_time(const TopicPartition& tp, int64_t ts_ms,

@@ -11,7 +11,8 @@ Result<std::size_t> relay_outbox(Outbox& outbox, Producer& producer) {
     std::vector<OutMessage> msgs;
     msgs.reserve(pending->size());
     for (const auto& e : *pending) msgs.push_back(e.message);
-    if (auto st = produce_all(producer, std::move(msgs), std::chrono::seconds(30)); !st) return std::unexpected(st.error());
+    if (auto st = produce_all(producer, std::move(msgs), std::chrono::seconds(30)); !st)
+      return std::unexpected(st.error());
     if (auto st = outbox.outbox_done(pending->back().id); !st) return std::unexpected(st.error());
     sent += pending->size();
   }

@@ -1,10 +1,9 @@
 #pragma once
 
 // Boost 1.74's awaitable.hpp uses std::exchange without including <utility>.
-#include <utility>
-#include <optional>
-
 #include <boost/asio.hpp>
+#include <optional>
+#include <utility>
 
 namespace starling::broker {
 namespace asio = boost::asio;

@@ -25,8 +25,9 @@ int64_t wall_ms() {
 
 bool valid_topic_name(const std::string& name) {
   if (name.empty() || name.size() > 249 || name == "." || name == "..") return false;
-  return std::all_of(name.begin(), name.end(),
-                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'; });
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  });
 }
 
 Broker::Broker(asio::any_io_executor ex, BrokerConfig config) : ex_(std::move(ex)), config_(std::move(config)) {
@@ -123,7 +124,8 @@ Result<void> Broker::create_topic(const std::string& name, int32_t partitions) {
   // always be opened at the next start.
   Topic t;
   try {
-    for (int32_t p = 0; p < partitions; ++p) t.partitions.push_back(PartitionLog::open(partition_dir(name, p), config_.log));
+    for (int32_t p = 0; p < partitions; ++p)
+      t.partitions.push_back(PartitionLog::open(partition_dir(name, p), config_.log));
   } catch (const std::exception& e) {
     t.partitions.clear();
     for (int32_t p = 0; p < partitions; ++p) {
@@ -169,9 +171,8 @@ asio::awaitable<Result<Reply>> Broker::handle(Bytes frame, std::string client_ho
   auto api = find_api(h.api_key);
   if (!api) co_return fail(ErrorCode::kInvalidRequest, fmt::format("unsupported api key {}", h.api_key));
   if (h.api_version < api->min_version || h.api_version > api->max_version) {
-    co_return fail(ErrorCode::kUnsupportedVersion,
-                   fmt::format("api key {} version {} not in [{}, {}]", h.api_key, h.api_version, api->min_version,
-                               api->max_version));
+    co_return fail(ErrorCode::kUnsupportedVersion, fmt::format("api key {} version {} not in [{}, {}]", h.api_key,
+                                                               h.api_version, api->min_version, api->max_version));
   }
   Serve serve_api = route(api->key);
   if (serve_api == nullptr) co_return fail(ErrorCode::kInvalidRequest, "unhandled api");
@@ -207,22 +208,38 @@ asio::awaitable<Result<Reply>> Broker::serve(const RequestHeader& h, Reader& r, 
 
 Broker::Serve Broker::route(ApiKey key) {
   switch (key) {
-    case ApiKey::kProduce: return &Broker::serve<decode_produce, &Broker::handle_produce>;
-    case ApiKey::kFetch: return &Broker::serve<decode_fetch, &Broker::handle_fetch>;
-    case ApiKey::kListOffsets: return &Broker::serve<decode_list_offsets, &Broker::handle_list_offsets>;
-    case ApiKey::kMetadata: return &Broker::serve<decode_metadata, &Broker::handle_metadata>;
-    case ApiKey::kOffsetCommit: return &Broker::serve<decode_offset_commit, &Broker::handle_offset_commit>;
-    case ApiKey::kOffsetFetch: return &Broker::serve<decode_offset_fetch, &Broker::handle_offset_fetch>;
-    case ApiKey::kFindCoordinator: return &Broker::serve<decode_find_coordinator, &Broker::handle_find_coordinator>;
-    case ApiKey::kJoinGroup: return &Broker::serve<decode_join_group, &Broker::handle_join_group>;
-    case ApiKey::kHeartbeat: return &Broker::serve<decode_heartbeat, &Broker::handle_heartbeat>;
-    case ApiKey::kLeaveGroup: return &Broker::serve<decode_leave_group, &Broker::handle_leave_group>;
-    case ApiKey::kSyncGroup: return &Broker::serve<decode_sync_group, &Broker::handle_sync_group>;
-    case ApiKey::kDescribeGroups: return &Broker::serve<decode_describe_groups, &Broker::handle_describe_groups>;
-    case ApiKey::kListGroups: return &Broker::serve<decode_list_groups, &Broker::handle_list_groups>;
-    case ApiKey::kCreateTopics: return &Broker::serve<decode_create_topics, &Broker::handle_create_topics>;
-    case ApiKey::kDeleteTopics: return &Broker::serve<decode_delete_topics, &Broker::handle_delete_topics>;
-    case ApiKey::kInitProducerId: return &Broker::serve<decode_init_producer_id, &Broker::handle_init_producer_id>;
+    case ApiKey::kProduce:
+      return &Broker::serve<decode_produce, &Broker::handle_produce>;
+    case ApiKey::kFetch:
+      return &Broker::serve<decode_fetch, &Broker::handle_fetch>;
+    case ApiKey::kListOffsets:
+      return &Broker::serve<decode_list_offsets, &Broker::handle_list_offsets>;
+    case ApiKey::kMetadata:
+      return &Broker::serve<decode_metadata, &Broker::handle_metadata>;
+    case ApiKey::kOffsetCommit:
+      return &Broker::serve<decode_offset_commit, &Broker::handle_offset_commit>;
+    case ApiKey::kOffsetFetch:
+      return &Broker::serve<decode_offset_fetch, &Broker::handle_offset_fetch>;
+    case ApiKey::kFindCoordinator:
+      return &Broker::serve<decode_find_coordinator, &Broker::handle_find_coordinator>;
+    case ApiKey::kJoinGroup:
+      return &Broker::serve<decode_join_group, &Broker::handle_join_group>;
+    case ApiKey::kHeartbeat:
+      return &Broker::serve<decode_heartbeat, &Broker::handle_heartbeat>;
+    case ApiKey::kLeaveGroup:
+      return &Broker::serve<decode_leave_group, &Broker::handle_leave_group>;
+    case ApiKey::kSyncGroup:
+      return &Broker::serve<decode_sync_group, &Broker::handle_sync_group>;
+    case ApiKey::kDescribeGroups:
+      return &Broker::serve<decode_describe_groups, &Broker::handle_describe_groups>;
+    case ApiKey::kListGroups:
+      return &Broker::serve<decode_list_groups, &Broker::handle_list_groups>;
+    case ApiKey::kCreateTopics:
+      return &Broker::serve<decode_create_topics, &Broker::handle_create_topics>;
+    case ApiKey::kDeleteTopics:
+      return &Broker::serve<decode_delete_topics, &Broker::handle_delete_topics>;
+    case ApiKey::kInitProducerId:
+      return &Broker::serve<decode_init_producer_id, &Broker::handle_init_producer_id>;
     case ApiKey::kApiVersions:  // answered before the version check, see handle()
       break;
   }

@@ -1,11 +1,10 @@
 // Broker handlers of the admin APIs: ApiVersions, Metadata, CreateTopics, DeleteTopics, InitProducerId.
-#include "services/broker/broker.h"
-
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "services/broker/broker.h"
 #include "services/broker/response.h"
 
 namespace starling::broker {

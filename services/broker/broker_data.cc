@@ -1,6 +1,4 @@
 // Broker handlers of the data APIs: Produce, Fetch, ListOffsets.
-#include "services/broker/broker.h"
-
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -10,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "services/broker/broker.h"
 #include "services/broker/response.h"
 
 namespace starling::broker {
@@ -46,7 +45,8 @@ asio::awaitable<Reply> Broker::handle_produce(const RequestHeader& h, const Prod
         if (!batches) {
           pr.error = batches.error().code;
           spdlog::warn("produce to {}-{} rejected: {}", t.name, p.index, batches.error().message);
-        } else if (std::any_of(batches->begin(), batches->end(), [](const auto& b) { return b.header.is_transactional(); })) {
+        } else if (std::any_of(batches->begin(), batches->end(),
+                               [](const auto& b) { return b.header.is_transactional(); })) {
           pr.error = ErrorCode::kInvalidRecord;
         } else {
           auto appended = lg->append(*p.records, *batches);
@@ -60,7 +60,8 @@ asio::awaitable<Reply> Broker::handle_produce(const RequestHeader& h, const Prod
           } else {
             pr.base_offset = appended->base_offset;
             pr.durable_end_needed = appended->durable_end_needed;
-            if (config_.log.sync != LogConfig::Sync::kDeferred && !appended->duplicate) notify_fetchers(t.name, p.index);
+            if (config_.log.sync != LogConfig::Sync::kDeferred && !appended->duplicate)
+              notify_fetchers(t.name, p.index);
           }
         }
         pr.log_start = lg->log_start_offset();
@@ -144,7 +145,8 @@ asio::awaitable<Reply> Broker::handle_fetch(const RequestHeader& h, const FetchR
         } else {
           pr.high_watermark = lg->high_watermark();
           pr.log_start = lg->log_start_offset();
-          size_t limit = std::min<size_t>(static_cast<size_t>(std::max(0, p.partition_max_bytes)), budget > total ? budget - total : 0);
+          size_t limit = std::min<size_t>(static_cast<size_t>(std::max(0, p.partition_max_bytes)),
+                                          budget > total ? budget - total : 0);
           auto rd = lg->read(p.fetch_offset, limit, /*allow_oversized_first=*/total == 0);
           if (!rd) {
             pr.error = rd.error().code;
@@ -197,7 +199,7 @@ asio::awaitable<Reply> Broker::handle_fetch(const RequestHeader& h, const FetchR
       w.i64(pr.high_watermark);
       w.i64(pr.high_watermark);  // last stable offset: no transactions, so = high watermark
       if (v >= 5) w.i64(pr.log_start);
-      w.array_len(0);  // aborted transactions
+      w.array_len(0);          // aborted transactions
       if (v >= 11) w.i32(-1);  // preferred read replica
       resp.bytes_by_move(std::move(pr.records));
     }

@@ -1,13 +1,12 @@
 // Broker handlers of the consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 // OffsetCommit, OffsetFetch, ListGroups, DescribeGroups.
-#include "services/broker/broker.h"
-
 #include <algorithm>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "services/broker/broker.h"
 #include "services/broker/response.h"
 
 namespace starling::broker {

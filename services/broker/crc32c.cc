@@ -35,9 +35,8 @@ uint32_t crc32c(const uint8_t* data, size_t size, uint32_t crc) {
     std::memcpy(&lo, data, 4);
     std::memcpy(&hi, data + 4, 4);
     lo ^= crc;  // little-endian host assumed (x86-64, arm64)
-    crc = kTables[7][lo & 0xff] ^ kTables[6][(lo >> 8) & 0xff] ^ kTables[5][(lo >> 16) & 0xff] ^
-          kTables[4][lo >> 24] ^ kTables[3][hi & 0xff] ^ kTables[2][(hi >> 8) & 0xff] ^
-          kTables[1][(hi >> 16) & 0xff] ^ kTables[0][hi >> 24];
+    crc = kTables[7][lo & 0xff] ^ kTables[6][(lo >> 8) & 0xff] ^ kTables[5][(lo >> 16) & 0xff] ^ kTables[4][lo >> 24] ^
+          kTables[3][hi & 0xff] ^ kTables[2][(hi >> 8) & 0xff] ^ kTables[1][(hi >> 16) & 0xff] ^ kTables[0][hi >> 24];
     data += 8;
     size -= 8;
   }

@@ -32,11 +32,16 @@ GroupCoordinator::GroupCoordinator(asio::any_io_executor ex, MetadataStore& stor
 
 const char* GroupCoordinator::state_name(State s) {
   switch (s) {
-    case State::kEmpty: return "Empty";
-    case State::kPreparingRebalance: return "PreparingRebalance";
-    case State::kCompletingRebalance: return "CompletingRebalance";
-    case State::kStable: return "Stable";
-    case State::kDead: return "Dead";
+    case State::kEmpty:
+      return "Empty";
+    case State::kPreparingRebalance:
+      return "PreparingRebalance";
+    case State::kCompletingRebalance:
+      return "CompletingRebalance";
+    case State::kStable:
+      return "Stable";
+    case State::kDead:
+      return "Dead";
   }
   return "Dead";
 }
@@ -175,10 +180,11 @@ void GroupCoordinator::remove_member(Group& g, const std::string& id, const char
 }
 
 asio::awaitable<GroupCoordinator::JoinResult> GroupCoordinator::join(JoinGroupRequest req, std::string client_id,
-                                                                       std::string client_host) {
+                                                                     std::string client_host) {
   if (req.group_id.empty()) co_return join_error(ErrorCode::kInvalidGroupId);
   milliseconds session{req.session_timeout_ms};
-  if (session < kMinSessionTimeout || session > kMaxSessionTimeout) co_return join_error(ErrorCode::kInvalidSessionTimeout);
+  if (session < kMinSessionTimeout || session > kMaxSessionTimeout)
+    co_return join_error(ErrorCode::kInvalidSessionTimeout);
   if (req.protocols.empty() || req.protocol_type.empty()) co_return join_error(ErrorCode::kInconsistentGroupProtocol);
 
   auto& slot = groups_[req.group_id];
@@ -187,7 +193,8 @@ asio::awaitable<GroupCoordinator::JoinResult> GroupCoordinator::join(JoinGroupRe
     slot->id = req.group_id;
   }
   Group& g = *slot;
-  if (!g.members.empty() && g.protocol_type != req.protocol_type) co_return join_error(ErrorCode::kInconsistentGroupProtocol);
+  if (!g.members.empty() && g.protocol_type != req.protocol_type)
+    co_return join_error(ErrorCode::kInconsistentGroupProtocol);
   // A newcomer must share at least one protocol with every current member.
   for (const auto& m : g.members) {
     if (m->id == req.member_id) continue;

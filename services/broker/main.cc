@@ -1,9 +1,9 @@
 // starling-broker: a single-node, durable, Kafka-wire-compatible broker.
 // Thin main: flags, logging, wiring. Everything else is in starling::broker_core.
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -40,8 +40,9 @@ void write_port_file(const std::filesystem::path& path, const std::string& conte
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"starling-broker: a single-node, durable broker speaking the Kafka wire protocol "
-               "(librdkafka, kcat). Data and committed offsets survive restarts and kill -9."};
+  CLI::App app{
+      "starling-broker: a single-node, durable broker speaking the Kafka wire protocol "
+      "(librdkafka, kcat). Data and committed offsets survive restarts and kill -9."};
   std::string listen = "127.0.0.1:9092";
   std::string data_dir;
   std::string port_file;

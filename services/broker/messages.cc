@@ -8,12 +8,12 @@ const std::vector<ApiRange>& supported_apis() {
   // Upper bounds stop at the last non-flexible version of each API
   // (the "flexibleVersions" field in apache/kafka's message JSON).
   static const std::vector<ApiRange> kApis = {
-      {ApiKey::kProduce, 3, 7},        {ApiKey::kFetch, 4, 11},         {ApiKey::kListOffsets, 1, 5},
-      {ApiKey::kMetadata, 0, 8},       {ApiKey::kOffsetCommit, 2, 7},   {ApiKey::kOffsetFetch, 1, 5},
-      {ApiKey::kFindCoordinator, 0, 2}, {ApiKey::kJoinGroup, 0, 5},     {ApiKey::kHeartbeat, 0, 3},
-      {ApiKey::kLeaveGroup, 0, 3},     {ApiKey::kSyncGroup, 0, 3},      {ApiKey::kDescribeGroups, 0, 4},
-      {ApiKey::kListGroups, 0, 2},     {ApiKey::kApiVersions, 0, 2},    {ApiKey::kCreateTopics, 0, 4},
-      {ApiKey::kDeleteTopics, 0, 3},   {ApiKey::kInitProducerId, 0, 1},
+      {ApiKey::kProduce, 3, 7},         {ApiKey::kFetch, 4, 11},         {ApiKey::kListOffsets, 1, 5},
+      {ApiKey::kMetadata, 0, 8},        {ApiKey::kOffsetCommit, 2, 7},   {ApiKey::kOffsetFetch, 1, 5},
+      {ApiKey::kFindCoordinator, 0, 2}, {ApiKey::kJoinGroup, 0, 5},      {ApiKey::kHeartbeat, 0, 3},
+      {ApiKey::kLeaveGroup, 0, 3},      {ApiKey::kSyncGroup, 0, 3},      {ApiKey::kDescribeGroups, 0, 4},
+      {ApiKey::kListGroups, 0, 2},      {ApiKey::kApiVersions, 0, 2},    {ApiKey::kCreateTopics, 0, 4},
+      {ApiKey::kDeleteTopics, 0, 3},    {ApiKey::kInitProducerId, 0, 1},
   };
   return kApis;
 }
@@ -61,7 +61,8 @@ std::vector<TopicPartitions<Partition>> topics(Reader& r, size_t min_partition_s
   each(r, [&] {
     TopicPartitions<Partition> t;
     t.name = r.string();
-    each(r, [&] { t.partitions.push_back(partition()); }, min_partition_size);
+    each(
+        r, [&] { t.partitions.push_back(partition()); }, min_partition_size);
     out.push_back(std::move(t));
   });
   return out;
@@ -118,7 +119,8 @@ Result<FetchRequest> decode_fetch(Reader& r, int16_t v) {
     // broker never creates (it always answers session id 0).
     each(r, [&] {
       r.string();
-      each(r, [&] { r.i32(); }, 4);
+      each(
+          r, [&] { r.i32(); }, 4);
     });
   }
   if (v >= 11) r.string();  // rack_id
@@ -164,15 +166,22 @@ Result<CreateTopicsRequest> decode_create_topics(Reader& r, int16_t v) {
     t.name = r.string();
     t.num_partitions = r.i32();
     t.replication_factor = r.i16();
-    each(r, [&] {
-      t.has_assignments = true;
-      r.i32();
-      each(r, [&] { r.i32(); }, 4);
-    }, 8);
-    each(r, [&] {
-      r.string();
-      r.nullable_string();
-    }, 4);
+    each(
+        r,
+        [&] {
+          t.has_assignments = true;
+          r.i32();
+          each(
+              r, [&] { r.i32(); }, 4);
+        },
+        8);
+    each(
+        r,
+        [&] {
+          r.string();
+          r.nullable_string();
+        },
+        4);
     req.topics.push_back(std::move(t));
   });
   req.timeout_ms = r.i32();
@@ -209,24 +218,30 @@ Result<JoinGroupRequest> decode_join_group(Reader& r, int16_t v) {
   req.member_id = r.string();
   if (v >= 5) req.group_instance_id = r.nullable_string();
   req.protocol_type = r.string();
-  each(r, [&] {
-    JoinGroupRequest::Protocol p;
-    p.name = r.string();
-    p.metadata = r.bytes();
-    req.protocols.push_back(std::move(p));
-  }, 6);
+  each(
+      r,
+      [&] {
+        JoinGroupRequest::Protocol p;
+        p.name = r.string();
+        p.metadata = r.bytes();
+        req.protocols.push_back(std::move(p));
+      },
+      6);
   return finish(r, std::move(req), "JoinGroup");
 }
 
 Result<SyncGroupRequest> decode_sync_group(Reader& r, int16_t v) {
   SyncGroupRequest req;
   read_member(r, v, req);
-  each(r, [&] {
-    SyncGroupRequest::Assignment a;
-    a.member_id = r.string();
-    a.assignment = r.bytes();
-    req.assignments.push_back(std::move(a));
-  }, 6);
+  each(
+      r,
+      [&] {
+        SyncGroupRequest::Assignment a;
+        a.member_id = r.string();
+        a.assignment = r.bytes();
+        req.assignments.push_back(std::move(a));
+      },
+      6);
   return finish(r, std::move(req), "SyncGroup");
 }
 
@@ -242,12 +257,15 @@ Result<LeaveGroupRequest> decode_leave_group(Reader& r, int16_t v) {
   if (v <= 2) {
     req.members.push_back({r.string(), std::nullopt});
   } else {
-    each(r, [&] {
-      LeaveGroupRequest::Member m;
-      m.member_id = r.string();
-      m.group_instance_id = r.nullable_string();
-      req.members.push_back(std::move(m));
-    }, 4);
+    each(
+        r,
+        [&] {
+          LeaveGroupRequest::Member m;
+          m.member_id = r.string();
+          m.group_instance_id = r.nullable_string();
+          req.members.push_back(std::move(m));
+        },
+        4);
   }
   return finish(r, std::move(req), "LeaveGroup");
 }
@@ -283,7 +301,8 @@ Result<OffsetFetchRequest> decode_offset_fetch(Reader& r, int16_t v) {
     for (int32_t i = 0; i < n && r.ok(); ++i) {
       OffsetFetchRequest::Topic t;
       t.name = r.string();
-      each(r, [&] { t.partitions.push_back(r.i32()); }, 4);
+      each(
+          r, [&] { t.partitions.push_back(r.i32()); }, 4);
       topics.push_back(std::move(t));
     }
     req.topics = std::move(topics);

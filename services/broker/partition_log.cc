@@ -1,6 +1,7 @@
 #include "services/broker/partition_log.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -11,8 +12,6 @@
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
-
-#include <fmt/format.h>
 
 namespace starling::broker {
 
@@ -83,7 +82,8 @@ void PartitionLog::load() {
     seg->base_offset = bases[i];
     seg->path = dir_ / segment_file_name(bases[i]);
     seg->fd = ::open(seg->path.c_str(), O_RDWR | O_CLOEXEC);
-    if (seg->fd < 0) throw std::runtime_error(fmt::format("cannot open {}: {}", seg->path.string(), std::strerror(errno)));
+    if (seg->fd < 0)
+      throw std::runtime_error(fmt::format("cannot open {}: {}", seg->path.string(), std::strerror(errno)));
     struct stat st {};
     ::fstat(seg->fd, &st);
     seg->size = static_cast<uint64_t>(st.st_size);
@@ -181,7 +181,8 @@ PartitionLog::Segment& PartitionLog::roll(int64_t base_offset) {
   seg->base_offset = base_offset;
   seg->path = dir_ / segment_file_name(base_offset);
   seg->fd = ::open(seg->path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (seg->fd < 0) throw std::runtime_error(fmt::format("cannot create {}: {}", seg->path.string(), std::strerror(errno)));
+  if (seg->fd < 0)
+    throw std::runtime_error(fmt::format("cannot create {}: {}", seg->path.string(), std::strerror(errno)));
   seg->last_append_ms = now_ms();
   fsync_dir(dir_);
   segments_.push_back(std::move(seg));
@@ -243,7 +244,8 @@ Result<PartitionLog::AppendResult> PartitionLog::append(ByteView records, const 
       int err = errno;
       // Cut any partial write so the file ends on a batch boundary again.
       [[maybe_unused]] int rc = ::ftruncate(seg->fd, static_cast<off_t>(pos));
-      return fail(ErrorCode::kKafkaStorageError, fmt::format("write to {} failed: {}", seg->path.string(), std::strerror(err)));
+      return fail(ErrorCode::kKafkaStorageError,
+                  fmt::format("write to {} failed: {}", seg->path.string(), std::strerror(err)));
     }
     done += static_cast<size_t>(w);
     auto left = static_cast<size_t>(w);
@@ -262,7 +264,8 @@ Result<PartitionLog::AppendResult> PartitionLog::append(ByteView records, const 
     if (::fdatasync(seg->fd) != 0) {
       int err = errno;
       [[maybe_unused]] int rc = ::ftruncate(seg->fd, static_cast<off_t>(pos));
-      return fail(ErrorCode::kKafkaStorageError, fmt::format("fdatasync of {} failed: {}", seg->path.string(), std::strerror(err)));
+      return fail(ErrorCode::kKafkaStorageError,
+                  fmt::format("fdatasync of {} failed: {}", seg->path.string(), std::strerror(err)));
     }
   } else {
     dirty_ = true;
@@ -335,7 +338,8 @@ uint64_t PartitionLog::seek(const Segment& seg, int64_t offset) const {
   return seg.size;
 }
 
-Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_bytes, bool allow_oversized_first) const {
+Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_bytes,
+                                                    bool allow_oversized_first) const {
   if (offset < log_start_offset() || offset > next_offset_) {
     return fail(ErrorCode::kOffsetOutOfRange,
                 fmt::format("offset {} outside [{}, {}]", offset, log_start_offset(), next_offset_));
@@ -353,7 +357,8 @@ Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_b
     size_t room = max_bytes > out.records.size() ? max_bytes - out.records.size() : 0;
     if (avail > 0) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(avail, room));
-      if (out.records.empty() && want < bl::kLogOverhead) want = static_cast<size_t>(std::min<uint64_t>(avail, bl::kLogOverhead));
+      if (out.records.empty() && want < bl::kLogOverhead)
+        want = static_cast<size_t>(std::min<uint64_t>(avail, bl::kLogOverhead));
       size_t old = out.records.size();
       out.records.resize(old + want);
       if (!pread_all(seg->fd, out.records.data() + old, want, pos)) {
@@ -414,10 +419,10 @@ size_t PartitionLog::apply_retention(int64_t now) {
   size_t deleted = 0;
   while (segments_.size() > 1) {
     const Segment& oldest = *segments_.front();
-    bool expired = config_.retention_ms >= 0 &&
-                   std::max(oldest.max_timestamp, oldest.last_append_ms) < now - config_.retention_ms;
-    bool too_big = config_.retention_bytes >= 0 &&
-                   size_bytes() - oldest.size >= static_cast<uint64_t>(config_.retention_bytes);
+    bool expired =
+        config_.retention_ms >= 0 && std::max(oldest.max_timestamp, oldest.last_append_ms) < now - config_.retention_ms;
+    bool too_big =
+        config_.retention_bytes >= 0 && size_bytes() - oldest.size >= static_cast<uint64_t>(config_.retention_bytes);
     if (!expired && !too_big) break;
     spdlog::info("{}: retention deletes segment {} ({} bytes)", dir_.string(), oldest.base_offset, oldest.size);
     ::close(oldest.fd);

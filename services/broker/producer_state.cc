@@ -18,8 +18,8 @@ Result<ProducerStateTable::Verdict> ProducerStateTable::check(const BatchHeader&
   if (it == producers_.end()) return Verdict{};
   const Entry& e = it->second;
   if (b.producer_epoch < e.epoch) {
-    return fail(ErrorCode::kInvalidProducerEpoch,
-                fmt::format("producer {} epoch {} is older than current epoch {}", b.producer_id, b.producer_epoch, e.epoch));
+    return fail(ErrorCode::kInvalidProducerEpoch, fmt::format("producer {} epoch {} is older than current epoch {}",
+                                                              b.producer_id, b.producer_epoch, e.epoch));
   }
   if (b.producer_epoch > e.epoch) {
     if (b.base_sequence != 0) {

@@ -34,7 +34,8 @@ Result<BatchHeader> parse_batch_header(ByteView d) {
   h.base_sequence = load_be32(&d[bl::kBaseSequence]);
   h.record_count = load_be32(&d[bl::kRecordCount]);
   if (h.magic != 2) {
-    return fail(ErrorCode::kUnsupportedForMessageFormat, fmt::format("record batch magic {} (only v2 is supported)", h.magic));
+    return fail(ErrorCode::kUnsupportedForMessageFormat,
+                fmt::format("record batch magic {} (only v2 is supported)", h.magic));
   }
   if (h.batch_length < static_cast<int32_t>(bl::kHeaderSize - bl::kLogOverhead)) {
     return fail(ErrorCode::kCorruptMessage, fmt::format("record batch length {} is too small", h.batch_length));
@@ -56,11 +57,14 @@ Result<std::vector<IncomingBatch>> validate_record_set(ByteView records, size_t 
     auto h = parse_batch_header(records.subspan(pos));
     if (!h) return std::unexpected(h.error());
     size_t size = h->total_size();
-    if (size > records.size() - pos) return fail(ErrorCode::kCorruptMessage, "record batch extends past the record set");
+    if (size > records.size() - pos)
+      return fail(ErrorCode::kCorruptMessage, "record batch extends past the record set");
     if (size > max_batch_bytes) {
-      return fail(ErrorCode::kMessageTooLarge, fmt::format("record batch of {} bytes exceeds {}", size, max_batch_bytes));
+      return fail(ErrorCode::kMessageTooLarge,
+                  fmt::format("record batch of {} bytes exceeds {}", size, max_batch_bytes));
     }
-    if (!batch_crc_ok(records.subspan(pos, size))) return fail(ErrorCode::kCorruptMessage, "record batch CRC-32C mismatch");
+    if (!batch_crc_ok(records.subspan(pos, size)))
+      return fail(ErrorCode::kCorruptMessage, "record batch CRC-32C mismatch");
     if (h->record_count != h->last_offset_delta + 1) {
       return fail(ErrorCode::kInvalidRecord, "record count does not match lastOffsetDelta");
     }

@@ -28,7 +28,8 @@ void Server::stop() {
 asio::awaitable<void> Server::accept_loop() {
   while (acceptor_.is_open()) {
     boost::system::error_code ec;
-    auto socket = std::make_shared<tcp::socket>(co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec)));
+    auto socket =
+        std::make_shared<tcp::socket>(co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec)));
     if (ec) {
       if (ec == asio::error::operation_aborted) co_return;
       spdlog::warn("accept failed: {}", ec.message());

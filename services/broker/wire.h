@@ -3,11 +3,11 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <utility>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace starling::broker {
@@ -185,16 +185,13 @@ class Writer {
 };
 
 inline int32_t load_be32(const uint8_t* p) {
-  return static_cast<int32_t>((uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) |
-                              uint32_t{p[3]});
+  return static_cast<int32_t>((uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]});
 }
 inline int64_t load_be64(const uint8_t* p) {
   return static_cast<int64_t>((static_cast<uint64_t>(static_cast<uint32_t>(load_be32(p))) << 32) |
                               static_cast<uint32_t>(load_be32(p + 4)));
 }
-inline int16_t load_be16(const uint8_t* p) {
-  return static_cast<int16_t>((uint16_t{p[0]} << 8) | uint16_t{p[1]});
-}
+inline int16_t load_be16(const uint8_t* p) { return static_cast<int16_t>((uint16_t{p[0]} << 8) | uint16_t{p[1]}); }
 inline void store_be32(uint8_t* p, int32_t v) {
   auto u = static_cast<uint32_t>(v);
   for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(u >> (24 - 8 * i));

@@ -1,8 +1,8 @@
 #include "services/clean/clean_service.h"
 
-#include <memory>
-
 #include <spdlog/spdlog.h>
+
+#include <memory>
 
 #include "services/common/time.h"
 

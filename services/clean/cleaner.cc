@@ -1,11 +1,11 @@
 #include "services/clean/cleaner.h"
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <future>
 #include <map>
-
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 #include "services/common/facts.h"
 #include "services/common/records.h"
@@ -58,7 +58,8 @@ void Cleaner::clean(const std::string& raw, int32_t partition, CleanState& state
     // redelivery is, and every stage after folds it.
     const auto fingerprint = event_fingerprint(env.saga_id(), env.seq());
     const auto first = state.seen(partition, env.event_id());
-    const bool in_window = first && std::abs(env.ingest_time_ms() - first->ingest_time_ms) <= pipeline_.dedupe_window_ms;
+    const bool in_window =
+        first && std::abs(env.ingest_time_ms() - first->ingest_time_ms) <= pipeline_.dedupe_window_ms;
     if (in_window && first->fingerprint != fingerprint) {
       add("dedupe", "event_id", env.event_id(),
           fmt::format("an event id not seen in the last {} (first seen at ingest time {} ms)",
@@ -111,7 +112,8 @@ struct Cleaner::Piece {
   google::protobuf::RepeatedPtrField<v1::Reason> reasons;  // when rejected
 };
 
-void Cleaner::clean_one(const kafka::InMessage& in, CleanState& state, int64_t now, CleanResult& r, Piece& piece) const {
+void Cleaner::clean_one(const kafka::InMessage& in, CleanState& state, int64_t now, CleanResult& r,
+                        Piece& piece) const {
   clean(in.value, in.partition, state, now, r);
   const auto& env = r.envelope;
   piece.clean = r.clean;
@@ -123,7 +125,8 @@ void Cleaner::clean_one(const kafka::InMessage& in, CleanState& state, int64_t n
     return;
   }
   if (r.rejected.reasons(0).rule() == "envelope") {
-    spdlog::warn("{}/{}@{}: not an envelope; sent to {}", in.topic, in.partition, in.offset, pipeline_.rejected_topic());
+    spdlog::warn("{}/{}@{}: not an envelope; sent to {}", in.topic, in.partition, in.offset,
+                 pipeline_.rejected_topic());
   }
   piece.out = {pipeline_.rejected_topic(), in.key, r.rejected.SerializeAsString(), in.headers};
   piece.reasons.Swap(r.rejected.mutable_reasons());

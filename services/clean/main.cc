@@ -7,8 +7,9 @@
 
 int main(int argc, char** argv) {
   using namespace starling;
-  CLI::App app{"starling-clean: reads <p>.raw, applies the pipeline's rules, writes <p>.clean and <p>.rejected.\n"
-               "Per-device state and the consumed offsets live in RocksDB under --data-dir/state."};
+  CLI::App app{
+      "starling-clean: reads <p>.raw, applies the pipeline's rules, writes <p>.clean and <p>.rejected.\n"
+      "Per-device state and the consumed offsets live in RocksDB under --data-dir/state."};
   ServiceFlags flags;
   add_service_flags(app, flags, /*many_pipelines=*/false);
   clean::CleanOptions options;
@@ -24,15 +25,19 @@ int main(int argc, char** argv) {
       ->envname("STARLING_CLEAN_THREADS");
   CLI11_PARSE(app, argc, argv);
   // The pipeline file loads with the rules' checks: their problems come with the file's others, before anything starts.
-  return run_service("clean", flags, [&options](ServiceContext& ctx) {
-    const auto& pipeline = ctx.pipelines.front();
-    std::filesystem::create_directories(ctx.flags.data_dir);
-    clean::RocksCleanStore store((std::filesystem::path(ctx.flags.data_dir) / "state").string(), pipeline.dedupe_window_ms);
-    clean::CleanService service(pipeline, store, {ctx.bootstrap, ctx.instance, {}}, ctx.instance, options);
-    // Probes when --listen is set (/healthz, /readyz, /metrics).
-    auto server = ctx.serve(1, []() -> Status { return {}; });
-    const int rc = service.run();
-    if (server) server->stop();
-    return rc;
-  }, clean::check_rule);
+  return run_service(
+      "clean", flags,
+      [&options](ServiceContext& ctx) {
+        const auto& pipeline = ctx.pipelines.front();
+        std::filesystem::create_directories(ctx.flags.data_dir);
+        clean::RocksCleanStore store((std::filesystem::path(ctx.flags.data_dir) / "state").string(),
+                                     pipeline.dedupe_window_ms);
+        clean::CleanService service(pipeline, store, {ctx.bootstrap, ctx.instance, {}}, ctx.instance, options);
+        // Probes when --listen is set (/healthz, /readyz, /metrics).
+        auto server = ctx.serve(1, []() -> Status { return {}; });
+        const int rc = service.run();
+        if (server) server->stop();
+        return rc;
+      },
+      clean::check_rule);
 }

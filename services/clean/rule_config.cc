@@ -38,13 +38,25 @@ struct Unit {
   double offset;
 };
 constexpr Unit kUnits[] = {
-    {"km/h", "speed", 1.0, 0},          {"mph", "speed", 1.609344, 0},   {"m/s", "speed", 3.6, 0},
-    {"kn", "speed", 1.852, 0},          {"degC", "temperature", 1.0, 0}, {"°C", "temperature", 1.0, 0},
-    {"degF", "temperature", 5.0 / 9.0, -160.0 / 9.0},                    {"°F", "temperature", 5.0 / 9.0, -160.0 / 9.0},
-    {"K", "temperature", 1.0, -273.15}, {"km", "distance", 1.0, 0},      {"m", "distance", 0.001, 0},
-    {"mi", "distance", 1.609344, 0},    {"ft", "distance", 0.0003048, 0}, {"mm", "depth", 1.0, 0},
-    {"in", "depth", 25.4, 0},           {"hPa", "pressure", 1.0, 0},     {"kPa", "pressure", 10.0, 0},
-    {"inHg", "pressure", 33.8638866667, 0}, {"mmHg", "pressure", 1.33322387415, 0},
+    {"km/h", "speed", 1.0, 0},
+    {"mph", "speed", 1.609344, 0},
+    {"m/s", "speed", 3.6, 0},
+    {"kn", "speed", 1.852, 0},
+    {"degC", "temperature", 1.0, 0},
+    {"°C", "temperature", 1.0, 0},
+    {"degF", "temperature", 5.0 / 9.0, -160.0 / 9.0},
+    {"°F", "temperature", 5.0 / 9.0, -160.0 / 9.0},
+    {"K", "temperature", 1.0, -273.15},
+    {"km", "distance", 1.0, 0},
+    {"m", "distance", 0.001, 0},
+    {"mi", "distance", 1.609344, 0},
+    {"ft", "distance", 0.0003048, 0},
+    {"mm", "depth", 1.0, 0},
+    {"in", "depth", 25.4, 0},
+    {"hPa", "pressure", 1.0, 0},
+    {"kPa", "pressure", 10.0, 0},
+    {"inHg", "pressure", 33.8638866667, 0},
+    {"mmHg", "pressure", 1.33322387415, 0},
 };
 
 const Unit* find_unit(const std::string& name) {
@@ -56,12 +68,14 @@ const Unit* find_unit(const std::string& name) {
 
 // Checks one rule and makes it ready to apply; nullopt when it has a problem.
 // Each part is checked on its own, so one bad part does not hide another.
-std::optional<CompiledRule> compile_rule(const PipelineConfig& p, const FieldRule& rule, std::vector<std::string>& problems) {
+std::optional<CompiledRule> compile_rule(const PipelineConfig& p, const FieldRule& rule,
+                                         std::vector<std::string>& problems) {
   const auto before = problems.size();
   auto problem = [&](const Mark& at, const std::string& text) { problems.push_back(config_problem(p.file, at, text)); };
   const auto* f = rule.descriptor;
   const bool can_be_missing = f->has_presence() || f->cpp_type() == FieldDescriptor::CPPTYPE_STRING;
-  const bool floating = f->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE || f->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT;
+  const bool floating =
+      f->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE || f->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT;
   const bool integral = is_numeric(f) && !floating;
   const auto needs_presence =
       fmt::format("field '{}' cannot tell missing from zero; declare it `optional` in the .proto", rule.field);
@@ -74,7 +88,8 @@ std::optional<CompiledRule> compile_rule(const PipelineConfig& p, const FieldRul
       problem(rule.at.range, fmt::format("range needs a numeric field; '{}' is {}", rule.field, f->type_name()));
     } else if (range->min && range->max && *range->min > *range->max) {
       problem(rule.at.range, fmt::format("min {} is greater than max {}", *range->min, *range->max));
-    } else if (range->min && range->max && *range->min == *range->max && !(range->min_inclusive && range->max_inclusive)) {
+    } else if (range->min && range->max && *range->min == *range->max &&
+               !(range->min_inclusive && range->max_inclusive)) {
       problem(rule.at.range,
               fmt::format("no value is in this range: min and max are both {} and a bound is exclusive", *range->min));
     }
@@ -90,7 +105,8 @@ std::optional<CompiledRule> compile_rule(const PipelineConfig& p, const FieldRul
         if (e != nullptr && e->FindValueByName(v) == nullptr) {
           std::string names;
           for (int k = 0; k < e->value_count(); ++k) names += (k ? ", " : "") + e->value(k)->name();
-          problem(rule.at.allowed_items[i], fmt::format("'{}' is not a value of {}; it has: {}", v, e->full_name(), names));
+          problem(rule.at.allowed_items[i],
+                  fmt::format("'{}' is not a value of {}; it has: {}", v, e->full_name(), names));
         } else if (integral && !is_integer_text(v)) {
           problem(rule.at.allowed_items[i], fmt::format("expected an integer, got '{}'", v));
         }
@@ -116,7 +132,8 @@ std::optional<CompiledRule> compile_rule(const PipelineConfig& p, const FieldRul
   }
   if (const auto& convert = rule.convert) {
     if (!floating) {
-      problem(rule.at.convert, fmt::format("convert needs a double or float field; '{}' is {}", rule.field, f->type_name()));
+      problem(rule.at.convert,
+              fmt::format("convert needs a double or float field; '{}' is {}", rule.field, f->type_name()));
     } else {
       const auto* from = find_unit(convert->from);
       const auto* to = find_unit(convert->to);
@@ -129,15 +146,16 @@ std::optional<CompiledRule> compile_rule(const PipelineConfig& p, const FieldRul
       if (from != nullptr && to != nullptr) {
         out.convert = unit_conversion(convert->from, convert->to);
         if (!out.convert) {
-          problem(rule.at.convert,
-                  fmt::format("cannot convert {} ({}) to {} ({})", convert->from, from->dimension, convert->to, to->dimension));
+          problem(rule.at.convert, fmt::format("cannot convert {} ({}) to {} ({})", convert->from, from->dimension,
+                                               convert->to, to->dimension));
         }
       }
     }
   }
   if (rule.round) {
     if (!floating) {
-      problem(rule.at.round, fmt::format("round needs a double or float field; '{}' is {}", rule.field, f->type_name()));
+      problem(rule.at.round,
+              fmt::format("round needs a double or float field; '{}' is {}", rule.field, f->type_name()));
     } else if (*rule.round > 12) {
       problem(rule.at.round, fmt::format("expected at most 12 decimals, got {}", *rule.round));
     }
@@ -147,7 +165,8 @@ std::optional<CompiledRule> compile_rule(const PipelineConfig& p, const FieldRul
       problem(rule.at.default_text, needs_presence);
     } else {
       auto scratch = new_record(p);
-      if (auto st = set_field_text(*scratch, f, *rule.default_text); !st) problem(rule.at.default_text, st.error().message);
+      if (auto st = set_field_text(*scratch, f, *rule.default_text); !st)
+        problem(rule.at.default_text, st.error().message);
     }
   }
   if (rule.fill_max_age_ms) {

@@ -1,11 +1,11 @@
 #include "services/clean/rules.h"
 
-#include <cmath>
-#include <iterator>
-
 #include <fmt/compile.h>
 #include <fmt/format.h>
 #include <re2/re2.h>
+
+#include <cmath>
+#include <iterator>
 
 #include "services/common/records.h"
 #include "services/common/time.h"
@@ -31,13 +31,20 @@ bool is_set(const Reflection* r, const Message& m, const FieldDescriptor* f) {
 
 double number(const Reflection* r, const Message& m, const FieldDescriptor* f) {
   switch (f->cpp_type()) {
-    case FieldDescriptor::CPPTYPE_INT32: return r->GetInt32(m, f);
-    case FieldDescriptor::CPPTYPE_INT64: return static_cast<double>(r->GetInt64(m, f));
-    case FieldDescriptor::CPPTYPE_UINT32: return r->GetUInt32(m, f);
-    case FieldDescriptor::CPPTYPE_UINT64: return static_cast<double>(r->GetUInt64(m, f));
-    case FieldDescriptor::CPPTYPE_FLOAT: return r->GetFloat(m, f);
-    case FieldDescriptor::CPPTYPE_DOUBLE: return r->GetDouble(m, f);
-    default: STARLING_ASSERT(false, "numeric rule on non-numeric field {} passed config validation", f->name());
+    case FieldDescriptor::CPPTYPE_INT32:
+      return r->GetInt32(m, f);
+    case FieldDescriptor::CPPTYPE_INT64:
+      return static_cast<double>(r->GetInt64(m, f));
+    case FieldDescriptor::CPPTYPE_UINT32:
+      return r->GetUInt32(m, f);
+    case FieldDescriptor::CPPTYPE_UINT64:
+      return static_cast<double>(r->GetUInt64(m, f));
+    case FieldDescriptor::CPPTYPE_FLOAT:
+      return r->GetFloat(m, f);
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      return r->GetDouble(m, f);
+    default:
+      STARLING_ASSERT(false, "numeric rule on non-numeric field {} passed config validation", f->name());
   }
 }
 
@@ -63,11 +70,16 @@ FieldValue stored_number(const FieldDescriptor* f, double v) {
 // 64-bit integer too: a double would round it).
 FieldValue field_value(const Reflection* r, const Message& m, const FieldDescriptor* f) {
   switch (f->cpp_type()) {
-    case FieldDescriptor::CPPTYPE_DOUBLE: return r->GetDouble(m, f);
-    case FieldDescriptor::CPPTYPE_FLOAT: return r->GetFloat(m, f);
-    case FieldDescriptor::CPPTYPE_INT32: return static_cast<double>(r->GetInt32(m, f));
-    case FieldDescriptor::CPPTYPE_UINT32: return static_cast<double>(r->GetUInt32(m, f));
-    default: return field_text(m, f);
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      return r->GetDouble(m, f);
+    case FieldDescriptor::CPPTYPE_FLOAT:
+      return r->GetFloat(m, f);
+    case FieldDescriptor::CPPTYPE_INT32:
+      return static_cast<double>(r->GetInt32(m, f));
+    case FieldDescriptor::CPPTYPE_UINT32:
+      return static_cast<double>(r->GetUInt32(m, f));
+    default:
+      return field_text(m, f);
   }
 }
 
@@ -83,16 +95,36 @@ void copy_field(const Message& from, Message& to, const FieldDescriptor* f) {
   const auto* r = from.GetReflection();
   const auto* w = to.GetReflection();
   switch (f->cpp_type()) {
-    case FieldDescriptor::CPPTYPE_INT32: w->SetInt32(&to, f, r->GetInt32(from, f)); break;
-    case FieldDescriptor::CPPTYPE_INT64: w->SetInt64(&to, f, r->GetInt64(from, f)); break;
-    case FieldDescriptor::CPPTYPE_UINT32: w->SetUInt32(&to, f, r->GetUInt32(from, f)); break;
-    case FieldDescriptor::CPPTYPE_UINT64: w->SetUInt64(&to, f, r->GetUInt64(from, f)); break;
-    case FieldDescriptor::CPPTYPE_FLOAT: w->SetFloat(&to, f, r->GetFloat(from, f)); break;
-    case FieldDescriptor::CPPTYPE_DOUBLE: w->SetDouble(&to, f, r->GetDouble(from, f)); break;
-    case FieldDescriptor::CPPTYPE_BOOL: w->SetBool(&to, f, r->GetBool(from, f)); break;
-    case FieldDescriptor::CPPTYPE_ENUM: w->SetEnumValue(&to, f, r->GetEnumValue(from, f)); break;
-    case FieldDescriptor::CPPTYPE_STRING: w->SetString(&to, f, r->GetString(from, f)); break;
-    case FieldDescriptor::CPPTYPE_MESSAGE: w->MutableMessage(&to, f)->CopyFrom(r->GetMessage(from, f)); break;
+    case FieldDescriptor::CPPTYPE_INT32:
+      w->SetInt32(&to, f, r->GetInt32(from, f));
+      break;
+    case FieldDescriptor::CPPTYPE_INT64:
+      w->SetInt64(&to, f, r->GetInt64(from, f));
+      break;
+    case FieldDescriptor::CPPTYPE_UINT32:
+      w->SetUInt32(&to, f, r->GetUInt32(from, f));
+      break;
+    case FieldDescriptor::CPPTYPE_UINT64:
+      w->SetUInt64(&to, f, r->GetUInt64(from, f));
+      break;
+    case FieldDescriptor::CPPTYPE_FLOAT:
+      w->SetFloat(&to, f, r->GetFloat(from, f));
+      break;
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      w->SetDouble(&to, f, r->GetDouble(from, f));
+      break;
+    case FieldDescriptor::CPPTYPE_BOOL:
+      w->SetBool(&to, f, r->GetBool(from, f));
+      break;
+    case FieldDescriptor::CPPTYPE_ENUM:
+      w->SetEnumValue(&to, f, r->GetEnumValue(from, f));
+      break;
+    case FieldDescriptor::CPPTYPE_STRING:
+      w->SetString(&to, f, r->GetString(from, f));
+      break;
+    case FieldDescriptor::CPPTYPE_MESSAGE:
+      w->MutableMessage(&to, f)->CopyFrom(r->GetMessage(from, f));
+      break;
   }
 }
 
@@ -196,7 +228,8 @@ void RuleEngine::apply(Message& record, const RecordContext& ctx, const DeviceMe
       const double v = number(r, record, f);
       const double scale = round_scales_[i];
       const double rounded = std::round(v * scale) / scale;
-      if (std::isfinite(v) && rounded != v) change(rule, Change::Kind::kRound, stored_number(f, v), set_number(r, record, f, rounded));
+      if (std::isfinite(v) && rounded != v)
+        change(rule, Change::Kind::kRound, stored_number(f, v), set_number(r, record, f, rounded));
     }
     // 3. Check.
     if (!present) {
@@ -260,11 +293,14 @@ namespace {
 template <class Out>
 Out write_label(Out out, const Change& c) {
   switch (c.kind) {
-    case Change::Kind::kFillLastKnown: return fmt::format_to(out, FMT_COMPILE("fill_last_known"));
-    case Change::Kind::kDefaultValue: return fmt::format_to(out, FMT_COMPILE("default"));
+    case Change::Kind::kFillLastKnown:
+      return fmt::format_to(out, FMT_COMPILE("fill_last_known"));
+    case Change::Kind::kDefaultValue:
+      return fmt::format_to(out, FMT_COMPILE("default"));
     case Change::Kind::kConvert:
       return fmt::format_to(out, FMT_COMPILE("convert({}->{})"), c.rule->convert->from, c.rule->convert->to);
-    case Change::Kind::kRound: return fmt::format_to(out, FMT_COMPILE("round({})"), *c.rule->round);
+    case Change::Kind::kRound:
+      return fmt::format_to(out, FMT_COMPILE("round({})"), *c.rule->round);
   }
   return out;
 }

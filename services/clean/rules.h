@@ -4,12 +4,12 @@
 // rule sets or changes yields a Change, so every difference between the raw
 // and the clean record can be explained.
 
+#include <google/protobuf/message.h>
+
 #include <map>
 #include <string>
 #include <variant>
 #include <vector>
-
-#include <google/protobuf/message.h>
 
 #include "services/clean/rule_config.h"
 #include "services/common/pipeline.h"

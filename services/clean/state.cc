@@ -1,10 +1,5 @@
 #include "services/clean/state.h"
 
-#include <algorithm>
-#include <mutex>
-#include <stdexcept>
-#include <utility>
-
 #include <fmt/format.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/compaction_filter.h>
@@ -12,6 +7,11 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+
+#include <algorithm>
+#include <mutex>
+#include <stdexcept>
+#include <utility>
 
 #include "services/common/ids.h"
 
@@ -176,7 +176,8 @@ std::size_t RocksCleanStore::stripe_of(int32_t partition) {
 void RocksCleanStore::seal() { sealed_.push_back(std::exchange(open_, Layer{})); }
 
 std::size_t RocksCleanStore::staged_layers() const {
-  const bool open_holds = std::any_of(open_.stripes.begin(), open_.stripes.end(), [](const Stripe& s) { return !s.empty(); });
+  const bool open_holds =
+      std::any_of(open_.stripes.begin(), open_.stripes.end(), [](const Stripe& s) { return !s.empty(); });
   return sealed_.size() + (open_holds ? 1 : 0);
 }
 
@@ -285,7 +286,8 @@ RocksCleanStore::PreparedCommit::PreparedCommit(PreparedCommit&&) noexcept = def
 RocksCleanStore::PreparedCommit& RocksCleanStore::PreparedCommit::operator=(PreparedCommit&&) noexcept = default;
 RocksCleanStore::PreparedCommit::~PreparedCommit() = default;
 
-RocksCleanStore::PreparedCommit RocksCleanStore::prepare_commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets) {
+RocksCleanStore::PreparedCommit RocksCleanStore::prepare_commit(
+    const std::map<kafka::TopicPartition, int64_t>& next_offsets) {
   // The oldest layer only: later layers belong to batches after these
   // offsets. Committing what was never sealed seals it first.
   if (sealed_.empty()) seal();
@@ -301,7 +303,8 @@ RocksCleanStore::PreparedCommit RocksCleanStore::prepare_commit(const std::map<k
   other_keys.reserve(n);
   for (const auto& st : layer.stripes) {
     for (const auto& [k, memory] : st.devices) ops.emplace_back(k, encode_memory(memory));
-    for (const auto& [k, first] : st.seen) ops.emplace_back(k, time_key(first.ingest_time_ms) + be(first.fingerprint, 8));
+    for (const auto& [k, first] : st.seen)
+      ops.emplace_back(k, time_key(first.ingest_time_ms) + be(first.fingerprint, 8));
     for (const auto& [p, staged] : st.watermarks) {
       const auto stored = committed_watermark(p);
       const auto w = c.watermarks[p] = stored ? std::max(staged, *stored) : staged;

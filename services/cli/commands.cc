@@ -1,18 +1,17 @@
 #include "services/cli/commands.h"
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
-#include "services/cli/fixtures.h"
 #include "services/clean/rule_config.h"
+#include "services/cli/fixtures.h"
 #include "services/common/http.h"
 #include "services/common/logging.h"
 #include "services/common/process.h"
@@ -56,11 +55,19 @@ std::vector<std::string> default_pipelines() {
 }
 
 void add_sim_flags(CLI::App* cmd, SimOptions& o) {
-  cmd->add_option("--bikes", o.bikes, "Number of e-bikes in the fleet")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--bikes", o.bikes, "Number of e-bikes in the fleet")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--events", o.events, "Events to send in all")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--rate", o.rate, "Events per second (0: as fast as ingest answers)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--batch", o.batch, "Events per HTTP request; each request is one saga")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--fault-rate", o.fault_rate, "Share of events with a faulty reading (0..1)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--rate", o.rate, "Events per second (0: as fast as ingest answers)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--batch", o.batch, "Events per HTTP request; each request is one saga")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--fault-rate", o.fault_rate, "Share of events with a faulty reading (0..1)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o.seed, "Random seed; the same seed sends the same events")->capture_default_str();
 }
 
@@ -97,7 +104,8 @@ struct SagasArgs {
 std::string url_encode(const std::string& s) {
   std::string out;
   for (const unsigned char c : s) {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_' || c == '.' || c == '~') {
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_' ||
+        c == '.' || c == '~') {
       out += static_cast<char>(c);
     } else {
       out += fmt::format("%{:02X}", c);
@@ -111,7 +119,8 @@ Result<json> saga_api_get(const std::string& url) {
   if (!resp) return std::unexpected(resp.error());
   json body = json::parse(resp->body, nullptr, false);
   if (resp->status != 200) {
-    const auto msg = body.is_object() && body.contains("error") ? body["error"].value("message", resp->body) : resp->body;
+    const auto msg =
+        body.is_object() && body.contains("error") ? body["error"].value("message", resp->body) : resp->body;
     return fail(Errc::kInvalidArgument, fmt::format("saga API answered {}: {}", resp->status, msg));
   }
   if (body.is_discarded()) return fail(Errc::kInternal, "saga API: not JSON: " + resp->body);
@@ -129,12 +138,13 @@ int sagas_show(const SagasArgs& a) {
     return 0;
   }
   const auto& c = (*s)["counts"];
-  fmt::print("saga      {}\npipeline  {}\nstate     {}\ncreated   {}\ntotal     {}\ncleaned   {}\nrejected  {}\nloaded    {}\n"
-             "rejected at load {}\nin flight {}\n",
-             (*s)["saga_id"].get<std::string>(), (*s)["pipeline"].get<std::string>(), (*s)["state"].get<std::string>(),
-             s->value("created", ""), (*s)["total"].get<uint64_t>(), c["cleaned"].get<uint64_t>(),
-             c["rejected"].get<uint64_t>(), c["loaded"].get<uint64_t>(), c["rejected_at_load"].get<uint64_t>(),
-             c["in_flight"].get<uint64_t>());
+  fmt::print(
+      "saga      {}\npipeline  {}\nstate     {}\ncreated   {}\ntotal     {}\ncleaned   {}\nrejected  {}\nloaded    {}\n"
+      "rejected at load {}\nin flight {}\n",
+      (*s)["saga_id"].get<std::string>(), (*s)["pipeline"].get<std::string>(), (*s)["state"].get<std::string>(),
+      s->value("created", ""), (*s)["total"].get<uint64_t>(), c["cleaned"].get<uint64_t>(),
+      c["rejected"].get<uint64_t>(), c["loaded"].get<uint64_t>(), c["rejected_at_load"].get<uint64_t>(),
+      c["in_flight"].get<uint64_t>());
   for (const auto& [k, v] : (*s)["reasons"].items()) fmt::print("  reason {:<24} {}\n", k, v.get<uint64_t>());
   if (s->contains("timeline")) {
     fmt::print("timeline\n");
@@ -169,8 +179,8 @@ int sagas_list(const SagasArgs& a) {
     fmt::print("{}\n", body.dump(2));
     return 0;
   }
-  fmt::print("{:<34} {:<10} {:<12} {:>6} {:>7} {:>8} {:>9}\n", "SAGA", "PIPELINE", "STATE", "TOTAL", "LOADED", "REJECTED",
-             "IN FLIGHT");
+  fmt::print("{:<34} {:<10} {:<12} {:>6} {:>7} {:>8} {:>9}\n", "SAGA", "PIPELINE", "STATE", "TOTAL", "LOADED",
+             "REJECTED", "IN FLIGHT");
   for (const auto& s : sagas) {
     const auto& c = s["counts"];
     fmt::print("{:<34} {:<10} {:<12} {:>6} {:>7} {:>8} {:>9}\n", s["saga_id"].get<std::string>(),
@@ -208,14 +218,15 @@ int sagas_report(const SagasArgs& a) {
   }
   fmt::print("Consistency of pipeline {}, sagas created {} .. {}\n\n", a.pipeline, (*body)["from"].get<std::string>(),
              (*body)["to"].get<std::string>());
-  fmt::print("{:<25} {:>6} {:>9} {:>8} {:>9} {:>9} {:>8}  {}\n", "WINDOW START", "SAGAS", "ACCEPTED", "LOADED", "REJECTED",
-             "IN FLIGHT", "REMOVED", "accepted = loaded + rejected + in flight");
+  fmt::print("{:<25} {:>6} {:>9} {:>8} {:>9} {:>9} {:>8}  {}\n", "WINDOW START", "SAGAS", "ACCEPTED", "LOADED",
+             "REJECTED", "IN FLIGHT", "REMOVED", "accepted = loaded + rejected + in flight");
   auto row = [](const std::string& label, const json& w, uint64_t removed) {
     fmt::print("{:<25} {:>6} {:>9} {:>8} {:>9} {:>9} {:>8}  {}\n", label, w["sagas"].get<uint64_t>(),
                w["accepted"].get<uint64_t>(), w["loaded"].get<uint64_t>(), w["rejected"].get<uint64_t>(),
                w["in_flight"].get<uint64_t>(), removed, w["balanced"].get<bool>() ? "yes" : "NO");
   };
-  for (const auto& w : (*body)["windows"]) row(w["start"].get<std::string>(), w, w["removed_by_retention"].get<uint64_t>());
+  for (const auto& w : (*body)["windows"])
+    row(w["start"].get<std::string>(), w, w["removed_by_retention"].get<uint64_t>());
   row("total", (*body)["totals"], 0);
   bool header = false;
   for (const auto& w : (*body)["windows"]) {
@@ -268,22 +279,26 @@ int cmd_demo(StackOptions stack_opts, SimOptions sim, int settle_s) {
     return 1;
   }
   fmt::print("sent {} events in {} sagas; waiting for every saga to complete\n", res->sent, res->saga_ids.size());
-  auto totals = wait_until_settled(stack.saga_url(), sim.pipeline, res->saga_ids.size(), std::chrono::seconds(settle_s));
+  auto totals =
+      wait_until_settled(stack.saga_url(), sim.pipeline, res->saga_ids.size(), std::chrono::seconds(settle_s));
   const auto& p = stack.pipelines().front();
   auto rows = count_rows(stack.db_path(p.name), p.table);
   if (!totals) fmt::print(stderr, "error: {}\n", totals.error().message);
   if (!rows) fmt::print(stderr, "error: {}\n", rows.error().message);
   if (!totals || !rows) return 1;
   const bool balanced = totals->accepted == totals->loaded + totals->rejected + totals->in_flight;
-  const bool warehouse = static_cast<uint64_t>(rows->rows) == res->valid_ids.size() && rows->rows == rows->distinct_ids &&
-                         totals->loaded == res->valid_ids.size();
+  const bool warehouse = static_cast<uint64_t>(rows->rows) == res->valid_ids.size() &&
+                         rows->rows == rows->distinct_ids && totals->loaded == res->valid_ids.size();
   const bool rejects = totals->rejected == res->faulty_ids.size();
   fmt::print("\nConsistency report, pipeline {}\n", p.name);
   fmt::print("  {:<36} {:>8}\n", "events sent by the fleet", res->sent);
   fmt::print("  {:<36} {:>8}\n", "accepted by ingest (202 receipts)", res->accepted);
-  fmt::print("  {:<36} {:>8}   (expected {}: valid readings)\n", "loaded, per the sagas", totals->loaded, res->valid_ids.size());
-  fmt::print("  {:<36} {:>8}   ({} distinct event ids)\n", fmt::format("rows in {}", p.table), rows->rows, rows->distinct_ids);
-  fmt::print("  {:<36} {:>8}   (expected {}: faulty readings)\n", "rejected with reasons", totals->rejected, res->faulty_ids.size());
+  fmt::print("  {:<36} {:>8}   (expected {}: valid readings)\n", "loaded, per the sagas", totals->loaded,
+             res->valid_ids.size());
+  fmt::print("  {:<36} {:>8}   ({} distinct event ids)\n", fmt::format("rows in {}", p.table), rows->rows,
+             rows->distinct_ids);
+  fmt::print("  {:<36} {:>8}   (expected {}: faulty readings)\n", "rejected with reasons", totals->rejected,
+             res->faulty_ids.size());
   fmt::print("  {:<36} {:>8}\n", "in flight", totals->in_flight);
   fmt::print("  {:<36} {:>8}   ({} COMPLETED)\n", "sagas", totals->sagas, totals->in("COMPLETED"));
   const bool ok = balanced && warehouse && rejects;
@@ -298,7 +313,7 @@ struct ReplayArgs {
   ReplayOptions opts;
   std::string pipeline;  // a name or a YAML file
   std::string saga_url = "http://127.0.0.1:8081";
-  std::string command;   // empty (run), status, pause, resume, cancel
+  std::string command;  // empty (run), status, pause, resume, cancel
   std::string id;
   bool as_json = false;
 };
@@ -312,11 +327,13 @@ void print_replay_table(const ReplayStatus& s) {
   int64_t hi = 0;
   for (const auto& p : s.partitions) {
     fmt::print("{:>9}  {:>10}  {:>10}  {:>8}  {:>9}  {:>10}  {:>8}  {:<24}  {:<24}\n", p.partition, p.from, p.to,
-               p.next - p.from, p.published, p.duplicates, p.filtered, time_or_dash(p.min_time_ms), time_or_dash(p.max_time_ms));
+               p.next - p.from, p.published, p.duplicates, p.filtered, time_or_dash(p.min_time_ms),
+               time_or_dash(p.max_time_ms));
     if (p.min_time_ms > 0 && (lo == 0 || p.min_time_ms < lo)) lo = p.min_time_ms;
     hi = std::max(hi, p.max_time_ms);
   }
-  fmt::print("{:>9}  {:>10}  {:>10}  {:>8}  {:>9}  {:>10}\n", "all", "", "", s.offsets_read(), s.published(), s.duplicates());
+  fmt::print("{:>9}  {:>10}  {:>10}  {:>8}  {:>9}  {:>10}\n", "all", "", "", s.offsets_read(), s.published(),
+             s.duplicates());
   fmt::print("time range covered: {} .. {}\n", time_or_dash(lo), time_or_dash(hi));
 }
 
@@ -351,14 +368,14 @@ int cmd_replay_control(const ReplayArgs& a) {
     fmt::print("{}\n", out.dump(2));
     return 0;
   }
-  fmt::print("replay {}  ({} stage, {} -> {}, range {}{})\n", s->id, s->stage, s->source_topic, s->replay_topic, s->range,
-             s->saga.empty() ? "" : ", saga " + s->saga);
+  fmt::print("replay {}  ({} stage, {} -> {}, range {}{})\n", s->id, s->stage, s->source_topic, s->replay_topic,
+             s->range, s->saga.empty() ? "" : ", saga " + s->saga);
   fmt::print("command: {}{}  pid {}  started {}  updated {}\n", s->state,
              gone ? " (its process is gone: `starling replay cancel " + s->id + "` closes the saga)" : "", s->pid,
              time_or_dash(s->started_ms), time_or_dash(s->updated_ms));
   if (!s->error.empty()) fmt::print("error: {}\n", s->error);
-  fmt::print("read {}/{} offsets, published {} events, {} duplicate ids skipped\n", s->offsets_read(), s->offsets_total(),
-             s->published(), s->duplicates());
+  fmt::print("read {}/{} offsets, published {} events, {} duplicate ids skipped\n", s->offsets_read(),
+             s->offsets_total(), s->published(), s->duplicates());
   if (saga.is_object()) {
     const auto& c = saga["counts"];
     // The total reaches the coordinator with the INGESTED fact, once every event is out.
@@ -369,9 +386,8 @@ int cmd_replay_control(const ReplayArgs& a) {
                publishing ? std::string("-") : std::to_string(c.value("in_flight", 0)));
     if (saga.contains("replay")) {
       for (const auto& ch : saga["replay"]["children"]) {
-        fmt::print("  child {:<28} {:>7} events  loaded {:>7}  rejected {:>6}  in flight {:>6}\n",
-                   ch.value("name", ""), ch.value("total", 0), ch.value("loaded", 0), ch.value("rejected", 0),
-                   ch.value("in_flight", 0));
+        fmt::print("  child {:<28} {:>7} events  loaded {:>7}  rejected {:>6}  in flight {:>6}\n", ch.value("name", ""),
+                   ch.value("total", 0), ch.value("loaded", 0), ch.value("rejected", 0), ch.value("in_flight", 0));
       }
     }
   } else {
@@ -382,7 +398,8 @@ int cmd_replay_control(const ReplayArgs& a) {
 
 int cmd_replay(ReplayArgs a) {
   if (!a.pipeline.empty()) {
-    a.opts.pipeline = a.pipeline.ends_with(".yaml") || a.pipeline.ends_with(".yml") ? load_pipeline(a.pipeline).name : a.pipeline;
+    a.opts.pipeline =
+        a.pipeline.ends_with(".yaml") || a.pipeline.ends_with(".yml") ? load_pipeline(a.pipeline).name : a.pipeline;
   }
   if (!a.command.empty()) return cmd_replay_control(a);
   if (auto st = check_replay_options(a.opts); !st) {
@@ -424,9 +441,10 @@ int cmd_replay(ReplayArgs a) {
 }  // namespace
 
 int run(int argc, char** argv) {
-  CLI::App app{"starling: event-driven data pipelines on Kafka.\n"
-               "Devices post events to starling-ingest; starling-clean applies the pipeline's rules; starling-load\n"
-               "upserts into SQLite; starling-saga tracks every accepted batch until it is loaded or rejected."};
+  CLI::App app{
+      "starling: event-driven data pipelines on Kafka.\n"
+      "Devices post events to starling-ingest; starling-clean applies the pipeline's rules; starling-load\n"
+      "upserts into SQLite; starling-saga tracks every accepted batch until it is loaded or rejected."};
   app.require_subcommand(1);
   std::string log_level = "warn";
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
@@ -448,7 +466,8 @@ int run(int argc, char** argv) {
   up->add_option("--ingest-port", up_ingest_port, "HTTP port of starling-ingest")->capture_default_str();
   up->add_option("--saga-port", up_saga_port, "HTTP port of the saga API")->capture_default_str();
 
-  auto* demo = app.add_subcommand("demo", "The main job: start everything, run a simulated e-bike fleet, print a consistency report");
+  auto* demo = app.add_subcommand(
+      "demo", "The main job: start everything, run a simulated e-bike fleet, print a consistency report");
   add_stack_flags(demo);
   SimOptions sim;
   add_sim_flags(demo, sim);
@@ -465,18 +484,21 @@ int run(int argc, char** argv) {
   sagas_args.url = "http://127.0.0.1:8081";
   sagas->add_option("id", sagas_args.id, "A saga id: the same as `sagas show ID`");
   sagas->add_option("--url", sagas_args.url, "Saga API base URL")->capture_default_str();
-  sagas->add_option("--state", sagas_args.state, "Only sagas in this state (ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, FAILED, COMPENSATED)");
+  sagas->add_option("--state", sagas_args.state,
+                    "Only sagas in this state (ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, FAILED, COMPENSATED)");
   sagas->add_option("--pipeline", sagas_args.pipeline, "Only sagas of this pipeline");
   sagas->add_flag("--json", sagas_args.as_json, "Print JSON instead of a table");
   auto* sagas_list_cmd = sagas->add_subcommand("list", "Sagas with totals, in saga-id order (paged)");
-  sagas_list_cmd->add_option("--since", sagas_args.since, "Only sagas created at or after this time (RFC 3339 or Unix ms)");
+  sagas_list_cmd->add_option("--since", sagas_args.since,
+                             "Only sagas created at or after this time (RFC 3339 or Unix ms)");
   sagas_list_cmd->add_option("--limit", sagas_args.limit, "Sagas per page (at most 1000)")->capture_default_str();
   sagas_list_cmd->add_flag("--all", sagas_args.all, "Follow the page tokens and list every match");
   auto* sagas_show_cmd = sagas->add_subcommand("show", "One saga: counts per step, reasons, timeline");
   sagas_show_cmd->add_option("id", sagas_args.id, "The saga id")->required();
   auto* sagas_report_cmd = sagas->add_subcommand(
-      "report", "Consistency per window of creation time: accepted = loaded + rejected + in flight, and the sagas to "
-                "look at; exit code 1 when not consistent");
+      "report",
+      "Consistency per window of creation time: accepted = loaded + rejected + in flight, and the sagas to "
+      "look at; exit code 1 when not consistent");
   sagas_report_cmd->add_option("--from", sagas_args.from, "Start (RFC 3339 or Unix ms; default: 24 h before --to)");
   sagas_report_cmd->add_option("--to", sagas_args.to, "End (RFC 3339 or Unix ms; default: now)");
   sagas_report_cmd->add_option("--window", sagas_args.window, "Window length in whole hours (1h, 6h, 1d; default 1h)");
@@ -488,7 +510,8 @@ int run(int argc, char** argv) {
     sub->add_flag("--json", sagas_args.as_json, "Print JSON instead of a table");
   }
   for (auto* sub : {sagas_list_cmd, sagas_report_cmd}) {
-    sub->add_option("--pipeline", sagas_args.pipeline, sub == sagas_report_cmd ? "The pipeline (required)" : "Only sagas of this pipeline");
+    sub->add_option("--pipeline", sagas_args.pipeline,
+                    sub == sagas_report_cmd ? "The pipeline (required)" : "Only sagas of this pipeline");
   }
   sagas_list_cmd->add_option("--state", sagas_args.state, "Only sagas in this state");
 
@@ -503,9 +526,13 @@ int run(int argc, char** argv) {
   replay_args.opts.kafka = "127.0.0.1:9092";
   replay_args.opts.state_dir = "starling-data/replays";
   auto add_replay_common = [&](CLI::App* cmd) {
-    cmd->add_option("--kafka", replay_args.opts.kafka, "Bootstrap servers")->capture_default_str()->envname("STARLING_KAFKA_BOOTSTRAP");
-    cmd->add_option("--state-dir", replay_args.opts.state_dir, "Where each replay keeps <id>.json (its progress and control)")
-        ->capture_default_str()->envname("STARLING_REPLAY_STATE_DIR");
+    cmd->add_option("--kafka", replay_args.opts.kafka, "Bootstrap servers")
+        ->capture_default_str()
+        ->envname("STARLING_KAFKA_BOOTSTRAP");
+    cmd->add_option("--state-dir", replay_args.opts.state_dir,
+                    "Where each replay keeps <id>.json (its progress and control)")
+        ->capture_default_str()
+        ->envname("STARLING_REPLAY_STATE_DIR");
     cmd->add_flag("--json", replay_args.as_json, "Print JSON instead of text");
   };
   add_replay_common(replay);
@@ -513,22 +540,27 @@ int run(int argc, char** argv) {
   replay->add_option("--from", replay_args.opts.from,
                      "Start: a time (RFC 3339 or Unix ms; found with ListOffsets), @N (offset N in every partition), "
                      "P@N,P@N (per partition; others are skipped) or 'beginning'");
-  replay->add_option("--to", replay_args.opts.to, "End, exclusive: the same forms, or 'end' (the default: the end as the replay starts)");
-  replay->add_option("--stage", replay_args.opts.stage, "clean (replays <p>.raw) or load (replays <p>.clean)")->capture_default_str();
-  replay->add_option("--saga", replay_args.opts.saga, "Replay only this saga's events (the range defaults to the whole topic)");
-  replay->add_flag("--dry-run", replay_args.opts.dry_run, "Read the range and print counts per partition and the time range covered; publish nothing");
+  replay->add_option("--to", replay_args.opts.to,
+                     "End, exclusive: the same forms, or 'end' (the default: the end as the replay starts)");
+  replay->add_option("--stage", replay_args.opts.stage, "clean (replays <p>.raw) or load (replays <p>.clean)")
+      ->capture_default_str();
+  replay->add_option("--saga", replay_args.opts.saga,
+                     "Replay only this saga's events (the range defaults to the whole topic)");
+  replay->add_flag("--dry-run", replay_args.opts.dry_run,
+                   "Read the range and print counts per partition and the time range covered; publish nothing");
   replay->add_option("--rate", replay_args.opts.rate, "Events per second (0: no limit)")->capture_default_str();
   replay->add_option("--saga-url", replay_args.saga_url, "Saga API, for `status`")->capture_default_str();
   std::vector<CLI::App*> replay_subs;
-  for (const auto& [name, help] : {std::pair{"status", "Progress of a replay: the command's state file and the saga's children"},
-                                   std::pair{"pause", "Pause a running replay between batches"},
-                                   std::pair{"resume", "Resume a paused replay"},
-                                   std::pair{"cancel", "Stop a replay; its saga closes over what was published"}}) {
+  for (const auto& [name, help] :
+       {std::pair{"status", "Progress of a replay: the command's state file and the saga's children"},
+        std::pair{"pause", "Pause a running replay between batches"}, std::pair{"resume", "Resume a paused replay"},
+        std::pair{"cancel", "Stop a replay; its saga closes over what was published"}}) {
     auto* sub = replay->add_subcommand(name, help);
     sub->add_option("id", replay_args.id, "The replay id (its saga id, replay-...)")->required();
     sub->fallthrough();
     add_replay_common(sub);
-    if (std::string(name) == "status") sub->add_option("--saga-url", replay_args.saga_url, "Saga API")->capture_default_str();
+    if (std::string(name) == "status")
+      sub->add_option("--saga-url", replay_args.saga_url, "Saga API")->capture_default_str();
     replay_subs.push_back(sub);
   }
   replay->require_subcommand(0, 1);
@@ -536,7 +568,8 @@ int run(int argc, char** argv) {
   auto* check = app.add_subcommand("check", "Validate pipeline files; errors name the line");
   std::vector<std::string> check_files;
   check->add_option("files", check_files, "Pipeline YAML files")->required();
-  auto* test_cmd = app.add_subcommand("test", "Run the fixture cases beside each pipeline (x.yaml → x.test.yaml); exit 1 on a failure");
+  auto* test_cmd = app.add_subcommand(
+      "test", "Run the fixture cases beside each pipeline (x.yaml → x.test.yaml); exit 1 on a failure");
   std::vector<std::string> test_files;
   test_cmd->add_option("files", test_files, "Pipeline YAML files")->required();
 

@@ -1,11 +1,11 @@
 #include "services/cli/fixtures.h"
 
-#include <filesystem>
-
 #include <fmt/format.h>
 #include <google/protobuf/util/time_util.h>
-#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "services/clean/cleaner.h"
 #include "services/clean/rule_config.h"
@@ -30,18 +30,25 @@ json record_json(const std::string& file, const YAML::Node& node, const google::
   for (const auto& kv : node) {
     const auto name = kv.first.as<std::string>();
     const auto* f = d->FindFieldByName(name);
-    if (f == nullptr) throw ConfigError(fmt::format("{}: unknown field '{}' of {}", at(file, kv.first), name, d->full_name()));
+    if (f == nullptr)
+      throw ConfigError(fmt::format("{}: unknown field '{}' of {}", at(file, kv.first), name, d->full_name()));
     const auto& v = kv.second;
     if (v.IsNull()) continue;  // written as ~: the field is missing
     if (!v.IsScalar()) throw ConfigError(fmt::format("{}: field '{}' expects a scalar", at(file, v), name));
     const auto text = v.Scalar();
     try {
       switch (f->cpp_type()) {
-        case FieldDescriptor::CPPTYPE_BOOL: out[name] = v.as<bool>(); break;
+        case FieldDescriptor::CPPTYPE_BOOL:
+          out[name] = v.as<bool>();
+          break;
         case FieldDescriptor::CPPTYPE_INT32:
-        case FieldDescriptor::CPPTYPE_INT64: out[name] = v.as<int64_t>(); break;
+        case FieldDescriptor::CPPTYPE_INT64:
+          out[name] = v.as<int64_t>();
+          break;
         case FieldDescriptor::CPPTYPE_UINT32:
-        case FieldDescriptor::CPPTYPE_UINT64: out[name] = v.as<uint64_t>(); break;
+        case FieldDescriptor::CPPTYPE_UINT64:
+          out[name] = v.as<uint64_t>();
+          break;
         case FieldDescriptor::CPPTYPE_DOUBLE:
         case FieldDescriptor::CPPTYPE_FLOAT:
           if (text == "NaN" || text == "nan" || text == ".nan") {
@@ -54,7 +61,9 @@ json record_json(const std::string& file, const YAML::Node& node, const google::
             out[name] = v.as<double>();
           }
           break;
-        default: out[name] = text; break;  // strings, enum names, RFC 3339 timestamps
+        default:
+          out[name] = text;
+          break;  // strings, enum names, RFC 3339 timestamps
       }
     } catch (const YAML::Exception&) {
       throw ConfigError(fmt::format("{}: field '{}' is {}, got '{}'", at(file, v), name, f->type_name(), text));
@@ -116,7 +125,8 @@ std::vector<CaseResult> run_cases(const PipelineConfig& p, const std::string& fi
     CaseResult res;
     res.name = c["name"] ? c["name"].as<std::string>() : fmt::format("case {}", n);
     if (!c["input"]) throw ConfigError(at(file, c) + ": a case needs input");
-    if (!c["clean"] == !c["rejected"]) throw ConfigError(at(file, c) + ": a case expects exactly one of clean or rejected");
+    if (!c["clean"] == !c["rejected"])
+      throw ConfigError(at(file, c) + ": a case expects exactly one of clean or rejected");
     auto record = record_from_json(p, record_json(file, c["input"], p.descriptor));
     if (!record) throw ConfigError(at(file, c["input"]) + ": " + record.error().message);
 
@@ -147,7 +157,8 @@ std::vector<CaseResult> run_cases(const PipelineConfig& p, const std::string& fi
       }
     } else {
       const auto& want = c["rejected"];
-      if (!want.IsSequence()) throw ConfigError(at(file, want) + ": expected a list of {rule, field[, value, expected]}");
+      if (!want.IsSequence())
+        throw ConfigError(at(file, want) + ": expected a list of {rule, field[, value, expected]}");
       if (got.clean) {
         auto cleaned = record_from_bytes(p, got.envelope.payload());
         res.problems.push_back("expected rejected, got clean: " + record_to_json(**cleaned));
@@ -159,8 +170,10 @@ std::vector<CaseResult> run_cases(const PipelineConfig& p, const std::string& fi
           const auto& r = reasons[static_cast<int>(i)];
           for (const auto* key : {"rule", "field", "value", "expected"}) {
             if (!w[key]) continue;
-            const auto& actual = std::string(key) == "rule" ? r.rule() : std::string(key) == "field" ? r.field()
-                                 : std::string(key) == "value" ? r.value() : r.expected();
+            const auto& actual = std::string(key) == "rule"    ? r.rule()
+                                 : std::string(key) == "field" ? r.field()
+                                 : std::string(key) == "value" ? r.value()
+                                                               : r.expected();
             same &= w[key].as<std::string>() == actual;
           }
         }

@@ -2,11 +2,11 @@
 // Errors are values on the data path (STYLE.md §3): std::expected<T, Error>
 // carries a code and a message that names what was wrong.
 
+#include <spdlog/spdlog.h>
+
 #include <expected>
 #include <string>
 #include <utility>
-
-#include <spdlog/spdlog.h>
 
 namespace starling {
 
@@ -35,12 +35,11 @@ inline std::unexpected<Error> fail(Errc code, std::string message) {
 }  // namespace starling
 
 // A broken invariant crashes loudly; it is never swallowed.
-#define STARLING_ASSERT(cond, ...)                                               \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      spdlog::critical("assertion failed at {}:{}: {}: {}", __FILE__, __LINE__, \
-                       #cond, fmt::format(__VA_ARGS__));                         \
-      spdlog::shutdown();                                                        \
-      std::abort();                                                              \
-    }                                                                            \
+#define STARLING_ASSERT(cond, ...)                                                                                \
+  do {                                                                                                            \
+    if (!(cond)) {                                                                                                \
+      spdlog::critical("assertion failed at {}:{}: {}: {}", __FILE__, __LINE__, #cond, fmt::format(__VA_ARGS__)); \
+      spdlog::shutdown();                                                                                         \
+      std::abort();                                                                                               \
+    }                                                                                                             \
   } while (0)

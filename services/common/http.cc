@@ -1,15 +1,15 @@
 #include "services/common/http.h"
 
+#include <spdlog/spdlog.h>
+
 #include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <thread>
-
-#include <boost/asio.hpp>
-#include <boost/beast.hpp>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
+#include <thread>
 
 namespace starling {
 
@@ -18,8 +18,7 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
-HttpResponse json_error(int status, const std::string& code, const std::string& message,
-                        const std::string& field) {
+HttpResponse json_error(int status, const std::string& code, const std::string& message, const std::string& field) {
   nlohmann::json err = {{"code", code}, {"message", message}};
   if (!field.empty()) err["field"] = field;
   return HttpResponse{status, nlohmann::json{{"error", err}}.dump(), "application/json", {}};
@@ -75,7 +74,7 @@ HttpRequest to_request(const http::request<http::string_body>& req) {
 
 // What a draining server and its sessions share.
 struct Flow {
-  std::atomic<int> in_flight{0};   // requests handed to the handler and not yet answered
+  std::atomic<int> in_flight{0};  // requests handed to the handler and not yet answered
   std::atomic<bool> draining{false};
 };
 
@@ -108,8 +107,8 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (ec == http::error::header_limit) {
       keep_alive_ = false;
-      send(json_error(431, "headers_too_large", fmt::format("request line and headers exceed {} bytes", opts_.header_limit),
-                      "headers"));
+      send(json_error(431, "headers_too_large",
+                      fmt::format("request line and headers exceed {} bytes", opts_.header_limit), "headers"));
       return;
     }
     if (ec) {

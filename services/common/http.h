@@ -16,9 +16,9 @@ namespace starling {
 
 struct HttpRequest {
   std::string method;
-  std::string path;                           // target without the query string
-  std::map<std::string, std::string> query;   // decoded ?a=b&c=d
-  std::map<std::string, std::string> headers; // names lowercased
+  std::string path;                            // target without the query string
+  std::map<std::string, std::string> query;    // decoded ?a=b&c=d
+  std::map<std::string, std::string> headers;  // names lowercased
   std::string body;
 
   std::string header(const std::string& lower_name) const {
@@ -35,8 +35,7 @@ struct HttpResponse {
 };
 
 /// A JSON error body {"error": {"code": ..., "message": ..., "field": ...}}.
-HttpResponse json_error(int status, const std::string& code, const std::string& message,
-                        const std::string& field = {});
+HttpResponse json_error(int status, const std::string& code, const std::string& message, const std::string& field = {});
 
 /// Completes a request. May be called from any thread, exactly once.
 using HttpResponder = std::function<void(HttpResponse)>;
@@ -47,7 +46,7 @@ using HttpHandler = std::function<void(HttpRequest, HttpResponder)>;
 
 struct HttpServerOptions {
   std::string address = "127.0.0.1";
-  uint16_t port = 0;               // 0 picks a free port; see HttpServer::port()
+  uint16_t port = 0;  // 0 picks a free port; see HttpServer::port()
   int threads = 2;
   std::size_t body_limit = 8 << 20;     // larger bodies get 413
   std::size_t header_limit = 16 << 10;  // request line + headers; larger gets 431
@@ -80,10 +79,8 @@ class HttpServer {
 };
 
 /// Blocking HTTP client for the CLI and tests. `url` is http://host:port/path.
-Result<HttpResponse> http_call(const std::string& method, const std::string& url,
-                               const std::string& body = {},
-                               const std::map<std::string, std::string>& headers = {},
-                               int timeout_ms = 10'000);
+Result<HttpResponse> http_call(const std::string& method, const std::string& url, const std::string& body = {},
+                               const std::map<std::string, std::string>& headers = {}, int timeout_ms = 10'000);
 
 /// Writes "port" to `path` atomically (tmp + rename), so a supervisor or test
 /// that polls the file never reads half of it.

@@ -1,8 +1,8 @@
 #include "services/common/ids.h"
 
-#include <random>
-
 #include <fmt/format.h>
+
+#include <random>
 
 namespace starling {
 

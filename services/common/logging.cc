@@ -1,10 +1,10 @@
 #include "services/common/logging.h"
 
-#include <stdexcept>
-
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include <stdexcept>
 
 #include "services/common/time.h"
 
@@ -16,11 +16,21 @@ void append_json_string(std::string_view s, spdlog::memory_buf_t& out) {
   out.push_back('"');
   for (const char c : s) {
     switch (c) {
-      case '"': out.append(std::string_view("\\\"")); break;
-      case '\\': out.append(std::string_view("\\\\")); break;
-      case '\n': out.append(std::string_view("\\n")); break;
-      case '\r': out.append(std::string_view("\\r")); break;
-      case '\t': out.append(std::string_view("\\t")); break;
+      case '"':
+        out.append(std::string_view("\\\""));
+        break;
+      case '\\':
+        out.append(std::string_view("\\\\"));
+        break;
+      case '\n':
+        out.append(std::string_view("\\n"));
+        break;
+      case '\r':
+        out.append(std::string_view("\\r"));
+        break;
+      case '\t':
+        out.append(std::string_view("\\t"));
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           fmt::format_to(std::back_inserter(out), "\\u{:04x}", static_cast<int>(c));
@@ -56,8 +66,7 @@ std::unique_ptr<spdlog::formatter> make_json_formatter() { return std::make_uniq
 void setup_logging(const std::string& service, const std::string& level, const std::string& format) {
   auto lvl = spdlog::level::from_str(level);
   if (lvl == spdlog::level::off && level != "off") {
-    throw std::invalid_argument("--log-level: expected trace, debug, info, warn, error or off, got '" +
-                                level + "'");
+    throw std::invalid_argument("--log-level: expected trace, debug, info, warn, error or off, got '" + level + "'");
   }
   if (format != "text" && format != "json") {
     throw std::invalid_argument("--log-format: expected text or json, got '" + format + "'");

@@ -1,8 +1,8 @@
 #pragma once
+#include <spdlog/formatter.h>
+
 #include <memory>
 #include <string>
-
-#include <spdlog/formatter.h>
 
 namespace starling {
 

@@ -1,12 +1,11 @@
 #include "services/common/metrics.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <fstream>
 #include <sstream>
-
-#include <fmt/format.h>
 
 #include "services/common/error.h"
 

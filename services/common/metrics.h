@@ -74,7 +74,7 @@ class MetricsRegistry {
  private:
   struct Family {
     std::string help;
-    std::string type;  // counter | gauge | histogram
+    std::string type;                                          // counter | gauge | histogram
     std::map<std::string, std::unique_ptr<Counter>> counters;  // by rendered label set
     std::map<std::string, std::unique_ptr<Gauge>> gauges;
     std::map<std::string, std::pair<Labels, std::unique_ptr<Histogram>>> histograms;

@@ -1,12 +1,12 @@
 #include "services/common/pipeline.h"
 
-#include <fstream>
-#include <set>
-#include <sstream>
-
 #include <fmt/format.h>
 #include <re2/re2.h>
 #include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
 
 #include "services/common/records.h"
 
@@ -109,7 +109,8 @@ class Reader {
     try {
       return node.as<bool>();
     } catch (const YAML::Exception&) {
-      error(node, path, fmt::format("expected true or false, got '{}'", node.IsScalar() ? node.Scalar() : "a collection"));
+      error(node, path,
+            fmt::format("expected true or false, got '{}'", node.IsScalar() ? node.Scalar() : "a collection"));
     }
   }
 
@@ -122,7 +123,11 @@ class Reader {
     if (!re2::RE2::FullMatch(text, re, &n, &unit)) {
       error(node, path, fmt::format("expected a duration like 250ms, 30s, 5m, 1h or 1d, got '{}'", text));
     }
-    return unit == "ms" ? n : unit == "s" ? n * 1000 : unit == "m" ? n * 60'000 : unit == "h" ? n * 3'600'000 : n * 86'400'000;
+    return unit == "ms"  ? n
+           : unit == "s" ? n * 1000
+           : unit == "m" ? n * 60'000
+           : unit == "h" ? n * 3'600'000
+                         : n * 86'400'000;
   }
 
   const FieldDescriptor* field(const google::protobuf::Descriptor* d, const YAML::Node& node,
@@ -134,7 +139,8 @@ class Reader {
       for (int i = 0; i < d->field_count(); ++i) list += (i ? ", " : "") + d->field(i)->name();
       error(node, path, fmt::format("unknown field '{}' of {}; it has: {}", name, d->full_name(), list));
     }
-    if (f->is_repeated()) error(node, path, fmt::format("field '{}' is repeated; only singular fields are supported", name));
+    if (f->is_repeated())
+      error(node, path, fmt::format("field '{}' is repeated; only singular fields are supported", name));
     return f;
   }
 
@@ -153,7 +159,7 @@ bool is_identifier(const std::string& s) {
 // RuleCheck's (the clean stage's), called once the rule has parsed.
 void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std::string& path, const RuleCheck& check) {
   static const std::set<std::string> kKeys = {"field",   "required", "range",   "allowed",         "regex",
-                                             "convert", "round",    "default", "fill_last_known", "timestamp"};
+                                              "convert", "round",    "default", "fill_last_known", "timestamp"};
   r.expect_keys(node, path, kKeys);
   if (!node["field"]) r.error(node, path + ".field", "missing; name the field the rule checks");
   FieldRule rule;
@@ -186,7 +192,8 @@ void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std:
     const auto allowed = node["allowed"];
     if (!allowed) return;
     any = true;
-    if (!allowed.IsSequence() || allowed.size() == 0) r.error(allowed, path + ".allowed", "expected a non-empty list of values");
+    if (!allowed.IsSequence() || allowed.size() == 0)
+      r.error(allowed, path + ".allowed", "expected a non-empty list of values");
     rule.at.allowed = Reader::mark(allowed, path + ".allowed");
     for (std::size_t i = 0; i < allowed.size(); ++i) {
       const auto item_path = fmt::format("{}.allowed[{}]", path, i);
@@ -206,7 +213,8 @@ void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std:
     if (!convert) return;
     any = true;
     r.expect_keys(convert, path + ".convert", {"from", "to"});
-    if (!convert["from"] || !convert["to"]) r.error(convert, path + ".convert", "expected from and to, e.g. {from: mph, to: km/h}");
+    if (!convert["from"] || !convert["to"])
+      r.error(convert, path + ".convert", "expected from and to, e.g. {from: mph, to: km/h}");
     ConvertRule c;
     c.from = r.string(convert["from"], path + ".convert.from");
     c.to = r.string(convert["to"], path + ".convert.to");
@@ -251,8 +259,9 @@ void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std:
     rule.timestamp = tr;
   });
   if (!any) {
-    r.error(node, path, "a rule needs at least one of required, range, allowed, regex, convert, round, default, "
-                        "fill_last_known, timestamp");
+    r.error(node, path,
+            "a rule needs at least one of required, range, allowed, regex, convert, round, default, "
+            "fill_last_known, timestamp");
   }
   if (check) {
     std::vector<std::string> problems;
@@ -335,7 +344,8 @@ PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin
   if (const auto topics = root["topics"]) {
     r.part([&] {
       r.expect_keys(topics, "topics", {"partitions"});
-      if (topics["partitions"]) p.partitions = static_cast<int>(r.integer(topics["partitions"], "topics.partitions", 1));
+      if (topics["partitions"])
+        p.partitions = static_cast<int>(r.integer(topics["partitions"], "topics.partitions", 1));
     });
   }
 

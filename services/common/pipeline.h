@@ -9,14 +9,14 @@
 // services/clean/rule_config.h, which `starling check` and starling-clean pass
 // in as the RuleCheck.
 
+#include <google/protobuf/descriptor.h>
+
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/descriptor.h>
 
 namespace starling {
 
@@ -72,8 +72,8 @@ struct FieldRule {
   const google::protobuf::FieldDescriptor* descriptor = nullptr;
   bool required = false;
   std::optional<RangeRule> range;
-  std::vector<std::string> allowed;         // enum value names, strings or integers, as text
-  std::optional<std::string> regex;         // RE2 syntax; must match the whole value
+  std::vector<std::string> allowed;  // enum value names, strings or integers, as text
+  std::optional<std::string> regex;  // RE2 syntax; must match the whole value
   std::optional<ConvertRule> convert;
   std::optional<int64_t> round;             // decimals
   std::optional<std::string> default_text;  // the default value, as text
@@ -138,7 +138,8 @@ inline constexpr const char* kOutcomeTopic = "starling.saga.outcomes";
 /// clean::check_rule). It appends its problems, each written with
 /// config_problem; they are listed right after that rule's parse problems, so
 /// every problem of a file comes in file order.
-using RuleCheck = std::function<void(const PipelineConfig& p, const FieldRule& rule, std::vector<std::string>& problems)>;
+using RuleCheck =
+    std::function<void(const PipelineConfig& p, const FieldRule& rule, std::vector<std::string>& problems)>;
 
 /// Reads and parses a pipeline file, then `check` each rule. Throws
 /// ConfigError naming every problem's line.

@@ -1,6 +1,7 @@
 #include "services/common/process.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -16,8 +17,6 @@
 #include <functional>
 #include <mutex>
 #include <thread>
-
-#include <fmt/format.h>
 
 extern char** environ;
 
@@ -55,7 +54,9 @@ class ForkThread {
   }
 
  private:
-  ForkThread() { std::thread([this] { run(); }).detach(); }
+  ForkThread() {
+    std::thread([this] { run(); }).detach();
+  }
 
   void run() {
     // Children inherit the forking thread's signal mask through exec; they
@@ -204,8 +205,6 @@ Result<std::string> wait_for_file(const std::string& path, std::chrono::millisec
   return fail(Errc::kTimeout, fmt::format("{} did not appear within {} ms", path, timeout.count()));
 }
 
-std::string executable_dir() {
-  return std::filesystem::canonical("/proc/self/exe").parent_path().string();
-}
+std::string executable_dir() { return std::filesystem::canonical("/proc/self/exe").parent_path().string(); }
 
 }  // namespace starling

@@ -2,12 +2,12 @@
 // Child processes for the supervisor (`starling up`) and for tests that run
 // the real executables and kill them at the worst moment.
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <sys/types.h>
 
 #include "services/common/error.h"
 

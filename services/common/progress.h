@@ -3,14 +3,13 @@
 // terminal, plain lines every 10% otherwise (logs, CI). `starling simulate`
 // and `starling replay` share it.
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace starling {
 

@@ -1,13 +1,13 @@
 #include "services/common/records.h"
 
-#include <climits>
-#include <cstdint>
-
 #include <fmt/compile.h>
 #include <fmt/format.h>
 #include <google/protobuf/timestamp.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
+
+#include <climits>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 
 namespace starling {
@@ -22,7 +22,8 @@ std::unique_ptr<Message> new_record(const PipelineConfig& p) {
 }
 
 Result<std::unique_ptr<Message>> record_from_json(const PipelineConfig& p, const nlohmann::json& record) {
-  if (!record.is_object()) return fail(Errc::kInvalidArgument, fmt::format("expected a JSON object, got {}", record.type_name()));
+  if (!record.is_object())
+    return fail(Errc::kInvalidArgument, fmt::format("expected a JSON object, got {}", record.type_name()));
   auto msg = new_record(p);
   google::protobuf::util::JsonParseOptions opts;
   opts.ignore_unknown_fields = false;
@@ -32,7 +33,8 @@ Result<std::unique_ptr<Message>> record_from_json(const PipelineConfig& p, const
 }
 
 Status parse_record(const PipelineConfig& p, const std::string& bytes, Message& into) {
-  if (!into.ParseFromString(bytes)) return fail(Errc::kInvalidArgument, fmt::format("payload is not a valid {}", p.message_type));
+  if (!into.ParseFromString(bytes))
+    return fail(Errc::kInvalidArgument, fmt::format("payload is not a valid {}", p.message_type));
   return {};
 }
 
@@ -54,17 +56,26 @@ std::string field_text(const Message& m, const FieldDescriptor* f) {
   const auto* r = m.GetReflection();
   if (f->has_presence() && !r->HasField(m, f)) return {};
   switch (f->cpp_type()) {
-    case FieldDescriptor::CPPTYPE_INT32: return std::to_string(r->GetInt32(m, f));
-    case FieldDescriptor::CPPTYPE_INT64: return std::to_string(r->GetInt64(m, f));
-    case FieldDescriptor::CPPTYPE_UINT32: return std::to_string(r->GetUInt32(m, f));
-    case FieldDescriptor::CPPTYPE_UINT64: return std::to_string(r->GetUInt64(m, f));
+    case FieldDescriptor::CPPTYPE_INT32:
+      return std::to_string(r->GetInt32(m, f));
+    case FieldDescriptor::CPPTYPE_INT64:
+      return std::to_string(r->GetInt64(m, f));
+    case FieldDescriptor::CPPTYPE_UINT32:
+      return std::to_string(r->GetUInt32(m, f));
+    case FieldDescriptor::CPPTYPE_UINT64:
+      return std::to_string(r->GetUInt64(m, f));
     // Shortest text that reads back as the same value (the clean stage's
     // changes, logged as text, write numbers the same way: rules.cc, write_value).
-    case FieldDescriptor::CPPTYPE_DOUBLE: return fmt::format(FMT_COMPILE("{}"), r->GetDouble(m, f));
-    case FieldDescriptor::CPPTYPE_FLOAT: return fmt::format(FMT_COMPILE("{}"), r->GetFloat(m, f));
-    case FieldDescriptor::CPPTYPE_BOOL: return r->GetBool(m, f) ? "true" : "false";
-    case FieldDescriptor::CPPTYPE_ENUM: return r->GetEnum(m, f)->name();
-    case FieldDescriptor::CPPTYPE_STRING: return r->GetString(m, f);
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      return fmt::format(FMT_COMPILE("{}"), r->GetDouble(m, f));
+    case FieldDescriptor::CPPTYPE_FLOAT:
+      return fmt::format(FMT_COMPILE("{}"), r->GetFloat(m, f));
+    case FieldDescriptor::CPPTYPE_BOOL:
+      return r->GetBool(m, f) ? "true" : "false";
+    case FieldDescriptor::CPPTYPE_ENUM:
+      return r->GetEnum(m, f)->name();
+    case FieldDescriptor::CPPTYPE_STRING:
+      return r->GetString(m, f);
     case FieldDescriptor::CPPTYPE_MESSAGE: {
       const auto& sub = r->GetMessage(m, f);
       if (const auto* ts = dynamic_cast<const google::protobuf::Timestamp*>(&sub)) {
@@ -93,7 +104,8 @@ Status set_field_text(Message& m, const FieldDescriptor* f, const std::string& t
   switch (f->cpp_type()) {
     case FieldDescriptor::CPPTYPE_INT32: {
       long long v = 0;
-      if (!whole([&](std::size_t& n) { v = std::stoll(text, &n); }) || v < INT32_MIN || v > INT32_MAX) return bad("a 32-bit integer");
+      if (!whole([&](std::size_t& n) { v = std::stoll(text, &n); }) || v < INT32_MIN || v > INT32_MAX)
+        return bad("a 32-bit integer");
       r->SetInt32(&m, f, static_cast<int32_t>(v));
       return {};
     }
@@ -112,7 +124,8 @@ Status set_field_text(Message& m, const FieldDescriptor* f, const std::string& t
     }
     case FieldDescriptor::CPPTYPE_UINT64: {
       unsigned long long v = 0;
-      if (text.starts_with('-') || !whole([&](std::size_t& n) { v = std::stoull(text, &n); })) return bad("an unsigned integer");
+      if (text.starts_with('-') || !whole([&](std::size_t& n) { v = std::stoull(text, &n); }))
+        return bad("an unsigned integer");
       r->SetUInt64(&m, f, v);
       return {};
     }

@@ -2,11 +2,11 @@
 // Converting device records to and from the pipeline's Protobuf type, and
 // reading a record's special fields, all through reflection.
 
-#include <memory>
-#include <string>
-
 #include <google/protobuf/message.h>
+
+#include <memory>
 #include <nlohmann/json_fwd.hpp>
+#include <string>
 
 #include "services/common/error.h"
 #include "services/common/pipeline.h"
@@ -26,8 +26,7 @@ Result<std::unique_ptr<google::protobuf::Message>> record_from_json(const Pipeli
 Status parse_record(const PipelineConfig& p, const std::string& bytes, google::protobuf::Message& into);
 
 /// Decodes a payload of the pipeline's type.
-Result<std::unique_ptr<google::protobuf::Message>> record_from_bytes(const PipelineConfig& p,
-                                                                     const std::string& bytes);
+Result<std::unique_ptr<google::protobuf::Message>> record_from_bytes(const PipelineConfig& p, const std::string& bytes);
 
 /// Protobuf's canonical JSON of a message (for tail, rejects, tests).
 std::string record_to_json(const google::protobuf::Message& m);
@@ -37,7 +36,8 @@ std::string field_text(const google::protobuf::Message& m, const google::protobu
 
 /// Sets a singular field from text (a number, true/false, an enum value name,
 /// a string, or RFC 3339 for a Timestamp). The error says what was expected.
-Status set_field_text(google::protobuf::Message& m, const google::protobuf::FieldDescriptor* f, const std::string& text);
+Status set_field_text(google::protobuf::Message& m, const google::protobuf::FieldDescriptor* f,
+                      const std::string& text);
 
 /// Whether a field holds a google.protobuf.Timestamp.
 bool is_timestamp(const google::protobuf::FieldDescriptor* f);

@@ -4,12 +4,12 @@
 // (the input itself is wrong) is returned at once, because no retry can fix
 // it and looping on it would wedge the stage.
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 #include <string_view>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "services/common/error.h"
 #include "services/common/shutdown.h"

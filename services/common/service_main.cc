@@ -1,13 +1,12 @@
 #include "services/common/service_main.h"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "services/common/logging.h"
 #include "services/common/metrics.h"
@@ -29,7 +28,8 @@ void add_service_flags(CLI::App& app, ServiceFlags& f, bool many_pipelines) {
   app.add_option("--listen", f.listen, "HTTP listen address host:port (port 0 picks a free one)")
       ->envname("STARLING_LISTEN")
       ->capture_default_str();
-  app.add_option("--port-file", f.port_file, "Write the bound HTTP port here once listening")->envname("STARLING_PORT_FILE");
+  app.add_option("--port-file", f.port_file, "Write the bound HTTP port here once listening")
+      ->envname("STARLING_PORT_FILE");
   app.add_option("--data-dir", f.data_dir, "Directory for this service's durable state")
       ->envname("STARLING_DATA_DIR")
       ->capture_default_str();
@@ -52,7 +52,8 @@ void add_service_flags(CLI::App& app, ServiceFlags& f, bool many_pipelines) {
 HttpServerOptions ServiceContext::http_options(int threads) const {
   HttpServerOptions o;
   const auto colon = flags.listen.rfind(':');
-  if (colon == std::string::npos) throw std::invalid_argument("--listen: expected host:port, got '" + flags.listen + "'");
+  if (colon == std::string::npos)
+    throw std::invalid_argument("--listen: expected host:port, got '" + flags.listen + "'");
   o.address = flags.listen.substr(0, colon);
   o.port = static_cast<uint16_t>(std::stoi(flags.listen.substr(colon + 1)));
   o.threads = threads;
@@ -111,7 +112,8 @@ int run_service(const std::string& name, const ServiceFlags& flags, const std::f
     std::thread([timeout = std::chrono::seconds(flags.drain_timeout_s)] {
       wait_for_shutdown();
       const auto until = std::chrono::steady_clock::now() + timeout;
-      while (!body_done && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      while (!body_done && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
       if (body_done) return;
       spdlog::critical("did not drain within {} s of the shutdown request; exiting", timeout.count());
       spdlog::default_logger()->flush();

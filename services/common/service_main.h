@@ -3,13 +3,12 @@
 // from a STARLING_* environment variable), logging, pipeline loading, the
 // shutdown signal and the HTTP port file.
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "services/common/http.h"
 #include "services/common/pipeline.h"
@@ -25,7 +24,7 @@ struct ServiceFlags {
   std::string log_level = "info";
   std::string log_format = "text";  // text | json
   int drain_timeout_s = 20;         // after SIGTERM, exit within this bound
-  std::string instance;   // defaults to <service>-<pid>
+  std::string instance;             // defaults to <service>-<pid>
 };
 
 void add_service_flags(CLI::App& app, ServiceFlags& flags, bool many_pipelines);

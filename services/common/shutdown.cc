@@ -1,10 +1,10 @@
 #include "services/common/shutdown.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <csignal>
 #include <thread>
-
-#include <unistd.h>
 
 namespace starling {
 namespace {

@@ -1,11 +1,11 @@
 #include "services/common/time.h"
 
+#include <fmt/format.h>
+
 #include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <ctime>
-
-#include <fmt/format.h>
 
 namespace starling {
 namespace {
@@ -21,8 +21,8 @@ std::string format_utc(int64_t ms, bool always_fraction) {
   const auto t = static_cast<std::time_t>(secs);
   std::tm tm{};
   gmtime_r(&t, &tm);
-  auto out = fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                         tm.tm_min, tm.tm_sec);
+  auto out = fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                         tm.tm_hour, tm.tm_min, tm.tm_sec);
   if (always_fraction || frac != 0) out += fmt::format(".{:03}", frac);
   out += 'Z';
   return out;
@@ -46,7 +46,8 @@ Result<int64_t> parse_time_ms(const std::string& text) {
     return ms;
   }
   int y, mo, d, h, mi, s, used = 0;
-  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &s, &used) != 6 || used != 19) return bad();
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &s, &used) != 6 || used != 19)
+    return bad();
   if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) return bad();
   std::size_t pos = 19;
   int64_t frac_ms = 0;

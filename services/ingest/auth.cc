@@ -1,14 +1,13 @@
 #include "services/ingest/auth.h"
 
-#include <fnmatch.h>
-
-#include <fstream>
-#include <sstream>
-
 #include <fmt/format.h>
+#include <fnmatch.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <sstream>
 
 namespace starling::ingest {
 
@@ -70,7 +69,8 @@ Result<KeyStore> KeyStore::load(const std::string& path) {
 Result<KeyStore> KeyStore::parse(const std::string& yaml, const std::string& origin) {
   auto at = [&origin](const YAML::Node& n, const std::string& path, const std::string& problem) {
     const auto m = n.Mark();
-    return fail(Errc::kInvalidArgument, fmt::format("{}:{}:{}: {}: {}", origin, m.line + 1, m.column + 1, path, problem));
+    return fail(Errc::kInvalidArgument,
+                fmt::format("{}:{}:{}: {}: {}", origin, m.line + 1, m.column + 1, path, problem));
   };
   YAML::Node root;
   try {
@@ -100,9 +100,11 @@ Result<KeyStore> KeyStore::parse(const std::string& yaml, const std::string& ori
           if (h.size() != 64 || h.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
             return at(v, fpath, "expected 64 hex digits (printf %s \"$KEY\" | sha256sum)");
           }
-          for (std::size_t b = 0; b < 32; ++b) k.sha256[b] = static_cast<unsigned char>(std::stoi(h.substr(b * 2, 2), nullptr, 16));
+          for (std::size_t b = 0; b < 32; ++b)
+            k.sha256[b] = static_cast<unsigned char>(std::stoi(h.substr(b * 2, 2), nullptr, 16));
         } else if (field == "pipelines") {
-          if (!v.IsSequence() || v.size() == 0) return at(v, fpath, "expected a non-empty list of pipeline names or \"*\"");
+          if (!v.IsSequence() || v.size() == 0)
+            return at(v, fpath, "expected a non-empty list of pipeline names or \"*\"");
           for (const auto& p : v) k.pipelines.push_back(p.as<std::string>());
         } else if (field == "devices") {
           k.devices = v.as<std::string>();

@@ -1,14 +1,14 @@
 #include "services/ingest/decode.h"
 
-#include <cmath>
-#include <limits>
-
 #include <fmt/format.h>
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/stubs/strutil.h>
 #include <google/protobuf/timestamp.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
+
+#include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "services/common/records.h"
@@ -70,12 +70,18 @@ class Converter {
     switch (v.type()) {
       case json::value_t::number_integer:
       case json::value_t::number_unsigned:
-      case json::value_t::number_float: return "a number";
-      case json::value_t::string: return "a string";
-      case json::value_t::boolean: return "a boolean";
-      case json::value_t::array: return "an array";
-      case json::value_t::object: return "an object";
-      default: return "null";
+      case json::value_t::number_float:
+        return "a number";
+      case json::value_t::string:
+        return "a string";
+      case json::value_t::boolean:
+        return "a boolean";
+      case json::value_t::array:
+        return "an array";
+      case json::value_t::object:
+        return "an object";
+      default:
+        return "null";
     }
   }
 
@@ -174,8 +180,8 @@ class Converter {
     const Reflection* r = m.GetReflection();
     const bool rep = f->is_repeated();
     auto bad = [&](std::string_view expected) {
-      return error(path, fmt::format("expected {}, got {}", expected, v.is_string() ? "\"" + v.get<std::string>() + "\""
-                                                                                     : v.dump()));
+      return error(path, fmt::format("expected {}, got {}", expected,
+                                     v.is_string() ? "\"" + v.get<std::string>() + "\"" : v.dump()));
     };
     switch (f->cpp_type()) {
       case FieldDescriptor::CPPTYPE_INT32: {
@@ -310,8 +316,8 @@ Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::str
       try {
         doc = json::parse(body);
       } catch (const json::parse_error& e) {
-        return fail(Errc::kInvalidArgument, fmt::format("invalid JSON at {}: {}", position(body, e.byte ? e.byte - 1 : 0),
-                                                        e.what()));
+        return fail(Errc::kInvalidArgument,
+                    fmt::format("invalid JSON at {}: {}", position(body, e.byte ? e.byte - 1 : 0), e.what()));
       } catch (const json::exception& e) {  // e.g. a number beyond a double (found by the fuzzer)
         return fail(Errc::kInvalidArgument, fmt::format("invalid JSON: {}", e.what()));
       }
@@ -320,7 +326,8 @@ Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::str
       } else if (doc.is_array()) {
         for (std::size_t i = 0; i < doc.size(); ++i) convert(p, doc[i], i, out);
       } else {
-        return fail(Errc::kInvalidArgument, "expected a JSON object or an array of objects, got " + std::string(doc.type_name()));
+        return fail(Errc::kInvalidArgument,
+                    "expected a JSON object or an array of objects, got " + std::string(doc.type_name()));
       }
       break;
     }
@@ -336,8 +343,9 @@ Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::str
         try {
           convert(p, json::parse(text), index, out);
         } catch (const json::parse_error& e) {
-          out.refused.push_back({index, "", fmt::format("invalid JSON on line {} at column {}: {}", index + 1,
-                                                        e.byte == 0 ? 1 : e.byte, e.what())});
+          out.refused.push_back(
+              {index, "",
+               fmt::format("invalid JSON on line {} at column {}: {}", index + 1, e.byte == 0 ? 1 : e.byte, e.what())});
         } catch (const json::exception& e) {
           out.refused.push_back({index, "", fmt::format("invalid JSON on line {}: {}", index + 1, e.what())});
         }
@@ -362,8 +370,8 @@ Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::str
         const auto& unknown = msg->GetReflection()->GetUnknownFields(*msg);
         if (unknown.field_count() > 0) {
           out.refused.push_back({idx, fmt::format("#{}", unknown.field(0).number()),
-                                 fmt::format("field number {} is not a field of {} (or has another wire type)", unknown.field(0).number(),
-                                             p.message_type)});
+                                 fmt::format("field number {} is not a field of {} (or has another wire type)",
+                                             unknown.field(0).number(), p.message_type)});
           continue;
         }
         out.records.push_back({idx, std::move(msg)});

@@ -8,14 +8,14 @@
 // a RecordError naming its index and field; the others still convert. Only a
 // body that cannot be split into records at all is an Error.
 
+#include <google/protobuf/message.h>
+
 #include <cstddef>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <google/protobuf/message.h>
-#include <nlohmann/json_fwd.hpp>
 
 #include "services/common/error.h"
 #include "services/common/pipeline.h"
@@ -55,7 +55,7 @@ Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::str
 /// Field names may be the proto name or its lowerCamel JSON name; null means
 /// unset.
 std::expected<std::unique_ptr<google::protobuf::Message>, RecordError> json_to_record(const PipelineConfig& p,
-                                                                                     const nlohmann::json& value,
-                                                                                     std::size_t index);
+                                                                                      const nlohmann::json& value,
+                                                                                      std::size_t index);
 
 }  // namespace starling::ingest

@@ -1,11 +1,11 @@
 #include "services/ingest/ingest_service.h"
 
-#include <cmath>
-#include <thread>
-
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <thread>
 
 #include "services/common/metrics.h"
 #include "services/common/records.h"
@@ -58,7 +58,8 @@ void IngestService::handle(HttpRequest req, HttpResponder inner) {
   // Every answer is counted by status code.
   auto respond = [inner = std::move(inner)](HttpResponse r) {
     metrics()
-        .counter("starling_ingest_requests_total", "Requests answered, by HTTP status", {{"code", std::to_string(r.status)}})
+        .counter("starling_ingest_requests_total", "Requests answered, by HTTP status",
+                 {{"code", std::to_string(r.status)}})
         .add();
     inner(std::move(r));
   };
@@ -68,10 +69,11 @@ void IngestService::handle(HttpRequest req, HttpResponder inner) {
   }
   constexpr std::string_view prefix = "/v1/pipelines/";
   constexpr std::string_view suffix = "/events";
-  const bool events = req.path.starts_with(prefix) && req.path.ends_with(suffix) &&
-                      req.path.size() > prefix.size() + suffix.size();
+  const bool events =
+      req.path.starts_with(prefix) && req.path.ends_with(suffix) && req.path.size() > prefix.size() + suffix.size();
   const bool sagas = req.path.starts_with("/v1/sagas/");
-  if (!events && !sagas) return respond(json_error(404, "not_found", fmt::format("no route for {} {}", req.method, req.path)));
+  if (!events && !sagas)
+    return respond(json_error(404, "not_found", fmt::format("no route for {} {}", req.method, req.path)));
 
   // Who is asking comes before anything that would tell a stranger what exists.
   const ApiKey* key = nullptr;
@@ -127,9 +129,9 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
   auto decoded = decode_body(p, *format, req.body);
   if (!decoded) return respond(json_error(400, "invalid_body", decoded.error().message, "body"));
   if (decoded->count() > options_.max_records) {
-    return respond(json_error(413, "too_many_records",
-                              fmt::format("{} records in one request; at most {}", decoded->count(), options_.max_records),
-                              "body"));
+    return respond(json_error(
+        413, "too_many_records",
+        fmt::format("{} records in one request; at most {}", decoded->count(), options_.max_records), "body"));
   }
   auto& refused_total = *counters_.at(p.name).refused;
   // A key scoped to a device pattern may send only those devices' events.
@@ -137,25 +139,26 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
   for (const auto& rec : decoded->records) {
     const auto device = p.device_id_field ? field_text(*rec.message, p.device_id_field) : std::string{};
     if (key != nullptr && !key->allows_device(device)) {
-      return respond(json_error(403, "device_not_allowed",
-                                fmt::format("record {}: API key '{}' may not send for device '{}' (allowed: {})",
-                                            rec.index, key->name, device, key->devices),
-                                fmt::format("records[{}].{}", rec.index,
-                                            p.device_id_field ? p.device_id_field->name() : "device_id")));
+      return respond(json_error(
+          403, "device_not_allowed",
+          fmt::format("record {}: API key '{}' may not send for device '{}' (allowed: {})", rec.index, key->name,
+                      device, key->devices),
+          fmt::format("records[{}].{}", rec.index, p.device_id_field ? p.device_id_field->name() : "device_id")));
     }
     by_device[device] += 1;
   }
   if (decoded->records.empty() || (atomic && !decoded->refused.empty())) {
     refused_total.add(decoded->count());
     const auto& first = decoded->refused.front();
-    json body = {{"error",
-                  {{"code", decoded->records.empty() ? "no_valid_records" : "invalid_records"},
-                   {"message", fmt::format("{} of {} records do not convert to {}{}; the first: record {}: {}: {}",
-                                           decoded->refused.size(), decoded->count(), p.message_type,
-                                           atomic ? " and atomic=true refuses them all" : "", first.index,
-                                           first.field.empty() ? "(record)" : first.field, first.reason)},
-                   {"field", fmt::format("records[{}]{}{}", first.index, first.field.empty() ? "" : ".", first.field)}}},
-                 {"refused", refused_json(decoded->refused)}};
+    json body = {
+        {"error",
+         {{"code", decoded->records.empty() ? "no_valid_records" : "invalid_records"},
+          {"message",
+           fmt::format("{} of {} records do not convert to {}{}; the first: record {}: {}: {}", decoded->refused.size(),
+                       decoded->count(), p.message_type, atomic ? " and atomic=true refuses them all" : "", first.index,
+                       first.field.empty() ? "(record)" : first.field, first.reason)},
+          {"field", fmt::format("records[{}]{}{}", first.index, first.field.empty() ? "" : ".", first.field)}}},
+        {"refused", refused_json(decoded->refused)}};
     return respond({422, body.dump()});
   }
   std::string who;
@@ -178,14 +181,15 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
         stored.headers.emplace_back("Idempotent-Replayed", "true");
         return respond(std::move(stored));
       case IdempotencyCache::Begin::kInFlight:
-        return respond(with_retry_after(json_error(409, "request_in_progress",
-                                                   "a request with this Idempotency-Key is still being processed",
-                                                   "idempotency-key"),
-                                        1));
+        return respond(with_retry_after(
+            json_error(409, "request_in_progress", "a request with this Idempotency-Key is still being processed",
+                       "idempotency-key"),
+            1));
       case IdempotencyCache::Begin::kMismatch:
         return respond(json_error(422, "idempotency_key_reused",
                                   "this Idempotency-Key was used for a different request body", "idempotency-key"));
-      case IdempotencyCache::Begin::kFresh: break;
+      case IdempotencyCache::Begin::kFresh:
+        break;
     }
     batch.saga_id = idem_id;
   }
@@ -205,9 +209,10 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
                          .dump()};
     } else {
       spdlog::warn("request for pipeline {} not accepted: {}", pipeline, r.error().message);
-      answer = with_retry_after(json_error(503, "broker_unavailable",
-                                           "not every event was persisted (" + r.error().message + "); retry the request"),
-                                1);
+      answer =
+          with_retry_after(json_error(503, "broker_unavailable",
+                                      "not every event was persisted (" + r.error().message + "); retry the request"),
+                           1);
     }
     if (!idem_id.empty()) idempotency_.finish(idem_id, answer);
     respond(std::move(answer));

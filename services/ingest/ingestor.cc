@@ -1,10 +1,10 @@
 #include "services/ingest/ingestor.h"
 
+#include <fmt/format.h>
+
 #include <chrono>
 #include <memory>
 #include <mutex>
-
-#include <fmt/format.h>
 
 #include "services/common/ids.h"
 #include "services/common/metrics.h"

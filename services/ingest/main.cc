@@ -1,6 +1,7 @@
 // starling-ingest: HTTP front door for device events.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
 
 #include "services/common/service_main.h"
 #include "services/common/shutdown.h"
@@ -37,7 +38,9 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--saga-url", saga_url, "starling-saga's http://host:port, for GET /v1/sagas/{id}")
       ->envname("STARLING_SAGA_URL");
-  app.add_option("--threads", threads, "HTTP worker threads")->envname("STARLING_HTTP_THREADS")->check(CLI::Range(1, 256))
+  app.add_option("--threads", threads, "HTTP worker threads")
+      ->envname("STARLING_HTTP_THREADS")
+      ->check(CLI::Range(1, 256))
       ->capture_default_str();
   app.add_option("--max-body", max_body, "Largest request body in bytes (413 above)")
       ->envname("STARLING_MAX_BODY")

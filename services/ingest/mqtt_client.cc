@@ -323,7 +323,8 @@ struct MqttClient::Impl : std::enable_shared_from_this<MqttClient::Impl> {
         --self->unanswered;
         // An answer for an earlier connection: that message comes again anyway.
         if (g != self->gen) return;
-        if (a == MqttAck::kRedeliver) return self->drop("a message could not be persisted; reconnecting for redelivery");
+        if (a == MqttAck::kRedeliver)
+          return self->drop("a message could not be persisted; reconnecting for redelivery");
         entry->done = true;
         while (!self->inflight.empty() && self->inflight.front()->done) {
           std::string body;

@@ -1,8 +1,8 @@
 #include "services/load/load_service.h"
 
-#include <set>
-
 #include <spdlog/spdlog.h>
+
+#include <set>
 
 #include "services/common/facts.h"
 #include "services/common/metrics.h"
@@ -21,8 +21,8 @@ LoadService::LoadService(const PipelineConfig& pipeline, Sink& sink, kafka::Kafk
       options_(options),
       sink_up_(metrics().gauge("starling_load_sink_up", "1 while the sink's database answers, else 0",
                                {{"pipeline", pipeline.name}})),
-      rows_metric_(metrics().counter("starling_load_rows_total", "Rows committed to the sink",
-                                     {{"pipeline", pipeline.name}})),
+      rows_metric_(
+          metrics().counter("starling_load_rows_total", "Rows committed to the sink", {{"pipeline", pipeline.name}})),
       batches_metric_(metrics().counter("starling_load_batches_total", "Sink transactions committed",
                                         {{"pipeline", pipeline.name}})) {
   sink_up_.set(1);
@@ -50,9 +50,8 @@ int LoadService::run() {
   // <p>.clean.replay carries replays of this stage's input (`starling
   // replay --stage load`); its offsets are stored beside the others.
   return run(**producer,
-             kafka::KafkaConsumer::factory(
-                 kafka_, "starling-load." + pipeline_.name,
-                 {pipeline_.clean_topic(), pipeline_.clean_replay_topic(), kOutcomeTopic}),
+             kafka::KafkaConsumer::factory(kafka_, "starling-load." + pipeline_.name,
+                                           {pipeline_.clean_topic(), pipeline_.clean_replay_topic(), kOutcomeTopic}),
              {.batch_max = options_.batch_max, .batch_wait = options_.batch_wait});
 }
 
@@ -123,7 +122,8 @@ Result<kafka::Work> LoadService::apply(std::vector<kafka::InMessage> batch) {
     if (!gone) return std::unexpected(gone.error());
     std::erase_if(work->rows, [&](const Row& r) { return gone->contains(r.envelope.saga_id()); });
     const auto now = now_ms();
-    auto written = sink_.write(*work, [&](const std::vector<RowResult>& results) { return outbox(*work, results, now); });
+    auto written =
+        sink_.write(*work, [&](const std::vector<RowResult>& results) { return outbox(*work, results, now); });
     set_sink_ok(written.has_value());
     return written;
   };

@@ -9,8 +9,9 @@
 
 int main(int argc, char** argv) {
   using namespace starling;
-  CLI::App app{"starling-load: reads <p>.clean and upserts rows by event id into SQLite or PostgreSQL,\n"
-               "with the consumed offsets in the same transaction."};
+  CLI::App app{
+      "starling-load: reads <p>.clean and upserts rows by event id into SQLite or PostgreSQL,\n"
+      "with the consumed offsets in the same transaction."};
   ServiceFlags flags;
   std::string sink_kind;
   std::string db;
@@ -22,10 +23,15 @@ int main(int argc, char** argv) {
       ->envname("STARLING_LOAD_SINK")
       ->check(CLI::IsMember({"sqlite", "postgres"}));
   app.add_option("--db", db, "SQLite database file (default: <data-dir>/<pipeline>.db)")->envname("STARLING_LOAD_DB");
-  app.add_option("--postgres", dsn, "libpq connection string for the postgres sink, e.g. 'host=127.0.0.1 port=5432 dbname=starling'")
+  app.add_option("--postgres", dsn,
+                 "libpq connection string for the postgres sink, e.g. 'host=127.0.0.1 port=5432 dbname=starling'")
       ->envname("STARLING_POSTGRES_DSN");
-  app.add_option("--batch-rows", load_opts.batch_max, "Rows per transaction, at most")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--batch-ms", batch_ms, "How long a batch waits to fill, in ms")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--batch-rows", load_opts.batch_max, "Rows per transaction, at most")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--batch-ms", batch_ms, "How long a batch waits to fill, in ms")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
   load_opts.batch_wait = std::chrono::milliseconds(batch_ms);
   return run_service("load", flags, [&](ServiceContext& ctx) {

@@ -1,14 +1,13 @@
 #include "services/load/postgres_sink.h"
 
+#include <fmt/format.h>
+#include <google/protobuf/util/time_util.h>
 #include <libpq-fe.h>
+#include <spdlog/spdlog.h>
 
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
-
-#include <fmt/format.h>
-#include <google/protobuf/util/time_util.h>
-#include <spdlog/spdlog.h>
 
 #include "services/common/records.h"
 
@@ -36,11 +35,20 @@ bool row_refused(const PGresult* r) {
 void copy_escape(std::string& out, std::string_view v) {
   for (const char c : v) {
     switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '\t': out += "\\t"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      default: out += c;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      default:
+        out += c;
     }
   }
 }
@@ -50,9 +58,12 @@ std::optional<std::string> pg_text(const google::protobuf::Message& m, const Fie
   const auto* r = m.GetReflection();
   if (f->has_presence() && !r->HasField(m, f)) return std::nullopt;
   switch (f->cpp_type()) {
-    case FieldDescriptor::CPPTYPE_DOUBLE: return fmt::format("{}", r->GetDouble(m, f));
-    case FieldDescriptor::CPPTYPE_FLOAT: return fmt::format("{}", r->GetFloat(m, f));
-    default: return field_text(m, f);  // integers, bool ("true"), enum names, RFC 3339 timestamps, strings
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      return fmt::format("{}", r->GetDouble(m, f));
+    case FieldDescriptor::CPPTYPE_FLOAT:
+      return fmt::format("{}", r->GetFloat(m, f));
+    default:
+      return field_text(m, f);  // integers, bool ("true"), enum names, RFC 3339 timestamps, strings
   }
 }
 
@@ -75,12 +86,15 @@ std::string postgres_type(const FieldDescriptor* f) {
     case FieldDescriptor::CPPTYPE_UINT32:
     case FieldDescriptor::CPPTYPE_UINT64:
       return "bigint";
-    case FieldDescriptor::CPPTYPE_BOOL: return "boolean";
+    case FieldDescriptor::CPPTYPE_BOOL:
+      return "boolean";
     case FieldDescriptor::CPPTYPE_FLOAT:
     case FieldDescriptor::CPPTYPE_DOUBLE:
       return "double precision";
-    case FieldDescriptor::CPPTYPE_MESSAGE: return "timestamp with time zone";
-    default: return "text";
+    case FieldDescriptor::CPPTYPE_MESSAGE:
+      return "timestamp with time zone";
+    default:
+      return "text";
   }
 }
 
@@ -121,7 +135,8 @@ PostgresSink::PostgresSink(std::string dsn, const PipelineConfig& pipeline, int 
   }
   const auto conflict =
       fmt::format(" ON CONFLICT (event_id) DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})", updates, mine, theirs);
-  upsert_select_ = fmt::format("INSERT INTO {0} ({1}) SELECT {2} FROM _starling_stage{3}", q(pipeline.table), names, selects, conflict);
+  upsert_select_ = fmt::format("INSERT INTO {0} ({1}) SELECT {2} FROM _starling_stage{3}", q(pipeline.table), names,
+                               selects, conflict);
   upsert_values_ = fmt::format("INSERT INTO {0} ({1}) VALUES ({2}){3}", q(pipeline.table), names, params, conflict);
 }
 
@@ -150,15 +165,18 @@ Status PostgresSink::exec(const std::string& sql) {
 }
 
 Status PostgresSink::migrate() {
-  std::string cols = "event_id text PRIMARY KEY, saga_id text NOT NULL, seq bigint NOT NULL, "
-                     "event_time_ms bigint NOT NULL, ingest_time_ms bigint NOT NULL";
+  std::string cols =
+      "event_id text PRIMARY KEY, saga_id text NOT NULL, seq bigint NOT NULL, "
+      "event_time_ms bigint NOT NULL, ingest_time_ms bigint NOT NULL";
   for (const auto& c : pipeline_.columns) cols += fmt::format(", {} {}", q(c.name), postgres_type(c.descriptor));
   for (const auto& sql : {
            fmt::format("CREATE TABLE IF NOT EXISTS {} ({})", q(pipeline_.table), cols),
-           fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (saga_id)", q(pipeline_.table + "_saga"), q(pipeline_.table)),
+           fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (saga_id)", q(pipeline_.table + "_saga"),
+                       q(pipeline_.table)),
            std::string("CREATE TABLE IF NOT EXISTS _starling_offsets (topic text NOT NULL, partition integer NOT NULL, "
                        "next_offset bigint NOT NULL, PRIMARY KEY (topic, partition))"),
-           std::string("CREATE TABLE IF NOT EXISTS _starling_compensated (saga_id text PRIMARY KEY, rows_deleted bigint NOT NULL)"),
+           std::string("CREATE TABLE IF NOT EXISTS _starling_compensated (saga_id text PRIMARY KEY, rows_deleted "
+                       "bigint NOT NULL)"),
            std::string("CREATE TABLE IF NOT EXISTS _starling_outbox (id bigserial PRIMARY KEY, topic text NOT NULL, "
                        "key bytea NOT NULL, value bytea NOT NULL)"),
        }) {
@@ -176,7 +194,8 @@ Status PostgresSink::migrate() {
     const auto want = postgres_type(c.descriptor);
     auto it = existing.find(c.name);
     if (it == existing.end()) {
-      if (auto st = exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", q(pipeline_.table), q(c.name), want)); !st) return st;
+      if (auto st = exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", q(pipeline_.table), q(c.name), want)); !st)
+        return st;
     } else if (it->second != want) {
       return fail(Errc::kInvalidArgument,
                   fmt::format("column {}.{} is {} in the database but the pipeline maps field {} as {}; "
@@ -204,7 +223,8 @@ Status PostgresSink::copy_rows(const std::vector<const Row*>& rows, const std::s
     }
     buf += '\n';
     if (buf.size() > (1 << 20)) {
-      if (PQputCopyData(conn_, buf.data(), static_cast<int>(buf.size())) != 1) return fail(Errc::kUnavailable, PQerrorMessage(conn_));
+      if (PQputCopyData(conn_, buf.data(), static_cast<int>(buf.size())) != 1)
+        return fail(Errc::kUnavailable, PQerrorMessage(conn_));
       buf.clear();
     }
   }
@@ -226,8 +246,8 @@ Status PostgresSink::upsert_one(const Row& row, bool& refused, std::string& erro
   std::vector<const char*> params;
   for (const auto& v : values) params.push_back(v ? v->c_str() : nullptr);
   if (auto st = exec("SAVEPOINT row"); !st) return st;
-  PgResult r(PQexecParams(conn_, upsert_values_.c_str(), static_cast<int>(params.size()), nullptr, params.data(), nullptr,
-                          nullptr, 0));
+  PgResult r(PQexecParams(conn_, upsert_values_.c_str(), static_cast<int>(params.size()), nullptr, params.data(),
+                          nullptr, nullptr, 0));
   if (PQresultStatus(r.get()) == PGRES_COMMAND_OK) return exec("RELEASE SAVEPOINT row");
   if (!row_refused(r.get())) return fail(Errc::kUnavailable, PQresultErrorMessage(r.get()));
   refused = true;
@@ -285,20 +305,24 @@ Status PostgresSink::write_once(const SinkBatch& batch, const OutboxBuilder& out
     const char* p[] = {saga.c_str()};
     PgResult del(PQexecParams(conn_, fmt::format("DELETE FROM {} WHERE saga_id = $1", q(pipeline_.table)).c_str(), 1,
                               nullptr, p, nullptr, nullptr, 0));
-    if (PQresultStatus(del.get()) != PGRES_COMMAND_OK) return abort({Errc::kUnavailable, PQresultErrorMessage(del.get())});
+    if (PQresultStatus(del.get()) != PGRES_COMMAND_OK)
+      return abort({Errc::kUnavailable, PQresultErrorMessage(del.get())});
     const std::string deleted = PQcmdTuples(del.get());
     const char* mp[] = {saga.c_str(), deleted.c_str()};
-    PgResult mark(PQexecParams(conn_, "INSERT INTO _starling_compensated (saga_id, rows_deleted) VALUES ($1, $2) "
-                                      "ON CONFLICT DO NOTHING",
+    PgResult mark(PQexecParams(conn_,
+                               "INSERT INTO _starling_compensated (saga_id, rows_deleted) VALUES ($1, $2) "
+                               "ON CONFLICT DO NOTHING",
                                2, nullptr, mp, nullptr, nullptr, 0));
-    if (PQresultStatus(mark.get()) != PGRES_COMMAND_OK) return abort({Errc::kUnavailable, PQresultErrorMessage(mark.get())});
+    if (PQresultStatus(mark.get()) != PGRES_COMMAND_OK)
+      return abort({Errc::kUnavailable, PQresultErrorMessage(mark.get())});
   }
   for (const auto& [tp, off] : batch.next_offsets) {
     const auto part = std::to_string(tp.partition);
     const auto next = std::to_string(off);
     const char* p[] = {tp.topic.c_str(), part.c_str(), next.c_str()};
-    PgResult r(PQexecParams(conn_, "INSERT INTO _starling_offsets (topic, partition, next_offset) VALUES ($1, $2, $3) "
-                                   "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+    PgResult r(PQexecParams(conn_,
+                            "INSERT INTO _starling_offsets (topic, partition, next_offset) VALUES ($1, $2, $3) "
+                            "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
                             3, nullptr, p, nullptr, nullptr, 0));
     if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return abort({Errc::kUnavailable, PQresultErrorMessage(r.get())});
   }
@@ -306,8 +330,8 @@ Status PostgresSink::write_once(const SinkBatch& batch, const OutboxBuilder& out
     const char* p[] = {m.topic.c_str(), m.key.data(), m.value.data()};
     const int lengths[] = {0, static_cast<int>(m.key.size()), static_cast<int>(m.value.size())};
     const int formats[] = {0, 1, 1};  // key and value as binary bytea
-    PgResult r(PQexecParams(conn_, "INSERT INTO _starling_outbox (topic, key, value) VALUES ($1, $2, $3)", 3, nullptr, p,
-                            lengths, formats, 0));
+    PgResult r(PQexecParams(conn_, "INSERT INTO _starling_outbox (topic, key, value) VALUES ($1, $2, $3)", 3, nullptr,
+                            p, lengths, formats, 0));
     if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return abort({Errc::kUnavailable, PQresultErrorMessage(r.get())});
   }
   if (auto st = exec("COMMIT"); !st) return abort(st.error());
@@ -365,8 +389,8 @@ Result<std::set<std::string>> PostgresSink::compensated(const std::set<std::stri
   }
   array += '}';
   const char* p[] = {array.c_str()};
-  PgResult r(PQexecParams(conn_, "SELECT saga_id FROM _starling_compensated WHERE saga_id = ANY($1::text[])", 1, nullptr,
-                          p, nullptr, nullptr, 0));
+  PgResult r(PQexecParams(conn_, "SELECT saga_id FROM _starling_compensated WHERE saga_id = ANY($1::text[])", 1,
+                          nullptr, p, nullptr, nullptr, 0));
   if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(Errc::kUnavailable, PQresultErrorMessage(r.get()));
   for (int i = 0; i < PQntuples(r.get()); ++i) out.insert(PQgetvalue(r.get(), i, 0));
   return out;

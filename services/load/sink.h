@@ -5,8 +5,8 @@
 
 #include <cstdint>
 #include <functional>
-#include <set>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -32,9 +32,9 @@ struct RowResult {
 
 /// Everything one transaction applies.
 struct SinkBatch {
-  std::vector<Row> rows;                                    // upserted by event id
-  std::vector<std::string> compensate;                      // sagas whose rows are deleted
-  std::map<kafka::TopicPartition, int64_t> next_offsets;    // consumed offsets, stored with the effect
+  std::vector<Row> rows;                                  // upserted by event id
+  std::vector<std::string> compensate;                    // sagas whose rows are deleted
+  std::map<kafka::TopicPartition, int64_t> next_offsets;  // consumed offsets, stored with the effect
 };
 
 /// Builds the outbox messages (facts, dead letters) from what the rows did;

@@ -1,12 +1,12 @@
 #include "services/load/sqlite_sink.h"
 
-#include <set>
-#include <stdexcept>
-
 #include <fmt/format.h>
 #include <google/protobuf/timestamp.pb.h>
 #include <google/protobuf/util/time_util.h>
 #include <sqlite3.h>
+
+#include <set>
+#include <stdexcept>
 
 #include "services/common/records.h"
 
@@ -60,16 +60,19 @@ void SqliteSink::open(const std::string& path) {
   must("PRAGMA journal_mode=WAL");
   must("PRAGMA synchronous=FULL");
   must("PRAGMA busy_timeout=5000");
-  std::string cols = "event_id TEXT PRIMARY KEY, saga_id TEXT NOT NULL, seq INTEGER NOT NULL, "
-                     "event_time_ms INTEGER NOT NULL, ingest_time_ms INTEGER NOT NULL";
+  std::string cols =
+      "event_id TEXT PRIMARY KEY, saga_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+      "event_time_ms INTEGER NOT NULL, ingest_time_ms INTEGER NOT NULL";
   for (const auto& c : pipeline.columns) cols += fmt::format(", {} {}", q(c.name), sqlite_type(c.descriptor));
   must(fmt::format("CREATE TABLE IF NOT EXISTS {} ({})", q(pipeline.table), cols));
   must(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (saga_id)", q(pipeline.table + "_saga"), q(pipeline.table)));
-  must("CREATE TABLE IF NOT EXISTS _starling_offsets (topic TEXT NOT NULL, partition INTEGER NOT NULL, "
-       "next_offset INTEGER NOT NULL, PRIMARY KEY (topic, partition))");
+  must(
+      "CREATE TABLE IF NOT EXISTS _starling_offsets (topic TEXT NOT NULL, partition INTEGER NOT NULL, "
+      "next_offset INTEGER NOT NULL, PRIMARY KEY (topic, partition))");
   must("CREATE TABLE IF NOT EXISTS _starling_compensated (saga_id TEXT PRIMARY KEY, rows_deleted INTEGER NOT NULL)");
-  must("CREATE TABLE IF NOT EXISTS _starling_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "
-       "key BLOB NOT NULL, value BLOB NOT NULL)");
+  must(
+      "CREATE TABLE IF NOT EXISTS _starling_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "
+      "key BLOB NOT NULL, value BLOB NOT NULL)");
 
   // A column added to the mapping is added to the table; one whose type
   // changed is refused, since rewriting stored data is not ours to decide.
@@ -86,9 +89,10 @@ void SqliteSink::open(const std::string& path) {
     if (it == existing.end()) {
       must(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", q(pipeline.table), q(c.name), sqlite_type(c.descriptor)));
     } else if (it->second != sqlite_type(c.descriptor)) {
-      throw std::runtime_error(fmt::format("{}: column {}.{} is {} in the database but the pipeline maps field {} of type {}; "
-                                           "migrate the table by hand or map a new column",
-                                           path, pipeline.table, c.name, it->second, c.field, sqlite_type(c.descriptor)));
+      throw std::runtime_error(
+          fmt::format("{}: column {}.{} is {} in the database but the pipeline maps field {} of type {}; "
+                      "migrate the table by hand or map a new column",
+                      path, pipeline.table, c.name, it->second, c.field, sqlite_type(c.descriptor)));
     }
   }
 
@@ -108,9 +112,11 @@ void SqliteSink::open(const std::string& path) {
   // replay that yields the same values leaves it (and its saga_id) alone, so
   // replaying a range twice changes nothing, and a row that a replay did
   // change carries the replay's saga id.
-  std::string differs = fmt::format("excluded.event_time_ms IS NOT {0}.event_time_ms OR excluded.ingest_time_ms IS NOT {0}.ingest_time_ms",
-                                    q(pipeline.table));
-  for (const auto& c : pipeline.columns) differs += fmt::format(" OR excluded.{0} IS NOT {1}.{0}", q(c.name), q(pipeline.table));
+  std::string differs = fmt::format(
+      "excluded.event_time_ms IS NOT {0}.event_time_ms OR excluded.ingest_time_ms IS NOT {0}.ingest_time_ms",
+      q(pipeline.table));
+  for (const auto& c : pipeline.columns)
+    differs += fmt::format(" OR excluded.{0} IS NOT {1}.{0}", q(c.name), q(pipeline.table));
   const auto upsert = fmt::format("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (event_id) DO UPDATE SET {} WHERE {}",
                                   q(pipeline.table), names, params, updates, differs);
   auto prepare = [&](const std::string& sql, sqlite3_stmt** stmt) {
@@ -118,9 +124,10 @@ void SqliteSink::open(const std::string& path) {
       throw std::runtime_error(fmt::format("{}: prepare {}: {}", path, sql, sqlite3_errmsg(db_)));
   };
   prepare(upsert, &upsert_);
-  prepare("INSERT INTO _starling_offsets (topic, partition, next_offset) VALUES (?, ?, ?) "
-          "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-          &offset_);
+  prepare(
+      "INSERT INTO _starling_offsets (topic, partition, next_offset) VALUES (?, ?, ?) "
+      "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+      &offset_);
   prepare("INSERT INTO _starling_outbox (topic, key, value) VALUES (?, ?, ?)", &outbox_);
   prepare(fmt::format("DELETE FROM {} WHERE saga_id = ?", q(pipeline.table)), &delete_saga_);
   prepare("INSERT OR IGNORE INTO _starling_compensated (saga_id, rows_deleted) VALUES (?, ?)", &mark_compensated_);
@@ -169,13 +176,27 @@ Status SqliteSink::bind_row(const Row& row) {
       continue;
     }
     switch (f->cpp_type()) {
-      case FieldDescriptor::CPPTYPE_INT32: sqlite3_bind_int64(s, i, r->GetInt32(m, f)); break;
-      case FieldDescriptor::CPPTYPE_INT64: sqlite3_bind_int64(s, i, r->GetInt64(m, f)); break;
-      case FieldDescriptor::CPPTYPE_UINT32: sqlite3_bind_int64(s, i, r->GetUInt32(m, f)); break;
-      case FieldDescriptor::CPPTYPE_UINT64: sqlite3_bind_int64(s, i, static_cast<int64_t>(r->GetUInt64(m, f))); break;
-      case FieldDescriptor::CPPTYPE_BOOL: sqlite3_bind_int64(s, i, r->GetBool(m, f) ? 1 : 0); break;
-      case FieldDescriptor::CPPTYPE_FLOAT: sqlite3_bind_double(s, i, r->GetFloat(m, f)); break;
-      case FieldDescriptor::CPPTYPE_DOUBLE: sqlite3_bind_double(s, i, r->GetDouble(m, f)); break;
+      case FieldDescriptor::CPPTYPE_INT32:
+        sqlite3_bind_int64(s, i, r->GetInt32(m, f));
+        break;
+      case FieldDescriptor::CPPTYPE_INT64:
+        sqlite3_bind_int64(s, i, r->GetInt64(m, f));
+        break;
+      case FieldDescriptor::CPPTYPE_UINT32:
+        sqlite3_bind_int64(s, i, r->GetUInt32(m, f));
+        break;
+      case FieldDescriptor::CPPTYPE_UINT64:
+        sqlite3_bind_int64(s, i, static_cast<int64_t>(r->GetUInt64(m, f)));
+        break;
+      case FieldDescriptor::CPPTYPE_BOOL:
+        sqlite3_bind_int64(s, i, r->GetBool(m, f) ? 1 : 0);
+        break;
+      case FieldDescriptor::CPPTYPE_FLOAT:
+        sqlite3_bind_double(s, i, r->GetFloat(m, f));
+        break;
+      case FieldDescriptor::CPPTYPE_DOUBLE:
+        sqlite3_bind_double(s, i, r->GetDouble(m, f));
+        break;
       default: {
         const auto text = field_text(m, f);
         sqlite3_bind_text(s, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
@@ -260,8 +281,10 @@ Result<std::set<std::string>> SqliteSink::compensated(const std::set<std::string
     sqlite3_reset(is_compensated_);
     sqlite3_bind_text(is_compensated_, 1, id.data(), static_cast<int>(id.size()), SQLITE_TRANSIENT);
     const int rc = sqlite3_step(is_compensated_);
-    if (rc == SQLITE_ROW) out.insert(id);
-    else if (rc != SQLITE_DONE) return fail(Errc::kUnavailable, sqlite3_errmsg(db_));
+    if (rc == SQLITE_ROW)
+      out.insert(id);
+    else if (rc != SQLITE_DONE)
+      return fail(Errc::kUnavailable, sqlite3_errmsg(db_));
   }
   sqlite3_reset(is_compensated_);
   return out;
@@ -270,10 +293,12 @@ Result<std::set<std::string>> SqliteSink::compensated(const std::set<std::string
 Result<std::map<kafka::TopicPartition, int64_t>> SqliteSink::offsets() {
   std::map<kafka::TopicPartition, int64_t> out;
   sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db_, "SELECT topic, partition, next_offset FROM _starling_offsets", -1, &s, nullptr) != SQLITE_OK)
+  if (sqlite3_prepare_v2(db_, "SELECT topic, partition, next_offset FROM _starling_offsets", -1, &s, nullptr) !=
+      SQLITE_OK)
     return fail(Errc::kIo, sqlite3_errmsg(db_));
   while (sqlite3_step(s) == SQLITE_ROW) {
-    out[{reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), sqlite3_column_int(s, 1)}] = sqlite3_column_int64(s, 2);
+    out[{reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), sqlite3_column_int(s, 1)}] =
+        sqlite3_column_int64(s, 2);
   }
   sqlite3_finalize(s);
   return out;
@@ -282,7 +307,8 @@ Result<std::map<kafka::TopicPartition, int64_t>> SqliteSink::offsets() {
 Result<std::vector<kafka::OutboxEntry>> SqliteSink::outbox(std::size_t max) {
   std::vector<kafka::OutboxEntry> out;
   sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db_, "SELECT id, topic, key, value FROM _starling_outbox ORDER BY id LIMIT ?", -1, &s, nullptr) != SQLITE_OK)
+  if (sqlite3_prepare_v2(db_, "SELECT id, topic, key, value FROM _starling_outbox ORDER BY id LIMIT ?", -1, &s,
+                         nullptr) != SQLITE_OK)
     return fail(Errc::kIo, sqlite3_errmsg(db_));
   sqlite3_bind_int64(s, 1, static_cast<int64_t>(max));
   auto blob = [&](int col) {

@@ -1,7 +1,9 @@
 #include "services/replay/replay.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -12,9 +14,6 @@
 #include <sstream>
 #include <thread>
 #include <unordered_set>
-
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 #include "services/common/ids.h"
 #include "services/common/pipeline.h"
@@ -66,8 +65,8 @@ struct Position {
 
 Result<Position> parse_position(const std::string& flag, const std::string& text) {
   auto bad = [&](const std::string& why = {}) {
-    return fail(Errc::kInvalidArgument,
-                fmt::format("{}: expected {}; got '{}'{}", flag, kPositionHelp, text, why.empty() ? "" : " (" + why + ")"));
+    return fail(Errc::kInvalidArgument, fmt::format("{}: expected {}; got '{}'{}", flag, kPositionHelp, text,
+                                                    why.empty() ? "" : " (" + why + ")"));
   };
   auto number = [](std::string_view s, int64_t& out) {
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
@@ -186,17 +185,38 @@ uint64_t ReplayStatus::duplicates() const {
 json to_json(const ReplayStatus& s) {
   json parts = json::array();
   for (const auto& p : s.partitions) {
-    parts.push_back({{"partition", p.partition}, {"from", p.from}, {"to", p.to}, {"next", p.next},
-                     {"first_seq", p.first_seq}, {"published", p.published}, {"duplicates", p.duplicates},
-                     {"filtered", p.filtered}, {"unreadable", p.unreadable}, {"min_time_ms", p.min_time_ms},
+    parts.push_back({{"partition", p.partition},
+                     {"from", p.from},
+                     {"to", p.to},
+                     {"next", p.next},
+                     {"first_seq", p.first_seq},
+                     {"published", p.published},
+                     {"duplicates", p.duplicates},
+                     {"filtered", p.filtered},
+                     {"unreadable", p.unreadable},
+                     {"min_time_ms", p.min_time_ms},
                      {"max_time_ms", p.max_time_ms}});
   }
-  json j = {{"id", s.id}, {"pipeline", s.pipeline}, {"stage", s.stage}, {"source_topic", s.source_topic},
-            {"replay_topic", s.replay_topic}, {"range", s.range}, {"saga", s.saga}, {"kafka", s.kafka},
-            {"state", s.state}, {"error", s.error}, {"pid", s.pid}, {"rate", s.rate}, {"dry_run", s.dry_run},
-            {"started_ms", s.started_ms}, {"updated_ms", s.updated_ms}, {"partitions", parts},
-            {"offsets_total", s.offsets_total()}, {"offsets_read", s.offsets_read()},
-            {"published", s.published()}, {"duplicates", s.duplicates()}};
+  json j = {{"id", s.id},
+            {"pipeline", s.pipeline},
+            {"stage", s.stage},
+            {"source_topic", s.source_topic},
+            {"replay_topic", s.replay_topic},
+            {"range", s.range},
+            {"saga", s.saga},
+            {"kafka", s.kafka},
+            {"state", s.state},
+            {"error", s.error},
+            {"pid", s.pid},
+            {"rate", s.rate},
+            {"dry_run", s.dry_run},
+            {"started_ms", s.started_ms},
+            {"updated_ms", s.updated_ms},
+            {"partitions", parts},
+            {"offsets_total", s.offsets_total()},
+            {"offsets_read", s.offsets_read()},
+            {"published", s.published()},
+            {"duplicates", s.duplicates()}};
   return j;
 }
 
@@ -253,13 +273,14 @@ Status check_replay_options(const ReplayOptions& o) {
 }
 
 Result<std::vector<PartitionRange>> plan_replay(kafka::TopicReader& reader, const std::string& topic,
-                                               const std::string& from_text, const std::string& to_text) {
+                                                const std::string& from_text, const std::string& to_text) {
   auto from = parse_position("--from", from_text.empty() ? "beginning" : from_text);
   if (!from) return std::unexpected(from.error());
   auto to = parse_position("--to", to_text.empty() ? "end" : to_text);
   if (!to) return std::unexpected(to.error());
   if (from->kind == Position::kTime && to->kind == Position::kTime && to->value < from->value) {
-    return fail(Errc::kInvalidArgument, fmt::format("--to: expected a time after --from ({} is before {})", to_text, from_text));
+    return fail(Errc::kInvalidArgument,
+                fmt::format("--to: expected a time after --from ({} is before {})", to_text, from_text));
   }
   auto n = reader.partitions(topic);
   if (!n) return std::unexpected(n.error());
@@ -272,12 +293,16 @@ Result<std::vector<PartitionRange>> plan_replay(kafka::TopicReader& reader, cons
     // Offsets outside what the partition still holds are clamped to it.
     auto resolve = [&](const Position& pos, bool is_from) -> Result<std::optional<int64_t>> {
       switch (pos.kind) {
-        case Position::kBeginning: return std::optional<int64_t>(low);
-        case Position::kEnd: return std::optional<int64_t>(high);
-        case Position::kOffset: return std::optional<int64_t>(std::clamp(pos.value, low, high));
+        case Position::kBeginning:
+          return std::optional<int64_t>(low);
+        case Position::kEnd:
+          return std::optional<int64_t>(high);
+        case Position::kOffset:
+          return std::optional<int64_t>(std::clamp(pos.value, low, high));
         case Position::kPerPartition: {
           auto it = pos.offsets.find(p);
-          if (it == pos.offsets.end()) return std::optional<int64_t>(is_from ? std::nullopt : std::optional<int64_t>(high));
+          if (it == pos.offsets.end())
+            return std::optional<int64_t>(is_from ? std::nullopt : std::optional<int64_t>(high));
           return std::optional<int64_t>(std::clamp(it->second, low, high));
         }
         case Position::kTime: {
@@ -316,8 +341,8 @@ bool replay_process_alive(const ReplayStatus& s) {
 Result<ReplayStatus> read_replay_status(const std::string& state_dir, const std::string& id) {
   std::ifstream in(state_path(state_dir, id));
   if (!in) {
-    return fail(Errc::kNotFound, fmt::format("replay {}: no state file {} (is --state-dir the one the replay used?)", id,
-                                             state_path(state_dir, id)));
+    return fail(Errc::kNotFound, fmt::format("replay {}: no state file {} (is --state-dir the one the replay used?)",
+                                             id, state_path(state_dir, id)));
   }
   try {
     return status_from_json(json::parse(in));
@@ -337,10 +362,11 @@ Status control_replay(const std::string& state_dir, const std::string& id, const
   }
   if (replay_process_alive(*s)) return write_atomically(control_path(state_dir, id), action + "\n");
   if (action != "cancel") {
-    return fail(Errc::kUnavailable,
-                fmt::format("replay {}: its process {} is gone; `starling replay cancel {}` closes its saga over what it "
-                            "published, then run the replay again (replayed events are idempotent)",
-                            id, s->pid, id));
+    return fail(
+        Errc::kUnavailable,
+        fmt::format("replay {}: its process {} is gone; `starling replay cancel {}` closes its saga over what it "
+                    "published, then run the replay again (replayed events are idempotent)",
+                    id, s->pid, id));
   }
   // The process died mid-replay: close the saga over what the state file
   // says was published, so the coordinator can complete it. Events published
@@ -382,7 +408,8 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
   s.state = "running";
   auto plan = plan_replay(**reader, s.source_topic, o.from, o.to);
   if (!plan) return std::unexpected(plan.error());
-  for (const auto& r : *plan) s.partitions.push_back({.partition = r.partition, .from = r.from, .to = r.to, .next = r.from});
+  for (const auto& r : *plan)
+    s.partitions.push_back({.partition = r.partition, .from = r.from, .to = r.to, .next = r.from});
 
   std::unique_ptr<kafka::KafkaProducer> producer;
   if (!o.dry_run) {
@@ -399,7 +426,8 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
   if (progress) progress(s);
 
   // Under --rate, small batches keep the pace even; otherwise large ones.
-  const std::size_t batch = o.rate > 0 ? std::clamp<std::size_t>(static_cast<std::size_t>(o.rate / 10), 1, o.batch) : o.batch;
+  const std::size_t batch =
+      o.rate > 0 ? std::clamp<std::size_t>(static_cast<std::size_t>(o.rate / 10), 1, o.batch) : o.batch;
   std::unordered_set<std::string> seen;  // event ids replayed so far: a repeated id is replayed once
   std::set<std::string> origins;
   uint32_t next_seq = 0;
@@ -486,7 +514,8 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
       if (auto st = save(o.state_dir, s); !st) return fail_with(st.error());
       if (progress) progress(s);
       if (o.rate > 0 && !o.dry_run) {
-        const auto due = t0 + std::chrono::microseconds(static_cast<int64_t>(1e6 * static_cast<double>(next_seq) / o.rate));
+        const auto due =
+            t0 + std::chrono::microseconds(static_cast<int64_t>(1e6 * static_cast<double>(next_seq) / o.rate));
         std::this_thread::sleep_until(due);
       }
     }
@@ -496,7 +525,8 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
     s.state = "dry-run";
   } else {
     // The total is known now: the INGESTED fact lets the saga complete.
-    if (auto st = kafka::produce_all(*producer, {ingested_fact(s, origins, cancelled)}, std::chrono::seconds(60)); !st) {
+    if (auto st = kafka::produce_all(*producer, {ingested_fact(s, origins, cancelled)}, std::chrono::seconds(60));
+        !st) {
       return fail_with(st.error());
     }
     s.state = cancelled ? "cancelled" : "published";

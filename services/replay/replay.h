@@ -15,10 +15,9 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "broker-adapters/kafka/kafka.h"
 #include "services/common/error.h"
@@ -26,16 +25,16 @@
 namespace starling::replay {
 
 struct ReplayOptions {
-  std::string kafka;      // bootstrap servers
-  std::string pipeline;   // pipeline name
+  std::string kafka;            // bootstrap servers
+  std::string pipeline;         // pipeline name
   std::string stage = "clean";  // clean: <p>.raw → <p>.raw.replay; load: <p>.clean → <p>.clean.replay
-  std::string from;       // time (RFC 3339 or Unix ms), "beginning", "end", "@N" or "P@N,P@N"
+  std::string from;             // time (RFC 3339 or Unix ms), "beginning", "end", "@N" or "P@N,P@N"
   std::string to;
-  std::string saga;       // only this saga's events
+  std::string saga;  // only this saga's events
   bool dry_run = false;
-  double rate = 0;        // events per second; 0: as fast as the broker takes them
-  std::string state_dir;  // where <id>.json and <id>.control live
-  std::string id;         // the replay saga id; empty: a new "replay-<random>"
+  double rate = 0;           // events per second; 0: as fast as the broker takes them
+  std::string state_dir;     // where <id>.json and <id>.control live
+  std::string id;            // the replay saga id; empty: a new "replay-<random>"
   std::size_t batch = 1000;  // events per produce round (smaller under --rate)
 };
 
@@ -51,13 +50,13 @@ struct PartitionProgress {
   int32_t partition = 0;
   int64_t from = 0;
   int64_t to = 0;
-  int64_t next = 0;             // next offset to read
-  uint32_t first_seq = 0;       // seqs [first_seq, first_seq + published) of the replay saga
+  int64_t next = 0;        // next offset to read
+  uint32_t first_seq = 0;  // seqs [first_seq, first_seq + published) of the replay saga
   uint32_t published = 0;
-  uint32_t duplicates = 0;      // repeated event ids, replayed once
-  uint32_t filtered = 0;        // other sagas' events (with --saga), not replayed
-  uint32_t unreadable = 0;      // not an Envelope: nothing to replay
-  int64_t min_time_ms = 0;      // message timestamps actually covered; 0: none yet
+  uint32_t duplicates = 0;  // repeated event ids, replayed once
+  uint32_t filtered = 0;    // other sagas' events (with --saga), not replayed
+  uint32_t unreadable = 0;  // not an Envelope: nothing to replay
+  int64_t min_time_ms = 0;  // message timestamps actually covered; 0: none yet
   int64_t max_time_ms = 0;
 };
 
@@ -68,11 +67,11 @@ struct ReplayStatus {
   std::string stage;
   std::string source_topic;
   std::string replay_topic;
-  std::string range;             // "from..to" as given
-  std::string saga;              // --saga filter
+  std::string range;  // "from..to" as given
+  std::string saga;   // --saga filter
   std::string kafka;
-  std::string state;             // running, paused, cancelled, published (every event is out), failed, dry-run
-  std::string error;             // when failed
+  std::string state;  // running, paused, cancelled, published (every event is out), failed, dry-run
+  std::string error;  // when failed
   int pid = 0;
   double rate = 0;
   bool dry_run = false;
@@ -92,7 +91,7 @@ ReplayStatus status_from_json(const nlohmann::json& j);
 /// Resolves --from/--to into offsets per partition. Errors name the flag
 /// and say what was expected.
 Result<std::vector<PartitionRange>> plan_replay(kafka::TopicReader& reader, const std::string& topic,
-                                               const std::string& from, const std::string& to);
+                                                const std::string& from, const std::string& to);
 
 /// Validates the options (which flag, what was expected) without the broker.
 Status check_replay_options(const ReplayOptions& options);

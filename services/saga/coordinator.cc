@@ -1,9 +1,9 @@
 #include "services/saga/coordinator.h"
 
+#include <spdlog/spdlog.h>
+
 #include <charconv>
 #include <unordered_map>
-
-#include <spdlog/spdlog.h>
 
 #include "services/common/pipeline.h"
 
@@ -161,10 +161,11 @@ Result<int64_t> parse_duration_ms(const std::string& text) {
   int64_t n = 0;
   const char* end = text.data() + text.size();
   auto [p, ec] = std::from_chars(text.data(), end, n);
-  if (ec != std::errc{} || n < 0) return fail(Errc::kInvalidArgument, "'" + text + "' is not a duration like 90s, 30m, 6h or 7d");
+  if (ec != std::errc{} || n < 0)
+    return fail(Errc::kInvalidArgument, "'" + text + "' is not a duration like 90s, 30m, 6h or 7d");
   const std::string unit(p, end);
-  static const std::map<std::string, int64_t> units = {{"", 1},           {"ms", 1},         {"s", 1000},
-                                                       {"m", 60'000},     {"h", 3'600'000},  {"d", 86'400'000}};
+  static const std::map<std::string, int64_t> units = {{"", 1},       {"ms", 1},        {"s", 1000},
+                                                       {"m", 60'000}, {"h", 3'600'000}, {"d", 86'400'000}};
   auto u = units.find(unit);
   if (u == units.end()) return fail(Errc::kInvalidArgument, "'" + text + "' is not a duration like 90s, 30m, 6h or 7d");
   return n * u->second;

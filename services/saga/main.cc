@@ -8,14 +8,16 @@
 
 int main(int argc, char** argv) {
   using namespace starling;
-  CLI::App app{"starling-saga: folds progress facts from starling.saga into per-saga state in RocksDB, fires the\n"
-               "pipelines' deadlines, publishes outcomes to starling.saga.outcomes and serves the saga API."};
+  CLI::App app{
+      "starling-saga: folds progress facts from starling.saga into per-saga state in RocksDB, fires the\n"
+      "pipelines' deadlines, publishes outcomes to starling.saga.outcomes and serves the saga API."};
   ServiceFlags flags;
   flags.listen = "127.0.0.1:8081";
   add_service_flags(app, flags, /*many_pipelines=*/true);
   std::string retention = "7d";
   std::string tick = "500ms";
-  app.add_option("--retention", retention, "Remove COMPLETED and COMPENSATED sagas this long after they finished (90s, 30m, 6h, 7d)")
+  app.add_option("--retention", retention,
+                 "Remove COMPLETED and COMPENSATED sagas this long after they finished (90s, 30m, 6h, 7d)")
       ->envname("STARLING_SAGA_RETENTION")
       ->capture_default_str();
   app.add_option("--tick", tick, "How often deadlines and retention are checked")->capture_default_str();
@@ -32,9 +34,9 @@ int main(int argc, char** argv) {
     }
     saga::RocksSagaStore store((std::filesystem::path(ctx.flags.data_dir) / "sagas").string());
     saga::Clock clock = [] { return now_ms(); };
-    auto server = ctx.serve(2, [] { return Status{}; }, [&store, &clock](HttpRequest r, HttpResponder done) {
-      done(saga::handle_saga_api(store, r, clock));
-    });
+    auto server = ctx.serve(
+        2, [] { return Status{}; },
+        [&store, &clock](HttpRequest r, HttpResponder done) { done(saga::handle_saga_api(store, r, clock)); });
     if (!server) return ctx.fatal("starling-saga needs --listen");
     saga::Coordinator coordinator(store, copts, clock);
     saga::SagaOptions sopts;

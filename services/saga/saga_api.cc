@@ -1,8 +1,8 @@
 #include "services/saga/saga_api.h"
 
-#include <charconv>
-
 #include <fmt/format.h>
+
+#include <charconv>
 #include <nlohmann/json.hpp>
 
 #include "services/common/time.h"
@@ -16,14 +16,22 @@ namespace {
 
 json counts_json(const v1::SagaRecord& r) {
   const auto c = counts(r);
-  return {{"cleaned", c.cleaned},   {"rejected", c.rejected},   {"loaded", c.loaded},
-          {"rejected_at_load", c.rejected_at_load}, {"in_flight", c.in_flight}};
+  return {{"cleaned", c.cleaned},
+          {"rejected", c.rejected},
+          {"loaded", c.loaded},
+          {"rejected_at_load", c.rejected_at_load},
+          {"in_flight", c.in_flight}};
 }
 
 json to_json(const v1::SagaRecord& r, bool detail) {
-  json j = {{"saga_id", r.saga_id()},          {"pipeline", r.pipeline()},     {"state", state_name(r.state())},
-            {"total", r.total()},              {"counts", counts_json(r)},     {"created_ms", r.created_ms()},
-            {"created", rfc3339(r.created_ms())}, {"updated_ms", r.updated_ms()},
+  json j = {{"saga_id", r.saga_id()},
+            {"pipeline", r.pipeline()},
+            {"state", state_name(r.state())},
+            {"total", r.total()},
+            {"counts", counts_json(r)},
+            {"created_ms", r.created_ms()},
+            {"created", rfc3339(r.created_ms())},
+            {"updated_ms", r.updated_ms()},
             {"kind", r.kind() == v1::SAGA_KIND_REPLAY ? "REPLAY" : "INGEST"}};
   if (r.kind() == v1::SAGA_KIND_REPLAY) {
     // The replay is the parent; its children are the input partitions it
@@ -131,7 +139,7 @@ struct Tally {
   }
   bool balanced() const { return accepted == loaded + rejected + in_flight; }
   json to_json() const {
-    return {{"sagas", sagas},       {"by_state", by_state},   {"accepted", accepted},      {"loaded", loaded},
+    return {{"sagas", sagas},       {"by_state", by_state},   {"accepted", accepted},  {"loaded", loaded},
             {"rejected", rejected}, {"in_flight", in_flight}, {"balanced", balanced()}};
   }
 };
@@ -139,7 +147,8 @@ struct Tally {
 HttpResponse list_sagas(SagaStore& store, const HttpRequest& req) {
   const auto state = query(req, "state");
   if (!state.empty() && !parse_state(state)) {
-    return bad_param("state", "'" + state + "' is not one of ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, FAILED, COMPENSATED");
+    return bad_param("state",
+                     "'" + state + "' is not one of ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, FAILED, COMPENSATED");
   }
   const auto pipeline = query(req, "pipeline");
   int64_t since = 0;

@@ -25,8 +25,8 @@ void SagaService::relay() {
 }
 
 int SagaService::run() {
-  auto producer = kafka::KafkaProducer::create(
-      kafka_, {.queue_full_wait = std::chrono::seconds(60), .topics = {kOutcomeTopic}});
+  auto producer =
+      kafka::KafkaProducer::create(kafka_, {.queue_full_wait = std::chrono::seconds(60), .topics = {kOutcomeTopic}});
   if (!producer) {
     spdlog::critical("{}", producer.error().message);
     return 1;

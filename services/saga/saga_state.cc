@@ -1,9 +1,9 @@
 #include "services/saga/saga_state.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <bit>
-
-#include <fmt/format.h>
 
 #include "services/common/time.h"
 
@@ -37,11 +37,16 @@ namespace {
 
 std::string* bitmap_for(v1::SagaRecord& r, v1::Step step) {
   switch (step) {
-    case v1::STEP_CLEANED: return r.mutable_cleaned();
-    case v1::STEP_REJECTED: return r.mutable_rejected();
-    case v1::STEP_LOADED: return r.mutable_loaded();
-    case v1::STEP_REJECTED_AT_LOAD: return r.mutable_rejected_at_load();
-    default: return nullptr;
+    case v1::STEP_CLEANED:
+      return r.mutable_cleaned();
+    case v1::STEP_REJECTED:
+      return r.mutable_rejected();
+    case v1::STEP_LOADED:
+      return r.mutable_loaded();
+    case v1::STEP_REJECTED_AT_LOAD:
+      return r.mutable_rejected_at_load();
+    default:
+      return nullptr;
   }
 }
 
@@ -73,9 +78,7 @@ v1::SagaState next_state(const v1::SagaRecord& r, bool progressed) {
 
 // Facts of a replay's events arrive while `starling replay` still publishes
 // (or is paused); without its INGESTED fact the total is not known yet.
-bool replay_publishing(const v1::SagaRecord& r) {
-  return !r.ingested() && r.saga_id().starts_with(kReplaySagaPrefix);
-}
+bool replay_publishing(const v1::SagaRecord& r) { return !r.ingested() && r.saga_id().starts_with(kReplaySagaPrefix); }
 
 int64_t last_progress(const v1::SagaRecord& r) { return std::max(r.progress_ms(), r.created_ms()); }
 
@@ -215,13 +218,20 @@ ChildCounts child_counts(const v1::SagaRecord& r, const v1::ReplayChild& child) 
 
 const char* state_name(v1::SagaState s) {
   switch (s) {
-    case v1::SAGA_STATE_ACCEPTED: return "ACCEPTED";
-    case v1::SAGA_STATE_IN_FLIGHT: return "IN_FLIGHT";
-    case v1::SAGA_STATE_COMPLETED: return "COMPLETED";
-    case v1::SAGA_STATE_STALLED: return "STALLED";
-    case v1::SAGA_STATE_FAILED: return "FAILED";
-    case v1::SAGA_STATE_COMPENSATED: return "COMPENSATED";
-    default: return "UNKNOWN";
+    case v1::SAGA_STATE_ACCEPTED:
+      return "ACCEPTED";
+    case v1::SAGA_STATE_IN_FLIGHT:
+      return "IN_FLIGHT";
+    case v1::SAGA_STATE_COMPLETED:
+      return "COMPLETED";
+    case v1::SAGA_STATE_STALLED:
+      return "STALLED";
+    case v1::SAGA_STATE_FAILED:
+      return "FAILED";
+    case v1::SAGA_STATE_COMPENSATED:
+      return "COMPENSATED";
+    default:
+      return "UNKNOWN";
   }
 }
 
@@ -234,13 +244,20 @@ std::optional<v1::SagaState> parse_state(const std::string& name) {
 
 const char* step_name(v1::Step s) {
   switch (s) {
-    case v1::STEP_INGESTED: return "STEP_INGESTED";
-    case v1::STEP_CLEANED: return "STEP_CLEANED";
-    case v1::STEP_REJECTED: return "STEP_REJECTED";
-    case v1::STEP_LOADED: return "STEP_LOADED";
-    case v1::STEP_REJECTED_AT_LOAD: return "STEP_REJECTED_AT_LOAD";
-    case v1::STEP_COMPENSATED: return "STEP_COMPENSATED";
-    default: return "STEP_UNSPECIFIED";
+    case v1::STEP_INGESTED:
+      return "STEP_INGESTED";
+    case v1::STEP_CLEANED:
+      return "STEP_CLEANED";
+    case v1::STEP_REJECTED:
+      return "STEP_REJECTED";
+    case v1::STEP_LOADED:
+      return "STEP_LOADED";
+    case v1::STEP_REJECTED_AT_LOAD:
+      return "STEP_REJECTED_AT_LOAD";
+    case v1::STEP_COMPENSATED:
+      return "STEP_COMPENSATED";
+    default:
+      return "STEP_UNSPECIFIED";
   }
 }
 

@@ -64,10 +64,10 @@ bool is_finished(v1::SagaState s);
 
 struct SagaCounts {
   uint32_t cleaned = 0;
-  uint32_t rejected = 0;          // by cleaning
+  uint32_t rejected = 0;  // by cleaning
   uint32_t loaded = 0;
   uint32_t rejected_at_load = 0;
-  uint32_t in_flight = 0;         // total - seqs loaded or rejected (each seq once)
+  uint32_t in_flight = 0;  // total - seqs loaded or rejected (each seq once)
 };
 SagaCounts counts(const v1::SagaRecord& record);
 

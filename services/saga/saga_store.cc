@@ -1,10 +1,10 @@
 #include "services/saga/saga_store.h"
 
-#include <stdexcept>
-
 #include <fmt/format.h>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
+
+#include <stdexcept>
 
 #include "services/saga/saga_state.h"
 

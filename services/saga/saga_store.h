@@ -55,14 +55,16 @@ class SagaStore : public kafka::Outbox {
   virtual Status scan(const std::function<bool(const v1::SagaRecord&)>& visit, const std::string& after = {}) = 0;
   /// Visits deadline index entries with deadline <= now_ms, earliest first,
   /// until `visit` returns false.
-  virtual Status due(int64_t now_ms, const std::function<bool(int64_t deadline_ms, const std::string& saga_id)>& visit) = 0;
+  virtual Status due(int64_t now_ms,
+                     const std::function<bool(int64_t deadline_ms, const std::string& saga_id)>& visit) = 0;
   /// Aggregates of removed sagas of `pipeline`, keyed by creation hour (Unix
   /// ms of the hour's start), for hours in [from_ms, to_ms).
   virtual Result<std::map<int64_t, v1::SagaAggregate>> aggregates(const std::string& pipeline, int64_t from_ms,
                                                                   int64_t to_ms) = 0;
 
   /// Records (without index entries), offsets and outbox in one batch.
-  Status commit(const std::vector<v1::SagaRecord>& records, const std::map<kafka::TopicPartition, int64_t>& next_offsets,
+  Status commit(const std::vector<v1::SagaRecord>& records,
+                const std::map<kafka::TopicPartition, int64_t>& next_offsets,
                 const std::vector<kafka::OutMessage>& outbox) {
     SagaCommit c;
     for (const auto& r : records) c.sagas.push_back({r, r.deadline_ms()});

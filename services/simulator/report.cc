@@ -1,9 +1,9 @@
 #include "services/simulator/report.h"
 
-#include <thread>
-
 #include <fmt/format.h>
 #include <sqlite3.h>
+
+#include <thread>
 
 #include "services/common/http.h"
 
@@ -14,7 +14,8 @@ using nlohmann::json;
 Result<SagaTotals> fetch_totals(const std::string& saga_url, const std::string& pipeline) {
   auto resp = http_call("GET", saga_url + "/v1/sagas?limit=0" + (pipeline.empty() ? "" : "&pipeline=" + pipeline));
   if (!resp) return std::unexpected(resp.error());
-  if (resp->status != 200) return fail(Errc::kUnavailable, fmt::format("saga API answered {}: {}", resp->status, resp->body));
+  if (resp->status != 200)
+    return fail(Errc::kUnavailable, fmt::format("saga API answered {}: {}", resp->status, resp->body));
   try {
     const auto t = json::parse(resp->body).at("totals");
     SagaTotals out;
@@ -34,7 +35,8 @@ Result<json> fetch_saga(const std::string& saga_url, const std::string& saga_id)
   auto resp = http_call("GET", saga_url + "/v1/sagas/" + saga_id);
   if (!resp) return std::unexpected(resp.error());
   if (resp->status == 404) return fail(Errc::kNotFound, "no saga " + saga_id);
-  if (resp->status != 200) return fail(Errc::kUnavailable, fmt::format("saga API answered {}: {}", resp->status, resp->body));
+  if (resp->status != 200)
+    return fail(Errc::kUnavailable, fmt::format("saga API answered {}: {}", resp->status, resp->body));
   return json::parse(resp->body);
 }
 
@@ -48,8 +50,8 @@ Result<SagaTotals> wait_until_settled(const std::string& saga_url, const std::st
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   if (!last) return last;
-  return fail(Errc::kTimeout, fmt::format("after {} s: {} of {} sagas COMPLETED, {} events in flight", timeout.count() / 1000,
-                                         last->in("COMPLETED"), sagas, last->in_flight));
+  return fail(Errc::kTimeout, fmt::format("after {} s: {} of {} sagas COMPLETED, {} events in flight",
+                                          timeout.count() / 1000, last->in("COMPLETED"), sagas, last->in_flight));
 }
 
 Result<RowCount> count_rows(const std::string& db_path, const std::string& table) {

@@ -5,9 +5,8 @@
 
 #include <chrono>
 #include <map>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "services/common/error.h"
 

@@ -1,10 +1,10 @@
 #include "services/simulator/simulate.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <random>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "services/common/http.h"
 #include "services/common/ids.h"
@@ -56,10 +56,22 @@ std::vector<SimEvent> generate_events(const SimOptions& o) {
       // The faults a real fleet shows: a glitching speed sensor, a battery
       // gauge out of range or silent, and a GPS fix off the planet.
       switch (static_cast<int>(u(rng) * 4)) {
-        case 0: e.fault = "range:speed_kmh"; e.record["speed_kmh"] = 180 + u(rng) * 100; break;
-        case 1: e.fault = "range:battery_pct"; e.record["battery_pct"] = 140.0; break;
-        case 2: e.fault = "required:battery_pct"; e.record.erase("battery_pct"); break;
-        default: e.fault = "range:lat"; e.record["lat"] = 123.4; break;
+        case 0:
+          e.fault = "range:speed_kmh";
+          e.record["speed_kmh"] = 180 + u(rng) * 100;
+          break;
+        case 1:
+          e.fault = "range:battery_pct";
+          e.record["battery_pct"] = 140.0;
+          break;
+        case 2:
+          e.fault = "required:battery_pct";
+          e.record.erase("battery_pct");
+          break;
+        default:
+          e.fault = "range:lat";
+          e.record["lat"] = 123.4;
+          break;
       }
     }
     out.push_back(std::move(e));
@@ -88,14 +100,16 @@ Result<SimResult> simulate(const SimOptions& o, const std::function<void(uint64_
         res.saga_ids.push_back(receipt.at("saga_id"));
         res.accepted += receipt.at("accepted").get<uint64_t>();
         if (!receipt.at("refused").empty()) {
-          return fail(Errc::kInvalidArgument, fmt::format("ingest refused records of a simulated batch: {}", resp->body));
+          return fail(Errc::kInvalidArgument,
+                      fmt::format("ingest refused records of a simulated batch: {}", resp->body));
         }
         break;
       }
       const bool retryable = !resp || resp->status == 503 || resp->status == 429 || resp->status == 409;
       if (!retryable || attempt >= o.max_retries) {
-        return fail(Errc::kUnavailable, fmt::format("POST {}: {}", url, resp ? fmt::format("{} {}", resp->status, resp->body)
-                                                                             : resp.error().message));
+        return fail(Errc::kUnavailable,
+                    fmt::format("POST {}: {}", url,
+                                resp ? fmt::format("{} {}", resp->status, resp->body) : resp.error().message));
       }
       ++res.retries;
       std::this_thread::sleep_for(std::chrono::milliseconds(100 * (attempt + 1)));

@@ -4,10 +4,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "services/common/error.h"
 
@@ -22,8 +21,8 @@ struct SimOptions {
   int batch = 20;            // events per HTTP request (one saga each)
   double fault_rate = 0.05;  // share of events with a reading the rules reject
   uint64_t seed = 1;
-  int max_retries = 20;      // per request, on 503 or a broken connection
-  std::string id_prefix;     // prepended to every event id: two fleets with the same seed stay distinct
+  int max_retries = 20;   // per request, on 503 or a broken connection
+  std::string id_prefix;  // prepended to every event id: two fleets with the same seed stay distinct
 };
 
 struct SimEvent {
@@ -38,17 +37,16 @@ std::vector<SimEvent> generate_events(const SimOptions& options);
 struct SimResult {
   uint64_t sent = 0;
   uint64_t accepted = 0;
-  uint64_t faulty = 0;                 // accepted events carrying a fault
+  uint64_t faulty = 0;  // accepted events carrying a fault
   uint64_t retries = 0;
   std::vector<std::string> saga_ids;
-  std::vector<std::string> valid_ids;  // event ids that must reach the warehouse
-  std::vector<std::string> faulty_ids; // event ids that must be rejected
+  std::vector<std::string> valid_ids;   // event ids that must reach the warehouse
+  std::vector<std::string> faulty_ids;  // event ids that must be rejected
 };
 
 /// Posts the fleet's events in batches at the given rate. A 503 is retried
 /// with the same event ids (idempotent downstream); any other refusal fails.
 /// `progress(done, total)` is called after each request.
-Result<SimResult> simulate(const SimOptions& options,
-                           const std::function<void(uint64_t, uint64_t)>& progress = {});
+Result<SimResult> simulate(const SimOptions& options, const std::function<void(uint64_t, uint64_t)>& progress = {});
 
 }  // namespace starling::simulator

@@ -1,11 +1,11 @@
 #include "services/supervisor/stack.h"
 
-#include <csignal>
-#include <filesystem>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <filesystem>
 
 #include "broker-adapters/kafka/kafka.h"
 
@@ -66,14 +66,15 @@ Status Stack::start() {
   if (opts_.kafka.empty()) {
     const auto pf = port_file("broker");
     if (auto st = add("broker", {bin("starling-broker"), "--listen", "127.0.0.1:0", "--data-dir",
-                                 (fs::path(opts_.data_dir) / "broker").string(), "--port-file", pf,
-                                 "--log-level", opts_.log_level});
+                                 (fs::path(opts_.data_dir) / "broker").string(), "--port-file", pf, "--log-level",
+                                 opts_.log_level});
         !st) {
       return st;
     }
     auto addr = wait_for_file(pf, 30s);
-    if (!addr) return fail(Errc::kUnavailable, "starling-broker did not start: " + addr.error().message +
-                                                  "; see " + log_path("broker"));
+    if (!addr)
+      return fail(Errc::kUnavailable,
+                  "starling-broker did not start: " + addr.error().message + "; see " + log_path("broker"));
     bootstrap_ = *addr;
     // Restarting the broker must keep its address, or clients lose it.
     std::lock_guard lock(mu_);
@@ -119,7 +120,8 @@ Status Stack::start() {
         {"--instance", "STARLING_INSTANCE", name},
     };
     if (opts_.config_by_env) {
-      std::vector<std::pair<std::string, std::string>> env = {{"STARLING_PIPELINE", fmt::format("{}", fmt::join(files, ","))}};
+      std::vector<std::pair<std::string, std::string>> env = {
+          {"STARLING_PIPELINE", fmt::format("{}", fmt::join(files, ","))}};
       for (const auto& s : settings) env.emplace_back(s.env, s.value);
       return add(name, cat({bin(exe)}, extra), std::move(env));
     }
@@ -137,7 +139,9 @@ Status Stack::start() {
   for (const auto& name : order_) {
     if (name == "broker") continue;
     auto got = wait_for_file((fs::path(opts_.data_dir) / (name + ".port")).string(), 30s);
-    if (!got) return fail(Errc::kUnavailable, fmt::format("{} did not start: {}; see {}", name, got.error().message, log_path(name)));
+    if (!got)
+      return fail(Errc::kUnavailable,
+                  fmt::format("{} did not start: {}; see {}", name, got.error().message, log_path(name)));
     const auto port = static_cast<uint16_t>(std::stoi(*got));
     ports_[name] = port;
     // A restarted service binds the same port, so clients keep working.
@@ -186,8 +190,8 @@ void Stack::stop() {
     auto& c = children_.at(*it);
     if (c.proc.running()) {
       const int st = c.proc.stop(15s);
-      spdlog::info("stopped {} ({})", *it, WIFEXITED(st) ? fmt::format("exit {}", WEXITSTATUS(st))
-                                                         : fmt::format("signal {}", WTERMSIG(st)));
+      spdlog::info("stopped {} ({})", *it,
+                   WIFEXITED(st) ? fmt::format("exit {}", WEXITSTATUS(st)) : fmt::format("signal {}", WTERMSIG(st)));
     }
     std::lock_guard lock(mu_);
     if (auto st = c.proc.exit_status()) c.exits.push_back(*st);

@@ -16,15 +16,15 @@
 namespace starling::supervisor {
 
 struct StackOptions {
-  std::string bin_dir;                      // where the starling-* executables are
-  std::string data_dir;                     // one sub-folder per process
+  std::string bin_dir;   // where the starling-* executables are
+  std::string data_dir;  // one sub-folder per process
   std::vector<std::string> pipeline_files;
-  std::string kafka;                        // empty: run starling-broker here
-  uint16_t ingest_port = 0;                 // 0 picks a free port
+  std::string kafka;         // empty: run starling-broker here
+  uint16_t ingest_port = 0;  // 0 picks a free port
   uint16_t saga_port = 0;
   std::string log_level = "info";
   bool restart_crashed = true;
-  std::vector<std::string> load_args;       // extra flags for every starling-load (e.g. --sink postgres)
+  std::vector<std::string> load_args;  // extra flags for every starling-load (e.g. --sink postgres)
   /// Configure the services through STARLING_* environment variables instead
   /// of flags, the way compose/docker-compose.yml does.
   bool config_by_env = false;

@@ -2,17 +2,17 @@
 // again and again while events stream in, and two cleaners sharing a group.
 // starling-broker and every service run as real processes.
 
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <future>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
-
-#include <fmt/format.h>
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "broker-adapters/kafka/kafka.h"
 #include "services/clean/cleaner.h"
@@ -73,7 +73,8 @@ Result<Posted> post_fleet(const std::string& ingest_url, const SimOptions& opts)
       out.ids.insert(events[k].event_id);
       if (!events[k].fault.empty()) out.faulty.insert(events[k].event_id);
     }
-    std::this_thread::sleep_until(t0 + std::chrono::microseconds(static_cast<int64_t>(1e6 * static_cast<double>(end) / opts.rate)));
+    std::this_thread::sleep_until(
+        t0 + std::chrono::microseconds(static_cast<int64_t>(1e6 * static_cast<double>(end) / opts.rate)));
   }
   return out;
 }
@@ -84,8 +85,8 @@ std::vector<kafka::InMessage> read_all(const std::string& bootstrap, const std::
                                        const std::function<bool(const std::vector<kafka::InMessage>&)>& done,
                                        std::chrono::seconds timeout) {
   static int n = 0;
-  auto consumer = kafka::KafkaConsumer::create({bootstrap, "clean-e2e", {}},
-                                               "clean-e2e-" + std::to_string(::getpid()) + "-" + std::to_string(++n), topics, {});
+  auto consumer = kafka::KafkaConsumer::create(
+      {bootstrap, "clean-e2e", {}}, "clean-e2e-" + std::to_string(::getpid()) + "-" + std::to_string(++n), topics, {});
   EXPECT_TRUE(consumer.has_value());
   std::vector<kafka::InMessage> out;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -149,16 +150,18 @@ class CleanE2E : public ::testing::Test {
     }
     std::set<std::string> clean_ids;
     std::set<std::string> rejected_ids;
-    auto outputs = read_all(stack_->bootstrap(), {"ecowheels.clean", "ecowheels.rejected"},
-                            [&](const std::vector<kafka::InMessage>& got) {
-                              clean_ids.clear();
-                              rejected_ids.clear();
-                              for (const auto& m : got) (m.topic == "ecowheels.clean" ? clean_ids : rejected_ids).insert(event_id_of(m));
-                              return clean_ids.size() + rejected_ids.size() >= posted.ids.size();
-                            },
-                            120s);
+    auto outputs = read_all(
+        stack_->bootstrap(), {"ecowheels.clean", "ecowheels.rejected"},
+        [&](const std::vector<kafka::InMessage>& got) {
+          clean_ids.clear();
+          rejected_ids.clear();
+          for (const auto& m : got) (m.topic == "ecowheels.clean" ? clean_ids : rejected_ids).insert(event_id_of(m));
+          return clean_ids.size() + rejected_ids.size() >= posted.ids.size();
+        },
+        120s);
     std::vector<std::string> both;
-    std::set_intersection(clean_ids.begin(), clean_ids.end(), rejected_ids.begin(), rejected_ids.end(), std::back_inserter(both));
+    std::set_intersection(clean_ids.begin(), clean_ids.end(), rejected_ids.begin(), rejected_ids.end(),
+                          std::back_inserter(both));
     EXPECT_TRUE(both.empty()) << both.size() << " events are both clean and rejected, e.g. " << both.front();
     std::set<std::string> all = clean_ids;
     all.insert(rejected_ids.begin(), rejected_ids.end());
@@ -170,7 +173,7 @@ class CleanE2E : public ::testing::Test {
   struct Reference {
     std::map<std::string, std::string> clean;  // event id → clean payload
     std::map<std::string, std::string> state;  // the RocksDB content after all input
-    std::map<int32_t, int64_t> ends;            // end offset of each raw partition
+    std::map<int32_t, int64_t> ends;           // end offset of each raw partition
     uint64_t filled = 0;
   };
   // Polls starling-clean's starling_clean_committed_offset gauges until each
@@ -182,7 +185,8 @@ class CleanE2E : public ::testing::Test {
       bool all = page.has_value();
       for (const auto& [partition, end] : ends) {
         if (!all) break;
-        const auto series = fmt::format(R"(starling_clean_committed_offset{{topic="ecowheels.raw",partition="{}"}} )", partition);
+        const auto series =
+            fmt::format(R"(starling_clean_committed_offset{{topic="ecowheels.raw",partition="{}"}} )", partition);
         const auto at = page->body.find(series);
         all = at != std::string::npos && std::stoll(page->body.substr(at + series.size())) >= end;
       }
@@ -195,8 +199,8 @@ class CleanE2E : public ::testing::Test {
   // partition in offset order, in batches of 777, with no crash.
   Reference reference_run(const Posted& posted) {
     Reference ref;
-    const auto raw = read_all(stack_->bootstrap(), {"ecowheels.raw"},
-                              [&](const auto& got) { return got.size() >= posted.ids.size(); }, 60s);
+    const auto raw = read_all(
+        stack_->bootstrap(), {"ecowheels.raw"}, [&](const auto& got) { return got.size() >= posted.ids.size(); }, 60s);
     EXPECT_EQ(raw.size(), posted.ids.size()) << "ingest retries: " << posted.retries;
     std::map<int32_t, std::vector<kafka::InMessage>> by_partition;
     for (const auto& m : raw) by_partition[m.partition].push_back(m);
@@ -283,7 +287,8 @@ TEST_F(CleanE2E, CleanerKilledWithSigkillRepeatedlyOutputsEveryEventOnceAndEndsI
   const auto got = crashed.dump();
   EXPECT_EQ(got.size(), ref.state.size());
   EXPECT_TRUE(got == ref.state) << "the crashed cleaner's RocksDB differs from a run without crashes";
-  std::fprintf(stderr, "%d SIGKILLs; %zu events: %zu clean (%llu filled from last known), %zu rejected; %zu clean records "
+  std::fprintf(stderr,
+               "%d SIGKILLs; %zu events: %zu clean (%llu filled from last known), %zu rejected; %zu clean records "
                "compared; %zu RocksDB keys equal to the reference\n",
                kKills, posted->ids.size(), ref.clean.size(), static_cast<unsigned long long>(ref.filled),
                posted->faulty.size(), compared, got.size());
@@ -292,10 +297,10 @@ TEST_F(CleanE2E, CleanerKilledWithSigkillRepeatedlyOutputsEveryEventOnceAndEndsI
 TEST_F(CleanE2E, TwoCleanersShareThePartitionsAndASigkilledOnesPartitionsMoveBackWithExactResults) {
   // Given a second starling-clean in the same group, with its own RocksDB,
   const auto file = testing::source_path("pipelines/ecowheels.yaml");
-  auto second = ChildProcess::spawn({std::string(STARLING_BIN_DIR) + "/starling-clean", "--kafka", stack_->bootstrap(),
-                                     "--pipeline", file, "--data-dir", dir_ / "clean2", "--instance", "clean2",
-                                     "--log-level", "info"},
-                                    dir_ / "clean2.log");
+  auto second = ChildProcess::spawn(
+      {std::string(STARLING_BIN_DIR) + "/starling-clean", "--kafka", stack_->bootstrap(), "--pipeline", file,
+       "--data-dir", dir_ / "clean2", "--instance", "clean2", "--log-level", "info"},
+      dir_ / "clean2.log");
   ASSERT_TRUE(second.has_value()) << second.error().message;
   std::this_thread::sleep_for(3s);  // the group rebalances onto two members
 

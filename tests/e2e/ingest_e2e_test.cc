@@ -6,19 +6,18 @@
 // that may already be in Kafka (possibly persisted); downstream must fold
 // those copies: every saga COMPLETED with exact counts, every acknowledged
 // event loaded exactly once.
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
 
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
-
-#include <fmt/chrono.h>
-#include <fmt/format.h>
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "broker-adapters/kafka/kafka.h"
 #include "services/common/http.h"

@@ -3,16 +3,16 @@
 // processes (Stack), a simulated fleet, and the exact-outcome checks.
 // pipeline_e2e_test.cc and replay_e2e_test.cc share it.
 
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <sqlite3.h>
-#include <unistd.h>
 
 #include "broker-adapters/kafka/kafka.h"
 #include "services/simulator/report.h"
@@ -48,9 +48,10 @@ inline std::vector<std::string> loaded_ids(const std::string& db, const std::str
 
 // Reads `count` records from a topic from the beginning, or what arrived
 // before the timeout.
-inline std::vector<v1::RejectedRecord> read_rejected(const std::string& bootstrap, const std::string& topic, std::size_t count) {
-  auto consumer = kafka::KafkaConsumer::create({bootstrap, "e2e-reader", {}}, "e2e-reader-" + std::to_string(::getpid()),
-                                               {topic}, {});
+inline std::vector<v1::RejectedRecord> read_rejected(const std::string& bootstrap, const std::string& topic,
+                                                     std::size_t count) {
+  auto consumer = kafka::KafkaConsumer::create({bootstrap, "e2e-reader", {}},
+                                               "e2e-reader-" + std::to_string(::getpid()), {topic}, {});
   EXPECT_TRUE(consumer.has_value());
   std::vector<v1::RejectedRecord> out;
   const auto deadline = std::chrono::steady_clock::now() + 60s;

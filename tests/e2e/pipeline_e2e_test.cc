@@ -1,6 +1,12 @@
 // Whole-pipeline tests: starling-broker and the four services as real
 // processes, driven over HTTP like a device fleet would.
 
+#include "tests/e2e/pipeline_e2e.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <functional>
@@ -8,10 +14,6 @@
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <sqlite3.h>
 
 #include "broker-adapters/kafka/kafka.h"
 #include "services/common/http.h"
@@ -22,7 +24,6 @@
 #include "starling/v1/envelope.pb.h"
 #include "tests/support/postgres_server.h"
 #include "tests/support/temp_dir.h"
-#include "tests/e2e/pipeline_e2e.h"
 
 namespace starling::e2e {
 namespace {
@@ -50,7 +51,8 @@ TEST_F(PipelineE2E, TwoThousandEventsAreLoadedOrRejectedWithReasonsExactlyOnce) 
     rejected_ids.insert(r.envelope().event_id());
     ASSERT_GT(r.reasons_size(), 0);
     bool named = false;
-    for (const auto& reason : r.reasons()) named |= (reason.rule() + ":" + reason.field()) == fault_of[r.envelope().event_id()];
+    for (const auto& reason : r.reasons())
+      named |= (reason.rule() + ":" + reason.field()) == fault_of[r.envelope().event_id()];
     EXPECT_TRUE(named) << r.envelope().event_id() << " should be rejected for " << fault_of[r.envelope().event_id()];
     EXPECT_EQ(r.stage(), "clean");
   }
@@ -158,7 +160,6 @@ TEST_P(PostgresOutageE2E, PostgresDownForTenSecondsMidStreamLosesNothing) {
 
 INSTANTIATE_TEST_SUITE_P(Sinks, PostgresOutageE2E, ::testing::Values("postgres"),
                          [](const auto& info) { return info.param; });
-
 
 // The value of one sample in a Prometheus text page, or -1 when absent.
 double sample(const std::string& page, const std::string& series) {

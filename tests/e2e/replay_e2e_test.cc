@@ -2,20 +2,20 @@
 // a replay beside live ingest at full rate, a replay by saga id, and the
 // controls (dry run, pause, resume, cancel, status from another process).
 
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
-#include <sqlite3.h>
 
 #include "services/common/time.h"
 #include "services/replay/replay.h"
@@ -51,9 +51,12 @@ std::map<std::string, StoredRow> table(const std::string& db, std::size_t* rows 
       const std::string name = sqlite3_column_name(s, c);
       const auto* v = sqlite3_column_text(s, c);
       const std::string value = v ? reinterpret_cast<const char*>(v) : "NULL";
-      if (name == "event_id") id = value;
-      else if (name == "saga_id") row.saga_id = value;
-      else if (name != "seq") row.content += name + "=" + value + ";";
+      if (name == "event_id")
+        id = value;
+      else if (name == "saga_id")
+        row.saga_id = value;
+      else if (name != "seq")
+        row.content += name + "=" + value + ";";
     }
     out[id] = std::move(row);
   }
@@ -128,7 +131,8 @@ class ReplayE2E : public PipelineE2E {
     EXPECT_EQ(saga["kind"], "REPLAY");
     EXPECT_EQ(saga["total"].get<uint64_t>(), total);
     EXPECT_EQ(saga["counts"]["loaded"].get<uint64_t>(), loaded);
-    EXPECT_EQ(saga["counts"]["rejected"].get<uint64_t>() + saga["counts"]["rejected_at_load"].get<uint64_t>(), rejected);
+    EXPECT_EQ(saga["counts"]["rejected"].get<uint64_t>() + saga["counts"]["rejected_at_load"].get<uint64_t>(),
+              rejected);
     EXPECT_EQ(saga["counts"]["in_flight"].get<uint64_t>(), 0u);
     uint64_t child_total = 0;
     uint64_t child_loaded = 0;

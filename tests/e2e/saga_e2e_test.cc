@@ -2,6 +2,7 @@
 // sagas are in flight, and a stopped loader whose sagas stall, fail and are
 // compensated. starling-broker and every service run as real processes.
 
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -10,12 +11,10 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "broker-adapters/kafka/kafka.h"
 #include "services/common/http.h"
@@ -243,8 +242,7 @@ TEST_F(SagaE2E, LoaderStoppedSagasStallThenFailAndAreCompensatedWhenItResumes) {
       [&](const std::vector<v1::SagaOutcome>& got) {
         seen.clear();
         for (const auto& o : got) seen[o.saga_id()].insert(o.state());
-        return seen.size() == res->saga_ids.size() &&
-               std::all_of(seen.begin(), seen.end(), [](const auto& kv) {
+        return seen.size() == res->saga_ids.size() && std::all_of(seen.begin(), seen.end(), [](const auto& kv) {
                  return kv.second.contains(v1::SAGA_STATE_STALLED) && kv.second.contains(v1::SAGA_STATE_FAILED);
                });
       },
@@ -300,9 +298,19 @@ TEST_F(SagaE2E, TwoCoordinatorsSplitThePartitionsAndAPartitionThatMovesKeepsExac
   const auto file = pipeline_with_deadlines(dir_, "10m", "30m");
   ASSERT_NO_FATAL_FAILURE(start(file));
   const auto port_file = dir_ / "saga2.port";
-  const std::vector<std::string> argv = {std::string(STARLING_BIN_DIR) + "/starling-saga", "--kafka", stack_->bootstrap(),
-                                         "--pipeline", file, "--listen", "127.0.0.1:0", "--port-file", port_file,
-                                         "--data-dir", dir_ / "saga2", "--instance", "saga2"};
+  const std::vector<std::string> argv = {std::string(STARLING_BIN_DIR) + "/starling-saga",
+                                         "--kafka",
+                                         stack_->bootstrap(),
+                                         "--pipeline",
+                                         file,
+                                         "--listen",
+                                         "127.0.0.1:0",
+                                         "--port-file",
+                                         port_file,
+                                         "--data-dir",
+                                         dir_ / "saga2",
+                                         "--instance",
+                                         "saga2"};
   auto second = ChildProcess::spawn(argv, dir_ / "saga2.log");
   ASSERT_TRUE(second.has_value());
   auto port = wait_for_file(port_file, 30s);
@@ -339,7 +347,8 @@ TEST_F(SagaE2E, TwoCoordinatorsSplitThePartitionsAndAPartitionThatMovesKeepsExac
     totals = fetch_totals(stack_->saga_url(), "ecowheels");
   }
   ASSERT_TRUE(totals.has_value());
-  EXPECT_EQ(totals->in("COMPLETED"), ids.size()) << "the first coordinator did not take over the second one's partition";
+  EXPECT_EQ(totals->in("COMPLETED"), ids.size())
+      << "the first coordinator did not take over the second one's partition";
   // and comes back later with its stale store (partitions move back to it),
   std::filesystem::remove(port_file);
   second = ChildProcess::spawn(argv, dir_ / "saga2.log");

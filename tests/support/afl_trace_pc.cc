@@ -22,8 +22,7 @@ constexpr uintptr_t kMapMask = (1u << 16) - 1;
 thread_local uintptr_t prev_location = 0;
 }  // namespace
 
-extern "C" __attribute__((no_sanitize_coverage, no_sanitize("address", "undefined"))) void
-__sanitizer_cov_trace_pc() {
+extern "C" __attribute__((no_sanitize_coverage, no_sanitize("address", "undefined"))) void __sanitizer_cov_trace_pc() {
   auto pc = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
   uintptr_t location = (pc ^ (pc >> 16) ^ (pc >> 32)) & kMapMask;
   __afl_area_ptr[location ^ prev_location]++;

@@ -4,16 +4,15 @@
 // in-memory partition logs, whose rebalances a test scripts, and a producer
 // whose delivery reports a test decides.
 
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <algorithm>
-#include <optional>
 
 #include "broker-adapters/kafka/kafka.h"
 
@@ -31,8 +30,8 @@ class FakeConsumer final : public kafka::Consumer {
     std::vector<kafka::TopicPartition> revoke;  // all of the assignment when `revoke_all`
     bool revoke_all = false;
     std::vector<kafka::TopicPartition> assign;
-    std::size_t after = 0;        // messages into the poll it fires in
-    std::function<bool()> when;   // fires only once this holds (checked at each poll)
+    std::size_t after = 0;       // messages into the poll it fires in
+    std::function<bool()> when;  // fires only once this holds (checked at each poll)
   };
 
   FakeConsumer() = default;

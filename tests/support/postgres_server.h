@@ -3,21 +3,20 @@
 // its own data directory, loopback only, a free port. As root it runs as the
 // `postgres` user, since PostgreSQL refuses to run as root.
 
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <pwd.h>
-#include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
-
-#include <fmt/format.h>
-#include <gtest/gtest.h>
-#include <libpq-fe.h>
 
 #include "services/common/process.h"
 #include "tests/support/free_port.h"
@@ -34,9 +33,9 @@ class PostgresServer {
     ::chmod(dir.c_str(), 0755);  // mkdtemp makes it 0700; the postgres user must reach its data
     std::filesystem::create_directories(dir_);
     chown_to_postgres(dir_);
-    auto init = ChildProcess::spawn({bin_ + "/initdb", "-D", dir_ + "/data", "-U", "postgres", "--auth=trust",
-                                     "--no-sync", "-E", "UTF8"},
-                                    dir_ + "/initdb.log", user());
+    auto init = ChildProcess::spawn(
+        {bin_ + "/initdb", "-D", dir_ + "/data", "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"},
+        dir_ + "/initdb.log", user());
     const auto st = init ? init->wait(std::chrono::seconds(120)) : std::nullopt;
     ok_ = st && WIFEXITED(*st) && WEXITSTATUS(*st) == 0;
   }

@@ -2,11 +2,11 @@
 // A temporary folder for one test, removed when the test passed and kept
 // (with its logs) when it failed, so a failure can be read afterwards.
 
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace starling::testing {
 

@@ -4,24 +4,24 @@
 
 #include "broker-adapters/kafka/consumer_loop.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <mutex>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "tests/support/fake_kafka.h"
 
 namespace starling::kafka {
 namespace {
 
+using starling::testing::FakeConsumer;
+using starling::testing::FakeProducer;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using starling::testing::FakeConsumer;
-using starling::testing::FakeProducer;
 
 const TopicPartition kP0{"in", 0};
 const TopicPartition kP1{"in", 1};
@@ -133,8 +133,7 @@ class ConsumerLoopTest : public ::testing::Test {
     fill(kP0, {"a0", "a1", "a2", "a3"});
     fill(kP1, {"b0", "b1"});
     consumer.schedule({.assign = {kP0, kP1}});
-    consumer.schedule({.revoke_all = true, .assign = {kP0}, .after = 2,
-                       .when = [&] { return consumer.polls() >= 2; }});
+    consumer.schedule({.revoke_all = true, .assign = {kP0}, .after = 2, .when = [&] { return consumer.polls() >= 2; }});
     return run_until([&] { return stage.stored().size() == 4; },
                      {.batch_max = 3, .batch_wait = std::chrono::milliseconds(10), .pipelined = pipelined});
   }
@@ -235,9 +234,9 @@ TEST_F(ConsumerLoopTest, TransientStoreFailureIsRetriedWhileThePartitionsArePaus
     return {};
   };
   const int polls_before = consumer.polls();
-  const int rc = run_until([&] { return stage.stored().size() == 2; },
-                           {.batch_max = 1, .batch_wait = std::chrono::milliseconds(10),
-                            .pause_after = std::chrono::milliseconds(0)});
+  const int rc = run_until(
+      [&] { return stage.stored().size() == 2; },
+      {.batch_max = 1, .batch_wait = std::chrono::milliseconds(10), .pause_after = std::chrono::milliseconds(0)});
   ASSERT_FALSE(timed_out);
   EXPECT_EQ(rc, 0);
   EXPECT_THAT(stage.stored(), ElementsAre("a", "b"));

@@ -57,8 +57,13 @@ class BrokerProcess {
     fs::path port_file = data_dir_ / "port";
     fs::remove(port_file);
     log_ = data_dir_ / ("broker-" + std::to_string(++starts_) + ".log");
-    std::vector<std::string> args = {std::string(STARLING_BIN_DIR) + "/starling-broker", "--listen", listen_,
-                                     "--data-dir", (data_dir_ / "data").string(), "--port-file", port_file.string()};
+    std::vector<std::string> args = {std::string(STARLING_BIN_DIR) + "/starling-broker",
+                                     "--listen",
+                                     listen_,
+                                     "--data-dir",
+                                     (data_dir_ / "data").string(),
+                                     "--port-file",
+                                     port_file.string()};
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = ::fork();
     if (pid_ == 0) {

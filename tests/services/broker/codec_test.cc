@@ -31,12 +31,12 @@ TEST(Crc32c, SlicedAndBytewisePathsAgree) {
 TEST(ApiVersions, AdvertisesOnlyNonFlexibleVersions) {
   // First flexible version of each API (apache/kafka message JSON).
   const std::map<ApiKey, int16_t> first_flexible = {
-      {ApiKey::kProduce, 9},        {ApiKey::kFetch, 12},          {ApiKey::kListOffsets, 6},
-      {ApiKey::kMetadata, 9},       {ApiKey::kOffsetCommit, 8},    {ApiKey::kOffsetFetch, 6},
+      {ApiKey::kProduce, 9},         {ApiKey::kFetch, 12},         {ApiKey::kListOffsets, 6},
+      {ApiKey::kMetadata, 9},        {ApiKey::kOffsetCommit, 8},   {ApiKey::kOffsetFetch, 6},
       {ApiKey::kFindCoordinator, 3}, {ApiKey::kJoinGroup, 6},      {ApiKey::kHeartbeat, 4},
-      {ApiKey::kLeaveGroup, 4},     {ApiKey::kSyncGroup, 4},       {ApiKey::kDescribeGroups, 5},
-      {ApiKey::kListGroups, 3},     {ApiKey::kApiVersions, 3},     {ApiKey::kCreateTopics, 5},
-      {ApiKey::kDeleteTopics, 4},   {ApiKey::kInitProducerId, 2},
+      {ApiKey::kLeaveGroup, 4},      {ApiKey::kSyncGroup, 4},      {ApiKey::kDescribeGroups, 5},
+      {ApiKey::kListGroups, 3},      {ApiKey::kApiVersions, 3},    {ApiKey::kCreateTopics, 5},
+      {ApiKey::kDeleteTopics, 4},    {ApiKey::kInitProducerId, 2},
   };
   for (const auto& a : supported_apis()) {
     ASSERT_TRUE(first_flexible.count(a.key)) << static_cast<int>(a.key);

@@ -7,6 +7,7 @@
 //   broker_fuzz_request [iterations] [seed] [corpus files or dirs...]
 // Coverage-guided fuzzing: `tools/fuzz broker` builds this same entry point
 // into broker_fuzz_afl (AFL++, see tests/support/afl_trace_pc.cc) over fuzz_corpus/.
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,8 +15,6 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
-
-#include <spdlog/spdlog.h>
 
 #include "services/broker/broker.h"
 #include "tests/services/broker/request_bodies.h"
@@ -55,7 +54,8 @@ struct Harness {
   void run(const uint8_t* data, size_t size) {
     sb::Bytes frame(data, data + size);
     sb::asio::co_spawn(
-        io, [this, frame = std::move(frame)]() mutable -> sb::asio::awaitable<void> {
+        io,
+        [this, frame = std::move(frame)]() mutable -> sb::asio::awaitable<void> {
           (void)co_await broker->handle(std::move(frame), "fuzz");
         },
         sb::asio::detached);

@@ -18,10 +18,10 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGTERM, [](int) { g_run = 0; });
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  const char* props[][2] = {{"bootstrap.servers", argv[1]},      {"group.id", argv[2]},
-                            {"auto.offset.reset", "earliest"},   {"enable.auto.commit", "true"},
-                            {"auto.commit.interval.ms", "100"},  {"session.timeout.ms", "3000"},
-                            {"heartbeat.interval.ms", "300"},    {"partition.assignment.strategy", "range"},
+  const char* props[][2] = {{"bootstrap.servers", argv[1]},     {"group.id", argv[2]},
+                            {"auto.offset.reset", "earliest"},  {"enable.auto.commit", "true"},
+                            {"auto.commit.interval.ms", "100"}, {"session.timeout.ms", "3000"},
+                            {"heartbeat.interval.ms", "300"},   {"partition.assignment.strategy", "range"},
                             {"broker.address.family", "v4"}};
   char err[512];
   for (auto& p : props) {

@@ -3,9 +3,8 @@
 // starling-broker process. The checks live in kafkajs/interop.js; this test
 // installs it into the build tree, starts the broker and asserts on the
 // script's exit status and summary line.
-#include <sys/wait.h>
-
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -64,9 +63,9 @@ TEST(KafkaJs, ProducesWithKeysAndHeadersAndConsumesInAGroupFromTheCommittedOffse
   // Given 2000 messages produced by an idempotent KafkaJS producer, when a
   // KafkaJS consumer group reads them and a second member resumes, then the
   // script has checked every key, value, header, partition and offset.
-  auto r = run_command("cd " + work.string() + " && KAFKAJS_NO_PARTITIONER_WARNING=1 node interop.js " +
-                           broker.bootstrap() + " 2000",
-                       60);
+  auto r = run_command(
+      "cd " + work.string() + " && KAFKAJS_NO_PARTITIONER_WARNING=1 node interop.js " + broker.bootstrap() + " 2000",
+      60);
   EXPECT_EQ(r.exit_code, 0) << r.output << "\nbroker log:\n" << broker.log();
   EXPECT_NE(r.output.find("OK produced 2100 consumed 2000+100 partitions 3"), std::string::npos) << r.output;
   EXPECT_TRUE(broker.alive()) << broker.log();

@@ -141,7 +141,8 @@ TEST(ConsumerGroup, ThreeProcessesSplitPartitionsAndSurvivorsTakeOverFromCommitt
     return true;
   };
   deadline = std::chrono::steady_clock::now() + 60s;
-  while (!all_consumed(1, 100, {0, 1, 2}) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(200ms);
+  while (!all_consumed(1, 100, {0, 1, 2}) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(200ms);
   ASSERT_TRUE(all_consumed(1, 100, {0, 1, 2}));
 
   // Then each process owns two partitions, and no partition is shared
@@ -186,13 +187,13 @@ TEST(ConsumerGroup, ThreeProcessesSplitPartitionsAndSurvivorsTakeOverFromCommitt
     for (int64_t o = 101; o <= 150; ++o) EXPECT_EQ(survivors[p].count(o), 1u) << p << "/" << o;
   }
   EXPECT_TRUE(all_consumed(101, 150, {1, 2})) << [&] {
-                                              std::string s;
-                                              for (auto& [p, offs] : survivors) {
-                                                s += "p" + std::to_string(p) + ": " + std::to_string(offs.size()) +
-                                                     " offsets, max " + std::to_string(*offs.rbegin()) + "\n";
-                                              }
-                                              return s;
-                                            }() << broker.log();
+    std::string s;
+    for (auto& [p, offs] : survivors) {
+      s += "p" + std::to_string(p) + ": " + std::to_string(offs.size()) + " offsets, max " +
+           std::to_string(*offs.rbegin()) + "\n";
+    }
+    return s;
+  }() << broker.log();
   gs = describe_group(broker.port(), "splitters");
   EXPECT_EQ(gs.members, 2u);
 }

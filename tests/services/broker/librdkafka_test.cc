@@ -2,9 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <atomic>
 #include <set>
 #include <thread>
 
@@ -370,12 +370,14 @@ TEST(Librdkafka, MetadataAdvertisesTheConfiguredHost) {
 
 TEST(Executable, HelpExplainsEveryFlagAndBadFlagsFail) {
   auto help = run(std::string(STARLING_BIN_DIR) + "/starling-broker --help");
-  for (const char* flag : {"--listen", "--data-dir", "--port-file", "--advertised-host", "--partitions", "--auto-create",
-                           "--flush", "--retention-ms", "--retention-bytes", "--segment-bytes", "--log-level"}) {
+  for (const char* flag :
+       {"--listen", "--data-dir", "--port-file", "--advertised-host", "--partitions", "--auto-create", "--flush",
+        "--retention-ms", "--retention-bytes", "--segment-bytes", "--log-level"}) {
     EXPECT_NE(help.find(flag), std::string::npos) << flag;
   }
   TempDir dir;
-  std::string base = std::string(STARLING_BIN_DIR) + "/starling-broker --listen 127.0.0.1:0 --data-dir " + dir.path().string();
+  std::string base =
+      std::string(STARLING_BIN_DIR) + "/starling-broker --listen 127.0.0.1:0 --data-dir " + dir.path().string();
   EXPECT_NE(std::system((base + " --flush sometimes >/dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((base + " --partitions 0 >/dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((std::string(STARLING_BIN_DIR) + "/starling-broker >/dev/null 2>&1").c_str()), 0);
@@ -411,7 +413,8 @@ TEST(Librdkafka, WatermarksAndOffsetsForTimes) {
   }
   int64_t low = -1;
   int64_t high = -1;
-  ASSERT_EQ(rd_kafka_query_watermark_offsets(producer.get(), "times", 0, &low, &high, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_EQ(rd_kafka_query_watermark_offsets(producer.get(), "times", 0, &low, &high, 10000),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
   EXPECT_EQ(low, 0);
   EXPECT_EQ(high, 10);
   auto* list = rd_kafka_topic_partition_list_new(1);

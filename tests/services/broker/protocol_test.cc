@@ -121,7 +121,8 @@ TEST_F(Protocol, RandomGarbageFramesNeverCrashTheBroker) {
     for (auto& b : body) b = static_cast<uint8_t>(rng() % 5 == 0 ? 0xff : rng() % 4);
     auto api = find_api(static_cast<int16_t>(rng() % 23));
     int16_t key = api ? static_cast<int16_t>(api->key) : 1;
-    int16_t version = api ? static_cast<int16_t>(api->min_version + rng() % (api->max_version - api->min_version + 1)) : 4;
+    int16_t version =
+        api ? static_cast<int16_t>(api->min_version + rng() % (api->max_version - api->min_version + 1)) : 4;
     c.send_request(key, version, body);
     (void)c.read_frame(200);
   }

@@ -55,8 +55,8 @@ class Producer {
     rd_kafka_conf_t* conf = make_conf(bootstrap, props);
     rd_kafka_conf_set_dr_msg_cb(conf, [](rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
       auto* self = static_cast<Producer*>(opaque);
-      self->deliveries_.push_back({m->partition, m->offset, m->err,
-                                   std::string(static_cast<const char*>(m->payload), m->len)});
+      self->deliveries_.push_back(
+          {m->partition, m->offset, m->err, std::string(static_cast<const char*>(m->payload), m->len)});
     });
     rd_kafka_conf_set_opaque(conf, this);
     char err[512];
@@ -70,7 +70,8 @@ class Producer {
       rd_kafka_headers_t* hdrs = nullptr;
       if (!headers.empty()) {
         hdrs = rd_kafka_headers_new(headers.size());
-        for (const auto& [k, v] : headers) rd_kafka_header_add(hdrs, k.c_str(), -1, v.data(), static_cast<ssize_t>(v.size()));
+        for (const auto& [k, v] : headers)
+          rd_kafka_header_add(hdrs, k.c_str(), -1, v.data(), static_cast<ssize_t>(v.size()));
       }
       rd_kafka_resp_err_t e =
           rd_kafka_producev(rk_.get(), RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(partition),

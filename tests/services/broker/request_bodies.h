@@ -44,8 +44,8 @@ inline Bytes fetch_body(int16_t v, const std::string& topic, int64_t offset = 0,
   w.i32(0);
   if (v >= 9) w.i32(-1);  // current leader epoch
   w.i64(offset);
-  if (v >= 5) w.i64(-1);  // log start offset
-  w.i32(1 << 20);         // partition max bytes
+  if (v >= 5) w.i64(-1);       // log start offset
+  w.i32(1 << 20);              // partition max bytes
   if (v >= 7) w.array_len(0);  // forgotten topics
   if (v >= 11) w.string("rack");
   return w.take();

@@ -15,8 +15,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::BatchSpec;
-using testing::TempDir;
 using testing::make_batch;
+using testing::TempDir;
 
 Result<PartitionLog::AppendResult> append(PartitionLog& log, const Bytes& batch) {
   auto batches = validate_record_set(batch, 1 << 20);
@@ -140,7 +140,8 @@ TEST(PartitionLog, RetentionByTimeDeletesExpiredClosedSegments) {
   auto log = PartitionLog::open(dir.path() / "t-0", cfg);
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(append(*log, make_batch({{std::string(200, 'x')}, 1000 + i})).has_value());
   // Appended "now", so nothing expires until the clock moves on.
-  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+                 .count();
   EXPECT_EQ(log->apply_retention(now), 0u);
   EXPECT_EQ(log->apply_retention(now + 10'000), 4u);  // the active segment stays
   EXPECT_EQ(log->log_start_offset(), 4);
@@ -152,7 +153,8 @@ TEST(PartitionLog, OffsetForTimestampFindsFirstBatchWithMaxTimestampAtLeastT) {
   cfg.segment_bytes = 500;
   cfg.index_interval_bytes = 100;
   auto log = PartitionLog::open(dir.path() / "t-0", cfg);
-  for (int i = 0; i < 30; ++i) ASSERT_TRUE(append(*log, make_batch({{std::string(50, 'x')}, 1000 + 10 * i})).has_value());
+  for (int i = 0; i < 30; ++i)
+    ASSERT_TRUE(append(*log, make_batch({{std::string(50, 'x')}, 1000 + 10 * i})).has_value());
   EXPECT_EQ(log->offset_for_timestamp(0), 0);
   EXPECT_EQ(log->offset_for_timestamp(1000), 0);
   EXPECT_EQ(log->offset_for_timestamp(1001), 1);

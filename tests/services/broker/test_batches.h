@@ -33,13 +33,13 @@ inline Bytes make_batch(const BatchSpec& spec) {
   Bytes records;
   for (size_t i = 0; i < spec.values.size(); ++i) {
     Bytes rec;
-    rec.push_back(0);                           // attributes
-    put_varint(rec, 0);                         // timestamp delta
-    put_varint(rec, static_cast<int64_t>(i));   // offset delta
-    put_varint(rec, -1);                        // null key
+    rec.push_back(0);                          // attributes
+    put_varint(rec, 0);                        // timestamp delta
+    put_varint(rec, static_cast<int64_t>(i));  // offset delta
+    put_varint(rec, -1);                       // null key
     put_varint(rec, static_cast<int64_t>(spec.values[i].size()));
     rec.insert(rec.end(), spec.values[i].begin(), spec.values[i].end());
-    put_varint(rec, 0);                         // no headers
+    put_varint(rec, 0);  // no headers
     put_varint(records, static_cast<int64_t>(rec.size()));
     records.insert(records.end(), rec.begin(), rec.end());
   }

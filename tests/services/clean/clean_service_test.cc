@@ -3,9 +3,9 @@
 // them with the state it stored.
 #include "services/clean/clean_service.h"
 
-#include <atomic>
-
 #include <gtest/gtest.h>
+
+#include <atomic>
 
 #include "starling/v1/ecowheels.pb.h"
 #include "tests/support/fake_kafka.h"
@@ -69,10 +69,7 @@ std::map<std::string, double> cleaned(const FakeProducer& producer) {
 int run_until_cleaned(CleanService& service, FakeProducer& producer, FakeConsumer& consumer, std::size_t n) {
   const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   return service.run(producer, consumer.factory(),
-                     {.batch_max = 10,
-                      .batch_wait = std::chrono::milliseconds(10),
-                      .pipelined = true,
-                      .stop = [&] {
+                     {.batch_max = 10, .batch_wait = std::chrono::milliseconds(10), .pipelined = true, .stop = [&] {
                         return cleaned(producer).size() >= n || std::chrono::steady_clock::now() > limit;
                       }});
 }

@@ -1,11 +1,10 @@
 // The clean section of a pipeline file, checked for what it means: every
 // problem is reported at once, each with its line, in file order with the
 // problems the shared parse finds.
-#include "services/clean/rule_config.h"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "services/clean/rule_config.h"
 #include "services/clean/rules.h"
 
 namespace starling::clean {
@@ -16,8 +15,8 @@ using ::testing::HasSubstr;
 std::vector<std::string> problems_of(const std::string& rules) {
   try {
     parse_checked_pipeline("pipeline: t\nschema: {message: starling.v1.RideTelemetry}\nclean:\n  rules:\n" + rules +
-                       "load: {table: x, columns: {s: speed_kmh}}\n",
-                   "t.yaml");
+                               "load: {table: x, columns: {s: speed_kmh}}\n",
+                           "t.yaml");
   } catch (const ConfigError& e) {
     return e.problems();
   }
@@ -69,7 +68,8 @@ TEST(CleanConfig, RulesOnTheWrongTypeAreRefused) {
   EXPECT_THAT(problems_of("    - field: speed_kmh\n      regex: x\n").at(0), HasSubstr("regex needs a string field"));
   EXPECT_THAT(problems_of("    - field: ride_id\n      convert: {from: mph, to: km/h}\n").at(0),
               HasSubstr("convert needs a double or float field"));
-  EXPECT_THAT(problems_of("    - field: ride_id\n      round: 1\n").at(0), HasSubstr("round needs a double or float field"));
+  EXPECT_THAT(problems_of("    - field: ride_id\n      round: 1\n").at(0),
+              HasSubstr("round needs a double or float field"));
   EXPECT_THAT(problems_of("    - field: speed_kmh\n      allowed: [1]\n").at(0),
               HasSubstr("allowed needs an enum, string or integer field"));
   EXPECT_THAT(problems_of("    - field: speed_kmh\n      timestamp: {max_late: 1h}\n").at(0),
@@ -99,7 +99,8 @@ TEST(CleanConfig, RangeOnAStringFieldIsRefused) {
 }
 
 TEST(CleanConfig, RangeWithMinAboveMaxIsRefused) {
-  EXPECT_THAT(problems_of("    - field: speed_kmh\n      range: {min: 9, max: 1}\n").at(0), HasSubstr("min 9 is greater than max 1"));
+  EXPECT_THAT(problems_of("    - field: speed_kmh\n      range: {min: 9, max: 1}\n").at(0),
+              HasSubstr("min 9 is greater than max 1"));
 }
 
 TEST(CleanConfig, RequiredOnAFieldWithoutPresenceIsRefused) {
@@ -108,15 +109,17 @@ TEST(CleanConfig, RequiredOnAFieldWithoutPresenceIsRefused) {
 
 TEST(CleanConfig, TheCleanStageRefusesRulesTheSharedParseTook) {
   // The other stages read the rules as data only; the clean stage checks them before it cleans anything.
-  const auto p = parse_pipeline("pipeline: t\nschema: {message: starling.v1.RideTelemetry}\nclean:\n  rules:\n"
-                                "    - field: ride_id\n      range: {min: 0}\nload: {table: x, columns: {s: speed_kmh}}\n",
-                                "t.yaml");
+  const auto p = parse_pipeline(
+      "pipeline: t\nschema: {message: starling.v1.RideTelemetry}\nclean:\n  rules:\n"
+      "    - field: ride_id\n      range: {min: 0}\nload: {table: x, columns: {s: speed_kmh}}\n",
+      "t.yaml");
   ASSERT_EQ(p.rules.size(), 1u);
   try {
     RuleEngine engine(p);
     ADD_FAILURE() << "a range on a string field was taken";
   } catch (const ConfigError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("t.yaml:6:14: clean.rules[0].range: range needs a numeric field; 'ride_id' is string"));
+    EXPECT_THAT(e.what(),
+                HasSubstr("t.yaml:6:14: clean.rules[0].range: range needs a numeric field; 'ride_id' is string"));
   }
 }
 
@@ -142,7 +145,7 @@ clean:
       timestamp: {max_future: 30s, max_late: 1d}
 load: {table: x, columns: {s: speed_kmh}}
 )",
-                                "t.yaml");
+                                        "t.yaml");
   EXPECT_EQ(p.dedupe_window_ms, 600'000);
   ASSERT_EQ(p.rules.size(), 5u);
   EXPECT_EQ(p.rules[0].convert->from, "mph");

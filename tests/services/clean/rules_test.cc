@@ -1,10 +1,10 @@
 #include "services/clean/rules.h"
 
-#include <array>
-#include <cmath>
-
 #include <google/protobuf/util/time_util.h>
 #include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
 
 #include "services/common/records.h"
 #include "starling/v1/ecowheels.pb.h"
@@ -17,8 +17,8 @@ using google::protobuf::util::TimeUtil;
 constexpr int64_t kIngest = 1'700'000'000'000;  // a fixed ingest time: results never depend on the clock
 
 PipelineConfig pipeline(const std::string& rules, const std::string& keys = "") {
-  return parse_pipeline("pipeline: t\nschema: {message: starling.v1.RideTelemetry}\n" + keys + "clean:\n  rules:\n" + rules +
-                            "load: {table: x, columns: {s: speed_kmh}}\n",
+  return parse_pipeline("pipeline: t\nschema: {message: starling.v1.RideTelemetry}\n" + keys + "clean:\n  rules:\n" +
+                            rules + "load: {table: x, columns: {s: speed_kmh}}\n",
                         "t.yaml");
 }
 
@@ -39,7 +39,8 @@ v1::RideTelemetry valid() {
   return r;
 }
 
-Outcome run(const PipelineConfig& p, v1::RideTelemetry& r, const DeviceMemory& memory = {}, int64_t event_ms = kIngest) {
+Outcome run(const PipelineConfig& p, v1::RideTelemetry& r, const DeviceMemory& memory = {},
+            int64_t event_ms = kIngest) {
   return RuleEngine(p).apply(r, {kIngest, event_ms}, memory);
 }
 
@@ -218,7 +219,8 @@ TEST(RuleEngine, TimestampTooFarInTheFutureOrTooLateIsRejected) {
 TEST(RuleEngine, MissingTimestampIsOnlyRejectedWhenRequired) {
   auto r = valid();
   EXPECT_TRUE(run(pipeline("    - field: event_time\n      timestamp: {max_late: 1h}\n"), r).reasons.empty());
-  const auto reasons = run(pipeline("    - field: event_time\n      required: true\n      timestamp: {max_late: 1h}\n"), r).reasons;
+  const auto reasons =
+      run(pipeline("    - field: event_time\n      required: true\n      timestamp: {max_late: 1h}\n"), r).reasons;
   ASSERT_EQ(reasons.size(), 1u);
   EXPECT_EQ(reasons[0].rule(), "required");
 }
@@ -292,7 +294,7 @@ TEST(RuleEngine, DefaultFillsAMissingValueAndSatisfiesRequired) {
   ASSERT_EQ(out.changes.size(), 1u);
   EXPECT_EQ(change_label(out.changes[0]), "default");
   EXPECT_EQ(out.changes[0].to, FieldValue(15.0));  // a double field's value stays a number
-  r.set_temperature_c(3);  // a value of its own is kept
+  r.set_temperature_c(3);                          // a value of its own is kept
   EXPECT_TRUE(run(p, r).changes.empty());
   EXPECT_EQ(r.temperature_c(), 3);
 }
@@ -338,7 +340,8 @@ TEST(RuleEngine, FillsFromTheLastKnownValueWithinMaxAge) {
 }
 
 TEST(RuleEngine, FillThenDefaultWhenNothingIsKnown) {
-  const auto p = pipeline("    - field: temperature_c\n      fill_last_known: {max_age: 1m}\n      default: 15\n", kKeys);
+  const auto p =
+      pipeline("    - field: temperature_c\n      fill_last_known: {max_age: 1m}\n      default: 15\n", kKeys);
   auto r = valid();
   const auto out = run(p, r);
   EXPECT_EQ(r.temperature_c(), 15);
@@ -378,7 +381,9 @@ TEST(RuleEngine, ChangesGoIntoTheEnvelopeTypedAsTheirFields) {
   const auto [a, b, c] = described_rules();
   using K = Change::Kind;
   google::protobuf::RepeatedPtrField<v1::Change> out;
-  to_proto({{&b, K::round, 1.26, 1.3}, {&c, K::convert, 0.1f, 1e-7f}, {&a, K::default_value, std::string("x"), std::string("1")}},
+  to_proto({{&b, K::round, 1.26, 1.3},
+            {&c, K::convert, 0.1f, 1e-7f},
+            {&a, K::default_value, std::string("x"), std::string("1")}},
            out);
   ASSERT_EQ(out.size(), 3);
   EXPECT_EQ(out[0].field(), "b");

@@ -2,10 +2,10 @@
 // RocksDB, committed with the offsets, surviving a restart.
 #include "services/clean/state.h"
 
-#include <algorithm>
-
 #include <google/protobuf/util/time_util.h>
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 #include "services/clean/cleaner.h"
 #include "starling/v1/ecowheels.pb.h"
@@ -244,8 +244,8 @@ TEST_F(CleanStateTest, PipelinedBatchesGiveTheSameOutputsAndStateAsOneBatchAtATi
   for (int i = 0; i < 240; ++i) {
     const auto id = "e" + std::to_string(i % 11 == 0 ? i - 1 : i % 37 == 0 ? i - 32 : i);
     const int64_t t = kT0 + i * 20'000 - (i % 37 == 0 ? 590'000 : 0);
-    all.push_back(raw(i, id, "bike-" + std::to_string(i % 5), t,
-                      i % 4 == 0 ? std::nullopt : std::optional<double>(i * 0.25)));
+    all.push_back(
+        raw(i, id, "bike-" + std::to_string(i % 5), t, i % 4 == 0 ? std::nullopt : std::optional<double>(i * 0.25)));
   }
   auto outputs_of = [](const CleanedBatch& b, std::vector<std::string>& into) {
     for (const auto& m : b.out) {

@@ -1,18 +1,18 @@
 // The operational pieces every service shares: the metrics page, JSON logs,
 // the probes and the HTTP drain.
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio.hpp>
 #include <chrono>
 #include <future>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 #include <utility>  // before Boost.Asio, whose awaitable.hpp uses std::exchange
-
-#include <boost/asio.hpp>
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
 #include "services/common/http.h"
 #include "services/common/logging.h"
@@ -112,7 +112,9 @@ std::string raw_exchange(uint16_t port, const std::string& data) {
 
 TEST(HttpServer, OversizedBodyIs413AndOversizedHeadersAre431) {
   HttpServer server({.address = "127.0.0.1", .port = 0, .threads = 1, .body_limit = 100, .header_limit = 512},
-                    [](HttpRequest, HttpResponder done) { done({202, "{}"}); });
+                    [](HttpRequest, HttpResponder done) {
+                      done({202, "{}"});
+                    });
   server.start();
   const auto url = "http://127.0.0.1:" + std::to_string(server.port()) + "/x";
   auto ok = http_call("POST", url, std::string(100, 'a'));
@@ -137,7 +139,9 @@ TEST(HttpServer, ClientThatNeverFinishesItsRequestIsDisconnected) {
   // Slowloris: headers that never end. The server must hang up by itself
   // (the read below returns only when it does); the answer is nothing.
   HttpServer server({.address = "127.0.0.1", .port = 0, .threads = 1, .read_timeout_s = 1},
-                    [](HttpRequest, HttpResponder done) { done({202, "{}"}); });
+                    [](HttpRequest, HttpResponder done) {
+                      done({202, "{}"});
+                    });
   server.start();
   const auto got = raw_exchange(server.port(), "POST /x HTTP/1.1\r\nHost: a\r\nX-Slow: 1");
   EXPECT_EQ(got, "");

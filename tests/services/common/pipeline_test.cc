@@ -59,15 +59,17 @@ TEST(PipelineConfig, UnknownFieldNamesItsLineAndTheFieldsThatExist) {
 }
 
 TEST(PipelineConfig, NonNumericBoundNamesTheKey) {
-  const auto err = error_of(std::string(kMinimal) + "clean:\n  rules:\n    - field: speed_kmh\n      range:\n        max: fast\n");
+  const auto err =
+      error_of(std::string(kMinimal) + "clean:\n  rules:\n    - field: speed_kmh\n      range:\n        max: fast\n");
   EXPECT_THAT(err, HasSubstr("t.yaml:12:"));
   EXPECT_THAT(err, HasSubstr("clean.rules[0].range.max: expected a number, got 'fast'"));
 }
 
 TEST(PipelineConfig, RulesAreParsedButTheirMeaningIsTheStagesCheck) {
   // Given a range on a string field and, on the next rule, a typo,
-  const auto yaml = std::string(kMinimal) +
-                    "clean:\n  rules:\n    - field: ride_id\n      range: {min: 0}\n    - field: speed_kmh\n      rnge: 1\n";
+  const auto yaml =
+      std::string(kMinimal) +
+      "clean:\n  rules:\n    - field: ride_id\n      range: {min: 0}\n    - field: speed_kmh\n      rnge: 1\n";
   // the parse alone finds only the typo,
   EXPECT_THAT(error_of(yaml), Not(HasSubstr("ride_id")));
   // and a RuleCheck's problems come right after the rule's own, in file order.
@@ -109,7 +111,9 @@ TEST(PipelineConfig, BadDurationIsExplained) {
 }
 
 TEST(PipelineConfig, ColumnNamesMustBeIdentifiers) {
-  const auto err = error_of("pipeline: t\nschema:\n  message: starling.v1.RideTelemetry\nload:\n  table: rides\n  columns:\n    \"a; drop table x\": speed_kmh\n");
+  const auto err = error_of(
+      "pipeline: t\nschema:\n  message: starling.v1.RideTelemetry\nload:\n  table: rides\n  columns:\n    \"a; drop "
+      "table x\": speed_kmh\n");
   EXPECT_THAT(err, HasSubstr("expected an identifier"));
 }
 

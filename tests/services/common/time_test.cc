@@ -1,10 +1,10 @@
 #include "services/common/time.h"
 
-#include <string>
-#include <vector>
-
 #include <google/protobuf/util/time_util.h>
 #include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
 
 namespace starling {
 namespace {
@@ -31,8 +31,22 @@ TEST(Time, Rfc3339TrimmedWritesTheFractionOnlyWhenThereIsOne) {
 // clean's reasons and the simulated fleet wrote Protobuf's form before; they
 // must not change by a byte.
 TEST(Time, Rfc3339TrimmedIsByteForByteProtobufsTimestampText) {
-  std::vector<int64_t> times = {0, 1, 999, 1000, -1, -999, -1000, -1001, kT0, kT0 + 1, kT0 + 10, kT0 + 100, kT0 + 999,
-                                951'782'400'000 /* 2000-02-29 */, 253'402'300'799'999, -62'135'596'800'000 /* 0001-01-01 */};
+  std::vector<int64_t> times = {0,
+                                1,
+                                999,
+                                1000,
+                                -1,
+                                -999,
+                                -1000,
+                                -1001,
+                                kT0,
+                                kT0 + 1,
+                                kT0 + 10,
+                                kT0 + 100,
+                                kT0 + 999,
+                                951'782'400'000 /* 2000-02-29 */,
+                                253'402'300'799'999,
+                                -62'135'596'800'000 /* 0001-01-01 */};
   for (int64_t t = -86'400'000; t < 4'000'000'000'000; t += 7'777'777'777) times.push_back(t);
   for (const int64_t t : times) {
     EXPECT_EQ(rfc3339_trimmed(t), TimeUtil::ToString(TimeUtil::MillisecondsToTimestamp(t))) << t;
@@ -59,11 +73,25 @@ TEST(Time, ParseReadsBackWhatRfc3339Writes) {
 }
 
 TEST(Time, ParseRefusesWhatIsNotATimeAndSaysWhatItExpected) {
-  for (const std::string bad : {"", "now", "2026-11-23", "2026-11-23T10:00:00", "2026-11-23 10:00:00Z",
-                                "2026-13-01T10:00:00Z", "2026-11-32T10:00:00Z", "2026-11-23T24:00:00Z",
-                                "2026-11-23T10:60:00Z", "2026-11-23T10:00:61Z", "2026-11-23T10:00:00.Z",
-                                "2026-11-23T10:00:00+1:00", "2026-11-23T10:00:00+01:60", "2026-11-23T10:00:00+0100",
-                                "2026-11-23T10:00:00ZZ", "2026-11-23T10:00:00Z ", "-5", "+5", "1.5",
+  for (const std::string bad : {"",
+                                "now",
+                                "2026-11-23",
+                                "2026-11-23T10:00:00",
+                                "2026-11-23 10:00:00Z",
+                                "2026-13-01T10:00:00Z",
+                                "2026-11-32T10:00:00Z",
+                                "2026-11-23T24:00:00Z",
+                                "2026-11-23T10:60:00Z",
+                                "2026-11-23T10:00:61Z",
+                                "2026-11-23T10:00:00.Z",
+                                "2026-11-23T10:00:00+1:00",
+                                "2026-11-23T10:00:00+01:60",
+                                "2026-11-23T10:00:00+0100",
+                                "2026-11-23T10:00:00ZZ",
+                                "2026-11-23T10:00:00Z ",
+                                "-5",
+                                "+5",
+                                "1.5",
                                 "99999999999999999999999"}) {
     auto r = parse_time_ms(bad);
     ASSERT_FALSE(r.has_value()) << "'" << bad << "' parsed as " << *r;

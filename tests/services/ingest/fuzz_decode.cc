@@ -5,13 +5,13 @@
 // serialize and parse back to an equal message.
 //   ingest_fuzz_decode [iterations] [seed] [corpus...]   (tests/support/fuzz_main.h)
 //   tools/fuzz ingest [SECONDS]                          (AFL++, coverage-guided)
+#include <google/protobuf/stubs/logging.h>
+#include <spdlog/spdlog.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/stubs/logging.h>
-#include <spdlog/spdlog.h>
 
 #include "services/common/pipeline.h"
 #include "services/ingest/decode.h"
@@ -54,7 +54,9 @@ std::vector<std::vector<uint8_t>> seeds() {
   batch.add_records("\x08\x01");
   return {
       input(0, R"({"event_id":"a","device_id":"bike-0001","battery_pct":50.5,"event_time":"2026-11-23T10:00:00Z"})"),
-      input(0, R"([{"deviceId":"bike-1","speedKmh":"NaN","status":"RIDING"},{"lat":1e308,"lon":-0.0,"status":3},{"x":null}])"),
+      input(
+          0,
+          R"([{"deviceId":"bike-1","speedKmh":"NaN","status":"RIDING"},{"lat":1e308,"lon":-0.0,"status":3},{"x":null}])"),
       input(0, R"([{"odometer_km":"12"},{"event_time":"2026-02-30T25:61:00Z"},[],"s",{"ride_id":{"a":1}}])"),
       input(1, "{\"device_id\":\"bike-1\"}\n\n{\"battery_pct\": tru}\r\n{\"temperature_c\":-40}\n"),
       input(2, batch.SerializeAsString()),

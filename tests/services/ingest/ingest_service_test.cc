@@ -2,10 +2,10 @@
 // path answers with its status and names the field that was wrong.
 #include "services/ingest/ingest_service.h"
 
-#include <future>
-
 #include <google/protobuf/wrappers.pb.h>
 #include <gtest/gtest.h>
+
+#include <future>
 #include <nlohmann/json.hpp>
 
 #include "services/common/metrics.h"
@@ -45,7 +45,8 @@ class FakeProducer : public kafka::Producer {
 
  private:
   void resolve(const kafka::DeliveryCallback& done) {
-    done({status, 0, static_cast<int64_t>(sent.size()), status == kafka::DeliveryStatus::kPersisted ? "" : "broker down"});
+    done({status, 0, static_cast<int64_t>(sent.size()),
+          status == kafka::DeliveryStatus::kPersisted ? "" : "broker down"});
   }
 };
 
@@ -160,7 +161,8 @@ TEST_F(IngestServiceTest, MalformedJsonIs400WithLineAndColumn) {
 
 TEST_F(IngestServiceTest, NumberBeyondADoubleIs400NotACrash) {  // found by ingest_fuzz_decode
   EXPECT_EQ(error(post("ecowheels", R"({"lat":5e308})"))["field"], "body");
-  const auto nd = post(Post{"ecowheels", "{\"lat\":5e308}\n{\"device_id\":\"a\"}", {{"content-type", "application/x-ndjson"}}});
+  const auto nd =
+      post(Post{"ecowheels", "{\"lat\":5e308}\n{\"device_id\":\"a\"}", {{"content-type", "application/x-ndjson"}}});
   ASSERT_EQ(nd.status, 202) << nd.body;
   EXPECT_EQ(json::parse(nd.body)["refused"][0]["index"], 0);
 }
@@ -180,9 +182,9 @@ TEST_F(IngestServiceTest, UnsupportedContentTypeIs415NamingIt) {
 }
 
 TEST_F(IngestServiceTest, BadRecordsAreListedWithIndexAndFieldAndTheRestAccepted) {
-  const auto resp = post("ecowheels",
-                         R"([{"device_id":"ok","battery_pct":5},{"device_id":"x","speed_kmh":"fast"},{"nope":1},)"
-                         R"({"device_id":"y","status":"FLYING"},{"device_id":"z","event_time":"yesterday"}])");
+  const auto resp =
+      post("ecowheels", R"([{"device_id":"ok","battery_pct":5},{"device_id":"x","speed_kmh":"fast"},{"nope":1},)"
+                        R"({"device_id":"y","status":"FLYING"},{"device_id":"z","event_time":"yesterday"}])");
   ASSERT_EQ(resp.status, 202) << resp.body;
   const auto receipt = json::parse(resp.body);
   EXPECT_EQ(receipt["accepted"], 1);
@@ -210,7 +212,8 @@ TEST_F(IngestServiceTest, NoConvertibleRecordIs422NamingTheFirstBadFieldAndNothi
 }
 
 TEST_F(IngestServiceTest, AtomicRequestWithOneBadRecordIsRefusedWhole) {
-  const auto resp = post(Post{"ecowheels", R"([{"device_id":"a"},{"device_id":"b","lat":true}])", {}, {{"atomic", "true"}}});
+  const auto resp =
+      post(Post{"ecowheels", R"([{"device_id":"a"},{"device_id":"b","lat":true}])", {}, {{"atomic", "true"}}});
   EXPECT_EQ(resp.status, 422);
   EXPECT_EQ(error(resp)["code"], "invalid_records");
   EXPECT_EQ(error(resp)["field"], "records[1].lat");
@@ -221,7 +224,8 @@ TEST_F(IngestServiceTest, AtomicRequestWithOneBadRecordIsRefusedWhole) {
 }
 
 TEST_F(IngestServiceTest, NdjsonLinesAreRecordsAndABrokenLineIsRefusedByItsLineNumber) {
-  const auto body = "{\"device_id\":\"bike-1\",\"battery_pct\":1}\n\n{\"device_id\": nope}\r\n{\"deviceId\":\"bike-3\"}\n";
+  const auto body =
+      "{\"device_id\":\"bike-1\",\"battery_pct\":1}\n\n{\"device_id\": nope}\r\n{\"deviceId\":\"bike-3\"}\n";
   const auto resp = post(Post{"ecowheels", body, {{"content-type", "application/x-ndjson"}}});
   ASSERT_EQ(resp.status, 202) << resp.body;
   const auto receipt = json::parse(resp.body);
@@ -365,8 +369,10 @@ TEST(KeyStore, ErrorsNameFileLineAndField) {
       << bad_hash.error().message;
   auto unknown = KeyStore::parse("keys:\n  - name: a\n    pipeline: [x]\n", "k.yaml");
   ASSERT_FALSE(unknown);
-  EXPECT_NE(unknown.error().message.find("keys[0].pipeline: unknown key"), std::string::npos) << unknown.error().message;
-  auto ok = KeyStore::parse(fmt::format("keys:\n  - name: a\n    sha256: {}\n    pipelines: ['*']\n", hash_hex("k")), "k");
+  EXPECT_NE(unknown.error().message.find("keys[0].pipeline: unknown key"), std::string::npos)
+      << unknown.error().message;
+  auto ok =
+      KeyStore::parse(fmt::format("keys:\n  - name: a\n    sha256: {}\n    pipelines: ['*']\n", hash_hex("k")), "k");
   ASSERT_TRUE(ok) << ok.error().message;
   ASSERT_NE(ok->find("k"), nullptr);
   EXPECT_TRUE(ok->find("k")->allows_pipeline("anything"));
@@ -438,7 +444,8 @@ TEST_F(KeyedIngestTest, SagaLookupIsProxiedAndScopedToTheKeysPipelines) {
   });
   saga.start();
   IngestOptions o;
-  o.keys = KeyStore::parse(fmt::format("keys:\n  - name: a\n    sha256: {}\n    pipelines: [ecowheels]\n", hash_hex("s")), "k")
+  o.keys = KeyStore::parse(
+               fmt::format("keys:\n  - name: a\n    sha256: {}\n    pipelines: [ecowheels]\n", hash_hex("s")), "k")
                .value();
   o.saga_url = fmt::format("http://127.0.0.1:{}", saga.port());
   make_service(std::move(o));
@@ -460,7 +467,8 @@ TEST_F(IngestServiceTest, OpenApiDocumentIsServedAndDescribesEveryRoute) {
   ASSERT_EQ(resp.status, 200);
   const auto doc = json::parse(resp.body);
   EXPECT_EQ(doc["openapi"].get<std::string>().substr(0, 2), "3.");
-  for (const auto* path : {"/v1/pipelines/{pipeline}/events", "/v1/sagas/{saga_id}", "/healthz", "/readyz", "/metrics"}) {
+  for (const auto* path :
+       {"/v1/pipelines/{pipeline}/events", "/v1/sagas/{saga_id}", "/healthz", "/readyz", "/metrics"}) {
     EXPECT_TRUE(doc["paths"].contains(path)) << path;
   }
   for (const auto* code : {"202", "400", "401", "403", "404", "409", "413", "415", "422", "429", "431", "503"}) {

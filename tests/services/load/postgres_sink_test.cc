@@ -75,10 +75,13 @@ TEST_F(PostgresSinkTest, OffsetsOutboxAndCompensationCommitWithTheRows) {
     b.rows.push_back(row("a1", 1, "sagaA"));
     b.rows.push_back(row("b1", 1, "sagaB"));
     b.next_offsets = {{{"t.clean", 2}, 42}};
-    ASSERT_TRUE(sink.write(b, [](const std::vector<RowResult>& r) {
-                      EXPECT_EQ(r.size(), 2u);
-                      return std::vector<kafka::OutMessage>{{"starling.saga", "sagaA", std::string("f\0act", 5), {}}};
-                    }).has_value());
+    ASSERT_TRUE(
+        sink.write(b,
+                   [](const std::vector<RowResult>& r) {
+                     EXPECT_EQ(r.size(), 2u);
+                     return std::vector<kafka::OutMessage>{{"starling.saga", "sagaA", std::string("f\0act", 5), {}}};
+                   })
+            .has_value());
   }
   PostgresSink sink(pg_.dsn(), pipeline_);
   EXPECT_EQ(sink.offsets()->at({"t.clean", 2}), 42);

@@ -1,11 +1,11 @@
 #pragma once
 // The rows both sink test suites load.
 
+#include <gtest/gtest.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "services/load/sink.h"
 #include "starling/v1/ecowheels.pb.h"
@@ -38,10 +38,12 @@ inline std::vector<RowResult> load_then_replay(Sink& sink) {
   replay.rows.push_back(ride_row("e1", 10, "replay-1", "bike-1"));
   replay.rows.push_back(ride_row("e2", 99, "replay-1", "bike-1"));
   std::vector<RowResult> results;
-  EXPECT_TRUE(sink.write(replay, [&](const std::vector<RowResult>& r) {
-                    results = r;
-                    return std::vector<kafka::OutMessage>{};
-                  }).has_value());
+  EXPECT_TRUE(sink.write(replay,
+                         [&](const std::vector<RowResult>& r) {
+                           results = r;
+                           return std::vector<kafka::OutMessage>{};
+                         })
+                  .has_value());
   return results;
 }
 

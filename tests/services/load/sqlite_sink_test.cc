@@ -58,7 +58,8 @@ TEST(SqliteSink, UpsertByEventIdNeverDuplicatesARow) {
   again.rows.push_back(row("e1", 12, "s2"));  // a replay or a redelivery
   again.next_offsets = {{{"t.clean", 0}, 3}};
   ASSERT_TRUE(sink.write(again, {}).has_value());
-  const auto all = query(dir / "w.db", "SELECT event_id, saga_id, speed_kmh, status, event_time FROM rides ORDER BY event_id");
+  const auto all =
+      query(dir / "w.db", "SELECT event_id, saga_id, speed_kmh, status, event_time FROM rides ORDER BY event_id");
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(all[0], (std::vector<std::string>{"e1", "s2", "12.0", "RIDING", "2023-11-14T22:13:20Z"}));
   EXPECT_EQ(all[1][0], "e2");
@@ -87,10 +88,12 @@ TEST(SqliteSink, OffsetsAndOutboxCommitWithTheRows) {
     b.rows.push_back(row("e1", 10));
     b.next_offsets = {{{"t.clean", 1}, 42}};
     std::vector<RowResult> seen;
-    ASSERT_TRUE(sink.write(b, [&](const std::vector<RowResult>& r) {
-                      seen = r;
-                      return std::vector<kafka::OutMessage>{{"starling.saga", "s1", "fact", {}}};
-                    }).has_value());
+    ASSERT_TRUE(sink.write(b,
+                           [&](const std::vector<RowResult>& r) {
+                             seen = r;
+                             return std::vector<kafka::OutMessage>{{"starling.saga", "s1", "fact", {}}};
+                           })
+                    .has_value());
     ASSERT_EQ(seen.size(), 1u);
     EXPECT_TRUE(seen[0].written);
   }
@@ -111,8 +114,9 @@ TEST(SqliteSink, ARowTheDbRefusesIsReportedAndTheRestOfTheBatchCommits) {
   const auto p = parse_pipeline(kPipeline, "t.yaml");
   SqliteSink sink(dir / "w.db", p);
   // A trigger makes the DB refuse one row half-way through the batch.
-  query(dir / "w.db", "CREATE TRIGGER refuse BEFORE INSERT ON rides WHEN NEW.event_id = 'bad' "
-                      "BEGIN SELECT RAISE(ABORT, 'speed check failed'); END");
+  query(dir / "w.db",
+        "CREATE TRIGGER refuse BEFORE INSERT ON rides WHEN NEW.event_id = 'bad' "
+        "BEGIN SELECT RAISE(ABORT, 'speed check failed'); END");
   SinkBatch b;
   b.rows.push_back(row("ok", 1));
   b.rows.push_back(row("bad", 2));

@@ -4,12 +4,12 @@
 
 #include "services/saga/saga_api.h"
 
-#include <algorithm>
-#include <set>
-
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "services/common/pipeline.h"
 #include "tests/support/temp_dir.h"
@@ -129,8 +129,7 @@ TEST_F(SagaApiTest, BadParametersAnswer400NamingTheParameter) {
   for (const auto& [path, query] : cases) {
     auto [status, body] = get(path, query);
     EXPECT_EQ(status, 400) << path << " " << query.begin()->first;
-    EXPECT_EQ(body["error"]["field"], query.begin()->first)
-        << body.dump();
+    EXPECT_EQ(body["error"]["field"], query.begin()->first) << body.dump();
   }
   EXPECT_EQ(get("/v1/sagas/nope").first, 404);
 }
@@ -148,8 +147,8 @@ TEST_F(SagaApiTest, ConsistencyReportAddsUpPerHourIncludingSagasRemovedByRetenti
   ASSERT_TRUE(store_.get("c")->has_value());
   EXPECT_EQ((*store_.get("c"))->state(), v1::SAGA_STATE_FAILED);
 
-  auto [status, body] = get("/v1/pipelines/p/consistency",
-                            {{"from", "2026-11-23T10:00:00Z"}, {"to", "2026-11-23T12:00:00Z"}});
+  auto [status, body] =
+      get("/v1/pipelines/p/consistency", {{"from", "2026-11-23T10:00:00Z"}, {"to", "2026-11-23T12:00:00Z"}});
   ASSERT_EQ(status, 200) << body.dump();
   ASSERT_EQ(body["windows"].size(), 2u) << body.dump(2);
   const auto& h0 = body["windows"][0];
@@ -175,8 +174,8 @@ TEST_F(SagaApiTest, ConsistencyReportAddsUpPerHourIncludingSagasRemovedByRetenti
   EXPECT_EQ(body["consistent"], false) << "c FAILED";
 
   // A window of 2 hours holds both; another pipeline holds nothing.
-  auto [s2, two] = get("/v1/pipelines/p/consistency", {{"from", std::to_string(kT0)}, {"to", std::to_string(kT0 + 2 * kHourMs)},
-                                                        {"window", "2h"}});
+  auto [s2, two] = get("/v1/pipelines/p/consistency",
+                       {{"from", std::to_string(kT0)}, {"to", std::to_string(kT0 + 2 * kHourMs)}, {"window", "2h"}});
   ASSERT_EQ(s2, 200);
   ASSERT_EQ(two["windows"].size(), 1u);
   EXPECT_EQ(two["windows"][0]["sagas"], 4);

@@ -1,9 +1,9 @@
 #include "services/saga/saga_state.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <random>
-
-#include <gtest/gtest.h>
 
 namespace starling::saga {
 namespace {
@@ -80,10 +80,14 @@ TEST(SagaState, ProgressBeforeIngestIsKeptAndNeverCompletesEarly) {
 }
 
 TEST(SagaState, AnyOrderAndAnyRepetitionGiveTheSameState) {
-  std::vector<v1::ProgressFact> facts = {fact(v1::STEP_INGESTED, 0, 99, 100), fact(v1::STEP_CLEANED, 0, 49),
-                                         fact(v1::STEP_CLEANED, 52, 99),     fact(v1::STEP_LOADED, 0, 30),
-                                         fact(v1::STEP_LOADED, 31, 49),      fact(v1::STEP_LOADED, 52, 99),
-                                         rejection(50, "lat"),               rejection(51, "speed_kmh")};
+  std::vector<v1::ProgressFact> facts = {fact(v1::STEP_INGESTED, 0, 99, 100),
+                                         fact(v1::STEP_CLEANED, 0, 49),
+                                         fact(v1::STEP_CLEANED, 52, 99),
+                                         fact(v1::STEP_LOADED, 0, 30),
+                                         fact(v1::STEP_LOADED, 31, 49),
+                                         fact(v1::STEP_LOADED, 52, 99),
+                                         rejection(50, "lat"),
+                                         rejection(51, "speed_kmh")};
   v1::SagaRecord reference;
   for (const auto& f : facts) fold(reference, f);
   ASSERT_EQ(reference.state(), v1::SAGA_STATE_COMPLETED);
@@ -211,11 +215,14 @@ TEST(SagaStateMachine, CompensationNeverUndoesACompletedSaga) {
 }
 
 TEST(SagaStateMachine, ReorderedDuplicatedAndLateFactsGiveTheSameFinalStateAndCounts) {
-  std::vector<v1::ProgressFact> facts = {
-      at(fact(v1::STEP_INGESTED, 0, 99, 100), 1'000), at(fact(v1::STEP_CLEANED, 0, 49), 1'010),
-      at(fact(v1::STEP_CLEANED, 52, 99), 1'020),      at(fact(v1::STEP_LOADED, 0, 30), 1'030),
-      at(fact(v1::STEP_LOADED, 31, 49), 1'040),       at(fact(v1::STEP_LOADED, 52, 99), 1'050),
-      at(rejection(50, "lat"), 1'060),                at(rejection(51, "speed_kmh"), 1'070)};
+  std::vector<v1::ProgressFact> facts = {at(fact(v1::STEP_INGESTED, 0, 99, 100), 1'000),
+                                         at(fact(v1::STEP_CLEANED, 0, 49), 1'010),
+                                         at(fact(v1::STEP_CLEANED, 52, 99), 1'020),
+                                         at(fact(v1::STEP_LOADED, 0, 30), 1'030),
+                                         at(fact(v1::STEP_LOADED, 31, 49), 1'040),
+                                         at(fact(v1::STEP_LOADED, 52, 99), 1'050),
+                                         at(rejection(50, "lat"), 1'060),
+                                         at(rejection(51, "speed_kmh"), 1'070)};
   std::mt19937 rng(11);
   for (int round = 0; round < 100; ++round) {
     auto shuffled = facts;

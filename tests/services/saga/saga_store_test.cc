@@ -14,7 +14,8 @@ TEST(RocksSagaStore, RecordsOffsetsAndOutboxSurviveReopen) {
     v1::SagaRecord r;
     r.set_saga_id("s1");
     r.set_total(3);
-    ASSERT_TRUE(store.commit({r}, {{{"starling.saga", 2}, 17}}, {{"starling.saga.outcomes", "s1", "v1", {}}}).has_value());
+    ASSERT_TRUE(
+        store.commit({r}, {{{"starling.saga", 2}, 17}}, {{"starling.saga.outcomes", "s1", "v1", {}}}).has_value());
   }
   RocksSagaStore store(dir / "db");
   auto got = store.get("s1");

@@ -1,6 +1,9 @@
 // The supervisor on the real executables: what it restarted, it stops as
 // gently as what it started first.
 
+#include "services/supervisor/stack.h"
+
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -10,10 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include <gtest/gtest.h>
-
 #include "services/common/http.h"
-#include "services/supervisor/stack.h"
 #include "tests/support/temp_dir.h"
 
 namespace starling::supervisor {
@@ -26,13 +26,15 @@ using namespace std::chrono_literals;
 ::testing::AssertionResult restarted_and_up(Stack& stack, const std::string& name) {
   const auto deadline = std::chrono::steady_clock::now() + 60s;
   while (stack.restarts(name) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) return ::testing::AssertionFailure() << name << " was not restarted";
+    if (std::chrono::steady_clock::now() > deadline)
+      return ::testing::AssertionFailure() << name << " was not restarted";
     std::this_thread::sleep_for(20ms);
   }
   while (true) {
     auto r = http_call("GET", stack.url(name) + "/healthz", {}, {}, 1000);
     if (r && r->status == 200) return ::testing::AssertionSuccess();
-    if (std::chrono::steady_clock::now() > deadline) return ::testing::AssertionFailure() << name << " did not come back";
+    if (std::chrono::steady_clock::now() > deadline)
+      return ::testing::AssertionFailure() << name << " did not come back";
     std::this_thread::sleep_for(50ms);
   }
 }
