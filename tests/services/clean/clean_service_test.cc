@@ -8,6 +8,7 @@
 #include <atomic>
 
 #include "starling/v1/ecowheels.pb.h"
+#include "tests/services/clean/raw_events.h"
 #include "tests/support/fake_kafka.h"
 #include "tests/support/temp_dir.h"
 
@@ -17,38 +18,10 @@ namespace {
 using starling::testing::FakeConsumer;
 using starling::testing::FakeProducer;
 
-constexpr int64_t kT0 = 1'700'000'000'000;
-
-PipelineConfig pipeline() {
-  return parse_pipeline(R"(pipeline: t
-schema: {message: starling.v1.RideTelemetry}
-keys: {device_id: device_id, event_id: event_id}
-clean:
-  rules:
-    - field: temperature_c
-      fill_last_known: {max_age: 5m}
-      required: true
-load: {table: x, columns: {s: speed_kmh}}
-)",
-                        "t.yaml");
-}
-
-// A raw envelope as ingest writes it; no temperature when `temperature` < -100.
-std::string raw(const std::string& id, uint32_t seq, double temperature) {
-  v1::RideTelemetry r;
-  r.set_event_id(id);
-  r.set_device_id("bike-1");
-  if (temperature > -100) r.set_temperature_c(temperature);
-  v1::Envelope env;
-  env.set_event_id(id);
-  env.set_saga_id("s1");
-  env.set_seq(seq);
-  env.set_pipeline("t");
-  env.set_device_id("bike-1");
-  env.set_event_time_ms(kT0 + seq);
-  env.set_ingest_time_ms(kT0 + seq);
-  env.set_payload(r.SerializeAsString());
-  return env.SerializeAsString();
+// A raw envelope of bike-1 in saga s1; no temperature when `temperature` < -100.
+std::string raw_value(const std::string& id, uint32_t seq, double temperature) {
+  return raw(seq, id, "bike-1", kT0 + seq, temperature > -100 ? std::optional<double>(temperature) : std::nullopt)
+      .value;
 }
 
 // The clean records produced, as event id → temperature.
@@ -83,8 +56,8 @@ TEST(CleanServiceTest, ARestartResumesFromTheStoredOffsetsWithTheStoredDeviceSta
     CleanService service(p, store, {}, "clean-test");
     FakeConsumer consumer;
     FakeProducer producer;
-    consumer.append("t.raw", 0, raw("e1", 0, 21.5));
-    consumer.append("t.raw", 0, raw("e2", 1, -999));  // filled from e1
+    consumer.append("t.raw", 0, raw_value("e1", 0, 21.5));
+    consumer.append("t.raw", 0, raw_value("e2", 1, -999));  // filled from e1
     consumer.schedule({.assign = {tp}});
     ASSERT_EQ(run_until_cleaned(service, producer, consumer, 2), 0);
     EXPECT_EQ(cleaned(producer), (std::map<std::string, double>{{"e1", 21.5}, {"e2", 21.5}}));
@@ -95,9 +68,9 @@ TEST(CleanServiceTest, ARestartResumesFromTheStoredOffsetsWithTheStoredDeviceSta
   CleanService service(p, store, {}, "clean-test");
   FakeConsumer consumer;
   FakeProducer producer;
-  consumer.append("t.raw", 0, raw("e1", 0, 21.5));
-  consumer.append("t.raw", 0, raw("e2", 1, -999));
-  consumer.append("t.raw", 0, raw("e3", 2, -999));  // filled from the stored state
+  consumer.append("t.raw", 0, raw_value("e1", 0, 21.5));
+  consumer.append("t.raw", 0, raw_value("e2", 1, -999));
+  consumer.append("t.raw", 0, raw_value("e3", 2, -999));  // filled from the stored state
   consumer.schedule({.assign = {tp}});
   ASSERT_EQ(run_until_cleaned(service, producer, consumer, 1), 0);
   EXPECT_EQ(cleaned(producer), (std::map<std::string, double>{{"e3", 21.5}}));
@@ -115,7 +88,7 @@ TEST(CleanServiceTest, AnOutputTooLargeForItsTopicStopsTheStageWithNothingCommit
     return m.topic == "t.clean" ? FakeProducer::failed("Broker: Message size too large", true)
                                 : FakeProducer::persisted();
   });
-  consumer.append("t.raw", 0, raw("e1", 0, 21.5));
+  consumer.append("t.raw", 0, raw_value("e1", 0, 21.5));
   consumer.schedule({.assign = {{"t.raw", 0}}});
   std::atomic<bool> late{false};
   const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(20);

@@ -8,6 +8,7 @@
 #include "services/load/sqlite_sink.h"
 #include "starling/v1/ecowheels.pb.h"
 #include "starling/v1/saga.pb.h"
+#include "tests/services/load/sink_rows.h"
 #include "tests/support/fake_kafka.h"
 #include "tests/support/temp_dir.h"
 
@@ -16,15 +17,6 @@ namespace {
 
 using starling::testing::FakeConsumer;
 using starling::testing::FakeProducer;
-
-const char* kPipeline = R"(pipeline: t
-schema: {message: starling.v1.RideTelemetry}
-load:
-  table: rides
-  columns:
-    device_id: device_id
-    speed_kmh: speed_kmh
-)";
 
 std::string clean_envelope(const std::string& id, uint32_t seq) {
   v1::RideTelemetry r;
@@ -68,28 +60,23 @@ TEST(LoadServiceTest, RowsOffsetsAndFactsCommitTogetherAndARestartResumesFromThe
   starling::testing::TempDir dir;
   const auto p = parse_pipeline(kPipeline, "t.yaml");
   const kafka::TopicPartition tp{"t.clean", 0};
-  {
+  // One process: a log of `events` envelopes, run until `loaded` seqs were
+  // reported LOADED; returns those seqs and the offset stored after.
+  auto process = [&](uint32_t events, std::size_t loaded) {
     SqliteSink sink(dir / "w.db", p);
     LoadService service(p, sink, {}, "load-test");
     FakeConsumer consumer;
     FakeProducer producer;
-    for (uint32_t i = 0; i < 3; ++i) consumer.append("t.clean", 0, clean_envelope("e" + std::to_string(i), i));
+    for (uint32_t i = 0; i < events; ++i) consumer.append("t.clean", 0, clean_envelope("e" + std::to_string(i), i));
     consumer.schedule({.assign = {tp}});
-    ASSERT_EQ(run_until_loaded(service, producer, consumer, 3), 0);
-    EXPECT_EQ(loaded_seqs(producer), (std::set<uint32_t>{0, 1, 2}));
+    EXPECT_EQ(run_until_loaded(service, producer, consumer, loaded), 0);
     auto offsets = sink.offsets();
-    ASSERT_TRUE(offsets);
-    EXPECT_EQ(offsets->at(tp), 3);
-  }
-  SqliteSink sink(dir / "w.db", p);
-  LoadService service(p, sink, {}, "load-test");
-  FakeConsumer consumer;
-  FakeProducer producer;
-  for (uint32_t i = 0; i < 4; ++i) consumer.append("t.clean", 0, clean_envelope("e" + std::to_string(i), i));
-  consumer.schedule({.assign = {tp}});
-  ASSERT_EQ(run_until_loaded(service, producer, consumer, 1), 0);
-  EXPECT_EQ(loaded_seqs(producer), (std::set<uint32_t>{3}));  // only what was not stored
-  EXPECT_EQ(sink.offsets()->at(tp), 4);
+    EXPECT_TRUE(offsets && offsets->contains(tp));
+    return std::pair{loaded_seqs(producer), offsets && offsets->contains(tp) ? offsets->at(tp) : -1};
+  };
+  EXPECT_EQ(process(3, 3), (std::pair{std::set<uint32_t>{0, 1, 2}, int64_t{3}}));
+  // Restarted over the same log plus one: only what was not stored is loaded.
+  EXPECT_EQ(process(4, 1), (std::pair{std::set<uint32_t>{3}, int64_t{4}}));
 }
 
 }  // namespace

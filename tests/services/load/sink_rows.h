@@ -12,6 +12,18 @@
 
 namespace starling::load {
 
+/// The pipeline both sink suites and the load stage's test load into.
+inline constexpr const char* kPipeline = R"(pipeline: t
+schema: {message: starling.v1.RideTelemetry}
+load:
+  table: rides
+  columns:
+    device_id: device_id
+    speed_kmh: speed_kmh
+    status: status
+    event_time: event_time
+)";
+
 inline Row ride_row(const std::string& id, double speed, const std::string& saga, const std::string& device) {
   Row r;
   r.envelope.set_event_id(id);

@@ -10,17 +10,6 @@
 namespace starling::load {
 namespace {
 
-const char* kPipeline = R"(pipeline: t
-schema: {message: starling.v1.RideTelemetry}
-load:
-  table: rides
-  columns:
-    device_id: device_id
-    speed_kmh: speed_kmh
-    status: status
-    event_time: event_time
-)";
-
 Row row(const std::string& id, double speed, const std::string& saga = "s1") {
   return ride_row(id, speed, saga, "bike-1");
 }
