@@ -1,9 +1,13 @@
 #pragma once
 
-// Boost 1.74's awaitable.hpp uses std::exchange without including <utility>.
-#include <boost/asio.hpp>
-#include <optional>
+// Boost 1.74's awaitable.hpp uses std::exchange without including <utility>,
+// so <utility> comes first (clang-format would sort it after).
+// clang-format off
 #include <utility>
+#include <optional>
+
+#include <boost/asio.hpp>
+// clang-format on
 
 namespace starling::broker {
 namespace asio = boost::asio;
