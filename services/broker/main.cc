@@ -5,12 +5,11 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 
 #include "services/broker/broker.h"
 #include "services/broker/server.h"
+#include "services/common/files.h"
 
 namespace {
 
@@ -23,18 +22,6 @@ tcp::endpoint parse_listen(const std::string& s) {
   int port = std::stoi(s.substr(colon + 1));
   if (port < 0 || port > 65535) throw CLI::ValidationError("--listen", "port out of range");
   return {starling::broker::asio::ip::make_address(host), static_cast<uint16_t>(port)};
-}
-
-void write_port_file(const std::filesystem::path& path, const std::string& content) {
-  // Write then rename so a reader never sees a partial file.
-  auto tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << content << "\n";
-    if (!out) throw std::runtime_error("cannot write " + tmp.string());
-  }
-  std::filesystem::rename(tmp, path);
 }
 
 }  // namespace
@@ -124,7 +111,12 @@ int main(int argc, char** argv) {
 
     std::string address = bound.address().to_string() + ":" + std::to_string(bound.port());
     std::cout << "listening on " << address << std::endl;
-    if (!port_file.empty()) write_port_file(port_file, address);
+    if (!port_file.empty()) {
+      // Replaced whole, so a reader never sees a partial file.
+      if (auto st = starling::write_file_atomically(port_file, address + "\n"); !st) {
+        throw std::runtime_error(st.error().message);
+      }
+    }
     spdlog::info("starling-broker listening on {} (advertised {}:{}), data in {}", address,
                  broker.config().advertised_host, broker.config().advertised_port, data_dir);
     io.run();

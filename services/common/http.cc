@@ -295,13 +295,4 @@ Result<HttpResponse> http_call(const std::string& method, const std::string& url
   }
 }
 
-void write_port_file(const std::string& path, const std::string& content) {
-  const auto tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << content << "\n";
-  }
-  std::filesystem::rename(tmp, path);
-}
-
 }  // namespace starling

@@ -82,8 +82,4 @@ class HttpServer {
 Result<HttpResponse> http_call(const std::string& method, const std::string& url, const std::string& body = {},
                                const std::map<std::string, std::string>& headers = {}, int timeout_ms = 10'000);
 
-/// Writes "port" to `path` atomically (tmp + rename), so a supervisor or test
-/// that polls the file never reads half of it.
-void write_port_file(const std::string& path, const std::string& content);
-
 }  // namespace starling

@@ -6,8 +6,10 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <stdexcept>
 #include <thread>
 
+#include "services/common/files.h"
 #include "services/common/logging.h"
 #include "services/common/metrics.h"
 #include "services/common/shutdown.h"
@@ -63,7 +65,12 @@ HttpServerOptions ServiceContext::http_options(int threads) const {
 void ServiceContext::start_http(HttpServer& server) const {
   server.start();
   spdlog::info("http listening on port {}", server.port());
-  if (!flags.port_file.empty()) write_port_file(flags.port_file, std::to_string(server.port()));
+  // Replaced whole: a supervisor or test that polls the file never reads half of it.
+  if (!flags.port_file.empty()) {
+    if (auto st = write_file_atomically(flags.port_file, std::to_string(server.port()) + "\n"); !st) {
+      throw std::runtime_error("--port-file: " + st.error().message);
+    }
+  }
 }
 
 std::unique_ptr<HttpServer> ServiceContext::serve(int threads, Readiness ready, HttpHandler app,

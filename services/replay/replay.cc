@@ -1,6 +1,5 @@
 #include "services/replay/replay.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -15,6 +14,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "services/common/files.h"
 #include "services/common/ids.h"
 #include "services/common/pipeline.h"
 #include "services/common/shutdown.h"
@@ -38,23 +38,6 @@ constexpr std::size_t kOriginsListed = 1000;
 
 std::string state_path(const std::string& dir, const std::string& id) { return dir + "/" + id + ".json"; }
 std::string control_path(const std::string& dir, const std::string& id) { return dir + "/" + id + ".control"; }
-
-// Replaces `path` atomically: a reader sees the old or the new content, and a
-// crash leaves one of them, never a torn file.
-Status write_atomically(const std::string& path, const std::string& content) {
-  const auto tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return fail(Errc::kIo, fmt::format("{}: {}", tmp, std::strerror(errno)));
-  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
-  ok = ok && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    const auto msg = fmt::format("{}: {}", path, std::strerror(errno));
-    ::unlink(tmp.c_str());
-    return fail(Errc::kIo, msg);
-  }
-  return {};
-}
 
 // One end of the range: a time, a single offset, offsets per partition, or an end.
 struct Position {
@@ -156,7 +139,7 @@ kafka::OutMessage ingested_fact(const ReplayStatus& s, const std::set<std::strin
 
 Status save(const std::string& dir, ReplayStatus& s) {
   s.updated_ms = now_ms();
-  return write_atomically(state_path(dir, s.id), to_json(s).dump(2) + "\n");
+  return write_file_atomically(state_path(dir, s.id), to_json(s).dump(2) + "\n");
 }
 
 }  // namespace
@@ -360,7 +343,7 @@ Status control_replay(const std::string& state_dir, const std::string& id, const
   if (s->state == "published" || s->state == "cancelled" || s->state == "failed" || s->state == "dry-run") {
     return fail(Errc::kInvalidArgument, fmt::format("replay {} is {} already", id, s->state));
   }
-  if (replay_process_alive(*s)) return write_atomically(control_path(state_dir, id), action + "\n");
+  if (replay_process_alive(*s)) return write_file_atomically(control_path(state_dir, id), action + "\n");
   if (action != "cancel") {
     return fail(
         Errc::kUnavailable,
