@@ -14,7 +14,7 @@ namespace {
 
 // What failed, in errno's words.
 std::unexpected<Error> io_error(const std::string& what) {
-  return fail(Errc::io, fmt::format("{}: {}", what, std::strerror(errno)));
+  return fail(Errc::kIo, fmt::format("{}: {}", what, std::strerror(errno)));
 }
 
 bool write_all(int fd, std::string_view data) {

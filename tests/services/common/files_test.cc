@@ -44,7 +44,7 @@ TEST(Files, WriteFileAtomicallyFailsNamingThePathAndLeavesTheOldContent) {
   testing::TempDir dir;
   auto missing = write_file_atomically(dir / "no/such/folder/x.json", "{}");
   ASSERT_FALSE(missing.has_value());
-  EXPECT_EQ(missing.error().code, Errc::io);
+  EXPECT_EQ(missing.error().code, Errc::kIo);
   EXPECT_NE(missing.error().message.find("no/such/folder/x.json"), std::string::npos) << missing.error().message;
 
   // A folder cannot be renamed over: the rename fails after the write.
