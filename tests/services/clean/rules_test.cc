@@ -371,9 +371,9 @@ std::array<FieldRule, 3> described_rules() {
 TEST(RuleEngine, ChangesAreDescribedAsTextForLogs) {
   const auto [a, b, c] = described_rules();
   using K = Change::Kind;
-  EXPECT_EQ(describe_changes({{&a, K::default_value, {}, std::string("1")},
-                              {&b, K::round, 1.26, 1.3},
-                              {&c, K::convert, 0.1f, 1e-7f}}),  // a float field's values read as floats
+  EXPECT_EQ(describe_changes({{&a, K::kDefaultValue, {}, std::string("1")},
+                              {&b, K::kRound, 1.26, 1.3},
+                              {&c, K::kConvert, 0.1f, 1e-7f}}),  // a float field's values read as floats
             "a:default(missing->1);b:round(1)(1.26->1.3);c:convert(degF->degC)(0.1->1e-07)");
 }
 
@@ -381,9 +381,9 @@ TEST(RuleEngine, ChangesGoIntoTheEnvelopeTypedAsTheirFields) {
   const auto [a, b, c] = described_rules();
   using K = Change::Kind;
   google::protobuf::RepeatedPtrField<v1::Change> out;
-  to_proto({{&b, K::round, 1.26, 1.3},
-            {&c, K::convert, 0.1f, 1e-7f},
-            {&a, K::default_value, std::string("x"), std::string("1")}},
+  to_proto({{&b, K::kRound, 1.26, 1.3},
+            {&c, K::kConvert, 0.1f, 1e-7f},
+            {&a, K::kDefaultValue, std::string("x"), std::string("1")}},
            out);
   ASSERT_EQ(out.size(), 3);
   EXPECT_EQ(out[0].field(), "b");
@@ -396,7 +396,7 @@ TEST(RuleEngine, ChangesGoIntoTheEnvelopeTypedAsTheirFields) {
   EXPECT_EQ(out[1].to_float(), 1e-7f);
   EXPECT_EQ(out[2].from_text(), "x");
   // Reused for the next record: exactly its changes, nothing of the last.
-  to_proto({{&a, K::default_value, {}, std::string("1")}}, out);
+  to_proto({{&a, K::kDefaultValue, {}, std::string("1")}}, out);
   ASSERT_EQ(out.size(), 1);
   EXPECT_EQ(out[0].field(), "a");
   EXPECT_EQ(out[0].rule(), "default");
