@@ -22,7 +22,7 @@ inline Result<std::vector<kafka::OutMessage>> raw_events(const PipelineConfig& p
   int seq = 0;
   for (const auto& e : simulator::generate_events(sim)) {
     auto rec = record_from_json(p, e.record);
-    if (!rec) return std::unexpected(rec.error());
+    if (!rec) return fail(Errc::kInvalidArgument, rec.error().field + ": " + rec.error().reason);
     v1::Envelope env;
     env.set_event_id(e.event_id);
     env.set_saga_id(fmt::format("{:032x}", seq / 20));

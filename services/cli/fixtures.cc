@@ -15,61 +15,66 @@ namespace starling::cli {
 namespace {
 
 namespace fs = std::filesystem;
-using google::protobuf::FieldDescriptor;
 using nlohmann::json;
 
 std::string at(const std::string& file, const YAML::Node& n) {
   return fmt::format("{}:{}:{}", file, n.Mark().line + 1, n.Mark().column + 1);
 }
 
-// A YAML mapping as the Protobuf JSON of `d`, guided by the field types (YAML
-// scalars carry no type). Unknown fields are an error naming the line.
-json record_json(const std::string& file, const YAML::Node& node, const google::protobuf::Descriptor* d) {
-  if (!node.IsMap()) throw ConfigError(at(file, node) + ": expected a mapping of field: value");
-  json out = json::object();
-  for (const auto& kv : node) {
-    const auto name = kv.first.as<std::string>();
-    const auto* f = d->FindFieldByName(name);
-    if (f == nullptr)
-      throw ConfigError(fmt::format("{}: unknown field '{}' of {}", at(file, kv.first), name, d->full_name()));
-    const auto& v = kv.second;
-    if (v.IsNull()) continue;  // written as ~: the field is missing
-    if (!v.IsScalar()) throw ConfigError(fmt::format("{}: field '{}' expects a scalar", at(file, v), name));
-    const auto text = v.Scalar();
-    try {
-      switch (f->cpp_type()) {
-        case FieldDescriptor::CPPTYPE_BOOL:
-          out[name] = v.as<bool>();
-          break;
-        case FieldDescriptor::CPPTYPE_INT32:
-        case FieldDescriptor::CPPTYPE_INT64:
-          out[name] = v.as<int64_t>();
-          break;
-        case FieldDescriptor::CPPTYPE_UINT32:
-        case FieldDescriptor::CPPTYPE_UINT64:
-          out[name] = v.as<uint64_t>();
-          break;
-        case FieldDescriptor::CPPTYPE_DOUBLE:
-        case FieldDescriptor::CPPTYPE_FLOAT:
-          if (text == "NaN" || text == "nan" || text == ".nan") {
-            out[name] = "NaN";
-          } else if (text == "Infinity" || text == ".inf") {
-            out[name] = "Infinity";
-          } else if (text == "-Infinity" || text == "-.inf") {
-            out[name] = "-Infinity";
-          } else {
-            out[name] = v.as<double>();
-          }
-          break;
-        default:
-          out[name] = text;
-          break;  // strings, enum names, RFC 3339 timestamps
-      }
-    } catch (const YAML::Exception&) {
-      throw ConfigError(fmt::format("{}: field '{}' is {}, got '{}'", at(file, v), name, f->type_name(), text));
+// A YAML value as the JSON a device would send. Only the YAML decides a
+// value's type, never the field it is for: a plain scalar that reads as an
+// integer, a number, true/false or null is one; anything else, and any quoted
+// scalar, is a string. So a fixture proves what a device sending the same JSON
+// gets from ingest.
+json device_json(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map: {
+      json out = json::object();
+      for (const auto& kv : node) out[kv.first.as<std::string>()] = device_json(kv.second);
+      return out;
     }
+    case YAML::NodeType::Sequence: {
+      json out = json::array();
+      for (const auto& v : node) out.push_back(device_json(v));
+      return out;
+    }
+    case YAML::NodeType::Scalar:
+      break;
+    default:
+      return nullptr;
   }
-  return out;
+  const auto& text = node.Scalar();
+  if (node.Tag() == "!") return text;  // quoted
+  if (text == "null" || text == "~" || text.empty()) return nullptr;
+  if (text == "true" || text == "false") return text == "true";
+  std::int64_t i = 0;
+  if (YAML::convert<std::int64_t>::decode(node, i)) return i;
+  std::uint64_t u = 0;
+  if (YAML::convert<std::uint64_t>::decode(node, u)) return u;
+  // YAML's special floats as proto JSON writes them.
+  if (text == ".nan" || text == ".NaN" || text == ".NAN") return "NaN";
+  if (text == ".inf" || text == "+.inf" || text == ".Inf") return "Infinity";
+  if (text == "-.inf" || text == "-.Inf") return "-Infinity";
+  double d = 0;
+  if (YAML::convert<double>::decode(node, d)) return d;
+  return text;
+}
+
+// A case's record, converted as ingest converts a device's JSON. An error
+// names the fixture's line of the field at fault.
+std::unique_ptr<google::protobuf::Message> fixture_record(const PipelineConfig& p, const std::string& file,
+                                                          const YAML::Node& node) {
+  if (!node.IsMap()) throw ConfigError(at(file, node) + ": expected a mapping of field: value");
+  auto record = record_from_json(p, device_json(node));
+  if (record) return std::move(*record);
+  const auto& e = record.error();
+  const auto top = e.field.substr(0, e.field.find_first_of(".["));
+  // Not a YAML::Node copy: assigning one Node to another writes through.
+  std::string where = at(file, node);
+  for (const auto& kv : node) {
+    if (kv.first.as<std::string>() == top) where = at(file, kv.second);
+  }
+  throw ConfigError(fmt::format("{}: field '{}': {}", where, e.field, e.reason));
 }
 
 int64_t time_ms(const std::string& file, const YAML::Node& n) {
@@ -127,33 +132,31 @@ std::vector<CaseResult> run_cases(const PipelineConfig& p, const std::string& fi
     if (!c["input"]) throw ConfigError(at(file, c) + ": a case needs input");
     if (!c["clean"] == !c["rejected"])
       throw ConfigError(at(file, c) + ": a case expects exactly one of clean or rejected");
-    auto record = record_from_json(p, record_json(file, c["input"], p.descriptor));
-    if (!record) throw ConfigError(at(file, c["input"]) + ": " + record.error().message);
+    const auto record = fixture_record(p, file, c["input"]);
 
     v1::Envelope env;
-    env.set_event_id(p.event_id_field ? field_text(**record, p.event_id_field) : "");
+    env.set_event_id(p.event_id_field ? field_text(*record, p.event_id_field) : "");
     if (env.event_id().empty()) env.set_event_id(fmt::format("case-{}", n));
     env.set_saga_id("fixture");
     env.set_seq(static_cast<uint32_t>(n - 1));
     env.set_pipeline(p.name);
-    env.set_device_id(p.device_id_field ? field_text(**record, p.device_id_field) : "");
-    const int64_t event_ms = timestamp_ms(**record, p.event_time_field);
+    env.set_device_id(p.device_id_field ? field_text(*record, p.device_id_field) : "");
+    const int64_t event_ms = timestamp_ms(*record, p.event_time_field);
     const int64_t ingest_ms = c["ingest_time"] ? time_ms(file, c["ingest_time"]) : default_ingest.value_or(event_ms);
     env.set_event_time_ms(event_ms != 0 ? event_ms : ingest_ms);
     env.set_ingest_time_ms(ingest_ms);
     env.set_schema_name(p.message_type);
-    env.set_payload((*record)->SerializeAsString());
+    env.set_payload(record->SerializeAsString());
 
     const auto got = cleaner.clean(env.SerializeAsString(), 0, state, 0);
     if (c["clean"]) {
-      auto want = record_from_json(p, record_json(file, c["clean"], p.descriptor));
-      if (!want) throw ConfigError(at(file, c["clean"]) + ": " + want.error().message);
+      const auto want = fixture_record(p, file, c["clean"]);
       if (!got.clean) {
         res.problems.push_back("expected a clean record, got rejected:");
         for (const auto& r : got.rejected.reasons()) res.problems.push_back("  " + reason_text(r));
       } else {
         auto cleaned = record_from_bytes(p, got.envelope.payload());
-        res.problems = diff(json::parse(record_to_json(**want)), json::parse(record_to_json(**cleaned)));
+        res.problems = diff(json::parse(record_to_json(*want)), json::parse(record_to_json(**cleaned)));
       }
     } else {
       const auto& want = c["rejected"];

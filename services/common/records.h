@@ -4,6 +4,8 @@
 
 #include <google/protobuf/message.h>
 
+#include <cstddef>
+#include <expected>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
@@ -16,10 +18,21 @@ namespace starling {
 /// An empty message of the pipeline's type.
 std::unique_ptr<google::protobuf::Message> new_record(const PipelineConfig& p);
 
-/// Converts one JSON object to the pipeline's type. Unknown fields and wrong
-/// types are errors; the message names the field.
-Result<std::unique_ptr<google::protobuf::Message>> record_from_json(const PipelineConfig& p,
-                                                                    const nlohmann::json& record);
+/// Why one record of a body did not convert.
+struct FieldError {
+  std::size_t index = 0;  // the record's position in its body (NDJSON: line number - 1)
+  std::string field;      // dotted path ("event_time", "tags[2]"); "" for the record as a whole
+  std::string reason;     // what was wrong and what was expected
+};
+
+/// One JSON object to the pipeline's type, field by field, exactly as a device
+/// sends it: ingest's HTTP and MQTT bodies and `starling test`'s fixtures all
+/// come through here. Unknown fields, wrong types and out-of-range numbers are
+/// refused with the field's path. Field names may be the proto name or its
+/// lowerCamel JSON name; null means unset.
+std::expected<std::unique_ptr<google::protobuf::Message>, FieldError> record_from_json(const PipelineConfig& p,
+                                                                                       const nlohmann::json& value,
+                                                                                       std::size_t index = 0);
 
 /// Decodes a payload of the pipeline's type into `into` (cleared first; a
 /// message reused across payloads keeps its buffers).

@@ -5,20 +5,20 @@
 // Bodies: a JSON object, a JSON array of objects, NDJSON (one object per
 // line), or a serialized starling.v1.EventBatch whose `records` each hold one
 // serialized message of the pipeline's type. A record that does not convert is
-// a RecordError naming its index and field; the others still convert. Only a
+// a FieldError naming its index and field; the others still convert. Only a
 // body that cannot be split into records at all is an Error.
 
 #include <google/protobuf/message.h>
 
 #include <cstddef>
 #include <memory>
-#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "services/common/error.h"
 #include "services/common/pipeline.h"
+#include "services/common/records.h"
 
 namespace starling::ingest {
 
@@ -33,15 +33,9 @@ struct Record {
   std::unique_ptr<google::protobuf::Message> message;
 };
 
-struct RecordError {
-  std::size_t index = 0;
-  std::string field;   // dotted path ("event_time", "tags[2]"); "" for the record as a whole
-  std::string reason;  // what was wrong and what was expected
-};
-
 struct Decoded {
   std::vector<Record> records;
-  std::vector<RecordError> refused;
+  std::vector<FieldError> refused;
   std::size_t count() const { return records.size() + refused.size(); }
 };
 
@@ -49,13 +43,5 @@ struct Decoded {
 /// JSON value that is neither an object nor an array, an EventBatch that does
 /// not parse, no records at all) have Errc::kInvalidArgument.
 Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::string_view body);
-
-/// One JSON object to the pipeline's type, field by field: unknown fields,
-/// wrong types and out-of-range numbers are refused with the field's path.
-/// Field names may be the proto name or its lowerCamel JSON name; null means
-/// unset.
-std::expected<std::unique_ptr<google::protobuf::Message>, RecordError> json_to_record(const PipelineConfig& p,
-                                                                                      const nlohmann::json& value,
-                                                                                      std::size_t index);
 
 }  // namespace starling::ingest

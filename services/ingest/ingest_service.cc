@@ -18,7 +18,7 @@ namespace {
 
 constexpr int kMaxProxies = 16;
 
-json refused_json(const std::vector<RecordError>& refused) {
+json refused_json(const std::vector<FieldError>& refused) {
   json out = json::array();
   for (const auto& r : refused) out.push_back({{"index", r.index}, {"field", r.field}, {"reason", r.reason}});
   return out;
@@ -67,10 +67,10 @@ void IngestService::handle(HttpRequest req, HttpResponder inner) {
     if (req.method != "GET") return respond(json_error(405, "method_not_allowed", "use GET"));
     return respond({200, openapi_json()});
   }
-  constexpr std::string_view prefix = "/v1/pipelines/";
-  constexpr std::string_view suffix = "/events";
+  constexpr std::string_view kPrefix = "/v1/pipelines/";
+  constexpr std::string_view kSuffix = "/events";
   const bool events =
-      req.path.starts_with(prefix) && req.path.ends_with(suffix) && req.path.size() > prefix.size() + suffix.size();
+      req.path.starts_with(kPrefix) && req.path.ends_with(kSuffix) && req.path.size() > kPrefix.size() + kSuffix.size();
   const bool sagas = req.path.starts_with("/v1/sagas/");
   if (!events && !sagas)
     return respond(json_error(404, "not_found", fmt::format("no route for {} {}", req.method, req.path)));
@@ -96,7 +96,7 @@ void IngestService::handle(HttpRequest req, HttpResponder inner) {
     if (req.method != "GET") return respond(json_error(405, "method_not_allowed", "use GET"));
     return get_saga(key, req, std::move(respond));
   }
-  const auto name = req.path.substr(prefix.size(), req.path.size() - prefix.size() - suffix.size());
+  const auto name = req.path.substr(kPrefix.size(), req.path.size() - kPrefix.size() - kSuffix.size());
   if (req.method != "POST") return respond(json_error(405, "method_not_allowed", "use POST to send events"));
   if (key != nullptr && !key->allows_pipeline(name)) {
     return respond(json_error(403, "pipeline_not_allowed",

@@ -60,11 +60,11 @@ Result<Decoded> decode_payload(const PipelineConfig& p, const std::string& paylo
 }  // namespace
 
 std::optional<MqttTopic> parse_mqtt_topic(std::string_view topic) {
-  constexpr std::string_view prefix = "starling/", suffix = "/events";
-  if (topic.size() <= prefix.size() + suffix.size() || !topic.starts_with(prefix) || !topic.ends_with(suffix)) {
+  constexpr std::string_view kPrefix = "starling/", kSuffix = "/events";
+  if (topic.size() <= kPrefix.size() + kSuffix.size() || !topic.starts_with(kPrefix) || !topic.ends_with(kSuffix)) {
     return std::nullopt;
   }
-  const auto middle = topic.substr(prefix.size(), topic.size() - prefix.size() - suffix.size());
+  const auto middle = topic.substr(kPrefix.size(), topic.size() - kPrefix.size() - kSuffix.size());
   const auto slash = middle.find('/');
   if (slash == std::string_view::npos || slash == 0 || slash + 1 == middle.size() ||
       middle.find('/', slash + 1) != std::string_view::npos) {
@@ -102,7 +102,7 @@ void MqttIngest::handle(const MqttMessage& m, const MqttAckFn& ack) {
 
   // The topic names the device: a record fills its device id from it, and
   // one that names another device is refused.
-  std::vector<RecordError> refused = std::move(decoded->refused);
+  std::vector<FieldError> refused = std::move(decoded->refused);
   std::vector<Record> records;
   for (auto& r : decoded->records) {
     if (p.device_id_field) {
@@ -154,6 +154,6 @@ void MqttIngest::handle(const MqttMessage& m, const MqttAckFn& ack) {
 MqttBridge::MqttBridge(MqttClientOptions options, const std::map<std::string, PipelineConfig>& pipelines,
                        Ingestor& ingestor)
     : ingest_(pipelines, ingestor),
-      client_(std::move(options), [this](MqttMessage m, MqttAckFn ack) { ingest_.handle(m, ack); }) {}
+      client_(std::move(options), [this](const MqttMessage& m, const MqttAckFn& ack) { ingest_.handle(m, ack); }) {}
 
 }  // namespace starling::ingest
