@@ -12,13 +12,13 @@
 #include <fmt/format.h>
 #include <libpq-fe.h>
 #include <sqlite3.h>
-#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 
+#include "bench/support/measure.h"
 #include "services/load/postgres_sink.h"
 #include "services/load/sqlite_sink.h"
 #include "starling/v1/ecowheels.pb.h"
@@ -27,7 +27,6 @@
 namespace {
 
 using namespace starling;
-using Clock = std::chrono::steady_clock;
 
 const char* kPipeline = R"(pipeline: bench
 schema: {message: starling.v1.RideTelemetry}
@@ -63,24 +62,8 @@ std::vector<load::Row> make_rows(int n) {
   return rows;
 }
 
-double cpu_seconds() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
-struct Run {
-  double seconds = 0;
-  double cpu = 0;
-};
-
-template <class F>
-Run timed(F&& f) {
-  const double c0 = cpu_seconds();
-  const auto t0 = Clock::now();
-  f();
-  return {std::chrono::duration<double>(Clock::now() - t0).count(), cpu_seconds() - c0};
-}
+using Run = bench::Measure;
+using bench::measure;
 
 Run ours(load::Sink& sink, const std::vector<load::Row>& rows, int batch) {
   // The batches are built before the clock starts, as the baseline's are.
@@ -94,7 +77,7 @@ Run ours(load::Sink& sink, const std::vector<load::Row>& rows, int batch) {
     b.next_offsets = {{{"bench.clean", 0}, static_cast<int64_t>(i + batch)}};
     batches.push_back(std::move(b));
   }
-  return timed([&] {
+  return measure([&] {
     for (const auto& b : batches) {
       auto st = sink.write(b, [](const std::vector<load::RowResult>&) {
         return std::vector<kafka::OutMessage>{{"starling.saga", "k", std::string(60, 'f'), {}}};
@@ -115,7 +98,7 @@ Run sqlite_baseline(const std::string& path, const std::vector<load::Row>& rows,
                nullptr, nullptr, nullptr);
   sqlite3_stmt* s = nullptr;
   sqlite3_prepare_v2(db, "INSERT INTO rides VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", -1, &s, nullptr);
-  const auto run = timed([&] {
+  const auto run = measure([&] {
     for (std::size_t i = 0; i < rows.size(); i += batch) {
       sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
       for (std::size_t k = i; k < std::min(rows.size(), i + batch); ++k) {
@@ -153,7 +136,7 @@ Run postgres_baseline(const std::string& dsn, const std::vector<load::Row>& rows
                  "ingest_time_ms bigint, device_id text, ride_id text, lat double precision, lon double precision, "
                  "speed_kmh double precision, battery_pct double precision, temperature_c double precision, "
                  "odometer_km double precision, status text)"));
-  const auto run = timed([&] {
+  const auto run = measure([&] {
     for (std::size_t i = 0; i < rows.size(); i += batch) {
       PQclear(PQexec(c, "BEGIN"));
       PQclear(PQexec(c, "COPY raw_rides FROM STDIN"));

@@ -7,7 +7,6 @@
 #include <fmt/format.h>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/support/measure.h"
 #include "services/common/pipeline.h"
 #include "services/saga/coordinator.h"
 
@@ -24,25 +24,8 @@ namespace {
 
 using namespace starling;
 
-double cpu_seconds() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
-struct Measure {
-  double seconds = 0;
-  double cpu = 0;
-};
-
-template <class F>
-Measure measure(F&& f) {
-  const auto c0 = cpu_seconds();
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  return {std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), cpu_seconds() - c0};
-}
+using bench::Measure;
+using bench::measure;
 
 // Sagas of 100 events, as a pipeline produces them: INGESTED, then five
 // CLEANED and five LOADED facts of 20 seqs each, interleaved across sagas the

@@ -14,18 +14,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-const char* kPipeline = R"(pipeline: t
-schema: {message: starling.v1.RideTelemetry}
-load:
-  sink: postgres
-  table: rides
-  columns:
-    device_id: device_id
-    speed_kmh: speed_kmh
-    status: status
-    event_time: event_time
-)";
-
+// kPipeline (sink_rows.h): PostgresSink loads whatever pipeline it is given.
 Row row(const std::string& id, double speed, const std::string& saga = "s1") {
   // COPY escaping is exercised by the tab and the backslash.
   return ride_row(id, speed, saga, "bike\t1\\x");
