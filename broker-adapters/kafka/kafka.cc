@@ -23,7 +23,7 @@ using ConfPtr = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
 // next second (starling-clean on 300,000 events: 250-360 ms of every second).
 // So the queue is bounded by bytes alone (queued.max.messages.kbytes, 64 MiB
 // by default): more than a second of work at the rates we run.
-const std::pair<std::string, std::string> kFetchQueueByBytes{"queued.min.messages", "10000000"};
+constexpr std::pair<const char*, const char*> kFetchQueueByBytes{"queued.min.messages", "10000000"};
 
 // Errors no retry of the same message can fix: it is too large for the
 // topic or the broker, it is malformed, or the topic cannot be written.
@@ -140,7 +140,7 @@ KafkaProducer::KafkaProducer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 KafkaProducer::~KafkaProducer() = default;
 
 Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaOptions& options,
-                                                             ProducerOptions producer_options) {
+                                                             const ProducerOptions& producer_options) {
   auto conf = make_conf(options, {
                                      {"enable.idempotence", "true"},
                                      {"acks", "all"},

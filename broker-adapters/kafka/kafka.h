@@ -84,7 +84,7 @@ struct ProducerOptions {
 class KafkaProducer final : public Producer {
  public:
   static Result<std::unique_ptr<KafkaProducer>> create(const KafkaOptions& options,
-                                                       ProducerOptions producer_options = {});
+                                                       const ProducerOptions& producer_options = {});
   ~KafkaProducer() override;
   void produce(const OutMessage& msg, DeliveryCallback done) override;
   Status flush(std::chrono::milliseconds timeout) override;

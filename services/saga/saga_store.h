@@ -45,7 +45,7 @@ inline constexpr int64_t kHourMs = 3'600'000;
 /// concurrently.
 class SagaStore : public kafka::Outbox {
  public:
-  virtual ~SagaStore() = default;
+  ~SagaStore() override = default;
   virtual Result<std::optional<v1::SagaRecord>> get(const std::string& saga_id) = 0;
   virtual Status commit(const SagaCommit& batch) = 0;
   virtual Result<std::map<kafka::TopicPartition, int64_t>> offsets() = 0;
