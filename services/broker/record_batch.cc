@@ -65,7 +65,8 @@ Result<std::vector<IncomingBatch>> validate_record_set(ByteView records, size_t 
     }
     if (!batch_crc_ok(records.subspan(pos, size)))
       return fail(ErrorCode::kCorruptMessage, "record batch CRC-32C mismatch");
-    if (h->record_count != h->last_offset_delta + 1) {
+    // In 64 bits: a client's lastOffsetDelta of INT32_MAX must not overflow.
+    if (static_cast<int64_t>(h->record_count) != static_cast<int64_t>(h->last_offset_delta) + 1) {
       return fail(ErrorCode::kInvalidRecord, "record count does not match lastOffsetDelta");
     }
     out.push_back({*h, pos});
