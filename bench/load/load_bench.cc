@@ -28,7 +28,7 @@ namespace {
 
 using namespace starling;
 
-const char* kPipeline = R"(pipeline: bench
+constexpr const char* kPipeline = R"(pipeline: bench
 schema: {message: starling.v1.RideTelemetry}
 load:
   table: rides
@@ -168,7 +168,7 @@ void row(const char* stage, int n, const Run& a, const Run& b) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   CLI::App app{"Load-stage throughput against a raw SQLite insert loop and a raw PostgreSQL COPY."};
   int n = 100'000;
   int batch = 2'000;
@@ -217,4 +217,7 @@ int main(int argc, char** argv) {
   std::printf("\nCPU-s/M is this process only (the PostgreSQL server's CPU is not counted).\n");
   std::filesystem::remove_all(dir);
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "load_bench: %s\n", e.what());
+  return 1;
 }

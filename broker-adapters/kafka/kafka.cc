@@ -170,7 +170,7 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaOptions&
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf->get(), err, sizeof err);
   if (rk == nullptr) return fail(Errc::kInvalidArgument, fmt::format("kafka producer: {}", err));
-  conf.value().release();  // owned by rk now
+  (void)conf.value().release();  // owned by rk now
   auto impl = std::make_unique<Impl>();
   impl->rk = rk;
   impl->opts = producer_options;
@@ -335,7 +335,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const KafkaOptions&
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), err, sizeof err);
   if (rk == nullptr) return fail(Errc::kInvalidArgument, fmt::format("kafka consumer: {}", err));
-  conf.value().release();
+  (void)conf.value().release();
   impl->rk = rk;
   rd_kafka_poll_set_consumer(rk);
   impl->topics.warm(rk, topics, std::chrono::seconds(1));
@@ -482,7 +482,7 @@ Result<std::unique_ptr<TopicReader>> TopicReader::create(const KafkaOptions& opt
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), err, sizeof err);
   if (rk == nullptr) return fail(Errc::kInvalidArgument, fmt::format("kafka reader: {}", err));
-  conf.value().release();
+  (void)conf.value().release();
   rd_kafka_poll_set_consumer(rk);
   auto impl = std::make_unique<Impl>();
   impl->rk = rk;
@@ -559,7 +559,7 @@ Status create_topics(const KafkaOptions& options, const std::vector<TopicSpec>& 
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf->get(), err, sizeof err);
   if (rk == nullptr) return fail(Errc::kInvalidArgument, fmt::format("kafka admin: {}", err));
-  conf.value().release();
+  (void)conf.value().release();
   std::unique_ptr<rd_kafka_t, decltype(&rd_kafka_destroy)> owned(rk, rd_kafka_destroy);
 
   std::vector<rd_kafka_NewTopic_t*> specs;

@@ -18,7 +18,7 @@ namespace starling::broker {
 template <class T>
 struct DefaultInitAllocator : std::allocator<T> {
   template <class U>
-  struct rebind {
+  struct rebind {  // NOLINT(readability-identifier-naming): the allocator protocol names it
     using other = DefaultInitAllocator<U>;
   };
   DefaultInitAllocator() = default;

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -77,6 +78,7 @@ class PostgresServer {
     std::vector<std::string> out;
     PGconn* c = PQconnectdb(dsn().c_str());
     PGresult* r = PQexec(c, sql.c_str());
+    out.reserve(static_cast<std::size_t>(std::max(0, PQntuples(r))));
     for (int i = 0; i < PQntuples(r); ++i) out.emplace_back(PQgetisnull(r, i, 0) ? "NULL" : PQgetvalue(r, i, 0));
     if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK) {
       ADD_FAILURE() << sql << ": " << PQresultErrorMessage(r);
