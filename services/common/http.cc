@@ -11,6 +11,9 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "services/common/ids.h"
+#include "services/common/text.h"
+
 namespace starling {
 
 namespace asio = boost::asio;
@@ -21,18 +24,28 @@ using tcp = asio::ip::tcp;
 HttpResponse json_error(int status, const std::string& code, const std::string& message, const std::string& field) {
   nlohmann::json err = {{"code", code}, {"message", message}};
   if (!field.empty()) err["field"] = field;
-  return HttpResponse{status, nlohmann::json{{"error", err}}.dump(), "application/json", {}};
+  // Messages echo client bytes (a path, a query value, a header): never throw on them.
+  return HttpResponse{status, json_text(nlohmann::json{{"error", err}}), "application/json", {}};
 }
 
 namespace {
 
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// %XX decodes to any byte, so a value may not be UTF-8: whoever echoes it goes
+// through json_text or utf8_safe. A '%' not followed by two hex digits stays.
 std::string url_decode(std::string_view s) {
   std::string out;
   for (std::size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '+') {
       out += ' ';
-    } else if (s[i] == '%' && i + 2 < s.size()) {
-      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+    } else if (s[i] == '%' && i + 2 < s.size() && hex_digit(s[i + 1]) >= 0 && hex_digit(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
       i += 2;
     } else {
       out += s[i];
@@ -54,11 +67,7 @@ HttpRequest to_request(const http::request<http::string_body>& req) {
       const auto amp = rest.find('&');
       const auto part = rest.substr(0, amp);
       const auto eq = part.find('=');
-      try {
-        r.query[url_decode(part.substr(0, eq))] = eq == std::string_view::npos ? "" : url_decode(part.substr(eq + 1));
-      } catch (const std::exception&) {
-        // A malformed escape leaves the parameter out; the handler reports it missing.
-      }
+      r.query[url_decode(part.substr(0, eq))] = eq == std::string_view::npos ? "" : url_decode(part.substr(eq + 1));
       if (amp == std::string_view::npos) break;
       rest.remove_prefix(amp + 1);
     }
@@ -116,6 +125,7 @@ class Session : public std::enable_shared_from_this<Session> {
       send(json_error(400, "bad_request", "not a valid HTTP/1.1 request: " + ec.message(), "request"));
       return;
     }
+    if (!parser_) return close();  // read() always sets one
     auto req = parser_->release();
     keep_alive_ = req.keep_alive();
     stream_.expires_never();  // the handler may take a while (durable acks)
@@ -131,11 +141,35 @@ class Session : public std::enable_shared_from_this<Session> {
       send(std::move(resp));
       return;
     }
-    handler_(to_request(req), [self](HttpResponse resp) {
+    // Exactly one answer per request, whoever gives it: the handler, or the
+    // last-resort catch below when the handler throws before answering.
+    auto answered = std::make_shared<std::atomic<bool>>(false);
+    HttpResponder respond = [self, answered](HttpResponse resp) {
+      if (answered->exchange(true)) return;
       // Responders run on foreign threads; hop onto this connection's executor.
       asio::post(self->stream_.get_executor(),
                  [self, resp = std::move(resp)]() mutable { self->send(std::move(resp), /*counted=*/true); });
-    });
+    };
+    std::string method(req.method_string());
+    std::string target(req.target());
+    try {
+      handler_(to_request(req), respond);
+    } catch (const std::exception& e) {
+      last_resort(respond, method, target, e.what());
+    } catch (...) {
+      last_resort(respond, method, target, "an exception that is not a std::exception");
+    }
+  }
+
+  // No exception escapes a handler: it is logged with a request id, and the
+  // client gets a 500 naming that id (unless the handler had answered).
+  static void last_resort(const HttpResponder& respond, const std::string& method, const std::string& target,
+                          const char* what) {
+    const auto id = random_id().substr(0, 16);
+    spdlog::error("request {}: {} {}: handler failed: {}", id, utf8_safe(method), utf8_safe(target), utf8_safe(what));
+    auto resp = json_error(500, "internal_error", fmt::format("the server failed on this request (request id {})", id));
+    resp.headers.emplace_back("X-Request-Id", id);
+    respond(std::move(resp));
   }
 
   // `counted`: the answer to a request drain() waits for; it stops counting
@@ -161,7 +195,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void close() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    (void)stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
   }
 
   beast::tcp_stream stream_;
@@ -192,7 +226,7 @@ struct HttpServer::Impl {
   void close_acceptor() {
     asio::post(ioc, [this] {
       beast::error_code ec;
-      acceptor.close(ec);
+      (void)acceptor.close(ec);
     });
   }
 
@@ -218,14 +252,27 @@ void HttpServer::start() {
   i.acceptor.open(ep.protocol());
   i.acceptor.set_option(asio::socket_base::reuse_address(true));
   beast::error_code ec;
-  i.acceptor.bind(ep, ec);
+  (void)i.acceptor.bind(ep, ec);  // ec is checked below
   if (ec) throw std::runtime_error(fmt::format("cannot bind {}:{}: {}", i.opts.address, i.opts.port, ec.message()));
   i.acceptor.listen(asio::socket_base::max_listen_connections);
   i.port = i.acceptor.local_endpoint().port();
   i.accept();
   i.running = true;
   i.work.emplace(i.ioc.get_executor());
-  for (int t = 0; t < std::max(1, i.opts.threads); ++t) i.threads.emplace_back([&i] { i.ioc.run(); });
+  for (int t = 0; t < std::max(1, i.opts.threads); ++t) {
+    i.threads.emplace_back([&i] {
+      // An exception out of an io handler (not a request handler: those are
+      // caught per request) must not end the process: log it and go on.
+      for (;;) {
+        try {
+          i.ioc.run();
+          return;
+        } catch (const std::exception& e) {
+          spdlog::error("http server: {}; serving on", utf8_safe(e.what()));
+        }
+      }
+    });
+  }
 }
 
 bool HttpServer::drain(std::chrono::milliseconds timeout) {
@@ -258,9 +305,9 @@ uint16_t HttpServer::port() const { return impl_->port; }
 
 Result<HttpResponse> http_call(const std::string& method, const std::string& url, const std::string& body,
                                const std::map<std::string, std::string>& headers, int timeout_ms) {
-  constexpr std::string_view scheme = "http://";
-  if (!url.starts_with(scheme)) return fail(Errc::kInvalidArgument, "expected an http:// URL, got " + url);
-  const auto rest = url.substr(scheme.size());
+  constexpr std::string_view kScheme = "http://";
+  if (!url.starts_with(kScheme)) return fail(Errc::kInvalidArgument, "expected an http:// URL, got " + url);
+  const auto rest = url.substr(kScheme.size());
   const auto slash = rest.find('/');
   const auto hostport = rest.substr(0, slash);
   const auto target = slash == std::string::npos ? std::string("/") : rest.substr(slash);
@@ -288,7 +335,7 @@ Result<HttpResponse> http_call(const std::string& method, const std::string& url
     HttpResponse out{static_cast<int>(res.result_int()), res.body(), std::string(res[http::field::content_type]), {}};
     for (const auto& f : res) out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     beast::error_code ec;
-    stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+    (void)stream.socket().shutdown(tcp::socket::shutdown_both, ec);
     return out;
   } catch (const beast::system_error& e) {
     return fail(Errc::kUnavailable, fmt::format("{} {}: {}", method, url, e.code().message()));

@@ -1,5 +1,6 @@
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -7,6 +8,13 @@ namespace starling {
 
 /// A random 128-bit identifier as 32 lowercase hex digits (saga ids, trace ids).
 std::string random_id();
+
+/// The trace id (32 lowercase hex digits) of a W3C Trace Context `traceparent`
+/// header, "version-traceid-parentid-flags": or nullopt when the header does
+/// not follow that grammar (version ff, all-zero ids, uppercase, other
+/// lengths; a version 00 header has exactly 55 characters, a later version may
+/// go on after a '-').
+std::optional<std::string> traceparent_trace_id(std::string_view header);
 
 /// FNV-1a 64: the same value in every process and version, for what is
 /// stored or compared across restarts (fingerprints, derived keys).

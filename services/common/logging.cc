@@ -6,13 +6,16 @@
 
 #include <stdexcept>
 
+#include "services/common/text.h"
 #include "services/common/time.h"
 
 namespace starling {
 
 namespace {
 
-void append_json_string(std::string_view s, spdlog::memory_buf_t& out) {
+void append_json_string(std::string_view raw, spdlog::memory_buf_t& out) {
+  // A message may quote client bytes: a JSON line stays valid JSON.
+  const auto s = utf8_safe(raw);
   out.push_back('"');
   for (const char c : s) {
     switch (c) {

@@ -15,6 +15,8 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "services/common/text.h"
+
 namespace starling {
 
 using google::protobuf::Descriptor;
@@ -24,6 +26,9 @@ using google::protobuf::Reflection;
 using nlohmann::json;
 
 namespace {
+
+// A client's value as an error message shows it: JSON text, cut after 64 bytes.
+std::string brief(const json& v) { return excerpt(json_text(v)); }
 
 // Converts one JSON value into field `f` of `m`; `path` names it in errors.
 class Converter {
@@ -159,8 +164,7 @@ class Converter {
     const Reflection* r = m.GetReflection();
     const bool rep = f->is_repeated();
     auto bad = [&](std::string_view expected) {
-      return error(path, fmt::format("expected {}, got {}", expected,
-                                     v.is_string() ? "\"" + v.get<std::string>() + "\"" : v.dump()));
+      return error(path, fmt::format("expected {}, got {}", expected, brief(v)));
     };
     switch (f->cpp_type()) {
       case FieldDescriptor::CPPTYPE_INT32: {

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "services/common/records.h"
+#include "services/common/text.h"
 #include "starling/v1/ingest.pb.h"
 
 namespace starling::ingest {
@@ -60,14 +61,21 @@ Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::str
   Decoded out;
   switch (format) {
     case BodyFormat::kJson: {
+      // Checked before parsing: nothing past this recurses deeper.
+      if (const auto at = json_too_deep(body)) {
+        return fail(Errc::kInvalidArgument,
+                    fmt::format("the JSON nests deeper than {} levels (at {}); records are flat", kMaxJsonDepth,
+                                position(body, *at)));
+      }
       json doc;
       try {
         doc = json::parse(body);
       } catch (const json::parse_error& e) {
-        return fail(Errc::kInvalidArgument,
-                    fmt::format("invalid JSON at {}: {}", position(body, e.byte ? e.byte - 1 : 0), e.what()));
+        return fail(
+            Errc::kInvalidArgument,
+            fmt::format("invalid JSON at {}: {}", position(body, e.byte ? e.byte - 1 : 0), excerpt(e.what(), 200)));
       } catch (const json::exception& e) {  // e.g. a number beyond a double (found by the fuzzer)
-        return fail(Errc::kInvalidArgument, fmt::format("invalid JSON: {}", e.what()));
+        return fail(Errc::kInvalidArgument, fmt::format("invalid JSON: {}", excerpt(e.what(), 200)));
       }
       if (doc.is_object()) {
         convert(p, doc, 0, out);
@@ -88,14 +96,21 @@ Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::str
         if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
         const auto index = line++;
         if (text.find_first_not_of(" \t") == std::string_view::npos) continue;  // blank lines separate nothing
+        if (const auto at = json_too_deep(text)) {
+          out.refused.push_back({index, "",
+                                 fmt::format("the JSON on line {} nests deeper than {} levels (at column {})",
+                                             index + 1, kMaxJsonDepth, *at + 1)});
+          continue;
+        }
         try {
           convert(p, json::parse(text), index, out);
         } catch (const json::parse_error& e) {
-          out.refused.push_back(
-              {index, "",
-               fmt::format("invalid JSON on line {} at column {}: {}", index + 1, e.byte == 0 ? 1 : e.byte, e.what())});
+          out.refused.push_back({index, "",
+                                 fmt::format("invalid JSON on line {} at column {}: {}", index + 1,
+                                             e.byte == 0 ? 1 : e.byte, excerpt(e.what(), 200))});
         } catch (const json::exception& e) {
-          out.refused.push_back({index, "", fmt::format("invalid JSON on line {}: {}", index + 1, e.what())});
+          out.refused.push_back(
+              {index, "", fmt::format("invalid JSON on line {}: {}", index + 1, excerpt(e.what(), 200))});
         }
       }
       break;

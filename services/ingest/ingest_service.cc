@@ -7,8 +7,10 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "services/common/ids.h"
 #include "services/common/metrics.h"
 #include "services/common/records.h"
+#include "services/common/text.h"
 
 namespace starling::ingest {
 
@@ -159,7 +161,7 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
                        first.field.empty() ? "(record)" : first.field, first.reason)},
           {"field", fmt::format("records[{}]{}{}", first.index, first.field.empty() ? "" : ".", first.field)}}},
         {"refused", refused_json(decoded->refused)}};
-    return respond({422, body.dump()});
+    return respond({422, json_text(body)});
   }
   std::string who;
   if (const double wait = limiter_.admit(key, p.name, by_device, who); wait > 0) {
@@ -169,7 +171,18 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
         wait));
   }
 
-  Batch batch{&p, std::move(decoded->records), {}, req.header("traceparent")};
+  // Never a client header stored raw: only a traceparent that parses lends
+  // its trace id; another is dropped with a warning, and the batch gets one.
+  std::string trace_id;
+  if (req.headers.contains("traceparent")) {
+    if (auto t = traceparent_trace_id(req.header("traceparent"))) {
+      trace_id = std::move(*t);
+    } else {
+      spdlog::warn("pipeline {}: ignored a traceparent that is not W3C Trace Context: '{}'", p.name,
+                   excerpt(req.header("traceparent")));
+    }
+  }
+  Batch batch{&p, std::move(decoded->records), {}, std::move(trace_id)};
   std::string idem_id;
   if (!idem_key.empty()) {
     const std::string scope = key != nullptr ? key->name : "";
@@ -201,12 +214,11 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
     HttpResponse answer;
     if (r) {
       accepted_total.add(r->accepted);
-      answer = {202, json{{"saga_id", r->saga_id},
-                          {"pipeline", pipeline},
-                          {"accepted", r->accepted},
-                          {"refused", std::move(refused)},
-                          {"trace_id", r->trace_id}}
-                         .dump()};
+      answer = {202, json_text(json{{"saga_id", r->saga_id},
+                                    {"pipeline", pipeline},
+                                    {"accepted", r->accepted},
+                                    {"refused", std::move(refused)},
+                                    {"trace_id", r->trace_id}})};
     } else {
       spdlog::warn("request for pipeline {} not accepted: {}", pipeline, r.error().message);
       answer =
@@ -224,8 +236,15 @@ void IngestService::get_saga(const ApiKey* key, const HttpRequest& req, HttpResp
     return respond(json_error(404, "no_saga_service", "this front door is not configured with --saga-url"));
   }
   const auto id = req.path.substr(std::string_view("/v1/sagas/").size());
-  if (id.empty() || id.find_first_not_of("0123456789abcdefABCDEF-") != std::string::npos) {
-    return respond(json_error(400, "invalid_saga_id", "expected a saga id (hex digits)", "saga_id"));
+  // Saga ids are hex (random or derived) or "replay-<hex>"; anything URL-safe
+  // up to kMaxSagaId passes to the coordinator, which answers 404 for the rest.
+  constexpr std::size_t kMaxSagaId = 128;
+  if (id.empty() || id.size() > kMaxSagaId ||
+      id.find_first_not_of("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ._-") != std::string::npos) {
+    return respond(json_error(
+        400, "invalid_saga_id",
+        fmt::format("expected a saga id: 1 to {} letters, digits, '.', '_' or '-' (as 'replay-…')", kMaxSagaId),
+        "saga_id"));
   }
   if (proxies_.fetch_add(1) >= kMaxProxies) {
     proxies_.fetch_sub(1);

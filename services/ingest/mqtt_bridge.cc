@@ -5,6 +5,7 @@
 
 #include "services/common/metrics.h"
 #include "services/common/records.h"
+#include "services/common/text.h"
 #include "services/ingest/auth.h"
 #include "services/ingest/decode.h"
 #include "services/ingest/idempotency.h"
@@ -61,7 +62,9 @@ Result<Decoded> decode_payload(const PipelineConfig& p, const std::string& paylo
 
 std::optional<MqttTopic> parse_mqtt_topic(std::string_view topic) {
   constexpr std::string_view kPrefix = "starling/", kSuffix = "/events";
-  if (topic.size() <= kPrefix.size() + kSuffix.size() || !topic.starts_with(kPrefix) || !topic.ends_with(kSuffix)) {
+  // A topic names a pipeline and a device id that goes into records: UTF-8 only.
+  if (topic.size() <= kPrefix.size() + kSuffix.size() || !topic.starts_with(kPrefix) || !topic.ends_with(kSuffix) ||
+      !is_utf8(topic)) {
     return std::nullopt;
   }
   const auto middle = topic.substr(kPrefix.size(), topic.size() - kPrefix.size() - kSuffix.size());
@@ -79,10 +82,22 @@ std::string mqtt_saga_id(const std::string& pipeline, const std::string& topic, 
 }
 
 void MqttIngest::handle(const MqttMessage& m, const MqttAckFn& ack) {
+  try {
+    accept(m, ack);
+  } catch (const std::exception& e) {
+    spdlog::error("MQTT: dropped a message on '{}' ({} bytes) that failed: {}", excerpt(m.topic, 256), m.payload.size(),
+                  excerpt(e.what(), 256));
+    refused_messages("internal_error").add();
+    ack(MqttAck::kAck);
+  }
+}
+
+void MqttIngest::accept(const MqttMessage& m, const MqttAckFn& ack) {
   received().add();
   const auto topic = parse_mqtt_topic(m.topic);
   if (!topic) {
-    spdlog::warn("MQTT: dropped a message on '{}': the topic is not starling/<pipeline>/<device_id>/events", m.topic);
+    spdlog::warn("MQTT: dropped a message on '{}': the topic is not starling/<pipeline>/<device_id>/events in UTF-8",
+                 excerpt(m.topic, 256));
     refused_messages("bad_topic").add();
     return ack(MqttAck::kAck);
   }

@@ -40,9 +40,14 @@ class MqttIngest {
   /// Calls `ack` exactly once: `ack` when every record is PERSISTED or when
   /// the message can never succeed (unknown pipeline, undecodable, no valid
   /// record: logged and counted), `redeliver` when Kafka did not confirm.
+  /// Throws nothing: a message that makes the decoding throw is dropped
+  /// (acked) with an error log and counted as `internal_error`, since a
+  /// redelivery would throw again and wedge the subscription.
   void handle(const MqttMessage& m, const MqttAckFn& ack);
 
  private:
+  void accept(const MqttMessage& m, const MqttAckFn& ack);
+
   const std::map<std::string, PipelineConfig>& pipelines_;
   Ingestor& ingestor_;
 };

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <nlohmann/json.hpp>
 
+#include "services/common/text.h"
 #include "services/common/time.h"
 #include "services/saga/saga_state.h"
 
@@ -194,7 +195,7 @@ HttpResponse list_sagas(SagaStore& store, const HttpRequest& req) {
   if (!st) return json_error(500, "store_error", st.error().message);
   json body = {{"sagas", list}, {"totals", totals.to_json()}};
   if (more && !last.empty()) body["next_page_token"] = hex(last);
-  return {200, body.dump()};
+  return {200, json_text(body)};
 }
 
 HttpResponse consistency(SagaStore& store, const HttpRequest& req, const std::string& pipeline, const Clock& clock) {
@@ -283,26 +284,27 @@ HttpResponse consistency(SagaStore& store, const HttpRequest& req, const std::st
                {"totals", all.to_json()},
                // Every window balances and every saga in it COMPLETED.
                {"consistent", consistent}};
-  return {200, body.dump()};
+  return {200, json_text(body)};
 }
 
 }  // namespace
 
 HttpResponse handle_saga_api(SagaStore& store, const HttpRequest& req, const Clock& clock) {
   if (req.method != "GET") return json_error(405, "method_not_allowed", "the saga API is read-only");
-  constexpr std::string_view one = "/v1/sagas/";
-  if (req.path.starts_with(one) && req.path.size() > one.size()) {
-    const auto id = req.path.substr(one.size());
+  constexpr std::string_view kSagaPrefix = "/v1/sagas/";
+  if (req.path.starts_with(kSagaPrefix) && req.path.size() > kSagaPrefix.size()) {
+    const auto id = req.path.substr(kSagaPrefix.size());
     auto r = store.get(id);
     if (!r) return json_error(500, "store_error", r.error().message);
-    if (!r->has_value()) return json_error(404, "unknown_saga", "no saga with id '" + id + "'", "saga_id");
-    return {200, to_json(**r, true).dump()};
+    const std::optional<v1::SagaRecord>& found = *r;
+    if (!found) return json_error(404, "unknown_saga", "no saga with id '" + id + "'", "saga_id");
+    return {200, json_text(to_json(*found, true))};
   }
   if (req.path == "/v1/sagas") return list_sagas(store, req);
-  constexpr std::string_view pipes = "/v1/pipelines/";
-  constexpr std::string_view tail = "/consistency";
-  if (req.path.starts_with(pipes) && req.path.ends_with(tail) && req.path.size() > pipes.size() + tail.size()) {
-    const auto p = req.path.substr(pipes.size(), req.path.size() - pipes.size() - tail.size());
+  constexpr std::string_view kPipes = "/v1/pipelines/";
+  constexpr std::string_view kTail = "/consistency";
+  if (req.path.starts_with(kPipes) && req.path.ends_with(kTail) && req.path.size() > kPipes.size() + kTail.size()) {
+    const auto p = req.path.substr(kPipes.size(), req.path.size() - kPipes.size() - kTail.size());
     if (p.find('/') != std::string::npos) return json_error(404, "not_found", "no route for " + req.path);
     return consistency(store, req, p, clock);
   }

@@ -440,6 +440,9 @@ TEST_F(KeyedIngestTest, SagaLookupIsProxiedAndScopedToTheKeysPipelines) {
   HttpServer saga({}, [](const HttpRequest& r, const HttpResponder& done) {
     if (r.path == "/v1/sagas/aa") return done({200, R"({"saga_id":"aa","pipeline":"ecowheels","state":"COMPLETED"})"});
     if (r.path == "/v1/sagas/bb") return done({200, R"({"saga_id":"bb","pipeline":"weather","state":"COMPLETED"})"});
+    if (r.path == "/v1/sagas/replay-0a1b") {
+      return done({200, R"({"saga_id":"replay-0a1b","pipeline":"ecowheels","state":"COMPLETED"})"});
+    }
     done(json_error(404, "unknown_saga", "no such saga"));
   });
   saga.start();
@@ -455,9 +458,12 @@ TEST_F(KeyedIngestTest, SagaLookupIsProxiedAndScopedToTheKeysPipelines) {
   EXPECT_EQ(json::parse(mine.body)["state"], "COMPLETED");
   EXPECT_EQ(send(auth, "GET", "/v1/sagas/bb").get().status, 404);  // another pipeline's saga
   EXPECT_EQ(send(auth, "GET", "/v1/sagas/cc").get().status, 404);
-  const auto bad = send(auth, "GET", "/v1/sagas/not*hex").get();
-  EXPECT_EQ(bad.status, 400);
-  EXPECT_EQ(error(bad)["field"], "saga_id");
+  EXPECT_EQ(send(auth, "GET", "/v1/sagas/replay-0a1b").get().status, 200);  // a replay's saga
+  for (const std::string& id : std::vector<std::string>{"not*hex", "a/b", "%2e%2e", std::string(129, 'a')}) {
+    const auto bad = send(auth, "GET", "/v1/sagas/" + id).get();
+    EXPECT_EQ(bad.status, 400) << id;
+    EXPECT_EQ(error(bad)["field"], "saga_id");
+  }
   EXPECT_EQ(send(Post{}, "GET", "/v1/sagas/aa").get().status, 401);
   saga.stop();
 }

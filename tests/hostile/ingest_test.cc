@@ -1,0 +1,146 @@
+// Ingest's front door (IngestService, against a fake producer) under bodies,
+// paths, queries and headers no honest device sends: each is refused with its
+// reason or accepted without storing client bytes raw, every answer is valid
+// JSON, and nothing throws.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <future>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "services/common/text.h"
+#include "services/ingest/ingest_service.h"
+#include "starling/v1/envelope.pb.h"
+#include "tests/support/fake_kafka.h"
+#include "tests/support/temp_dir.h"
+
+namespace starling::ingest {
+namespace {
+
+using ::testing::HasSubstr;
+using nlohmann::json;
+
+class HostileIngest : public ::testing::Test {
+ protected:
+  HostileIngest() {
+    auto p = load_pipeline(testing::source_path("pipelines/ecowheels.yaml"));
+    service_ = std::make_unique<IngestService>(std::map<std::string, PipelineConfig>{{"ecowheels", p}}, producer_,
+                                               "hostile-test");
+  }
+
+  HttpResponse send(const std::string& path, const std::string& body, std::map<std::string, std::string> headers = {},
+                    std::map<std::string, std::string> query = {}) {
+    HttpRequest req;
+    req.method = "POST";
+    req.path = path;
+    req.body = body;
+    req.headers = std::move(headers);
+    req.query = std::move(query);
+    std::promise<HttpResponse> answer;
+    service_->handle(req, [&](HttpResponse r) { answer.set_value(std::move(r)); });
+    auto resp = answer.get_future().get();
+    EXPECT_TRUE(is_utf8(resp.body)) << resp.body;
+    return resp;
+  }
+  HttpResponse post(const std::string& body, std::map<std::string, std::string> headers = {}) {
+    return send("/v1/pipelines/ecowheels/events", body, std::move(headers));
+  }
+  static json error(const HttpResponse& r) { return json::parse(r.body)["error"]; }
+
+  std::vector<v1::Envelope> envelopes() const {
+    std::vector<v1::Envelope> out;
+    for (const auto& m : producer_.produced()) {
+      if (m.topic != "ecowheels.raw") continue;
+      v1::Envelope e;
+      EXPECT_TRUE(e.ParseFromString(m.value));
+      for (const auto& h : m.headers) EXPECT_TRUE(is_utf8(h.value)) << h.key;
+      out.push_back(e);
+    }
+    return out;
+  }
+
+  testing::FakeProducer producer_;
+  std::unique_ptr<IngestService> service_;
+};
+
+TEST_F(HostileIngest, AStringThatIsNotUtf8Is400NamingTheBody) {
+  const auto r = post("[\"\xff\"]");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(error(r)["field"], "body");
+  EXPECT_THAT(error(r)["message"].get<std::string>(), HasSubstr("invalid JSON"));
+  EXPECT_TRUE(producer_.produced().empty());
+}
+
+TEST_F(HostileIngest, APipelineNameOrAQueryValueThatIsNotUtf8IsEchoedSafely) {
+  auto r = send("/v1/pipelines/\xff\xfe/events", "{}");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_THAT(error(r)["message"].get<std::string>(), HasSubstr("'\xEF\xBF\xBD\xEF\xBF\xBD'"));
+  r = send("/v1/pipelines/ecowheels/events", R"({"device_id":"bike-1"})", {}, {{"atomic", "\xff"}});
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(error(r)["field"], "atomic");
+}
+
+TEST_F(HostileIngest, NestingPastTheLimitIs400NamingItBeforeAnyRecursion) {
+  // As a whole body, and inside a field, where an error message once dumped
+  // the value back recursively.
+  const std::string deep = std::string(100'000, '[') + std::string(100'000, ']');
+  auto r = post(deep);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(error(r)["message"].get<std::string>(), HasSubstr("deeper than 64 levels"));
+  r = post(R"({"device_id":"bike-1","battery_pct":)" + deep + "}");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(error(r)["message"].get<std::string>(), HasSubstr("line 1, column 100"));
+  // 64 levels are fine as JSON; the record then says what the field expects.
+  const std::string ok_depth = std::string(63, '[') + std::string(63, ']');
+  r = post(R"({"device_id":"bike-1","battery_pct":)" + ok_depth + "}");
+  EXPECT_EQ(r.status, 422);
+  EXPECT_EQ(error(r)["field"], "records[0].battery_pct");
+  EXPECT_TRUE(producer_.produced().empty());
+}
+
+TEST_F(HostileIngest, AnNdjsonLineNestedTooDeepIsRefusedAloneByItsLineNumber) {
+  const auto r = post(R"({"device_id":"bike-1"})" "\n" + std::string(70, '[') + std::string(70, ']') + "\n" +
+                          R"({"device_id":"bike-2"})",
+                      {{"content-type", "application/x-ndjson"}});
+  ASSERT_EQ(r.status, 202) << r.body;
+  const auto body = json::parse(r.body);
+  EXPECT_EQ(body["accepted"], 2);
+  ASSERT_EQ(body["refused"].size(), 1u);
+  EXPECT_EQ(body["refused"][0]["index"], 1);
+  EXPECT_THAT(body["refused"][0]["reason"].get<std::string>(), HasSubstr("line 2 nests deeper than 64 levels"));
+}
+
+TEST_F(HostileIngest, AnOverlongValueIsQuotedInPartNotEchoedWhole) {
+  const auto r = post(R"({"device_id":"bike-1","battery_pct":")" + std::string(300'000, 'x') + "\"}");
+  EXPECT_EQ(r.status, 422);
+  EXPECT_LT(r.body.size(), 2'000u);
+  EXPECT_THAT(error(r)["message"].get<std::string>(), HasSubstr("xxxx\u2026"));
+}
+
+TEST_F(HostileIngest, ATraceparentThatDoesNotParseIsDroppedAndNeverStored) {
+  for (const char* bad : {"00-\xff\xfe-bad", "garbage", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"}) {
+    const auto r = post(R"({"device_id":"bike-1"})", {{"traceparent", bad}});
+    ASSERT_EQ(r.status, 202) << r.body;
+    const auto trace = json::parse(r.body)["trace_id"].get<std::string>();
+    EXPECT_EQ(trace.size(), 32u);
+    EXPECT_EQ(trace.find_first_not_of("0123456789abcdef"), std::string::npos) << trace;
+  }
+  const auto stored = envelopes();
+  ASSERT_EQ(stored.size(), 3u);
+  for (const auto& e : stored) EXPECT_EQ(e.trace_id().size(), 32u) << e.trace_id();
+}
+
+TEST_F(HostileIngest, AWellFormedTraceparentLendsItsTraceId) {
+  const auto r =
+      post(R"({"device_id":"bike-1"})", {{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}});
+  ASSERT_EQ(r.status, 202) << r.body;
+  EXPECT_EQ(json::parse(r.body)["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+  const auto stored = envelopes();
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+}
+
+}  // namespace
+}  // namespace starling::ingest
