@@ -2,6 +2,8 @@
 // UTF-8 and handlers that throw: no exception ends the process, every answer
 // is valid JSON, and the server serves the next request.
 
+#include "services/common/http.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -11,31 +13,15 @@
 #include <string>
 #include <utility>  // before Boost.Asio, whose awaitable.hpp uses std::exchange
 
-#include "services/common/http.h"
 #include "services/common/text.h"
+#include "tests/support/raw_http.h"
 
 namespace starling {
 namespace {
 
 using ::testing::HasSubstr;
 
-// Writes `data` on a raw connection and reads until the server closes it.
-std::string raw_exchange(uint16_t port, const std::string& data) {
-  namespace asio = boost::asio;
-  asio::io_context ioc;
-  asio::ip::tcp::socket s(ioc);
-  s.connect({asio::ip::make_address("127.0.0.1"), port});
-  asio::write(s, asio::buffer(data));
-  std::string out;
-  boost::system::error_code ec;
-  char buf[4096];
-  for (;;) {
-    const auto n = s.read_some(asio::buffer(buf), ec);
-    if (ec) break;
-    out.append(buf, n);
-  }
-  return out;
-}
+using testing::raw_exchange;
 
 std::string body_of(const std::string& raw) {
   const auto at = raw.find("\r\n\r\n");

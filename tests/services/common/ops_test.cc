@@ -17,6 +17,7 @@
 #include "services/common/http.h"
 #include "services/common/logging.h"
 #include "services/common/metrics.h"
+#include "tests/support/raw_http.h"
 
 namespace starling {
 namespace {
@@ -92,27 +93,11 @@ TEST(Metrics, HistogramRendersCumulativeBucketsSumAndCount) {
   EXPECT_THAT(page, HasSubstr("t_latency_seconds_count{stage=\"x\"} 4\n"));
 }
 
-// Writes `data` on a raw connection and reads until the server closes it.
-std::string raw_exchange(uint16_t port, const std::string& data) {
-  namespace asio = boost::asio;
-  asio::io_context ioc;
-  asio::ip::tcp::socket s(ioc);
-  s.connect({asio::ip::make_address("127.0.0.1"), port});
-  asio::write(s, asio::buffer(data));
-  std::string out;
-  boost::system::error_code ec;
-  char buf[4096];
-  for (;;) {
-    const auto n = s.read_some(asio::buffer(buf), ec);
-    if (ec) break;
-    out.append(buf, n);
-  }
-  return out;
-}
+using testing::raw_exchange;
 
 TEST(HttpServer, OversizedBodyIs413AndOversizedHeadersAre431) {
   HttpServer server({.address = "127.0.0.1", .port = 0, .threads = 1, .body_limit = 100, .header_limit = 512},
-                    [](HttpRequest, HttpResponder done) {
+                    [](const HttpRequest&, const HttpResponder& done) {
                       done({202, "{}"});
                     });
   server.start();
@@ -139,7 +124,7 @@ TEST(HttpServer, ClientThatNeverFinishesItsRequestIsDisconnected) {
   // Slowloris: headers that never end. The server must hang up by itself
   // (the read below returns only when it does); the answer is nothing.
   HttpServer server({.address = "127.0.0.1", .port = 0, .threads = 1, .read_timeout_s = 1},
-                    [](HttpRequest, HttpResponder done) {
+                    [](const HttpRequest&, const HttpResponder& done) {
                       done({202, "{}"});
                     });
   server.start();
@@ -156,7 +141,7 @@ TEST(HttpServer, DrainAnswersARequestWaitingForItsHandlerThenRefusesNewOnes) {
   // Kafka has persisted the events.
   std::promise<HttpResponder> parked;
   HttpServer server({.address = "127.0.0.1", .port = 0, .threads = 2},
-                    [&](HttpRequest, HttpResponder done) { parked.set_value(std::move(done)); });
+                    [&](const HttpRequest&, HttpResponder done) { parked.set_value(std::move(done)); });
   server.start();
   const auto url = "http://127.0.0.1:" + std::to_string(server.port()) + "/x";
   auto call = std::async(std::launch::async, [&] { return http_call("POST", url, "{}"); });

@@ -1,0 +1,32 @@
+#pragma once
+// Bytes on a raw TCP connection to a loopback server, for requests no HTTP
+// client would send (bad bytes in the request line, half a header).
+
+#include <cstdint>
+#include <string>
+#include <utility>  // before Boost.Asio, whose awaitable.hpp uses std::exchange
+
+#include <boost/asio.hpp>
+
+namespace starling::testing {
+
+/// Writes `data` to 127.0.0.1:`port` and reads until the server closes the
+/// connection: everything it answered.
+inline std::string raw_exchange(uint16_t port, const std::string& data) {
+  namespace asio = boost::asio;
+  asio::io_context ioc;
+  asio::ip::tcp::socket s(ioc);
+  s.connect({asio::ip::make_address("127.0.0.1"), port});
+  asio::write(s, asio::buffer(data));
+  std::string out;
+  boost::system::error_code ec;
+  char buf[4096];
+  for (;;) {
+    const auto n = s.read_some(asio::buffer(buf), ec);
+    if (ec) break;
+    out.append(buf, n);
+  }
+  return out;
+}
+
+}  // namespace starling::testing
