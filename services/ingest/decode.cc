@@ -146,4 +146,47 @@ Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::str
   return out;
 }
 
+namespace {
+
+std::optional<FieldError> field_over(const Message& m, std::size_t limit, std::size_t index,
+                                     const std::string& prefix) {
+  using google::protobuf::FieldDescriptor;
+  const auto* r = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const auto* f : fields) {
+    const auto path = prefix.empty() ? f->name() : prefix + "." + f->name();
+    const int n = f->is_repeated() ? r->FieldSize(m, f) : 1;
+    for (int i = 0; i < n; ++i) {
+      const auto at = f->is_repeated() ? fmt::format("{}[{}]", path, i) : path;
+      if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING) {
+        std::string scratch;
+        const auto& v =
+            f->is_repeated() ? r->GetRepeatedStringReference(m, f, i, &scratch) : r->GetStringReference(m, f, &scratch);
+        if (v.size() > limit) {
+          return FieldError{index, at, fmt::format("{} bytes; at most {} (--max-field-bytes)", v.size(), limit)};
+        }
+      } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        const auto& sub = f->is_repeated() ? r->GetRepeatedMessage(m, f, i) : r->GetMessage(m, f);
+        if (auto e = field_over(sub, limit, index, at)) return e;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<FieldError> over_limits(const Message& record, const RecordLimits& limits, std::size_t index) {
+  // A field first: it says more than the record's size.
+  if (auto e = field_over(record, limits.field_bytes, index, "")) return e;
+  const auto size = record.ByteSizeLong();
+  if (size > limits.event_bytes) {
+    return FieldError{
+        index, "",
+        fmt::format("the record is {} bytes serialized; at most {} (--max-event-bytes)", size, limits.event_bytes)};
+  }
+  return std::nullopt;
+}
+
 }  // namespace starling::ingest

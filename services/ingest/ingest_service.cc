@@ -136,6 +136,17 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
         fmt::format("{} records in one request; at most {}", decoded->count(), options_.max_records), "body"));
   }
   auto& refused_total = *counters_.at(p.name).refused;
+  // A record over the size limits would be accepted and then stuck: its
+  // derived records might not fit Kafka's maximum. The request is refused whole.
+  for (const auto& rec : decoded->records) {
+    if (auto e = over_limits(*rec.message, options_.limits, rec.index)) {
+      refused_total.add(decoded->count());
+      return respond(json_error(
+          413, "record_too_large",
+          fmt::format("record {}: {}{}", e->index, e->field.empty() ? "" : "field '" + e->field + "': ", e->reason),
+          fmt::format("records[{}]{}{}", e->index, e->field.empty() ? "" : ".", e->field)));
+    }
+  }
   // A key scoped to a device pattern may send only those devices' events.
   std::map<std::string, double> by_device;
   for (const auto& rec : decoded->records) {

@@ -13,6 +13,7 @@
 #include "services/common/metrics.h"
 #include "services/common/pipeline.h"
 #include "services/ingest/auth.h"
+#include "services/ingest/decode.h"
 #include "services/ingest/idempotency.h"
 #include "services/ingest/ingestor.h"
 #include "services/ingest/limits.h"
@@ -24,6 +25,7 @@ struct IngestOptions {
   Rate device_rate;                  // per device id, in events; per_s 0: off
   std::string saga_url;              // http://host:port of starling-saga; empty: /v1/sagas is 404
   std::size_t max_records = 10'000;  // per request
+  RecordLimits limits;               // per record: larger ones get 413
 };
 
 class IngestService {

@@ -8,7 +8,7 @@
 #include "services/ingest/ingest_service.h"
 #include "services/ingest/mqtt_bridge.h"
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   using namespace starling;
   CLI::App app{
       "starling-ingest: accepts device events over HTTP (JSON, NDJSON or Protobuf) and answers 202 once Kafka "
@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   std::size_t max_body = 4 << 20;
   std::size_t max_header = 16 << 10;
   std::size_t max_records = 10'000;
+  ingest::RecordLimits limits;
   int read_timeout_s = 15;
   int produce_timeout_ms = 10'000;
   app.add_option("--api-keys", keys_file,
@@ -50,6 +51,17 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-records", max_records, "Most records in one request (413 above)")
       ->envname("STARLING_MAX_RECORDS")
+      ->capture_default_str();
+  app.add_option("--max-event-bytes", limits.event_bytes,
+                 "Largest record, serialized, in bytes (413 above over HTTP; refused over MQTT). With the default, "
+                 "every record a stage derives from it fits Kafka's default message.max.bytes")
+      ->envname("STARLING_MAX_EVENT_BYTES")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{256} << 10))
+      ->capture_default_str();
+  app.add_option("--max-field-bytes", limits.field_bytes,
+                 "Largest string or bytes value of a record, in bytes (413 above over HTTP; refused over MQTT)")
+      ->envname("STARLING_MAX_FIELD_BYTES")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{256} << 10))
       ->capture_default_str();
   app.add_option("--read-timeout", read_timeout_s,
                  "Seconds a client has to send a whole request; slower ones (slowloris) and idle keep-alive "
@@ -94,6 +106,7 @@ int main(int argc, char** argv) {
     options.device_rate = {device_rate, device_burst > 0 ? device_burst : std::max(1.0, device_rate)};
     options.saga_url = saga_url;
     options.max_records = max_records;
+    options.limits = limits;
     std::vector<std::string> topics{kSagaTopic};
     for (const auto& p : ctx.pipelines) topics.push_back(p.raw_topic());
     auto producer = kafka::KafkaProducer::create(
@@ -105,7 +118,7 @@ int main(int argc, char** argv) {
     ingest::IngestService service(std::move(pipelines), **producer, ctx.instance, std::move(options));
     std::unique_ptr<ingest::MqttBridge> bridge;
     if (!mqtt.empty()) {
-      bridge = std::make_unique<ingest::MqttBridge>(mqtt_options, service.pipelines(), service.ingestor());
+      bridge = std::make_unique<ingest::MqttBridge>(mqtt_options, service.pipelines(), service.ingestor(), limits);
       bridge->start();
     }
     auto server = ctx.serve(
@@ -137,4 +150,8 @@ int main(int argc, char** argv) {
     (void)(*producer)->flush(std::chrono::seconds(2));
     return 0;
   });
+} catch (const std::exception& e) {
+  // Only a bug in the flags' setup gets here: the service body catches its own.
+  spdlog::critical("starling-ingest: {}", e.what());
+  return 1;
 }

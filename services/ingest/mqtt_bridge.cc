@@ -133,6 +133,10 @@ void MqttIngest::accept(const MqttMessage& m, const MqttAckFn& ack) {
         continue;
       }
     }
+    if (auto e = over_limits(*r.message, limits_, r.index)) {
+      refused.push_back(std::move(*e));
+      continue;
+    }
     records.push_back(std::move(r));
   }
   if (!refused.empty()) {
@@ -167,8 +171,8 @@ void MqttIngest::accept(const MqttMessage& m, const MqttAckFn& ack) {
 }
 
 MqttBridge::MqttBridge(MqttClientOptions options, const std::map<std::string, PipelineConfig>& pipelines,
-                       Ingestor& ingestor)
-    : ingest_(pipelines, ingestor),
+                       Ingestor& ingestor, RecordLimits limits)
+    : ingest_(pipelines, ingestor, limits),
       client_(std::move(options), [this](const MqttMessage& m, const MqttAckFn& ack) { ingest_.handle(m, ack); }) {}
 
 }  // namespace starling::ingest

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "services/common/pipeline.h"
+#include "services/ingest/decode.h"
 #include "services/ingest/ingestor.h"
 #include "services/ingest/mqtt_client.h"
 
@@ -34,8 +35,8 @@ std::string mqtt_saga_id(const std::string& pipeline, const std::string& topic, 
 /// with a fake producer.
 class MqttIngest {
  public:
-  MqttIngest(const std::map<std::string, PipelineConfig>& pipelines, Ingestor& ingestor)
-      : pipelines_(pipelines), ingestor_(ingestor) {}
+  MqttIngest(const std::map<std::string, PipelineConfig>& pipelines, Ingestor& ingestor, RecordLimits limits = {})
+      : pipelines_(pipelines), ingestor_(ingestor), limits_(limits) {}
 
   /// Calls `ack` exactly once: `ack` when every record is PERSISTED or when
   /// the message can never succeed (unknown pipeline, undecodable, no valid
@@ -50,12 +51,14 @@ class MqttIngest {
 
   const std::map<std::string, PipelineConfig>& pipelines_;
   Ingestor& ingestor_;
+  RecordLimits limits_;  // a record over them is refused, as one that does not convert
 };
 
 /// The bridge as run by starling-ingest --mqtt: an MqttClient feeding MqttIngest.
 class MqttBridge {
  public:
-  MqttBridge(MqttClientOptions options, const std::map<std::string, PipelineConfig>& pipelines, Ingestor& ingestor);
+  MqttBridge(MqttClientOptions options, const std::map<std::string, PipelineConfig>& pipelines, Ingestor& ingestor,
+             RecordLimits limits = {});
   void start() { client_.start(); }
   /// See MqttClient::stop: unanswered messages stay with mosquitto.
   void stop(std::chrono::milliseconds drain) { client_.stop(drain); }

@@ -19,8 +19,8 @@
 namespace starling::ingest {
 namespace {
 
-using ::testing::HasSubstr;
 using nlohmann::json;
+using ::testing::HasSubstr;
 
 class HostileIngest : public ::testing::Test {
  protected:
@@ -101,8 +101,9 @@ TEST_F(HostileIngest, NestingPastTheLimitIs400NamingItBeforeAnyRecursion) {
 }
 
 TEST_F(HostileIngest, AnNdjsonLineNestedTooDeepIsRefusedAloneByItsLineNumber) {
-  const auto r = post(R"({"device_id":"bike-1"})" "\n" + std::string(70, '[') + std::string(70, ']') + "\n" +
-                          R"({"device_id":"bike-2"})",
+  const auto r = post(R"({"device_id":"bike-1"})"
+                      "\n" +
+                          std::string(70, '[') + std::string(70, ']') + "\n" + R"({"device_id":"bike-2"})",
                       {{"content-type", "application/x-ndjson"}});
   ASSERT_EQ(r.status, 202) << r.body;
   const auto body = json::parse(r.body);
@@ -117,6 +118,31 @@ TEST_F(HostileIngest, AnOverlongValueIsQuotedInPartNotEchoedWhole) {
   EXPECT_EQ(r.status, 422);
   EXPECT_LT(r.body.size(), 2'000u);
   EXPECT_THAT(error(r)["message"].get<std::string>(), HasSubstr("xxxx\u2026"));
+}
+
+TEST_F(HostileIngest, AFieldOverItsLimitIs413NamingTheFieldAndTheLimit) {
+  // A 300 KB device id once got a 202, and then its rejection could not be
+  // produced (over message.max.bytes): clean retried it forever.
+  const auto r = post(R"([{"device_id":"bike-1"},{"device_id":")" + std::string(300'000, 'd') + "\"}]");
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(error(r)["code"], "record_too_large");
+  EXPECT_EQ(error(r)["field"], "records[1].device_id");
+  EXPECT_THAT(error(r)["message"].get<std::string>(), HasSubstr("300000 bytes; at most 16384"));
+  EXPECT_TRUE(producer_.produced().empty());
+}
+
+TEST_F(HostileIngest, ARecordOverTheEventLimitIs413NamingIt) {
+  IngestOptions small;
+  small.limits.event_bytes = 64;
+  service_ = std::make_unique<IngestService>(
+      std::map<std::string, PipelineConfig>{
+          {"ecowheels", load_pipeline(testing::source_path("pipelines/ecowheels.yaml"))}},
+      producer_, "hostile-test", small);
+  EXPECT_EQ(post(R"({"device_id":"bike-1"})").status, 202);
+  const auto r = post(R"({"device_id":"bike-1","ride_id":")" + std::string(100, 'r') + "\"}");
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(error(r)["field"], "records[0]");
+  EXPECT_THAT(error(r)["message"].get<std::string>(), HasSubstr("at most 64 (--max-event-bytes)"));
 }
 
 TEST_F(HostileIngest, ATraceparentThatDoesNotParseIsDroppedAndNeverStored) {

@@ -55,6 +55,15 @@ TEST_F(HostileMqtt, APayloadNestedTooDeepIsDroppedWithoutRecursion) {
   EXPECT_TRUE(producer_.produced().empty());
 }
 
+TEST_F(HostileMqtt, ARecordOverTheSizeLimitsIsRefusedNotAccepted) {
+  // From the topic (a 20 KB device id) or from the payload.
+  EXPECT_EQ(handle("starling/ecowheels/" + std::string(20'000, 'd') + "/events", R"({"battery_pct": 50})"),
+            MqttAck::kAck);
+  EXPECT_EQ(handle("starling/ecowheels/bike-1/events", R"({"ride_id":")" + std::string(20'000, 'r') + "\"}"),
+            MqttAck::kAck);
+  EXPECT_TRUE(producer_.produced().empty());
+}
+
 TEST_F(HostileMqtt, APayloadThatMakesTheIngestThrowIsDroppedNotRethrown) {
   // A redelivery would throw again, so the message is acknowledged (and
   // logged and counted as internal_error) rather than wedging the session.

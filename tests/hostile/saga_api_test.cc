@@ -2,13 +2,14 @@
 // and saga ids that are not UTF-8: a 400 or 404 naming the parameter, in valid
 // JSON, never an exception.
 
+#include "services/saga/saga_api.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
 #include "services/common/text.h"
-#include "services/saga/saga_api.h"
 #include "tests/support/temp_dir.h"
 
 namespace starling::saga {
