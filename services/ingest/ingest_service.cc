@@ -194,12 +194,19 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
     }
   }
   Batch batch{&p, std::move(decoded->records), {}, std::move(trace_id)};
+  const std::string scope = key != nullptr ? key->name : "";
+  const auto h = sha256(req.header("content-type") + '\n' + req.body);
+  // Without an Idempotency-Key the body is the key: a client that retries a
+  // 503 (or a timeout) with the same body gets the same saga, seqs and event
+  // ids, which every stage folds idempotently, so each reading is loaded
+  // once. The MQTT bridge derives its sagas the same way. A device that
+  // sends one reading twice on purpose must make the bodies differ (an
+  // event_id or an event_time); see README, "Retries".
+  batch.saga_id = derived_saga_id(scope, p.name, "body:" + hex(h.data(), h.size()));
   std::string idem_id;
   if (!idem_key.empty()) {
-    const std::string scope = key != nullptr ? key->name : "";
     idem_id = derived_saga_id(scope, p.name, idem_key);
     HttpResponse stored;
-    const auto h = sha256(req.header("content-type") + '\n' + req.body);
     switch (idempotency_.begin(idem_id, hex(h.data(), h.size()), stored)) {
       case IdempotencyCache::Begin::kReplay:
         stored.headers.emplace_back("Idempotent-Replayed", "true");

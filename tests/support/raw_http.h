@@ -2,11 +2,10 @@
 // Bytes on a raw TCP connection to a loopback server, for requests no HTTP
 // client would send (bad bytes in the request line, half a header).
 
+#include <boost/asio.hpp>
 #include <cstdint>
 #include <string>
 #include <utility>  // before Boost.Asio, whose awaitable.hpp uses std::exchange
-
-#include <boost/asio.hpp>
 
 namespace starling::testing {
 

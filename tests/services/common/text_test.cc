@@ -19,7 +19,10 @@ TEST(Text, Utf8IsCheckedByteByByte) {
 }
 
 TEST(Text, Utf8SafeReplacesEachBadByteAndKeepsTheRest) {
-  EXPECT_EQ(utf8_safe("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(utf8_safe("a\xFF"
+                      "b"),
+            "a\xEF\xBF\xBD"
+            "b");
   EXPECT_EQ(utf8_safe("\xE2\x82"), "\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_EQ(utf8_safe("\xC3\xA9"), "\xC3\xA9");
   EXPECT_TRUE(is_utf8(utf8_safe("\xC0\xAF\xED\xA0\x80\xF4\x90\x80\x80")));

@@ -419,6 +419,32 @@ TEST_F(IngestServiceTest, RetryAfter503WithTheSameKeyReproducesTheSameSagaAndEnv
   EXPECT_EQ(json::parse(ok.body)["saga_id"], derived_saga_id("", "ecowheels", "k-503"));
 }
 
+TEST_F(IngestServiceTest, RetryAfter503WithoutAKeyReproducesTheSameSagaAndEnvelopes) {
+  // Issue 17, item 6: a body retried after a 503 once became a second saga
+  // with other event ids, and the warehouse held each reading twice.
+  const Post p{"ecowheels", R"([{"device_id":"bike-1"},{"device_id":"bike-2"}])"};
+  producer_.status = kafka::DeliveryStatus::kNotPersisted;
+  ASSERT_EQ(post(p).status, 503);
+  const auto failed = producer_.sent;
+  producer_.sent.clear();
+  producer_.status = kafka::DeliveryStatus::kPersisted;
+  const auto ok = post(p);
+  ASSERT_EQ(ok.status, 202);
+  ASSERT_EQ(producer_.sent.size(), failed.size());
+  for (std::size_t i = 0; i + 1 < failed.size(); ++i) {
+    v1::Envelope a, b;
+    ASSERT_TRUE(a.ParseFromString(failed[i].value));
+    ASSERT_TRUE(b.ParseFromString(producer_.sent[i].value));
+    EXPECT_EQ(a.saga_id(), b.saga_id());
+    EXPECT_EQ(a.event_id(), b.event_id());
+    EXPECT_EQ(a.seq(), b.seq());
+  }
+  // Another body is another saga.
+  const auto other = post(Post{"ecowheels", R"([{"device_id":"bike-1","battery_pct":1}])"});
+  ASSERT_EQ(other.status, 202);
+  EXPECT_NE(json::parse(other.body)["saga_id"], json::parse(ok.body)["saga_id"]);
+}
+
 TEST_F(IngestServiceTest, ConcurrentDuplicateOfAnIdempotentRequestIs409) {
   producer_.hold = true;
   const Post p{"ecowheels", kTwoEvents, {{"idempotency-key", "slow"}}};
