@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <rocksdb/db.h>
+#include <rocksdb/statistics.h>
 #include <rocksdb/write_batch.h>
 
 #include <stdexcept>
@@ -45,6 +46,7 @@ RocksSagaStore::RocksSagaStore(const std::string& path) {
   rocksdb::DBOptions opts;
   opts.create_if_missing = true;
   opts.create_missing_column_families = true;
+  opts.statistics = rocksdb::CreateDBStatistics();  // wal_syncs()
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, {}},
                                                       {"sagas", {}},
                                                       {"offsets", {}},
@@ -116,11 +118,21 @@ Status RocksSagaStore::commit(const SagaCommit& c) {
     std::string value = be64(m.topic.size()) + m.topic + be64(m.key.size()) + m.key + m.value;
     batch.Put(handles_[kOutbox], be64(id++), value);
   }
+  // A write that carries outcome facts is synced before the relay can send
+  // them: the services act on an outcome (compensate a FAILED saga), so the
+  // store must not forget one it published, even after a power loss. Other
+  // writes need no fsync: a process crash loses nothing the OS has, and a
+  // lost tail (power) is refolded from the offsets it held.
   rocksdb::WriteOptions wo;
+  wo.sync = !c.outbox.empty();
   const auto st = db_->Write(wo, &batch);
   if (!st.ok()) return std::unexpected(io_error(st));
   next_outbox_id_ = id;
   return {};
+}
+
+uint64_t RocksSagaStore::wal_syncs() const {
+  return db_->GetDBOptions().statistics->getTickerCount(rocksdb::WAL_FILE_SYNCED);
 }
 
 Result<std::map<kafka::TopicPartition, int64_t>> RocksSagaStore::offsets() {

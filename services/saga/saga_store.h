@@ -93,6 +93,8 @@ class RocksSagaStore final : public SagaStore {
                                                           int64_t to_ms) override;
   Result<std::vector<kafka::OutboxEntry>> outbox(std::size_t max) override;
   Status outbox_done(uint64_t up_to) override;
+  /// How many times RocksDB synced its WAL (RocksDB's own count).
+  uint64_t wal_syncs() const;
 
  private:
   std::unique_ptr<rocksdb::DB> db_;

@@ -20,8 +20,9 @@ TEST(RocksSagaStore, RecordsOffsetsAndOutboxSurviveReopen) {
   RocksSagaStore store(dir / "db");
   auto got = store.get("s1");
   ASSERT_TRUE(got.has_value());
-  ASSERT_TRUE(got->has_value());
-  EXPECT_EQ((*got)->total(), 3u);
+  const std::optional<v1::SagaRecord>& record = *got;
+  if (!record) GTEST_FAIL() << "s1 did not survive the reopen";
+  EXPECT_EQ(record->total(), 3u);
   auto offsets = store.offsets();
   ASSERT_TRUE(offsets.has_value());
   EXPECT_EQ(offsets->at({"starling.saga", 2}), 17);
@@ -36,6 +37,20 @@ TEST(RocksSagaStore, RecordsOffsetsAndOutboxSurviveReopen) {
   auto missing = store.get("nope");
   ASSERT_TRUE(missing.has_value());
   EXPECT_FALSE(missing->has_value());
+}
+
+TEST(RocksSagaStore, AWriteThatCarriesOutcomesIsSyncedAndOtherWritesAreNot) {
+  // Issue 17, item 12: the outbox relay publishes outcomes the services act
+  // on, so the write holding them must reach the disk first (it did not).
+  testing::TempDir dir;
+  RocksSagaStore store(dir / "db");
+  v1::SagaRecord r;
+  r.set_saga_id("s1");
+  const auto before = store.wal_syncs();
+  ASSERT_TRUE(store.commit({r}, {{{"starling.saga", 0}, 1}}, {}).has_value());
+  EXPECT_EQ(store.wal_syncs(), before);
+  ASSERT_TRUE(store.commit({r}, {{{"starling.saga", 0}, 2}}, {{"starling.saga.outcomes", "s1", "v1", {}}}).has_value());
+  EXPECT_GT(store.wal_syncs(), before);
 }
 
 TEST(RocksSagaStore, OutboxIdsKeepIncreasingAcrossReopen) {
