@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "services/common/records.h"
@@ -45,6 +47,8 @@ std::string position(std::string_view body, std::size_t byte) {
   }
   return fmt::format("line {}, column {}", line, col);
 }
+
+std::optional<FieldError> nul_in_text(const Message& m, std::size_t index);  // below
 
 void convert(const PipelineConfig& p, const json& value, std::size_t index, Decoded& out) {
   auto rec = record_from_json(p, value, index);
@@ -142,14 +146,31 @@ Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::str
       break;
     }
   }
+  // Whatever the format: a record with NUL in a text field is refused.
+  std::vector<Record> kept;
+  kept.reserve(out.records.size());
+  for (auto& r : out.records) {
+    if (auto e = nul_in_text(*r.message, r.index)) {
+      out.refused.push_back(std::move(*e));
+    } else {
+      kept.push_back(std::move(r));
+    }
+  }
+  out.records = std::move(kept);
+  std::stable_sort(out.refused.begin(), out.refused.end(),
+                   [](const FieldError& a, const FieldError& b) { return a.index < b.index; });
   if (out.count() == 0) return fail(Errc::kInvalidArgument, "the body holds no records");
   return out;
 }
 
 namespace {
 
-std::optional<FieldError> field_over(const Message& m, std::size_t limit, std::size_t index,
-                                     const std::string& prefix) {
+using TextVisitor = std::function<std::optional<std::string>(const std::string& value, bool text)>;
+
+// Every string and bytes value of `m`, at any depth, until `visit` returns a
+// reason: then a FieldError naming the value's path.
+std::optional<FieldError> walk_strings(const Message& m, std::size_t index, const std::string& prefix,
+                                       const TextVisitor& visit) {
   using google::protobuf::FieldDescriptor;
   const auto* r = m.GetReflection();
   std::vector<const FieldDescriptor*> fields;
@@ -163,23 +184,35 @@ std::optional<FieldError> field_over(const Message& m, std::size_t limit, std::s
         std::string scratch;
         const auto& v =
             f->is_repeated() ? r->GetRepeatedStringReference(m, f, i, &scratch) : r->GetStringReference(m, f, &scratch);
-        if (v.size() > limit) {
-          return FieldError{index, at, fmt::format("{} bytes; at most {} (--max-field-bytes)", v.size(), limit)};
-        }
+        if (auto why = visit(v, f->type() == FieldDescriptor::TYPE_STRING)) return FieldError{index, at, *why};
       } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
         const auto& sub = f->is_repeated() ? r->GetRepeatedMessage(m, f, i) : r->GetMessage(m, f);
-        if (auto e = field_over(sub, limit, index, at)) return e;
+        if (auto e = walk_strings(sub, index, at, visit)) return e;
       }
     }
   }
   return std::nullopt;
 }
 
+// Text with NUL is valid UTF-8, but no warehouse keeps it whole (PostgreSQL's
+// text cannot hold it): refused with the record, never cut later.
+std::optional<FieldError> nul_in_text(const Message& m, std::size_t index) {
+  return walk_strings(m, index, "", [](const std::string& v, bool text) -> std::optional<std::string> {
+    const auto nul = text ? v.find('\0') : std::string::npos;
+    if (nul == std::string::npos) return std::nullopt;
+    return fmt::format("a NUL character at byte {}; text may not contain NUL", nul);
+  });
+}
+
 }  // namespace
 
 std::optional<FieldError> over_limits(const Message& record, const RecordLimits& limits, std::size_t index) {
   // A field first: it says more than the record's size.
-  if (auto e = field_over(record, limits.field_bytes, index, "")) return e;
+  auto too_long = [&limits](const std::string& v, bool) -> std::optional<std::string> {
+    if (v.size() <= limits.field_bytes) return std::nullopt;
+    return fmt::format("{} bytes; at most {} (--max-field-bytes)", v.size(), limits.field_bytes);
+  };
+  if (auto e = walk_strings(record, index, "", too_long)) return e;
   const auto size = record.ByteSizeLong();
   if (size > limits.event_bytes) {
     return FieldError{

@@ -40,7 +40,8 @@ struct Decoded {
   std::size_t count() const { return records.size() + refused.size(); }
 };
 
-/// Splits and converts a body. Errors (invalid JSON with line and column, a
+/// Splits and converts a body. A record with NUL in a text field is refused
+/// (a warehouse would cut it there). Errors (invalid JSON with line and column, a
 /// JSON value that is neither an object nor an array, an EventBatch that does
 /// not parse, no records at all) have Errc::kInvalidArgument.
 Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::string_view body);

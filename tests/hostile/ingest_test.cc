@@ -12,7 +12,9 @@
 
 #include "services/common/text.h"
 #include "services/ingest/ingest_service.h"
+#include "starling/v1/ecowheels.pb.h"
 #include "starling/v1/envelope.pb.h"
+#include "starling/v1/ingest.pb.h"
 #include "tests/support/fake_kafka.h"
 #include "tests/support/temp_dir.h"
 
@@ -143,6 +145,27 @@ TEST_F(HostileIngest, ARecordOverTheEventLimitIs413NamingIt) {
   EXPECT_EQ(r.status, 413);
   EXPECT_EQ(error(r)["field"], "records[0]");
   EXPECT_THAT(error(r)["message"].get<std::string>(), HasSubstr("at most 64 (--max-event-bytes)"));
+}
+
+TEST_F(HostileIngest, NulInATextFieldRefusesTheRecordByItsFieldInEveryFormat) {
+  // Issue 17, item 8: PostgreSQL's row fallback once cut such a value at NUL.
+  auto r = post(R"([{"device_id":"bike-1"},{"device_id":"bike-2","ride_id":"a\u0000b"}])");
+  ASSERT_EQ(r.status, 202) << r.body;
+  auto body = json::parse(r.body);
+  EXPECT_EQ(body["accepted"], 1);
+  ASSERT_EQ(body["refused"].size(), 1u);
+  EXPECT_EQ(body["refused"][0]["index"], 1);
+  EXPECT_EQ(body["refused"][0]["field"], "ride_id");
+  EXPECT_THAT(body["refused"][0]["reason"].get<std::string>(), HasSubstr("NUL character at byte 1"));
+  // A Protobuf EventBatch carries the NUL raw.
+  v1::RideTelemetry rec;
+  rec.set_device_id(std::string("bike\0-3", 7));
+  v1::EventBatch batch;
+  batch.add_records(rec.SerializeAsString());
+  r = post(batch.SerializeAsString(), {{"content-type", "application/x-protobuf"}});
+  EXPECT_EQ(r.status, 422);
+  EXPECT_EQ(error(r)["field"], "records[0].device_id");
+  for (const auto& e : envelopes()) EXPECT_EQ(e.payload().find(std::string("a\0b", 3)), std::string::npos);
 }
 
 TEST_F(HostileIngest, ATraceparentThatDoesNotParseIsDroppedAndNeverStored) {
