@@ -295,6 +295,10 @@ void rebalance_cb(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partit
     }
     spdlog::info("assigned {} partitions", tps.size());
     rd_kafka_assign(rk, parts);
+    // librdkafka keeps a partition's pause flag across revoke and assign: one
+    // paused before (the loop pauses while a send waits out an outage) would
+    // stay paused for good. A new assignment starts unpaused, as Consumer says.
+    (void)rd_kafka_resume_partitions(rk, parts);
     impl->assigned = tps;
   } else {
     if (impl->hooks.on_revoke) impl->hooks.on_revoke(tps);

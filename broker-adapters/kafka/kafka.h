@@ -166,6 +166,8 @@ class Consumer {
   /// Stops fetching these partitions while this member stays in the group
   /// (poll_batch keeps serving rebalances and returns none of their
   /// messages); resume() goes on after the last message poll_batch returned.
+  /// A partition assigned by a rebalance starts unpaused, even one that was
+  /// paused before and assigned again (librdkafka would keep it paused).
   virtual Status pause(const std::vector<TopicPartition>& parts) = 0;
   virtual Status resume(const std::vector<TopicPartition>& parts) = 0;
   virtual std::vector<TopicPartition> assignment() const = 0;
