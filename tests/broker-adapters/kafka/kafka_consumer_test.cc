@@ -41,6 +41,7 @@ TEST(KafkaConsumer, APartitionPausedBeforeARebalanceIsConsumedAgainOnceReassigne
     auto producer = KafkaProducer::create(opts);
     ASSERT_TRUE(producer.has_value()) << producer.error().message;
     std::vector<OutMessage> msgs;
+    msgs.reserve(20);
     for (int i = 0; i < 20; ++i) msgs.push_back({"t", "key-" + std::to_string(i), "v" + std::to_string(i), {}});
     ASSERT_TRUE(produce_all(**producer, msgs, 30s).has_value());
   }

@@ -71,6 +71,7 @@ class BrokerProcess {
       (void)out;
       ::dup2(STDERR_FILENO, STDOUT_FILENO);
       std::vector<char*> argv;
+      argv.reserve(args.size() + 1);
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
       ::execv(argv[0], argv.data());
@@ -175,6 +176,7 @@ class ChildProcess {
       FILE* e = std::freopen((out_.string() + ".err").c_str(), "w", stderr);
       (void)e;
       std::vector<char*> argv;
+      argv.reserve(args.size() + 1);
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
       ::execvp(argv[0], argv.data());
