@@ -5,6 +5,7 @@
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
+#include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -30,13 +31,6 @@ HttpResponse json_error(int status, const std::string& code, const std::string& 
 
 namespace {
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // %XX decodes to any byte, so a value may not be UTF-8: whoever echoes it goes
 // through json_text or utf8_safe. A '%' not followed by two hex digits stays.
 std::string url_decode(std::string_view s) {
@@ -44,8 +38,12 @@ std::string url_decode(std::string_view s) {
   for (std::size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '+') {
       out += ' ';
-    } else if (s[i] == '%' && i + 2 < s.size() && hex_digit(s[i + 1]) >= 0 && hex_digit(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
+      continue;
+    }
+    unsigned byte = 0;
+    const char* hex = s.data() + i + 1;
+    if (s[i] == '%' && i + 2 < s.size() && std::from_chars(hex, hex + 2, byte, 16).ptr == hex + 2) {
+      out += static_cast<char>(byte);
       i += 2;
     } else {
       out += s[i];
@@ -150,23 +148,22 @@ class Session : public std::enable_shared_from_this<Session> {
       asio::post(self->stream_.get_executor(),
                  [self, resp = std::move(resp)]() mutable { self->send(std::move(resp), /*counted=*/true); });
     };
-    std::string method(req.method_string());
-    std::string target(req.target());
     try {
       handler_(to_request(req), respond);
     } catch (const std::exception& e) {
-      last_resort(respond, method, target, e.what());
+      last_resort(respond, req, e.what());
     } catch (...) {
-      last_resort(respond, method, target, "an exception that is not a std::exception");
+      last_resort(respond, req, "an exception that is not a std::exception");
     }
   }
 
   // No exception escapes a handler: it is logged with a request id, and the
   // client gets a 500 naming that id (unless the handler had answered).
-  static void last_resort(const HttpResponder& respond, const std::string& method, const std::string& target,
-                          const char* what) {
+  static void last_resort(const HttpResponder& respond, const http::request<http::string_body>& req, const char* what) {
     const auto id = random_id().substr(0, 16);
-    spdlog::error("request {}: {} {}: handler failed: {}", id, utf8_safe(method), utf8_safe(target), utf8_safe(what));
+    const auto view = [](boost::beast::string_view v) { return utf8_safe(std::string_view(v.data(), v.size())); };
+    spdlog::error("request {}: {} {}: handler failed: {}", id, view(req.method_string()), view(req.target()),
+                  utf8_safe(what));
     auto resp = json_error(500, "internal_error", fmt::format("the server failed on this request (request id {})", id));
     resp.headers.emplace_back("X-Request-Id", id);
     respond(std::move(resp));

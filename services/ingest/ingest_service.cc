@@ -20,6 +20,11 @@ namespace {
 
 constexpr int kMaxProxies = 16;
 
+// Where a record's problem is, as error.field names it: records[3].device_id.
+std::string record_path(const FieldError& e) {
+  return fmt::format("records[{}]{}{}", e.index, e.field.empty() ? "" : ".", e.field);
+}
+
 json refused_json(const std::vector<FieldError>& refused) {
   json out = json::array();
   for (const auto& r : refused) out.push_back({{"index", r.index}, {"field", r.field}, {"reason", r.reason}});
@@ -144,7 +149,7 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
       return respond(json_error(
           413, "record_too_large",
           fmt::format("record {}: {}{}", e->index, e->field.empty() ? "" : "field '" + e->field + "': ", e->reason),
-          fmt::format("records[{}]{}{}", e->index, e->field.empty() ? "" : ".", e->field)));
+          record_path(*e)));
     }
   }
   // A key scoped to a device pattern may send only those devices' events.
@@ -163,15 +168,14 @@ void IngestService::post_events(const PipelineConfig& p, const ApiKey* key, cons
   if (decoded->records.empty() || (atomic && !decoded->refused.empty())) {
     refused_total.add(decoded->count());
     const auto& first = decoded->refused.front();
-    json body = {
-        {"error",
-         {{"code", decoded->records.empty() ? "no_valid_records" : "invalid_records"},
-          {"message",
-           fmt::format("{} of {} records do not convert to {}{}; the first: record {}: {}: {}", decoded->refused.size(),
-                       decoded->count(), p.message_type, atomic ? " and atomic=true refuses them all" : "", first.index,
-                       first.field.empty() ? "(record)" : first.field, first.reason)},
-          {"field", fmt::format("records[{}]{}{}", first.index, first.field.empty() ? "" : ".", first.field)}}},
-        {"refused", refused_json(decoded->refused)}};
+    json body = {{"error",
+                  {{"code", decoded->records.empty() ? "no_valid_records" : "invalid_records"},
+                   {"message", fmt::format("{} of {} records do not convert to {}{}; the first: record {}: {}: {}",
+                                           decoded->refused.size(), decoded->count(), p.message_type,
+                                           atomic ? " and atomic=true refuses them all" : "", first.index,
+                                           first.field.empty() ? "(record)" : first.field, first.reason)},
+                   {"field", record_path(first)}}},
+                 {"refused", refused_json(decoded->refused)}};
     return respond({422, json_text(body)});
   }
   std::string who;

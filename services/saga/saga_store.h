@@ -17,6 +17,7 @@
 
 namespace rocksdb {
 class DB;
+class Statistics;
 class ColumnFamilyHandle;
 }  // namespace rocksdb
 
@@ -97,6 +98,7 @@ class RocksSagaStore final : public SagaStore {
   uint64_t wal_syncs() const;
 
  private:
+  std::shared_ptr<rocksdb::Statistics> statistics_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // see Cf in saga_store.cc
   uint64_t next_outbox_id_ = 1;
