@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
   {
     saga::RocksSagaStore store((dir / "sagas").string());
     saga::CoordinatorOptions co;
-    co.pipelines["bench"] = {.stall_after_ms = 3'600'000, .fail_after_ms = 7'200'000};
+    co.pipelines["bench"] = {.stall_after_ms = 3'600'000, .overdue_after_ms = 7'200'000};
     saga::Coordinator coordinator(store, co, [] { return int64_t{1'795'428'000'000}; });
     ours = measure([&] {
       for (std::size_t i = 0; i < facts.size(); i += batch) {

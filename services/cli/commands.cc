@@ -485,7 +485,7 @@ int run(int argc, char** argv) {
   sagas->add_option("id", sagas_args.id, "A saga id: the same as `sagas show ID`");
   sagas->add_option("--url", sagas_args.url, "Saga API base URL")->capture_default_str();
   sagas->add_option("--state", sagas_args.state,
-                    "Only sagas in this state (ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, FAILED, COMPENSATED)");
+                    "Only sagas in this state (ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, OVERDUE, FAILED, COMPENSATED)");
   sagas->add_option("--pipeline", sagas_args.pipeline, "Only sagas of this pipeline");
   sagas->add_flag("--json", sagas_args.as_json, "Print JSON instead of a table");
   auto* sagas_list_cmd = sagas->add_subcommand("list", "Sagas with totals, in saga-id order (paged)");

@@ -408,10 +408,19 @@ PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin
 
   if (const auto saga = root["saga"]) {
     r.part([&] {
-      r.expect_keys(saga, "saga", {"stall_after", "fail_after"});
+      if (saga["fail_after"]) {
+        // Renamed, not aliased: a deadline no longer fails a saga, and a file
+        // written for the old meaning should say so to its author.
+        r.error(saga["fail_after"], "saga.fail_after",
+                "renamed overdue_after: a late saga is now OVERDUE (an alert) and COMPLETES when its events arrive; "
+                "set atomic: true to fail a saga whose event the sink refused");
+      }
+      r.expect_keys(saga, "saga", {"stall_after", "overdue_after", "atomic", "fail_after"});
       if (saga["stall_after"]) p.stall_after_ms = r.duration_ms(saga["stall_after"], "saga.stall_after");
-      if (saga["fail_after"]) p.fail_after_ms = r.duration_ms(saga["fail_after"], "saga.fail_after");
-      if (p.fail_after_ms <= p.stall_after_ms) r.error(saga, "saga", "fail_after must be longer than stall_after");
+      if (saga["overdue_after"]) p.overdue_after_ms = r.duration_ms(saga["overdue_after"], "saga.overdue_after");
+      if (saga["atomic"]) p.saga_atomic = r.boolean(saga["atomic"], "saga.atomic");
+      if (p.overdue_after_ms <= p.stall_after_ms)
+        r.error(saga, "saga", "overdue_after must be longer than stall_after");
     });
   }
   r.finish();

@@ -117,8 +117,11 @@ struct PipelineConfig {
   std::string table;
   std::vector<Column> columns;
 
+  // saga: deadlines are alerts (STALLED, OVERDUE); atomic makes a seq the
+  // sink refused fail the whole saga, whose rows the loader then removes.
   int64_t stall_after_ms = 60'000;
-  int64_t fail_after_ms = 300'000;
+  int64_t overdue_after_ms = 300'000;
+  bool saga_atomic = false;
 
   std::string raw_topic() const { return name + ".raw"; }
   std::string clean_topic() const { return name + ".clean"; }

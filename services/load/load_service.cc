@@ -46,7 +46,8 @@ int LoadService::run() {
     spdlog::critical("{}", producer.error().message);
     return 1;
   }
-  // The loader reacts to saga outcomes: a FAILED saga's rows are deleted.
+  // The loader reacts to saga outcomes: an atomic pipeline's FAILED saga's
+  // rows are deleted.
   // <p>.clean.replay carries replays of this stage's input (`starling
   // replay --stage load`); its offsets are stored beside the others.
   return run(**producer,
@@ -88,13 +89,21 @@ Result<kafka::Work> LoadService::apply(std::vector<kafka::InMessage> batch) {
     work->next_offsets[{in.topic, in.partition}] = in.offset + 1;
     if (in.topic == kOutcomeTopic) {
       v1::SagaOutcome outcome;
-      // A REPLAY saga is not compensated: its rows replaced the originals'
-      // in place (same event ids), so deleting them would delete events the
-      // warehouse held before the replay. It stays FAILED; run it again.
-      if (outcome.ParseFromString(in.value) && outcome.state() == v1::SAGA_STATE_FAILED &&
-          outcome.pipeline() == pipeline_.name && outcome.kind() != v1::SAGA_KIND_REPLAY) {
-        work->compensate.push_back(outcome.saga_id());
+      if (!outcome.ParseFromString(in.value) || outcome.state() != v1::SAGA_STATE_FAILED ||
+          outcome.pipeline() != pipeline_.name) {
+        continue;
       }
+      // Rows are deleted only for an all-or-nothing pipeline: accepted data
+      // is never deleted otherwise, whoever published FAILED. A REPLAY saga
+      // is not compensated either: its rows replaced the originals' in place
+      // (same event ids), so deleting them would delete events the warehouse
+      // held before the replay. It stays FAILED; run it again.
+      if (!pipeline_.saga_atomic || outcome.kind() == v1::SAGA_KIND_REPLAY) {
+        spdlog::warn("saga {} FAILED ({}); its rows stay: {}", outcome.saga_id(), outcome.reason(),
+                     pipeline_.saga_atomic ? "a replay is not compensated" : "the pipeline is not saga.atomic");
+        continue;
+      }
+      work->compensate.push_back(outcome.saga_id());
       continue;
     }
     Row row;
@@ -152,9 +161,16 @@ std::vector<kafka::OutMessage> LoadService::outbox(const SinkBatch& work, const 
     v1::RejectedRecord dead;
     *dead.mutable_envelope() = env;
     auto* r = dead.add_reasons();
-    r->set_rule("sink");
+    // The sinks' trigger names a cross-device rewrite of an event id (sink.h).
+    if (results[i].error.find(kEventIdConflict) != std::string::npos) {
+      r->set_rule(std::string(kEventIdConflict));
+      r->set_field("event_id");
+      r->set_expected("an event id that no other device's loaded event holds");
+    } else {
+      r->set_rule("sink");
+      r->set_expected("a row " + pipeline_.table + " accepts");
+    }
     r->set_value(results[i].error);
-    r->set_expected("a row " + pipeline_.table + " accepts");
     dead.set_stage("load");
     dead.set_rejected_time_ms(now);
     refused.add_rejection(env.saga_id(), env.pipeline(), env.seq(), dead.reasons());

@@ -67,12 +67,14 @@ std::optional<std::string> pg_text(const google::protobuf::Message& m, const Fie
   }
 }
 
-constexpr const char* kEnvelopeColumns[] = {"event_id", "saga_id", "seq", "event_time_ms", "ingest_time_ms"};
+constexpr const char* kEnvelopeColumns[] = {"event_id",       "saga_id",    "seq", "event_time_ms",
+                                            "ingest_time_ms", kDeviceColumn};
 
 std::vector<std::optional<std::string>> row_values(const Row& row, const PipelineConfig& p) {
   const auto& e = row.envelope;
   std::vector<std::optional<std::string>> v = {e.event_id(), e.saga_id(), std::to_string(e.seq()),
-                                               std::to_string(e.event_time_ms()), std::to_string(e.ingest_time_ms())};
+                                               std::to_string(e.event_time_ms()), std::to_string(e.ingest_time_ms()),
+                                               e.device_id()};
   for (const auto& c : p.columns) v.push_back(pg_text(*row.record, c.descriptor));
   return v;
 }
@@ -127,8 +129,8 @@ PostgresSink::PostgresSink(std::string dsn, const PipelineConfig& pipeline, int 
   column_list_ = names;
   // Rewritten only when the content changed (see sqlite_sink.cc): a replay
   // that yields the same row leaves it and its saga_id alone.
-  std::string mine = fmt::format("{}.event_time_ms, {}.ingest_time_ms", q(pipeline.table), q(pipeline.table));
-  std::string theirs = "excluded.event_time_ms, excluded.ingest_time_ms";
+  std::string mine = fmt::format("{0}.event_time_ms, {0}.ingest_time_ms, {0}.{1}", q(pipeline.table), q(kDeviceColumn));
+  std::string theirs = fmt::format("excluded.event_time_ms, excluded.ingest_time_ms, excluded.{}", q(kDeviceColumn));
   for (const auto& c : pipeline.columns) {
     mine += fmt::format(", {}.{}", q(pipeline.table), q(c.name));
     theirs += fmt::format(", excluded.{}", q(c.name));
@@ -167,7 +169,8 @@ Status PostgresSink::exec(const std::string& sql) {
 Status PostgresSink::migrate() {
   std::string cols =
       "event_id text PRIMARY KEY, saga_id text NOT NULL, seq bigint NOT NULL, "
-      "event_time_ms bigint NOT NULL, ingest_time_ms bigint NOT NULL";
+      "event_time_ms bigint NOT NULL, ingest_time_ms bigint NOT NULL, " +
+      q(kDeviceColumn) + " text";
   for (const auto& c : pipeline_.columns) cols += fmt::format(", {} {}", q(c.name), postgres_type(c.descriptor));
   for (const auto& sql : {
            fmt::format("CREATE TABLE IF NOT EXISTS {} ({})", q(pipeline_.table), cols),
@@ -190,6 +193,24 @@ Status PostgresSink::migrate() {
   if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return fail(Errc::kUnavailable, PQresultErrorMessage(r.get()));
   std::unordered_map<std::string, std::string> existing;
   for (int i = 0; i < PQntuples(r.get()); ++i) existing[PQgetvalue(r.get(), i, 0)] = PQgetvalue(r.get(), i, 1);
+  // Tables made before the device column: its rows have NULL there and are
+  // not checked. The trigger refuses rewriting an event id for another
+  // device (sink.h); SQLSTATE 23505 makes it a refused row, dead-lettered.
+  const auto trigger = q(pipeline_.table + "_event_id_conflict");
+  for (const auto& sql : {
+           existing.contains(kDeviceColumn)
+               ? std::string("SELECT 1")
+               : fmt::format("ALTER TABLE {} ADD COLUMN {} text", q(pipeline_.table), q(kDeviceColumn)),
+           fmt::format("CREATE OR REPLACE FUNCTION {0}() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN "
+                       "IF OLD.{1} IS NOT NULL AND NEW.{1} IS DISTINCT FROM OLD.{1} THEN "
+                       "RAISE EXCEPTION '{2}: event id % was loaded for another device', OLD.event_id "
+                       "USING ERRCODE = 'unique_violation'; END IF; RETURN NEW; END $f$",
+                       trigger, q(kDeviceColumn), kEventIdConflict),
+           fmt::format("CREATE OR REPLACE TRIGGER {0} BEFORE UPDATE ON {1} FOR EACH ROW EXECUTE FUNCTION {0}()",
+                       trigger, q(pipeline_.table)),
+       }) {
+    if (auto st = exec(sql); !st) return st;
+  }
   for (const auto& c : pipeline_.columns) {
     const auto want = postgres_type(c.descriptor);
     auto it = existing.find(c.name);

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "broker-adapters/kafka/kafka.h"
@@ -17,6 +18,15 @@
 #include "starling/v1/envelope.pb.h"
 
 namespace starling::load {
+
+/// The envelope column holding the device an event came from. An event id
+/// loaded for one device is never rewritten for another: a trigger in each
+/// sink refuses that update with a message starting with kEventIdConflict,
+/// so the row is dead-lettered with that reason instead of overwriting
+/// another tenant's row (a shared event id, or an Idempotency-Key reused
+/// after ingest's cache forgot it, which derives the same event ids).
+inline constexpr const char* kDeviceColumn = "_starling_device_id";
+inline constexpr std::string_view kEventIdConflict = "event_id_conflict";
 
 /// One row: the envelope (event id is the primary key) plus the decoded record.
 struct Row {

@@ -20,7 +20,8 @@ namespace {
 // them too means no data or name can ever change the statement.
 std::string q(const std::string& ident) { return "\"" + ident + "\""; }
 
-constexpr const char* kEnvelopeColumns[] = {"event_id", "saga_id", "seq", "event_time_ms", "ingest_time_ms"};
+constexpr const char* kEnvelopeColumns[] = {"event_id",       "saga_id",    "seq", "event_time_ms",
+                                            "ingest_time_ms", kDeviceColumn};
 
 }  // namespace
 
@@ -62,7 +63,8 @@ void SqliteSink::open(const std::string& path) {
   must("PRAGMA busy_timeout=5000");
   std::string cols =
       "event_id TEXT PRIMARY KEY, saga_id TEXT NOT NULL, seq INTEGER NOT NULL, "
-      "event_time_ms INTEGER NOT NULL, ingest_time_ms INTEGER NOT NULL";
+      "event_time_ms INTEGER NOT NULL, ingest_time_ms INTEGER NOT NULL, " +
+      q(kDeviceColumn) + " TEXT";
   for (const auto& c : pipeline.columns) cols += fmt::format(", {} {}", q(c.name), sqlite_type(c.descriptor));
   must(fmt::format("CREATE TABLE IF NOT EXISTS {} ({})", q(pipeline.table), cols));
   must(fmt::format("CREATE INDEX IF NOT EXISTS {} ON {} (saga_id)", q(pipeline.table + "_saga"), q(pipeline.table)));
@@ -84,6 +86,16 @@ void SqliteSink::open(const std::string& path) {
         reinterpret_cast<const char*>(sqlite3_column_text(info, 2));
   }
   sqlite3_finalize(info);
+  // Tables made before the device column: its rows have NULL there and are
+  // not checked; every row written from now on is.
+  if (!existing.contains(kDeviceColumn)) {
+    must(fmt::format("ALTER TABLE {} ADD COLUMN {} TEXT", q(pipeline.table), q(kDeviceColumn)));
+  }
+  must(fmt::format(
+      "CREATE TRIGGER IF NOT EXISTS {0} BEFORE UPDATE ON {1} FOR EACH ROW "
+      "WHEN OLD.{2} IS NOT NULL AND NEW.{2} IS NOT OLD.{2} "
+      "BEGIN SELECT RAISE(ABORT, '{3}: this event id was loaded for another device'); END",
+      q(pipeline.table + "_event_id_conflict"), q(pipeline.table), q(kDeviceColumn), kEventIdConflict));
   for (const auto& c : pipeline.columns) {
     auto it = existing.find(c.name);
     if (it == existing.end()) {
@@ -113,8 +125,9 @@ void SqliteSink::open(const std::string& path) {
   // replaying a range twice changes nothing, and a row that a replay did
   // change carries the replay's saga id.
   std::string differs = fmt::format(
-      "excluded.event_time_ms IS NOT {0}.event_time_ms OR excluded.ingest_time_ms IS NOT {0}.ingest_time_ms",
-      q(pipeline.table));
+      "excluded.event_time_ms IS NOT {0}.event_time_ms OR excluded.ingest_time_ms IS NOT {0}.ingest_time_ms OR "
+      "excluded.{1} IS NOT {0}.{1}",
+      q(pipeline.table), q(kDeviceColumn));
   for (const auto& c : pipeline.columns)
     differs += fmt::format(" OR excluded.{0} IS NOT {1}.{0}", q(c.name), q(pipeline.table));
   const auto upsert = fmt::format("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (event_id) DO UPDATE SET {} WHERE {}",
@@ -166,9 +179,10 @@ Status SqliteSink::bind_row(const Row& row) {
   sqlite3_bind_int64(s, 3, e.seq());
   sqlite3_bind_int64(s, 4, e.event_time_ms());
   sqlite3_bind_int64(s, 5, e.ingest_time_ms());
+  sqlite3_bind_text(s, 6, e.device_id().data(), static_cast<int>(e.device_id().size()), SQLITE_TRANSIENT);
   const auto& m = *row.record;
   const auto* r = m.GetReflection();
-  int i = 6;
+  int i = 7;
   for (const auto& c : pipeline_.columns) {
     const auto* f = c.descriptor;
     if (f->has_presence() && !r->HasField(m, f)) {

@@ -11,13 +11,14 @@ namespace starling::saga {
 
 namespace {
 
-// Transitions services may react to (or alert on): the ends, STALLED, and
-// the recovery from STALLED.
+// Transitions services may react to (or alert on): the ends, the alerts
+// (STALLED, OVERDUE), and the recovery from STALLED.
 bool publishes(v1::SagaState before, v1::SagaState after) {
   if (before == after) return false;
   switch (after) {
     case v1::SAGA_STATE_COMPLETED:
     case v1::SAGA_STATE_STALLED:
+    case v1::SAGA_STATE_OVERDUE:
     case v1::SAGA_STATE_FAILED:
     case v1::SAGA_STATE_COMPENSATED:
       return true;
@@ -50,7 +51,7 @@ v1::SagaOutcome make_outcome(const v1::SagaRecord& r, int64_t time_ms) {
 Coordinator::Coordinator(SagaStore& store, CoordinatorOptions options, Clock clock)
     : store_(store), options_(std::move(options)), clock_(std::move(clock)) {}
 
-const Deadlines& Coordinator::deadlines_for(const std::string& pipeline) const {
+const SagaPolicy& Coordinator::policy_for(const std::string& pipeline) const {
   auto it = options_.pipelines.find(pipeline);
   return it == options_.pipelines.end() ? options_.defaults : it->second;
 }
@@ -77,10 +78,10 @@ Result<std::size_t> Coordinator::fold_batch(const std::vector<kafka::InMessage>&
     if (it == dirty.end()) {
       auto stored = store_.get(fact.saga_id());
       if (!stored) return std::unexpected(stored.error());
-      if (!stored->has_value() && fact.time_ms() < now - deadlines_for(fact.pipeline()).retention_ms) {
+      if (!stored->has_value() && fact.time_ms() < now - policy_for(fact.pipeline()).retention_ms) {
         // A fact older than retention for a saga we don't know: the saga was
         // finished and removed. Re-creating it would make a half saga that
-        // later FAILs and gets a finished batch compensated.
+        // stays OVERDUE for good.
         ++late_skipped_;
         continue;
       }
@@ -108,7 +109,7 @@ Result<std::size_t> Coordinator::fold_batch(const std::vector<kafka::InMessage>&
     // deadline later on nearly every fact; leaving the entry in place saves
     // two index writes per fact, and tick(), finding it early, moves it to
     // the real deadline (apply_deadlines checks the real times).
-    const int64_t due = next_deadline(r, deadlines_for(r.pipeline()));
+    const int64_t due = next_deadline(r, policy_for(r.pipeline()));
     if (r.deadline_ms() == 0 || (due != 0 && due < r.deadline_ms())) r.set_deadline_ms(due);
     if (publishes(d.before, r.state())) {
       commit.outbox.push_back(outcome_message(r, now));
@@ -134,8 +135,8 @@ Result<std::size_t> Coordinator::tick() {
     if (!stored->has_value()) return true;  // cannot happen: removal drops the entry in the same batch
     auto r = std::move(**stored);
     if (!owns(r.partition())) return true;
-    const auto& d = deadlines_for(r.pipeline());
-    if (is_finished(r.state())) {
+    const auto& d = policy_for(r.pipeline());
+    if (is_finished(r, d)) {
       if (now >= next_deadline(r, d)) {
         r.set_deadline_ms(deadline);
         commit.removed.push_back(std::move(r));

@@ -22,8 +22,8 @@ namespace starling::saga {
 using Clock = std::function<int64_t()>;
 
 struct CoordinatorOptions {
-  std::map<std::string, Deadlines> pipelines;  // by pipeline name, from --pipeline files
-  Deadlines defaults;                          // for facts of a pipeline not configured here
+  std::map<std::string, SagaPolicy> pipelines;  // by pipeline name, from --pipeline files
+  SagaPolicy defaults;                          // for facts of a pipeline not configured here
   std::size_t tick_max = 5000;                 // sagas one tick() handles; the rest wait for the next
 };
 
@@ -37,7 +37,7 @@ class Coordinator {
   /// Returns how many outcome facts were queued in the outbox.
   Result<std::size_t> fold_batch(const std::vector<kafka::InMessage>& batch);
 
-  /// Applies every deadline due at clock(): STALLED, FAILED, and removal of
+  /// Applies every deadline due at clock(): STALLED, OVERDUE, and removal of
   /// finished sagas past retention (into the hourly aggregates). Only sagas
   /// of owned partitions. Returns how many outcome facts were queued.
   Result<std::size_t> tick();
@@ -47,7 +47,7 @@ class Coordinator {
   /// must not fire here.
   void set_owned(std::optional<std::set<int32_t>> partitions) { owned_ = std::move(partitions); }
 
-  const Deadlines& deadlines_for(const std::string& pipeline) const;
+  const SagaPolicy& policy_for(const std::string& pipeline) const;
   uint64_t folded() const { return folded_; }
   uint64_t late_skipped() const { return late_skipped_; }
 

@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
     saga::CoordinatorOptions copts;
     copts.defaults.retention_ms = *retention_ms;
     for (const auto& p : ctx.pipelines) {
-      copts.pipelines[p.name] = {p.stall_after_ms, p.fail_after_ms, *retention_ms};
+      copts.pipelines[p.name] = {p.stall_after_ms, p.overdue_after_ms, *retention_ms, p.saga_atomic};
     }
     saga::RocksSagaStore store((std::filesystem::path(ctx.flags.data_dir) / "sagas").string());
     saga::Clock clock = [] { return now_ms(); };

@@ -16,7 +16,7 @@ SagaService::SagaService(SagaStore& store, Coordinator& coordinator, kafka::Kafk
       options_(options),
       facts_metric_(metrics().counter("starling_saga_facts_total", "Progress facts folded into saga state")),
       outcomes_metric_(
-          metrics().counter("starling_saga_outcomes_total", "Outcome facts decided (completed, stalled, failed)")) {}
+          metrics().counter("starling_saga_outcomes_total", "Outcome facts decided (completed, stalled, overdue, failed, compensated)")) {}
 
 void SagaService::relay() {
   if (auto sent = kafka::relay_outbox(store_, *producer_); !sent) {
@@ -99,8 +99,8 @@ Result<kafka::Work> SagaService::apply(std::vector<kafka::InMessage> batch) {
 
 Status SagaService::caught_up(bool) {
   // Deadlines are checked only when caught up (a short batch): facts still
-  // waiting in Kafka may be the progress that keeps a saga alive, and FAILED
-  // cannot be undone.
+  // waiting in Kafka may be the progress that keeps a saga alive, and an
+  // alert raised too early is noise.
   const auto now = std::chrono::steady_clock::now();
   if (now - last_tick_ < options_.tick) return {};
   last_tick_ = now;

@@ -59,18 +59,26 @@ void transition(v1::SagaRecord& r, v1::SagaState to, int64_t time_ms, std::strin
   // Keep the creation entry, drop the oldest of the rest.
   if (r.timeline_size() > kTimelineMax) r.mutable_timeline()->DeleteSubrange(1, 1);
   r.set_state(to);
-  if (is_finished(to)) r.set_finished_ms(time_ms);
+  // FAILED is final unless an atomic pipeline's loader compensates it, and
+  // then COMPENSATED sets the time again.
+  if (to == v1::SAGA_STATE_COMPLETED || to == v1::SAGA_STATE_FAILED || to == v1::SAGA_STATE_COMPENSATED) {
+    r.set_finished_ms(time_ms);
+  }
 }
 
 // Where the facts seen so far take the saga. Only forward: a terminal state
-// stays (FAILED leaves only for COMPENSATED), and STALLED leaves only when
-// this fact made progress.
+// stays (FAILED leaves only for COMPENSATED), STALLED leaves only when this
+// fact made progress, and OVERDUE only for COMPLETED or FAILED. A seq the
+// sink refused is a definite failure (not for a replay, which rewrote rows
+// in place and is never compensated: its refusals are rejections).
 v1::SagaState next_state(const v1::SagaRecord& r, bool progressed) {
   const auto s = r.state();
   if (s == v1::SAGA_STATE_COMPLETED || s == v1::SAGA_STATE_COMPENSATED) return s;
   if (s == v1::SAGA_STATE_FAILED) return r.compensated() ? v1::SAGA_STATE_COMPENSATED : s;
   const auto c = counts(r);
+  if (r.kind() != v1::SAGA_KIND_REPLAY && c.rejected_at_load > 0) return v1::SAGA_STATE_FAILED;
   if (r.ingested() && c.in_flight == 0) return v1::SAGA_STATE_COMPLETED;
+  if (s == v1::SAGA_STATE_OVERDUE) return s;
   if (s == v1::SAGA_STATE_STALLED && !progressed) return s;
   if (c.cleaned + c.rejected + c.loaded + c.rejected_at_load > 0) return v1::SAGA_STATE_IN_FLIGHT;
   return v1::SAGA_STATE_ACCEPTED;
@@ -88,7 +96,10 @@ bool is_terminal(v1::SagaState s) {
   return s == v1::SAGA_STATE_COMPLETED || s == v1::SAGA_STATE_FAILED || s == v1::SAGA_STATE_COMPENSATED;
 }
 
-bool is_finished(v1::SagaState s) { return s == v1::SAGA_STATE_COMPLETED || s == v1::SAGA_STATE_COMPENSATED; }
+bool is_finished(const v1::SagaRecord& r, const SagaPolicy& d) {
+  const auto s = r.state();
+  return s == v1::SAGA_STATE_COMPLETED || s == v1::SAGA_STATE_COMPENSATED || (s == v1::SAGA_STATE_FAILED && !d.atomic);
+}
 
 bool fold(v1::SagaRecord& r, const v1::ProgressFact& f) {
   bool changed = false;
@@ -148,17 +159,21 @@ bool fold(v1::SagaRecord& r, const v1::ProgressFact& f) {
   if (to != r.state()) {
     auto cause = fmt::format("{} from {}", step_name(f.step()), f.source().empty() ? "?" : f.source());
     if (to == v1::SAGA_STATE_COMPLETED) cause = "every seq loaded or rejected; last: " + cause;
+    if (to == v1::SAGA_STATE_FAILED) {
+      cause = fmt::format("{} of {} seqs refused by the sink; last: {}", counts(r).rejected_at_load, r.total(), cause);
+    }
     transition(r, to, f.time_ms(), std::move(cause));
   }
   return true;
 }
 
-std::optional<v1::SagaState> apply_deadlines(v1::SagaRecord& r, const Deadlines& d, int64_t now_ms) {
+std::optional<v1::SagaState> apply_deadlines(v1::SagaRecord& r, const SagaPolicy& d, int64_t now_ms) {
   const auto s = r.state();
   if (s == v1::SAGA_STATE_UNSPECIFIED || is_terminal(s) || replay_publishing(r)) return std::nullopt;
-  if (now_ms >= r.created_ms() + d.fail_after_ms) {
-    transition(r, v1::SAGA_STATE_FAILED, now_ms,
-               fmt::format("not finished {} ms after creation ({} of {} events in flight)", d.fail_after_ms,
+  if (s == v1::SAGA_STATE_OVERDUE) return std::nullopt;
+  if (now_ms >= r.created_ms() + d.overdue_after_ms) {
+    transition(r, v1::SAGA_STATE_OVERDUE, now_ms,
+               fmt::format("not finished {} ms after creation ({} of {} events in flight)", d.overdue_after_ms,
                            counts(r).in_flight, r.total()));
   } else if (s != v1::SAGA_STATE_STALLED && now_ms >= last_progress(r) + d.stall_after_ms) {
     transition(r, v1::SAGA_STATE_STALLED, now_ms, fmt::format("no progress for {} ms", now_ms - last_progress(r)));
@@ -169,19 +184,18 @@ std::optional<v1::SagaState> apply_deadlines(v1::SagaRecord& r, const Deadlines&
   return r.state();
 }
 
-int64_t next_deadline(const v1::SagaRecord& r, const Deadlines& d) {
+int64_t next_deadline(const v1::SagaRecord& r, const SagaPolicy& d) {
   if (replay_publishing(r)) return 0;
+  if (is_finished(r, d)) return (r.finished_ms() != 0 ? r.finished_ms() : r.updated_ms()) + d.retention_ms;
   switch (r.state()) {
     case v1::SAGA_STATE_UNSPECIFIED:
-    case v1::SAGA_STATE_FAILED:
+    case v1::SAGA_STATE_FAILED:  // an atomic pipeline's: it waits for compensation
+    case v1::SAGA_STATE_OVERDUE:
       return 0;
-    case v1::SAGA_STATE_COMPLETED:
-    case v1::SAGA_STATE_COMPENSATED:
-      return (r.finished_ms() != 0 ? r.finished_ms() : r.updated_ms()) + d.retention_ms;
     case v1::SAGA_STATE_STALLED:
-      return r.created_ms() + d.fail_after_ms;
+      return r.created_ms() + d.overdue_after_ms;
     default:
-      return std::min(r.created_ms() + d.fail_after_ms, last_progress(r) + d.stall_after_ms);
+      return std::min(r.created_ms() + d.overdue_after_ms, last_progress(r) + d.stall_after_ms);
   }
 }
 
@@ -230,13 +244,15 @@ const char* state_name(v1::SagaState s) {
       return "FAILED";
     case v1::SAGA_STATE_COMPENSATED:
       return "COMPENSATED";
+    case v1::SAGA_STATE_OVERDUE:
+      return "OVERDUE";
     default:
       return "UNKNOWN";
   }
 }
 
 std::optional<v1::SagaState> parse_state(const std::string& name) {
-  for (int i = v1::SAGA_STATE_ACCEPTED; i <= v1::SAGA_STATE_COMPENSATED; ++i) {
+  for (int i = v1::SAGA_STATE_ACCEPTED; i <= v1::SAGA_STATE_OVERDUE; ++i) {
     if (name == state_name(static_cast<v1::SagaState>(i))) return static_cast<v1::SagaState>(i);
   }
   return std::nullopt;

@@ -2,12 +2,16 @@
 // Folding progress facts into a saga's state, and the saga's deadlines. Pure
 // functions: the same facts in any order, any number of times, give the same
 // bitmaps (per step, never counters); the state machine only moves forward.
+// A deadline is an alert, never a verdict: it cannot end a saga.
 //
 //   ACCEPTED ─► IN_FLIGHT ─► COMPLETED                 (terminal)
-//      │  ▲        │  ▲
-//      ▼  │        ▼  │ progress
-//      STALLED ◄───┘  │                                (an alert, not an end)
-//         └───────────┴─► FAILED ─► COMPENSATED        (FAILED leaves only on STEP_COMPENSATED)
+//      │  ▲        │  ▲         ▲
+//      ▼  │        ▼  │ progress│ every seq loaded or rejected
+//      STALLED ◄───┘  │         │                      (an alert: no progress for stall_after)
+//         └───────────┴─► OVERDUE                      (an alert: not finished overdue_after after creation)
+//
+//   any running state ─► FAILED                         (a definite failure: a seq the sink refused)
+//                          └─► COMPENSATED              (atomic pipelines: the loader removed its rows)
 
 #include <cstdint>
 #include <optional>
@@ -20,10 +24,14 @@ namespace starling::saga {
 
 /// Per pipeline (the `saga:` section of its YAML) plus the coordinator's
 /// retention of finished sagas.
-struct Deadlines {
+struct SagaPolicy {
   int64_t stall_after_ms = 60'000;
-  int64_t fail_after_ms = 300'000;
+  int64_t overdue_after_ms = 300'000;
   int64_t retention_ms = 7LL * 24 * 3600 * 1000;
+  /// All-or-nothing batches: the loader removes a FAILED saga's rows, and the
+  /// saga waits for that (COMPENSATED). Off: what loaded stays, and FAILED is
+  /// final.
+  bool atomic = false;
 };
 
 /// How many transitions a record keeps: the first (creation) and the latest
@@ -45,22 +53,27 @@ ChildCounts child_counts(const v1::SagaRecord& record, const v1::ReplayChild& ch
 
 /// Applies one fact. Returns true when the record changed. A fact without a
 /// time must be given one by the caller (the coordinator stamps its clock).
+/// A seq the sink refused (REJECTED_AT_LOAD) FAILs the saga: a definite
+/// failure, whatever else arrives (not for a replay, see next_state).
 bool fold(v1::SagaRecord& record, const v1::ProgressFact& fact);
 
 /// Applies the deadlines at `now_ms`: STALLED when nothing progressed for
-/// stall_after, FAILED when not finished fail_after after creation. Returns
-/// the new state when it changed (a transition is added to the timeline).
-std::optional<v1::SagaState> apply_deadlines(v1::SagaRecord& record, const Deadlines& d, int64_t now_ms);
+/// stall_after, OVERDUE when not finished overdue_after after creation. Both
+/// are alerts; the saga COMPLETES when its events arrive. Returns the new
+/// state when it changed (a transition is added to the timeline).
+std::optional<v1::SagaState> apply_deadlines(v1::SagaRecord& record, const SagaPolicy& d, int64_t now_ms);
 
-/// When the coordinator must look at this saga again: the next stall or fail
-/// deadline while it runs, the end of retention once COMPLETED or
-/// COMPENSATED, and 0 (never) while FAILED waits for compensation.
-int64_t next_deadline(const v1::SagaRecord& record, const Deadlines& d);
+/// When the coordinator must look at this saga again: the next stall or
+/// overdue deadline while it runs, the end of retention once finished, and 0
+/// (never) while OVERDUE waits for its events or an atomic pipeline's FAILED
+/// saga for compensation.
+int64_t next_deadline(const v1::SagaRecord& record, const SagaPolicy& d);
 
 /// COMPLETED, FAILED and COMPENSATED: the deadlines no longer apply.
 bool is_terminal(v1::SagaState s);
-/// COMPLETED and COMPENSATED: retention may remove the saga.
-bool is_finished(v1::SagaState s);
+/// Nothing will change its state any more, so retention may remove it:
+/// COMPLETED, COMPENSATED, and FAILED in a pipeline that is not atomic.
+bool is_finished(const v1::SagaRecord& record, const SagaPolicy& d);
 
 struct SagaCounts {
   uint32_t cleaned = 0;

@@ -69,6 +69,16 @@ class FakeConsumer final : public kafka::Consumer {
     std::lock_guard lock(mu_);
     return polls_;
   }
+  /// Every assigned partition was read to its end.
+  bool drained() const {
+    std::lock_guard lock(mu_);
+    return std::all_of(assigned_.begin(), assigned_.end(), [this](const auto& tp) {
+      auto pos = position_.find(tp);
+      auto log = logs_.find(tp);
+      const int64_t end = log == logs_.end() ? 0 : static_cast<int64_t>(log->second.size());
+      return (pos == position_.end() ? 0 : pos->second) >= end;
+    });
+  }
 
   Result<std::vector<kafka::InMessage>> poll_batch(std::size_t max, std::chrono::milliseconds timeout) override {
     std::vector<kafka::InMessage> out;

@@ -110,6 +110,17 @@ TEST(PipelineConfig, BadDurationIsExplained) {
   EXPECT_THAT(err, HasSubstr("saga.stall_after: expected a duration"));
 }
 
+TEST(PipelineConfig, SagaSectionTakesOverdueAfterAndAtomicAndRefusesTheOldFailAfter) {
+  const auto p = parse_pipeline(std::string(kMinimal) + "saga:\n  stall_after: 1m\n  overdue_after: 10m\n  atomic: true\n",
+                                "t.yaml");
+  EXPECT_EQ(p.overdue_after_ms, 600'000);
+  EXPECT_TRUE(p.saga_atomic);
+  EXPECT_FALSE(parse_pipeline(kMinimal, "t.yaml").saga_atomic) << "all-or-nothing is opt-in";
+  const auto err = error_of(std::string(kMinimal) + "saga:\n  fail_after: 5m\n");
+  EXPECT_THAT(err, HasSubstr("saga.fail_after: renamed overdue_after"));
+  EXPECT_THAT(error_of(std::string(kMinimal) + "saga:\n  atomic: maybe\n"), HasSubstr("saga.atomic"));
+}
+
 TEST(PipelineConfig, ColumnNamesMustBeIdentifiers) {
   const auto err = error_of(
       "pipeline: t\nschema:\n  message: starling.v1.RideTelemetry\nload:\n  table: rides\n  columns:\n    \"a; drop "

@@ -57,6 +57,20 @@ TEST_F(PostgresSinkTest, AReplayThatYieldsTheSameRowLeavesItAndItsSagaIdAlone) {
               ElementsAre("e1 s1 10", "e2 replay-1 99"));
 }
 
+// Through COPY, the staging upsert and the row-by-row path: the trigger
+// refuses the cross-device rewrite, the rest of the batch commits.
+TEST_F(PostgresSinkTest, AnEventIdLoadedForOneDeviceIsNeverRewrittenForAnother) {
+  PostgresSink sink(pg_.dsn(), pipeline_);
+  const auto results = load_then_rewrite_from_another_device(sink);
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_FALSE(results[0].written);
+  EXPECT_THAT(results[0].error, HasSubstr("event_id_conflict"));
+  EXPECT_TRUE(results[1].written);
+  EXPECT_THAT(pg_.exec("SELECT event_id || ' ' || saga_id || ' ' || device_id || ' ' || speed_kmh FROM rides "
+                       "ORDER BY event_id"),
+              ElementsAre("e1 s1 bike-1 10", "e3 s9 bike-2 30"));
+}
+
 TEST_F(PostgresSinkTest, OffsetsOutboxAndCompensationCommitWithTheRows) {
   {
     PostgresSink sink(pg_.dsn(), pipeline_);

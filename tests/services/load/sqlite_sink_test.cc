@@ -2,9 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sqlite3.h>
-
 #include "tests/services/load/sink_rows.h"
+#include "tests/services/load/sqlite_query.h"
 #include "tests/support/temp_dir.h"
 
 namespace starling::load {
@@ -12,26 +11,6 @@ namespace {
 
 Row row(const std::string& id, double speed, const std::string& saga = "s1") {
   return ride_row(id, speed, saga, "bike-1");
-}
-
-std::vector<std::vector<std::string>> query(const std::string& db, const std::string& sql) {
-  sqlite3* h = nullptr;
-  sqlite3_open(db.c_str(), &h);
-  sqlite3_stmt* s = nullptr;
-  std::vector<std::vector<std::string>> out;
-  if (sqlite3_prepare_v2(h, sql.c_str(), -1, &s, nullptr) == SQLITE_OK) {
-    while (sqlite3_step(s) == SQLITE_ROW) {
-      std::vector<std::string> r;
-      for (int i = 0; i < sqlite3_column_count(s); ++i) {
-        const auto* t = sqlite3_column_text(s, i);
-        r.push_back(t ? reinterpret_cast<const char*>(t) : "NULL");
-      }
-      out.push_back(r);
-    }
-  }
-  sqlite3_finalize(s);
-  sqlite3_close(h);
-  return out;
 }
 
 TEST(SqliteSink, UpsertByEventIdNeverDuplicatesARow) {
@@ -66,6 +45,21 @@ TEST(SqliteSink, AReplayThatYieldsTheSameRowLeavesItAndItsSagaIdAlone) {
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(all[0], (std::vector<std::string>{"e1", "s1", "10.0"}));
   EXPECT_EQ(all[1], (std::vector<std::string>{"e2", "replay-1", "99.0"}));
+}
+
+TEST(SqliteSink, AnEventIdLoadedForOneDeviceIsNeverRewrittenForAnother) {
+  testing::TempDir dir;
+  const auto p = parse_pipeline(kPipeline, "t.yaml");
+  SqliteSink sink(dir / "w.db", p);
+  const auto results = load_then_rewrite_from_another_device(sink);
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_FALSE(results[0].written);
+  EXPECT_THAT(results[0].error, ::testing::HasSubstr("event_id_conflict"));
+  EXPECT_TRUE(results[1].written) << "the rest of the batch commits";
+  const auto all = query(dir / "w.db", "SELECT event_id, saga_id, device_id, speed_kmh FROM rides ORDER BY event_id");
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0], (std::vector<std::string>{"e1", "s1", "bike-1", "10.0"}));
+  EXPECT_EQ(all[1], (std::vector<std::string>{"e3", "s9", "bike-2", "30.0"}));
 }
 
 TEST(SqliteSink, OffsetsAndOutboxCommitWithTheRows) {

@@ -16,7 +16,8 @@ class CoordinatorTest : public ::testing::Test {
  protected:
   CoordinatorTest() : store_(dir_ / "db") {
     CoordinatorOptions o;
-    o.pipelines["p"] = {.stall_after_ms = 2'000, .fail_after_ms = 5'000, .retention_ms = 60'000};
+    o.pipelines["p"] = {.stall_after_ms = 2'000, .overdue_after_ms = 5'000, .retention_ms = 60'000};
+    o.pipelines["atomic"] = {.stall_after_ms = 2'000, .overdue_after_ms = 5'000, .retention_ms = 60'000, .atomic = true};
     coordinator_ = std::make_unique<Coordinator>(store_, o, [this] { return now_; });
   }
 
@@ -136,7 +137,9 @@ TEST_F(CoordinatorTest, SteadyProgressNeverStallsThoughItsIndexEntryLagsBehind) 
   EXPECT_EQ(state("a"), v1::SAGA_STATE_STALLED);
 }
 
-TEST_F(CoordinatorTest, SagaNotFinishedByFailAfterFailsAndCompensationEndsIt) {
+// An outage longer than overdue_after: the saga is OVERDUE (an alert,
+// published once) and COMPLETES when the events arrive; nothing is FAILED.
+TEST_F(CoordinatorTest, SagaNotFinishedByOverdueAfterIsOverdueAndCompletesWhenItsEventsArrive) {
   feed({fact("a", v1::STEP_INGESTED, 0, 0, 4), fact("b", v1::STEP_INGESTED, 0, 0, 1)});
   now_ += 1'000;
   feed({fact("a", v1::STEP_CLEANED, 0, 3), fact("b", v1::STEP_LOADED, 0, 0)});  // b completes
@@ -149,37 +152,63 @@ TEST_F(CoordinatorTest, SagaNotFinishedByFailAfterFailsAndCompensationEndsIt) {
   EXPECT_EQ(state("a"), v1::SAGA_STATE_IN_FLIGHT);
   now_ += 1;
   tick();
-  EXPECT_EQ(state("a"), v1::SAGA_STATE_FAILED);
-  EXPECT_EQ(outcomes(), (Outcomes{{"b", v1::SAGA_STATE_COMPLETED}, {"a", v1::SAGA_STATE_FAILED}}));
-  EXPECT_EQ(index_entries(), 1u) << "FAILED has no deadline; b keeps its retention entry";
-  // Late loads change counts, not the state; the loader's compensation ends it.
+  EXPECT_EQ(state("a"), v1::SAGA_STATE_OVERDUE);
+  EXPECT_EQ(outcomes(), (Outcomes{{"b", v1::SAGA_STATE_COMPLETED}, {"a", v1::SAGA_STATE_OVERDUE}}));
+  EXPECT_EQ(index_entries(), 1u) << "OVERDUE has no deadline; b keeps its retention entry";
+  now_ += 60'000;
+  tick();
+  EXPECT_EQ(outcomes(), Outcomes{}) << "the alert is published once";
   feed({fact("a", v1::STEP_LOADED, 2, 3)});
-  EXPECT_EQ(state("a"), v1::SAGA_STATE_FAILED);
-  feed({fact("a", v1::STEP_COMPENSATED, 0, 0), fact("a", v1::STEP_COMPENSATED, 0, 0)});
-  EXPECT_EQ(state("a"), v1::SAGA_STATE_COMPENSATED);
-  EXPECT_EQ(outcomes(), (Outcomes{{"a", v1::SAGA_STATE_COMPENSATED}}));
+  EXPECT_EQ(state("a"), v1::SAGA_STATE_COMPLETED);
+  EXPECT_EQ(outcomes(), (Outcomes{{"a", v1::SAGA_STATE_COMPLETED}}));
   auto r = *store_.get("a");
   ASSERT_TRUE(r.has_value());
   std::vector<v1::SagaState> path;
   for (const auto& t : r->timeline()) path.push_back(t.to());
-  EXPECT_EQ(path, (std::vector<v1::SagaState>{v1::SAGA_STATE_ACCEPTED, v1::SAGA_STATE_IN_FLIGHT, v1::SAGA_STATE_FAILED,
-                                              v1::SAGA_STATE_COMPENSATED}));
+  EXPECT_EQ(path, (std::vector<v1::SagaState>{v1::SAGA_STATE_ACCEPTED, v1::SAGA_STATE_IN_FLIGHT,
+                                              v1::SAGA_STATE_OVERDUE, v1::SAGA_STATE_COMPLETED}));
 }
 
-TEST_F(CoordinatorTest, RetentionRemovesFinishedSagasIntoHourlyAggregatesAndKeepsFailedOnes) {
+// A seq the sink refused fails the saga in every pipeline. An atomic one's
+// FAILED saga waits for the loader's compensation; elsewhere FAILED is final
+// and retention removes it like a completed saga.
+TEST_F(CoordinatorTest, ASagaRefusedAtLoadFailsAndOnlyAnAtomicOneWaitsForCompensation) {
+  auto in = [this](const std::string& pipeline, v1::ProgressFact f) {
+    f.set_pipeline(pipeline);
+    return f;
+  };
+  for (const std::string pipeline : {"atomic", "p"}) {
+    const auto id = "s-" + pipeline;
+    feed({in(pipeline, fact(id, v1::STEP_INGESTED, 0, 0, 3)), in(pipeline, fact(id, v1::STEP_LOADED, 0, 1)),
+          in(pipeline, fact(id, v1::STEP_REJECTED_AT_LOAD, 2, 2))});
+  }
+  EXPECT_EQ(state("s-atomic"), v1::SAGA_STATE_FAILED);
+  EXPECT_EQ(state("s-p"), v1::SAGA_STATE_FAILED);
+  EXPECT_EQ(outcomes(), (Outcomes{{"s-atomic", v1::SAGA_STATE_FAILED}, {"s-p", v1::SAGA_STATE_FAILED}}));
+  EXPECT_EQ(index_entries(), 1u) << "only s-p has an entry (retention); s-atomic waits for compensation";
+  now_ += 60'000;
+  tick();
+  EXPECT_FALSE(store_.get("s-p")->has_value()) << "a final FAILED saga is removed after retention";
+  EXPECT_TRUE(store_.get("s-atomic")->has_value());
+  feed({in("atomic", fact("s-atomic", v1::STEP_COMPENSATED, 0, 0))});
+  EXPECT_EQ(state("s-atomic"), v1::SAGA_STATE_COMPENSATED);
+  EXPECT_EQ(outcomes(), (Outcomes{{"s-atomic", v1::SAGA_STATE_COMPENSATED}}));
+}
+
+TEST_F(CoordinatorTest, RetentionRemovesFinishedSagasIntoHourlyAggregatesAndKeepsOverdueOnes) {
   feed({fact("done", v1::STEP_INGESTED, 0, 0, 3), fact("done", v1::STEP_LOADED, 0, 1),
         fact("done", v1::STEP_REJECTED, 2, 2), fact("stuck", v1::STEP_INGESTED, 0, 0, 2)});
   const int64_t created = now_;
   now_ += 5'000;
   tick();
-  ASSERT_EQ(state("stuck"), v1::SAGA_STATE_FAILED);
+  ASSERT_EQ(state("stuck"), v1::SAGA_STATE_OVERDUE);
   now_ += 59'999 - 5'000;  // a ms before "done" expires
   tick();
   EXPECT_TRUE(store_.get("done")->has_value());
   now_ += 1;
   tick();
   EXPECT_FALSE(store_.get("done")->has_value()) << "COMPLETED is removed after retention";
-  EXPECT_TRUE(store_.get("stuck")->has_value()) << "FAILED stays until compensated";
+  EXPECT_TRUE(store_.get("stuck")->has_value()) << "OVERDUE stays until its events arrive";
   EXPECT_EQ(index_entries(), 0u);
 
   const int64_t hour = created / kHourMs * kHourMs;
@@ -195,7 +224,7 @@ TEST_F(CoordinatorTest, RetentionRemovesFinishedSagasIntoHourlyAggregatesAndKeep
   EXPECT_EQ(a.by_state().at("COMPLETED"), 1u);
 
   // A duplicate fact of the removed saga, arriving after retention, does
-  // not bring back a half saga that would later FAIL.
+  // not bring back a half saga that would stay OVERDUE for good.
   auto late = fact("done", v1::STEP_LOADED, 0, 1);
   late.set_time_ms(created - 1);
   feed({late});
@@ -209,11 +238,11 @@ TEST_F(CoordinatorTest, DeadlinesFireOnlyForOwnedPartitions) {
   coordinator_->set_owned(std::set<int32_t>{0});
   now_ += 10'000;
   tick();
-  EXPECT_EQ(state("mine"), v1::SAGA_STATE_FAILED);
+  EXPECT_EQ(state("mine"), v1::SAGA_STATE_OVERDUE);
   EXPECT_EQ(state("theirs"), v1::SAGA_STATE_ACCEPTED) << "another instance owns partition 1 now";
   coordinator_->set_owned(std::set<int32_t>{0, 1});
   tick();
-  EXPECT_EQ(state("theirs"), v1::SAGA_STATE_FAILED);
+  EXPECT_EQ(state("theirs"), v1::SAGA_STATE_OVERDUE);
 }
 
 TEST_F(CoordinatorTest, OffsetsCommitWithTheRecordsAndARefoldAfterACrashChangesNothing) {

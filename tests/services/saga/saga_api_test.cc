@@ -26,7 +26,7 @@ class SagaApiTest : public ::testing::Test {
  protected:
   SagaApiTest() : store_(dir_ / "db") {
     CoordinatorOptions o;
-    o.pipelines["p"] = {.stall_after_ms = 60'000, .fail_after_ms = 120'000, .retention_ms = 10 * kHourMs};
+    o.pipelines["p"] = {.stall_after_ms = 60'000, .overdue_after_ms = 120'000, .retention_ms = 10 * kHourMs};
     coordinator_ = std::make_unique<Coordinator>(store_, o, [this] { return now_; });
   }
 
@@ -145,7 +145,7 @@ TEST_F(SagaApiTest, ConsistencyReportAddsUpPerHourIncludingSagasRemovedByRetenti
   ASSERT_TRUE(coordinator_->tick().has_value());
   EXPECT_FALSE(store_.get("a")->has_value());
   ASSERT_TRUE(store_.get("c")->has_value());
-  EXPECT_EQ((*store_.get("c"))->state(), v1::SAGA_STATE_FAILED);
+  EXPECT_EQ((*store_.get("c"))->state(), v1::SAGA_STATE_OVERDUE);
 
   auto [status, body] =
       get("/v1/pipelines/p/consistency", {{"from", "2026-11-23T10:00:00Z"}, {"to", "2026-11-23T12:00:00Z"}});
@@ -161,17 +161,17 @@ TEST_F(SagaApiTest, ConsistencyReportAddsUpPerHourIncludingSagasRemovedByRetenti
   EXPECT_EQ(h0["in_flight"], 2);
   EXPECT_EQ(h0["balanced"], true);
   EXPECT_EQ(h0["by_state"]["COMPLETED"], 2);
-  EXPECT_EQ(h0["by_state"]["FAILED"], 1);
+  EXPECT_EQ(h0["by_state"]["OVERDUE"], 1);
   ASSERT_EQ(h0["sagas_to_check"].size(), 1u);
   EXPECT_EQ(h0["sagas_to_check"][0]["saga_id"], "c");
-  EXPECT_NE(h0["sagas_to_check"][0]["explanation"].get<std::string>().find("FAILED at"), std::string::npos);
+  EXPECT_NE(h0["sagas_to_check"][0]["explanation"].get<std::string>().find("OVERDUE at"), std::string::npos);
   const auto& h1 = body["windows"][1];
   EXPECT_EQ(h1["sagas"], 1);
   EXPECT_EQ(h1["accepted"], 3);
   EXPECT_EQ(h1["sagas_to_check"].size(), 0u);
   EXPECT_EQ(body["totals"]["accepted"], 22);
   EXPECT_EQ(body["totals"]["balanced"], true);
-  EXPECT_EQ(body["consistent"], false) << "c FAILED";
+  EXPECT_EQ(body["consistent"], false) << "c OVERDUE";
 
   // A window of 2 hours holds both; another pipeline holds nothing.
   auto [s2, two] = get("/v1/pipelines/p/consistency",

@@ -151,7 +151,7 @@ v1::ProgressFact compensated() {
   return f;
 }
 
-const Deadlines kDeadlines{.stall_after_ms = 2'000, .fail_after_ms = 5'000, .retention_ms = 60'000};
+const SagaPolicy kDeadlines{.stall_after_ms = 2'000, .overdue_after_ms = 5'000, .retention_ms = 60'000};
 
 TEST(SagaStateMachine, StalledSagaThatProgressesGoesBackInFlightThenCompletes) {
   v1::SagaRecord r;
@@ -176,22 +176,76 @@ TEST(SagaStateMachine, StalledSagaThatProgressesGoesBackInFlightThenCompletes) {
   EXPECT_FALSE(apply_deadlines(r, kDeadlines, 100'000).has_value()) << "COMPLETED is terminal";
 }
 
-TEST(SagaStateMachine, FailsAtTheFailDeadlineAndOnlyCompensationLeavesFailed) {
+// The loader was down longer than overdue_after: the saga is OVERDUE, an
+// alert, and COMPLETES when its events arrive. Nothing fails on a clock.
+TEST(SagaStateMachine, OverdueIsAnAlertAndTheSagaCompletesWhenItsEventsArrive) {
   v1::SagaRecord r;
   fold(r, at(fact(v1::STEP_INGESTED, 0, 9, 10), 1'000));
   EXPECT_EQ(apply_deadlines(r, kDeadlines, 3'000), v1::SAGA_STATE_STALLED);
   EXPECT_EQ(next_deadline(r, kDeadlines), 6'000);
-  EXPECT_EQ(apply_deadlines(r, kDeadlines, 6'000), v1::SAGA_STATE_FAILED);
-  EXPECT_EQ(next_deadline(r, kDeadlines), 0) << "FAILED waits for compensation, not for a clock";
-  // Late facts still count (the report stays exact) but do not revive it.
-  fold(r, at(fact(v1::STEP_LOADED, 0, 9), 7'000));
-  EXPECT_EQ(r.state(), v1::SAGA_STATE_FAILED);
+  EXPECT_EQ(apply_deadlines(r, kDeadlines, 6'000), v1::SAGA_STATE_OVERDUE);
+  EXPECT_NE(r.timeline(r.timeline_size() - 1).cause().find("10 of 10 events in flight"), std::string::npos);
+  EXPECT_EQ(next_deadline(r, kDeadlines), 0) << "OVERDUE waits for its events, not for a clock";
+  EXPECT_FALSE(apply_deadlines(r, kDeadlines, 1'000'000).has_value()) << "OVERDUE is reported once";
+  fold(r, at(fact(v1::STEP_LOADED, 0, 4), 7'000));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_OVERDUE) << "progress does not clear OVERDUE; completion does";
+  fold(r, at(fact(v1::STEP_LOADED, 5, 9), 7'100));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_COMPLETED);
   EXPECT_EQ(counts(r).loaded, 10u);
+  EXPECT_EQ(next_deadline(r, kDeadlines), 7'100 + 60'000) << "then retention";
+  EXPECT_NE(explain(r).find("OVERDUE at"), std::string::npos);
+}
+
+v1::ProgressFact refused_at_load(uint32_t seq) {
+  v1::ProgressFact f = fact(v1::STEP_REJECTED_AT_LOAD, seq, seq);
+  auto* rej = f.add_rejections();
+  rej->set_seq(seq);
+  auto* reason = rej->add_reasons();
+  reason->set_rule("sink");
+  reason->set_field("speed_kmh");
+  return f;
+}
+
+// A seq the sink refused is a definite failure: FAILED at once, even when
+// every other seq loaded. In an atomic pipeline it waits for the loader's
+// compensation; otherwise FAILED is final and retention applies.
+TEST(SagaStateMachine, ASeqRefusedAtLoadFailsTheSagaAndOnlyCompensationLeavesFailed) {
+  SagaPolicy atomic = kDeadlines;
+  atomic.atomic = true;
+  v1::SagaRecord r;
+  fold(r, at(fact(v1::STEP_INGESTED, 0, 9, 10), 1'000));
+  fold(r, at(fact(v1::STEP_LOADED, 0, 7), 1'100));
+  fold(r, at(refused_at_load(9), 1'200, "load.p"));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_FAILED);
+  EXPECT_NE(r.timeline(r.timeline_size() - 1).cause().find("1 of 10 seqs refused by the sink"), std::string::npos);
+  EXPECT_EQ(r.reason_counts().at("sink:speed_kmh"), 1u);
+  EXPECT_FALSE(is_finished(r, atomic));
+  EXPECT_EQ(next_deadline(r, atomic), 0) << "an atomic FAILED saga waits for compensation, not for a clock";
+  EXPECT_TRUE(is_finished(r, kDeadlines));
+  EXPECT_EQ(next_deadline(r, kDeadlines), 1'200 + 60'000) << "otherwise FAILED is final: retention";
+  EXPECT_FALSE(apply_deadlines(r, atomic, 1'000'000).has_value());
+  // A late load still counts (the report stays exact), but does not revive it.
+  fold(r, at(fact(v1::STEP_LOADED, 8, 8), 1'300));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_FAILED);
+  EXPECT_EQ(counts(r).loaded, 9u);
+  EXPECT_EQ(counts(r).in_flight, 0u);
   fold(r, at(compensated(), 8'000, "load.p"));
   EXPECT_EQ(r.state(), v1::SAGA_STATE_COMPENSATED);
-  EXPECT_EQ(next_deadline(r, kDeadlines), 8'000 + 60'000) << "then retention";
+  EXPECT_EQ(next_deadline(r, atomic), 8'000 + 60'000) << "then retention";
   EXPECT_FALSE(fold(r, at(compensated(), 9'000)));
   EXPECT_NE(explain(r).find("FAILED at"), std::string::npos);
+}
+
+// A replay's rows replaced the originals in place and are never
+// compensated: a refusal at load is a rejection with a reason.
+TEST(SagaStateMachine, ReplaySagaWithASeqRefusedAtLoadCompletes) {
+  v1::SagaRecord r;
+  auto ingested = fact(v1::STEP_INGESTED, 0, 0, 2);
+  ingested.set_kind(v1::SAGA_KIND_REPLAY);
+  fold(r, at(ingested, 1'000));
+  fold(r, at(refused_at_load(1), 1'100));
+  fold(r, at(fact(v1::STEP_LOADED, 0, 0), 1'200));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_COMPLETED);
 }
 
 TEST(SagaStateMachine, CompensationBeforeFailureIsKeptAndAppliedWhenItFails) {
@@ -199,7 +253,8 @@ TEST(SagaStateMachine, CompensationBeforeFailureIsKeptAndAppliedWhenItFails) {
   fold(r, at(fact(v1::STEP_INGESTED, 0, 9, 10), 1'000));
   fold(r, at(compensated(), 1'500));
   EXPECT_EQ(r.state(), v1::SAGA_STATE_ACCEPTED);
-  EXPECT_EQ(apply_deadlines(r, kDeadlines, 6'000), v1::SAGA_STATE_FAILED);
+  fold(r, at(refused_at_load(3), 1'600));
+  EXPECT_EQ(r.state(), v1::SAGA_STATE_FAILED);
   // The loader answers FAILED with another STEP_COMPENSATED: that one moves it.
   EXPECT_TRUE(fold(r, at(compensated(), 6'100)));
   EXPECT_EQ(r.state(), v1::SAGA_STATE_COMPENSATED);
@@ -250,7 +305,7 @@ TEST(SagaStateMachine, TimelineKeepsCreationAndTheLatestTransitions) {
   int64_t t = 1'000;
   for (uint32_t i = 0; i < 40; ++i) {
     t += 3'000;
-    ASSERT_EQ(apply_deadlines(r, {.stall_after_ms = 2'000, .fail_after_ms = 1'000'000}, t), v1::SAGA_STATE_STALLED);
+    ASSERT_EQ(apply_deadlines(r, {.stall_after_ms = 2'000, .overdue_after_ms = 1'000'000}, t), v1::SAGA_STATE_STALLED);
     fold(r, at(fact(v1::STEP_CLEANED, i, i), t + 1));
   }
   EXPECT_EQ(r.timeline_size(), kTimelineMax);
@@ -261,7 +316,7 @@ TEST(SagaStateMachine, TimelineKeepsCreationAndTheLatestTransitions) {
 // A replay saga: facts of its events arrive while `starling replay` still
 // publishes; its INGESTED fact (the total, the children) comes last.
 TEST(SagaState, ReplaySagaHasNoDeadlinesUntilItsTotalIsKnownAndReportsChildProgress) {
-  const Deadlines d{.stall_after_ms = 1'000, .fail_after_ms = 5'000};
+  const SagaPolicy d{.stall_after_ms = 1'000, .overdue_after_ms = 5'000};
   v1::SagaRecord r;
   auto loaded = fact(v1::STEP_LOADED, 0, 5);
   loaded.set_saga_id("replay-1");
