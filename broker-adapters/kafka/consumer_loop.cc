@@ -1,7 +1,9 @@
 #include "broker-adapters/kafka/consumer_loop.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -134,6 +136,10 @@ int ConsumerLoop::loop() {
         spdlog::critical("{}: applying a batch of {}: {}", name_, n, work.error().message);
         return 1;
       }
+      if (auto st = replace_too_large(work->outputs); !st) {
+        spdlog::critical("{}: {}", name_, st.error().message);
+        return 1;
+      }
       // Pipelined: batch n+1 was applied while n's outputs flew; now n is
       // settled, and only then are n+1's outputs sent.
       if (!settled(false)) {
@@ -158,6 +164,48 @@ int ConsumerLoop::loop() {
     }
   }
   return 0;
+}
+
+Result<std::vector<OutMessage>> Stage::too_large(const OutMessage& output, std::size_t size, std::size_t limit) {
+  return fail(Errc::kInvalidArgument, fmt::format("an output to {} is {} bytes, over the {} a message may have, and this "
+                                                  "stage has no dead letter for it",
+                                                  output.topic, size, limit));
+}
+
+std::size_t output_bytes(const OutMessage& m) {
+  std::size_t n = m.key.size() + m.value.size();
+  for (const auto& [k, v] : m.headers) n += k.size() + v.size();
+  return n;
+}
+
+Status ConsumerLoop::replace_too_large(std::vector<OutMessage>& outputs) {
+  const auto limit = options_.max_output_bytes;
+  if (std::none_of(outputs.begin(), outputs.end(), [&](const OutMessage& m) { return output_bytes(m) > limit; })) {
+    return {};
+  }
+  std::vector<OutMessage> sent;
+  sent.reserve(outputs.size());
+  for (auto& out : outputs) {
+    const auto size = output_bytes(out);
+    if (size <= limit) {
+      sent.push_back(std::move(out));
+      continue;
+    }
+    auto instead = stage_.too_large(out, size, limit);
+    if (!instead) return std::unexpected(instead.error());
+    for (auto& m : *instead) {
+      if (output_bytes(m) > limit) {
+        return fail(Errc::kInvalidArgument,
+                    fmt::format("the dead letter for an output of {} bytes to {} is still {} bytes, over {}", size,
+                                out.topic, output_bytes(m), limit));
+      }
+      sent.push_back(std::move(m));
+    }
+    spdlog::warn("{}: an output to {} is {} bytes, over the {} a message may have: sent as too_large instead", name_,
+                 out.topic, size, limit);
+  }
+  outputs = std::move(sent);
+  return {};
 }
 
 Status ConsumerLoop::settle(bool wait_store) {

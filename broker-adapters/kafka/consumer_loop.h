@@ -67,7 +67,22 @@ class Stage {
   /// batch is stored: deadlines, relays, pings. `idle`: it returned none. A
   /// permanent error stops the loop; a transient one is logged.
   virtual Status caught_up(bool idle) { return {}; }
+  /// An output of apply() is larger than LoopOptions::max_output_bytes: no
+  /// retry could ever persist it (message.max.bytes), so it is not sent.
+  /// Returns what to send instead, each message within `limit`: a truncated
+  /// dead letter with the reason too_large, plus whatever keeps its saga
+  /// exact (a REJECTED fact for that seq). An error (the default: a stage
+  /// that has no dead letter) stops the loop, since dropping a record
+  /// silently is never an option.
+  virtual Result<std::vector<OutMessage>> too_large(const OutMessage& output, std::size_t size, std::size_t limit);
 };
+
+/// The largest output the loop sends: librdkafka's default message.max.bytes
+/// (1,000,000), less room for the record batch's own framing.
+inline constexpr std::size_t kMaxOutputBytes = 1'000'000 - 4'096;
+
+/// What one output weighs against message.max.bytes: key, value and headers.
+std::size_t output_bytes(const OutMessage& m);
 
 struct LoopOptions {
   std::size_t batch_max = 1000;
@@ -85,6 +100,8 @@ struct LoopOptions {
   /// When to stop; default: shutdown_requested(). May be called from the
   /// store thread.
   std::function<bool()> stop;
+  /// An output larger than this goes to Stage::too_large instead of Kafka.
+  std::size_t max_output_bytes = kMaxOutputBytes;
 };
 
 class ConsumerLoop {
@@ -112,6 +129,8 @@ class ConsumerLoop {
   /// for that too. An error: permanent, stopping, or abandoned_.
   Status settle(bool wait_store);
   Status deliver(InFlight& flight);
+  /// Replaces every output over max_output_bytes with the stage's dead letter.
+  Status replace_too_large(std::vector<OutMessage>& outputs);
   Status finish_store();
   /// While a send or store is slow: pause the assignment, then poll it (a
   /// rebalance in that poll abandons the work). Not inside a rebalance hook.

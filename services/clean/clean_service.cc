@@ -113,6 +113,11 @@ Result<kafka::Work> CleanService::apply(std::vector<kafka::InMessage> batch) {
   return work;
 }
 
+Result<std::vector<kafka::OutMessage>> CleanService::too_large(const kafka::OutMessage& output, std::size_t size,
+                                                               std::size_t limit) {
+  return cleaner_.too_large(output, size, limit, now_ms());
+}
+
 // Whatever is staged beyond the last write is dropped and redone from the
 // stored offsets.
 void CleanService::abandon() { store_.rollback(); }

@@ -41,6 +41,8 @@ class CleanService final : public kafka::Stage {
   Result<std::map<kafka::TopicPartition, int64_t>> assigned(const std::vector<kafka::TopicPartition>& parts) override;
   Result<kafka::Work> apply(std::vector<kafka::InMessage> batch) override;
   void abandon() override;
+  Result<std::vector<kafka::OutMessage>> too_large(const kafka::OutMessage& output, std::size_t size,
+                                                   std::size_t limit) override;
 
  private:
   const PipelineConfig& pipeline_;

@@ -187,4 +187,27 @@ CleanedBatch Cleaner::clean_batch(const std::vector<kafka::InMessage>& batch, Cl
   return b;
 }
 
+Result<std::vector<kafka::OutMessage>> Cleaner::too_large(const kafka::OutMessage& output, std::size_t size,
+                                                          std::size_t limit, int64_t now_ms) const {
+  const bool clean_record = output.topic == pipeline_.clean_topic();
+  v1::RejectedRecord was;
+  if (clean_record ? !was.mutable_envelope()->ParseFromString(output.value)
+                   : output.topic != pipeline_.rejected_topic() || !was.ParseFromString(output.value)) {
+    return fail(Errc::kInvalidArgument, fmt::format("an output to {} of {} bytes is over the {} a message may have and "
+                                                    "is not a record this stage can dead-letter",
+                                                    output.topic, size, limit));
+  }
+  const auto dead = too_large_dead_letter(was.envelope(), was.reasons(), "clean", size, limit, now_ms);
+  std::vector<kafka::OutMessage> out = {{pipeline_.rejected_topic(), output.key, dead.SerializeAsString(), {}}};
+  const auto& env = dead.envelope();
+  if (clean_record && !env.saga_id().empty()) {
+    FactBuilder rejected(v1::STEP_REJECTED, instance_);
+    rejected.add_rejection(env.saga_id(), env.pipeline(), env.seq(), dead.reasons());
+    for (const auto& fact : rejected.build(now_ms)) {
+      out.push_back({kSagaTopic, fact.saga_id(), fact.SerializeAsString(), {}});
+    }
+  }
+  return out;
+}
+
 }  // namespace starling::clean

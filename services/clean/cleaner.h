@@ -72,6 +72,14 @@ class Cleaner {
   /// order, so they are the same whatever the thread count.
   CleanedBatch clean_batch(const std::vector<kafka::InMessage>& batch, CleanState& state, int64_t now_ms) const;
 
+  /// What goes instead of an output too large for Kafka (kafka::Stage::
+  /// too_large): a clean record becomes a rejection `too_large` on
+  /// <p>.rejected plus a REJECTED fact for its seq (its CLEANED bit alone does
+  /// not finish it, so the saga completes exactly); a rejection is cut to its
+  /// truncated form. Any other output is an error.
+  Result<std::vector<kafka::OutMessage>> too_large(const kafka::OutMessage& output, std::size_t size,
+                                                   std::size_t limit, int64_t now_ms) const;
+
  private:
   struct Piece;
   void clean_one(const kafka::InMessage& in, CleanState& state, int64_t now, CleanResult& scratch, Piece& piece) const;

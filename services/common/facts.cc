@@ -1,6 +1,10 @@
 #include "services/common/facts.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+
+#include "services/common/text.h"
 
 namespace starling {
 
@@ -17,7 +21,14 @@ void FactBuilder::add_rejection(const std::string& saga_id, const std::string& p
   e.seqs.push_back(seq);
   v1::SeqRejection r;
   r.set_seq(seq);
-  *r.mutable_reasons() = reasons;
+  // The saga counts "rule:field"; values and expectations (which may echo a
+  // whole field) stay in the dead letter, so a fact stays small whatever the
+  // events held.
+  for (const auto& reason : reasons) {
+    auto* kept = r.add_reasons();
+    kept->set_rule(reason.rule());
+    kept->set_field(reason.field());
+  }
   e.rejections.push_back(std::move(r));
 }
 
@@ -35,6 +46,29 @@ std::vector<v1::ProgressFact> FactBuilder::build(int64_t time_ms) const {
     out.push_back(std::move(f));
   }
   return out;
+}
+
+v1::RejectedRecord too_large_dead_letter(v1::Envelope envelope,
+                                         const google::protobuf::RepeatedPtrField<v1::Reason>& reasons,
+                                         const std::string& stage, std::size_t size, std::size_t limit, int64_t now_ms) {
+  envelope.clear_payload();
+  envelope.clear_changes();
+  v1::RejectedRecord dead;
+  *dead.mutable_envelope() = std::move(envelope);
+  dead.set_stage(stage);
+  dead.set_rejected_time_ms(now_ms);
+  auto* r = dead.add_reasons();
+  r->set_rule("too_large");
+  r->set_value(fmt::format("{} bytes", size));
+  r->set_expected(fmt::format("a record of at most {} bytes (Kafka's message.max.bytes)", limit));
+  for (const auto& reason : reasons) {
+    auto* kept = dead.add_reasons();
+    kept->set_rule(reason.rule());
+    kept->set_field(excerpt(reason.field()));
+    kept->set_value(excerpt(reason.value()));
+    kept->set_expected(excerpt(reason.expected()));
+  }
+  return dead;
 }
 
 std::vector<v1::SeqRange> to_ranges(std::vector<uint32_t> seqs) {

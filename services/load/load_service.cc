@@ -1,5 +1,6 @@
 #include "services/load/load_service.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <set>
@@ -190,6 +191,18 @@ std::vector<kafka::OutMessage> LoadService::outbox(const SinkBatch& work, const 
     out.push_back({kSagaTopic, saga, f.SerializeAsString(), {}});
   }
   return out;
+}
+
+Result<std::vector<kafka::OutMessage>> LoadService::too_large(const kafka::OutMessage& output, std::size_t size,
+                                                              std::size_t limit) {
+  v1::RejectedRecord was;
+  if (output.topic != pipeline_.dlq_topic() || !was.ParseFromString(output.value)) {
+    return fail(Errc::kInvalidArgument, fmt::format("an output to {} of {} bytes is over the {} a message may have and "
+                                                    "is not a dead letter this stage can cut",
+                                                    output.topic, size, limit));
+  }
+  const auto dead = too_large_dead_letter(was.envelope(), was.reasons(), "load", size, limit, now_ms());
+  return std::vector<kafka::OutMessage>{{output.topic, output.key, dead.SerializeAsString(), {}}};
 }
 
 Status LoadService::caught_up(bool idle) {

@@ -37,6 +37,11 @@ class LoadService final : public kafka::Stage {
   Result<std::map<kafka::TopicPartition, int64_t>> assigned(const std::vector<kafka::TopicPartition>& parts) override;
   Result<kafka::Work> apply(std::vector<kafka::InMessage> batch) override;
   Status caught_up(bool idle) override;
+  /// A dead letter too large for Kafka (the database's message, the whole
+  /// envelope) goes in its truncated form, reason too_large; its
+  /// REJECTED_AT_LOAD fact is already in the outbox.
+  Result<std::vector<kafka::OutMessage>> too_large(const kafka::OutMessage& output, std::size_t size,
+                                                   std::size_t limit) override;
 
  private:
   void relay();

@@ -32,6 +32,14 @@ class RecordingStage final : public Stage {
  public:
   /// Decides each store attempt (1, 2, ...); default: success.
   std::function<Status(int attempt)> store_result;
+  /// The dead letter of an oversize output; default: Stage's (none).
+  std::function<std::vector<OutMessage>(const OutMessage&)> dead_letter;
+
+  Result<std::vector<OutMessage>> too_large(const OutMessage& output, std::size_t size, std::size_t limit) override {
+    note("too_large " + output.value.substr(0, 8) + " " + std::to_string(size) + ">" + std::to_string(limit));
+    if (!dead_letter) return Stage::too_large(output, size, limit);
+    return dead_letter(output);
+  }
 
   Result<std::map<TopicPartition, int64_t>> assigned(const std::vector<TopicPartition>& parts) override {
     std::lock_guard lock(mu_);
@@ -224,6 +232,36 @@ TEST_F(ConsumerLoopTest, PermanentProduceErrorIsNotRetriedAndStopsTheLoopWithNot
   EXPECT_EQ(stage.store_attempts(), 0);
   EXPECT_TRUE(stage.offsets().empty());
   EXPECT_THAT(stage.log(), Contains("abandon"));
+}
+
+// An output no retry could persist (over message.max.bytes) is never sent:
+// the stage's dead letter goes instead, and the batch is stored as usual.
+TEST_F(ConsumerLoopTest, AnOutputOverTheLimitIsSentAsTheStagesDeadLetterAndTheBatchIsStored) {
+  fill(kP0, {"ok", "0123456789abcdef", "after"});
+  consumer.schedule({.assign = {kP0}});
+  stage.dead_letter = [](const OutMessage& m) {
+    return std::vector<OutMessage>{{"dlq", m.key, "too_large", {}}, {"facts", m.key, "rejected", {}}};
+  };
+  const int rc = run_until([&] { return stage.stored().size() == 3; }, {.batch_max = 1, .max_output_bytes = 16});
+  ASSERT_FALSE(timed_out);
+  EXPECT_EQ(rc, 0);
+  EXPECT_EQ(produced("out:0123456789abcdef"), 0u) << "an oversize output reached the producer";
+  EXPECT_EQ(produced("too_large"), 1u);
+  EXPECT_EQ(produced("rejected"), 1u);
+  EXPECT_EQ(produced("out:ok"), 1u);
+  EXPECT_EQ(produced("out:after"), 1u) << "the partition went on";
+  EXPECT_THAT(stage.log(), Contains("too_large out:0123 20>16"));
+  EXPECT_EQ(stage.offsets().at(kP0), 3);
+}
+
+TEST_F(ConsumerLoopTest, AnOutputOverTheLimitStopsALoopWhoseStageHasNoDeadLetter) {
+  fill(kP0, {"0123456789abcdef"});
+  consumer.schedule({.assign = {kP0}});
+  const int rc = run_until([] { return false; }, {.max_output_bytes = 16});
+  ASSERT_FALSE(timed_out);
+  EXPECT_EQ(rc, 1);
+  EXPECT_TRUE(producer.produced().empty());
+  EXPECT_TRUE(stage.offsets().empty());
 }
 
 TEST_F(ConsumerLoopTest, TransientStoreFailureIsRetriedWhileThePartitionsArePausedThenResumed) {
