@@ -24,6 +24,42 @@ bool TokenBucket::full(Clock::time_point now) const {
   return tokens_ >= rate_.burst;
 }
 
+void BucketTable::begin(Clock::time_point now) {
+  ++request_;
+  now_ = now;
+  // A bucket still in debt at the cold end would hide the full ones behind
+  // it: it moves to the warm end (at most two a request, so this stays O(1)).
+  for (int moved = 0; !lru_.empty();) {
+    if (map_.at(*lru_.back()).bucket.full(now)) {
+      map_.erase(*lru_.back());
+      lru_.pop_back();
+    } else if (++moved <= 2) {
+      lru_.splice(lru_.begin(), lru_, std::prev(lru_.end()));
+    } else {
+      break;
+    }
+  }
+}
+
+TokenBucket& BucketTable::get(const std::string& name, Rate rate) {
+  if (auto it = map_.find(name); it != map_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
+    it->second.request = request_;
+    return it->second.bucket;
+  }
+  if (map_.size() >= capacity_ && !lru_.empty()) {
+    if (auto coldest = map_.find(*lru_.back()); coldest->second.request != request_) {
+      evicted_ += coldest->second.bucket.full(now_) ? 0 : 1;
+      map_.erase(coldest);
+      lru_.pop_back();
+    }
+  }
+  auto it = map_.emplace(name, Entry{TokenBucket(rate, now_), {}, request_}).first;
+  lru_.push_front(&it->first);
+  it->second.lru = lru_.begin();
+  return it->second.bucket;
+}
+
 double RateLimiter::admit(const ApiKey* key, const std::string& pipeline,
                           const std::map<std::string, double>& events_by_device, std::string& who,
                           Clock::time_point now) {
@@ -40,12 +76,10 @@ double RateLimiter::admit(const ApiKey* key, const std::string& pipeline,
   }
   std::vector<TokenBucket*> device_buckets;
   if (device_.per_s > 0) {
-    if (devices_.size() + events_by_device.size() > max_devices_) {
-      // Full buckets carry no state (a new one starts full): forget them.
-      std::erase_if(devices_, [now](const auto& kv) { return kv.second.full(now); });
-    }
+    devices_.begin(now);
+    device_buckets.reserve(events_by_device.size());
     for (const auto& [device, n] : events_by_device) {
-      auto& b = devices_.try_emplace(pipeline + "/" + device, device_, now).first->second;
+      auto& b = devices_.get(pipeline + "/" + device, device_);
       if (const double w = b.wait_for(n, now); w > 0) {
         who = "device '" + device + "'";
         return w;
@@ -64,6 +98,11 @@ double RateLimiter::admit(const ApiKey* key, const std::string& pipeline,
 std::size_t RateLimiter::tracked_devices() const {
   std::lock_guard lock(mu_);
   return devices_.size();
+}
+
+uint64_t RateLimiter::evicted_devices() const {
+  std::lock_guard lock(mu_);
+  return devices_.evicted();
 }
 
 }  // namespace starling::ingest
