@@ -52,7 +52,7 @@ IngestService::IngestService(std::map<std::string, PipelineConfig> pipelines, ka
     : pipelines_(std::move(pipelines)),
       ingestor_(producer, std::move(instance)),
       options_(std::move(options)),
-      limiter_(options_.device_rate) {
+      limiter_(options_.device_rate, options_.max_tracked_devices) {
   for (const auto& [name, p] : pipelines_) {
     counters_[name] = {&metrics().counter("starling_ingest_events_accepted_total",
                                           "Events persisted in Kafka and acknowledged with 202", {{"pipeline", name}}),

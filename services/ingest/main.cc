@@ -37,6 +37,11 @@ int main(int argc, char** argv) try {
   app.add_option("--device-burst", device_burst, "Events a device may send at once (default: one second's rate)")
       ->envname("STARLING_DEVICE_BURST")
       ->check(CLI::NonNegativeNumber);
+  std::size_t max_tracked_devices = ingest::RateLimiter::kMaxTrackedDevices;
+  app.add_option("--max-tracked-devices", max_tracked_devices,
+                 "Device rate buckets kept at most (~150 bytes each); over it the least recently used goes")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--saga-url", saga_url, "starling-saga's http://host:port, for GET /v1/sagas/{id}")
       ->envname("STARLING_SAGA_URL");
   app.add_option("--threads", threads, "HTTP worker threads")
@@ -104,6 +109,7 @@ int main(int argc, char** argv) try {
       spdlog::warn("no --api-keys: every request is allowed (fine on a laptop, not on a network)");
     }
     options.device_rate = {device_rate, device_burst > 0 ? device_burst : std::max(1.0, device_rate)};
+    options.max_tracked_devices = max_tracked_devices;
     options.saga_url = saga_url;
     options.max_records = max_records;
     options.limits = limits;
