@@ -4,6 +4,7 @@
 // resumes. starling-broker and every service run as real processes.
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include "services/simulator/simulate.h"
 #include "services/supervisor/stack.h"
 #include "starling/v1/saga.pb.h"
+#include "tests/support/postgres_server.h"
 #include "tests/support/temp_dir.h"
 
 namespace starling::e2e {
@@ -112,17 +114,31 @@ std::map<std::string, std::string> states(const std::string& saga_url, const std
   return out;
 }
 
+// `starling sagas report --pipeline ecowheels`: its exit code (-1: it did not
+// finish) and what it printed.
+std::pair<int, std::string> sagas_report(const std::string& saga_url, const std::string& out_file) {
+  auto cli = ChildProcess::spawn(
+      {std::string(STARLING_BIN_DIR) + "/starling", "sagas", "report", "--url", saga_url, "--pipeline", "ecowheels"},
+      out_file);
+  EXPECT_TRUE(cli.has_value());
+  const auto status = cli ? cli->wait(30s) : std::nullopt;
+  std::ifstream in(out_file);
+  return {status ? WEXITSTATUS(*status) : -1,
+          std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>())};
+}
+
 bool all_in(const std::map<std::string, std::string>& states, const std::string& state) {
   return std::all_of(states.begin(), states.end(), [&](const auto& kv) { return kv.second == state; });
 }
 
 class SagaE2E : public ::testing::Test {
  protected:
-  void start(const std::string& pipeline_file) {
+  void start(const std::string& pipeline_file, std::vector<std::string> load_args = {}) {
     StackOptions o;
     o.bin_dir = STARLING_BIN_DIR;
     o.data_dir = dir_.path();
     o.pipeline_files = {pipeline_file};
+    o.load_args = std::move(load_args);
     stack_ = std::make_unique<Stack>(o);
     auto st = stack_->start();
     ASSERT_TRUE(st.has_value()) << st.error().message;
@@ -258,18 +274,7 @@ TEST_F(SagaE2E, LoaderStoppedPastTheDeadlinesSagasAreOverdueThenCompleteWithEver
     EXPECT_FALSE(seen[id].contains(v1::SAGA_STATE_FAILED)) << id << ": a deadline never fails a saga";
   }
   // and `starling sagas report` says what is late.
-  auto report = [&](const std::string& name) {
-    const auto out_file = dir_ / name;
-    auto cli = ChildProcess::spawn({std::string(STARLING_BIN_DIR) + "/starling", "sagas", "report", "--url",
-                                    stack_->saga_url(), "--pipeline", "ecowheels"},
-                                   out_file);
-    EXPECT_TRUE(cli.has_value());
-    const auto status = cli ? cli->wait(30s) : std::nullopt;
-    std::ifstream in(out_file);
-    return std::pair{status ? WEXITSTATUS(*status) : -1,
-                     std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>())};
-  };
-  const auto [late_rc, late] = report("late.txt");
+  const auto [late_rc, late] = sagas_report(stack_->saga_url(), dir_ / "late.txt");
   EXPECT_EQ(late_rc, 1) << "not consistent: exit code 1";
   EXPECT_NE(late.find("NOT CONSISTENT"), std::string::npos) << late;
   EXPECT_NE(late.find("STALLED at"), std::string::npos) << late;
@@ -290,10 +295,100 @@ TEST_F(SagaE2E, LoaderStoppedPastTheDeadlinesSagasAreOverdueThenCompleteWithEver
   auto rows = count_rows(stack_->db_path("ecowheels"), "ride_telemetry");
   ASSERT_TRUE(rows.has_value()) << rows.error().message;
   EXPECT_EQ(rows->rows, static_cast<int64_t>(res->valid_ids.size())) << "accepted events missing";
-  const auto [done_rc, done] = report("done.txt");
+  const auto [done_rc, done] = sagas_report(stack_->saga_url(), dir_ / "done.txt");
   EXPECT_EQ(done_rc, 0) << done;
   EXPECT_NE(done.find("CONSISTENT"), std::string::npos) << done;
   EXPECT_EQ(done.find("NOT CONSISTENT"), std::string::npos) << done;
+}
+
+// The outage test (issue 17): under a steady fleet, clean, load and the
+// coordinator are each stopped (SIGSTOP) for 3 x overdue_after, one after the
+// other, then resumed. Nothing accepted is missing, no row is deleted, and
+// the report is CONSISTENT. STARLING_SOAK=1: 30 minutes (overdue_after 3m,
+// 9-minute outages) with PostgreSQL as the sink.
+TEST_F(SagaE2E, CleanLoadAndCoordinatorEachStoppedForThreeTimesOverdueAfterLoseNothing) {
+  const bool soak = std::getenv("STARLING_SOAK") != nullptr && std::string(std::getenv("STARLING_SOAK")) == "1";
+  const auto overdue = soak ? std::chrono::seconds(180) : std::chrono::seconds(4);
+  const auto outage = 3 * overdue;
+  const auto gap = soak ? std::chrono::seconds(20) : std::chrono::seconds(3);
+  std::unique_ptr<testing::PostgresServer> pg;
+  std::vector<std::string> load_args;
+  if (soak) {
+    pg = std::make_unique<testing::PostgresServer>(dir_.path());
+    ASSERT_TRUE(pg->initialised() && pg->start()) << "postgres did not start; see " << dir_.path();
+    load_args = {"--sink", "postgres", "--postgres", pg->dsn()};
+  }
+  ASSERT_NO_FATAL_FAILURE(start(pipeline_with_deadlines(dir_, soak ? "60s" : "2s", std::to_string(overdue.count()) + "s"),
+                                load_args));
+  // A fleet posting steadily through all three outages and a little after.
+  const auto duration = 3 * (outage + gap) + gap;
+  SimOptions sim;
+  sim.url = stack_->ingest_url();
+  sim.rate = soak ? 200 : 100;
+  sim.events = static_cast<int>(sim.rate * static_cast<double>(std::chrono::seconds(duration).count()));
+  sim.batch = 10;
+  sim.bikes = 100;
+  sim.fault_rate = 0.05;
+  auto running = std::async(std::launch::async, [&] { return simulate(sim); });
+  for (const std::string victim : {"clean.ecowheels", "load.ecowheels", "saga"}) {
+    std::this_thread::sleep_for(gap);
+    ASSERT_TRUE(stack_->signal(victim, SIGSTOP).has_value()) << victim;
+    std::this_thread::sleep_for(outage);
+    ASSERT_TRUE(stack_->signal(victim, SIGCONT).has_value()) << victim;
+    std::fprintf(stderr, "%s was stopped for %lld s\n", victim.c_str(),
+                 static_cast<long long>(std::chrono::seconds(outage).count()));
+  }
+  auto res = running.get();
+  ASSERT_TRUE(res.has_value()) << res.error().message;
+  EXPECT_EQ(res->accepted, static_cast<uint64_t>(sim.events)) << "ingest kept accepting through every outage";
+
+  auto totals = wait_until_settled(stack_->saga_url(), "ecowheels", res->saga_ids.size(), soak ? 1800s : 300s);
+  ASSERT_TRUE(totals.has_value()) << totals.error().message;
+  EXPECT_EQ(totals->in("COMPLETED"), res->saga_ids.size());
+  EXPECT_EQ(totals->in("FAILED") + totals->in("COMPENSATED"), 0u);
+  EXPECT_EQ(totals->accepted, res->accepted);
+  EXPECT_EQ(totals->loaded, res->valid_ids.size()) << "accepted events missing";
+  EXPECT_EQ(totals->rejected, res->faulty_ids.size());
+  // The outages were long enough to make sagas late: OVERDUE was published.
+  std::set<std::string> overdue_sagas;
+  bool failed = false;
+  read_outcomes(
+      stack_->bootstrap(),
+      [&](const std::vector<v1::SagaOutcome>& got) {
+        for (const auto& o : got) {
+          if (o.state() == v1::SAGA_STATE_OVERDUE) overdue_sagas.insert(o.saga_id());
+          failed |= o.state() == v1::SAGA_STATE_FAILED || o.state() == v1::SAGA_STATE_COMPENSATED;
+        }
+        return !overdue_sagas.empty();
+      },
+      30s);
+  EXPECT_FALSE(overdue_sagas.empty()) << "no saga became OVERDUE: the outages did not test the deadline";
+  EXPECT_FALSE(failed) << "a deadline failed a saga";
+  // Every valid event is one row, and nothing was deleted.
+  if (pg) {
+    EXPECT_EQ(pg->exec("SELECT count(*) || ' ' || count(DISTINCT event_id) FROM ride_telemetry"),
+              std::vector<std::string>{std::to_string(res->valid_ids.size()) + " " +
+                                       std::to_string(res->valid_ids.size())});
+    EXPECT_EQ(pg->exec("SELECT count(*) FROM _starling_compensated"), std::vector<std::string>{"0"});
+  } else {
+    auto rows = count_rows(stack_->db_path("ecowheels"), "ride_telemetry");
+    ASSERT_TRUE(rows.has_value()) << rows.error().message;
+    EXPECT_EQ(rows->rows, static_cast<int64_t>(res->valid_ids.size()));
+    EXPECT_EQ(rows->distinct_ids, rows->rows);
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open_v2(stack_->db_path("ecowheels").c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_stmt* q = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM _starling_compensated", -1, &q, nullptr), SQLITE_OK);
+    ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
+    EXPECT_EQ(sqlite3_column_int64(q, 0), 0) << "rows were deleted";
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+  }
+  const auto [rc, report] = sagas_report(stack_->saga_url(), dir_ / "report.txt");
+  EXPECT_EQ(rc, 0) << report;
+  EXPECT_EQ(report.find("NOT CONSISTENT"), std::string::npos) << report;
+  std::fprintf(stderr, "%zu sagas, %zu valid events loaded once, %zu sagas were OVERDUE on the way\n",
+               res->saga_ids.size(), res->valid_ids.size(), overdue_sagas.size());
 }
 
 TEST_F(SagaE2E, TwoCoordinatorsSplitThePartitionsAndAPartitionThatMovesKeepsExactState) {
