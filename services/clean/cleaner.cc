@@ -48,7 +48,23 @@ void Cleaner::clean(const std::string& raw, int32_t partition, CleanState& state
   auto reject = [&rejecting, &env] { *rejecting().mutable_envelope() = env; };
   // A replayed event has the id of its original: the dedupe window would
   // take it for its own duplicate. `starling replay` replays each id once.
+  // But the original's own verdict stands: when the live window says this id
+  // was first seen as another event (another saga or seq), the original was
+  // a duplicate and was rejected, so the replay rejects it too, instead of
+  // loading it over the first copy's row. (The replay topic has the raw
+  // topic's partitions and keys, so the id is in this partition's window.)
   const bool replayed = !env.origin_saga_id().empty();
+  if (replayed && pipeline_.dedupe_window_ms > 0) {
+    const auto first = state.seen(partition, env.event_id());
+    if (first && first->fingerprint != event_fingerprint(env.origin_saga_id(), env.origin_seq())) {
+      add("dedupe", "event_id", env.event_id(),
+          fmt::format("an event id whose original was not a duplicate (first seen at ingest time {} ms as another "
+                      "event)",
+                      first->ingest_time_ms));
+      reject();
+      return;
+    }
+  }
   if (replayed) partition = replay_state_partition(partition, env.saga_id());
   if (pipeline_.dedupe_window_ms > 0 && !replayed) {
     // A device resending, or a retried request without Idempotency-Key: the

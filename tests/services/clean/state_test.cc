@@ -134,6 +134,41 @@ TEST_F(CleanStateTest, SameEventOfTheSameSagaAgainIsCleanedAgainNotRejectedAsADu
   EXPECT_EQ(rej.reasons(0).rule(), "dedupe");
 }
 
+// `starling replay --stage clean` re-publishes each event with a new saga id
+// and seq, and its original's in origin_saga_id / origin_seq. A replay of
+// the original's first copy is cleaned (it skips its own dedupe); a replay of
+// a copy that was rejected as a duplicate is rejected again, so replaying
+// with unchanged rules never loads a duplicate over the first copy's row.
+kafka::InMessage replayed(const kafka::InMessage& original, int64_t offset, uint32_t replay_seq) {
+  v1::Envelope env;
+  EXPECT_TRUE(env.ParseFromString(original.value));
+  env.set_origin_saga_id(env.saga_id());
+  env.set_origin_seq(env.seq());
+  env.set_saga_id("replay-1");
+  env.set_seq(replay_seq);
+  auto m = original;
+  m.topic = "t.raw.replay";
+  m.offset = offset;
+  m.value = env.SerializeAsString();
+  return m;
+}
+
+TEST_F(CleanStateTest, AReplayedDuplicateIsRejectedAsItsOriginalWasAndTheFirstCopyIsCleaned) {
+  RocksCleanStore store(path(), p_.dedupe_window_ms);
+  const auto first = raw(0, "e0", "bike-1", kT0, 20.5);
+  const auto resend = reproduced(raw(1, "e0", "bike-1", kT0, 99.0), 1, kT0 + 1'000, "s2");
+  auto live = cleaner_.clean_batch({first, resend}, store, 0);
+  ASSERT_EQ(live.cleaned, 1u);
+  ASSERT_EQ(live.rejected, 1u);
+  auto replay = cleaner_.clean_batch({replayed(first, 0, 0), replayed(resend, 1, 1)}, store, 0);
+  EXPECT_EQ(replay.cleaned, 1u) << "the first copy's replay";
+  ASSERT_EQ(replay.rejected, 1u) << "the duplicate's replay would overwrite the first copy's row";
+  EXPECT_EQ(replay.out[0].topic, "t.clean");
+  v1::RejectedRecord rej;
+  ASSERT_TRUE(rej.ParseFromString(replay.out[1].value));
+  EXPECT_EQ(rej.reasons(0).rule(), "dedupe");
+}
+
 TEST_F(CleanStateTest, DuplicateWithinOneBatchIsRejected) {
   RocksCleanStore store(path(), p_.dedupe_window_ms);
   auto b = cleaner_.clean_batch({raw(0, "e0", "bike-1", kT0, 1.0), raw(1, "e0", "bike-1", kT0 + 5, 1.0)}, store, 0);
