@@ -32,6 +32,8 @@ bool valid_topic_name(const std::string& name) {
 
 Broker::Broker(asio::any_io_executor ex, BrokerConfig config) : ex_(std::move(ex)), config_(std::move(config)) {
   config_.log.sync = config_.flush_interval_ms > 0 ? LogConfig::Sync::kInterval : LogConfig::Sync::kDeferred;
+  if (config_.max_open_segment_files == 0) config_.max_open_segment_files = default_max_open_segment_files();
+  config_.log.files = std::make_shared<FileCache>(config_.max_open_segment_files);
   flusher_ = std::make_unique<Flusher>(ex_);
   fs::create_directories(config_.data_dir / "logs");
   store_ = std::make_unique<MetadataStore>(config_.data_dir / "meta");

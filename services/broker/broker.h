@@ -34,6 +34,9 @@ struct BrokerConfig {
   size_t max_frame_bytes = 100u << 20;
   /// Largest accepted record batch (Kafka's message.max.bytes is ~1 MiB; we allow more).
   size_t max_batch_bytes = 16u << 20;
+  /// Read descriptors of closed segments kept open across all partitions
+  /// (FileCache); 0: default_max_open_segment_files().
+  size_t max_open_segment_files = 0;
 };
 
 /// What the server should do after a request.

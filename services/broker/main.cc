@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   int64_t retention_ms = -1;
   int64_t retention_bytes = -1;
   uint64_t segment_bytes = 64ull << 20;
+  size_t max_open_segment_files = 0;
   std::string log_level = "info";
   app.add_option("--listen", listen, "HOST:PORT to listen on; port 0 picks a free port")->capture_default_str();
   app.add_option("--data-dir", data_dir, "Directory for logs, topics and committed offsets (created if missing)")
@@ -65,6 +66,10 @@ int main(int argc, char** argv) {
   app.add_option("--segment-bytes", segment_bytes, "Roll to a new segment file past this size")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1024}, uint64_t{1} << 31));
+  app.add_option("--max-open-segment-files", max_open_segment_files,
+                 "Read descriptors of closed segment files kept open, across all partitions (0: a quarter of "
+                 "RLIMIT_NOFILE, at most 512); the active segment of each partition is open besides")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -89,6 +94,7 @@ int main(int argc, char** argv) {
     config.log.retention_ms = retention_ms;
     config.log.retention_bytes = retention_bytes;
     config.log.segment_bytes = segment_bytes;
+    config.max_open_segment_files = max_open_segment_files;
 
     auto endpoint = parse_listen(listen);
     starling::broker::asio::io_context io(1);

@@ -50,7 +50,9 @@ void fsync_dir(const fs::path& dir) {
 std::string segment_file_name(int64_t base_offset) { return fmt::format("{:020d}.log", base_offset); }
 
 std::unique_ptr<PartitionLog> PartitionLog::open(const fs::path& dir, const LogConfig& config) {
-  std::unique_ptr<PartitionLog> log(new PartitionLog(dir, config));
+  LogConfig c = config;
+  if (!c.files) c.files = std::make_shared<FileCache>(FileCache::kDefaultCapacity);
+  std::unique_ptr<PartitionLog> log(new PartitionLog(dir, std::move(c)));
   log->load();
   return log;
 }
@@ -61,6 +63,7 @@ PartitionLog::~PartitionLog() {
       if (dirty_) ::fdatasync(s->fd);
       ::close(s->fd);
     }
+    config_.files->forget(s->path);
   }
 }
 
@@ -100,9 +103,19 @@ void PartitionLog::load() {
     next_offset_ = seg->base_offset;
     bool is_last = i + 1 == bases.size();
     recover_segment(*seg, /*verify_crc=*/is_last, is_last);
+    // Closed segments are reopened on demand: a log of thousands of segments
+    // must not hold thousands of descriptors.
+    if (!is_last) release_write_fd(*seg);
     segments_.push_back(std::move(seg));
   }
-  if (segments_.empty()) roll(0);
+  if (segments_.empty()) {
+    roll(0);
+  } else if (Segment& last = *segments_.back(); last.fd < 0) {
+    // A gap cut the log short: the new last segment is the active one.
+    last.fd = ::open(last.path.c_str(), O_RDWR | O_CLOEXEC);
+    if (last.fd < 0)
+      throw std::runtime_error(fmt::format("cannot open {}: {}", last.path.string(), std::strerror(errno)));
+  }
   // What survived recovery is on disk: recovery synced any truncation.
   durable_end_ = next_offset_;
 }
@@ -173,9 +186,13 @@ void PartitionLog::index_batch(Segment& seg, const BatchHeader& h, uint64_t posi
 }
 
 PartitionLog::Segment& PartitionLog::roll(int64_t base_offset) {
-  // Interval mode: the closed segment is not on the flush timer's list any more.
-  if (!segments_.empty() && dirty_ && config_.sync == LogConfig::Sync::kInterval) {
-    ::fdatasync(segments_.back()->fd);
+  if (!segments_.empty()) {
+    Segment& closed = *segments_.back();
+    // Interval mode: the closed segment is not on the flush timer's list any more.
+    if (dirty_ && config_.sync == LogConfig::Sync::kInterval) ::fdatasync(closed.fd);
+    // Deferred mode: the flusher still syncs the closed segment through its
+    // write descriptor (unsynced_fds) until mark_durable() passes its end.
+    if (config_.sync != LogConfig::Sync::kDeferred || durable_end_ >= next_offset_) release_write_fd(closed);
   }
   auto seg = std::make_unique<Segment>();
   seg->base_offset = base_offset;
@@ -289,13 +306,34 @@ std::vector<int> PartitionLog::unsynced_fds() const {
   // one just rolled away from).
   std::vector<int> fds;
   for (auto it = segments_.rbegin(); it != segments_.rend(); ++it) {
-    fds.push_back((*it)->fd);
+    if ((*it)->fd >= 0) fds.push_back((*it)->fd);
     if ((*it)->base_offset <= durable_end_) break;
   }
   return fds;
 }
 
-void PartitionLog::mark_durable(int64_t end) { durable_end_ = std::min(std::max(durable_end_, end), next_offset_); }
+void PartitionLog::mark_durable(int64_t end) {
+  durable_end_ = std::min(std::max(durable_end_, end), next_offset_);
+  // Closed segments now wholly durable give up their write descriptor.
+  for (size_t i = segments_.size() - 1; i-- > 0;) {
+    if (segments_[i]->fd < 0) break;
+    if (segments_[i + 1]->base_offset <= durable_end_) release_write_fd(*segments_[i]);
+  }
+}
+
+void PartitionLog::release_write_fd(Segment& seg) {
+  if (seg.fd < 0) return;
+  ::close(seg.fd);
+  seg.fd = -1;
+}
+
+Result<PartitionLog::ReadFd> PartitionLog::read_fd(const Segment& seg) const {
+  if (seg.fd >= 0) return ReadFd{seg.fd, nullptr};
+  auto file = config_.files->open(seg.path);
+  if (!file) return std::unexpected(file.error());
+  int fd = (*file)->fd();
+  return ReadFd{fd, std::move(*file)};
+}
 
 Result<void> PartitionLog::flush() {
   if (!dirty_) return {};
@@ -322,13 +360,13 @@ const PartitionLog::Segment* PartitionLog::segment_for(int64_t offset) const {
   return (it - 1)->get();
 }
 
-uint64_t PartitionLog::seek(const Segment& seg, int64_t offset) const {
+uint64_t PartitionLog::seek(const Segment& seg, int fd, int64_t offset) const {
   auto it = std::upper_bound(seg.offset_index.begin(), seg.offset_index.end(), offset,
                              [](int64_t o, const IndexEntry& e) { return o < e.key; });
   uint64_t pos = it == seg.offset_index.begin() ? 0 : (it - 1)->position;
   uint8_t hdr[bl::kHeaderSize];
   while (pos + bl::kHeaderSize <= seg.size) {
-    if (!pread_all(seg.fd, hdr, bl::kHeaderSize, pos)) break;
+    if (!pread_all(fd, hdr, bl::kHeaderSize, pos)) break;
     int64_t base = load_be64(hdr + bl::kBaseOffset);
     int32_t len = load_be32(hdr + bl::kBatchLength);
     int32_t delta = load_be32(hdr + bl::kLastOffsetDelta);
@@ -349,7 +387,9 @@ Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_b
   if (offset >= limit) return out;
   const Segment* seg = segment_for(offset);
   if (seg == nullptr) return out;
-  uint64_t pos = seek(*seg, offset);
+  auto file = read_fd(*seg);
+  if (!file) return std::unexpected(file.error());
+  uint64_t pos = seek(*seg, file->fd, offset);
   size_t seg_index = 0;
   while (segments_[seg_index].get() != seg) ++seg_index;
   while (true) {
@@ -361,7 +401,7 @@ Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_b
         want = static_cast<size_t>(std::min<uint64_t>(avail, bl::kLogOverhead));
       size_t old = out.records.size();
       out.records.resize(old + want);
-      if (!pread_all(seg->fd, out.records.data() + old, want, pos)) {
+      if (!pread_all(file->fd, out.records.data() + old, want, pos)) {
         return fail(ErrorCode::kKafkaStorageError, fmt::format("read of {} failed", seg->path.string()));
       }
       // Keep whole batches only; the first batch is always returned whole.
@@ -376,7 +416,7 @@ Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_b
         if (p + size > out.records.size()) {
           if (p == 0 && allow_oversized_first) {
             out.records.resize(size);
-            if (!pread_all(seg->fd, out.records.data(), size, pos)) {
+            if (!pread_all(file->fd, out.records.data(), size, pos)) {
               return fail(ErrorCode::kKafkaStorageError, fmt::format("read of {} failed", seg->path.string()));
             }
             p = size;
@@ -393,6 +433,8 @@ Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_b
     seg = segments_[seg_index].get();
     pos = 0;
     if (out.records.size() >= max_bytes) break;
+    file = read_fd(*seg);
+    if (!file) return std::unexpected(file.error());
   }
   return out;
 }
@@ -405,9 +447,11 @@ int64_t PartitionLog::offset_for_timestamp(int64_t ts) const {
     // Every batch before the entry found has max timestamp < ts; start at the
     // previous entry's position, which is at or before that boundary.
     uint64_t pos = it == seg->time_index.begin() ? 0 : (it - 1)->position;
+    auto file = read_fd(*seg);
+    if (!file) return -1;
     uint8_t hdr[bl::kHeaderSize];
     while (pos + bl::kHeaderSize <= seg->size) {
-      if (!pread_all(seg->fd, hdr, bl::kHeaderSize, pos)) return -1;
+      if (!pread_all(file->fd, hdr, bl::kHeaderSize, pos)) return -1;
       if (load_be64(hdr + bl::kMaxTimestamp) >= ts) return load_be64(hdr + bl::kBaseOffset);
       pos += bl::kLogOverhead + static_cast<uint32_t>(load_be32(hdr + bl::kBatchLength));
     }
@@ -425,7 +469,8 @@ size_t PartitionLog::apply_retention(int64_t now) {
         config_.retention_bytes >= 0 && size_bytes() - oldest.size >= static_cast<uint64_t>(config_.retention_bytes);
     if (!expired && !too_big) break;
     spdlog::info("{}: retention deletes segment {} ({} bytes)", dir_.string(), oldest.base_offset, oldest.size);
-    ::close(oldest.fd);
+    if (oldest.fd >= 0) ::close(oldest.fd);
+    config_.files->forget(oldest.path);
     std::error_code ec;
     fs::remove(oldest.path, ec);
     segments_.erase(segments_.begin());

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "services/broker/error.h"
+#include "services/broker/file_cache.h"
 #include "services/broker/producer_state.h"
 #include "services/broker/record_batch.h"
 #include "services/broker/wire.h"
@@ -33,6 +34,9 @@ struct LogConfig {
   Sync sync = Sync::kInline;
   /// One sparse index entry per this many bytes of log.
   uint32_t index_interval_bytes = 4096;
+  /// Read descriptors of closed segments, shared by every log of a broker.
+  /// Null: the log makes its own of FileCache::kDefaultCapacity.
+  std::shared_ptr<FileCache> files;
 };
 
 /// The log of one partition: a directory of segment files named by their
@@ -41,6 +45,10 @@ struct LogConfig {
 ///
 /// The sparse offset index and the time index of each segment live in memory
 /// and are rebuilt at open from a header-only scan (see README.md).
+///
+/// Descriptors: the active (last) segment keeps its file open for writing, as
+/// does (kDeferred) a closed one until its data is durable; every other
+/// segment is opened on demand through the shared FileCache.
 ///
 /// Threading: not thread-safe; the broker uses it from its one I/O thread.
 class PartitionLog {
@@ -109,6 +117,8 @@ class PartitionLog {
   };
   struct Segment {
     int64_t base_offset = 0;
+    /// Write descriptor: the active segment's, or a closed one's until its
+    /// data is durable; -1 otherwise (reads go through the FileCache).
     int fd = -1;
     uint64_t size = 0;
     int64_t max_timestamp = -1;
@@ -126,7 +136,16 @@ class PartitionLog {
   void index_batch(Segment& seg, const BatchHeader& h, uint64_t position);
   Segment& roll(int64_t base_offset);
   const Segment* segment_for(int64_t offset) const;
-  uint64_t seek(const Segment& seg, int64_t offset) const;
+  /// A descriptor to read `seg` with: its write descriptor or a cached one,
+  /// valid while the returned handle lives.
+  struct ReadFd {
+    int fd = -1;
+    FileCache::Handle hold;
+  };
+  Result<ReadFd> read_fd(const Segment& seg) const;
+  /// Closes the write descriptor of a segment that is no longer active.
+  void release_write_fd(Segment& seg);
+  uint64_t seek(const Segment& seg, int fd, int64_t offset) const;
 
   std::filesystem::path dir_;
   LogConfig config_;

@@ -4,6 +4,7 @@
 // a temporary data directory, output captured to files, and the process
 // always reaped (SIGTERM, then SIGKILL) so a failing test leaks nothing.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,8 +47,10 @@ inline std::string read_file(const fs::path& p) {
 
 class BrokerProcess {
  public:
-  BrokerProcess(fs::path data_dir, std::vector<std::string> extra_args = {})
-      : data_dir_(std::move(data_dir)), extra_(std::move(extra_args)) {
+  /// `fd_limit` > 0: the broker runs with RLIMIT_NOFILE (soft and hard) set
+  /// to it, as under `ulimit -n`.
+  BrokerProcess(fs::path data_dir, std::vector<std::string> extra_args = {}, rlim_t fd_limit = 0)
+      : data_dir_(std::move(data_dir)), extra_(std::move(extra_args)), fd_limit_(fd_limit) {
     start();
   }
   ~BrokerProcess() { stop(); }
@@ -70,6 +73,10 @@ class BrokerProcess {
       FILE* out = std::freopen(log_.c_str(), "w", stderr);
       (void)out;
       ::dup2(STDERR_FILENO, STDOUT_FILENO);
+      if (fd_limit_ > 0) {
+        rlimit lim{fd_limit_, fd_limit_};
+        if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) ::_exit(126);
+      }
       std::vector<char*> argv;
       argv.reserve(args.size() + 1);
       for (auto& a : args) argv.push_back(a.data());
@@ -156,6 +163,7 @@ class BrokerProcess {
 
   fs::path data_dir_;
   std::vector<std::string> extra_;
+  rlim_t fd_limit_ = 0;
   std::string listen_ = "127.0.0.1:0";
   fs::path log_;
   pid_t pid_ = -1;

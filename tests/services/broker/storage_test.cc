@@ -163,6 +163,74 @@ TEST(PartitionLog, OffsetForTimestampFindsFirstBatchWithMaxTimestampAtLeastT) {
   EXPECT_EQ(log->offset_for_timestamp(1291), -1);
 }
 
+size_t open_descriptors() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+TEST(PartitionLog, ClosedSegmentsAreReadThroughABoundedCacheOfDescriptors) {
+  TempDir dir;
+  LogConfig cfg;
+  cfg.segment_bytes = 100;  // one batch per segment
+  cfg.files = std::make_shared<FileCache>(8);
+  {
+    auto log = PartitionLog::open(dir.path() / "t-0", cfg);
+    for (int i = 0; i < 300; ++i) ASSERT_TRUE(append(*log, make_batch({{"v" + std::to_string(i)}})).has_value());
+    ASSERT_EQ(log->segment_count(), 300u);
+  }
+  // Given a reopened log of 300 segments
+  size_t before = open_descriptors();
+  auto log = PartitionLog::open(dir.path() / "t-0", cfg);
+  // Then only the active segment is open
+  EXPECT_EQ(open_descriptors(), before + 1);
+  // When every offset is read, one segment at a time and across segments
+  for (int64_t o = 0; o < 300; ++o) {
+    auto rd = log->read(o, 1);
+    ASSERT_TRUE(rd.has_value()) << o;
+    EXPECT_EQ(base_offsets(rd->records), (std::vector<int64_t>{o}));
+  }
+  EXPECT_EQ(base_offsets(log->read(0, 1 << 20)->records).size(), 300u);
+  EXPECT_EQ(log->offset_for_timestamp(0), 0);
+  // Then at most the cache's 8 closed segments are open besides the active one
+  EXPECT_LE(cfg.files->size(), 8u);
+  EXPECT_LE(open_descriptors(), before + 1 + 8);
+  // And retention closes what it deletes
+  LogConfig keep_one = cfg;
+  keep_one.retention_bytes = 0;
+  log.reset();
+  EXPECT_EQ(cfg.files->size(), 0u);  // a closed log leaves nothing in the cache
+  log = PartitionLog::open(dir.path() / "t-0", keep_one);
+  ASSERT_TRUE(log->read(0, 1).has_value());
+  EXPECT_EQ(log->apply_retention(0), 299u);
+  EXPECT_EQ(cfg.files->size(), 0u);
+  EXPECT_EQ(open_descriptors(), before + 1);
+}
+
+TEST(PartitionLog, DeferredSyncKeepsAClosedSegmentsWriteDescriptorUntilItIsDurable) {
+  TempDir dir;
+  LogConfig cfg;
+  cfg.sync = LogConfig::Sync::kDeferred;
+  cfg.segment_bytes = 100;
+  auto log = PartitionLog::open(dir.path() / "t-0", cfg);
+  size_t before = open_descriptors();
+  // Given two appends not yet durable, the second rolling to a new segment
+  ASSERT_TRUE(append(*log, make_batch({{"a"}})).has_value());
+  ASSERT_TRUE(append(*log, make_batch({{"b"}})).has_value());
+  ASSERT_EQ(log->segment_count(), 2u);
+  // Then the flusher is handed both segments' (open) descriptors
+  auto fds = log->unsynced_fds();
+  ASSERT_EQ(fds.size(), 2u);
+  for (int fd : fds) EXPECT_EQ(::fdatasync(fd), 0);
+  EXPECT_EQ(open_descriptors(), before + 1);
+  // And once durable, the closed segment gives its descriptor up
+  log->mark_durable(2);
+  EXPECT_EQ(log->high_watermark(), 2);
+  EXPECT_EQ(open_descriptors(), before);
+  EXPECT_EQ(log->unsynced_fds().size(), 1u);
+  EXPECT_EQ(base_offsets(log->read(0, 1 << 20)->records), (std::vector<int64_t>{0, 1}));
+}
+
 BatchSpec idem(int64_t pid, int16_t epoch, int32_t seq, int n = 1) {
   BatchSpec s;
   s.values.assign(static_cast<size_t>(n), "v");
