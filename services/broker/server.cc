@@ -1,8 +1,12 @@
 #include "services/broker/server.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
+#include <chrono>
 #include <deque>
+#include <utility>
 
 namespace starling::broker {
 
@@ -25,16 +29,59 @@ void Server::stop() {
   sockets_.clear();
 }
 
+bool RateLimit::allow(Clock::time_point now) {
+  if (now < next_) {
+    ++suppressed_;
+    return false;
+  }
+  next_ = now + interval_;
+  return true;
+}
+
+size_t RateLimit::take_suppressed() { return std::exchange(suppressed_, 0); }
+
+namespace {
+
+// Out of descriptors (or kernel memory) the pending connection stays in the
+// backlog and accept fails again at once: retrying without a pause spins a
+// core and floods the log. Open connections keep being served meanwhile, and
+// closing them frees descriptors.
+constexpr auto kMinAcceptBackoff = std::chrono::milliseconds(100);
+constexpr auto kMaxAcceptBackoff = std::chrono::seconds(1);
+
+bool out_of_resources(const boost::system::error_code& ec) {
+  if (&ec.category() != &boost::system::system_category()) return false;
+  int e = ec.value();
+  return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+}
+
+}  // namespace
+
 asio::awaitable<void> Server::accept_loop() {
+  asio::steady_timer pause(io_);
+  Clock::duration backoff = kMinAcceptBackoff;
   while (acceptor_.is_open()) {
     boost::system::error_code ec;
     auto socket =
         std::make_shared<tcp::socket>(co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec)));
     if (ec) {
       if (ec == asio::error::operation_aborted) co_return;
-      spdlog::warn("accept failed: {}", ec.message());
+      bool back_off = out_of_resources(ec);
+      if (accept_warnings_.allow(Clock::now())) {
+        spdlog::warn("accept failed: {} ({} connections open, {} more failures not logged){}", ec.message(),
+                     sockets_.size(), accept_warnings_.take_suppressed(),
+                     back_off ? fmt::format("; retrying in {} ms",
+                                            std::chrono::duration_cast<std::chrono::milliseconds>(backoff).count())
+                              : "");
+      }
+      if (back_off) {
+        pause.expires_after(backoff);
+        co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        backoff = std::min<Clock::duration>(backoff * 2, kMaxAcceptBackoff);
+      }
       continue;
     }
+    backoff = kMinAcceptBackoff;
     socket->set_option(tcp::no_delay(true), ec);
     sockets_.insert(socket);
     asio::co_spawn(io_, session(socket), asio::detached);
