@@ -30,8 +30,6 @@ struct BrokerConfig {
   /// 0: fsync every batch before acknowledging; otherwise flush every N ms.
   int64_t flush_interval_ms = 0;
   LogConfig log;
-  /// Frames larger than this close the connection (Kafka's socket.request.max.bytes).
-  size_t max_frame_bytes = 100u << 20;
   /// Largest accepted record batch (Kafka's message.max.bytes is ~1 MiB; we allow more).
   size_t max_batch_bytes = 16u << 20;
   /// Read descriptors of closed segments kept open across all partitions
@@ -47,24 +45,32 @@ struct Reply {
   std::vector<Bytes> buffers;
 };
 
+/// What the Server asks of the broker: a request frame in, a reply out. The
+/// seam where server tests put a fake.
+class RequestHandler {
+ public:
+  virtual ~RequestHandler() = default;
+  /// Handles one request frame (without its 4-byte size). An error means the
+  /// request could not be decoded: the server logs it and closes the connection.
+  virtual asio::awaitable<Result<Reply>> handle(Bytes frame, std::string client_host) = 0;
+};
+
 /// All broker state and the request handlers. One instance per process.
 ///
 /// Threading: everything runs on one strand-free io_context thread; handlers
 /// are coroutines that may park (Fetch long-poll, JoinGroup, SyncGroup).
-class Broker {
+class Broker : public RequestHandler {
  public:
   /// Opens the data directory (topics, logs, offsets). Throws on startup errors.
   Broker(asio::any_io_executor ex, BrokerConfig config);
-  ~Broker();
+  ~Broker() override;
 
   /// Starts the periodic tasks: group timers, interval flush, retention.
   void start();
   /// Flushes every log (used at shutdown).
   void flush_all();
 
-  /// Handles one request frame (without its 4-byte size). An error means the
-  /// request could not be decoded: the server logs it and closes the connection.
-  asio::awaitable<Result<Reply>> handle(Bytes frame, std::string client_host);
+  asio::awaitable<Result<Reply>> handle(Bytes frame, std::string client_host) override;
 
   BrokerConfig& config() { return config_; }
   /// For tests: the log of a partition or nullptr.

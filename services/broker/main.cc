@@ -99,7 +99,8 @@ int main(int argc, char** argv) {
     auto endpoint = parse_listen(listen);
     starling::broker::asio::io_context io(1);
     starling::broker::Broker broker(io.get_executor(), config);
-    starling::broker::Server server(io, broker, endpoint);
+    starling::broker::ServerConfig server_config;
+    starling::broker::Server server(io, broker, endpoint, server_config);
     auto bound = server.local_endpoint();
     broker.config().advertised_host = advertised_host.empty() ? bound.address().to_string() : advertised_host;
     broker.config().advertised_port = bound.port();

@@ -12,15 +12,34 @@ namespace starling::broker {
 
 using asio::ip::tcp;
 
-Server::Server(asio::io_context& io, Broker& broker, const tcp::endpoint& listen)
-    : io_(io), broker_(broker), acceptor_(io) {
+Server::Server(asio::io_context& io, RequestHandler& handler, const tcp::endpoint& listen, ServerConfig config)
+    : io_(io), handler_(handler), config_(config), acceptor_(io) {
   acceptor_.open(listen.protocol());
   acceptor_.set_option(tcp::acceptor::reuse_address(true));
   acceptor_.bind(listen);
   acceptor_.listen();
 }
 
-void Server::start() { asio::co_spawn(io_, accept_loop(), asio::detached); }
+namespace {
+
+/// Completion of a detached coroutine: logs an exception that escaped it
+/// (asio::detached would drop it without a word).
+auto log_escaped(const char* what) {
+  return [what](const std::exception_ptr& e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      spdlog::error("{} failed: {}", what, x.what());
+    } catch (...) {
+      spdlog::error("{} failed with a non-exception", what);
+    }
+  };
+}
+
+}  // namespace
+
+void Server::start() { asio::co_spawn(io_, accept_loop(), log_escaped("accept loop")); }
 
 void Server::stop() {
   boost::system::error_code ec;
@@ -61,30 +80,37 @@ asio::awaitable<void> Server::accept_loop() {
   asio::steady_timer pause(io_);
   Clock::duration backoff = kMinAcceptBackoff;
   while (acceptor_.is_open()) {
-    boost::system::error_code ec;
-    auto socket =
-        std::make_shared<tcp::socket>(co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec)));
-    if (ec) {
-      if (ec == asio::error::operation_aborted) co_return;
-      bool back_off = out_of_resources(ec);
-      if (accept_warnings_.allow(Clock::now())) {
-        spdlog::warn("accept failed: {} ({} connections open, {} more failures not logged){}", ec.message(),
-                     sockets_.size(), accept_warnings_.take_suppressed(),
-                     back_off ? fmt::format("; retrying in {} ms",
-                                            std::chrono::duration_cast<std::chrono::milliseconds>(backoff).count())
-                              : "");
+    bool back_off = false;
+    try {
+      boost::system::error_code ec;
+      auto socket =
+          std::make_shared<tcp::socket>(co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec)));
+      if (ec) {
+        if (ec == asio::error::operation_aborted) co_return;
+        back_off = out_of_resources(ec);
+        if (accept_warnings_.allow(Clock::now())) {
+          spdlog::warn("accept failed: {} ({} connections open, {} more failures not logged){}", ec.message(),
+                       sockets_.size(), accept_warnings_.take_suppressed(),
+                       back_off ? fmt::format("; retrying in {} ms",
+                                              std::chrono::duration_cast<std::chrono::milliseconds>(backoff).count())
+                                : "");
+        }
+      } else {
+        backoff = kMinAcceptBackoff;
+        socket->set_option(tcp::no_delay(true), ec);
+        sockets_.insert(socket);
+        asio::co_spawn(io_, session(socket), log_escaped("connection"));
       }
-      if (back_off) {
-        pause.expires_after(backoff);
-        co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-        backoff = std::min<Clock::duration>(backoff * 2, kMaxAcceptBackoff);
-      }
-      continue;
+    } catch (const std::exception& e) {
+      spdlog::error("accept loop: {}", e.what());
+      back_off = true;
     }
-    backoff = kMinAcceptBackoff;
-    socket->set_option(tcp::no_delay(true), ec);
-    sockets_.insert(socket);
-    asio::co_spawn(io_, session(socket), asio::detached);
+    if (back_off) {
+      boost::system::error_code ec;
+      pause.expires_after(backoff);
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      backoff = std::min<Clock::duration>(backoff * 2, kMaxAcceptBackoff);
+    }
   }
 }
 
@@ -110,9 +136,22 @@ asio::awaitable<void> Server::session(std::shared_ptr<tcp::socket> socket) {
   boost::system::error_code ec;
   auto remote = socket->remote_endpoint(ec);
   std::string peer = ec ? "?" : remote.address().to_string();
-  const size_t max_frame = broker_.config().max_frame_bytes;
   auto pipe = std::make_shared<Pipeline>();
-  asio::co_spawn(io_, writer(socket, pipe, peer), asio::detached);
+  asio::co_spawn(io_, writer(socket, pipe, peer), log_escaped("writer"));
+  try {
+    co_await read_requests(socket, pipe, peer);
+  } catch (const std::exception& e) {
+    spdlog::error("{}: closing connection: reader failed: {}", peer, e.what());
+  }
+  pipe->reader_done = true;
+  if (pipe->writer_wakeup) pipe->writer_wakeup->wake();
+  socket->close(ec);
+}
+
+asio::awaitable<void> Server::read_requests(std::shared_ptr<tcp::socket> socket, std::shared_ptr<Pipeline> pipe,
+                                            std::string peer) {
+  boost::system::error_code ec;
+  const size_t max_frame = config_.max_frame_bytes;
   for (;;) {
     uint8_t size_buf[4];
     co_await asio::async_read(*socket, asio::buffer(size_buf), asio::redirect_error(asio::use_awaitable, ec));
@@ -146,20 +185,39 @@ asio::awaitable<void> Server::session(std::shared_ptr<tcp::socket> socket) {
     // Handlers start in request order (posts run FIFO on the one thread), so
     // appends happen in order; a handler that parks (long-poll fetch, group
     // join, fsync) does not hold up the requests behind it.
+    // A handler that throws fails its request: the writer logs that and
+    // closes this connection only, after the replies before it.
     asio::co_spawn(
         io_,
         [this, slot, frame = std::move(frame), peer]() mutable -> asio::awaitable<void> {
-          slot->complete(co_await broker_.handle(std::move(frame), peer));
+          Result<Reply> reply = fail(ErrorCode::kUnknownServerError, "request handler failed");
+          try {
+            reply = co_await handler_.handle(std::move(frame), peer);
+          } catch (const std::exception& e) {
+            reply = fail(ErrorCode::kUnknownServerError, fmt::format("request handler threw: {}", e.what()));
+          } catch (...) {
+            reply = fail(ErrorCode::kUnknownServerError, "request handler threw a non-exception");
+          }
+          slot->complete(std::move(reply));
         },
-        asio::detached);
+        log_escaped("request handler"));
   }
-  pipe->reader_done = true;
-  if (pipe->writer_wakeup) pipe->writer_wakeup->wake();
-  socket->close(ec);
 }
 
 asio::awaitable<void> Server::writer(std::shared_ptr<tcp::socket> socket, std::shared_ptr<Pipeline> pipe,
                                      std::string peer) {
+  boost::system::error_code ec;
+  try {
+    co_await write_replies(socket, pipe, peer);
+  } catch (const std::exception& e) {
+    spdlog::error("{}: closing connection: writer failed: {}", peer, e.what());
+  }
+  socket->close(ec);
+  sockets_.erase(socket);
+}
+
+asio::awaitable<void> Server::write_replies(std::shared_ptr<tcp::socket> socket, std::shared_ptr<Pipeline> pipe,
+                                            const std::string& peer) {
   boost::system::error_code ec;
   for (;;) {
     if (pipe->slots.empty()) {
@@ -185,8 +243,6 @@ asio::awaitable<void> Server::writer(std::shared_ptr<tcp::socket> socket, std::s
       if (ec) break;
     }
   }
-  socket->close(ec);
-  sockets_.erase(socket);
 }
 
 }  // namespace starling::broker
