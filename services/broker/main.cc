@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   int64_t retention_bytes = -1;
   uint64_t segment_bytes = 64ull << 20;
   size_t max_open_segment_files = 0;
+  starling::broker::ServerConfig server_config;
   std::string log_level = "info";
   app.add_option("--listen", listen, "HOST:PORT to listen on; port 0 picks a free port")->capture_default_str();
   app.add_option("--data-dir", data_dir, "Directory for logs, topics and committed offsets (created if missing)")
@@ -70,6 +71,15 @@ int main(int argc, char** argv) {
                  "Read descriptors of closed segment files kept open, across all partitions (0: a quarter of "
                  "RLIMIT_NOFILE, at most 512); the active segment of each partition is open besides")
       ->capture_default_str();
+  app.add_option("--max-connections", server_config.max_connections,
+                 "Connections beyond this many are accepted and closed at once")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--max-inflight-request-bytes", server_config.max_inflight_request_bytes,
+                 "Bytes of requests read and not yet handled, across all connections; past it connections are not "
+                 "read until handlers finish (a larger single request is still taken alone)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, SIZE_MAX));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -99,7 +109,6 @@ int main(int argc, char** argv) {
     auto endpoint = parse_listen(listen);
     starling::broker::asio::io_context io(1);
     starling::broker::Broker broker(io.get_executor(), config);
-    starling::broker::ServerConfig server_config;
     starling::broker::Server server(io, broker, endpoint, server_config);
     auto bound = server.local_endpoint();
     broker.config().advertised_host = advertised_host.empty() ? bound.address().to_string() : advertised_host;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <deque>
@@ -13,7 +14,11 @@ namespace starling::broker {
 using asio::ip::tcp;
 
 Server::Server(asio::io_context& io, RequestHandler& handler, const tcp::endpoint& listen, ServerConfig config)
-    : io_(io), handler_(handler), config_(config), acceptor_(io) {
+    : io_(io),
+      handler_(handler),
+      config_(config),
+      acceptor_(io),
+      inflight_(io.get_executor(), config.max_inflight_request_bytes) {
   acceptor_.open(listen.protocol());
   acceptor_.set_option(tcp::acceptor::reuse_address(true));
   acceptor_.bind(listen);
@@ -59,6 +64,39 @@ bool RateLimit::allow(Clock::time_point now) {
 
 size_t RateLimit::take_suppressed() { return std::exchange(suppressed_, 0); }
 
+asio::awaitable<void> ByteBudget::acquire(Frame frame, size_t n) {
+  if ((waiters_.empty() || oldest_partly_read(frame)) && may_take(frame, n)) {
+    take(frame, n);
+    co_return;
+  }
+  auto granted = std::make_shared<Pending<bool>>(ex_);
+  waiters_.push_back({frame, n, granted});
+  while (!granted->result) co_await granted->wait_until(Clock::time_point::max());
+}
+
+void ByteBudget::end_frame(Frame frame) {
+  partly_read_.erase(frame);
+  admit();
+}
+
+void ByteBudget::release(size_t n) {
+  in_use_ -= std::min(n, in_use_);
+  admit();
+}
+
+void ByteBudget::admit() {
+  auto grant = [this](std::deque<Waiter>::iterator it) {
+    take(it->frame, it->n);
+    it->granted->complete(true);
+    return waiters_.erase(it);
+  };
+  while (!waiters_.empty() && may_take(waiters_.front().frame, waiters_.front().n)) grant(waiters_.begin());
+  if (partly_read_.empty()) return;
+  auto oldest =
+      std::find_if(waiters_.begin(), waiters_.end(), [this](const Waiter& w) { return oldest_partly_read(w.frame); });
+  if (oldest != waiters_.end()) grant(oldest);
+}
+
 namespace {
 
 // Out of descriptors (or kernel memory) the pending connection stays in the
@@ -95,6 +133,15 @@ asio::awaitable<void> Server::accept_loop() {
                                               std::chrono::duration_cast<std::chrono::milliseconds>(backoff).count())
                                 : "");
         }
+      } else if (sockets_.size() >= config_.max_connections) {
+        backoff = kMinAcceptBackoff;
+        if (connection_cap_warnings_.allow(Clock::now())) {
+          auto remote = socket->remote_endpoint(ec);
+          spdlog::warn("closing new connection from {}: --max-connections {} reached ({} more not logged)",
+                       ec ? "?" : remote.address().to_string(), config_.max_connections,
+                       connection_cap_warnings_.take_suppressed());
+        }
+        socket->close(ec);
       } else {
         backoff = kMinAcceptBackoff;
         socket->set_option(tcp::no_delay(true), ec);
@@ -162,22 +209,33 @@ asio::awaitable<void> Server::read_requests(std::shared_ptr<tcp::socket> socket,
       spdlog::warn("{}: closing connection: frame size {} outside [10, {}]", peer, size, max_frame);
       break;
     }
-    // Grow the buffer as bytes arrive rather than trusting the announced
-    // size, so idle clients announcing huge frames cannot pin memory.
-    Bytes frame;
-    size_t got = 0;
-    while (got < static_cast<size_t>(size)) {
-      size_t chunk = std::min<size_t>(static_cast<size_t>(size) - got, kReadChunk);
-      frame.resize(got + chunk);
-      co_await asio::async_read(*socket, asio::buffer(frame.data() + got, chunk),
-                                asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) break;
-      got += chunk;
-    }
-    if (ec) break;
+    // Before taking any of the shared budget: a client that does not read
+    // its replies must not hold bytes of it while it waits for a slot.
     while (pipe->slots.size() >= kMaxInFlight) {
       pipe->reader_wakeup = std::make_shared<Pending<bool>>(io_.get_executor());
       co_await pipe->reader_wakeup->wait_until(Clock::time_point::max());
+    }
+    // Grow the buffer as bytes arrive rather than trusting the announced
+    // size, so idle clients announcing huge frames cannot pin memory.
+    // Backpressure: each chunk waits for room in the broker-wide budget; the
+    // handler gives the frame's bytes back when it is done.
+    const auto frame_bytes = static_cast<size_t>(size);
+    const ByteBudget::Frame ticket = inflight_.new_frame();
+    Bytes frame;
+    size_t got = 0;
+    while (got < frame_bytes) {
+      size_t chunk = std::min<size_t>(frame_bytes - got, kReadChunk);
+      co_await inflight_.acquire(ticket, chunk);
+      frame.resize(got + chunk);
+      co_await asio::async_read(*socket, asio::buffer(frame.data() + got, chunk),
+                                asio::redirect_error(asio::use_awaitable, ec));
+      got += chunk;
+      if (ec) break;
+    }
+    inflight_.end_frame(ticket);
+    if (ec) {
+      inflight_.release(got);
+      break;
     }
     auto slot = std::make_shared<Pending<Result<Reply>>>(io_.get_executor());
     pipe->slots.push_back(slot);
@@ -189,7 +247,7 @@ asio::awaitable<void> Server::read_requests(std::shared_ptr<tcp::socket> socket,
     // closes this connection only, after the replies before it.
     asio::co_spawn(
         io_,
-        [this, slot, frame = std::move(frame), peer]() mutable -> asio::awaitable<void> {
+        [this, slot, frame = std::move(frame), frame_bytes, peer]() mutable -> asio::awaitable<void> {
           Result<Reply> reply = fail(ErrorCode::kUnknownServerError, "request handler failed");
           try {
             reply = co_await handler_.handle(std::move(frame), peer);
@@ -198,6 +256,7 @@ asio::awaitable<void> Server::read_requests(std::shared_ptr<tcp::socket> socket,
           } catch (...) {
             reply = fail(ErrorCode::kUnknownServerError, "request handler threw a non-exception");
           }
+          inflight_.release(frame_bytes);
           slot->complete(std::move(reply));
         },
         log_escaped("request handler"));

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <set>
 
@@ -25,19 +26,79 @@ class RateLimit {
   size_t suppressed_ = 0;
 };
 
-/// Accepts TCP connections; per connection a reader coroutine reads
-/// size-prefixed frames and starts a Broker handler for each, and a writer
-/// coroutine sends the replies strictly in request order (handlers come from
-/// a RequestHandler, the Broker). Oversized or
-/// undecodable frames close the connection. When accept fails for want of
-/// descriptors it pauses (100 ms doubling to 1 s) instead of spinning.
-///
-/// Threading: runs on the io_context the Broker uses, on a single thread.
 struct ServerConfig {
   /// Frames larger than this close the connection (Kafka's socket.request.max.bytes).
   size_t max_frame_bytes = 100u << 20;
+  /// Connections beyond this many are accepted and closed at once (Kafka's
+  /// max.connections); each costs a descriptor and two coroutines.
+  size_t max_connections = 1024;
+  /// Bytes of request frames read and not yet handled, across all
+  /// connections (Kafka's queued.max.request.bytes, 500 MiB there): past it a
+  /// connection's next frame is not read until handlers finish.
+  size_t max_inflight_request_bytes = 256u << 20;
 };
 
+/// The budget of request bytes in memory across all connections: read (in
+/// chunks of at most 1 MiB, each taken before it is read) and not yet handled.
+/// A reader that cannot take its next chunk stops reading its socket (TCP
+/// backpressure) until handlers finish and release bytes. Waiters are
+/// admitted in arrival order, so large frames are not starved by small ones.
+///
+/// Two exceptions keep it from deadlocking: a chunk is granted when nothing
+/// is in use (so a frame larger than the whole budget gets through alone),
+/// and the oldest partly read frame may always take its next chunk (so
+/// frames half read by several connections cannot wait on each other
+/// forever); the budget is exceeded by at most one frame. Charging chunks
+/// as they are read, not the size a frame announces, means a client that
+/// announces a large frame and stalls holds at most one chunk.
+///
+/// Threading: I/O thread only.
+class ByteBudget {
+ public:
+  using Frame = uint64_t;
+  ByteBudget(asio::any_io_executor ex, size_t limit) : ex_(std::move(ex)), limit_(limit) {}
+  /// A new frame's id, for acquire() and end_frame().
+  Frame new_frame() { return next_frame_++; }
+  /// Returns once `n` more bytes of `frame` are granted; they are the
+  /// caller's to release().
+  asio::awaitable<void> acquire(Frame frame, size_t n);
+  /// `frame` is read whole (or abandoned) and loses its priority.
+  void end_frame(Frame frame);
+  void release(size_t n);
+  size_t in_use() const { return in_use_; }
+  size_t waiting() const { return waiters_.size(); }
+
+ private:
+  struct Waiter {
+    Frame frame;
+    size_t n;
+    std::shared_ptr<Pending<bool>> granted;
+  };
+  bool oldest_partly_read(Frame f) const { return !partly_read_.empty() && *partly_read_.begin() == f; }
+  bool may_take(Frame f, size_t n) const { return in_use_ == 0 || in_use_ + n <= limit_ || oldest_partly_read(f); }
+  void take(Frame f, size_t n) {
+    in_use_ += n;
+    partly_read_.insert(f);
+  }
+  /// Admits waiters: in order while they fit, and the oldest partly read frame.
+  void admit();
+
+  asio::any_io_executor ex_;
+  size_t limit_;
+  size_t in_use_ = 0;
+  Frame next_frame_ = 0;
+  std::set<Frame> partly_read_;
+  std::deque<Waiter> waiters_;
+};
+
+/// Accepts TCP connections; per connection a reader coroutine reads
+/// size-prefixed frames and starts a handler (the Broker's) for each, and a
+/// writer coroutine sends the replies strictly in request order. Oversized
+/// or undecodable frames close the connection. When accept fails for want of
+/// descriptors it pauses (100 ms doubling to 1 s) instead of spinning.
+/// ServerConfig has the limits.
+///
+/// Threading: runs on the io_context the Broker uses, on a single thread.
 class Server {
  public:
   /// Binds and listens; throws at startup when the address is unusable.
@@ -48,6 +109,7 @@ class Server {
   /// Stops accepting and closes every connection.
   void stop();
   size_t connection_count() const { return sockets_.size(); }
+  const ByteBudget& inflight() const { return inflight_; }
 
  private:
   asio::awaitable<void> accept_loop();
@@ -67,6 +129,8 @@ class Server {
   asio::ip::tcp::acceptor acceptor_;
   std::set<std::shared_ptr<asio::ip::tcp::socket>> sockets_;
   RateLimit accept_warnings_{std::chrono::seconds(1)};
+  RateLimit connection_cap_warnings_{std::chrono::seconds(1)};
+  ByteBudget inflight_;
 };
 
 }  // namespace starling::broker
