@@ -75,6 +75,8 @@ class Broker : public RequestHandler {
   BrokerConfig& config() { return config_; }
   /// For tests: the log of a partition or nullptr.
   PartitionLog* log(const std::string& topic, int32_t partition);
+  /// For tests: partition reads done by Fetch handlers so far.
+  uint64_t fetch_partition_reads() const { return fetch_partition_reads_; }
 
  private:
   struct Topic {
@@ -127,6 +129,7 @@ class Broker : public RequestHandler {
   std::unique_ptr<GroupCoordinator> groups_;
   std::map<std::string, Topic> topics_;
   std::vector<FetchWaiter*> fetch_waiters_;
+  uint64_t fetch_partition_reads_ = 0;
   Clock::time_point last_flush_;
   Clock::time_point last_retention_;
 };

@@ -128,44 +128,65 @@ asio::awaitable<Reply> Broker::handle_fetch(const RequestHeader& h, const FetchR
   };
   using TopicResults = std::vector<std::pair<std::string, std::vector<PartResult>>>;
   auto deadline = Clock::now() + milliseconds(std::max(0, req.max_wait_ms));
-  auto collect = [&](size_t& total, bool& any_error) {
-    TopicResults out;
-    total = 0;
-    any_error = false;
-    size_t budget = req.max_bytes > 0 ? static_cast<size_t>(req.max_bytes) : 0;
-    for (const auto& t : req.topics) {
-      std::vector<PartResult> parts;
-      for (const auto& p : t.partitions) {
-        PartResult pr;
-        pr.index = p.index;
-        PartitionLog* lg = log(t.name, p.index);
-        if (lg == nullptr) {
-          pr.error = ErrorCode::kUnknownTopicOrPartition;
-          any_error = true;
-        } else {
-          pr.high_watermark = lg->high_watermark();
-          pr.log_start = lg->log_start_offset();
-          size_t limit = std::min<size_t>(static_cast<size_t>(std::max(0, p.partition_max_bytes)),
-                                          budget > total ? budget - total : 0);
-          auto rd = lg->read(p.fetch_offset, limit, /*allow_oversized_first=*/total == 0);
-          if (!rd) {
-            pr.error = rd.error().code;
-            any_error = true;
-          } else {
-            total += rd->records.size();
-            pr.records = std::move(rd->records);
-          }
-        }
-        parts.push_back(std::move(pr));
-      }
-      out.emplace_back(t.name, std::move(parts));
-    }
-    return out;
+  // The log and high watermark each partition was last read at: a parked
+  // fetch is woken by every append to any of its partitions, and re-reads
+  // only the partitions whose high watermark moved since.
+  struct ReadAt {
+    PartitionLog* log = nullptr;
+    int64_t high_watermark = -1;
   };
-
+  std::vector<ReadAt> read_at;
+  TopicResults results;
   size_t total = 0;
   bool any_error = false;
-  TopicResults results = collect(total, any_error);
+  auto collect = [&] {
+    const bool first = results.empty();
+    const size_t budget = req.max_bytes > 0 ? static_cast<size_t>(req.max_bytes) : 0;
+    size_t k = 0;
+    for (size_t ti = 0; ti < req.topics.size(); ++ti) {
+      const auto& t = req.topics[ti];
+      if (first) results.emplace_back(t.name, std::vector<PartResult>(t.partitions.size()));
+      for (size_t pi = 0; pi < t.partitions.size(); ++pi, ++k) {
+        const auto& p = t.partitions[pi];
+        PartResult& pr = results[ti].second[pi];
+        PartitionLog* lg = log(t.name, p.index);
+        if (first) {
+          read_at.emplace_back();
+        } else if (lg != nullptr && lg == read_at[k].log && lg->high_watermark() == read_at[k].high_watermark &&
+                   pr.error == ErrorCode::kNone) {
+          continue;  // nothing new: keep what was read
+        }
+        total -= pr.records.size();
+        pr = PartResult{};
+        pr.index = p.index;
+        read_at[k] = {lg, lg != nullptr ? lg->high_watermark() : -1};
+        if (lg == nullptr) {
+          pr.error = ErrorCode::kUnknownTopicOrPartition;
+          continue;
+        }
+        pr.high_watermark = lg->high_watermark();
+        pr.log_start = lg->log_start_offset();
+        // `total` holds the other partitions' bytes: the response stays
+        // within max_bytes unless it is one oversized batch alone.
+        size_t limit = std::min<size_t>(static_cast<size_t>(std::max(0, p.partition_max_bytes)),
+                                        budget > total ? budget - total : 0);
+        ++fetch_partition_reads_;
+        auto rd = lg->read(p.fetch_offset, limit, /*allow_oversized_first=*/total == 0);
+        if (!rd) {
+          pr.error = rd.error().code;
+        } else {
+          total += rd->records.size();
+          pr.records = std::move(rd->records);
+        }
+      }
+    }
+    any_error = false;
+    for (const auto& [name, parts] : results) {
+      for (const auto& pr : parts) any_error = any_error || pr.error != ErrorCode::kNone;
+    }
+  };
+
+  collect();
   if (!any_error && total < static_cast<size_t>(std::max(0, req.min_bytes)) && Clock::now() < deadline) {
     // Long poll: park until a produce to one of these partitions wakes us.
     FetchWaiter waiter;
@@ -176,7 +197,7 @@ asio::awaitable<Reply> Broker::handle_fetch(const RequestHeader& h, const FetchR
     while (Clock::now() < deadline) {
       waiter.pending = std::make_shared<Pending<bool>>(ex_);
       co_await waiter.pending->wait_until(deadline);
-      results = collect(total, any_error);
+      collect();
       if (any_error || total >= static_cast<size_t>(std::max(0, req.min_bytes))) break;
     }
     fetch_waiters_.erase(std::find(fetch_waiters_.begin(), fetch_waiters_.end(), &waiter));
