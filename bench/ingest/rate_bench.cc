@@ -90,8 +90,8 @@ int main(int argc, char** argv) {
     rows.push_back({"baseline map", m, counters.size(), rss, hwm});
   }
   std::printf("rate_bench: %zu devices, %d passes, %.0f requests of one event\n\n", devices, passes, requests);
-  std::printf("| %-20s | %12s | %10s | %8s | %12s | %10s | %12s | %12s |\n", "", "requests/s", "ns/request",
-              "ratio", "CPU-us/event", "tracked", "RSS MiB", "peak RSS MiB");
+  std::printf("| %-20s | %12s | %10s | %8s | %12s | %10s | %12s | %12s |\n", "", "requests/s", "ns/request", "ratio",
+              "CPU-us/event", "tracked", "RSS MiB", "peak RSS MiB");
   std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(22, '-').c_str(), std::string(14, '-').c_str(),
               std::string(12, '-').c_str(), std::string(10, '-').c_str(), std::string(14, '-').c_str(),
               std::string(12, '-').c_str(), std::string(14, '-').c_str(), std::string(14, '-').c_str());

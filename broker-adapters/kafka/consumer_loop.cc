@@ -167,9 +167,10 @@ int ConsumerLoop::loop() {
 }
 
 Result<std::vector<OutMessage>> Stage::too_large(const OutMessage& output, std::size_t size, std::size_t limit) {
-  return fail(Errc::kInvalidArgument, fmt::format("an output to {} is {} bytes, over the {} a message may have, and this "
-                                                  "stage has no dead letter for it",
-                                                  output.topic, size, limit));
+  return fail(Errc::kInvalidArgument,
+              fmt::format("an output to {} is {} bytes, over the {} a message may have, and this "
+                          "stage has no dead letter for it",
+                          output.topic, size, limit));
 }
 
 std::size_t output_bytes(const OutMessage& m) {

@@ -77,8 +77,8 @@ class Cleaner {
   /// <p>.rejected plus a REJECTED fact for its seq (its CLEANED bit alone does
   /// not finish it, so the saga completes exactly); a rejection is cut to its
   /// truncated form. Any other output is an error.
-  Result<std::vector<kafka::OutMessage>> too_large(const kafka::OutMessage& output, std::size_t size,
-                                                   std::size_t limit, int64_t now_ms) const;
+  Result<std::vector<kafka::OutMessage>> too_large(const kafka::OutMessage& output, std::size_t size, std::size_t limit,
+                                                   int64_t now_ms) const;
 
  private:
   struct Piece;

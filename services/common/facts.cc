@@ -50,7 +50,8 @@ std::vector<v1::ProgressFact> FactBuilder::build(int64_t time_ms) const {
 
 v1::RejectedRecord too_large_dead_letter(v1::Envelope envelope,
                                          const google::protobuf::RepeatedPtrField<v1::Reason>& reasons,
-                                         const std::string& stage, std::size_t size, std::size_t limit, int64_t now_ms) {
+                                         const std::string& stage, std::size_t size, std::size_t limit,
+                                         int64_t now_ms) {
   envelope.clear_payload();
   envelope.clear_changes();
   v1::RejectedRecord dead;

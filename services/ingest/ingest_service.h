@@ -21,8 +21,8 @@
 namespace starling::ingest {
 
 struct IngestOptions {
-  std::optional<KeyStore> keys;      // none: every request is allowed (a laptop)
-  Rate device_rate;                  // per device id, in events; per_s 0: off
+  std::optional<KeyStore> keys;  // none: every request is allowed (a laptop)
+  Rate device_rate;              // per device id, in events; per_s 0: off
   std::size_t max_tracked_devices = RateLimiter::kMaxTrackedDevices;
   std::string saga_url;              // http://host:port of starling-saga; empty: /v1/sagas is 404
   std::size_t max_records = 10'000;  // per request

@@ -90,7 +90,7 @@ class RateLimiter {
   Rate device_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, TokenBucket> keys_;  // one per API key in the keys file: bounded
-  BucketTable devices_;                                 // "<pipeline>/<device>"
+  BucketTable devices_;                                // "<pipeline>/<device>"
 };
 
 }  // namespace starling::ingest

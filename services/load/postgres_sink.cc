@@ -67,13 +67,16 @@ std::optional<std::string> pg_text(const google::protobuf::Message& m, const Fie
   }
 }
 
-constexpr const char* kEnvelopeColumns[] = {"event_id",       "saga_id",    "seq", "event_time_ms",
-                                            "ingest_time_ms", kDeviceColumn};
+constexpr const char* kEnvelopeColumns[] = {"event_id",      "saga_id",        "seq",
+                                            "event_time_ms", "ingest_time_ms", kDeviceColumn};
 
 std::vector<std::optional<std::string>> row_values(const Row& row, const PipelineConfig& p) {
   const auto& e = row.envelope;
-  std::vector<std::optional<std::string>> v = {e.event_id(), e.saga_id(), std::to_string(e.seq()),
-                                               std::to_string(e.event_time_ms()), std::to_string(e.ingest_time_ms()),
+  std::vector<std::optional<std::string>> v = {e.event_id(),
+                                               e.saga_id(),
+                                               std::to_string(e.seq()),
+                                               std::to_string(e.event_time_ms()),
+                                               std::to_string(e.ingest_time_ms()),
                                                e.device_id()};
   for (const auto& c : p.columns) v.push_back(pg_text(*row.record, c.descriptor));
   return v;

@@ -20,8 +20,8 @@ namespace {
 // them too means no data or name can ever change the statement.
 std::string q(const std::string& ident) { return "\"" + ident + "\""; }
 
-constexpr const char* kEnvelopeColumns[] = {"event_id",       "saga_id",    "seq", "event_time_ms",
-                                            "ingest_time_ms", kDeviceColumn};
+constexpr const char* kEnvelopeColumns[] = {"event_id",      "saga_id",        "seq",
+                                            "event_time_ms", "ingest_time_ms", kDeviceColumn};
 
 }  // namespace
 
@@ -91,11 +91,11 @@ void SqliteSink::open(const std::string& path) {
   if (!existing.contains(kDeviceColumn)) {
     must(fmt::format("ALTER TABLE {} ADD COLUMN {} TEXT", q(pipeline.table), q(kDeviceColumn)));
   }
-  must(fmt::format(
-      "CREATE TRIGGER IF NOT EXISTS {0} BEFORE UPDATE ON {1} FOR EACH ROW "
-      "WHEN OLD.{2} IS NOT NULL AND NEW.{2} IS NOT OLD.{2} "
-      "BEGIN SELECT RAISE(ABORT, '{3}: this event id was loaded for another device'); END",
-      q(pipeline.table + "_event_id_conflict"), q(pipeline.table), q(kDeviceColumn), kEventIdConflict));
+  must(
+      fmt::format("CREATE TRIGGER IF NOT EXISTS {0} BEFORE UPDATE ON {1} FOR EACH ROW "
+                  "WHEN OLD.{2} IS NOT NULL AND NEW.{2} IS NOT OLD.{2} "
+                  "BEGIN SELECT RAISE(ABORT, '{3}: this event id was loaded for another device'); END",
+                  q(pipeline.table + "_event_id_conflict"), q(pipeline.table), q(kDeviceColumn), kEventIdConflict));
   for (const auto& c : pipeline.columns) {
     auto it = existing.find(c.name);
     if (it == existing.end()) {

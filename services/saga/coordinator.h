@@ -24,7 +24,7 @@ using Clock = std::function<int64_t()>;
 struct CoordinatorOptions {
   std::map<std::string, SagaPolicy> pipelines;  // by pipeline name, from --pipeline files
   SagaPolicy defaults;                          // for facts of a pipeline not configured here
-  std::size_t tick_max = 5000;                 // sagas one tick() handles; the rest wait for the next
+  std::size_t tick_max = 5000;                  // sagas one tick() handles; the rest wait for the next
 };
 
 /// Threading: one thread (the consumer loop) calls everything.

@@ -148,8 +148,8 @@ struct Tally {
 HttpResponse list_sagas(SagaStore& store, const HttpRequest& req) {
   const auto state = query(req, "state");
   if (!state.empty() && !parse_state(state)) {
-    return bad_param("state",
-                     "'" + state + "' is not one of ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, OVERDUE, FAILED, COMPENSATED");
+    return bad_param(
+        "state", "'" + state + "' is not one of ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, OVERDUE, FAILED, COMPENSATED");
   }
   const auto pipeline = query(req, "pipeline");
   int64_t since = 0;

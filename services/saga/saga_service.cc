@@ -15,8 +15,8 @@ SagaService::SagaService(SagaStore& store, Coordinator& coordinator, kafka::Kafk
       instance_(std::move(instance)),
       options_(options),
       facts_metric_(metrics().counter("starling_saga_facts_total", "Progress facts folded into saga state")),
-      outcomes_metric_(
-          metrics().counter("starling_saga_outcomes_total", "Outcome facts decided (completed, stalled, overdue, failed, compensated)")) {}
+      outcomes_metric_(metrics().counter("starling_saga_outcomes_total",
+                                         "Outcome facts decided (completed, stalled, overdue, failed, compensated)")) {}
 
 void SagaService::relay() {
   if (auto sent = kafka::relay_outbox(store_, *producer_); !sent) {

@@ -43,8 +43,7 @@ using supervisor::Stack;
 using supervisor::StackOptions;
 
 // ecowheels.yaml with other saga deadlines, written to the test's folder.
-std::string pipeline_with_deadlines(const testing::TempDir& dir, const std::string& stall,
-                                    const std::string& overdue) {
+std::string pipeline_with_deadlines(const testing::TempDir& dir, const std::string& stall, const std::string& overdue) {
   std::ifstream in(testing::source_path("pipelines/ecowheels.yaml"));
   std::stringstream ss;
   ss << in.rdbuf();
@@ -318,8 +317,8 @@ TEST_F(SagaE2E, CleanLoadAndCoordinatorEachStoppedForThreeTimesOverdueAfterLoseN
     ASSERT_TRUE(pg->initialised() && pg->start()) << "postgres did not start; see " << dir_.path();
     load_args = {"--sink", "postgres", "--postgres", pg->dsn()};
   }
-  ASSERT_NO_FATAL_FAILURE(start(pipeline_with_deadlines(dir_, soak ? "60s" : "2s", std::to_string(overdue.count()) + "s"),
-                                load_args));
+  ASSERT_NO_FATAL_FAILURE(
+      start(pipeline_with_deadlines(dir_, soak ? "60s" : "2s", std::to_string(overdue.count()) + "s"), load_args));
   // A fleet posting steadily through all three outages and a little after.
   const auto duration = 3 * (outage + gap) + gap;
   SimOptions sim;
@@ -366,9 +365,9 @@ TEST_F(SagaE2E, CleanLoadAndCoordinatorEachStoppedForThreeTimesOverdueAfterLoseN
   EXPECT_FALSE(failed) << "a deadline failed a saga";
   // Every valid event is one row, and nothing was deleted.
   if (pg) {
-    EXPECT_EQ(pg->exec("SELECT count(*) || ' ' || count(DISTINCT event_id) FROM ride_telemetry"),
-              std::vector<std::string>{std::to_string(res->valid_ids.size()) + " " +
-                                       std::to_string(res->valid_ids.size())});
+    EXPECT_EQ(
+        pg->exec("SELECT count(*) || ' ' || count(DISTINCT event_id) FROM ride_telemetry"),
+        std::vector<std::string>{std::to_string(res->valid_ids.size()) + " " + std::to_string(res->valid_ids.size())});
     EXPECT_EQ(pg->exec("SELECT count(*) FROM _starling_compensated"), std::vector<std::string>{"0"});
   } else {
     auto rows = count_rows(stack_->db_path("ecowheels"), "ride_telemetry");

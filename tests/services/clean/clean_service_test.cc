@@ -121,13 +121,14 @@ TEST(CleanServiceTest, ARecordOverTheMessageLimitIsRejectedAsTooLargeAndTheParti
   consumer.append("t.raw", 0, raw_value("e3", 2, 19));
   consumer.schedule({.assign = {{"t.raw", 0}}});
   const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  ASSERT_EQ(service.run(producer, consumer.factory(),
-                        {.batch_max = 10, .batch_wait = std::chrono::milliseconds(10), .pipelined = true,
-                         .stop = [&] {
-                           return cleaned(producer).size() >= 2 || std::chrono::steady_clock::now() > limit;
-                         },
-                         .max_output_bytes = 4'000}),
-            0);
+  ASSERT_EQ(
+      service.run(producer, consumer.factory(),
+                  {.batch_max = 10,
+                   .batch_wait = std::chrono::milliseconds(10),
+                   .pipelined = true,
+                   .stop = [&] { return cleaned(producer).size() >= 2 || std::chrono::steady_clock::now() > limit; },
+                   .max_output_bytes = 4'000}),
+      0);
   EXPECT_EQ(cleaned(producer), (std::map<std::string, double>{{"e1", 21.5}, {"e3", 19}}));
   std::vector<v1::RejectedRecord> rejected;
   std::vector<v1::ProgressFact> refusals;

@@ -111,8 +111,8 @@ TEST(PipelineConfig, BadDurationIsExplained) {
 }
 
 TEST(PipelineConfig, SagaSectionTakesOverdueAfterAndAtomicAndRefusesTheOldFailAfter) {
-  const auto p = parse_pipeline(std::string(kMinimal) + "saga:\n  stall_after: 1m\n  overdue_after: 10m\n  atomic: true\n",
-                                "t.yaml");
+  const auto p = parse_pipeline(
+      std::string(kMinimal) + "saga:\n  stall_after: 1m\n  overdue_after: 10m\n  atomic: true\n", "t.yaml");
   EXPECT_EQ(p.overdue_after_ms, 600'000);
   EXPECT_TRUE(p.saga_atomic);
   EXPECT_FALSE(parse_pipeline(kMinimal, "t.yaml").saga_atomic) << "all-or-nothing is opt-in";

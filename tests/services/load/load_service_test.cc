@@ -103,10 +103,13 @@ TEST(LoadServiceTest, AFailedOutcomeRemovesTheSagasRowsOnlyInAnAtomicPipeline) {
     consumer.schedule({.assign = {{"t.clean", 0}, {kOutcomeTopic, 0}}});
     const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     EXPECT_EQ(service.run(producer, consumer.factory(),
-                          {.batch_max = 10, .batch_wait = std::chrono::milliseconds(10), .stop = [&] {
-                             return (consumer.drained() && loaded_seqs(producer).size() == 3) ||
-                                    std::chrono::steady_clock::now() > limit;
-                           }}),
+                          {.batch_max = 10,
+                           .batch_wait = std::chrono::milliseconds(10),
+                           .stop =
+                               [&] {
+                                 return (consumer.drained() && loaded_seqs(producer).size() == 3) ||
+                                        std::chrono::steady_clock::now() > limit;
+                               }}),
               0);
     ASSERT_TRUE(consumer.drained()) << "atomic=" << atomic;
     const auto rows = query(dir / "w.db", "SELECT count(*) FROM rides")[0][0];
@@ -149,9 +152,9 @@ TEST(LoadServiceTest, AnotherDevicesRowIsNeverOverwrittenAndTheAttemptIsRejected
   };
   const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   EXPECT_EQ(service.run(producer, consumer.factory(),
-                        {.batch_max = 1, .batch_wait = std::chrono::milliseconds(10), .stop = [&] {
-                           return collect() || std::chrono::steady_clock::now() > limit;
-                         }}),
+                        {.batch_max = 1,
+                         .batch_wait = std::chrono::milliseconds(10),
+                         .stop = [&] { return collect() || std::chrono::steady_clock::now() > limit; }}),
             0);
   collect();
   ASSERT_EQ(dead.size(), 2u);

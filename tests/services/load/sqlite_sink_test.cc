@@ -2,6 +2,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
 #include "tests/services/load/sink_rows.h"
 #include "tests/services/load/sqlite_query.h"
 #include "tests/support/temp_dir.h"

@@ -17,7 +17,8 @@ class CoordinatorTest : public ::testing::Test {
   CoordinatorTest() : store_(dir_ / "db") {
     CoordinatorOptions o;
     o.pipelines["p"] = {.stall_after_ms = 2'000, .overdue_after_ms = 5'000, .retention_ms = 60'000};
-    o.pipelines["atomic"] = {.stall_after_ms = 2'000, .overdue_after_ms = 5'000, .retention_ms = 60'000, .atomic = true};
+    o.pipelines["atomic"] = {
+        .stall_after_ms = 2'000, .overdue_after_ms = 5'000, .retention_ms = 60'000, .atomic = true};
     coordinator_ = std::make_unique<Coordinator>(store_, o, [this] { return now_; });
   }
 
@@ -165,8 +166,8 @@ TEST_F(CoordinatorTest, SagaNotFinishedByOverdueAfterIsOverdueAndCompletesWhenIt
   ASSERT_TRUE(r.has_value());
   std::vector<v1::SagaState> path;
   for (const auto& t : r->timeline()) path.push_back(t.to());
-  EXPECT_EQ(path, (std::vector<v1::SagaState>{v1::SAGA_STATE_ACCEPTED, v1::SAGA_STATE_IN_FLIGHT,
-                                              v1::SAGA_STATE_OVERDUE, v1::SAGA_STATE_COMPLETED}));
+  EXPECT_EQ(path, (std::vector<v1::SagaState>{v1::SAGA_STATE_ACCEPTED, v1::SAGA_STATE_IN_FLIGHT, v1::SAGA_STATE_OVERDUE,
+                                              v1::SAGA_STATE_COMPLETED}));
 }
 
 // A seq the sink refused fails the saga in every pipeline. An atomic one's
