@@ -2,17 +2,22 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "services/common/ids.h"
+#include "services/common/log_limit.h"
 #include "services/common/text.h"
 
 namespace starling {
@@ -83,44 +88,82 @@ HttpRequest to_request(const http::request<http::string_body>& req) {
 struct Flow {
   std::atomic<int> in_flight{0};  // requests handed to the handler and not yet answered
   std::atomic<bool> draining{false};
+  std::atomic<std::size_t> connections{0};  // sessions alive
+  std::atomic<std::size_t> refusing{0};     // connections being told 503 too_many_connections
 };
+
+// The answer to a request that could not be read, or nullopt when the
+// connection just ends (closed between requests, timed out, reset).
+std::optional<HttpResponse> read_error_answer(beast::error_code ec, const HttpServerOptions& opts) {
+  if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset) {
+    return std::nullopt;
+  }
+  if (ec == http::error::body_limit) {
+    return json_error(413, "body_too_large", fmt::format("request body exceeds {} bytes", opts.body_limit), "body");
+  }
+  if (ec == http::error::header_limit) {
+    return json_error(431, "headers_too_large",
+                      fmt::format("request line and headers exceed {} bytes", opts.header_limit), "headers");
+  }
+  return json_error(400, "bad_request", "not a valid HTTP/1.1 request: " + ec.message(), "request");
+}
+
+// No exception escapes a handler: it is logged with a request id, and the
+// client gets a 500 naming that id (unless the handler had answered).
+void last_resort(const HttpResponder& respond, const http::request<http::string_body>& req, const char* what) {
+  const auto id = random_id().substr(0, 16);
+  const auto view = [](boost::beast::string_view v) { return utf8_safe(std::string_view(v.data(), v.size())); };
+  spdlog::error("request {}: {} {}: handler failed: {}", id, view(req.method_string()), view(req.target()),
+                utf8_safe(what));
+  auto resp = json_error(500, "internal_error", fmt::format("the server failed on this request (request id {})", id));
+  resp.headers.emplace_back("X-Request-Id", id);
+  respond(std::move(resp));
+}
+
+// Hands one request to the handler. `respond` must let only its first answer
+// through: a handler that answers and then throws keeps its own answer.
+void dispatch(const HttpHandler& handler, const http::request<http::string_body>& req, const HttpResponder& respond) {
+  try {
+    handler(to_request(req), respond);
+  } catch (const std::exception& e) {
+    last_resort(respond, req, e.what());
+  } catch (...) {
+    last_resort(respond, req, "an exception that is not a std::exception");
+  }
+}
+
+void limit(http::request_parser<http::string_body>& parser, const HttpServerOptions& opts) {
+  parser.body_limit(opts.body_limit);
+  parser.header_limit(static_cast<std::uint32_t>(opts.header_limit));
+}
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, const HttpHandler& handler, const HttpServerOptions& opts, Flow& flow)
-      : stream_(std::move(socket)), handler_(handler), opts_(opts), flow_(flow) {}
+      : stream_(std::move(socket)), handler_(handler), opts_(opts), flow_(flow) {
+    flow_.connections.fetch_add(1);
+  }
+  ~Session() { flow_.connections.fetch_sub(1); }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
 
   void start() { read(); }
 
  private:
   void read() {
     parser_.emplace();
-    parser_->body_limit(opts_.body_limit);
-    parser_->header_limit(static_cast<std::uint32_t>(opts_.header_limit));
+    limit(*parser_, opts_);
     stream_.expires_after(std::chrono::seconds(opts_.read_timeout_s));
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset) {
-      close();
-      return;
-    }
-    if (ec == http::error::body_limit) {
-      keep_alive_ = false;
-      send(json_error(413, "body_too_large", fmt::format("request body exceeds {} bytes", opts_.body_limit), "body"));
-      return;
-    }
-    if (ec == http::error::header_limit) {
-      keep_alive_ = false;
-      send(json_error(431, "headers_too_large",
-                      fmt::format("request line and headers exceed {} bytes", opts_.header_limit), "headers"));
-      return;
-    }
     if (ec) {
+      auto answer = read_error_answer(ec, opts_);
+      if (!answer) return close();
       keep_alive_ = false;
-      send(json_error(400, "bad_request", "not a valid HTTP/1.1 request: " + ec.message(), "request"));
+      send(std::move(*answer));
       return;
     }
     if (!parser_) return close();  // read() always sets one
@@ -148,25 +191,7 @@ class Session : public std::enable_shared_from_this<Session> {
       asio::post(self->stream_.get_executor(),
                  [self, resp = std::move(resp)]() mutable { self->send(std::move(resp), /*counted=*/true); });
     };
-    try {
-      handler_(to_request(req), respond);
-    } catch (const std::exception& e) {
-      last_resort(respond, req, e.what());
-    } catch (...) {
-      last_resort(respond, req, "an exception that is not a std::exception");
-    }
-  }
-
-  // No exception escapes a handler: it is logged with a request id, and the
-  // client gets a 500 naming that id (unless the handler had answered).
-  static void last_resort(const HttpResponder& respond, const http::request<http::string_body>& req, const char* what) {
-    const auto id = random_id().substr(0, 16);
-    const auto view = [](boost::beast::string_view v) { return utf8_safe(std::string_view(v.data(), v.size())); };
-    spdlog::error("request {}: {} {}: handler failed: {}", id, view(req.method_string()), view(req.target()),
-                  utf8_safe(what));
-    auto resp = json_error(500, "internal_error", fmt::format("the server failed on this request (request id {})", id));
-    resp.headers.emplace_back("X-Request-Id", id);
-    respond(std::move(resp));
+    dispatch(handler_, req, respond);
   }
 
   // `counted`: the answer to a request drain() waits for; it stops counting
@@ -204,6 +229,56 @@ class Session : public std::enable_shared_from_this<Session> {
   bool keep_alive_ = true;
 };
 
+// One connection over max_connections: it is told so (503 with Retry-After),
+// then its request bytes are read and dropped until it closes or a second
+// passes, so that closing does not reset the connection before the client
+// read the answer.
+class Refusal : public std::enable_shared_from_this<Refusal> {
+ public:
+  Refusal(tcp::socket socket, const HttpServerOptions& opts, Flow& flow) : stream_(std::move(socket)), flow_(flow) {
+    flow_.refusing.fetch_add(1);
+    auto resp = json_error(503, "too_many_connections",
+                           fmt::format("the server holds its limit of {} connections; retry", opts.max_connections));
+    msg_.result(http::status::service_unavailable);
+    msg_.version(11);
+    msg_.set(http::field::server, "starling");
+    msg_.set(http::field::content_type, resp.content_type);
+    msg_.set(http::field::retry_after, "1");
+    msg_.keep_alive(false);
+    msg_.body() = std::move(resp.body);
+    msg_.prepare_payload();
+  }
+  ~Refusal() { flow_.refusing.fetch_sub(1); }
+  Refusal(const Refusal&) = delete;
+  Refusal& operator=(const Refusal&) = delete;
+
+  void start() {
+    stream_.expires_after(std::chrono::seconds(1));
+    http::async_write(stream_, msg_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec) return;
+      (void)self->stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+      self->drop();
+    });
+  }
+
+ private:
+  void drop() {
+    stream_.async_read_some(asio::buffer(sink_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (!ec) self->drop();
+    });
+  }
+
+  beast::tcp_stream stream_;
+  http::response<http::string_body> msg_;
+  std::array<char, 4096> sink_{};
+  Flow& flow_;
+};
+
+bool out_of_descriptors(const beast::error_code& ec) {
+  return ec == asio::error::no_descriptors || ec.value() == ENFILE || ec == asio::error::no_buffer_space ||
+         ec == asio::error::no_memory;
+}
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -227,12 +302,46 @@ struct HttpServer::Impl {
     });
   }
 
+  // The accept chain: one accept pending at a time, so these run one by one.
+  asio::steady_timer backoff{ioc};
+  std::chrono::milliseconds pause{0};
+  LogLimit accept_warnings{std::chrono::seconds(1)};
+  LogLimit refusal_warnings{std::chrono::seconds(10)};
+
   void accept() {
     acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
       if (!acceptor.is_open()) return;
-      if (!ec) std::make_shared<Session>(std::move(socket), handler, opts, flow)->start();
+      if (out_of_descriptors(ec)) {
+        // The pending connection stays in the backlog; retrying at once would
+        // spin. Open connections are served meanwhile.
+        pause = std::clamp(pause * 2, std::chrono::milliseconds(100), std::chrono::milliseconds(1000));
+        if (accept_warnings.allow()) {
+          spdlog::warn("http accept: {} ({} connections open); retrying in {} ms ({} more not logged)", ec.message(),
+                       flow.connections.load(), pause.count(), accept_warnings.take_suppressed());
+        }
+        backoff.expires_after(pause);
+        backoff.async_wait([this](beast::error_code) { accept(); });
+        return;
+      }
+      pause = std::chrono::milliseconds(0);
+      if (!ec) admit(std::move(socket));
       accept();
     });
+  }
+
+  void admit(tcp::socket socket) {
+    if (flow.connections.load() < opts.max_connections) {
+      std::make_shared<Session>(std::move(socket), handler, opts, flow)->start();
+      return;
+    }
+    if (refusal_warnings.allow()) {
+      spdlog::warn("http: refusing a connection: {} open, the limit ({} more refused, not logged)",
+                   opts.max_connections, refusal_warnings.take_suppressed());
+    }
+    // Telling costs a little; past as many again, close without a word.
+    if (flow.refusing.load() < opts.max_connections) {
+      std::make_shared<Refusal>(std::move(socket), opts, flow)->start();
+    }
   }
 };
 
@@ -299,6 +408,45 @@ void HttpServer::stop() {
 }
 
 uint16_t HttpServer::port() const { return impl_->port; }
+
+std::vector<HttpResponse> serve_bytes(std::string_view bytes, const HttpServerOptions& options,
+                                      const HttpHandler& handler) {
+  std::vector<HttpResponse> answers;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    limit(parser, options);
+    beast::error_code ec;
+    while (!ec && !parser.is_done()) {
+      if (bytes.empty()) {
+        // The end of the stream: between requests the connection just ends.
+        if (parser.got_some()) {
+          parser.put_eof(ec);
+        } else {
+          ec = http::error::end_of_stream;
+        }
+        break;
+      }
+      const auto used = parser.put(asio::buffer(bytes.data(), bytes.size()), ec);
+      bytes.remove_prefix(used);
+      if (ec == http::error::need_more) {
+        ec = {};
+        if (used == 0) bytes = {};  // what is left is not a whole header: the stream ends mid-request
+      }
+    }
+    if (ec) {
+      if (auto answer = read_error_answer(ec, options)) answers.push_back(std::move(*answer));
+      return answers;
+    }
+    const auto req = parser.release();
+    auto answer = std::make_shared<std::promise<HttpResponse>>();
+    auto answered = std::make_shared<std::atomic<bool>>(false);
+    dispatch(handler, req, [answer, answered](HttpResponse r) {
+      if (!answered->exchange(true)) answer->set_value(std::move(r));
+    });
+    answers.push_back(answer->get_future().get());
+    if (!req.keep_alive()) return answers;
+  }
+}
 
 Result<HttpResponse> http_call(const std::string& method, const std::string& url, const std::string& body,
                                const std::map<std::string, std::string>& headers, int timeout_ms) {

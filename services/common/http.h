@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "services/common/error.h"
@@ -51,6 +52,10 @@ struct HttpServerOptions {
   std::size_t body_limit = 8 << 20;     // larger bodies get 413
   std::size_t header_limit = 16 << 10;  // request line + headers; larger gets 431
   int read_timeout_s = 30;  // a whole request must arrive within this (slowloris); idle keep-alive closes too
+  // Open connections past this get 503 too_many_connections and are closed;
+  // each costs a descriptor and a session (1,000 idle clients cannot starve
+  // the process of descriptors).
+  std::size_t max_connections = 1024;
 };
 
 /// Async HTTP server with keep-alive. Threads: `threads` io threads run the
@@ -77,6 +82,15 @@ class HttpServer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+/// The server's request path without a socket, for fuzzing and tests. `bytes`
+/// is one connection's stream (pipelined requests, then the end of the
+/// stream), parsed under `options`' limits and handed to `handler` one request
+/// at a time, as the server does. Returns the answers in order, the error
+/// answers for malformed requests included; an unfinished request gets none.
+/// Waits for each answer (a handler must answer).
+std::vector<HttpResponse> serve_bytes(std::string_view bytes, const HttpServerOptions& options,
+                                      const HttpHandler& handler);
 
 /// Blocking HTTP client for the CLI and tests. `url` is http://host:port/path.
 Result<HttpResponse> http_call(const std::string& method, const std::string& url, const std::string& body = {},

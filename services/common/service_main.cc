@@ -47,6 +47,11 @@ void add_service_flags(CLI::App& app, ServiceFlags& f, bool many_pipelines) {
       ->envname("STARLING_DRAIN_TIMEOUT")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--max-connections", f.max_connections,
+                 "Open HTTP connections at most; one over is answered 503 too_many_connections and closed")
+      ->envname("STARLING_MAX_CONNECTIONS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--instance", f.instance, "Name of this instance in progress facts and logs (default: service-pid)")
       ->envname("STARLING_INSTANCE");
 }
@@ -59,6 +64,7 @@ HttpServerOptions ServiceContext::http_options(int threads) const {
   o.address = flags.listen.substr(0, colon);
   o.port = static_cast<uint16_t>(std::stoi(flags.listen.substr(colon + 1)));
   o.threads = threads;
+  o.max_connections = flags.max_connections;
   return o;
 }
 
@@ -73,25 +79,28 @@ void ServiceContext::start_http(HttpServer& server) const {
   }
 }
 
+HttpHandler service_routes(Readiness ready, HttpHandler app) {
+  return [ready = std::move(ready), app = std::move(app)](HttpRequest r, HttpResponder done) {
+    if (r.method == "GET" && r.path == "/healthz") return done({200, R"({"status":"ok"})"});
+    if (r.method == "GET" && r.path == "/readyz") {
+      if (shutdown_requested()) return done(json_error(503, "draining", "shutting down"));
+      auto st = ready ? ready() : Status{};
+      return st ? done({200, R"({"status":"ready"})"}) : done(json_error(503, "not_ready", st.error().message));
+    }
+    if (r.method == "GET" && r.path == "/metrics") {
+      return done({200, metrics().render(), "text/plain; version=0.0.4; charset=utf-8", {}});
+    }
+    if (app) return app(std::move(r), std::move(done));
+    done(json_error(404, "not_found", "no route for " + r.method + " " + r.path));
+  };
+}
+
 std::unique_ptr<HttpServer> ServiceContext::serve(int threads, Readiness ready, HttpHandler app,
                                                   const std::function<void(HttpServerOptions&)>& tune) const {
   if (flags.listen.empty()) return nullptr;
   auto options = http_options(threads);
   if (tune) tune(options);
-  auto server = std::make_unique<HttpServer>(
-      options, [ready = std::move(ready), app = std::move(app)](HttpRequest r, HttpResponder done) {
-        if (r.method == "GET" && r.path == "/healthz") return done({200, R"({"status":"ok"})"});
-        if (r.method == "GET" && r.path == "/readyz") {
-          if (shutdown_requested()) return done(json_error(503, "draining", "shutting down"));
-          auto st = ready ? ready() : Status{};
-          return st ? done({200, R"({"status":"ready"})"}) : done(json_error(503, "not_ready", st.error().message));
-        }
-        if (r.method == "GET" && r.path == "/metrics") {
-          return done({200, metrics().render(), "text/plain; version=0.0.4; charset=utf-8", {}});
-        }
-        if (app) return app(std::move(r), std::move(done));
-        done(json_error(404, "not_found", "no route for " + r.method + " " + r.path));
-      });
+  auto server = std::make_unique<HttpServer>(options, service_routes(std::move(ready), std::move(app)));
   start_http(*server);
   return server;
 }

@@ -22,15 +22,21 @@ struct ServiceFlags {
   std::string port_file;  // written with the bound port once listening
   std::string data_dir = "./data";
   std::string log_level = "info";
-  std::string log_format = "text";  // text | json
-  int drain_timeout_s = 20;         // after SIGTERM, exit within this bound
-  std::string instance;             // defaults to <service>-<pid>
+  std::string log_format = "text";                                    // text | json
+  int drain_timeout_s = 20;                                           // after SIGTERM, exit within this bound
+  std::size_t max_connections = HttpServerOptions{}.max_connections;  // HTTP; one over gets 503
+  std::string instance;                                               // defaults to <service>-<pid>
 };
 
 void add_service_flags(CLI::App& app, ServiceFlags& flags, bool many_pipelines);
 
 /// Why a service is not ready to take work; an error when not ready.
 using Readiness = std::function<Status()>;
+
+/// The probes every service has, wrapped around its own routes: GET /healthz
+/// (the process runs), /readyz (`ready`; 503 with the reason) and /metrics
+/// (Prometheus text). Any other request goes to `app` (404 when empty).
+HttpHandler service_routes(Readiness ready, HttpHandler app);
 
 struct ServiceContext {
   ServiceFlags flags;
@@ -41,10 +47,7 @@ struct ServiceContext {
   HttpServerOptions http_options(int threads) const;
   /// Starts the server and writes the port file. Throws on bind failure.
   void start_http(HttpServer& server) const;
-  /// The probes every service has, wrapped around its own routes: GET
-  /// /healthz (the process runs), /readyz (`ready`; 503 with the reason) and
-  /// /metrics (Prometheus text). Any other request goes to `app` (404 when
-  /// empty). Returns nullptr when --listen is empty.
+  /// Serves service_routes(ready, app). Returns nullptr when --listen is empty.
   /// `tune` may change the limits (body, headers, timeouts) before binding.
   std::unique_ptr<HttpServer> serve(int threads, Readiness ready, HttpHandler app = {},
                                     const std::function<void(HttpServerOptions&)>& tune = {}) const;

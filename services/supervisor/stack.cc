@@ -135,7 +135,8 @@ Status Stack::start() {
     if (auto st = service("clean." + p.name, "starling-clean", {p.file}, 0, {}); !st) return st;
     if (auto st = service("load." + p.name, "starling-load", {p.file}, 0, opts_.load_args); !st) return st;
   }
-  if (auto st = service("ingest", "starling-ingest", opts_.pipeline_files, opts_.ingest_port, {}); !st) return st;
+  if (auto st = service("ingest", "starling-ingest", opts_.pipeline_files, opts_.ingest_port, opts_.ingest_args); !st)
+    return st;
   for (const auto& name : order_) {
     if (name == "broker") continue;
     auto got = wait_for_file((fs::path(opts_.data_dir) / (name + ".port")).string(), 30s);

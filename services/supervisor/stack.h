@@ -24,7 +24,8 @@ struct StackOptions {
   uint16_t saga_port = 0;
   std::string log_level = "info";
   bool restart_crashed = true;
-  std::vector<std::string> load_args;  // extra flags for every starling-load (e.g. --sink postgres)
+  std::vector<std::string> load_args;    // extra flags for every starling-load (e.g. --sink postgres)
+  std::vector<std::string> ingest_args;  // extra flags for starling-ingest (e.g. --mqtt host:port)
   /// Configure the services through STARLING_* environment variables instead
   /// of flags, the way compose/docker-compose.yml does.
   bool config_by_env = false;

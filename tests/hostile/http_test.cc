@@ -8,10 +8,13 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio.hpp>
+#include <cctype>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>  // before Boost.Asio, whose awaitable.hpp uses std::exchange
+#include <vector>
 
 #include "services/common/text.h"
 #include "tests/support/raw_http.h"
@@ -100,6 +103,68 @@ TEST_F(HostileHttp, AHandlerThatThrowsAfterAnsweringAnswersOnceAndTheConnectionG
   std::size_t answers = 0;
   for (auto at = raw.find("HTTP/1.1 200"); at != std::string::npos; at = raw.find("HTTP/1.1 200", at + 1)) ++answers;
   EXPECT_EQ(answers, 2u) << raw;
+}
+
+TEST_F(HostileHttp, OneConnectionOverTheLimitGets503AndIsClosedWhileTheOthersAreServed) {
+  HttpServer small({.address = "127.0.0.1", .port = 0, .threads = 2, .max_connections = 3}, echo_handler);
+  small.start();
+  namespace asio = boost::asio;
+  asio::io_context ioc;
+  std::vector<asio::ip::tcp::socket> held;
+  for (int i = 0; i < 3; ++i) {
+    held.emplace_back(ioc);
+    held.back().connect({asio::ip::make_address("127.0.0.1"), small.port()});
+  }
+  // Each held connection is served, so the server has counted all three.
+  for (auto& s : held) {
+    asio::write(s, asio::buffer(std::string("GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")));
+    char buf[512];
+    EXPECT_GT(s.read_some(asio::buffer(buf)), 0u);
+  }
+  const auto over = raw_exchange(small.port(), "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_THAT(over, HasSubstr("503 Service Unavailable"));
+  EXPECT_THAT(over, HasSubstr("too_many_connections"));
+  EXPECT_THAT(over, HasSubstr("Retry-After"));
+  // Once one closes, a new one is served.
+  held.front().close();
+  bool served = false;
+  for (int attempt = 0; attempt < 200 && !served; ++attempt) {
+    served = raw_exchange(small.port(), "GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").find("200 OK") !=
+             std::string::npos;
+    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(served);
+}
+
+// serve_bytes (the fuzz targets' seam) answers what a socket client gets, byte
+// string by byte string, malformed ones included (raw_exchange half-closes
+// after writing, as the end of serve_bytes' input is the end of the stream).
+TEST_F(HostileHttp, ServeBytesAnswersAsTheServerDoesOverASocket) {
+  const std::vector<std::string> inputs = {
+      "GET /ok HTTP/1.1\r\nHost: x\r\n\r\nGET /nope?state=%FF HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      "GET /\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      "POST /boom HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+      "GARBAGE\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+      "POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+  };
+  const auto statuses = [](const std::string& raw) {
+    std::vector<std::string> out;
+    // A status line: "HTTP/1.1 ddd " (an error body may say "HTTP/1.1 request").
+    for (auto at = raw.find("HTTP/1.1 "); at != std::string::npos; at = raw.find("HTTP/1.1 ", at + 1)) {
+      const auto code = raw.substr(at + 9, 4);
+      if (code.size() == 4 && std::isdigit(static_cast<unsigned char>(code[0])) && code[3] == ' ') {
+        out.push_back(code.substr(0, 3));
+      }
+    }
+    return out;
+  };
+  for (const auto& in : inputs) {
+    std::vector<std::string> local;
+    for (const auto& r : serve_bytes(in, {}, echo_handler)) local.push_back(std::to_string(r.status));
+    EXPECT_EQ(local, statuses(raw_exchange(server_.port(), in))) << in.substr(0, 80);
+    EXPECT_FALSE(local.empty()) << in.substr(0, 80);
+  }
 }
 
 }  // namespace

@@ -9,16 +9,18 @@
 
 namespace starling::testing {
 
-/// Writes `data` to 127.0.0.1:`port` and reads until the server closes the
-/// connection: everything it answered.
-inline std::string raw_exchange(uint16_t port, const std::string& data) {
+/// Writes `data` to 127.0.0.1:`port`, half-closes unless `keep_open` (no more
+/// requests), and reads until the server closes the connection: everything
+/// it answered.
+inline std::string raw_exchange(uint16_t port, const std::string& data, bool keep_open = false) {
   namespace asio = boost::asio;
   asio::io_context ioc;
   asio::ip::tcp::socket s(ioc);
   s.connect({asio::ip::make_address("127.0.0.1"), port});
   asio::write(s, asio::buffer(data));
-  std::string out;
   boost::system::error_code ec;
+  if (!keep_open) (void)s.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  std::string out;
   char buf[4096];
   for (;;) {
     const auto n = s.read_some(asio::buffer(buf), ec);

@@ -128,7 +128,7 @@ TEST(HttpServer, ClientThatNeverFinishesItsRequestIsDisconnected) {
                       done({202, "{}"});
                     });
   server.start();
-  const auto got = raw_exchange(server.port(), "POST /x HTTP/1.1\r\nHost: a\r\nX-Slow: 1");
+  const auto got = raw_exchange(server.port(), "POST /x HTTP/1.1\r\nHost: a\r\nX-Slow: 1", /*keep_open=*/true);
   EXPECT_EQ(got, "");
   // A complete request on a fresh connection is still served.
   auto ok = http_call("POST", "http://127.0.0.1:" + std::to_string(server.port()) + "/x", "{}");
