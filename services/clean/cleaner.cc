@@ -122,6 +122,7 @@ void Cleaner::clean(const std::string& raw, int32_t partition, CleanState& state
 struct Cleaner::Piece {
   kafka::OutMessage out;
   bool clean = false;
+  bool warm_up = false;  // a replay's warm-up: state only, no output, no fact
   std::string saga_id;
   std::string pipeline;
   uint32_t seq = 0;
@@ -136,6 +137,10 @@ void Cleaner::clean_one(const kafka::InMessage& in, CleanState& state, int64_t n
   piece.saga_id = env.saga_id();
   piece.pipeline = env.pipeline();
   piece.seq = env.seq();
+  // Cleaned (or rejected) into the replay's device state like any replayed
+  // event, and then nothing: it is not part of the replay saga.
+  piece.warm_up = env.warm_up() && !env.origin_saga_id().empty();
+  if (piece.warm_up) return;
   if (r.clean) {
     piece.out = {pipeline_.clean_topic(), in.key, r.rewritten ? env.SerializeAsString() : in.value, in.headers};
     return;
@@ -188,6 +193,7 @@ CleanedBatch Cleaner::clean_batch(const std::vector<kafka::InMessage>& batch, Cl
   for (std::size_t i = 0; i < batch.size(); ++i) {
     auto& piece = pieces[i];
     b.next_offsets[{batch[i].topic, batch[i].partition}] = batch[i].offset + 1;
+    if (piece.warm_up) continue;
     if (piece.clean) {
       cleaned.add(piece.saga_id, piece.pipeline, piece.seq);
       ++b.cleaned;

@@ -23,7 +23,10 @@ namespace starling::clean {
 /// range, in order, as the original run did; it never moves the live devices'
 /// last known values back in time, live events never see replayed ones, and a
 /// second replay of the same range starts from nothing again (so it gives the
-/// same rows). These entries are not expired yet (services/clean/README.md).
+/// same rows). The range's first events see the state the original run had:
+/// `starling replay` sends the events of the `max_age` before the range first,
+/// marked `warm_up`, which are cleaned into this namespace and output nothing.
+/// These entries are not expired yet (services/clean/README.md).
 inline int32_t replay_state_partition(int32_t partition, std::string_view replay_saga_id) {
   const auto h = static_cast<uint32_t>(StableHash().add(replay_saga_id).value());
   return static_cast<int32_t>((1u << 30) | ((h & 0xFFFFu) << 8) | (static_cast<uint32_t>(partition) & 0xFFu));

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <re2/re2.h>
 
+#include <algorithm>
+
 #include "services/common/records.h"
 
 namespace starling::clean {
@@ -218,6 +220,12 @@ PipelineConfig load_checked_pipeline(const std::string& path) { return load_pipe
 
 PipelineConfig parse_checked_pipeline(const std::string& yaml, const std::string& origin) {
   return parse_pipeline(yaml, origin, check_rule);
+}
+
+int64_t memory_horizon_ms(const PipelineConfig& p) {
+  int64_t horizon = 0;
+  for (const auto& rule : p.rules) horizon = std::max(horizon, rule.fill_max_age_ms.value_or(0));
+  return horizon;
 }
 
 }  // namespace starling::clean

@@ -51,6 +51,10 @@ std::vector<CompiledRule> compile_rules(const PipelineConfig& p);
 /// load_pipeline and parse_pipeline with check_rule: every problem of the
 /// file, in file order.
 PipelineConfig load_checked_pipeline(const std::string& path);
+/// How far back cleaning one record can look: the longest fill_last_known
+/// max_age of the pipeline, 0 when no rule remembers. A replay of the clean
+/// stage warms up over this much before its range.
+int64_t memory_horizon_ms(const PipelineConfig& p);
 PipelineConfig parse_checked_pipeline(const std::string& yaml, const std::string& origin);
 
 }  // namespace starling::clean

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "services/clean/rule_config.h"
+#include "services/clean/rules.h"
 #include "services/cli/fixtures.h"
 #include "services/common/http.h"
 #include "services/common/logging.h"
@@ -66,6 +67,11 @@ void add_sim_flags(CLI::App* cmd, SimOptions& o) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--fault-rate", o.fault_rate, "Share of events with a faulty reading (0..1)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--tricky", o.tricky,
+                  "Share of events made tricky but valid or rejected exactly (0..1): a ride id beyond ASCII, a "
+                  "reading 3 h late or 30 s out of order, a resend of an earlier request's event (rejected dedupe)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o.seed, "Random seed; the same seed sends the same events")->capture_default_str();
@@ -312,6 +318,7 @@ int cmd_demo(StackOptions stack_opts, SimOptions sim, int settle_s) {
 struct ReplayArgs {
   ReplayOptions opts;
   std::string pipeline;  // a name or a YAML file
+  std::string warm_up = "auto";
   std::string saga_url = "http://127.0.0.1:8081";
   std::string command;  // empty (run), status, pause, resume, cancel
   std::string id;
@@ -396,12 +403,43 @@ int cmd_replay_control(const ReplayArgs& a) {
   return 0;
 }
 
+// --warm-up: a duration, or "auto": the pipeline's memory horizon (its
+// longest fill_last_known max_age), read from its YAML (--pipeline FILE, or
+// pipelines/<name>.yaml here). Only the clean stage remembers.
+Result<int64_t> replay_warm_up_ms(const ReplayArgs& a) {
+  if (a.warm_up != "auto") {
+    const auto ms = parse_duration_ms(a.warm_up);
+    if (!ms && a.warm_up != "0") {
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("--warm-up: expected 'auto', 0 or a duration like 10m, got '{}'", a.warm_up));
+    }
+    return ms.value_or(0);
+  }
+  if (a.opts.stage != "clean") return 0;
+  const bool file = a.pipeline.ends_with(".yaml") || a.pipeline.ends_with(".yml");
+  const auto path = file ? a.pipeline : "pipelines/" + a.opts.pipeline + ".yaml";
+  if (!std::filesystem::exists(path)) {
+    fmt::print(stderr,
+               "note: no warm-up ({} not found): the range's first readings per device start without the last known "
+               "values the original run had; pass --pipeline FILE or --warm-up DURATION\n",
+               path);
+    return 0;
+  }
+  return clean::memory_horizon_ms(load_pipeline(path));
+}
+
 int cmd_replay(ReplayArgs a) {
   if (!a.pipeline.empty()) {
     a.opts.pipeline =
         a.pipeline.ends_with(".yaml") || a.pipeline.ends_with(".yml") ? load_pipeline(a.pipeline).name : a.pipeline;
   }
   if (!a.command.empty()) return cmd_replay_control(a);
+  if (auto warm = replay_warm_up_ms(a); !warm) {
+    fmt::print(stderr, "error: {}\n", warm.error().message);
+    return 2;
+  } else {
+    a.opts.warm_up_ms = *warm;
+  }
   if (auto st = check_replay_options(a.opts); !st) {
     fmt::print(stderr, "error: {}\n", st.error().message);
     return 2;
@@ -412,8 +450,13 @@ int cmd_replay(ReplayArgs a) {
     if (!announced) {
       announced = true;
       if (!a.as_json) {
-        fmt::print(stderr, "replay {}: {} -> {}, {} offsets in {} partitions{}\n", s.id, s.source_topic,
+        int64_t warm = 0;
+        for (const auto& p : s.partitions) warm += p.from - p.warm_from;
+        fmt::print(stderr, "replay {}: {} -> {}, {} offsets in {} partitions{}{}\n", s.id, s.source_topic,
                    s.dry_run ? "(dry run)" : s.replay_topic, s.offsets_total(), s.partitions.size(),
+                   warm > 0 ? fmt::format(" after {} warm-up offsets ({} before the range)", warm,
+                                          clean::format_duration(a.opts.warm_up_ms))
+                            : "",
                    s.dry_run ? "" : "; `starling replay status " + s.id + "` from another terminal");
       }
     }
@@ -549,6 +592,12 @@ int run(int argc, char** argv) {
   replay->add_flag("--dry-run", replay_args.opts.dry_run,
                    "Read the range and print counts per partition and the time range covered; publish nothing");
   replay->add_option("--rate", replay_args.opts.rate, "Events per second (0: no limit)")->capture_default_str();
+  replay
+      ->add_option("--warm-up", replay_args.warm_up,
+                   "--stage clean: first send the events of this long before the range as state only, so each "
+                   "device's last known values (fill_last_known) are the original run's; 'auto' takes the "
+                   "pipeline's longest max_age from its YAML, 0 turns it off")
+      ->capture_default_str();
   replay->add_option("--saga-url", replay_args.saga_url, "Saga API, for `status`")->capture_default_str();
   std::vector<CLI::App*> replay_subs;
   for (const auto& [name, help] :

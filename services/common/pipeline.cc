@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "services/common/records.h"
+#include "services/common/time.h"
 
 namespace starling {
 namespace {
@@ -116,18 +117,10 @@ class Reader {
 
   // Durations are written like 30s, 5m, 250ms or 1h.
   int64_t duration_ms(const YAML::Node& node, const std::string& path) const {
-    static const re2::RE2 re(R"(\s*(\d{1,15})\s*(ms|s|m|h|d)\s*)");
     const auto text = string(node, path);
-    int64_t n = 0;
-    std::string unit;
-    if (!re2::RE2::FullMatch(text, re, &n, &unit)) {
-      error(node, path, fmt::format("expected a duration like 250ms, 30s, 5m, 1h or 1d, got '{}'", text));
-    }
-    return unit == "ms"  ? n
-           : unit == "s" ? n * 1000
-           : unit == "m" ? n * 60'000
-           : unit == "h" ? n * 3'600'000
-                         : n * 86'400'000;
+    const auto ms = parse_duration_ms(text);
+    if (!ms) error(node, path, fmt::format("expected a duration like 250ms, 30s, 5m, 1h or 1d, got '{}'", text));
+    return *ms;
   }
 
   const FieldDescriptor* field(const google::protobuf::Descriptor* d, const YAML::Node& node,

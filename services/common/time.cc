@@ -1,6 +1,7 @@
 #include "services/common/time.h"
 
 #include <fmt/format.h>
+#include <re2/re2.h>
 
 #include <cctype>
 #include <charconv>
@@ -77,6 +78,18 @@ Result<int64_t> parse_time_ms(const std::string& text) {
   tm.tm_min = mi;
   tm.tm_sec = s;
   return (static_cast<int64_t>(timegm(&tm)) - offset_min * 60) * 1000 + frac_ms;
+}
+
+std::optional<int64_t> parse_duration_ms(std::string_view text) {
+  static const re2::RE2 re(R"(\s*(\d{1,15})\s*(ms|s|m|h|d)\s*)");
+  int64_t n = 0;
+  std::string unit;
+  if (!re2::RE2::FullMatch(re2::StringPiece(text.data(), text.size()), re, &n, &unit)) return std::nullopt;
+  return unit == "ms"  ? n
+         : unit == "s" ? n * 1000
+         : unit == "m" ? n * 60'000
+         : unit == "h" ? n * 3'600'000
+                       : n * 86'400'000;
 }
 
 }  // namespace starling

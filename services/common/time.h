@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "services/common/error.h"
 
@@ -30,5 +32,9 @@ std::string rfc3339_trimmed(int64_t ms);
 /// beyond milliseconds are cut) or Unix ms ("1795428000250"). A time without
 /// a zone is refused: it is ambiguous.
 Result<int64_t> parse_time_ms(const std::string& text);
+
+/// A duration as pipeline files and flags write them: 250ms, 30s, 5m, 1h or
+/// 1d (spaces around allowed). nullopt for anything else.
+std::optional<int64_t> parse_duration_ms(std::string_view text);
 
 }  // namespace starling

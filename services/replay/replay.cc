@@ -5,10 +5,12 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -142,6 +144,33 @@ Status save(const std::string& dir, ReplayStatus& s) {
   return write_file_atomically(state_path(dir, s.id), to_json(s).dump(2) + "\n");
 }
 
+// Where a partition's warm-up starts: the first offset whose timestamp is at
+// most `warm_up_ms` before the range's first message (`from`), within what the
+// partition holds. `from` itself when there is nothing before it.
+Result<int64_t> warm_up_start(kafka::TopicReader& reader, const kafka::TopicPartition& tp, int64_t from,
+                              int64_t warm_up_ms) {
+  auto marks = reader.watermarks(tp);
+  if (!marks) return std::unexpected(marks.error());
+  const auto [low, high] = *marks;
+  if (warm_up_ms <= 0 || from <= low || from >= high) return from;
+  if (auto st = reader.assign({{tp, from}}); !st) return std::unexpected(st.error());
+  std::optional<int64_t> first_time;
+  for (int attempt = 0; attempt < 20 && !first_time; ++attempt) {
+    auto msgs = reader.poll_batch(1, std::chrono::milliseconds(500));
+    if (!msgs) return std::unexpected(msgs.error());
+    for (const auto& m : *msgs) {
+      if (m.partition == tp.partition && m.offset >= from) first_time = m.timestamp_ms;
+    }
+  }
+  if (!first_time) {
+    return fail(Errc::kUnavailable,
+                fmt::format("{}/{}: offset {} could not be read to place the warm-up", tp.topic, tp.partition, from));
+  }
+  auto off = reader.offset_for_time(tp, *first_time - warm_up_ms);
+  if (!off) return std::unexpected(off.error());
+  return std::clamp(*off, low, from);
+}
+
 }  // namespace
 
 uint64_t ReplayStatus::offsets_total() const {
@@ -172,6 +201,8 @@ json to_json(const ReplayStatus& s) {
                      {"from", p.from},
                      {"to", p.to},
                      {"next", p.next},
+                     {"warm_from", p.warm_from},
+                     {"warmed", p.warmed},
                      {"first_seq", p.first_seq},
                      {"published", p.published},
                      {"duplicates", p.duplicates},
@@ -226,6 +257,8 @@ ReplayStatus status_from_json(const json& j) {
     pp.from = p.value("from", int64_t{0});
     pp.to = p.value("to", int64_t{0});
     pp.next = p.value("next", int64_t{0});
+    pp.warm_from = p.value("warm_from", pp.from);
+    pp.warmed = p.value("warmed", 0u);
     pp.first_seq = p.value("first_seq", 0u);
     pp.published = p.value("published", 0u);
     pp.duplicates = p.value("duplicates", 0u);
@@ -391,8 +424,15 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
   s.state = "running";
   auto plan = plan_replay(**reader, s.source_topic, o.from, o.to);
   if (!plan) return std::unexpected(plan.error());
-  for (const auto& r : *plan)
-    s.partitions.push_back({.partition = r.partition, .from = r.from, .to = r.to, .next = r.from});
+  for (const auto& r : *plan) {
+    PartitionProgress part{.partition = r.partition, .from = r.from, .to = r.to, .next = r.from, .warm_from = r.from};
+    if (o.stage == "clean" && o.warm_up_ms > 0 && r.from < r.to) {
+      auto warm = warm_up_start(**reader, {s.source_topic, r.partition}, r.from, o.warm_up_ms);
+      if (!warm) return std::unexpected(warm.error());
+      part.warm_from = *warm;
+    }
+    s.partitions.push_back(part);
+  }
 
   std::unique_ptr<kafka::KafkaProducer> producer;
   if (!o.dry_run) {
@@ -427,7 +467,9 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
   for (auto& part : s.partitions) {
     part.first_seq = next_seq;
     if (part.next >= part.to) continue;
-    if (auto st = (*reader)->assign({{{s.source_topic, part.partition}, part.next}}); !st) return fail_with(st.error());
+    // The warm-up first (offsets before `from`), then the range.
+    int64_t cursor = std::min(part.warm_from, part.next);
+    if (auto st = (*reader)->assign({{{s.source_topic, part.partition}, cursor}}); !st) return fail_with(st.error());
     while (part.next < part.to && !cancelled) {
       // Control requests between batches: pause holds here, cancel (or
       // Ctrl-C) ends, and the saga closes over what was published.
@@ -462,7 +504,23 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
       if (!msgs) return fail_with(msgs.error());
       std::vector<kafka::OutMessage> out;
       for (const auto& m : *msgs) {
-        if (m.partition != part.partition || m.offset < part.next || m.offset >= part.to) continue;
+        if (m.partition != part.partition || m.offset < cursor || m.offset >= part.to) continue;
+        cursor = m.offset + 1;
+        if (m.offset < part.from) {
+          // Warm-up: every readable event (whatever --saga says: the devices'
+          // state is built from all of them), in the replay saga's state
+          // namespace, outside its seqs.
+          v1::Envelope env;
+          if (!env.ParseFromString(m.value)) continue;
+          env.set_origin_saga_id(env.saga_id());
+          env.set_origin_seq(env.seq());
+          env.set_saga_id(s.id);
+          env.set_seq(0);
+          env.set_warm_up(true);
+          ++part.warmed;
+          out.push_back({s.replay_topic, m.key, env.SerializeAsString(), m.headers});
+          continue;
+        }
         part.next = m.offset + 1;
         if (part.min_time_ms == 0 || m.timestamp_ms < part.min_time_ms) part.min_time_ms = m.timestamp_ms;
         part.max_time_ms = std::max(part.max_time_ms, m.timestamp_ms);

@@ -36,6 +36,10 @@ struct ReplayOptions {
   std::string state_dir;     // where <id>.json and <id>.control live
   std::string id;            // the replay saga id; empty: a new "replay-<random>"
   std::size_t batch = 1000;  // events per produce round (smaller under --rate)
+  // --stage clean: the events ingested this long before the range's first
+  // one are sent first, marked warm_up, so the clean stage starts the range
+  // with the device state the original run had (fill_last_known). 0: none.
+  int64_t warm_up_ms = 0;
 };
 
 /// One partition of the range: offsets [from, to).
@@ -51,6 +55,8 @@ struct PartitionProgress {
   int64_t from = 0;
   int64_t to = 0;
   int64_t next = 0;        // next offset to read
+  int64_t warm_from = 0;   // warm-up offsets [warm_from, from): state only, no seqs
+  uint32_t warmed = 0;     // warm-up events sent
   uint32_t first_seq = 0;  // seqs [first_seq, first_seq + published) of the replay saga
   uint32_t published = 0;
   uint32_t duplicates = 0;  // repeated event ids, replayed once

@@ -2,6 +2,7 @@
 // a replay beside live ingest at full rate, a replay by saga id, and the
 // controls (dry run, pause, resume, cancel, status from another process).
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
@@ -17,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "services/common/http.h"
 #include "services/common/time.h"
 #include "services/replay/replay.h"
 #include "services/saga/saga_state.h"
@@ -213,6 +215,71 @@ TEST_F(ReplayE2E, RuleChangeReplayedByTimeLoadsNewlyValidRowsOnceAndReplayingAga
     EXPECT_EQ(twice.at(id).saga_id, row.saga_id) << id;
     EXPECT_EQ(twice.at(id).content, row.content) << id;
   }
+}
+
+// Item 9 of the hostile-input issue: a range whose first readings were filled
+// (fill_last_known) from readings before it. Replayed with unchanged rules, it
+// must change no row; without the warm-up the fills were lost (the row's
+// temperature became NULL), which the second replay below shows.
+TEST_F(ReplayE2E, AReplayedRangeWarmsUpSoUnchangedRulesChangeNoRowWhereTheOriginalFilledFromBeforeIt) {
+  const auto post = [&](const std::string& tag, int64_t event_ms, bool with_temperature) {
+    json batch = json::array();
+    for (int i = 0; i < 20; ++i) {
+      json r = {{"event_id", fmt::format("warm-{}-{}", tag, i)},
+                {"device_id", fmt::format("bike-9{:03}", i)},
+                {"battery_pct", 80},
+                {"speed_kmh", 12},
+                {"status", "RIDING"},
+                {"event_time", rfc3339(event_ms)}};
+      if (with_temperature) r["temperature_c"] = 12.5;
+      batch.push_back(r);
+    }
+    auto resp = http_call("POST", stack_->ingest_url() + "/v1/pipelines/ecowheels/events", batch.dump());
+    EXPECT_TRUE(resp.has_value() && resp->status == 202) << (resp ? resp->body : resp.error().message);
+    return resp ? json::parse(resp->body)["saga_id"].get<std::string>() : std::string();
+  };
+  const auto t0 = now_ms() - 120'000;
+  wait_for_saga(post("a", t0, true), "COMPLETED");
+  std::this_thread::sleep_for(50ms);
+  const auto from = now_ms();
+  std::this_thread::sleep_for(50ms);
+  wait_for_saga(post("b", t0 + 60'000, false), "COMPLETED");
+  const auto before = table(stack_->db_path("ecowheels"));
+  ASSERT_EQ(before.size(), 40u);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_NE(before.at(fmt::format("warm-b-{}", i)).content.find("temperature_c=12.5;"), std::string::npos)
+        << "the original run filled it from the reading before";
+  }
+
+  const auto replay_from = [&](int64_t warm_up_ms) {
+    auto o = replay_options();
+    o.from = std::to_string(from);
+    o.warm_up_ms = warm_up_ms;
+    auto r = run_replay(o);
+    EXPECT_TRUE(r.has_value()) << r.error().message;
+    if (!r) return json();
+    EXPECT_EQ(r->published(), 20u) << "the warm-up is not part of the replay";
+    uint32_t warmed = 0;
+    for (const auto& p : r->partitions) warmed += p.warmed;
+    EXPECT_EQ(warmed, warm_up_ms > 0 ? 20u : 0u);
+    return wait_for_saga(r->id, "COMPLETED");
+  };
+  expect_replay_saga(replay_from(10 * 60'000), 20, 20, 0);
+  std::size_t rows = 0;
+  const auto after = table(stack_->db_path("ecowheels"), &rows);
+  EXPECT_EQ(rows, 40u);
+  for (const auto& [id, row] : before) {
+    EXPECT_EQ(after.at(id).content, row.content) << id << " was changed by a replay with unchanged rules";
+    EXPECT_EQ(after.at(id).saga_id, row.saga_id) << id;
+  }
+
+  // The same replay without the warm-up loses what the original filled.
+  replay_from(0);
+  const auto cold = table(stack_->db_path("ecowheels"));
+  int lost = 0;
+  for (int i = 0; i < 20; ++i)
+    lost += cold.at(fmt::format("warm-b-{}", i)).content != before.at(fmt::format("warm-b-{}", i)).content;
+  EXPECT_EQ(lost, 20) << "without a warm-up the range's first readings are not filled as they were";
 }
 
 TEST_F(ReplayE2E, ReplayDuringLiveIngestAtFullRateLosesAndDuplicatesNothing) {

@@ -9,6 +9,7 @@
 
 #include "services/clean/cleaner.h"
 #include "starling/v1/ecowheels.pb.h"
+#include "starling/v1/saga.pb.h"
 #include "tests/services/clean/raw_events.h"
 #include "tests/support/temp_dir.h"
 
@@ -139,13 +140,16 @@ TEST_F(CleanStateTest, SameEventOfTheSameSagaAgainIsCleanedAgainNotRejectedAsADu
 // the original's first copy is cleaned (it skips its own dedupe); a replay of
 // a copy that was rejected as a duplicate is rejected again, so replaying
 // with unchanged rules never loads a duplicate over the first copy's row.
-kafka::InMessage replayed(const kafka::InMessage& original, int64_t offset, uint32_t replay_seq) {
+// A warm-up event (from before the replayed range) is sent as state only.
+kafka::InMessage replayed(const kafka::InMessage& original, int64_t offset, uint32_t replay_seq,
+                          const std::string& replay_saga = "replay-1", bool warm_up = false) {
   v1::Envelope env;
   EXPECT_TRUE(env.ParseFromString(original.value));
   env.set_origin_saga_id(env.saga_id());
   env.set_origin_seq(env.seq());
-  env.set_saga_id("replay-1");
+  env.set_saga_id(replay_saga);
   env.set_seq(replay_seq);
+  env.set_warm_up(warm_up);
   auto m = original;
   m.topic = "t.raw.replay";
   m.offset = offset;
@@ -167,6 +171,39 @@ TEST_F(CleanStateTest, AReplayedDuplicateIsRejectedAsItsOriginalWasAndTheFirstCo
   v1::RejectedRecord rej;
   ASSERT_TRUE(rej.ParseFromString(replay.out[1].value));
   EXPECT_EQ(rej.reasons(0).rule(), "dedupe");
+}
+
+// Item 9 of the hostile-input issue: a replay starting after a device's last
+// reading used to start with no last known value, so the range's first
+// reading was not filled as in the original run (here: rejected instead of
+// loaded with 20.5). The warm-up events before the range rebuild that state
+// and output nothing, not even a fact.
+TEST_F(CleanStateTest, AReplaysWarmUpGivesTheRangesFirstReadingTheOriginalRunsLastKnownValue) {
+  RocksCleanStore store(path(), p_.dedupe_window_ms);
+  const auto before = raw(0, "e0", "bike-1", kT0, 20.5);
+  const auto first_in_range = raw(1, "e1", "bike-1", kT0 + 60'000, std::nullopt);
+  auto live = cleaner_.clean_batch({before, first_in_range}, store, 0);
+  ASSERT_EQ(live.cleaned, 2u);
+  EXPECT_EQ(temperature_of(live.out[1]), 20.5);
+
+  auto cold = cleaner_.clean_batch({replayed(first_in_range, 0, 0, "replay-cold")}, store, 0);
+  EXPECT_EQ(cold.rejected, 1u) << "without a warm-up the range starts with no last known value";
+
+  auto warm = cleaner_.clean_batch(
+      {replayed(before, 0, 0, "replay-warm", /*warm_up=*/true), replayed(first_in_range, 1, 0, "replay-warm")}, store,
+      0);
+  EXPECT_EQ(warm.cleaned, 1u) << "the warm-up is not counted";
+  EXPECT_EQ(warm.rejected, 0u);
+  ASSERT_EQ(warm.out.size(), 2u) << "the range's record and its fact; nothing for the warm-up";
+  EXPECT_EQ(warm.out[0].topic, "t.clean");
+  EXPECT_EQ(temperature_of(warm.out[0]), 20.5);
+  v1::ProgressFact fact;
+  ASSERT_TRUE(fact.ParseFromString(warm.out[1].value));
+  EXPECT_EQ(fact.saga_id(), "replay-warm");
+  ASSERT_EQ(fact.seqs_size(), 1);
+  EXPECT_EQ(fact.seqs(0).first(), 0u);
+  EXPECT_EQ(fact.seqs(0).last(), 0u);
+  EXPECT_EQ(warm.next_offsets.at({"t.raw.replay", 0}), 2) << "the warm-up's offsets are consumed";
 }
 
 TEST_F(CleanStateTest, DuplicateWithinOneBatchIsRejected) {

@@ -101,5 +101,16 @@ TEST(Time, ParseRefusesWhatIsNotATimeAndSaysWhatItExpected) {
   }
 }
 
+TEST(Time, DurationsAreWrittenWithAUnitAsPipelineFilesAndFlagsDo) {
+  EXPECT_EQ(parse_duration_ms("250ms"), 250);
+  EXPECT_EQ(parse_duration_ms(" 30s "), 30'000);
+  EXPECT_EQ(parse_duration_ms("10m"), 600'000);
+  EXPECT_EQ(parse_duration_ms("2h"), 7'200'000);
+  EXPECT_EQ(parse_duration_ms("1d"), 86'400'000);
+  for (const char* bad : {"10", "m", "-1s", "1.5s", "1y", "10 minutes", "", "9999999999999999s"}) {
+    EXPECT_FALSE(parse_duration_ms(bad).has_value()) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace starling
