@@ -74,6 +74,29 @@ std::vector<SimEvent> generate_events(const SimOptions& o) {
           break;
       }
     }
+    if (o.tricky > 0 && u(rng) < o.tricky) {
+      const int64_t at = start_ms + i * 100;
+      switch (static_cast<int>(u(rng) * 4)) {
+        case 0:
+          e.record["ride_id"] = fmt::format("räd-\U0001F6B2-{}-ü", bike.ride);
+          break;
+        case 1:
+          e.record["event_time"] = rfc3339_trimmed(at - 3 * 3'600'000);
+          break;
+        case 2:
+          e.record["event_time"] = rfc3339_trimmed(at - 30'000);
+          break;
+        default: {
+          // A resend from at least one request back: the same event again.
+          const auto back = static_cast<std::size_t>(std::max(1, o.batch)) + static_cast<std::size_t>(u(rng) * 100);
+          if (out.size() >= back && !out[out.size() - back].fault.starts_with("dedupe")) {
+            e = out[out.size() - back];
+            e.fault = "dedupe:event_id";
+          }
+          break;
+        }
+      }
+    }
     out.push_back(std::move(e));
   }
   return out;

@@ -20,6 +20,11 @@ struct SimOptions {
   double rate = 1000;        // events per second, all bikes together; 0: as fast as possible
   int batch = 20;            // events per HTTP request (one saga each)
   double fault_rate = 0.05;  // share of events with a reading the rules reject
+  // Share of events made tricky but handled exactly: a ride id beyond ASCII,
+  // a reading 3 hours late, one 30 s behind the bike's previous reading, or
+  // a resend of an event an earlier request carried (a bike that lost the
+  // 202; rejected `dedupe`). 0 draws nothing, so a seed's fleet is unchanged.
+  double tricky = 0;
   uint64_t seed = 1;
   int max_retries = 20;   // per request, on 503 or a broken connection
   std::string id_prefix;  // prepended to every event id: two fleets with the same seed stay distinct
@@ -27,7 +32,7 @@ struct SimOptions {
 
 struct SimEvent {
   std::string event_id;
-  std::string fault;  // empty: valid; else which rule it breaks
+  std::string fault;  // empty: valid; else which rule it breaks ("dedupe:event_id" for a resend)
   nlohmann::json record;
 };
 
