@@ -28,29 +28,13 @@
 #include "services/ingest/ingest_service.h"
 #include "services/saga/saga_api.h"
 #include "services/saga/saga_store.h"
+#include "tests/support/fake_kafka.h"
 #include "tests/support/fuzz_main.h"
 
 namespace {
 
 using starling::HttpHandler;
 using starling::HttpServerOptions;
-
-// Persists every message unless told to fail, and keeps nothing (a fuzz run
-// sends millions).
-class NullProducer final : public starling::kafka::Producer {
- public:
-  std::atomic<int> mode{0};  // 0 persisted, 1 transient failure, 2 permanent failure
-  void produce(const starling::kafka::OutMessage& msg, starling::kafka::DeliveryCallback done) override {
-    starling::kafka::Delivery d;
-    d.topic = msg.topic;
-    const int m = mode.load();
-    d.status = m == 0 ? starling::kafka::DeliveryStatus::kPersisted : starling::kafka::DeliveryStatus::kNotPersisted;
-    if (m != 0) d.error = "fuzz: not persisted";
-    d.permanent = m == 2;
-    done(d);
-  }
-  starling::Status flush(std::chrono::milliseconds) override { return {}; }
-};
 
 std::map<std::string, starling::PipelineConfig> pipelines() {
   std::map<std::string, starling::PipelineConfig> out;
@@ -62,7 +46,7 @@ std::map<std::string, starling::PipelineConfig> pipelines() {
 }
 
 struct Services {
-  NullProducer producer;
+  starling::testing::NullProducer producer;
   std::unique_ptr<starling::ingest::IngestService> open;   // no API keys
   std::unique_ptr<starling::ingest::IngestService> keyed;  // keys "fleet-secret" and "other-secret"
   std::filesystem::path dir;

@@ -18,31 +18,16 @@
 
 #include "services/ingest/ingestor.h"
 #include "services/ingest/mqtt_bridge.h"
+#include "tests/support/fake_kafka.h"
 #include "tests/support/fuzz_main.h"
 
 namespace {
 
 using starling::ingest::MqttAck;
 
-// Persists every message unless told to fail, and keeps nothing.
-class NullProducer final : public starling::kafka::Producer {
- public:
-  std::atomic<int> mode{0};  // 0 persisted, 1 transient failure, 2 permanent failure
-  void produce(const starling::kafka::OutMessage& msg, starling::kafka::DeliveryCallback done) override {
-    starling::kafka::Delivery d;
-    d.topic = msg.topic;
-    const int m = mode.load();
-    d.status = m == 0 ? starling::kafka::DeliveryStatus::kPersisted : starling::kafka::DeliveryStatus::kNotPersisted;
-    if (m != 0) d.error = "fuzz: not persisted";
-    d.permanent = m == 2;
-    done(d);
-  }
-  starling::Status flush(std::chrono::milliseconds) override { return {}; }
-};
-
 struct Bridge {
   std::map<std::string, starling::PipelineConfig> pipelines;
-  NullProducer producer;
+  starling::testing::NullProducer producer;
   starling::ingest::Ingestor ingestor{producer, "fuzz"};
   starling::ingest::MqttIngest roomy{pipelines, ingestor};
   starling::ingest::MqttIngest tight{pipelines, ingestor, starling::ingest::RecordLimits{256, 32}};

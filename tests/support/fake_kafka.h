@@ -5,6 +5,7 @@
 // whose delivery reports a test decides.
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <map>
@@ -236,6 +237,24 @@ inline kafka::ConsumerFactory FakeConsumer::factory() {
 
 /// A producer whose delivery reports `decide` writes (default: PERSISTED),
 /// synchronously, inside produce(). It keeps every message it was given.
+// For fuzz targets: persists every message unless told to fail, and keeps
+// nothing (a run sends millions).
+class NullProducer final : public kafka::Producer {
+ public:
+  enum Mode { kPersist = 0, kTransientFailure = 1, kPermanentFailure = 2 };
+  std::atomic<int> mode{kPersist};
+  void produce(const kafka::OutMessage& msg, kafka::DeliveryCallback done) override {
+    kafka::Delivery d;
+    d.topic = msg.topic;
+    const int m = mode.load();
+    d.status = m == kPersist ? kafka::DeliveryStatus::kPersisted : kafka::DeliveryStatus::kNotPersisted;
+    if (m != kPersist) d.error = "not persisted (NullProducer)";
+    d.permanent = m == kPermanentFailure;
+    done(d);
+  }
+  Status flush(std::chrono::milliseconds) override { return {}; }
+};
+
 class FakeProducer final : public kafka::Producer {
  public:
   using Decide = std::function<kafka::Delivery(const kafka::OutMessage&)>;
