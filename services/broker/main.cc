@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 
@@ -80,6 +81,17 @@ int main(int argc, char** argv) {
                  "read until handlers finish (a larger single request is still taken alone)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, SIZE_MAX));
+  int64_t connections_max_idle_ms = server_config.connections_max_idle.count();
+  app.add_option("--connections-max-idle-ms", connections_max_idle_ms,
+                 "Close a connection with no request in flight that has sent nothing for this long "
+                 "(Kafka's connections.max.idle.ms)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  int64_t request_read_timeout_ms = server_config.request_read_timeout.count();
+  app.add_option("--request-read-timeout-ms", request_read_timeout_ms,
+                 "Close a connection whose request frame has not arrived whole this long after its first byte")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -106,6 +118,8 @@ int main(int argc, char** argv) {
     config.log.segment_bytes = segment_bytes;
     config.max_open_segment_files = max_open_segment_files;
 
+    server_config.connections_max_idle = std::chrono::milliseconds(connections_max_idle_ms);
+    server_config.request_read_timeout = std::chrono::milliseconds(request_read_timeout_ms);
     auto endpoint = parse_listen(listen);
     starling::broker::asio::io_context io(1);
     starling::broker::Broker broker(io.get_executor(), config);

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <chrono>
 #include <deque>
+#include <optional>
 #include <utility>
 
 namespace starling::broker {
@@ -161,15 +162,42 @@ asio::awaitable<void> Server::accept_loop() {
   }
 }
 
-/// Per-connection pipeline state shared by the reader and the writer.
+/// Per-connection pipeline state shared by the reader, the writer and the watchdog.
 struct Pipeline {
+  explicit Pipeline(asio::any_io_executor ex) : watchdog_timer(std::move(ex)) {}
   std::deque<std::shared_ptr<Pending<Result<Reply>>>> slots;  // in request order
   std::shared_ptr<Pending<bool>> writer_wakeup;
   std::shared_ptr<Pending<bool>> reader_wakeup;
   bool reader_done = false;
+  bool writing = false;  // a reply is being sent
+  // What the watchdog goes by. Idle time counts from the last byte received
+  // or reply sent, and only while nothing is in flight.
+  Clock::time_point last_activity = Clock::now();
+  // Set from the first byte of a frame until it is read whole.
+  std::optional<Clock::time_point> frame_deadline;
+  // The reader waits on the broker (a free slot, budget bytes), not on the
+  // client: neither timeout runs, and the frame deadline moves by the wait.
+  bool paused = false;
+  asio::steady_timer watchdog_timer;
 };
 
 namespace {
+
+/// While alive, the reader is waiting on the broker, not on its client.
+class PausedReader {
+ public:
+  explicit PausedReader(Pipeline& pipe) : pipe_(pipe), since_(Clock::now()) { pipe_.paused = true; }
+  ~PausedReader() {
+    pipe_.paused = false;
+    if (pipe_.frame_deadline) *pipe_.frame_deadline += Clock::now() - since_;
+  }
+  PausedReader(const PausedReader&) = delete;
+  PausedReader& operator=(const PausedReader&) = delete;
+
+ private:
+  Pipeline& pipe_;
+  Clock::time_point since_;
+};
 
 // Up to this many requests of one connection are processed concurrently
 // (librdkafka keeps at most 5 produce requests in flight); replies still
@@ -183,8 +211,9 @@ asio::awaitable<void> Server::session(std::shared_ptr<tcp::socket> socket) {
   boost::system::error_code ec;
   auto remote = socket->remote_endpoint(ec);
   std::string peer = ec ? "?" : remote.address().to_string();
-  auto pipe = std::make_shared<Pipeline>();
+  auto pipe = std::make_shared<Pipeline>(io_.get_executor());
   asio::co_spawn(io_, writer(socket, pipe, peer), log_escaped("writer"));
+  asio::co_spawn(io_, watchdog(socket, pipe, peer), log_escaped("connection watchdog"));
   try {
     co_await read_requests(socket, pipe, peer);
   } catch (const std::exception& e) {
@@ -192,7 +221,50 @@ asio::awaitable<void> Server::session(std::shared_ptr<tcp::socket> socket) {
   }
   pipe->reader_done = true;
   if (pipe->writer_wakeup) pipe->writer_wakeup->wake();
+  pipe->watchdog_timer.cancel();
   socket->close(ec);
+}
+
+Clock::time_point Server::deadline(const Pipeline& pipe) const {
+  if (pipe.paused) return Clock::time_point::max();
+  if (pipe.frame_deadline) return *pipe.frame_deadline;
+  // A request in flight (a parked Fetch, say) is not idleness on the wire.
+  if (!pipe.slots.empty() || pipe.writing) return Clock::time_point::max();
+  return pipe.last_activity + config_.connections_max_idle;
+}
+
+asio::awaitable<void> Server::watchdog(std::shared_ptr<tcp::socket> socket, std::shared_ptr<Pipeline> pipe,
+                                       std::string peer) {
+  // No deadline can come sooner than this after now, so waking this often
+  // (or at the current deadline, if sooner) needs no signal from the reader
+  // or writer when theirs move.
+  const Clock::duration step = std::min<Clock::duration>(config_.connections_max_idle, config_.request_read_timeout);
+  boost::system::error_code ec;
+  while (!pipe->reader_done) {
+    const auto now = Clock::now();
+    const auto due = deadline(*pipe);
+    if (now >= due) {
+      if (pipe->frame_deadline) {
+        ++stats_.closed_read_timeout;
+        if (read_timeout_warnings_.allow(now)) {
+          spdlog::warn(
+              "{}: closing connection: a request did not arrive whole within {} ms "
+              "(--request-read-timeout-ms; {} more not logged)",
+              peer, config_.request_read_timeout.count(), read_timeout_warnings_.take_suppressed());
+        }
+      } else {
+        ++stats_.closed_idle;
+        spdlog::debug("{}: closing connection: idle for {} ms (--connections-max-idle-ms)", peer,
+                      config_.connections_max_idle.count());
+      }
+      // The reader's pending read fails, so it releases its budget bytes and
+      // ends the session.
+      socket->close(ec);
+      co_return;
+    }
+    pipe->watchdog_timer.expires_at(due - now < step ? due : now + step);
+    co_await pipe->watchdog_timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
 }
 
 asio::awaitable<void> Server::read_requests(std::shared_ptr<tcp::socket> socket, std::shared_ptr<Pipeline> pipe,
@@ -200,6 +272,14 @@ asio::awaitable<void> Server::read_requests(std::shared_ptr<tcp::socket> socket,
   boost::system::error_code ec;
   const size_t max_frame = config_.max_frame_bytes;
   for (;;) {
+    // The read timeout runs from the first byte of a frame. (available()
+    // saves a trip through the reactor when the next frame is already here.)
+    if (socket->available(ec) == 0 || ec) {
+      co_await socket->async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) break;
+    }
+    pipe->last_activity = Clock::now();
+    pipe->frame_deadline = pipe->last_activity + config_.request_read_timeout;
     uint8_t size_buf[4];
     co_await asio::async_read(*socket, asio::buffer(size_buf), asio::redirect_error(asio::use_awaitable, ec));
     if (ec) break;
@@ -212,6 +292,7 @@ asio::awaitable<void> Server::read_requests(std::shared_ptr<tcp::socket> socket,
     // Before taking any of the shared budget: a client that does not read
     // its replies must not hold bytes of it while it waits for a slot.
     while (pipe->slots.size() >= kMaxInFlight) {
+      PausedReader paused(*pipe);
       pipe->reader_wakeup = std::make_shared<Pending<bool>>(io_.get_executor());
       co_await pipe->reader_wakeup->wait_until(Clock::time_point::max());
     }
@@ -225,7 +306,10 @@ asio::awaitable<void> Server::read_requests(std::shared_ptr<tcp::socket> socket,
     size_t got = 0;
     while (got < frame_bytes) {
       size_t chunk = std::min<size_t>(frame_bytes - got, kReadChunk);
-      co_await inflight_.acquire(ticket, chunk);
+      {
+        PausedReader paused(*pipe);
+        co_await inflight_.acquire(ticket, chunk);
+      }
       frame.resize(got + chunk);
       co_await asio::async_read(*socket, asio::buffer(frame.data() + got, chunk),
                                 asio::redirect_error(asio::use_awaitable, ec));
@@ -237,6 +321,8 @@ asio::awaitable<void> Server::read_requests(std::shared_ptr<tcp::socket> socket,
       inflight_.release(got);
       break;
     }
+    pipe->frame_deadline.reset();
+    pipe->last_activity = Clock::now();
     auto slot = std::make_shared<Pending<Result<Reply>>>(io_.get_executor());
     pipe->slots.push_back(slot);
     if (pipe->writer_wakeup) pipe->writer_wakeup->wake();
@@ -298,9 +384,12 @@ asio::awaitable<void> Server::write_replies(std::shared_ptr<tcp::socket> socket,
       std::vector<asio::const_buffer> bufs;
       bufs.reserve(reply->buffers.size());
       for (const auto& b : reply->buffers) bufs.emplace_back(asio::buffer(b));
+      pipe->writing = true;
       co_await asio::async_write(*socket, bufs, asio::redirect_error(asio::use_awaitable, ec));
+      pipe->writing = false;
       if (ec) break;
     }
+    pipe->last_activity = Clock::now();
   }
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <set>
@@ -36,6 +37,21 @@ struct ServerConfig {
   /// connections (Kafka's queued.max.request.bytes, 500 MiB there): past it a
   /// connection's next frame is not read until handlers finish.
   size_t max_inflight_request_bytes = 256u << 20;
+  /// A connection with no request in flight that has received no bytes for
+  /// this long is closed (Kafka's connections.max.idle.ms, same default). A
+  /// parked long-poll Fetch is in flight, so its consumer is never idle.
+  std::chrono::milliseconds connections_max_idle{600'000};
+  /// Once the first byte of a frame has arrived, the rest must arrive within
+  /// this, or the connection is closed and its budget bytes released. Time
+  /// the reader spends waiting on the broker (in-flight slots, the byte
+  /// budget) does not count: only the client's slowness does.
+  std::chrono::milliseconds request_read_timeout{30'000};
+};
+
+/// Connections the server closed, by reason. I/O thread only.
+struct ServerStats {
+  uint64_t closed_idle = 0;
+  uint64_t closed_read_timeout = 0;
 };
 
 /// The budget of request bytes in memory across all connections: read (in
@@ -93,10 +109,11 @@ class ByteBudget {
 
 /// Accepts TCP connections; per connection a reader coroutine reads
 /// size-prefixed frames and starts a handler (the Broker's) for each, and a
-/// writer coroutine sends the replies strictly in request order. Oversized
-/// or undecodable frames close the connection. When accept fails for want of
-/// descriptors it pauses (100 ms doubling to 1 s) instead of spinning.
-/// ServerConfig has the limits.
+/// writer coroutine sends the replies strictly in request order, and a
+/// watchdog coroutine closes it when a frame is not read whole in time or it
+/// has been idle too long. Oversized or undecodable frames close the
+/// connection. When accept fails for want of descriptors it pauses (100 ms
+/// doubling to 1 s) instead of spinning. ServerConfig has the limits.
 ///
 /// Threading: runs on the io_context the Broker uses, on a single thread.
 class Server {
@@ -110,6 +127,7 @@ class Server {
   void stop();
   size_t connection_count() const { return sockets_.size(); }
   const ByteBudget& inflight() const { return inflight_; }
+  const ServerStats& stats() const { return stats_; }
 
  private:
   asio::awaitable<void> accept_loop();
@@ -122,6 +140,11 @@ class Server {
                                std::string peer);
   asio::awaitable<void> write_replies(std::shared_ptr<asio::ip::tcp::socket> socket, std::shared_ptr<Pipeline> pipe,
                                       const std::string& peer);
+  /// Closes the connection when its read timeout or idle timeout passes.
+  asio::awaitable<void> watchdog(std::shared_ptr<asio::ip::tcp::socket> socket, std::shared_ptr<Pipeline> pipe,
+                                 std::string peer);
+  /// When `pipe`'s connection is due to be closed (Clock::time_point::max() if never).
+  Clock::time_point deadline(const Pipeline& pipe) const;
 
   asio::io_context& io_;
   RequestHandler& handler_;
@@ -130,7 +153,9 @@ class Server {
   std::set<std::shared_ptr<asio::ip::tcp::socket>> sockets_;
   RateLimit accept_warnings_{std::chrono::seconds(1)};
   RateLimit connection_cap_warnings_{std::chrono::seconds(1)};
+  RateLimit read_timeout_warnings_{std::chrono::seconds(1)};
   ByteBudget inflight_;
+  ServerStats stats_;
 };
 
 }  // namespace starling::broker

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "tests/services/broker/broker_process.h"
+#include "tests/services/broker/raw_client.h"
 #include "tests/services/broker/rdkafka_helpers.h"
 
 namespace starling::broker::testing {
@@ -254,6 +255,51 @@ TEST(Librdkafka, LongPollFetchIsWokenByNewDataNotByItsTimeout) {
   auto latency = std::chrono::steady_clock::now() - sent;
   ASSERT_EQ(got.size(), 1u);
   EXPECT_LT(latency, 2s);
+}
+
+/// The "disconnects" count of broker `name` in librdkafka statistics JSON,
+/// -1 when it is not there.
+int64_t disconnects(const std::string& stats, const std::string& name) {
+  auto at = stats.find("\"name\":\"" + name + "\"");
+  if (at == std::string::npos) return -1;
+  auto field = stats.find("\"disconnects\":", at);
+  if (field == std::string::npos) return -1;
+  return std::stoll(stats.substr(field + 14));
+}
+
+TEST(Librdkafka, AConsumerInALongPollIsNotClosedByTheIdleOrReadTimeout) {
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--connections-max-idle-ms", "300", "--request-read-timeout-ms", "300"});
+  Producer producer(broker.bootstrap(), {{"linger.ms", "0"}, {"acks", "all"}});
+  producer.produce("quiet", "warmup");
+  ASSERT_TRUE(producer.flush());
+  // Given a consumer whose fetches park for 3 s, ten times the timeouts.
+  // (Its connections may be closed as idle while it starts up, between
+  // requests; librdkafka reconnects. Only what happens after its fetch loop
+  // runs counts.)
+  Consumer consumer(broker.bootstrap(),
+                    {{"group.id", "q"}, {"fetch.wait.max.ms", "3000"}, {"statistics.interval.ms", "100"}});
+  consumer.assign("quiet", 1);
+  ASSERT_EQ(consumer.consume(1, 10s).size(), 1u);
+  const std::string node = broker.bootstrap() + "/0";
+  auto fresh_disconnects = [&] {
+    size_t seen = consumer.stats_count();
+    for (int i = 0; i < 100 && consumer.stats_count() < seen + 2; ++i) consumer.consume(1, 100ms);
+    return disconnects(consumer.stats(), node);
+  };
+  const int64_t before = fresh_disconnects();
+  ASSERT_GE(before, 0) << consumer.stats();
+  // When it has been parked longer than the idle timeout (a raw connection
+  // opened after that has been closed for idleness)
+  RawClient witness(broker.port());
+  ASSERT_TRUE(witness.closed_by_peer(10000));
+  // Then its fetch connection was not closed, and the parked fetch gets new data
+  producer.produce("quiet", "later");
+  ASSERT_TRUE(producer.flush());
+  auto got = consumer.consume(1, 10s);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].value, "later");
+  EXPECT_EQ(fresh_disconnects(), before) << consumer.stats();
 }
 
 TEST(Librdkafka, ProducingToAnUnknownTopicFailsWhenAutoCreateIsOff) {

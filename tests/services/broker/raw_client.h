@@ -16,6 +16,21 @@
 
 namespace starling::broker::testing {
 
+/// A request frame (size, header v1 with client id "raw-test", body).
+inline Bytes request_frame(int16_t api_key, int16_t version, const Bytes& body, int32_t correlation_id = 1,
+                           bool flexible_header = false) {
+  Writer w;
+  size_t at = w.reserve_i32();
+  w.i16(api_key);
+  w.i16(version);
+  w.i32(correlation_id);
+  w.nullable_string(std::string("raw-test"));
+  if (flexible_header) w.i8(0);  // empty tagged fields (header v2)
+  w.raw(body.data(), body.size());
+  w.patch_i32(at, static_cast<int32_t>(w.size() - 4));
+  return w.take();
+}
+
 class RawClient {
  public:
   explicit RawClient(uint16_t port) {
@@ -42,16 +57,7 @@ class RawClient {
   /// Frames a request with header v1 and sends it.
   bool send_request(int16_t api_key, int16_t version, const Bytes& body, int32_t correlation_id = 1,
                     bool flexible_header = false) {
-    Writer w;
-    size_t at = w.reserve_i32();
-    w.i16(api_key);
-    w.i16(version);
-    w.i32(correlation_id);
-    w.nullable_string(std::string("raw-test"));
-    if (flexible_header) w.i8(0);  // empty tagged fields (header v2)
-    w.raw(body.data(), body.size());
-    w.patch_i32(at, static_cast<int32_t>(w.size() - 4));
-    return send_bytes(w.buffer());
+    return send_bytes(request_frame(api_key, version, body, correlation_id, flexible_header));
   }
 
   /// Reads one response frame (without the size); nullopt on close/timeout.

@@ -97,8 +97,17 @@ class Producer {
 
 class Consumer {
  public:
+  /// With "statistics.interval.ms" in `props`, stats() is the latest
+  /// statistics JSON, delivered by consume().
   Consumer(const std::string& bootstrap, const Props& props) {
     rd_kafka_conf_t* conf = make_conf(bootstrap, props);
+    rd_kafka_conf_set_stats_cb(conf, [](rd_kafka_t*, char* json, size_t len, void* opaque) {
+      auto* self = static_cast<Consumer*>(opaque);
+      self->stats_.assign(json, len);
+      ++self->stats_count_;
+      return 0;  // librdkafka frees json
+    });
+    rd_kafka_conf_set_opaque(conf, this);
     char err[512];
     rk_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err));
     if (!rk_) throw std::runtime_error(err);
@@ -148,6 +157,9 @@ class Consumer {
     return out;
   }
 
+  const std::string& stats() const { return stats_; }
+  size_t stats_count() const { return stats_count_; }
+
   rd_kafka_resp_err_t commit_sync() { return rd_kafka_commit(rk_.get(), nullptr, 0); }
   rd_kafka_resp_err_t last_error() const { return last_error_; }
   rd_kafka_t* get() { return rk_.get(); }
@@ -155,6 +167,8 @@ class Consumer {
  private:
   KafkaPtr rk_;
   rd_kafka_resp_err_t last_error_ = RD_KAFKA_RESP_ERR_NO_ERROR;
+  std::string stats_;
+  size_t stats_count_ = 0;
 };
 
 }  // namespace starling::broker::testing

@@ -202,6 +202,98 @@ TEST(Server, ConnectionsUnderTheCapAreServedAgainOnceOthersClose) {
   EXPECT_TRUE(answered(later));
 }
 
+TEST(Server, AConnectionThatSendsNothingIsClosedAfterTheIdleTimeout) {
+  ServerConfig config;
+  config.connections_max_idle = std::chrono::milliseconds(200);
+  RunningServer server(config);
+  RawClient silent(server.port());
+  EXPECT_TRUE(silent.closed_by_peer(10000));
+  EXPECT_TRUE(server.eventually([&] { return server.server().connection_count() == 0; }));
+  EXPECT_EQ(server.on_io([&] { return server.server().stats().closed_idle; }), 1u);
+}
+
+TEST(Server, AFrameStalledHalfwayIsClosedAfterTheReadTimeoutAndItsBudgetLetsTheNextClientIn) {
+  ServerConfig config;
+  config.max_inflight_request_bytes = 1000;
+  config.request_read_timeout = std::chrono::milliseconds(300);
+  RunningServer server(config);
+  RawClient staller(server.port());
+  RawClient next(server.port());
+  // Given a client that announced a 718-byte request, sent half of it and stalls
+  Bytes frame = testing::request_frame(18, 0, Bytes(700, 0));
+  ASSERT_TRUE(staller.send_bytes(Bytes(frame.begin(), frame.begin() + frame.size() / 2)));
+  ASSERT_TRUE(server.eventually([&] { return server.server().inflight().in_use() == 700 + kHeaderBytes; }));
+  // And another client whose request does not fit beside it in the budget
+  ASSERT_TRUE(send_sized(next, 18, 700, 5));
+  ASSERT_TRUE(server.eventually([&] { return server.server().inflight().waiting() == 1; }));
+  // Then the stalled one is closed once the read timeout passes
+  EXPECT_TRUE(staller.closed_by_peer(10000));
+  // And the other is read and answered with the bytes it released
+  auto reply = next.read_frame(10000);
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(load_be32(reply->data()), 5);
+  EXPECT_EQ(server.on_io([&] { return server.server().stats().closed_read_timeout; }), 1u);
+  EXPECT_TRUE(server.eventually([&] { return server.server().inflight().in_use() == 0; }));
+}
+
+TEST(Server, AConnectionWithAParkedRequestIsNotClosedByTheIdleOrReadTimeout) {
+  ServerConfig config;
+  config.connections_max_idle = std::chrono::milliseconds(200);
+  config.request_read_timeout = std::chrono::milliseconds(200);
+  RunningServer server(config);
+  // Given a request whose handler is parked (as a long-poll Fetch is)
+  RawClient parked(server.port());
+  ASSERT_TRUE(send_sized(parked, kHeldApi, 10, 3));
+  ASSERT_TRUE(server.eventually([&] { return server.handler().started() == 1; }));
+  // When a connection opened after it has been closed for idleness, so the
+  // parked one has been quiet on the wire for longer than both timeouts
+  RawClient witness(server.port());
+  ASSERT_TRUE(witness.closed_by_peer(10000));
+  // Then the parked one is still open and gets its reply when the handler finishes
+  server.on_io([&] {
+    server.handler().release_held();
+    return true;
+  });
+  auto reply = parked.read_frame();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(load_be32(reply->data()), 3);
+  // And once nothing is in flight, it is idle like any other
+  EXPECT_TRUE(parked.closed_by_peer(10000));
+  EXPECT_EQ(server.on_io([&] { return server.server().stats().closed_idle; }), 2u);
+  EXPECT_EQ(server.on_io([&] { return server.server().stats().closed_read_timeout; }), 0u);
+}
+
+TEST(Server, AFrameWaitingForTheInFlightBudgetIsNotClosedByTheReadTimeout) {
+  ServerConfig config;
+  config.max_inflight_request_bytes = 1000;
+  config.connections_max_idle = std::chrono::milliseconds(200);
+  config.request_read_timeout = std::chrono::milliseconds(200);
+  RunningServer server(config);
+  RawClient first(server.port());
+  RawClient second(server.port());
+  // Given a request whose handler is parked, holding most of the budget
+  ASSERT_TRUE(send_sized(first, kHeldApi, 700, 1));
+  ASSERT_TRUE(server.eventually([&] { return server.handler().started() == 1; }));
+  // And a whole request sent by another client that waits for the budget
+  ASSERT_TRUE(send_sized(second, 18, 700, 2));
+  ASSERT_TRUE(server.eventually([&] { return server.server().inflight().waiting() == 1; }));
+  // When it has waited longer than the read timeout (a connection opened
+  // after that was closed for idleness)
+  RawClient witness(server.port());
+  ASSERT_TRUE(witness.closed_by_peer(10000));
+  // Then it was not closed: the wait was the broker's, not the client's
+  server.on_io([&] {
+    server.handler().release_held();
+    return true;
+  });
+  auto first_reply = first.read_frame();
+  auto second_reply = second.read_frame();
+  ASSERT_TRUE(first_reply.has_value());
+  ASSERT_TRUE(second_reply.has_value());
+  EXPECT_EQ(load_be32(second_reply->data()), 2);
+  EXPECT_EQ(server.on_io([&] { return server.server().stats().closed_read_timeout; }), 0u);
+}
+
 /// Drives a ByteBudget by hand: each read() is a coroutine taking `n` bytes
 /// for a frame, recorded in `admitted` once granted.
 class BudgetDriver {
