@@ -8,6 +8,8 @@
 #include <functional>
 #include <type_traits>
 
+#include "services/common/text.h"
+
 namespace starling::broker {
 
 namespace fs = std::filesystem;
@@ -115,7 +117,9 @@ PartitionLog* Broker::log(const std::string& topic, int32_t partition) {
 }
 
 Result<void> Broker::create_topic(const std::string& name, int32_t partitions) {
-  if (!valid_topic_name(name)) return fail(ErrorCode::kInvalidTopic, fmt::format("invalid topic name '{}'", name));
+  if (!valid_topic_name(name)) {
+    return fail(ErrorCode::kInvalidTopic, fmt::format("invalid topic name '{}'", excerpt(name)));
+  }
   if (topics_.count(name) != 0) return fail(ErrorCode::kTopicAlreadyExists, fmt::format("topic '{}' exists", name));
   // Each partition keeps at least one file open, so the count is bounded well
   // below typical descriptor limits.
@@ -166,6 +170,10 @@ void Broker::notify_fetchers(const std::string& topic, int32_t partition) {
 
 asio::awaitable<Result<Reply>> Broker::handle(Bytes frame, std::string client_host) {
   Reader r(frame);
+  // Bytes that are not UTF-8 become U+FFFD, as in Kafka's (Java) decoder.
+  r.set_text_fix([](std::string& s) {
+    if (!is_utf8(s)) s = utf8_safe(s);
+  });
   auto header = decode_request_header(r);
   if (!header) co_return std::unexpected(header.error());
   const RequestHeader& h = *header;

@@ -44,6 +44,12 @@ class Reader {
  public:
   explicit Reader(ByteView data) : data_(data) {}
 
+  /// Every string read is passed through `fix`. The Broker makes request
+  /// strings valid UTF-8 with it, as Kafka's decoder does, so that names it
+  /// echoes back (topics, client ids in member ids) are; tests read raw bytes.
+  using TextFix = void (*)(std::string&);
+  void set_text_fix(TextFix fix) { text_fix_ = fix; }
+
   bool ok() const { return ok_; }
   size_t remaining() const { return ok_ ? data_.size() - pos_ : 0; }
   size_t position() const { return pos_; }
@@ -114,6 +120,7 @@ class Reader {
     }
     std::string s(reinterpret_cast<const char*>(data_.data() + pos_), n);
     pos_ += n;
+    if (text_fix_) text_fix_(s);
     return s;
   }
   template <class T>
@@ -132,6 +139,7 @@ class Reader {
   ByteView data_;
   size_t pos_ = 0;
   bool ok_ = true;
+  TextFix text_fix_ = nullptr;
 };
 
 /// Big-endian writer for non-flexible Kafka messages.
