@@ -54,17 +54,6 @@ void Server::stop() {
   sockets_.clear();
 }
 
-bool RateLimit::allow(Clock::time_point now) {
-  if (now < next_) {
-    ++suppressed_;
-    return false;
-  }
-  next_ = now + interval_;
-  return true;
-}
-
-size_t RateLimit::take_suppressed() { return std::exchange(suppressed_, 0); }
-
 asio::awaitable<void> ByteBudget::acquire(Frame frame, size_t n) {
   if ((waiters_.empty() || oldest_partly_read(frame)) && may_take(frame, n)) {
     take(frame, n);

@@ -7,25 +7,11 @@
 
 #include "services/broker/asio.h"
 #include "services/broker/broker.h"
+#include "services/common/log_limit.h"
 
 namespace starling::broker {
 
 struct Pipeline;
-
-/// Lets one log line through per interval and counts the ones it held back,
-/// so a failure repeating in a loop cannot flood the log.
-class RateLimit {
- public:
-  explicit RateLimit(Clock::duration interval) : interval_(interval) {}
-  bool allow(Clock::time_point now);
-  /// How many were held back since the last call.
-  size_t take_suppressed();
-
- private:
-  Clock::duration interval_;
-  Clock::time_point next_{};
-  size_t suppressed_ = 0;
-};
 
 struct ServerConfig {
   /// Frames larger than this close the connection (Kafka's socket.request.max.bytes).
@@ -151,9 +137,9 @@ class Server {
   ServerConfig config_;
   asio::ip::tcp::acceptor acceptor_;
   std::set<std::shared_ptr<asio::ip::tcp::socket>> sockets_;
-  RateLimit accept_warnings_{std::chrono::seconds(1)};
-  RateLimit connection_cap_warnings_{std::chrono::seconds(1)};
-  RateLimit read_timeout_warnings_{std::chrono::seconds(1)};
+  LogLimit accept_warnings_{std::chrono::seconds(1)};
+  LogLimit connection_cap_warnings_{std::chrono::seconds(1)};
+  LogLimit read_timeout_warnings_{std::chrono::seconds(1)};
   ByteBudget inflight_;
   ServerStats stats_;
 };

@@ -75,13 +75,13 @@ std::vector<SimEvent> generate_events(const SimOptions& o) {
       }
     }
     if (o.tricky > 0 && u(rng) < o.tricky) {
-      const int64_t at = start_ms + i * 100;
+      const int64_t at = start_ms + int64_t{i} * 100;
       switch (static_cast<int>(u(rng) * 4)) {
         case 0:
           e.record["ride_id"] = fmt::format("räd-\U0001F6B2-{}-ü", bike.ride);
           break;
         case 1:
-          e.record["event_time"] = rfc3339_trimmed(at - 3 * 3'600'000);
+          e.record["event_time"] = rfc3339_trimmed(at - int64_t{3} * 3'600'000);
           break;
         case 2:
           e.record["event_time"] = rfc3339_trimmed(at - 30'000);

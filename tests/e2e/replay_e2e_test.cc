@@ -264,7 +264,7 @@ TEST_F(ReplayE2E, AReplayedRangeWarmsUpSoUnchangedRulesChangeNoRowWhereTheOrigin
     EXPECT_EQ(warmed, warm_up_ms > 0 ? 20u : 0u);
     return wait_for_saga(r->id, "COMPLETED");
   };
-  expect_replay_saga(replay_from(10 * 60'000), 20, 20, 0);
+  expect_replay_saga(replay_from(int64_t{10} * 60'000), 20, 20, 0);
   std::size_t rows = 0;
   const auto after = table(stack_->db_path("ecowheels"), &rows);
   EXPECT_EQ(rows, 40u);

@@ -88,7 +88,7 @@ std::string post(const std::string& path, const std::string& body, const std::st
   return fmt::format("POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n{}\r\n{}", path, body.size(), headers, body);
 }
 
-const std::string kEvents = "/v1/pipelines/ecowheels/events";
+constexpr const char* kEvents = "/v1/pipelines/ecowheels/events";
 
 std::string reading(const std::string& device, const std::string& extra = {}) {
   return R"({"device_id":")" + device + R"(","speed_kmh":12.5,"status":"RIDING","event_time":"2026-11-23T10:00:00Z")" +
@@ -102,7 +102,7 @@ std::vector<std::string> http_corpus() {
       "GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
       "GET /v1/sagas?state=%FF&\xfe=\xc3 HTTP/1.1\r\nHost: x\r\n\r\n",
       "GET /healthz HTTP/1.1\r\nX-\xff: a\r\n\r\n",
-      "GET /a\0b HTTP/1.1\r\n\r\n",
+      std::string("GET /a\0b HTTP/1.1\r\n\r\n", 21),
       "\xff\xfe\xfd\r\n\r\n",
       "GET / HTTP/9.9\r\n\r\n",
       post(kEvents, R"(["\xff"])"),
@@ -119,9 +119,9 @@ std::vector<std::string> http_corpus() {
       post(kEvents, "[" + reading(std::string(300'000, 'd')) + "]"),
       post(kEvents, "[" + reading("bike-h10", R"(,"ride_id":")" + std::string(20'000, 'r') + "\"") + "]"),
       // Over --max-body, announced: refused from the header alone.
-      "POST " + kEvents + " HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n[",
-      "POST " + kEvents + " HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
-      "POST " + kEvents + " HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
+      std::string("POST ") + kEvents + " HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n[",
+      std::string("POST ") + kEvents + " HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+      std::string("POST ") + kEvents + " HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
       "GET /healthz HTTP/1.1\r\nX: " + std::string(40'000, 'h') + "\r\n\r\n",
   };
 }
@@ -285,7 +285,7 @@ TEST_F(HostileProcesses, ACorpusAtEveryPortLeavesEveryProcessServingAndTheBooksE
   // The slow client is cut, not served, and not waited for forever.
   dribble.join();
   std::array<char, 256> buf{};
-  timeval tv{kReadTimeoutS * 5, 0};
+  timeval tv{time_t{kReadTimeoutS} * 5, 0};
   ::setsockopt(slow, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   EXPECT_LE(::recv(slow, buf.data(), buf.size(), 0), 0) << "a request that never finished got an answer";
   ::close(slow);

@@ -21,7 +21,7 @@ class Publisher {
  public:
   explicit Publisher(uint16_t port) {
     mosquitto_lib_init();
-    m_ = mosquitto_new(fmt::format("device-{}-{}", ::getpid(), next_id_++).c_str(), true, this);
+    m_ = mosquitto_new(fmt::format("device-{}-{}", ::getpid(), next_id++).c_str(), true, this);
     mosquitto_publish_callback_set(m_, [](mosquitto*, void* self, int) { ++static_cast<Publisher*>(self)->acked_; });
     // Keep many messages in flight, as a busy gateway would.
     mosquitto_int_option(m_, MOSQ_OPT_SEND_MAXIMUM, 100);
@@ -54,7 +54,7 @@ class Publisher {
   }
 
  private:
-  static inline std::atomic<int> next_id_{0};
+  static inline std::atomic<int> next_id{0};
   mosquitto* m_ = nullptr;
   bool ok_ = false;
   std::atomic<int> sent_{0};
