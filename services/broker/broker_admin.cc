@@ -13,8 +13,8 @@ asio::awaitable<Reply> Broker::handle_api_versions(const RequestHeader& h) {
   // A version we do not know (v3+ is flexible) is answered in the v0 format
   // with UNSUPPORTED_VERSION and our ranges, as Kafka does, so the client
   // retries with a version from the list. The body is not decoded.
-  auto range = *find_api(static_cast<int16_t>(ApiKey::kApiVersions));
-  bool supported = h.api_version >= range.min_version && h.api_version <= range.max_version;
+  const auto range = find_api(static_cast<int16_t>(ApiKey::kApiVersions));
+  bool supported = range && h.api_version >= range->min_version && h.api_version <= range->max_version;
   Response resp(h.correlation_id);
   auto& w = resp.w;
   w.i16(code(supported ? ErrorCode::kNone : ErrorCode::kUnsupportedVersion));

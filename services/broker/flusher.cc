@@ -70,6 +70,7 @@ void Flusher::run() {
       }
     }
     std::vector<int> fds;
+    fds.reserve(files.size());
     for (const auto& [key, fd] : files) fds.push_back(fd);
     bool ok = sync_files(fds);
     for (auto& j : batch) {

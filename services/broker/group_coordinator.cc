@@ -244,7 +244,7 @@ asio::awaitable<GroupCoordinator::JoinResult> GroupCoordinator::join(JoinGroupRe
   maybe_complete_join(g);
   auto deadline = g.rebalance_deadline + milliseconds(1000);
   co_await waiter->wait_until(deadline);
-  if (waiter->result) co_return std::move(*waiter->result);
+  if (auto& result = waiter->result) co_return std::move(*result);
   co_return join_error(ErrorCode::kRebalanceInProgress, member_id);
 }
 
@@ -288,7 +288,7 @@ asio::awaitable<GroupCoordinator::SyncResult> GroupCoordinator::sync(SyncGroupRe
   if (m->sync_waiter) m->sync_waiter->complete({ErrorCode::kRebalanceInProgress, {}});
   m->sync_waiter = waiter;
   co_await waiter->wait_until(Clock::now() + std::max(m->rebalance_timeout, m->session_timeout));
-  if (waiter->result) co_return std::move(*waiter->result);
+  if (auto& result = waiter->result) co_return std::move(*result);
   // Leader never synced: a new round will be needed.
   co_return SyncResult{ErrorCode::kRebalanceInProgress, {}};
 }

@@ -27,7 +27,7 @@ tcp::endpoint parse_listen(const std::string& s) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   CLI::App app{
       "starling-broker: a single-node, durable broker speaking the Kafka wire protocol "
       "(librdkafka, kcat). Data and committed offsets survive restarts and kill -9."};
@@ -140,7 +140,7 @@ int main(int argc, char** argv) {
     });
 
     std::string address = bound.address().to_string() + ":" + std::to_string(bound.port());
-    std::cout << "listening on " << address << std::endl;
+    std::cout << "listening on " << address << '\n' << std::flush;
     if (!port_file.empty()) {
       // Replaced whole, so a reader never sees a partial file.
       if (auto st = starling::write_file_atomically(port_file, address + "\n"); !st) {
@@ -156,4 +156,8 @@ int main(int argc, char** argv) {
     spdlog::critical("starling-broker: {}", e.what());
     return 1;
   }
+} catch (const std::exception& e) {
+  // Only the flags' setup gets here (the body catches its own).
+  std::cerr << "starling-broker: " << e.what() << '\n';
+  return 1;
 }

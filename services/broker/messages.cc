@@ -7,7 +7,7 @@ namespace starling::broker {
 const std::vector<ApiRange>& supported_apis() {
   // Upper bounds stop at the last non-flexible version of each API
   // (the "flexibleVersions" field in apache/kafka's message JSON).
-  static const std::vector<ApiRange> kApis = {
+  static const std::vector<ApiRange> apis = {
       {ApiKey::kProduce, 3, 7},         {ApiKey::kFetch, 4, 11},         {ApiKey::kListOffsets, 1, 5},
       {ApiKey::kMetadata, 0, 8},        {ApiKey::kOffsetCommit, 2, 7},   {ApiKey::kOffsetFetch, 1, 5},
       {ApiKey::kFindCoordinator, 0, 2}, {ApiKey::kJoinGroup, 0, 5},      {ApiKey::kHeartbeat, 0, 3},
@@ -15,7 +15,7 @@ const std::vector<ApiRange>& supported_apis() {
       {ApiKey::kListGroups, 0, 2},      {ApiKey::kApiVersions, 0, 2},    {ApiKey::kCreateTopics, 0, 4},
       {ApiKey::kDeleteTopics, 0, 3},    {ApiKey::kInitProducerId, 0, 1},
   };
-  return kApis;
+  return apis;
 }
 
 std::optional<ApiRange> find_api(int16_t api_key) {

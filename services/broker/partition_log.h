@@ -130,7 +130,7 @@ class PartitionLog {
     std::filesystem::path path;
   };
 
-  PartitionLog(std::filesystem::path dir, LogConfig config) : dir_(std::move(dir)), config_(config) {}
+  PartitionLog(std::filesystem::path dir, LogConfig config) : dir_(std::move(dir)), config_(std::move(config)) {}
   void load();
   void recover_segment(Segment& seg, bool verify_crc, bool is_last);
   void index_batch(Segment& seg, const BatchHeader& h, uint64_t position);

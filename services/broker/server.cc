@@ -49,8 +49,8 @@ void Server::start() { asio::co_spawn(io_, accept_loop(), log_escaped("accept lo
 
 void Server::stop() {
   boost::system::error_code ec;
-  acceptor_.close(ec);
-  for (const auto& s : sockets_) s->close(ec);
+  (void)acceptor_.close(ec);
+  for (const auto& s : sockets_) (void)s->close(ec);
   sockets_.clear();
 }
 
@@ -75,7 +75,7 @@ void ByteBudget::release(size_t n) {
 }
 
 void ByteBudget::admit() {
-  auto grant = [this](std::deque<Waiter>::iterator it) {
+  auto grant = [this](const std::deque<Waiter>::iterator& it) {
     take(it->frame, it->n);
     it->granted->complete(true);
     return waiters_.erase(it);
@@ -131,10 +131,10 @@ asio::awaitable<void> Server::accept_loop() {
                        ec ? "?" : remote.address().to_string(), config_.max_connections,
                        connection_cap_warnings_.take_suppressed());
         }
-        socket->close(ec);
+        (void)socket->close(ec);
       } else {
         backoff = kMinAcceptBackoff;
-        socket->set_option(tcp::no_delay(true), ec);
+        (void)socket->set_option(tcp::no_delay(true), ec);
         sockets_.insert(socket);
         asio::co_spawn(io_, session(socket), log_escaped("connection"));
       }
@@ -153,7 +153,7 @@ asio::awaitable<void> Server::accept_loop() {
 
 /// Per-connection pipeline state shared by the reader, the writer and the watchdog.
 struct Pipeline {
-  explicit Pipeline(asio::any_io_executor ex) : watchdog_timer(std::move(ex)) {}
+  explicit Pipeline(const asio::any_io_executor& ex) : watchdog_timer(ex) {}
   std::deque<std::shared_ptr<Pending<Result<Reply>>>> slots;  // in request order
   std::shared_ptr<Pending<bool>> writer_wakeup;
   std::shared_ptr<Pending<bool>> reader_wakeup;
@@ -211,7 +211,7 @@ asio::awaitable<void> Server::session(std::shared_ptr<tcp::socket> socket) {
   pipe->reader_done = true;
   if (pipe->writer_wakeup) pipe->writer_wakeup->wake();
   pipe->watchdog_timer.cancel();
-  socket->close(ec);
+  (void)socket->close(ec);
 }
 
 Clock::time_point Server::deadline(const Pipeline& pipe) const {
@@ -248,7 +248,7 @@ asio::awaitable<void> Server::watchdog(std::shared_ptr<tcp::socket> socket, std:
       }
       // The reader's pending read fails, so it releases its budget bytes and
       // ends the session.
-      socket->close(ec);
+      (void)socket->close(ec);
       co_return;
     }
     pipe->watchdog_timer.expires_at(due - now < step ? due : now + step);
@@ -346,7 +346,7 @@ asio::awaitable<void> Server::writer(std::shared_ptr<tcp::socket> socket, std::s
   } catch (const std::exception& e) {
     spdlog::error("{}: closing connection: writer failed: {}", peer, e.what());
   }
-  socket->close(ec);
+  (void)socket->close(ec);
   sockets_.erase(socket);
 }
 
@@ -361,10 +361,15 @@ asio::awaitable<void> Server::write_replies(std::shared_ptr<tcp::socket> socket,
       continue;
     }
     auto slot = pipe->slots.front();
-    if (!slot->result) co_await slot->wait_until(Clock::time_point::max());
+    auto& done = slot->result;
+    if (!done) co_await slot->wait_until(Clock::time_point::max());
     pipe->slots.pop_front();
     if (pipe->reader_wakeup) pipe->reader_wakeup->wake();
-    Result<Reply>& reply = *slot->result;
+    if (!done) {
+      spdlog::error("{}: closing connection: a reply slot woke without its reply", peer);
+      break;
+    }
+    Result<Reply>& reply = *done;
     if (!reply) {
       spdlog::warn("{}: closing connection: {}", peer, reply.error().message);
       break;

@@ -161,6 +161,7 @@ CleanedBatch Cleaner::clean_batch(const std::vector<kafka::InMessage>& batch, Cl
     std::map<std::pair<std::string_view, int32_t>, std::vector<std::size_t>> by_partition;
     for (std::size_t i = 0; i < batch.size(); ++i) by_partition[{batch[i].topic, batch[i].partition}].push_back(i);
     std::vector<const std::vector<std::size_t>*> parts;
+    parts.reserve(by_partition.size());
     for (const auto& [tp, indices] : by_partition) parts.push_back(&indices);
     std::stable_sort(parts.begin(), parts.end(), [](auto* a, auto* b) { return a->size() > b->size(); });
     std::vector<std::vector<const std::vector<std::size_t>*>> work(static_cast<std::size_t>(threads_));

@@ -1,6 +1,7 @@
 #include "services/common/pipeline.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <re2/re2.h>
 #include <yaml-cpp/yaml.h>
 
@@ -74,9 +75,8 @@ class Reader {
     for (const auto& kv : map) {
       const auto key = kv.first.as<std::string>();
       if (!allowed.contains(key)) {
-        std::string list;
-        for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-        note(kv.first, path + "." + key, fmt::format("unknown key; expected one of: {}", list));
+        note(kv.first, fmt::format("{}.{}", path, key),
+             fmt::format("unknown key; expected one of: {}", fmt::join(allowed, ", ")));
       }
     }
   }
@@ -151,9 +151,9 @@ bool is_identifier(const std::string& s) {
 // mean (the field types a part takes, units, regex syntax, bounds) is the
 // RuleCheck's (the clean stage's), called once the rule has parsed.
 void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std::string& path, const RuleCheck& check) {
-  static const std::set<std::string> kKeys = {"field",   "required", "range",   "allowed",         "regex",
-                                              "convert", "round",    "default", "fill_last_known", "timestamp"};
-  r.expect_keys(node, path, kKeys);
+  static const std::set<std::string> keys = {"field",   "required", "range",   "allowed",         "regex",
+                                             "convert", "round",    "default", "fill_last_known", "timestamp"};
+  r.expect_keys(node, path, keys);
   if (!node["field"]) r.error(node, path + ".field", "missing; name the field the rule checks");
   FieldRule rule;
   rule.line = node.Mark().line + 1;

@@ -66,7 +66,7 @@ Result<int64_t> parse_time_ms(const std::string& text) {
   } else if (zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') && zone[3] == ':') {
     int zh = 0, zm = 0;
     if (std::sscanf(zone.c_str() + 1, "%2d:%2d", &zh, &zm) != 2 || zh > 23 || zm > 59) return bad();
-    offset_min = (zone[0] == '+' ? 1 : -1) * (zh * 60 + zm);
+    offset_min = (zone[0] == '+' ? 1 : -1) * (int64_t{zh} * 60 + zm);
   } else {
     return bad();
   }

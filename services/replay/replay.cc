@@ -331,10 +331,12 @@ Result<std::vector<PartitionRange>> plan_replay(kafka::TopicReader& reader, cons
     };
     auto f = resolve(*from, true);
     if (!f) return std::unexpected(f.error());
-    if (!f->has_value()) continue;  // per-partition --from that leaves this partition out
+    const std::optional<int64_t> begin = *f;
+    if (!begin) continue;  // per-partition --from that leaves this partition out
     auto t = resolve(*to, false);
     if (!t) return std::unexpected(t.error());
-    out.push_back({p, **f, std::max(**f, **t)});
+    const int64_t end = t->value_or(high);
+    out.push_back({p, *begin, std::max(*begin, end)});
   }
   for (const auto& [p, off] : from->offsets) {
     if (p < 0 || p >= *n) {
@@ -548,7 +550,7 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
         out.push_back({s.replay_topic, m.key, env.SerializeAsString(), m.headers});
       }
       if (!out.empty() && producer) {
-        if (auto st = kafka::produce_all(*producer, std::move(out), std::chrono::seconds(120)); !st) {
+        if (auto st = kafka::produce_all(*producer, out, std::chrono::seconds(120)); !st) {
           return fail_with(st.error());
         }
       }

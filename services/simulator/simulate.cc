@@ -44,7 +44,7 @@ std::vector<SimEvent> generate_events(const SimOptions& o) {
     e.record = {{"event_id", e.event_id},
                 {"device_id", bike.id},
                 {"ride_id", fmt::format("{}-r{}", bike.id, bike.ride)},
-                {"event_time", rfc3339_trimmed(start_ms + i * 100)},
+                {"event_time", rfc3339_trimmed(start_ms + int64_t{i} * 100)},
                 {"lat", bike.lat},
                 {"lon", bike.lon},
                 {"speed_kmh", speed},

@@ -105,6 +105,7 @@ Status Stack::start() {
   auto service = [&](const std::string& name, const std::string& exe, const std::vector<std::string>& pipeline_files,
                      uint16_t port, const std::vector<std::string>& extra) {
     std::vector<std::string> files;
+    files.reserve(pipeline_files.size());
     for (const auto& f : pipeline_files) files.push_back(fs::absolute(f).string());
     struct Setting {
       const char* flag;

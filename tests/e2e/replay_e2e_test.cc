@@ -58,7 +58,10 @@ std::map<std::string, StoredRow> table(const std::string& db, std::size_t* rows 
       else if (name == "saga_id")
         row.saga_id = value;
       else if (name != "seq")
-        row.content += name + "=" + value + ";";
+        row.content += name;
+      row.content += "=";
+      row.content += value;
+      row.content += ";";
     }
     out[id] = std::move(row);
   }

@@ -90,9 +90,10 @@ struct Services {
     handlers.push_back(starling::service_routes(ready, [this](starling::HttpRequest r, starling::HttpResponder d) {
       keyed->handle(std::move(r), std::move(d));
     }));
-    handlers.push_back(starling::service_routes(ready, [this](const starling::HttpRequest& r, const starling::HttpResponder& d) {
-      d(starling::saga::handle_saga_api(*store, r, [] { return int64_t{1'795'428'000'000}; }));
-    }));
+    handlers.push_back(
+        starling::service_routes(ready, [this](const starling::HttpRequest& r, const starling::HttpResponder& d) {
+          d(starling::saga::handle_saga_api(*store, r, [] { return int64_t{1'795'428'000'000}; }));
+        }));
   }
   ~Services() {
     store.reset();

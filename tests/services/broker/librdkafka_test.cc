@@ -17,7 +17,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const Props kIdempotent = {{"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "5"}};
+const Props idempotent_props = {{"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "5"}};
 
 std::string value_of(int i) { return "message-" + std::to_string(i); }
 
@@ -27,7 +27,7 @@ TEST(Librdkafka, IdempotentCompressedProduceWithHeadersIsReadBackExactly) {
   const int per_codec = 3000;
   int next = 0;
   for (const char* codec : {"lz4", "zstd", "none"}) {
-    Props props = kIdempotent;
+    Props props = idempotent_props;
     props["compression.codec"] = codec;
     Producer producer(broker.bootstrap(), props);
     for (int i = 0; i < per_codec; ++i, ++next) {
@@ -64,7 +64,7 @@ TEST(Librdkafka, AcknowledgedMessagesSurviveKill9DuringProduce) {
   BrokerProcess broker(dir.path(), {"--partitions", "2"});
   std::vector<Delivery> acked;
   {
-    Props props = kIdempotent;
+    Props props = idempotent_props;
     props["message.timeout.ms"] = "3000";
     Producer producer(broker.bootstrap(), props);
     // Given a producer in full flow
@@ -126,7 +126,7 @@ TEST(Librdkafka, EveryAcknowledgedMessageSurvivesThreeKill9RestartsInOrderWithou
   BrokerProcess broker(dir.path(), {"--partitions", std::to_string(partitions)});
   std::vector<Delivery> deliveries;
   {
-    Props props = kIdempotent;
+    Props props = idempotent_props;
     // Long enough to ride out each restart: every message must end up acknowledged.
     props["message.timeout.ms"] = "300000";
     props["queue.buffering.max.messages"] = "200000";
@@ -206,7 +206,7 @@ TEST(Librdkafka, GroupCommitSurvivesBrokerKill9AndConsumerResumesFromCommittedOf
   TempDir dir;
   BrokerProcess broker(dir.path(), {"--partitions", "2"});
   {
-    Producer producer(broker.bootstrap(), kIdempotent);
+    Producer producer(broker.bootstrap(), idempotent_props);
     for (int i = 0; i < 1000; ++i) producer.produce("orders", value_of(i));
     ASSERT_TRUE(producer.flush());
   }
@@ -369,7 +369,7 @@ TEST(Librdkafka, GarbageTailLeftByACrashIsTruncatedAtRestartAndTheLogContinues) 
   TempDir dir;
   BrokerProcess broker(dir.path());
   {
-    Producer producer(broker.bootstrap(), kIdempotent);
+    Producer producer(broker.bootstrap(), idempotent_props);
     for (int i = 0; i < 10; ++i) producer.produce("torn", value_of(i));
     ASSERT_TRUE(producer.flush());
   }
@@ -388,7 +388,7 @@ TEST(Librdkafka, GarbageTailLeftByACrashIsTruncatedAtRestartAndTheLogContinues) 
   EXPECT_NE(broker.log().find("truncating"), std::string::npos) << broker.log();
   // Then old and new messages are all readable in order
   {
-    Producer producer(broker.bootstrap(), kIdempotent);
+    Producer producer(broker.bootstrap(), idempotent_props);
     for (int i = 10; i < 20; ++i) producer.produce("torn", value_of(i));
     ASSERT_TRUE(producer.flush());
   }
@@ -432,7 +432,7 @@ TEST(Executable, HelpExplainsEveryFlagAndBadFlagsFail) {
 TEST(Librdkafka, SigtermWithConnectedClientsExitsCleanly) {
   TempDir dir;
   BrokerProcess broker(dir.path());
-  Producer producer(broker.bootstrap(), kIdempotent);
+  Producer producer(broker.bootstrap(), idempotent_props);
   producer.produce("t", "x");
   ASSERT_TRUE(producer.flush());
   // A consumer parked in a long-poll fetch (assigned, so closing it later
@@ -451,10 +451,11 @@ TEST(Librdkafka, WatermarksAndOffsetsForTimes) {
   Producer producer(broker.bootstrap(), {{"linger.ms", "0"}, {"acks", "all"}});
   const int64_t base = 1'700'000'000'000;
   for (int i = 0; i < 10; ++i) {
-    ASSERT_EQ(rd_kafka_producev(producer.get(), RD_KAFKA_V_TOPIC("times"), RD_KAFKA_V_PARTITION(0),
-                                RD_KAFKA_V_VALUE(const_cast<char*>("v"), 1), RD_KAFKA_V_TIMESTAMP(base + 1000 * i),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-              RD_KAFKA_RESP_ERR_NO_ERROR);
+    ASSERT_EQ(
+        rd_kafka_producev(producer.get(), RD_KAFKA_V_TOPIC("times"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_VALUE(const_cast<char*>("v"), 1), RD_KAFKA_V_TIMESTAMP(base + int64_t{1000} * i),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
     ASSERT_TRUE(producer.flush());  // one batch per message
   }
   int64_t low = -1;
@@ -475,7 +476,7 @@ TEST(Librdkafka, RetentionBytesDeletesOldSegmentsAndConsumersStartAtTheNewLogSta
   BrokerProcess broker(dir.path(), {"--segment-bytes", "4096", "--retention-bytes", "8192"});
   Producer producer(broker.bootstrap(), {{"linger.ms", "0"}, {"acks", "all"}});
   for (int i = 0; i < 100; ++i) {
-    producer.produce("ret", std::string(500, 'a' + i % 26), 0);
+    producer.produce("ret", std::string(500, static_cast<char>('a' + i % 26)), 0);
     ASSERT_TRUE(producer.flush());
   }
   int64_t low = 0;
@@ -508,7 +509,7 @@ TEST(Librdkafka, RetentionBytesDeletesOldSegmentsAndConsumersStartAtTheNewLogSta
 TEST(Librdkafka, IntervalFlushModeServesProduceAndConsume) {
   TempDir dir;
   BrokerProcess broker(dir.path(), {"--flush", "20", "--partitions", "2"});
-  Producer producer(broker.bootstrap(), kIdempotent);
+  Producer producer(broker.bootstrap(), idempotent_props);
   for (int i = 0; i < 2000; ++i) producer.produce("iv", value_of(i));
   ASSERT_TRUE(producer.flush());
   for (const auto& d : producer.deliveries()) ASSERT_EQ(d.err, RD_KAFKA_RESP_ERR_NO_ERROR);

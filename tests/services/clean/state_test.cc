@@ -24,6 +24,12 @@ double temperature_of(const kafka::OutMessage& m) {
   return r.temperature_c();
 }
 
+// all[from, from + n), clipped to its end.
+std::vector<kafka::InMessage> slice(const std::vector<kafka::InMessage>& all, std::size_t from, std::size_t n) {
+  const auto end = std::min(all.size(), from + n);
+  return {all.begin() + static_cast<std::ptrdiff_t>(from), all.begin() + static_cast<std::ptrdiff_t>(end)};
+}
+
 class CleanStateTest : public ::testing::Test {
  protected:
   std::string path() const { return dir_ / "state"; }
@@ -246,14 +252,14 @@ TEST_F(CleanStateTest, FinalStateDoesNotDependOnBatchBoundaries) {
   std::vector<kafka::InMessage> all;
   for (int i = 0; i < 300; ++i) {
     const auto id = "e" + std::to_string(i % 17 == 0 ? i - 1 : i);
-    all.push_back(raw(i, id, "bike-" + std::to_string(i % 7), kT0 + i * 7'000,
+    all.push_back(raw(i, id, "bike-" + std::to_string(i % 7), kT0 + int64_t{i} * 7'000,
                       i % 3 == 0 ? std::nullopt : std::optional<double>(i * 0.5)));
   }
   auto run = [&](const std::string& dir, std::size_t batch) {
     RocksCleanStore store(dir, p_.dedupe_window_ms);
     std::vector<std::string> outputs;
     for (std::size_t i = 0; i < all.size(); i += batch) {
-      std::vector<kafka::InMessage> part(all.begin() + i, all.begin() + std::min(all.size(), i + batch));
+      const auto part = slice(all, i, batch);
       auto b = cleaner_.clean_batch(part, store, 0);
       for (const auto& m : b.out) {
         if (m.topic != kSagaTopic) outputs.push_back(m.topic + m.value);
@@ -280,7 +286,7 @@ TEST_F(CleanStateTest, PipelinedBatchesGiveTheSameOutputsAndStateAsOneBatchAtATi
   std::vector<kafka::InMessage> all;
   for (int i = 0; i < 240; ++i) {
     const auto id = "e" + std::to_string(i % 11 == 0 ? i - 1 : i % 37 == 0 ? i - 32 : i);
-    const int64_t t = kT0 + i * 20'000 - (i % 37 == 0 ? 590'000 : 0);
+    const int64_t t = kT0 + int64_t{i} * 20'000 - (i % 37 == 0 ? 590'000 : 0);
     all.push_back(
         raw(i, id, "bike-" + std::to_string(i % 5), t, i % 4 == 0 ? std::nullopt : std::optional<double>(i * 0.25)));
   }
@@ -309,7 +315,7 @@ TEST_F(CleanStateTest, PipelinedBatchesGiveTheSameOutputsAndStateAsOneBatchAtATi
   RocksCleanStore store(dir_ / "piped", p_.dedupe_window_ms);
   std::optional<CleanedBatch> in_flight;
   for (std::size_t i = 0; i < all.size(); i += 13) {
-    std::vector<kafka::InMessage> part(all.begin() + i, all.begin() + std::min(all.size(), i + 13));
+    const auto part = slice(all, i, 13);
     auto b = cleaner_.clean_batch(part, store, 0);
     store.seal();
     if (in_flight) {
@@ -319,7 +325,7 @@ TEST_F(CleanStateTest, PipelinedBatchesGiveTheSameOutputsAndStateAsOneBatchAtATi
     outputs_of(b, piped_out);
     in_flight = std::move(b);
   }
-  ASSERT_TRUE(store.commit(in_flight->next_offsets).has_value());
+  ASSERT_TRUE(in_flight && store.commit(in_flight->next_offsets).has_value());
   EXPECT_EQ(store.staged_layers(), 0u);
   // then every output and the stored state are the same.
   EXPECT_EQ(piped_out, serial_out);
@@ -338,15 +344,15 @@ TEST_F(CleanStateTest, CleaningPartitionsOnThreadsGivesTheSameOutputsAndStateAsO
     const int bike = i % 12;
     const int32_t partition = bike % 3;
     const auto id = "e" + std::to_string(i % 19 == 0 ? i - 12 : i);  // the same bike's event 12 back
-    all.push_back(raw(next[static_cast<std::size_t>(partition)]++, id, "bike-" + std::to_string(bike), kT0 + i * 3'000,
-                      i % 5 == 0 ? std::nullopt : std::optional<double>(i * 0.1), partition));
+    all.push_back(raw(next[static_cast<std::size_t>(partition)]++, id, "bike-" + std::to_string(bike),
+                      kT0 + int64_t{i} * 3'000, i % 5 == 0 ? std::nullopt : std::optional<double>(i * 0.1), partition));
   }
   auto run = [&](const std::string& dir, int threads) {
     Cleaner cleaner(p_, "test", threads);
     RocksCleanStore store(dir, p_.dedupe_window_ms);
     std::vector<std::string> outputs;
     for (std::size_t i = 0; i < all.size(); i += 100) {
-      std::vector<kafka::InMessage> part(all.begin() + i, all.begin() + std::min(all.size(), i + 100));
+      const auto part = slice(all, i, 100);
       auto b = cleaner.clean_batch(part, store, 0);
       for (const auto& m : b.out) {
         outputs.push_back(m.topic + m.key + m.value);
