@@ -104,7 +104,8 @@ class Broker : public RequestHandler {
   // Request handlers, one per API: broker_admin.cc, broker_data.cc, broker_groups.cc.
   asio::awaitable<Reply> handle_api_versions(const RequestHeader& h);
   Reply handle_metadata(const RequestHeader& h, const MetadataRequest& req);
-  asio::awaitable<Reply> handle_produce(const RequestHeader& h, const ProduceRequest& req);
+  asio::awaitable<Result<Reply>> handle_produce(const RequestHeader& h, const ProduceRequest& req);
+  Result<Reply> refuse_old_produce(const RequestHeader& h, const ProduceRequest& req);
   asio::awaitable<Reply> handle_fetch(const RequestHeader& h, const FetchRequest& req);
   Reply handle_list_offsets(const RequestHeader& h, const ListOffsetsRequest& req);
   Reply handle_create_topics(const RequestHeader& h, const CreateTopicsRequest& req);

@@ -6,9 +6,10 @@ namespace starling::broker {
 
 const std::vector<ApiRange>& supported_apis() {
   // Upper bounds stop at the last non-flexible version of each API
-  // (the "flexibleVersions" field in apache/kafka's message JSON).
+  // (the "flexibleVersions" field in apache/kafka's message JSON). Produce
+  // starts at v0 though only v3+ are served: see kFirstServedProduceVersion.
   static const std::vector<ApiRange> apis = {
-      {ApiKey::kProduce, 3, 7},         {ApiKey::kFetch, 4, 11},         {ApiKey::kListOffsets, 1, 5},
+      {ApiKey::kProduce, 0, 7},         {ApiKey::kFetch, 4, 11},         {ApiKey::kListOffsets, 1, 5},
       {ApiKey::kMetadata, 0, 8},        {ApiKey::kOffsetCommit, 2, 7},   {ApiKey::kOffsetFetch, 1, 5},
       {ApiKey::kFindCoordinator, 0, 2}, {ApiKey::kJoinGroup, 0, 5},      {ApiKey::kHeartbeat, 0, 3},
       {ApiKey::kLeaveGroup, 0, 3},      {ApiKey::kSyncGroup, 0, 3},      {ApiKey::kDescribeGroups, 0, 4},

@@ -36,6 +36,15 @@ struct ApiRange {
   int16_t max_version;
 };
 
+/// Produce v0-2 are advertised but not served, as in Kafka 4.0 (KAFKA-18659):
+/// librdkafka up to 2.0.2 compresses with gzip, snappy or lz4 only when the
+/// broker's Produce range includes v0 (its msgset writer asks for Produce
+/// v0..0 before it compresses with them), and otherwise sends those batches
+/// uncompressed. Clients take the highest common version, so no client that
+/// speaks v3 sends less. A Produce below this version is answered with
+/// UNSUPPORTED_VERSION for each partition, and nothing is stored.
+inline constexpr int16_t kFirstServedProduceVersion = 3;
+
 /// Every API and version range this broker implements. Only non-flexible
 /// versions: flexible ones (compact strings, tagged fields) are not decoded,
 /// and clients pick the highest common version from this list.

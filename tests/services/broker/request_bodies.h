@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "services/broker/wire.h"
 
@@ -22,6 +23,47 @@ inline Bytes produce_body(const std::string& topic, const Bytes& records, int16_
   w.array_len(1);
   w.i32(0);
   w.bytes(records);
+  return w.take();
+}
+
+/// Produce v0-2 (no transactional id): one record set for partition 0.
+inline Bytes produce_body_v0_2(const std::string& topic, const Bytes& records, int16_t acks = -1) {
+  Writer w;
+  w.i16(acks);
+  w.i32(5000);  // timeout ms
+  w.array_len(1);
+  w.string(topic);
+  w.array_len(1);
+  w.i32(0);
+  w.bytes(records);
+  return w.take();
+}
+
+/// A message set of message format v1 (magic 1, KIP-32), what Produce v2
+/// carries: one message per value, no key, uncompressed.
+inline Bytes message_set_v1(const std::vector<std::string>& values, int64_t timestamp = 1'700'000'000'000) {
+  auto crc32 = [](const uint8_t* p, size_t n) {  // CRC-32 (IEEE), as message formats v0/v1 use
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; ++i) {
+      c ^= p[i];
+      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    }
+    return ~c;
+  };
+  Writer w;
+  for (size_t i = 0; i < values.size(); ++i) {
+    Writer m;  // magic..value, what the CRC covers
+    m.i8(1);   // magic
+    m.i8(0);   // attributes: no compression, CreateTime
+    m.i64(timestamp);
+    m.null_bytes();  // key
+    m.bytes(Bytes(values[i].begin(), values[i].end()));
+    Bytes body = m.take();
+    w.i64(static_cast<int64_t>(i));  // offset
+    w.i32(static_cast<int32_t>(body.size() + 4));
+    w.i32(static_cast<int32_t>(crc32(body.data(), body.size())));
+    w.raw(body.data(), body.size());
+  }
   return w.take();
 }
 
