@@ -23,11 +23,18 @@ using namespace std::chrono_literals;
 
 constexpr int kRecords = 2000;
 
-/// Compressible, like the pipeline's JSON readings (about 130 bytes each).
+/// Compressible, like the pipeline's JSON readings, and about 400 bytes:
+/// each compresses even alone. A client sends a batch uncompressed when
+/// compressing makes it larger, which a batch of one short record can be
+/// (librdkafka's first batch often holds only the record that waited for
+/// metadata), and then its codec bits are rightly 0.
 std::string reading(int i) {
-  return "{\"device\":\"sensor-" + std::to_string(1000 + i % 50) + "\",\"reading\":" + std::to_string(i % 40) +
-         ".5,\"unit\":\"celsius\",\"site\":\"north-field\",\"note\":\"steady state reading\",\"seq\":" +
-         std::to_string(i) + "}";
+  std::string samples;
+  for (int k = 0; k < 60; ++k) samples += std::to_string(20 + (i + k / 20) % 3) + ".5,";
+  samples.pop_back();
+  return "{\"device\":\"sensor-" + std::to_string(1000 + i % 50) +
+         "\",\"unit\":\"celsius\",\"site\":\"north-field\",\"samples\":[" + samples + "],\"seq\":" + std::to_string(i) +
+         "}";
 }
 
 size_t input_bytes(int count) {

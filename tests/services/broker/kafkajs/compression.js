@@ -28,8 +28,11 @@ const kafka = new Kafka({
   retry: { retries: 5, initialRetryTime: 100 },
 });
 
+// About 400 bytes, compressible even alone, like compression_test.cc's readings.
 function valueOf(i) {
-  return `{"device":"sensor-${1000 + (i % 50)}","reading":${i % 40}.5,"unit":"celsius","site":"north-field","note":"steady state reading from kafkajs"}`;
+  const samples = [];
+  for (let k = 0; k < 60; ++k) samples.push(`${20 + ((i + Math.floor(k / 20)) % 3)}.5`);
+  return `{"device":"sensor-${1000 + (i % 50)}","unit":"celsius","site":"north-field","samples":[${samples.join(',')}],"seq":${i}}`;
 }
 
 async function main() {

@@ -15,9 +15,12 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 
 def value_of(i):
-    # Compressible, like the pipeline's JSON readings.
-    return ('{"device":"sensor-%04d","reading":%d.5,"unit":"celsius","site":"north-field",'
-            '"note":"steady state reading from the python client"}' % (i % 50, i % 40)).encode()
+    # Compressible, like the pipeline's JSON readings, and about 400 bytes, so
+    # that even a batch of one record compresses (a client sends a batch
+    # uncompressed when compressing would make it larger).
+    samples = ','.join('%d.5' % (20 + (i + k // 20) % 3) for k in range(60))
+    return ('{"device":"sensor-%d","unit":"celsius","site":"north-field","samples":[%s],"seq":%d}'
+            % (1000 + i % 50, samples, i)).encode()
 
 
 def main():
