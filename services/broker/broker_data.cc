@@ -55,6 +55,7 @@ asio::awaitable<Result<Reply>> Broker::handle_produce(const RequestHeader& h, co
   bool acks_ok = req.acks == 0 || req.acks == 1 || req.acks == -1;
   for (const auto& t : req.topics) {
     std::vector<PartResult> parts;
+    const size_t max_batch_bytes = max_message_bytes(t.name);
     for (const auto& p : t.partitions) {
       PartResult pr{p.index, ErrorCode::kNone, -1, -1};
       PartitionLog* lg = log(t.name, p.index);
@@ -68,7 +69,8 @@ asio::awaitable<Result<Reply>> Broker::handle_produce(const RequestHeader& h, co
       } else if (!p.records) {
         pr.error = ErrorCode::kCorruptMessage;
       } else {
-        auto batches = validate_record_set(*p.records, config_.max_batch_bytes);
+        // Over the limit: MESSAGE_TOO_LARGE for this partition, nothing appended.
+        auto batches = validate_record_set(*p.records, max_batch_bytes);
         if (!batches) {
           pr.error = batches.error().code;
           spdlog::warn("produce to {}-{} rejected: {}", t.name, p.index, batches.error().message);

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "services/broker/error.h"
@@ -120,11 +121,27 @@ struct MetadataRequest {
 };
 
 struct CreateTopicsRequest {
+  // Per topic the decoder keeps at most these many assignments, replica ids
+  // and configs; the rest are read and counted only. A frame of tiny
+  // elements cannot make it allocate many times the frame, and a topic over
+  // a cap is refused anyway (1000 partitions, one replica).
+  static constexpr int32_t kMaxKeptAssignments = 1000;
+  static constexpr int32_t kMaxKeptReplicas = 16;
+  static constexpr int32_t kMaxKeptConfigs = 64;
+  struct Assignment {
+    int32_t partition = 0;
+    int32_t replica_count = 0;        // as sent
+    std::vector<int32_t> broker_ids;  // the first kMaxKeptReplicas
+  };
   struct Topic {
     std::string name;
     int32_t num_partitions = -1;
     int16_t replication_factor = -1;
-    bool has_assignments = false;
+    int32_t assignment_count = 0;         // as sent
+    std::vector<Assignment> assignments;  // the first kMaxKeptAssignments
+    int32_t config_count = 0;             // as sent
+    /// Name and value (null: the default), the first kMaxKeptConfigs.
+    std::vector<std::pair<std::string, std::optional<std::string>>> configs;
   };
   std::vector<Topic> topics;
   int32_t timeout_ms = 0;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "services/broker/wire.h"
@@ -103,6 +104,40 @@ inline Bytes metadata_body(int16_t v, const std::string& topic, bool allow_auto_
     w.boolean(false);  // include cluster authorized operations
     w.boolean(false);  // include topic authorized operations
   }
+  return w.take();
+}
+
+/// One topic of a CreateTopics request.
+struct NewTopicSpec {
+  std::string name;
+  int32_t num_partitions = 1;
+  int16_t replication_factor = 1;
+  /// Replica broker ids of partition 0, 1, ... (num_partitions and
+  /// replication_factor must then be -1).
+  std::vector<std::vector<int32_t>> assignments;
+  std::vector<std::pair<std::string, std::optional<std::string>>> configs;
+};
+
+/// CreateTopics v0-4 of one topic.
+inline Bytes create_topics_body(int16_t v, const NewTopicSpec& t, bool validate_only = false) {
+  Writer w;
+  w.array_len(1);
+  w.string(t.name);
+  w.i32(t.num_partitions);
+  w.i16(t.replication_factor);
+  w.array_len(t.assignments.size());
+  for (size_t p = 0; p < t.assignments.size(); ++p) {
+    w.i32(static_cast<int32_t>(p));
+    w.array_len(t.assignments[p].size());
+    for (int32_t id : t.assignments[p]) w.i32(id);
+  }
+  w.array_len(t.configs.size());
+  for (const auto& [name, value] : t.configs) {
+    w.string(name);
+    w.nullable_string(value);
+  }
+  w.i32(5000);  // timeout ms
+  if (v >= 1) w.boolean(validate_only);
   return w.take();
 }
 
