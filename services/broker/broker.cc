@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <stdexcept>
 #include <type_traits>
+#include <vector>
 
 #include "services/common/text.h"
 
@@ -18,6 +20,8 @@ using std::chrono::milliseconds;
 namespace {
 
 constexpr int32_t kMaxPartitionsPerTopic = 1000;
+// The decoder keeps every assignment of a topic it may create.
+static_assert(CreateTopicsRequest::kMaxKeptAssignments >= kMaxPartitionsPerTopic);
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -40,9 +44,13 @@ Broker::Broker(asio::any_io_executor ex, BrokerConfig config) : ex_(std::move(ex
   fs::create_directories(config_.data_dir / "logs");
   store_ = std::make_unique<MetadataStore>(config_.data_dir / "meta");
   auto topics = store_->load_topics();
-  for (const auto& [name, count] : topics) {
+  for (const auto& [name, stored] : topics) {
     Topic t;
-    for (int32_t p = 0; p < count; ++p) t.partitions.push_back(PartitionLog::open(partition_dir(name, p), config_.log));
+    auto topic_config = parse_topic_config(stored.configs);
+    if (!topic_config) throw std::runtime_error(fmt::format("topic {}: {}", name, topic_config.error().message));
+    t.config = std::move(*topic_config);
+    for (int32_t p = 0; p < stored.partitions; ++p)
+      t.partitions.push_back(PartitionLog::open(partition_dir(name, p), config_.log));
     topics_.emplace(name, std::move(t));
   }
   // Directories of topics whose deletion was interrupted by a crash.
@@ -116,7 +124,14 @@ PartitionLog* Broker::log(const std::string& topic, int32_t partition) {
   return it->second.partitions[static_cast<size_t>(partition)].get();
 }
 
-Result<void> Broker::create_topic(const std::string& name, int32_t partitions) {
+size_t Broker::max_message_bytes(const std::string& topic) const {
+  auto it = topics_.find(topic);
+  int32_t limit = config_.message_max_bytes;
+  if (it != topics_.end()) limit = it->second.config.max_message_bytes.value_or(limit);
+  return static_cast<size_t>(limit);
+}
+
+Result<void> Broker::create_topic(const std::string& name, int32_t partitions, const TopicConfig& config) {
   if (!valid_topic_name(name)) {
     return fail(ErrorCode::kInvalidTopic, fmt::format("invalid topic name '{}'", excerpt(name)));
   }
@@ -140,10 +155,71 @@ Result<void> Broker::create_topic(const std::string& name, int32_t partitions) {
     }
     return fail(ErrorCode::kKafkaStorageError, e.what());
   }
-  if (auto r = store_->put_topic(name, partitions); !r) return r;
+  if (auto r = store_->put_topic(name, {partitions, config.values}); !r) return r;
+  t.config = config;
   topics_.emplace(name, std::move(t));
-  spdlog::info("created topic {} with {} partitions", name, partitions);
+  spdlog::info("created topic {} with {} partitions{}", name, partitions,
+               config.max_message_bytes ? fmt::format(", max.message.bytes {}", *config.max_message_bytes) : "");
   return {};
+}
+
+Result<Broker::NewTopic> Broker::check_new_topic(const CreateTopicsRequest::Topic& t) const {
+  if (!valid_topic_name(t.name)) {
+    return fail(ErrorCode::kInvalidTopic, fmt::format("invalid topic name '{}'", excerpt(t.name)));
+  }
+  if (topics_.count(t.name) != 0) return fail(ErrorCode::kTopicAlreadyExists, fmt::format("topic '{}' exists", t.name));
+  NewTopic out;
+  if (t.assignment_count > 0) {
+    // As in Kafka: an assignment decides both counts, so they must be -1.
+    if (t.num_partitions != -1 || t.replication_factor != -1) {
+      return fail(ErrorCode::kInvalidRequest,
+                  "with a manual replica assignment, num_partitions and replication_factor must be -1");
+    }
+    if (t.assignment_count > kMaxPartitionsPerTopic) {
+      return fail(ErrorCode::kInvalidPartitions, fmt::format("partition count must be 1..{}", kMaxPartitionsPerTopic));
+    }
+    // Partitions 0..n-1, each exactly once, each on this node alone.
+    std::vector<bool> seen(static_cast<size_t>(t.assignment_count));
+    for (const auto& a : t.assignments) {
+      if (a.partition < 0 || a.partition >= t.assignment_count || seen[static_cast<size_t>(a.partition)]) {
+        return fail(
+            ErrorCode::kInvalidReplicaAssignment,
+            fmt::format("assigned partitions must be 0..{} each once, got {}", t.assignment_count - 1, a.partition));
+      }
+      seen[static_cast<size_t>(a.partition)] = true;
+      if (a.replica_count == 0) {
+        return fail(ErrorCode::kInvalidReplicaAssignment, fmt::format("partition {} has no replica", a.partition));
+      }
+      for (int32_t id : a.broker_ids) {
+        if (id != config_.node_id) {
+          return fail(ErrorCode::kInvalidReplicaAssignment,
+                      fmt::format("partition {} is assigned to broker {}; this single-node broker is node {}",
+                                  a.partition, id, config_.node_id));
+        }
+      }
+      if (a.replica_count > 1) {
+        return fail(ErrorCode::kInvalidReplicaAssignment,
+                    fmt::format("partition {} names broker {} more than once", a.partition, config_.node_id));
+      }
+    }
+    out.partitions = t.assignment_count;
+  } else {
+    if (t.replication_factor != -1 && t.replication_factor != 1) {
+      return fail(ErrorCode::kInvalidReplicationFactor, "a single-node broker supports replication factor 1 only");
+    }
+    out.partitions = t.num_partitions == -1 ? config_.default_partitions : t.num_partitions;
+    if (out.partitions <= 0 || out.partitions > kMaxPartitionsPerTopic) {
+      return fail(ErrorCode::kInvalidPartitions, fmt::format("partition count must be 1..{}", kMaxPartitionsPerTopic));
+    }
+  }
+  if (t.config_count > CreateTopicsRequest::kMaxKeptConfigs) {
+    return fail(ErrorCode::kInvalidConfig,
+                fmt::format("{} configs given, at most {}", t.config_count, CreateTopicsRequest::kMaxKeptConfigs));
+  }
+  auto topic_config = parse_topic_config(t.configs);
+  if (!topic_config) return std::unexpected(topic_config.error());
+  out.config = std::move(*topic_config);
+  return out;
 }
 
 Result<void> Broker::delete_topic(const std::string& name) {

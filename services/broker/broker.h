@@ -16,6 +16,7 @@
 #include "services/broker/messages.h"
 #include "services/broker/metadata_store.h"
 #include "services/broker/partition_log.h"
+#include "services/broker/topic_config.h"
 
 namespace starling::broker {
 
@@ -30,8 +31,10 @@ struct BrokerConfig {
   /// 0: fsync every batch before acknowledging; otherwise flush every N ms.
   int64_t flush_interval_ms = 0;
   LogConfig log;
-  /// Largest accepted record batch (Kafka's message.max.bytes is ~1 MiB; we allow more).
-  size_t max_batch_bytes = 16u << 20;
+  /// Kafka's message.max.bytes: the largest record batch (whole, as stored,
+  /// after compression) a Produce may append; a topic's max.message.bytes
+  /// overrides it. Kafka's default, 1 MiB plus the 12-byte log overhead.
+  int32_t message_max_bytes = 1048588;
   /// Read descriptors of closed segments kept open across all partitions
   /// (FileCache); 0: default_max_open_segment_files().
   size_t max_open_segment_files = 0;
@@ -81,13 +84,24 @@ class Broker : public RequestHandler {
  private:
   struct Topic {
     std::vector<std::unique_ptr<PartitionLog>> partitions;
+    TopicConfig config;
+  };
+  /// A CreateTopics topic that passed every check: what create_topic needs.
+  struct NewTopic {
+    int32_t partitions = 0;
+    TopicConfig config;
   };
   struct FetchWaiter {
     std::set<std::pair<std::string, int32_t>> watched;
     std::shared_ptr<Pending<bool>> pending;
   };
 
-  Result<void> create_topic(const std::string& name, int32_t partitions);
+  Result<void> create_topic(const std::string& name, int32_t partitions, const TopicConfig& config = {});
+  /// Checks a CreateTopics topic as creating it would (name, existence,
+  /// assignment, replication factor, partition count, configs), creating nothing.
+  Result<NewTopic> check_new_topic(const CreateTopicsRequest::Topic& t) const;
+  /// The largest record batch `topic` takes: its max.message.bytes, else --message-max-bytes.
+  size_t max_message_bytes(const std::string& topic) const;
   Result<void> delete_topic(const std::string& name);
   void notify_fetchers(const std::string& topic, int32_t partition);
   std::filesystem::path partition_dir(const std::string& topic, int32_t partition) const;
@@ -104,7 +118,8 @@ class Broker : public RequestHandler {
   // Request handlers, one per API: broker_admin.cc, broker_data.cc, broker_groups.cc.
   asio::awaitable<Reply> handle_api_versions(const RequestHeader& h);
   Reply handle_metadata(const RequestHeader& h, const MetadataRequest& req);
-  asio::awaitable<Reply> handle_produce(const RequestHeader& h, const ProduceRequest& req);
+  asio::awaitable<Result<Reply>> handle_produce(const RequestHeader& h, const ProduceRequest& req);
+  Result<Reply> refuse_old_produce(const RequestHeader& h, const ProduceRequest& req);
   asio::awaitable<Reply> handle_fetch(const RequestHeader& h, const FetchRequest& req);
   Reply handle_list_offsets(const RequestHeader& h, const ListOffsetsRequest& req);
   Reply handle_create_topics(const RequestHeader& h, const CreateTopicsRequest& req);

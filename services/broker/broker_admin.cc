@@ -95,22 +95,15 @@ Reply Broker::handle_create_topics(const RequestHeader& h, const CreateTopicsReq
   for (const auto& t : req.topics) {
     ErrorCode e = ErrorCode::kNone;
     std::optional<std::string> message;
-    int32_t partitions = t.num_partitions == -1 ? config_.default_partitions : t.num_partitions;
-    if (t.replication_factor != -1 && t.replication_factor != 1) {
-      e = ErrorCode::kInvalidReplicationFactor;
-      message = "a single-node broker supports replication factor 1 only";
-    } else if (t.has_assignments) {
-      e = ErrorCode::kInvalidRequest;
-      message = "manual replica assignments are not supported";
-    } else if (req.validate_only) {
-      if (!valid_topic_name(t.name)) {
-        e = ErrorCode::kInvalidTopic;
-      } else if (topics_.count(t.name) != 0) {
-        e = ErrorCode::kTopicAlreadyExists;
-      } else if (partitions <= 0) {
-        e = ErrorCode::kInvalidPartitions;
-      }
-    } else if (auto r = create_topic(t.name, partitions); !r) {
+    // validate_only: every check a creation makes, and the answer it would
+    // get, but nothing created.
+    Result<void> r;
+    if (auto checked = check_new_topic(t); !checked) {
+      r = std::unexpected(checked.error());
+    } else if (!req.validate_only) {
+      r = create_topic(t.name, checked->partitions, checked->config);
+    }
+    if (!r) {
       e = r.error().code;
       message = r.error().message;
     }

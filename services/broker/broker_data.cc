@@ -1,4 +1,5 @@
 // Broker handlers of the data APIs: Produce, Fetch, ListOffsets.
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -15,8 +16,34 @@ namespace starling::broker {
 
 using std::chrono::milliseconds;
 
-asio::awaitable<Reply> Broker::handle_produce(const RequestHeader& h, const ProduceRequest& req) {
+Result<Reply> Broker::refuse_old_produce(const RequestHeader& h, const ProduceRequest& req) {
   const int16_t v = h.api_version;
+  // acks=0 has no response to carry the error: close the connection, as
+  // Kafka does when an acks=0 produce fails, so that the client notices.
+  if (req.acks == 0) {
+    return fail(ErrorCode::kUnsupportedVersion, fmt::format("Produce v{} (acks=0) is not served", v));
+  }
+  spdlog::debug("Produce v{} refused with UNSUPPORTED_VERSION (v{}+ only)", v, kFirstServedProduceVersion);
+  Response resp(h.correlation_id);
+  auto& w = resp.w;
+  w.array_len(req.topics.size());
+  for (const auto& t : req.topics) {
+    w.string(t.name);
+    w.array_len(t.partitions.size());
+    for (const auto& p : t.partitions) {
+      w.i32(p.index);
+      w.i16(code(ErrorCode::kUnsupportedVersion));
+      w.i64(-1);              // base offset
+      if (v >= 2) w.i64(-1);  // log append time
+    }
+  }
+  if (v >= 1) w.i32(0);  // throttle_time_ms
+  return resp.done();
+}
+
+asio::awaitable<Result<Reply>> Broker::handle_produce(const RequestHeader& h, const ProduceRequest& req) {
+  const int16_t v = h.api_version;
+  if (v < kFirstServedProduceVersion) co_return refuse_old_produce(h, req);
   struct PartResult {
     int32_t index;
     ErrorCode error;
@@ -28,6 +55,7 @@ asio::awaitable<Reply> Broker::handle_produce(const RequestHeader& h, const Prod
   bool acks_ok = req.acks == 0 || req.acks == 1 || req.acks == -1;
   for (const auto& t : req.topics) {
     std::vector<PartResult> parts;
+    const size_t max_batch_bytes = max_message_bytes(t.name);
     for (const auto& p : t.partitions) {
       PartResult pr{p.index, ErrorCode::kNone, -1, -1};
       PartitionLog* lg = log(t.name, p.index);
@@ -41,7 +69,8 @@ asio::awaitable<Reply> Broker::handle_produce(const RequestHeader& h, const Prod
       } else if (!p.records) {
         pr.error = ErrorCode::kCorruptMessage;
       } else {
-        auto batches = validate_record_set(*p.records, config_.max_batch_bytes);
+        // Over the limit: MESSAGE_TOO_LARGE for this partition, nothing appended.
+        auto batches = validate_record_set(*p.records, max_batch_bytes);
         if (!batches) {
           pr.error = batches.error().code;
           spdlog::warn("produce to {}-{} rejected: {}", t.name, p.index, batches.error().message);

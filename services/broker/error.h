@@ -33,6 +33,8 @@ enum class ErrorCode : int16_t {
   kTopicAlreadyExists = 36,
   kInvalidPartitions = 37,
   kInvalidReplicationFactor = 38,
+  kInvalidReplicaAssignment = 39,
+  kInvalidConfig = 40,
   kInvalidRequest = 42,
   kUnsupportedForMessageFormat = 43,
   kOutOfOrderSequenceNumber = 45,

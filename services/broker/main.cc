@@ -42,6 +42,7 @@ int main(int argc, char** argv) try {
   int64_t retention_bytes = -1;
   uint64_t segment_bytes = 64ull << 20;
   size_t max_open_segment_files = 0;
+  int32_t message_max_bytes = starling::broker::BrokerConfig{}.message_max_bytes;
   starling::broker::ServerConfig server_config;
   std::string log_level = "info";
   app.add_option("--listen", listen, "HOST:PORT to listen on; port 0 picks a free port")->capture_default_str();
@@ -72,6 +73,12 @@ int main(int argc, char** argv) try {
                  "Read descriptors of closed segment files kept open, across all partitions (0: a quarter of "
                  "RLIMIT_NOFILE, at most 512); the active segment of each partition is open besides")
       ->capture_default_str();
+  app.add_option("--message-max-bytes", message_max_bytes,
+                 "Largest record batch a Produce may append, whole and after compression (Kafka's "
+                 "message.max.bytes); larger ones get MESSAGE_TOO_LARGE. A topic's max.message.bytes config "
+                 "overrides it")
+      ->capture_default_str()
+      ->check(CLI::Range(int32_t{0}, INT32_MAX));
   app.add_option("--max-connections", server_config.max_connections,
                  "Connections beyond this many are accepted and closed at once")
       ->capture_default_str()
@@ -117,6 +124,7 @@ int main(int argc, char** argv) try {
     config.log.retention_bytes = retention_bytes;
     config.log.segment_bytes = segment_bytes;
     config.max_open_segment_files = max_open_segment_files;
+    config.message_max_bytes = message_max_bytes;
 
     server_config.connections_max_idle = std::chrono::milliseconds(connections_max_idle_ms);
     server_config.request_read_timeout = std::chrono::milliseconds(request_read_timeout_ms);

@@ -6,9 +6,10 @@ namespace starling::broker {
 
 const std::vector<ApiRange>& supported_apis() {
   // Upper bounds stop at the last non-flexible version of each API
-  // (the "flexibleVersions" field in apache/kafka's message JSON).
+  // (the "flexibleVersions" field in apache/kafka's message JSON). Produce
+  // starts at v0 though only v3+ are served: see kFirstServedProduceVersion.
   static const std::vector<ApiRange> apis = {
-      {ApiKey::kProduce, 3, 7},         {ApiKey::kFetch, 4, 11},         {ApiKey::kListOffsets, 1, 5},
+      {ApiKey::kProduce, 0, 7},         {ApiKey::kFetch, 4, 11},         {ApiKey::kListOffsets, 1, 5},
       {ApiKey::kMetadata, 0, 8},        {ApiKey::kOffsetCommit, 2, 7},   {ApiKey::kOffsetFetch, 1, 5},
       {ApiKey::kFindCoordinator, 0, 2}, {ApiKey::kJoinGroup, 0, 5},      {ApiKey::kHeartbeat, 0, 3},
       {ApiKey::kLeaveGroup, 0, 3},      {ApiKey::kSyncGroup, 0, 3},      {ApiKey::kDescribeGroups, 0, 4},
@@ -160,30 +161,42 @@ Result<MetadataRequest> decode_metadata(Reader& r, int16_t v) {
 }
 
 Result<CreateTopicsRequest> decode_create_topics(Reader& r, int16_t v) {
-  CreateTopicsRequest req;
-  each(r, [&] {
-    CreateTopicsRequest::Topic t;
-    t.name = r.string();
-    t.num_partitions = r.i32();
-    t.replication_factor = r.i16();
-    each(
-        r,
-        [&] {
-          t.has_assignments = true;
-          r.i32();
-          each(
-              r, [&] { r.i32(); }, 4);
-        },
-        8);
-    each(
-        r,
-        [&] {
-          r.string();
-          r.nullable_string();
-        },
-        4);
-    req.topics.push_back(std::move(t));
-  });
+  using Req = CreateTopicsRequest;
+  Req req;
+  // A topic takes at least 16 bytes: name, counts and two arrays.
+  each(
+      r,
+      [&] {
+        Req::Topic t;
+        t.name = r.string();
+        t.num_partitions = r.i32();
+        t.replication_factor = r.i16();
+        each(
+            r,
+            [&] {
+              Req::Assignment a;
+              a.partition = r.i32();
+              each(
+                  r,
+                  [&] {
+                    int32_t id = r.i32();
+                    if (a.replica_count++ < Req::kMaxKeptReplicas) a.broker_ids.push_back(id);
+                  },
+                  4);
+              if (t.assignment_count++ < Req::kMaxKeptAssignments) t.assignments.push_back(std::move(a));
+            },
+            8);
+        each(
+            r,
+            [&] {
+              std::string name = r.string();
+              std::optional<std::string> value = r.nullable_string();
+              if (t.config_count++ < Req::kMaxKeptConfigs) t.configs.emplace_back(std::move(name), std::move(value));
+            },
+            4);
+        req.topics.push_back(std::move(t));
+      },
+      16);
   req.timeout_ms = r.i32();
   if (v >= 1) req.validate_only = r.boolean();
   return finish(r, std::move(req), "CreateTopics");

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "services/broker/error.h"
@@ -35,6 +36,15 @@ struct ApiRange {
   int16_t min_version;
   int16_t max_version;
 };
+
+/// Produce v0-2 are advertised but not served, as in Kafka 4.0 (KAFKA-18659):
+/// librdkafka up to 2.0.2 compresses with gzip, snappy or lz4 only when the
+/// broker's Produce range includes v0 (its msgset writer asks for Produce
+/// v0..0 before it compresses with them), and otherwise sends those batches
+/// uncompressed. Clients take the highest common version, so no client that
+/// speaks v3 sends less. A Produce below this version is answered with
+/// UNSUPPORTED_VERSION for each partition, and nothing is stored.
+inline constexpr int16_t kFirstServedProduceVersion = 3;
 
 /// Every API and version range this broker implements. Only non-flexible
 /// versions: flexible ones (compact strings, tagged fields) are not decoded,
@@ -111,11 +121,27 @@ struct MetadataRequest {
 };
 
 struct CreateTopicsRequest {
+  // Per topic the decoder keeps at most these many assignments, replica ids
+  // and configs; the rest are read and counted only. A frame of tiny
+  // elements cannot make it allocate many times the frame, and a topic over
+  // a cap is refused anyway (1000 partitions, one replica).
+  static constexpr int32_t kMaxKeptAssignments = 1000;
+  static constexpr int32_t kMaxKeptReplicas = 16;
+  static constexpr int32_t kMaxKeptConfigs = 64;
+  struct Assignment {
+    int32_t partition = 0;
+    int32_t replica_count = 0;        // as sent
+    std::vector<int32_t> broker_ids;  // the first kMaxKeptReplicas
+  };
   struct Topic {
     std::string name;
     int32_t num_partitions = -1;
     int16_t replication_factor = -1;
-    bool has_assignments = false;
+    int32_t assignment_count = 0;         // as sent
+    std::vector<Assignment> assignments;  // the first kMaxKeptAssignments
+    int32_t config_count = 0;             // as sent
+    /// Name and value (null: the default), the first kMaxKeptConfigs.
+    std::vector<std::pair<std::string, std::optional<std::string>>> configs;
   };
   std::vector<Topic> topics;
   int32_t timeout_ms = 0;

@@ -54,19 +54,43 @@ MetadataStore::MetadataStore(const std::filesystem::path& dir) {
 
 MetadataStore::~MetadataStore() = default;
 
-std::map<std::string, int32_t> MetadataStore::load_topics() const {
-  std::map<std::string, int32_t> out;
+// A topic's value: its partition count (i32), then, when it has configs,
+// their count (i32) and each name and value (strings). Records written before
+// topics had configs are the partition count alone.
+std::map<std::string, StoredTopic> MetadataStore::load_topics() const {
+  std::map<std::string, StoredTopic> out;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek(std::string(kTopicPrefix)); it->Valid() && it->key().starts_with(kTopicPrefix); it->Next()) {
     auto key = it->key().ToString().substr(kTopicPrefix.size());
-    if (it->value().size() == 4) out[key] = load_be32(reinterpret_cast<const uint8_t*>(it->value().data()));
+    auto value = it->value();
+    Reader r(ByteView(reinterpret_cast<const uint8_t*>(value.data()), value.size()));
+    StoredTopic t;
+    t.partitions = r.i32();
+    if (r.ok() && r.remaining() > 0) {
+      int32_t n = r.array_len(4);
+      for (int32_t i = 0; i < n && r.ok(); ++i) {
+        std::string name = r.string();
+        t.configs[name] = r.string();
+      }
+    }
+    // A topic that cannot be read must not start as if it did not exist:
+    // its log directory would be removed as an orphan.
+    if (!r.ok() || r.remaining() != 0) throw std::runtime_error(fmt::format("topic record of '{}' is corrupt", key));
+    out[key] = std::move(t);
   }
   return out;
 }
 
-Result<void> MetadataStore::put_topic(const std::string& name, int32_t partitions) {
+Result<void> MetadataStore::put_topic(const std::string& name, const StoredTopic& topic) {
   Writer w;
-  w.i32(partitions);
+  w.i32(topic.partitions);
+  if (!topic.configs.empty()) {
+    w.array_len(topic.configs.size());
+    for (const auto& [k, v] : topic.configs) {
+      w.string(k);
+      w.string(v);
+    }
+  }
   auto s = db_->Put(synced(), std::string(kTopicPrefix) + name,
                     rocksdb::Slice(reinterpret_cast<const char*>(w.buffer().data()), w.size()));
   if (!s.ok()) return fail(ErrorCode::kKafkaStorageError, s.ToString());

@@ -22,6 +22,13 @@ struct CommittedOffset {
   std::optional<std::string> metadata;
 };
 
+/// A topic as the store keeps it.
+struct StoredTopic {
+  int32_t partitions = 0;
+  /// The topic configs that were set (name → value), see TopicConfig.
+  std::map<std::string, std::string> configs;
+};
+
 /// Small, rarely written broker state that must survive restarts: the topic
 /// list, committed group offsets and the next producer id. Kept in RocksDB
 /// because every write is tiny, must be atomic and synced, and lookups are by
@@ -35,8 +42,9 @@ class MetadataStore {
   explicit MetadataStore(const std::filesystem::path& dir);
   ~MetadataStore();
 
-  std::map<std::string, int32_t> load_topics() const;
-  Result<void> put_topic(const std::string& name, int32_t partitions);
+  /// Throws at startup when a topic's record cannot be read.
+  std::map<std::string, StoredTopic> load_topics() const;
+  Result<void> put_topic(const std::string& name, const StoredTopic& topic);
   Result<void> delete_topic(const std::string& name);
 
   using OffsetKey = std::tuple<std::string, std::string, int32_t>;  // group, topic, partition

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "tests/services/broker/broker_process.h"
+#include "tests/services/broker/stored_log.h"
 
 namespace starling::broker::testing {
 namespace {
@@ -40,7 +41,9 @@ CommandResult run_command(const std::string& cmd, int timeout_s) {
 void install_kafkajs(const fs::path& work) {
   const fs::path src = KAFKAJS_SOURCE_DIR;
   fs::create_directories(work);
-  fs::copy_file(src / "interop.js", work / "interop.js", fs::copy_options::overwrite_existing);
+  for (const char* script : {"interop.js", "compression.js"}) {
+    fs::copy_file(src / script, work / script, fs::copy_options::overwrite_existing);
+  }
   const std::string lock = read_file(src / "package-lock.json");
   ASSERT_FALSE(lock.empty()) << "missing " << (src / "package-lock.json");
   if (read_file(work / "installed-lock.json") == lock && fs::exists(work / "node_modules/kafkajs/package.json")) {
@@ -69,6 +72,31 @@ TEST(KafkaJs, ProducesWithKeysAndHeadersAndConsumesInAGroupFromTheCommittedOffse
   EXPECT_EQ(r.exit_code, 0) << r.output << "\nbroker log:\n" << broker.log();
   EXPECT_NE(r.output.find("OK produced 2100 consumed 2000+100 partitions 3"), std::string::npos) << r.output;
   EXPECT_TRUE(broker.alive()) << broker.log();
+}
+
+// KafkaJS compresses by itself (it does not look at the ApiVersions ranges),
+// so this guards the broker's side: a gzip batch is stored as it came,
+// compressed, and served back.
+TEST(KafkaJs, GzipBatchesAreStoredCompressedAndReadBack) {
+  const fs::path work = KAFKAJS_WORK_DIR;
+  ASSERT_NO_FATAL_FAILURE(install_kafkajs(work));
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--auto-create", "false"});
+  auto r = run_command("cd " + work.string() + " && node compression.js " + broker.bootstrap() + " kjs-gzip 2000", 60);
+  ASSERT_EQ(r.exit_code, 0) << r.output << "\nbroker log:\n" << broker.log();
+  const std::string ok = "OK produced 2000 consumed 2000 value bytes ";
+  const auto at = r.output.find(ok);
+  ASSERT_NE(at, std::string::npos) << r.output;
+  const uint64_t input = std::stoull(r.output.substr(at + ok.size()));
+  StoredLog log = read_stored_log(dir.path(), "kjs-gzip", 0);
+  ASSERT_FALSE(log.codecs.empty());
+  int records = 0;
+  for (size_t i = 0; i < log.codecs.size(); ++i) {
+    EXPECT_EQ(log.codecs[i], codec_id("gzip")) << "batch " << i;
+    records += log.record_counts[i];
+  }
+  EXPECT_EQ(records, 2000);
+  EXPECT_LT(log.bytes, input);
 }
 
 }  // namespace

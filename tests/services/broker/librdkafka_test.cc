@@ -365,6 +365,128 @@ TEST(Librdkafka, AdminCreatesAndDeletesTopicsAndTheyPersist) {
   rd_kafka_queue_destroy(q);
 }
 
+/// One topic's result of an admin CreateTopics: error code and string.
+struct AdminResult {
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+  std::string message;
+};
+
+/// rd_kafka_CreateTopics of `nt` (destroyed here), validate_only if asked.
+AdminResult admin_create(rd_kafka_t* rk, rd_kafka_NewTopic_t* nt, bool validate_only = false) {
+  rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+  rd_kafka_AdminOptions_t* opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+  char err[256];
+  if (validate_only) rd_kafka_AdminOptions_set_validate_only(opts, 1, err, sizeof err);
+  rd_kafka_CreateTopics(rk, &nt, 1, opts, q);
+  AdminResult out;
+  if (rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 10000)) {
+    size_t n = 0;
+    const rd_kafka_topic_result_t** res =
+        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+    if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      out = {rd_kafka_event_error(ev), rd_kafka_event_error_string(ev)};
+    } else if (n == 1) {
+      const char* msg = rd_kafka_topic_result_error_string(res[0]);
+      out = {rd_kafka_topic_result_error(res[0]), msg != nullptr ? msg : ""};
+    }
+    rd_kafka_event_destroy(ev);
+  }
+  rd_kafka_AdminOptions_destroy(opts);
+  rd_kafka_queue_destroy(q);
+  rd_kafka_NewTopic_destroy(nt);
+  return out;
+}
+
+rd_kafka_NewTopic_t* new_topic(const std::string& name, int partitions, int replication,
+                               const std::vector<std::pair<std::string, std::string>>& configs = {}) {
+  char err[256];
+  rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(name.c_str(), partitions, replication, err, sizeof err);
+  if (nt == nullptr) throw std::runtime_error(err);
+  for (const auto& [k, v] : configs) rd_kafka_NewTopic_set_config(nt, k.c_str(), v.c_str());
+  return nt;
+}
+
+bool topic_exists(rd_kafka_t* rk, const std::string& name) {
+  const rd_kafka_metadata_t* md = nullptr;
+  if (rd_kafka_metadata(rk, 1, nullptr, &md, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+  bool found = false;
+  for (int i = 0; i < md->topic_cnt; ++i) found = found || name == md->topics[i].topic;
+  rd_kafka_metadata_destroy(md);
+  return found;
+}
+
+TEST(Librdkafka, AdminCreateTopicsRefusesUnknownConfigsTakesKnownOnesAndHonoursValidateOnly) {
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--auto-create", "false"});
+  Producer client(broker.bootstrap(), {});
+  rd_kafka_t* rk = client.get();
+
+  auto r = admin_create(rk, new_topic("typo", 1, 1, {{"retention.msec", "1000"}}));
+  EXPECT_EQ(r.err, RD_KAFKA_RESP_ERR_INVALID_CONFIG) << rd_kafka_err2str(r.err) << " " << r.message;
+  EXPECT_NE(r.message.find("retention.msec"), std::string::npos) << r.message;
+  EXPECT_FALSE(topic_exists(rk, "typo"));
+
+  r = admin_create(rk, new_topic("limited", 2, 1, {{"max.message.bytes", "20000"}}));
+  EXPECT_EQ(r.err, RD_KAFKA_RESP_ERR_NO_ERROR) << r.message;
+  EXPECT_TRUE(topic_exists(rk, "limited"));
+
+  // validate_only with a config and a manual assignment to this broker (id 0)
+  rd_kafka_NewTopic_t* dry = new_topic("dry", 2, -1, {{"max.message.bytes", "20000"}});
+  char err[256];
+  int32_t broker0[] = {0};
+  for (int p = 0; p < 2; ++p) {
+    ASSERT_EQ(rd_kafka_NewTopic_set_replica_assignment(dry, p, broker0, 1, err, sizeof err), RD_KAFKA_RESP_ERR_NO_ERROR)
+        << err;
+  }
+  r = admin_create(rk, dry, /*validate_only=*/true);
+  EXPECT_EQ(r.err, RD_KAFKA_RESP_ERR_NO_ERROR) << rd_kafka_err2str(r.err) << " " << r.message;
+  EXPECT_FALSE(topic_exists(rk, "dry"));
+  r = admin_create(rk, new_topic("dry", 1, 1, {{"no.such.config", "1"}}), /*validate_only=*/true);
+  EXPECT_EQ(r.err, RD_KAFKA_RESP_ERR_INVALID_CONFIG) << r.message;
+
+  // An assignment naming another broker
+  rd_kafka_NewTopic_t* elsewhere = new_topic("elsewhere", 1, -1);
+  int32_t broker1[] = {1};
+  ASSERT_EQ(rd_kafka_NewTopic_set_replica_assignment(elsewhere, 0, broker1, 1, err, sizeof err),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+  r = admin_create(rk, elsewhere);
+  EXPECT_EQ(r.err, RD_KAFKA_RESP_ERR_INVALID_REPLICA_ASSIGNMENT) << rd_kafka_err2str(r.err) << " " << r.message;
+  EXPECT_FALSE(topic_exists(rk, "elsewhere"));
+}
+
+TEST(Librdkafka, ARecordOverTheTopicsMaxMessageBytesFailsWithMsgSizeTooLargeAndSmallOnesLand) {
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--auto-create", "false"});
+  Producer client(broker.bootstrap(), {});
+  ASSERT_EQ(admin_create(client.get(), new_topic("small-only", 1, 1, {{"max.message.bytes", "10000"}})).err,
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+  // A producer that itself would send up to 4 MB, so the broker decides.
+  Producer producer(broker.bootstrap(),
+                    {{"message.max.bytes", "4000000"}, {"compression.codec", "none"}, {"acks", "all"}});
+  std::string big(50000, 'b');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + (i * 7919) % 26);
+  auto send = [&](const std::string& v) {
+    producer.produce("small-only", v, 0);
+    ASSERT_TRUE(producer.flush(10000));
+  };
+  send("small-1");
+  send(big);
+  send("small-2");
+  ASSERT_EQ(producer.deliveries().size(), 3u);
+  EXPECT_EQ(producer.deliveries()[0].err, RD_KAFKA_RESP_ERR_NO_ERROR);
+  EXPECT_EQ(producer.deliveries()[1].err, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
+      << rd_kafka_err2str(producer.deliveries()[1].err);
+  EXPECT_EQ(producer.deliveries()[2].err, RD_KAFKA_RESP_ERR_NO_ERROR);
+
+  Consumer consumer(broker.bootstrap(), {{"group.id", "sizes"}, {"enable.auto.commit", "false"}});
+  consumer.assign("small-only", 1);
+  auto got = consumer.consume(3, 5s);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].value, "small-1");
+  EXPECT_EQ(got[1].value, "small-2");
+  EXPECT_EQ(got[1].offset, 1);
+}
+
 TEST(Librdkafka, GarbageTailLeftByACrashIsTruncatedAtRestartAndTheLogContinues) {
   TempDir dir;
   BrokerProcess broker(dir.path());
@@ -418,7 +540,7 @@ TEST(Executable, HelpExplainsEveryFlagAndBadFlagsFail) {
   auto help = run(std::string(STARLING_BIN_DIR) + "/starling-broker --help");
   for (const char* flag :
        {"--listen", "--data-dir", "--port-file", "--advertised-host", "--partitions", "--auto-create", "--flush",
-        "--retention-ms", "--retention-bytes", "--segment-bytes", "--log-level"}) {
+        "--retention-ms", "--retention-bytes", "--segment-bytes", "--message-max-bytes", "--log-level"}) {
     EXPECT_NE(help.find(flag), std::string::npos) << flag;
   }
   TempDir dir;
@@ -426,6 +548,7 @@ TEST(Executable, HelpExplainsEveryFlagAndBadFlagsFail) {
       std::string(STARLING_BIN_DIR) + "/starling-broker --listen 127.0.0.1:0 --data-dir " + dir.path().string();
   EXPECT_NE(std::system((base + " --flush sometimes >/dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((base + " --partitions 0 >/dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(std::system((base + " --message-max-bytes -1 >/dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((std::string(STARLING_BIN_DIR) + "/starling-broker >/dev/null 2>&1").c_str()), 0);
 }
 

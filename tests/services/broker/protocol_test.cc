@@ -88,6 +88,87 @@ TEST_F(Protocol, AcksZeroGetsNoResponse) {
   EXPECT_EQ(load_be32(f->data()), 2);
 }
 
+// librdkafka <= 2.0.2 compresses with gzip, snappy or lz4 only when the
+// broker's Produce range includes v0 (KAFKA-18659), so v0-2 are advertised.
+// A request that really uses one of them (message format v0/v1) gets
+// UNSUPPORTED_VERSION in that version's response, and nothing is stored.
+TEST_F(Protocol, ProduceV0ToV2IsAdvertisedButAnsweredWithUnsupportedVersionAndNothingStored) {
+  create_topic("old");
+  RawClient c(broker_.port());
+  {
+    auto resp = c.call(18, 0, {});
+    ASSERT_TRUE(resp.has_value());
+    Reader r(*resp);
+    EXPECT_EQ(r.i16(), 0);
+    bool found = false;
+    for (int32_t i = 0, n = r.array_len(); i < n && r.ok(); ++i) {
+      int16_t key = r.i16();
+      int16_t min = r.i16();
+      int16_t max = r.i16();
+      if (key != 0) continue;
+      found = true;
+      EXPECT_EQ(min, 0);
+      EXPECT_EQ(max, 7);
+    }
+    EXPECT_TRUE(found);
+  }
+  // Given requests at v0, v1, v2 with message format v1, and one at v2
+  // carrying a v2 batch: the version decides, as in Kafka 4.0.
+  struct Case {
+    int16_t version;
+    Bytes records;
+  };
+  const std::vector<Case> cases = {{0, message_set_v1({"a", "b"})},
+                                   {1, message_set_v1({"a", "b"})},
+                                   {2, message_set_v1({"a", "b"})},
+                                   {2, make_batch({{"a", "b"}})}};
+  for (const auto& [v, records] : cases) {
+    auto resp = c.call(0, v, produce_body_v0_2("old", records));
+    ASSERT_TRUE(resp.has_value()) << "Produce v" << v << " was not answered\n" << broker_.log();
+    Reader r(*resp);
+    ASSERT_EQ(r.array_len(), 1);
+    EXPECT_EQ(r.string(), "old");
+    ASSERT_EQ(r.array_len(), 1);
+    EXPECT_EQ(r.i32(), 0);
+    EXPECT_EQ(r.i16(), 35) << "v" << v;  // UNSUPPORTED_VERSION
+    EXPECT_EQ(r.i64(), -1);              // base offset
+    if (v >= 2) {
+      EXPECT_EQ(r.i64(), -1);  // log append time
+    }
+    if (v >= 1) {
+      EXPECT_EQ(r.i32(), 0);  // throttle time
+    }
+    EXPECT_TRUE(r.ok()) << "v" << v;
+    EXPECT_EQ(r.remaining(), 0u) << "v" << v;
+  }
+  // With acks=0 there is no response to carry the error: the connection is
+  // closed, as Kafka does for a failed acks=0 produce, so the client notices.
+  {
+    RawClient fire(broker_.port());
+    ASSERT_TRUE(fire.send_request(0, 2, produce_body_v0_2("old", message_set_v1({"x"}), 0)));
+    EXPECT_TRUE(fire.closed_by_peer());
+  }
+  // Then nothing was stored.
+  Writer w;
+  w.i32(-1);  // replica id
+  w.array_len(1);
+  w.string("old");
+  w.array_len(1);
+  w.i32(0);
+  w.i64(-1);  // latest
+  auto resp = c.call(2, 1, w.take());
+  ASSERT_TRUE(resp.has_value());
+  Reader r(*resp);
+  ASSERT_EQ(r.array_len(), 1);
+  r.string();
+  ASSERT_EQ(r.array_len(), 1);
+  r.i32();
+  EXPECT_EQ(r.i16(), 0);
+  r.i64();
+  EXPECT_EQ(r.i64(), 0);  // log end offset
+  expect_still_serving();
+}
+
 TEST_F(Protocol, FetchBeyondTheEndIsOffsetOutOfRangeAndReportsWatermarks) {
   create_topic("oor");
   RawClient c(broker_.port());

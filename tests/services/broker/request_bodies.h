@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "services/broker/wire.h"
 
@@ -22,6 +24,47 @@ inline Bytes produce_body(const std::string& topic, const Bytes& records, int16_
   w.array_len(1);
   w.i32(0);
   w.bytes(records);
+  return w.take();
+}
+
+/// Produce v0-2 (no transactional id): one record set for partition 0.
+inline Bytes produce_body_v0_2(const std::string& topic, const Bytes& records, int16_t acks = -1) {
+  Writer w;
+  w.i16(acks);
+  w.i32(5000);  // timeout ms
+  w.array_len(1);
+  w.string(topic);
+  w.array_len(1);
+  w.i32(0);
+  w.bytes(records);
+  return w.take();
+}
+
+/// A message set of message format v1 (magic 1, KIP-32), what Produce v2
+/// carries: one message per value, no key, uncompressed.
+inline Bytes message_set_v1(const std::vector<std::string>& values, int64_t timestamp = 1'700'000'000'000) {
+  auto crc32 = [](const uint8_t* p, size_t n) {  // CRC-32 (IEEE), as message formats v0/v1 use
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; ++i) {
+      c ^= p[i];
+      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    }
+    return ~c;
+  };
+  Writer w;
+  for (size_t i = 0; i < values.size(); ++i) {
+    Writer m;  // magic..value, what the CRC covers
+    m.i8(1);   // magic
+    m.i8(0);   // attributes: no compression, CreateTime
+    m.i64(timestamp);
+    m.null_bytes();  // key
+    m.bytes(Bytes(values[i].begin(), values[i].end()));
+    Bytes body = m.take();
+    w.i64(static_cast<int64_t>(i));  // offset
+    w.i32(static_cast<int32_t>(body.size() + 4));
+    w.i32(static_cast<int32_t>(crc32(body.data(), body.size())));
+    w.raw(body.data(), body.size());
+  }
   return w.take();
 }
 
@@ -61,6 +104,40 @@ inline Bytes metadata_body(int16_t v, const std::string& topic, bool allow_auto_
     w.boolean(false);  // include cluster authorized operations
     w.boolean(false);  // include topic authorized operations
   }
+  return w.take();
+}
+
+/// One topic of a CreateTopics request.
+struct NewTopicSpec {
+  std::string name;
+  int32_t num_partitions = 1;
+  int16_t replication_factor = 1;
+  /// Replica broker ids of partition 0, 1, ... (num_partitions and
+  /// replication_factor must then be -1).
+  std::vector<std::vector<int32_t>> assignments;
+  std::vector<std::pair<std::string, std::optional<std::string>>> configs;
+};
+
+/// CreateTopics v0-4 of one topic.
+inline Bytes create_topics_body(int16_t v, const NewTopicSpec& t, bool validate_only = false) {
+  Writer w;
+  w.array_len(1);
+  w.string(t.name);
+  w.i32(t.num_partitions);
+  w.i16(t.replication_factor);
+  w.array_len(t.assignments.size());
+  for (size_t p = 0; p < t.assignments.size(); ++p) {
+    w.i32(static_cast<int32_t>(p));
+    w.array_len(t.assignments[p].size());
+    for (int32_t id : t.assignments[p]) w.i32(id);
+  }
+  w.array_len(t.configs.size());
+  for (const auto& [name, value] : t.configs) {
+    w.string(name);
+    w.nullable_string(value);
+  }
+  w.i32(5000);  // timeout ms
+  if (v >= 1) w.boolean(validate_only);
   return w.take();
 }
 

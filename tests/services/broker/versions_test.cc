@@ -15,19 +15,19 @@ namespace {
 class Versions : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    broker_ = new BrokerProcess(dir_->path(), {"--partitions", "1"});
-    RawClient c(broker_->port());
+    shared_dir = new TempDir();
+    shared_broker = new BrokerProcess(shared_dir->path(), {"--partitions", "1"});
+    RawClient c(shared_broker->port());
     ASSERT_TRUE(c.call(3, 4, metadata_body(4, "vt", true)).has_value());
     // One batch, so every test (each runs in its own process under ctest) has data to fetch.
     ASSERT_TRUE(c.call(0, 7, produce_body("vt", make_batch({{"seed"}}))).has_value());
   }
   static void TearDownTestSuite() {
-    delete broker_;
-    delete dir_;
+    delete shared_broker;
+    delete shared_dir;
   }
   static Reader response(int16_t api, int16_t version, const Bytes& body, Bytes& keep) {
-    RawClient c(broker_->port());
+    RawClient c(shared_broker->port());
     auto r = c.call(api, version, body);
     EXPECT_TRUE(r.has_value()) << "api " << api << " v" << version;
     keep = r.value_or(Bytes{});
@@ -37,8 +37,8 @@ class Versions : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << "api " << api << " v" << v << " truncated";
     EXPECT_EQ(r.remaining(), 0u) << "api " << api << " v" << v << " has extra bytes";
   }
-  static inline TempDir* dir_ = nullptr;
-  static inline BrokerProcess* broker_ = nullptr;
+  static inline TempDir* shared_dir = nullptr;
+  static inline BrokerProcess* shared_broker = nullptr;
 };
 
 TEST_F(Versions, ApiVersions) {
@@ -140,8 +140,8 @@ TEST_F(Versions, CreateAndDeleteTopics) {
     w.i16(v >= 4 ? -1 : 1);
     w.array_len(0);
     w.array_len(1);
-    w.string("retention.ms");
-    w.nullable_string(std::string("1000"));
+    w.string("max.message.bytes");  // a config the broker knows (others are INVALID_CONFIG)
+    w.nullable_string(std::string("100000"));
     w.i32(1000);
     if (v >= 1) w.boolean(false);
     Bytes keep;
@@ -192,7 +192,7 @@ TEST_F(Versions, InitProducerIdAndFindCoordinator) {
     if (v >= 1) r.nullable_string();
     EXPECT_EQ(r.i32(), 0);
     EXPECT_EQ(r.string(), "127.0.0.1");
-    EXPECT_EQ(r.i32(), broker_->port());
+    EXPECT_EQ(r.i32(), shared_broker->port());
     expect_fully_read(r, 10, v);
   }
 }
