@@ -471,6 +471,51 @@ TEST(Librdkafka, WatermarksAndOffsetsForTimes) {
   rd_kafka_topic_partition_list_destroy(list);
 }
 
+/// Record batches stored in a partition's log (its segment files read directly).
+size_t stored_batches(const fs::path& partition_dir) {
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(partition_dir)) {
+    if (e.path().extension() != ".log") continue;
+    std::string bytes = read_file(e.path());
+    for (size_t pos = 0; pos + 12 <= bytes.size(); ++n)
+      pos += 12 + load_be32(reinterpret_cast<const uint8_t*>(bytes.data()) + pos + 8);
+  }
+  return n;
+}
+
+TEST(Librdkafka, OffsetsForTimesFindsTheRecordInsideABatch) {
+  TempDir dir;
+  BrokerProcess broker(dir.path());
+  Producer producer(broker.bootstrap(), {{"linger.ms", "1000"}, {"acks", "all"}});
+  const int64_t base = 1'700'000'000'000;
+  auto produce = [&](int64_t timestamp) {
+    return rd_kafka_producev(producer.get(), RD_KAFKA_V_TOPIC("batched"), RD_KAFKA_V_PARTITION(0),
+                             RD_KAFKA_V_VALUE(const_cast<char*>("v"), 1), RD_KAFKA_V_TIMESTAMP(timestamp),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+  };
+  // Given offset 0 stamped a second before base (it also makes the producer
+  // learn the topic, so the next records queue on partition 0 at once)
+  ASSERT_EQ(produce(base - 1000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_TRUE(producer.flush());
+  // And offsets 1-10 stamped base, base + 1 s, ... in one batch
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(produce(base + int64_t{1000} * i), RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_TRUE(producer.flush());
+  ASSERT_EQ(stored_batches(dir.path() / "data" / "logs" / "batched-0"), 2u);
+  // When librdkafka asks for the offsets of several times
+  const std::vector<std::pair<int64_t, int64_t>> expected = {{base - 1000, 0}, {base - 999, 1},  {base, 1},
+                                                             {base + 1, 2},    {base + 4500, 6}, {base + 9000, 10},
+                                                             {base + 9001, -1}};
+  for (const auto& [at, offset] : expected) {
+    auto* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, "batched", 0)->offset = at;
+    ASSERT_EQ(rd_kafka_offsets_for_times(producer.get(), list, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    // Then each is the first record stamped at or after it, inside the batch
+    EXPECT_EQ(list->elems[0].err, RD_KAFKA_RESP_ERR_NO_ERROR) << at - base;
+    EXPECT_EQ(list->elems[0].offset, offset) << at - base;
+    rd_kafka_topic_partition_list_destroy(list);
+  }
+}
+
 TEST(Librdkafka, RetentionBytesDeletesOldSegmentsAndConsumersStartAtTheNewLogStart) {
   TempDir dir;
   BrokerProcess broker(dir.path(), {"--segment-bytes", "4096", "--retention-bytes", "8192"});
