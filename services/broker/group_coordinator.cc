@@ -333,7 +333,11 @@ std::vector<ErrorCode> GroupCoordinator::commit(const OffsetCommitRequest& req) 
     Member* m = find_member(g, req.member_id);
     if (m == nullptr) return all(ErrorCode::kUnknownMemberId);
     if (req.generation_id != g.generation) return all(ErrorCode::kIllegalGeneration);
-    if (g.state == State::kPreparingRebalance) return all(ErrorCode::kRebalanceInProgress);
+    // In PreparingRebalance the generation is still the members' own: they
+    // commit as they revoke, before rejoining (the heartbeat told them), and
+    // refusing would lose those offsets. In CompletingRebalance the members
+    // hold the new generation but not yet their assignment (Kafka's answer).
+    if (g.state == State::kCompletingRebalance) return all(ErrorCode::kRebalanceInProgress);
     m->last_seen = Clock::now();
   }
   std::vector<ErrorCode> out;

@@ -76,7 +76,11 @@ class GroupCoordinator {
   /// One error per member in the request.
   std::vector<ErrorCode> leave(const LeaveGroupRequest& req);
 
-  /// Returns one error per partition in request order (flattened).
+  /// Returns one error per partition in request order (flattened). As in
+  /// Kafka, a member of the current generation may commit while the group
+  /// prepares a rebalance (consumers commit as they revoke their partitions),
+  /// but gets REBALANCE_IN_PROGRESS while the new generation awaits its
+  /// assignment (CompletingRebalance).
   std::vector<ErrorCode> commit(const OffsetCommitRequest& req);
   std::vector<OffsetResult> fetch_offsets(const OffsetFetchRequest& req) const;
 

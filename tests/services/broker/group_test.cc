@@ -204,6 +204,40 @@ TEST_F(Groups, ProtocolErrorsForUnknownMembersAndStaleGenerations) {
   EXPECT_EQ(gc_->describe("g").state, "Empty");
 }
 
+TEST_F(Groups, CommitOfTheCurrentGenerationIsAcceptedWhilePreparingARebalanceAndRefusedWhileCompletingIt) {
+  // Given m1 alone and stable in generation 1
+  std::string m1 = stable_single_member();
+  OffsetCommitRequest commit;
+  commit.group_id = "g";
+  commit.generation_id = 1;
+  commit.member_id = m1;
+  commit.topics.push_back({"t", {{0, 10, -1, std::nullopt}}});
+  OffsetFetchRequest fetch;
+  fetch.group_id = "g";
+  fetch.topics = std::vector<OffsetFetchRequest::Topic>{{"t", {0}}};
+  // When a second member joins, the group prepares a rebalance
+  auto j2 = join(join_req(""));
+  ASSERT_EQ(gc_->describe("g").state, "PreparingRebalance");
+  // Then m1's commit of generation 1 (made as it revokes) is accepted and kept
+  EXPECT_EQ(gc_->commit(commit), std::vector<ErrorCode>{ErrorCode::kNone});
+  EXPECT_EQ(gc_->fetch_offsets(fetch).at(0).committed.offset, 10);
+  // When m1 rejoins, generation 2 waits for the leader's assignment
+  auto j1 = join(join_req(m1));
+  ASSERT_TRUE(j1->has_value());
+  ASSERT_TRUE(j2->has_value());
+  ASSERT_EQ(gc_->describe("g").state, "CompletingRebalance");
+  // Then a commit of generation 2 is refused as Kafka does, and nothing is stored
+  commit.generation_id = 2;
+  commit.topics = {{"t", {{0, 20, -1, std::nullopt}}}};
+  EXPECT_EQ(gc_->commit(commit), std::vector<ErrorCode>{ErrorCode::kRebalanceInProgress});
+  EXPECT_EQ(gc_->fetch_offsets(fetch).at(0).committed.offset, 10);
+  // And once the generation is stable it is accepted
+  sync(m1, 2, {{m1, Bytes{1}}, {(*j2)->member_id, Bytes{2}}});
+  ASSERT_EQ(gc_->describe("g").state, "Stable");
+  EXPECT_EQ(gc_->commit(commit), std::vector<ErrorCode>{ErrorCode::kNone});
+  EXPECT_EQ(gc_->fetch_offsets(fetch).at(0).committed.offset, 20);
+}
+
 TEST_F(Groups, CommittedOffsetsSurviveAReopen) {
   OffsetCommitRequest commit;
   commit.group_id = "g";

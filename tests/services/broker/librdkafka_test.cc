@@ -516,6 +516,135 @@ TEST(Librdkafka, OffsetsForTimesFindsTheRecordInsideABatch) {
   }
 }
 
+/// A group member over the C API whose rebalance callback commits what it
+/// consumed from the revoked partitions, synchronously, before letting them
+/// go (the librdkafka example's pattern: state is flushed before revoking).
+class CommittingMember {
+ public:
+  CommittingMember(const std::string& bootstrap, const std::string& group, const std::string& topic) : topic_(topic) {
+    rd_kafka_conf_t* conf = make_conf(bootstrap, {{"group.id", group},
+                                                  {"enable.auto.commit", "false"},
+                                                  {"auto.offset.reset", "earliest"},
+                                                  {"partition.assignment.strategy", "range"},
+                                                  {"heartbeat.interval.ms", "100"},
+                                                  {"session.timeout.ms", "6000"}});
+    rd_kafka_conf_set_rebalance_cb(conf, &CommittingMember::on_rebalance);
+    rd_kafka_conf_set_opaque(conf, this);
+    char err[512];
+    rk_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err));
+    if (!rk_) throw std::runtime_error(err);
+    rd_kafka_poll_set_consumer(rk_.get());
+    auto* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(rk_.get(), list);
+    rd_kafka_topic_partition_list_destroy(list);
+  }
+  ~CommittingMember() { rd_kafka_consumer_close(rk_.get()); }
+  CommittingMember(const CommittingMember&) = delete;
+  CommittingMember& operator=(const CommittingMember&) = delete;
+
+  void poll(int ms) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_.get(), ms);
+    if (m == nullptr) return;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      got_.push_back({m->partition, m->offset, std::string(static_cast<const char*>(m->payload), m->len), {}});
+      next_[m->partition] = m->offset + 1;
+    }
+    rd_kafka_message_destroy(m);
+  }
+
+  const std::vector<Received>& got() const { return got_; }
+  size_t assigned() const { return assigned_; }
+  /// The result of each commit made while revoking.
+  const std::vector<rd_kafka_resp_err_t>& revoke_commits() const { return revoke_commits_; }
+  /// Partition -> offset committed while revoking (the last one of each).
+  const std::map<int32_t, int64_t>& committed_at_revoke() const { return committed_at_revoke_; }
+  rd_kafka_t* get() { return rk_.get(); }
+
+ private:
+  static void on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
+                           void* opaque) {
+    auto* self = static_cast<CommittingMember*>(opaque);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+      self->assigned_ = static_cast<size_t>(parts->cnt);
+      rd_kafka_assign(rk, parts);
+      return;
+    }
+    auto* offsets = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; ++i) {
+      auto it = self->next_.find(parts->elems[i].partition);
+      if (it == self->next_.end()) continue;
+      rd_kafka_topic_partition_list_add(offsets, self->topic_.c_str(), it->first)->offset = it->second;
+      self->committed_at_revoke_[it->first] = it->second;
+      self->next_.erase(it);
+    }
+    if (offsets->cnt > 0) self->revoke_commits_.push_back(rd_kafka_commit(rk, offsets, 0));
+    rd_kafka_topic_partition_list_destroy(offsets);
+    self->assigned_ = 0;
+    rd_kafka_assign(rk, nullptr);
+  }
+
+  std::string topic_;
+  KafkaPtr rk_;
+  std::vector<Received> got_;
+  std::map<int32_t, int64_t> next_;  // partition -> offset after the last one consumed
+  size_t assigned_ = 0;
+  std::vector<rd_kafka_resp_err_t> revoke_commits_;
+  std::map<int32_t, int64_t> committed_at_revoke_;
+};
+
+TEST(Librdkafka, OffsetsCommittedInTheRevokeCallbackWhileASecondMemberJoinsAreKept) {
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--partitions", "4"});
+  const int total = 400;
+  {
+    Producer producer(broker.bootstrap(), idempotent_props);
+    for (int i = 0; i < total; ++i) producer.produce("handover", value_of(i), i % 4);
+    ASSERT_TRUE(producer.flush());
+  }
+  // Given a member that owns all four partitions and has consumed half
+  CommittingMember a(broker.bootstrap(), "handover-group", "handover");
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (a.got().size() < total / 2 && std::chrono::steady_clock::now() < deadline) a.poll(50);
+  ASSERT_GE(a.got().size(), static_cast<size_t>(total / 2));
+  // When a second member joins, so the first commits in its revoke callback
+  // while the group prepares the rebalance
+  CommittingMember b(broker.bootstrap(), "handover-group", "handover");
+  deadline = std::chrono::steady_clock::now() + 60s;
+  while (a.got().size() + b.got().size() < static_cast<size_t>(total) && std::chrono::steady_clock::now() < deadline) {
+    a.poll(20);
+    b.poll(20);
+  }
+  // (any duplicate would arrive now)
+  for (auto until = std::chrono::steady_clock::now() + 2s; std::chrono::steady_clock::now() < until;) {
+    a.poll(20);
+    b.poll(20);
+  }
+  // Then the commits were accepted
+  ASSERT_FALSE(a.revoke_commits().empty());
+  for (auto e : a.revoke_commits()) EXPECT_EQ(e, RD_KAFKA_RESP_ERR_NO_ERROR) << rd_kafka_err2str(e);
+  EXPECT_GT(a.assigned(), 0u);
+  EXPECT_GT(b.assigned(), 0u);
+  // And the group's committed offsets are what the first member had consumed
+  auto* list = rd_kafka_topic_partition_list_new(4);
+  for (int32_t p = 0; p < 4; ++p) rd_kafka_topic_partition_list_add(list, "handover", p);
+  ASSERT_EQ(rd_kafka_committed(b.get(), list, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  for (int i = 0; i < list->cnt; ++i) {
+    const auto& e = list->elems[i];
+    auto it = a.committed_at_revoke().find(e.partition);
+    EXPECT_EQ(e.offset, it == a.committed_at_revoke().end() ? RD_KAFKA_OFFSET_INVALID : it->second)
+        << "partition " << e.partition;
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  // And across both members every record was consumed exactly once
+  std::map<std::string, int> seen;
+  for (const auto* m : {&a, &b}) {
+    for (const auto& r : m->got()) ++seen[r.value];
+  }
+  EXPECT_EQ(seen.size(), static_cast<size_t>(total));
+  for (const auto& [value, n] : seen) EXPECT_EQ(n, 1) << value;
+}
+
 TEST(Librdkafka, RetentionBytesDeletesOldSegmentsAndConsumersStartAtTheNewLogStart) {
   TempDir dir;
   BrokerProcess broker(dir.path(), {"--segment-bytes", "4096", "--retention-bytes", "8192"});
