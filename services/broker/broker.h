@@ -30,6 +30,7 @@ struct BrokerConfig {
   /// 0: fsync every batch before acknowledging; otherwise flush every N ms.
   int64_t flush_interval_ms = 0;
   LogConfig log;
+  GroupConfig groups;
   /// Largest accepted record batch (Kafka's message.max.bytes is ~1 MiB; we allow more).
   size_t max_batch_bytes = 16u << 20;
   /// Read descriptors of closed segments kept open across all partitions

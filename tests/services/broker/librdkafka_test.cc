@@ -416,9 +416,9 @@ TEST(Librdkafka, MetadataAdvertisesTheConfiguredHost) {
 
 TEST(Executable, HelpExplainsEveryFlagAndBadFlagsFail) {
   auto help = run(std::string(STARLING_BIN_DIR) + "/starling-broker --help");
-  for (const char* flag :
-       {"--listen", "--data-dir", "--port-file", "--advertised-host", "--partitions", "--auto-create", "--flush",
-        "--retention-ms", "--retention-bytes", "--segment-bytes", "--log-level"}) {
+  for (const char* flag : {"--listen", "--data-dir", "--port-file", "--advertised-host", "--partitions",
+                           "--auto-create", "--flush", "--retention-ms", "--retention-bytes", "--segment-bytes",
+                           "--group-initial-rebalance-delay-ms", "--log-level"}) {
     EXPECT_NE(help.find(flag), std::string::npos) << flag;
   }
   TempDir dir;
@@ -426,6 +426,7 @@ TEST(Executable, HelpExplainsEveryFlagAndBadFlagsFail) {
       std::string(STARLING_BIN_DIR) + "/starling-broker --listen 127.0.0.1:0 --data-dir " + dir.path().string();
   EXPECT_NE(std::system((base + " --flush sometimes >/dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((base + " --partitions 0 >/dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(std::system((base + " --group-initial-rebalance-delay-ms -1 >/dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((std::string(STARLING_BIN_DIR) + "/starling-broker >/dev/null 2>&1").c_str()), 0);
 }
 
