@@ -149,7 +149,9 @@ double consume(const std::string& bootstrap, const Options& opts) {
   if (std::getenv("BENCH_DEBUG")) {
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
-    auto sec = [](const timeval& a, const timeval& b) { return (b.tv_sec - a.tv_sec) + (b.tv_usec - a.tv_usec) / 1e6; };
+    auto sec = [](const timeval& a, const timeval& b) {
+      return static_cast<double>(b.tv_sec - a.tv_sec) + static_cast<double>(b.tv_usec - a.tv_usec) / 1e6;
+    };
     std::fprintf(stderr, "consume %s: %.3f s, this process cpu user %.2f sys %.2f\n", bootstrap.c_str(), secs,
                  sec(ru0.ru_utime, ru.ru_utime), sec(ru0.ru_stime, ru.ru_stime));
   }
@@ -177,7 +179,9 @@ Broker start_broker(const Options& opts) {
     std::string pf = port_file.string();
     std::string parts = std::to_string(opts.partitions);
     execl(exe.c_str(), exe.c_str(), "--listen", "127.0.0.1:0", "--data-dir", data.c_str(), "--port-file", pf.c_str(),
-          "--partitions", parts.c_str(), "--flush", opts.flush.c_str(), "--log-level", "warn", nullptr);
+          "--partitions", parts.c_str(), "--flush", opts.flush.c_str(), "--log-level", "warn",
+          // The mock cluster's groups do not wait for more members either.
+          "--group-initial-rebalance-delay-ms", "0", nullptr);
     _exit(127);
   }
   for (int i = 0; i < 500 && !fs::exists(port_file); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -196,7 +200,7 @@ void stop_broker(Broker& b) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   Options opts;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
@@ -249,4 +253,7 @@ int main(int argc, char** argv) {
   std::printf("%-10s %16.0f %16.0f %8.2f %22.2f\n", "consume", ours_consume, mock_consume, ours_consume / mock_consume,
               (cpu2 - cpu1) / million);
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "broker_bench: %s\n", e.what());
+  return 1;
 }

@@ -33,6 +33,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -122,7 +123,7 @@ double cpu_seconds(pid_t pid) {
 double rusage_seconds(int who) {
   rusage ru{};
   ::getrusage(who, &ru);
-  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
   return s(ru.ru_utime) + s(ru.ru_stime);
 }
 double own_cpu_seconds() { return rusage_seconds(RUSAGE_SELF); }
@@ -131,7 +132,7 @@ double children_cpu_seconds() { return rusage_seconds(RUSAGE_CHILDREN); }
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   CLI::App app{"clean_bench: starling-clean throughput against a consume-produce passthrough on starling-broker"};
   // kcat spends about half a second in librdkafka's start-up waits (the first
   // produce to a topic, the first fetch of a partition), which starling-clean
@@ -159,10 +160,10 @@ int main(int argc, char** argv) {
   const auto bin = executable_dir();
   const auto p = load_pipeline(pipeline_file);
 
-  auto broker =
-      ChildProcess::spawn({bin + "/starling-broker", "--listen", "127.0.0.1:0", "--data-dir", (dir / "broker").string(),
-                           "--port-file", (dir / "broker.port").string(), "--log-level", "warn"},
-                          (dir / "broker.log").string());
+  auto broker = ChildProcess::spawn(
+      {bin + "/starling-broker", "--listen", "127.0.0.1:0", "--data-dir", (dir / "broker").string(), "--port-file",
+       (dir / "broker.port").string(), "--group-initial-rebalance-delay-ms", "0", "--log-level", "warn"},
+      (dir / "broker.log").string());
   if (!broker) return std::fprintf(stderr, "%s\n", broker.error().message.c_str()), 1;
   auto addr = wait_for_file((dir / "broker.port").string(), 30s);
   if (!addr) return std::fprintf(stderr, "%s\n", addr.error().message.c_str()), 1;
@@ -194,7 +195,7 @@ int main(int argc, char** argv) {
   {
     auto prod = kafka::KafkaProducer::create(k, {.queue_full_wait = 60s, .topics = {p.raw_topic()}});
     if (!prod) return 1;
-    if (auto st = kafka::produce_all(**prod, std::move(raw), 120s); !st) {
+    if (auto st = kafka::produce_all(**prod, raw, 120s); !st) {
       return std::fprintf(stderr, "loading raw: %s\n", st.error().message.c_str()), 1;
     }
   }
@@ -359,10 +360,11 @@ int main(int argc, char** argv) {
   // CPU-seconds per million events: the work each side does, which (unlike
   // events/s) hardly moves when other processes compete for the cores; and
   // the broker's while that side ran (its share of the same 2 cores).
+  const auto count = static_cast<double>(n);
   auto row = [&](const char* side, double secs, double cpu, double broker_cpu) {
-    std::printf("%-34s %8d %10.0f %9s %9.2f %14.1f %14.1f\n", side, events, n / secs,
-                have_kcat ? fmt::format("{:.2f}", kcat_s / secs).c_str() : "-", pass_s / secs, cpu * 1e6 / n,
-                broker_cpu * 1e6 / n);
+    std::printf("%-34s %8d %10.0f %9s %9.2f %14.1f %14.1f\n", side, events, count / secs,
+                have_kcat ? fmt::format("{:.2f}", kcat_s / secs).c_str() : "-", pass_s / secs, cpu * 1e6 / count,
+                broker_cpu * 1e6 / count);
   };
   std::printf("%-34s %8s %10s %9s %9s %14s %14s\n", "side", "events", "events/s", "vs kcat", "vs loop",
               "cpu-s/M events", "broker cpu-s/M");
@@ -372,4 +374,7 @@ int main(int argc, char** argv) {
   row("starling-clean", clean_s, clean_cpu, clean_broker_cpu);
   std::printf("starling-clean peak RSS: %.0f MiB (VmHWM; PRODUCT.md's budget for a service is 64 MB)\n", clean_rss);
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "clean_bench: %s\n", e.what());
+  return 1;
 }

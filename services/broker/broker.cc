@@ -62,10 +62,13 @@ Broker::Broker(asio::any_io_executor ex, BrokerConfig config) : ex_(std::move(ex
       fs::remove_all(entry.path());
     }
   }
-  groups_ = std::make_unique<GroupCoordinator>(ex_, *store_, [this](const std::string& t, int32_t p) {
-    auto it = topics_.find(t);
-    return it != topics_.end() && p >= 0 && p < static_cast<int32_t>(it->second.partitions.size());
-  });
+  groups_ = std::make_unique<GroupCoordinator>(
+      ex_, *store_,
+      [this](const std::string& t, int32_t p) {
+        auto it = topics_.find(t);
+        return it != topics_.end() && p >= 0 && p < static_cast<int32_t>(it->second.partitions.size());
+      },
+      config_.groups);
   spdlog::info("opened {} topics from {}", topics_.size(), config_.data_dir.string());
 }
 

@@ -35,6 +35,7 @@ struct BrokerConfig {
   /// after compression) a Produce may append; a topic's max.message.bytes
   /// overrides it. Kafka's default, 1 MiB plus the 12-byte log overhead.
   int32_t message_max_bytes = 1048588;
+  GroupConfig groups;
   /// Read descriptors of closed segments kept open across all partitions
   /// (FileCache); 0: default_max_open_segment_files().
   size_t max_open_segment_files = 0;

@@ -279,15 +279,20 @@ Reply Broker::handle_list_offsets(const RequestHeader& h, const ListOffsetsReque
         offset = lg->high_watermark();
       } else if (p.timestamp < 0) {
         e = ErrorCode::kInvalidRequest;
+      } else if (auto found = lg->offset_for_timestamp(p.timestamp); !found) {
+        e = found.error().code;
+        spdlog::error("offsets for time {} in {}-{}: {}", p.timestamp, t.name, p.index, found.error().message);
       } else {
-        offset = lg->offset_for_timestamp(p.timestamp);
-        if (offset >= 0) ts = p.timestamp;
+        ts = found->timestamp;
+        offset = found->offset;
       }
       w.i32(p.index);
       w.i16(code(e));
       w.i64(ts);
       w.i64(offset);
-      if (v >= 4) w.i32(e == ErrorCode::kNone ? 0 : -1);
+      // Every offset is in leader epoch 0 (one broker, never re-elected); no
+      // offset found has no epoch, as in Kafka.
+      if (v >= 4) w.i32(offset >= 0 ? 0 : -1);
     }
   }
   return resp.done();

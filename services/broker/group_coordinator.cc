@@ -23,8 +23,9 @@ constexpr milliseconds kMinSessionTimeout{500};
 constexpr milliseconds kMaxSessionTimeout{30 * 60 * 1000};
 }  // namespace
 
-GroupCoordinator::GroupCoordinator(asio::any_io_executor ex, MetadataStore& store, TopicExists topic_exists)
-    : ex_(std::move(ex)), store_(store), topic_exists_(std::move(topic_exists)) {
+GroupCoordinator::GroupCoordinator(asio::any_io_executor ex, MetadataStore& store, TopicExists topic_exists,
+                                   GroupConfig config)
+    : ex_(std::move(ex)), config_(config), store_(store), topic_exists_(std::move(topic_exists)) {
   for (auto& [key, c] : store_.load_offsets()) {
     offsets_[std::get<0>(key)][{std::get<1>(key), std::get<2>(key)}] = c;
   }
@@ -90,6 +91,7 @@ std::optional<std::string> GroupCoordinator::select_protocol(const Group& g) con
 void GroupCoordinator::prepare_rebalance(Group& g, const char* reason) {
   if (g.state == State::kPreparingRebalance) return;
   spdlog::info("group {}: rebalance (generation {}): {}", g.id, g.generation, reason);
+  const bool from_empty = g.state == State::kEmpty;
   g.state = State::kPreparingRebalance;
   milliseconds timeout{0};
   for (auto& m : g.members) {
@@ -101,16 +103,26 @@ void GroupCoordinator::prepare_rebalance(Group& g, const char* reason) {
       m->sync_waiter.reset();
     }
   }
-  g.rebalance_deadline = Clock::now() + timeout;
+  const auto now = Clock::now();
+  g.rebalance_deadline = now + timeout;
+  g.delaying = from_empty && config_.initial_rebalance_delay.count() > 0;
+  if (g.delaying) {
+    // As Kafka's InitialDelayedJoin: tick() ends the wait.
+    g.joined_during_delay = false;
+    g.delay_until = now + config_.initial_rebalance_delay;
+    g.delay_limit = now + std::max(timeout, config_.initial_rebalance_delay);
+    g.rebalance_deadline = g.delay_limit;
+  }
 }
 
 void GroupCoordinator::maybe_complete_join(Group& g) {
-  if (g.state != State::kPreparingRebalance) return;
+  if (g.state != State::kPreparingRebalance || g.delaying) return;
   bool all = std::all_of(g.members.begin(), g.members.end(), [](const auto& m) { return m->join_waiter != nullptr; });
   if (all) complete_join(g);
 }
 
 void GroupCoordinator::complete_join(Group& g) {
+  g.delaying = false;
   // Members that did not rejoin within the rebalance timeout are dropped.
   for (size_t i = 0; i < g.members.size();) {
     if (!g.members[i]->join_waiter) {
@@ -168,6 +180,7 @@ void GroupCoordinator::remove_member(Group& g, const std::string& id, const char
   if (g.members.empty()) {
     if (g.state != State::kEmpty) ++g.generation;
     g.state = State::kEmpty;
+    g.delaying = false;
     g.protocol.clear();
     g.leader.clear();
     return;
@@ -210,6 +223,7 @@ asio::awaitable<GroupCoordinator::JoinResult> GroupCoordinator::join(JoinGroupRe
                             std::random_device{}());
     m = owned.get();
     g.members.push_back(std::move(owned));
+    if (g.delaying) g.joined_during_delay = true;
   } else {
     m = find_member(g, req.member_id);
     if (m == nullptr) co_return join_error(ErrorCode::kUnknownMemberId, req.member_id);
@@ -333,7 +347,11 @@ std::vector<ErrorCode> GroupCoordinator::commit(const OffsetCommitRequest& req) 
     Member* m = find_member(g, req.member_id);
     if (m == nullptr) return all(ErrorCode::kUnknownMemberId);
     if (req.generation_id != g.generation) return all(ErrorCode::kIllegalGeneration);
-    if (g.state == State::kPreparingRebalance) return all(ErrorCode::kRebalanceInProgress);
+    // In PreparingRebalance the generation is still the members' own: they
+    // commit as they revoke, before rejoining (the heartbeat told them), and
+    // refusing would lose those offsets. In CompletingRebalance the members
+    // hold the new generation but not yet their assignment (Kafka's answer).
+    if (g.state == State::kCompletingRebalance) return all(ErrorCode::kRebalanceInProgress);
     m->last_seen = Clock::now();
   }
   std::vector<ErrorCode> out;
@@ -423,6 +441,14 @@ void GroupCoordinator::tick(Clock::time_point now) {
       if (now - m->last_seen > m->session_timeout) expired.push_back(m->id);
     }
     for (const auto& mid : expired) remove_member(g, mid, "session timeout expired");
+    if (g.state == State::kPreparingRebalance && g.delaying && now >= g.delay_until) {
+      if (g.joined_during_delay && g.delay_until < g.delay_limit) {
+        g.joined_during_delay = false;
+        g.delay_until = std::min(now + config_.initial_rebalance_delay, g.delay_limit);
+      } else {
+        complete_join(g);
+      }
+    }
     if (g.state == State::kPreparingRebalance && now >= g.rebalance_deadline) complete_join(g);
   }
 }

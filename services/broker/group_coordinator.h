@@ -15,6 +15,17 @@
 
 namespace starling::broker {
 
+struct GroupConfig {
+  /// Kafka's group.initial.rebalance.delay.ms (same default). When an empty
+  /// group gets its first member, the join round waits this long for more
+  /// before it completes; a wait in which a new member joined is followed by
+  /// another, and the round ends at the latest the members' rebalance timeout
+  /// after it began (or after one delay, if that is longer). Consumers that
+  /// start together then get one rebalance instead of one each. 0: the round
+  /// completes as soon as every member has joined.
+  std::chrono::milliseconds initial_rebalance_delay{3000};
+};
+
 /// The classic (pre-KIP-848) group membership protocol for one node that
 /// coordinates every group: JoinGroup/SyncGroup rounds with generations,
 /// leader election and protocol selection, heartbeats with session timeouts,
@@ -68,7 +79,7 @@ class GroupCoordinator {
 
   using TopicExists = std::function<bool(const std::string& topic, int32_t partition)>;
 
-  GroupCoordinator(asio::any_io_executor ex, MetadataStore& store, TopicExists topic_exists);
+  GroupCoordinator(asio::any_io_executor ex, MetadataStore& store, TopicExists topic_exists, GroupConfig config);
 
   asio::awaitable<JoinResult> join(JoinGroupRequest req, std::string client_id, std::string client_host);
   asio::awaitable<SyncResult> sync(SyncGroupRequest req);
@@ -76,7 +87,11 @@ class GroupCoordinator {
   /// One error per member in the request.
   std::vector<ErrorCode> leave(const LeaveGroupRequest& req);
 
-  /// Returns one error per partition in request order (flattened).
+  /// Returns one error per partition in request order (flattened). As in
+  /// Kafka, a member of the current generation may commit while the group
+  /// prepares a rebalance (consumers commit as they revoke their partitions),
+  /// but gets REBALANCE_IN_PROGRESS while the new generation awaits its
+  /// assignment (CompletingRebalance).
   std::vector<ErrorCode> commit(const OffsetCommitRequest& req);
   std::vector<OffsetResult> fetch_offsets(const OffsetFetchRequest& req) const;
 
@@ -113,6 +128,12 @@ class GroupCoordinator {
     std::string leader;
     std::vector<std::unique_ptr<Member>> members;  // join order: the first is the default leader
     Clock::time_point rebalance_deadline;
+    /// A round begun from Empty waits GroupConfig::initial_rebalance_delay:
+    /// until delay_until, and again while new members come, up to delay_limit.
+    bool delaying = false;
+    bool joined_during_delay = false;
+    Clock::time_point delay_until;
+    Clock::time_point delay_limit;
   };
 
   Member* find_member(Group& g, const std::string& id);
@@ -124,6 +145,7 @@ class GroupCoordinator {
   static const Bytes* metadata_for(const Member& m, const std::string& protocol);
 
   asio::any_io_executor ex_;
+  GroupConfig config_;
   MetadataStore& store_;
   TopicExists topic_exists_;
   std::map<std::string, std::unique_ptr<Group>> groups_;

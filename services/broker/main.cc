@@ -44,6 +44,7 @@ int main(int argc, char** argv) try {
   size_t max_open_segment_files = 0;
   int32_t message_max_bytes = starling::broker::BrokerConfig{}.message_max_bytes;
   starling::broker::ServerConfig server_config;
+  starling::broker::GroupConfig group_config;
   std::string log_level = "info";
   app.add_option("--listen", listen, "HOST:PORT to listen on; port 0 picks a free port")->capture_default_str();
   app.add_option("--data-dir", data_dir, "Directory for logs, topics and committed offsets (created if missing)")
@@ -99,6 +100,13 @@ int main(int argc, char** argv) try {
                  "Close a connection whose request frame has not arrived whole this long after its first byte")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  int64_t group_initial_rebalance_delay_ms = group_config.initial_rebalance_delay.count();
+  app.add_option("--group-initial-rebalance-delay-ms", group_initial_rebalance_delay_ms,
+                 "When an empty group gets its first member, wait this long for more before completing the join, "
+                 "again after each wait in which one joined, up to the rebalance timeout "
+                 "(Kafka's group.initial.rebalance.delay.ms; 0: no wait)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{INT32_MAX}));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -125,6 +133,8 @@ int main(int argc, char** argv) try {
     config.log.segment_bytes = segment_bytes;
     config.max_open_segment_files = max_open_segment_files;
     config.message_max_bytes = message_max_bytes;
+    group_config.initial_rebalance_delay = std::chrono::milliseconds(group_initial_rebalance_delay_ms);
+    config.groups = group_config;
 
     server_config.connections_max_idle = std::chrono::milliseconds(connections_max_idle_ms);
     server_config.request_read_timeout = std::chrono::milliseconds(request_read_timeout_ms);

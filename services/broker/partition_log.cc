@@ -439,7 +439,8 @@ Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_b
   return out;
 }
 
-int64_t PartitionLog::offset_for_timestamp(int64_t ts) const {
+Result<TimestampOffset> PartitionLog::offset_for_timestamp(int64_t ts) const {
+  const int64_t limit = high_watermark();
   for (const auto& seg : segments_) {
     if (seg->max_timestamp < ts) continue;
     auto it = std::lower_bound(seg->time_index.begin(), seg->time_index.end(), ts,
@@ -448,15 +449,36 @@ int64_t PartitionLog::offset_for_timestamp(int64_t ts) const {
     // previous entry's position, which is at or before that boundary.
     uint64_t pos = it == seg->time_index.begin() ? 0 : (it - 1)->position;
     auto file = read_fd(*seg);
-    if (!file) return -1;
+    if (!file) return std::unexpected(file.error());
     uint8_t hdr[bl::kHeaderSize];
     while (pos + bl::kHeaderSize <= seg->size) {
-      if (!pread_all(file->fd, hdr, bl::kHeaderSize, pos)) return -1;
-      if (load_be64(hdr + bl::kMaxTimestamp) >= ts) return load_be64(hdr + bl::kBaseOffset);
-      pos += bl::kLogOverhead + static_cast<uint32_t>(load_be32(hdr + bl::kBatchLength));
+      if (!pread_all(file->fd, hdr, bl::kHeaderSize, pos)) {
+        return fail(ErrorCode::kKafkaStorageError, fmt::format("read of {} failed", seg->path.string()));
+      }
+      const int64_t base = load_be64(hdr + bl::kBaseOffset);
+      const uint64_t size = bl::kLogOverhead + static_cast<uint32_t>(load_be32(hdr + bl::kBatchLength));
+      if (base >= limit) return TimestampOffset{};
+      if (load_be64(hdr + bl::kMaxTimestamp) >= ts) {
+        // The first record at or after ts is in this batch (its max timestamp
+        // is some record's), unless a client's header lied about it.
+        Bytes batch(size);
+        if (!pread_all(file->fd, batch.data(), batch.size(), pos)) {
+          return fail(ErrorCode::kKafkaStorageError, fmt::format("read of {} failed", seg->path.string()));
+        }
+        auto found = find_record_at_or_after(batch, ts);
+        if (!found) {
+          // Recovery only checks headers: a record that does not decode was
+          // sent that way. Its batch's first offset is at or before the answer.
+          spdlog::debug("{}: batch at offset {}: {}", dir_.string(), base, found.error().message);
+          return TimestampOffset{load_be64(hdr + bl::kBaseTimestamp), base};
+        }
+        if (const std::optional<TimestampOffset>& record = *found; record.has_value())
+          return record->offset < limit ? *record : TimestampOffset{};
+      }
+      pos += size;
     }
   }
-  return -1;
+  return TimestampOffset{};
 }
 
 size_t PartitionLog::apply_retention(int64_t now) {

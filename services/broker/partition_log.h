@@ -86,8 +86,12 @@ class PartitionLog {
   /// Only batches below high_watermark() are returned.
   Result<ReadResult> read(int64_t offset, size_t max_bytes, bool allow_oversized_first = true) const;
 
-  /// Base offset of the first batch whose max timestamp >= ts, or -1.
-  int64_t offset_for_timestamp(int64_t ts) const;
+  /// The first record whose timestamp is >= ts, below the high watermark
+  /// (Kafka's offsetsForTimes); offset and timestamp -1 when there is none.
+  /// The time index finds the first batch whose max timestamp is >= ts (one
+  /// binary search, then at most an index interval of batch headers), and
+  /// only that batch is read and its records walked (find_record_at_or_after).
+  Result<TimestampOffset> offset_for_timestamp(int64_t ts) const;
 
   /// fdatasync of segments written since the last flush.
   Result<void> flush();

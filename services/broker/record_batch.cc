@@ -76,6 +76,53 @@ Result<std::vector<IncomingBatch>> validate_record_set(ByteView records, size_t 
   return out;
 }
 
+namespace {
+
+/// Reads a zigzag varint of at most `max_bytes` bytes (5 for varint, 10 for
+/// varlong) from data[pos, end); nullopt if it runs past `end` or is too long.
+std::optional<int64_t> read_varint(ByteView data, size_t& pos, size_t end, size_t max_bytes) {
+  uint64_t raw = 0;
+  for (size_t i = 0; i < max_bytes && pos < end; ++i) {
+    const uint8_t b = data[pos++];
+    raw |= static_cast<uint64_t>(b & 0x7f) << (7 * i);
+    if ((b & 0x80) == 0) return static_cast<int64_t>(raw >> 1) ^ -static_cast<int64_t>(raw & 1);
+  }
+  return std::nullopt;
+}
+
+constexpr size_t kMaxVarintBytes = 5;
+constexpr size_t kMaxVarlongBytes = 10;
+
+}  // namespace
+
+Result<std::optional<TimestampOffset>> find_record_at_or_after(ByteView batch, int64_t ts) {
+  auto h = parse_batch_header(batch);
+  if (!h) return std::unexpected(h.error());
+  if (h->total_size() > batch.size()) return fail(ErrorCode::kCorruptMessage, "record batch is cut short");
+  if (h->max_timestamp < ts) return std::nullopt;
+  if (h->is_log_append_time()) return TimestampOffset{h->max_timestamp, h->base_offset};
+  if (h->is_compressed()) return TimestampOffset{h->base_timestamp, h->base_offset};
+  const size_t end = h->total_size();
+  size_t pos = bl::kHeaderSize;
+  for (int32_t i = 0; i < h->record_count && pos < end; ++i) {
+    auto length = read_varint(batch, pos, end, kMaxVarintBytes);
+    if (!length || *length < 1 || static_cast<uint64_t>(*length) > end - pos)
+      return fail(ErrorCode::kCorruptMessage, fmt::format("record {} has a bad length", i));
+    const size_t record_end = pos + static_cast<size_t>(*length);
+    ++pos;  // attributes
+    auto timestamp_delta = read_varint(batch, pos, record_end, kMaxVarlongBytes);
+    auto offset_delta = read_varint(batch, pos, record_end, kMaxVarintBytes);
+    if (!timestamp_delta || !offset_delta || *offset_delta < 0 || *offset_delta > h->last_offset_delta)
+      return fail(ErrorCode::kCorruptMessage, fmt::format("record {} has a bad timestamp or offset delta", i));
+    int64_t timestamp = 0;
+    if (__builtin_add_overflow(h->base_timestamp, *timestamp_delta, &timestamp))
+      return fail(ErrorCode::kCorruptMessage, fmt::format("record {} timestamp overflows", i));
+    if (timestamp >= ts) return TimestampOffset{timestamp, h->base_offset + *offset_delta};
+    pos = record_end;
+  }
+  return std::nullopt;
+}
+
 void set_base_offset(uint8_t* batch, int64_t base_offset) { store_be64(batch + bl::kBaseOffset, base_offset); }
 
 }  // namespace starling::broker

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "services/broker/error.h"
@@ -8,8 +9,9 @@
 
 namespace starling::broker {
 
-/// Byte layout of a Kafka record batch (magic v2). The broker never looks
-/// inside the records: batches are stored and served verbatim.
+/// Byte layout of a Kafka record batch (magic v2). Batches are stored and
+/// served verbatim; only ListOffsets by timestamp reads inside the records
+/// (find_record_at_or_after).
 namespace batch_layout {
 inline constexpr size_t kBaseOffset = 0;
 inline constexpr size_t kBatchLength = 8;
@@ -49,6 +51,10 @@ struct BatchHeader {
   int32_t last_sequence() const;
   bool is_transactional() const { return (attributes & 0x10) != 0; }
   bool is_control() const { return (attributes & 0x20) != 0; }
+  /// Timestamp type LogAppendTime: the batch's max timestamp (the append
+  /// time) is every record's timestamp, whatever their deltas say.
+  bool is_log_append_time() const { return (attributes & 0x08) != 0; }
+  bool is_compressed() const { return (attributes & 0x07) != 0; }
   bool is_idempotent() const { return producer_id >= 0; }
 };
 
@@ -68,6 +74,23 @@ Result<std::vector<IncomingBatch>> validate_record_set(ByteView records, size_t 
 
 /// True when the CRC-32C stored in the batch matches its contents.
 bool batch_crc_ok(ByteView batch);
+
+/// A record's offset and timestamp, as ListOffsets answers them (-1: none).
+struct TimestampOffset {
+  int64_t timestamp = -1;
+  int64_t offset = -1;
+};
+
+/// The first record of the whole batch `batch` whose timestamp is >= `ts`, as
+/// Kafka's FileRecords.searchForTimestamp; nullopt when no record is (a
+/// header whose max timestamp lies). A LogAppendTime batch needs no decoding:
+/// its first record, stamped with the max timestamp. The records of a
+/// compressed CreateTime batch cannot be read here (the broker has no codecs),
+/// so the batch's first record stands in for them: the offset returned is at
+/// or before the exact one, never after it. The records come from clients:
+/// every length, varint and delta is bounds-checked, and a malformed record
+/// is an error.
+Result<std::optional<TimestampOffset>> find_record_at_or_after(ByteView batch, int64_t ts);
 
 /// Overwrites baseOffset in place; the CRC does not cover it.
 void set_base_offset(uint8_t* batch, int64_t base_offset);

@@ -65,9 +65,12 @@ Status Stack::start() {
 
   if (opts_.kafka.empty()) {
     const auto pf = port_file("broker");
+    // Every group of the stack has one member (one process per service and
+    // pipeline), so Kafka's initial rebalance delay would only hold each
+    // stage for 3 s at start and after every restart (README of the broker).
     if (auto st = add("broker", {bin("starling-broker"), "--listen", "127.0.0.1:0", "--data-dir",
-                                 (fs::path(opts_.data_dir) / "broker").string(), "--port-file", pf, "--log-level",
-                                 opts_.log_level});
+                                 (fs::path(opts_.data_dir) / "broker").string(), "--port-file", pf,
+                                 "--group-initial-rebalance-delay-ms", "0", "--log-level", opts_.log_level});
         !st) {
       return st;
     }

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -67,6 +68,10 @@ class BrokerProcess {
                                      (data_dir_ / "data").string(),
                                      "--port-file",
                                      port_file.string()};
+    // Tests join groups at once rather than after Kafka's 3 s wait for more
+    // members, unless one asks for the wait.
+    const std::string delay_flag = "--group-initial-rebalance-delay-ms";
+    if (std::find(extra_.begin(), extra_.end(), delay_flag) == extra_.end()) args.insert(args.end(), {delay_flag, "0"});
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = ::fork();
     if (pid_ == 0) {

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -44,6 +45,8 @@ struct Harness {
     // Interval flush: appends complete without waiting for the flusher
     // thread, so each input finishes within one poll().
     config.flush_interval_ms = 1000;
+    // JoinGroup completes at once instead of waiting for more members.
+    config.groups.initial_rebalance_delay = std::chrono::milliseconds(0);
     broker = std::make_unique<sb::Broker>(io.get_executor(), config);
     spdlog::set_level(spdlog::level::err);
   }
@@ -117,5 +120,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 }
 
 #ifndef STARLING_LIBFUZZER
-int main(int argc, char** argv) { return starling::testing::fuzz_main(argc, argv, seeds(), "requests"); }
+int main(int argc, char** argv) try {
+  return starling::testing::fuzz_main(argc, argv, seeds(), "requests");
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "broker_fuzz_request: %s\n", e.what());
+  return 1;
+}
 #endif

@@ -14,7 +14,7 @@ using namespace std::chrono_literals;
 using Join = GroupCoordinator::JoinResult;
 using Sync = GroupCoordinator::SyncResult;
 
-JoinGroupRequest join_req(const std::string& member, std::vector<std::string> protocols = {"range"},
+JoinGroupRequest join_req(const std::string& member, const std::vector<std::string>& protocols = {"range"},
                           int32_t session_ms = 10000, int32_t rebalance_ms = 10000) {
   JoinGroupRequest r;
   r.group_id = "g";
@@ -33,12 +33,15 @@ class Groups : public ::testing::Test {
   std::unique_ptr<MetadataStore> store_ = std::make_unique<MetadataStore>(dir_.path() / "meta");
   std::unique_ptr<GroupCoordinator> gc_ = make();
 
+  /// Without the initial rebalance delay unless a test sets one: rounds
+  /// complete as soon as every member joined.
+  GroupConfig config_{.initial_rebalance_delay = 0ms};
   std::unique_ptr<GroupCoordinator> make() {
-    return std::make_unique<GroupCoordinator>(io_.get_executor(), *store_,
-                                              [](const std::string& t, int32_t p) { return t == "t" && p < 4; });
+    return std::make_unique<GroupCoordinator>(
+        io_.get_executor(), *store_, [](const std::string& t, int32_t p) { return t == "t" && p < 4; }, config_);
   }
 
-  std::shared_ptr<std::optional<Join>> join(JoinGroupRequest req) {
+  std::shared_ptr<std::optional<Join>> join(const JoinGroupRequest& req) {
     auto out = std::make_shared<std::optional<Join>>();
     asio::co_spawn(
         io_, [this, out, req]() -> asio::awaitable<void> { *out = co_await gc_->join(req, "client", "host"); },
@@ -202,6 +205,91 @@ TEST_F(Groups, ProtocolErrorsForUnknownMembersAndStaleGenerations) {
   std::vector<ErrorCode> left = gc_->leave({"g", {{m1, std::nullopt}, {"nobody", std::nullopt}}});
   EXPECT_EQ(left, (std::vector<ErrorCode>{ErrorCode::kNone, ErrorCode::kUnknownMemberId}));
   EXPECT_EQ(gc_->describe("g").state, "Empty");
+}
+
+TEST_F(Groups, CommitOfTheCurrentGenerationIsAcceptedWhilePreparingARebalanceAndRefusedWhileCompletingIt) {
+  // Given m1 alone and stable in generation 1
+  std::string m1 = stable_single_member();
+  OffsetCommitRequest commit;
+  commit.group_id = "g";
+  commit.generation_id = 1;
+  commit.member_id = m1;
+  commit.topics.push_back({"t", {{0, 10, -1, std::nullopt}}});
+  OffsetFetchRequest fetch;
+  fetch.group_id = "g";
+  fetch.topics = std::vector<OffsetFetchRequest::Topic>{{"t", {0}}};
+  // When a second member joins, the group prepares a rebalance
+  auto j2 = join(join_req(""));
+  ASSERT_EQ(gc_->describe("g").state, "PreparingRebalance");
+  // Then m1's commit of generation 1 (made as it revokes) is accepted and kept
+  EXPECT_EQ(gc_->commit(commit), std::vector<ErrorCode>{ErrorCode::kNone});
+  EXPECT_EQ(gc_->fetch_offsets(fetch).at(0).committed.offset, 10);
+  // When m1 rejoins, generation 2 waits for the leader's assignment
+  auto j1 = join(join_req(m1));
+  ASSERT_TRUE(j1->has_value());
+  ASSERT_TRUE(j2->has_value());
+  ASSERT_EQ(gc_->describe("g").state, "CompletingRebalance");
+  // Then a commit of generation 2 is refused as Kafka does, and nothing is stored
+  commit.generation_id = 2;
+  commit.topics = {{"t", {{0, 20, -1, std::nullopt}}}};
+  EXPECT_EQ(gc_->commit(commit), std::vector<ErrorCode>{ErrorCode::kRebalanceInProgress});
+  EXPECT_EQ(gc_->fetch_offsets(fetch).at(0).committed.offset, 10);
+  // And once the generation is stable it is accepted
+  sync(m1, 2, {{m1, Bytes{1}}, {(*j2)->member_id, Bytes{2}}});
+  ASSERT_EQ(gc_->describe("g").state, "Stable");
+  EXPECT_EQ(gc_->commit(commit), std::vector<ErrorCode>{ErrorCode::kNone});
+  EXPECT_EQ(gc_->fetch_offsets(fetch).at(0).committed.offset, 20);
+}
+
+TEST_F(Groups, FirstJoinOfAnEmptyGroupWaitsTheInitialRebalanceDelay) {
+  config_.initial_rebalance_delay = 300ms;
+  gc_ = make();
+  // Given an empty group, when a member joins
+  auto j1 = join(join_req(""));
+  // Then the round waits for more members although everyone has joined
+  tick_after(150ms);
+  EXPECT_FALSE(j1->has_value());
+  EXPECT_EQ(gc_->describe("g").state, "PreparingRebalance");
+  // And completes once the delay is over
+  tick_after(200ms);
+  ASSERT_TRUE(j1->has_value());
+  EXPECT_EQ((*j1)->generation_id, 1);
+  EXPECT_EQ((*j1)->members.size(), 1u);
+  // And a rebalance of a group that is not empty does not wait
+  std::string m1 = (*j1)->member_id;
+  sync(m1, 1, {{m1, Bytes{}}});
+  auto j2 = join(join_req(""));
+  auto again = join(join_req(m1));
+  ASSERT_TRUE(again->has_value());
+  ASSERT_TRUE(j2->has_value());
+  EXPECT_EQ((*j2)->generation_id, 2);
+}
+
+TEST_F(Groups, MembersJoiningDuringTheInitialDelayExtendItUpToTheRebalanceTimeout) {
+  config_.initial_rebalance_delay = 400ms;
+  gc_ = make();
+  // Given a first member with a rebalance timeout of 900 ms
+  const auto start = Clock::now();
+  auto j1 = join(join_req("", {"range"}, 10000, 900));
+  // When a second member joins during the first wait (0-400 ms) and a third
+  // during the second (400-800 ms)
+  tick_after(80ms);
+  auto j2 = join(join_req("", {"range"}, 10000, 900));
+  std::shared_ptr<std::optional<Join>> j3;
+  while (!j1->has_value() && Clock::now() - start < 2s) {
+    tick_after(20ms);
+    if (!j3 && Clock::now() - start >= 500ms) j3 = join(join_req("", {"range"}, 10000, 900));
+  }
+  const auto took = Clock::now() - start;
+  // Then one round takes all three, and the third wait (800-1200 ms) is cut
+  // at the rebalance timeout
+  ASSERT_TRUE(j1->has_value());
+  ASSERT_TRUE(j2->has_value());
+  ASSERT_TRUE(j3 && j3->has_value());
+  EXPECT_EQ((*j1)->generation_id, 1);
+  EXPECT_EQ((*j1)->members.size(), 3u);
+  EXPECT_GE(took, 900ms);
+  EXPECT_LT(took, 1100ms);
 }
 
 TEST_F(Groups, CommittedOffsetsSurviveAReopen) {

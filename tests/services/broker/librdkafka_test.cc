@@ -540,7 +540,8 @@ TEST(Executable, HelpExplainsEveryFlagAndBadFlagsFail) {
   auto help = run(std::string(STARLING_BIN_DIR) + "/starling-broker --help");
   for (const char* flag :
        {"--listen", "--data-dir", "--port-file", "--advertised-host", "--partitions", "--auto-create", "--flush",
-        "--retention-ms", "--retention-bytes", "--segment-bytes", "--message-max-bytes", "--log-level"}) {
+        "--retention-ms", "--retention-bytes", "--segment-bytes", "--message-max-bytes",
+        "--group-initial-rebalance-delay-ms", "--log-level"}) {
     EXPECT_NE(help.find(flag), std::string::npos) << flag;
   }
   TempDir dir;
@@ -549,6 +550,7 @@ TEST(Executable, HelpExplainsEveryFlagAndBadFlagsFail) {
   EXPECT_NE(std::system((base + " --flush sometimes >/dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((base + " --partitions 0 >/dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((base + " --message-max-bytes -1 >/dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(std::system((base + " --group-initial-rebalance-delay-ms -1 >/dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((std::string(STARLING_BIN_DIR) + "/starling-broker >/dev/null 2>&1").c_str()), 0);
 }
 
@@ -592,6 +594,180 @@ TEST(Librdkafka, WatermarksAndOffsetsForTimes) {
   ASSERT_EQ(rd_kafka_offsets_for_times(producer.get(), list, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
   EXPECT_EQ(list->elems[0].offset, 5);
   rd_kafka_topic_partition_list_destroy(list);
+}
+
+/// Record batches stored in a partition's log (its segment files read directly).
+size_t stored_batches(const fs::path& partition_dir) {
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(partition_dir)) {
+    if (e.path().extension() != ".log") continue;
+    std::string bytes = read_file(e.path());
+    for (size_t pos = 0; pos + 12 <= bytes.size(); ++n)
+      pos += 12 + load_be32(reinterpret_cast<const uint8_t*>(bytes.data()) + pos + 8);
+  }
+  return n;
+}
+
+TEST(Librdkafka, OffsetsForTimesFindsTheRecordInsideABatch) {
+  TempDir dir;
+  BrokerProcess broker(dir.path());
+  Producer producer(broker.bootstrap(), {{"linger.ms", "1000"}, {"acks", "all"}});
+  const int64_t base = 1'700'000'000'000;
+  auto produce = [&](int64_t timestamp) {
+    return rd_kafka_producev(producer.get(), RD_KAFKA_V_TOPIC("batched"), RD_KAFKA_V_PARTITION(0),
+                             RD_KAFKA_V_VALUE(const_cast<char*>("v"), 1), RD_KAFKA_V_TIMESTAMP(timestamp),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+  };
+  // Given offset 0 stamped a second before base (it also makes the producer
+  // learn the topic, so the next records queue on partition 0 at once)
+  ASSERT_EQ(produce(base - 1000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_TRUE(producer.flush());
+  // And offsets 1-10 stamped base, base + 1 s, ... in one batch
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(produce(base + int64_t{1000} * i), RD_KAFKA_RESP_ERR_NO_ERROR);
+  ASSERT_TRUE(producer.flush());
+  ASSERT_EQ(stored_batches(dir.path() / "data" / "logs" / "batched-0"), 2u);
+  // When librdkafka asks for the offsets of several times
+  const std::vector<std::pair<int64_t, int64_t>> expected = {{base - 1000, 0}, {base - 999, 1},  {base, 1},
+                                                             {base + 1, 2},    {base + 4500, 6}, {base + 9000, 10},
+                                                             {base + 9001, -1}};
+  for (const auto& [at, offset] : expected) {
+    auto* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, "batched", 0)->offset = at;
+    ASSERT_EQ(rd_kafka_offsets_for_times(producer.get(), list, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    // Then each is the first record stamped at or after it, inside the batch
+    EXPECT_EQ(list->elems[0].err, RD_KAFKA_RESP_ERR_NO_ERROR) << at - base;
+    EXPECT_EQ(list->elems[0].offset, offset) << at - base;
+    rd_kafka_topic_partition_list_destroy(list);
+  }
+}
+
+/// A group member over the C API whose rebalance callback commits what it
+/// consumed from the revoked partitions, synchronously, before letting them
+/// go (the librdkafka example's pattern: state is flushed before revoking).
+class CommittingMember {
+ public:
+  CommittingMember(const std::string& bootstrap, const std::string& group, const std::string& topic) : topic_(topic) {
+    rd_kafka_conf_t* conf = make_conf(bootstrap, {{"group.id", group},
+                                                  {"enable.auto.commit", "false"},
+                                                  {"auto.offset.reset", "earliest"},
+                                                  {"partition.assignment.strategy", "range"},
+                                                  {"heartbeat.interval.ms", "100"},
+                                                  {"session.timeout.ms", "6000"}});
+    rd_kafka_conf_set_rebalance_cb(conf, &CommittingMember::on_rebalance);
+    rd_kafka_conf_set_opaque(conf, this);
+    char err[512];
+    rk_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err));
+    if (!rk_) throw std::runtime_error(err);
+    rd_kafka_poll_set_consumer(rk_.get());
+    auto* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(rk_.get(), list);
+    rd_kafka_topic_partition_list_destroy(list);
+  }
+  ~CommittingMember() { rd_kafka_consumer_close(rk_.get()); }
+  CommittingMember(const CommittingMember&) = delete;
+  CommittingMember& operator=(const CommittingMember&) = delete;
+
+  void poll(int ms) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_.get(), ms);
+    if (m == nullptr) return;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      got_.push_back({m->partition, m->offset, std::string(static_cast<const char*>(m->payload), m->len), {}});
+      next_[m->partition] = m->offset + 1;
+    }
+    rd_kafka_message_destroy(m);
+  }
+
+  const std::vector<Received>& got() const { return got_; }
+  size_t assigned() const { return assigned_; }
+  /// The result of each commit made while revoking.
+  const std::vector<rd_kafka_resp_err_t>& revoke_commits() const { return revoke_commits_; }
+  /// Partition -> offset committed while revoking (the last one of each).
+  const std::map<int32_t, int64_t>& committed_at_revoke() const { return committed_at_revoke_; }
+  rd_kafka_t* get() { return rk_.get(); }
+
+ private:
+  static void on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
+                           void* opaque) {
+    auto* self = static_cast<CommittingMember*>(opaque);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+      self->assigned_ = static_cast<size_t>(parts->cnt);
+      rd_kafka_assign(rk, parts);
+      return;
+    }
+    auto* offsets = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; ++i) {
+      auto it = self->next_.find(parts->elems[i].partition);
+      if (it == self->next_.end()) continue;
+      rd_kafka_topic_partition_list_add(offsets, self->topic_.c_str(), it->first)->offset = it->second;
+      self->committed_at_revoke_[it->first] = it->second;
+      self->next_.erase(it);
+    }
+    if (offsets->cnt > 0) self->revoke_commits_.push_back(rd_kafka_commit(rk, offsets, 0));
+    rd_kafka_topic_partition_list_destroy(offsets);
+    self->assigned_ = 0;
+    rd_kafka_assign(rk, nullptr);
+  }
+
+  std::string topic_;
+  KafkaPtr rk_;
+  std::vector<Received> got_;
+  std::map<int32_t, int64_t> next_;  // partition -> offset after the last one consumed
+  size_t assigned_ = 0;
+  std::vector<rd_kafka_resp_err_t> revoke_commits_;
+  std::map<int32_t, int64_t> committed_at_revoke_;
+};
+
+TEST(Librdkafka, OffsetsCommittedInTheRevokeCallbackWhileASecondMemberJoinsAreKept) {
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--partitions", "4"});
+  const int total = 400;
+  {
+    Producer producer(broker.bootstrap(), idempotent_props);
+    for (int i = 0; i < total; ++i) producer.produce("handover", value_of(i), i % 4);
+    ASSERT_TRUE(producer.flush());
+  }
+  // Given a member that owns all four partitions and has consumed half
+  CommittingMember a(broker.bootstrap(), "handover-group", "handover");
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (a.got().size() < total / 2 && std::chrono::steady_clock::now() < deadline) a.poll(50);
+  ASSERT_GE(a.got().size(), static_cast<size_t>(total / 2));
+  // When a second member joins, so the first commits in its revoke callback
+  // while the group prepares the rebalance
+  CommittingMember b(broker.bootstrap(), "handover-group", "handover");
+  deadline = std::chrono::steady_clock::now() + 60s;
+  while (a.got().size() + b.got().size() < static_cast<size_t>(total) && std::chrono::steady_clock::now() < deadline) {
+    a.poll(20);
+    b.poll(20);
+  }
+  // (any duplicate would arrive now)
+  for (auto until = std::chrono::steady_clock::now() + 2s; std::chrono::steady_clock::now() < until;) {
+    a.poll(20);
+    b.poll(20);
+  }
+  // Then the commits were accepted
+  ASSERT_FALSE(a.revoke_commits().empty());
+  for (auto e : a.revoke_commits()) EXPECT_EQ(e, RD_KAFKA_RESP_ERR_NO_ERROR) << rd_kafka_err2str(e);
+  EXPECT_GT(a.assigned(), 0u);
+  EXPECT_GT(b.assigned(), 0u);
+  // And the group's committed offsets are what the first member had consumed
+  auto* list = rd_kafka_topic_partition_list_new(4);
+  for (int32_t p = 0; p < 4; ++p) rd_kafka_topic_partition_list_add(list, "handover", p);
+  ASSERT_EQ(rd_kafka_committed(b.get(), list, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  for (int i = 0; i < list->cnt; ++i) {
+    const auto& e = list->elems[i];
+    auto it = a.committed_at_revoke().find(e.partition);
+    EXPECT_EQ(e.offset, it == a.committed_at_revoke().end() ? RD_KAFKA_OFFSET_INVALID : it->second)
+        << "partition " << e.partition;
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  // And across both members every record was consumed exactly once
+  std::map<std::string, int> seen;
+  for (const auto* m : {&a, &b}) {
+    for (const auto& r : m->got()) ++seen[r.value];
+  }
+  EXPECT_EQ(seen.size(), static_cast<size_t>(total));
+  for (const auto& [value, n] : seen) EXPECT_EQ(n, 1) << value;
 }
 
 TEST(Librdkafka, RetentionBytesDeletesOldSegmentsAndConsumersStartAtTheNewLogStart) {

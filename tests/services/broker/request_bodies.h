@@ -94,6 +94,20 @@ inline Bytes fetch_body(int16_t v, const std::string& topic, int64_t offset = 0,
   return w.take();
 }
 
+/// ListOffsets v1-5 of partition 0 at `timestamp` (-1 latest, -2 earliest).
+inline Bytes list_offsets_body(int16_t v, const std::string& topic, int64_t timestamp) {
+  Writer w;
+  w.i32(-1);            // replica id: a consumer
+  if (v >= 2) w.i8(0);  // isolation level: read uncommitted
+  w.array_len(1);
+  w.string(topic);
+  w.array_len(1);
+  w.i32(0);
+  if (v >= 4) w.i32(-1);  // current leader epoch: unknown
+  w.i64(timestamp);
+  return w.take();
+}
+
 /// Metadata v0-8 for one topic.
 inline Bytes metadata_body(int16_t v, const std::string& topic, bool allow_auto_topic_creation) {
   Writer w;

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "services/broker/partition_log.h"
 #include "services/broker/producer_state.h"
@@ -29,6 +30,12 @@ Result<PartitionLog::AppendResult> append(PartitionLog& log, const Bytes& batch)
 template <class T>
 ErrorCode code_of(const Result<T>& r) {
   return r ? ErrorCode::kNone : r.error().code;
+}
+
+/// The offset ListOffsets would answer for `ts` (-1: none, -2: an error).
+int64_t offset_at(const PartitionLog& log, int64_t ts) {
+  auto r = log.offset_for_timestamp(ts);
+  return r ? r->offset : -2;
 }
 
 std::vector<int64_t> base_offsets(const Bytes& records) {
@@ -155,12 +162,107 @@ TEST(PartitionLog, OffsetForTimestampFindsFirstBatchWithMaxTimestampAtLeastT) {
   auto log = PartitionLog::open(dir.path() / "t-0", cfg);
   for (int i = 0; i < 30; ++i)
     ASSERT_TRUE(append(*log, make_batch({{std::string(50, 'x')}, 1000 + 10 * i})).has_value());
-  EXPECT_EQ(log->offset_for_timestamp(0), 0);
-  EXPECT_EQ(log->offset_for_timestamp(1000), 0);
-  EXPECT_EQ(log->offset_for_timestamp(1001), 1);
-  EXPECT_EQ(log->offset_for_timestamp(1150), 15);
-  EXPECT_EQ(log->offset_for_timestamp(1290), 29);
-  EXPECT_EQ(log->offset_for_timestamp(1291), -1);
+  EXPECT_EQ(offset_at(*log, 0), 0);
+  EXPECT_EQ(offset_at(*log, 1000), 0);
+  EXPECT_EQ(offset_at(*log, 1001), 1);
+  EXPECT_EQ(offset_at(*log, 1150), 15);
+  EXPECT_EQ(offset_at(*log, 1290), 29);
+  EXPECT_EQ(offset_at(*log, 1291), -1);
+}
+
+TEST(PartitionLog, OffsetForTimestampFindsTheFirstRecordAtOrAfterTInsideABatch) {
+  TempDir dir;
+  auto log = PartitionLog::open(dir.path() / "t-0", {});
+  // Given offset 0 stamped 100, then one batch of offsets 1-4 whose records
+  // are stamped out of order: 300, 200, 500, 400
+  ASSERT_TRUE(append(*log, make_batch({{"a"}, 100})).has_value());
+  ASSERT_TRUE(append(*log, make_batch({.values = {"b", "c", "d", "e"}, .record_timestamps = {300, 200, 500, 400}}))
+                  .has_value());
+  auto at = [&](int64_t ts) {
+    auto r = log->offset_for_timestamp(ts);
+    EXPECT_TRUE(r.has_value());
+    return r ? std::pair{r->offset, r->timestamp} : std::pair{int64_t{-2}, int64_t{-2}};
+  };
+  // Then the answer is the first record in offset order stamped >= t, with its own timestamp
+  EXPECT_EQ(at(100), (std::pair<int64_t, int64_t>{0, 100}));
+  EXPECT_EQ(at(101), (std::pair<int64_t, int64_t>{1, 300}));
+  EXPECT_EQ(at(300), (std::pair<int64_t, int64_t>{1, 300}));
+  EXPECT_EQ(at(301), (std::pair<int64_t, int64_t>{3, 500}));
+  EXPECT_EQ(at(450), (std::pair<int64_t, int64_t>{3, 500}));
+  EXPECT_EQ(at(501), (std::pair<int64_t, int64_t>{-1, -1}));
+}
+
+TEST(PartitionLog, OffsetForTimestampTakesALogAppendTimeBatchsTimeForEveryRecord) {
+  TempDir dir;
+  auto log = PartitionLog::open(dir.path() / "t-0", {});
+  // Given a LogAppendTime batch appended at 5000 whose records were created at 1000-1200
+  ASSERT_TRUE(
+      append(*log,
+             make_batch({.values = {"a", "b", "c"}, .record_timestamps = {1000, 1100, 1200}, .log_append_time = 5000}))
+          .has_value());
+  // Then every record counts as stamped 5000, so any t up to 5000 is its first record
+  for (int64_t t : {0, 1100, 1150, 5000}) {
+    auto r = log->offset_for_timestamp(t);
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->offset, 0) << t;
+    EXPECT_EQ(r->timestamp, 5000) << t;
+  }
+  EXPECT_EQ(offset_at(*log, 5001), -1);
+}
+
+TEST(PartitionLog, OffsetForTimestampSeesOnlyDataBelowTheHighWatermark) {
+  TempDir dir;
+  LogConfig cfg;
+  cfg.sync = LogConfig::Sync::kDeferred;
+  auto log = PartitionLog::open(dir.path() / "t-0", cfg);
+  ASSERT_TRUE(append(*log, make_batch({{"a"}, 100})).has_value());
+  ASSERT_TRUE(append(*log, make_batch({{"b"}, 200})).has_value());
+  log->mark_durable(1);
+  // Offset 1 is written but not yet durable, so not readable: not an answer yet
+  EXPECT_EQ(offset_at(*log, 150), -1);
+  log->mark_durable(2);
+  EXPECT_EQ(offset_at(*log, 150), 1);
+}
+
+TEST(PartitionLog, OffsetForTimestampFallsBackToTheBatchStartWhenItsRecordsDoNotDecode) {
+  TempDir dir;
+  auto log = PartitionLog::open(dir.path() / "t-0", {});
+  ASSERT_TRUE(append(*log, make_batch({{"a"}, 100})).has_value());
+  // Given a batch whose header is sound (CRC included) but whose first record
+  // claims to be longer than the batch
+  Bytes bad = make_batch({.values = {"b", "c"}, .record_timestamps = {200, 300}});
+  bad[batch_layout::kHeaderSize] = 0x7e;  // zigzag varint 63
+  store_be32(bad.data() + batch_layout::kCrc, static_cast<int32_t>(crc32c(bad.data() + batch_layout::kAttributes,
+                                                                          bad.size() - batch_layout::kAttributes)));
+  ASSERT_TRUE(append(*log, bad).has_value());
+  // Then the lookup answers the batch's first offset (at or before the exact
+  // one), without reading past it
+  auto r = log->offset_for_timestamp(250);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->offset, 1);
+  EXPECT_EQ(r->timestamp, 200);
+}
+
+TEST(RecordBatch, FindRecordAtOrAfterSurvivesEveryTruncationAndRandomRecords) {
+  Bytes batch = make_batch({.values = {"one", "two", "three"}, .record_timestamps = {10, 20, 30}});
+  auto ok = find_record_at_or_after(batch, 25);
+  ASSERT_TRUE(ok.has_value());
+  ASSERT_TRUE(ok->has_value());
+  EXPECT_EQ((*ok)->offset, 2);
+  for (size_t n = 0; n < batch.size(); ++n) {
+    // A batch cut short is an error, never a read past its end
+    EXPECT_FALSE(find_record_at_or_after(ByteView(batch).first(n), 25).has_value()) << n;
+  }
+  std::mt19937 rng(7);
+  for (int i = 0; i < 2000; ++i) {
+    Bytes b = batch;
+    for (size_t p = batch_layout::kHeaderSize; p < b.size(); ++p) b[p] = static_cast<uint8_t>(rng());
+    auto r = find_record_at_or_after(b, 25);
+    if (r && *r) {
+      EXPECT_GE((*r)->offset, 0);
+      EXPECT_LE((*r)->offset, 2);
+    }
+  }
 }
 
 size_t open_descriptors() {
@@ -191,7 +293,7 @@ TEST(PartitionLog, ClosedSegmentsAreReadThroughABoundedCacheOfDescriptors) {
     EXPECT_EQ(base_offsets(rd->records), (std::vector<int64_t>{o}));
   }
   EXPECT_EQ(base_offsets(log->read(0, 1 << 20)->records).size(), 300u);
-  EXPECT_EQ(log->offset_for_timestamp(0), 0);
+  EXPECT_EQ(offset_at(*log, 0), 0);
   // Then at most the cache's 8 closed segments are open besides the active one
   EXPECT_LE(cfg.files->size(), 8u);
   EXPECT_LE(open_descriptors(), before + 1 + 8);

@@ -2,6 +2,7 @@
 
 // Builds real v2 record batches for tests, so storage and idempotence tests
 // exercise the same bytes librdkafka sends.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -27,16 +28,28 @@ struct BatchSpec {
   int64_t producer_id = -1;
   int16_t producer_epoch = -1;
   int32_t base_sequence = -1;
+  /// One CreateTime timestamp per record; empty: every record has `timestamp`.
+  std::vector<int64_t> record_timestamps = {};
+  /// >= 0: a LogAppendTime batch stamped with this (its max timestamp, which
+  /// is every record's timestamp); the records keep their create-time deltas.
+  int64_t log_append_time = -1;
 };
 
 inline Bytes make_batch(const BatchSpec& spec) {
+  auto timestamp_of = [&](size_t i) {
+    return i < spec.record_timestamps.size() ? spec.record_timestamps[i] : spec.timestamp;
+  };
+  const int64_t base_timestamp = timestamp_of(0);
+  int64_t max_timestamp = base_timestamp;
+  for (size_t i = 0; i < spec.values.size(); ++i) max_timestamp = std::max(max_timestamp, timestamp_of(i));
+  if (spec.log_append_time >= 0) max_timestamp = spec.log_append_time;
   Bytes records;
   for (size_t i = 0; i < spec.values.size(); ++i) {
     Bytes rec;
-    rec.push_back(0);                          // attributes
-    put_varint(rec, 0);                        // timestamp delta
-    put_varint(rec, static_cast<int64_t>(i));  // offset delta
-    put_varint(rec, -1);                       // null key
+    rec.push_back(0);                                   // attributes
+    put_varint(rec, timestamp_of(i) - base_timestamp);  // timestamp delta
+    put_varint(rec, static_cast<int64_t>(i));           // offset delta
+    put_varint(rec, -1);                                // null key
     put_varint(rec, static_cast<int64_t>(spec.values[i].size()));
     rec.insert(rec.end(), spec.values[i].begin(), spec.values[i].end());
     put_varint(rec, 0);  // no headers
@@ -49,10 +62,10 @@ inline Bytes make_batch(const BatchSpec& spec) {
   w.i32(-1);  // partition leader epoch
   w.i8(2);    // magic
   size_t crc_at = w.reserve_i32();
-  w.i16(0);  // attributes
+  w.i16(spec.log_append_time >= 0 ? 0x08 : 0);  // attributes: timestamp type
   w.i32(static_cast<int32_t>(spec.values.size()) - 1);
-  w.i64(spec.timestamp);
-  w.i64(spec.timestamp);
+  w.i64(base_timestamp);
+  w.i64(max_timestamp);
   w.i64(spec.producer_id);
   w.i16(spec.producer_epoch);
   w.i32(spec.base_sequence);

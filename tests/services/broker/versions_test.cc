@@ -130,6 +130,58 @@ TEST_F(Versions, ListOffsets) {
   }
 }
 
+TEST_F(Versions, ListOffsetsByTimestampFindsTheRecordInsideABatchAtEveryVersion) {
+  // Given offset 0 stamped 1000 alone in a batch, offsets 1-4 in one batch
+  // stamped 2000, 2100, 2200 and 2300, and offsets 5-7 in a LogAppendTime
+  // batch appended at 9000 whose records still carry create times 3000-3200
+  RawClient c(shared_broker->port());
+  ASSERT_TRUE(c.call(3, 4, metadata_body(4, "vts", true)).has_value());
+  const std::vector<Bytes> batches = {
+      make_batch({{"a"}, 1000}),
+      make_batch({.values = {"b", "c", "d", "e"}, .record_timestamps = {2000, 2100, 2200, 2300}}),
+      make_batch({.values = {"f", "g", "h"}, .record_timestamps = {3000, 3100, 3200}, .log_append_time = 9000}),
+  };
+  for (const auto& b : batches) ASSERT_TRUE(c.call(0, 7, produce_body("vts", b)).has_value());
+  struct Case {
+    int64_t at;
+    int64_t offset;
+    int64_t timestamp;
+  };
+  const std::vector<Case> cases = {
+      {-2, 0, -1},                      // earliest
+      {-1, 8, -1},                      // latest: the high watermark
+      {0, 0, 1000},                     // before everything
+      {1000, 0, 1000},                  // exactly the first record
+      {1001, 1, 2000},                  // the first record of a batch
+      {2150, 3, 2200},                  // inside a batch: its third record, not the batch's first
+      {2300, 4, 2300},                  // the batch's last record
+      {2301, 5, 9000},                  // a LogAppendTime batch: every record is stamped 9000...
+      {3100, 5, 9000},                  // ...so its create times do not count
+      {9000, 5, 9000}, {9001, -1, -1},  // after everything
+  };
+  for (int16_t v = 1; v <= 5; ++v) {
+    for (const auto& k : cases) {
+      Bytes keep;
+      Reader r = response(2, v, list_offsets_body(v, "vts", k.at), keep);
+      if (v >= 2) {
+        EXPECT_EQ(r.i32(), 0);
+      }
+      ASSERT_EQ(r.array_len(), 1);
+      EXPECT_EQ(r.string(), "vts");
+      ASSERT_EQ(r.array_len(), 1);
+      EXPECT_EQ(r.i32(), 0);
+      EXPECT_EQ(r.i16(), 0) << "v" << v << " at " << k.at;
+      EXPECT_EQ(r.i64(), k.timestamp) << "v" << v << " at " << k.at;
+      EXPECT_EQ(r.i64(), k.offset) << "v" << v << " at " << k.at;
+      // Every offset is in leader epoch 0 here; no offset, no epoch.
+      if (v >= 4) {
+        EXPECT_EQ(r.i32(), k.offset >= 0 ? 0 : -1) << "v" << v << " at " << k.at;
+      }
+      expect_fully_read(r, 2, v);
+    }
+  }
+}
+
 TEST_F(Versions, CreateAndDeleteTopics) {
   for (int16_t v = 0; v <= 4; ++v) {
     std::string name = "ct" + std::to_string(v);
