@@ -1,9 +1,18 @@
 #include "services/common/metrics.h"
 
+#include <dirent.h>
 #include <fmt/format.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -43,8 +52,10 @@ std::string escape(const std::string& v, bool quote_too) {
   return out;
 }
 
+// A sample value as the text format spells it: NaN, +Inf and -Inf by name.
 std::string number(double v) {
-  if (v == static_cast<double>(static_cast<int64_t>(v))) return std::to_string(static_cast<int64_t>(v));
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   return fmt::format("{}", v);
 }
 
@@ -87,90 +98,119 @@ uint64_t resident_bytes() {
   return resident * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
-Histogram::Histogram(std::vector<double> bounds)
-    : bounds_(std::move(bounds)), counts_(new std::atomic<uint64_t>[bounds_.size() + 1]) {
-  for (std::size_t i = 0; i <= bounds_.size(); ++i) counts_[i].store(0);
-}
-
-void Histogram::observe(double v) {
-  std::size_t i = 0;
-  while (i < bounds_.size() && v > bounds_[i]) ++i;
-  counts_[i].fetch_add(1, std::memory_order_relaxed);
-  double sum = sum_.load(std::memory_order_relaxed);
-  while (!sum_.compare_exchange_weak(sum, sum + v, std::memory_order_relaxed)) {
+uint64_t open_fds() {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return 0;
+  uint64_t n = 0;
+  while (const dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] != '.') ++n;
   }
+  ::closedir(dir);
+  return n > 0 ? n - 1 : 0;  // not counting the descriptor of the listing itself
 }
 
-std::vector<uint64_t> Histogram::counts() const {
-  std::vector<uint64_t> out(bounds_.size() + 1);
-  for (std::size_t i = 0; i < out.size(); ++i) out[i] = counts_[i].load(std::memory_order_relaxed);
-  return out;
-}
+void Counter::add(uint64_t n) { c_->Increment(static_cast<double>(n)); }
+uint64_t Counter::value() const { return static_cast<uint64_t>(c_->Value()); }
+void Gauge::set(double v) { g_->Set(v); }
+double Gauge::value() const { return g_->Value(); }
+void Histogram::observe(double v) { h_->Observe(v); }
 
-MetricsRegistry::Family& MetricsRegistry::family(const std::string& name, const std::string& help, const char* type) {
+MetricsRegistry::MetricsRegistry() : registry_(std::make_shared<prometheus::Registry>()) {}
+MetricsRegistry::~MetricsRegistry() = default;
+
+MetricsRegistry::Family& MetricsRegistry::family(const std::string& name, const std::string& help, const char* type,
+                                                 std::vector<double> bounds) {
   STARLING_ASSERT(valid_name(name), "bad metric name");
   auto [it, inserted] = families_.try_emplace(name);
+  Family& f = it->second;
   if (inserted) {
-    it->second.help = help;
-    it->second.type = type;
+    f.type = type;
+    f.bounds = std::move(bounds);
+    const std::string t = type;
+    // prometheus-cpp 1.0.1 writes HELP as given: a newline would end the
+    // line early and break the page, so it gets the text format's escapes.
+    const std::string escaped = escape(help, false);
+    if (t == "counter") {
+      f.family = &prometheus::BuildCounter().Name(name).Help(escaped).Register(*registry_);
+    } else if (t == "gauge") {
+      f.family = &prometheus::BuildGauge().Name(name).Help(escaped).Register(*registry_);
+    } else {
+      f.family = &prometheus::BuildHistogram().Name(name).Help(escaped).Register(*registry_);
+    }
   }
-  STARLING_ASSERT(it->second.type == type, "metric {} is a {}, not a {}", name, it->second.type, type);
-  return it->second;
+  STARLING_ASSERT(f.type == type, "metric {} is a {}, not a {}", name, f.type, type);
+  return f;
 }
+
+namespace {
+std::map<std::string, std::string> label_map(const Labels& labels) { return {labels.begin(), labels.end()}; }
+}  // namespace
 
 Counter& MetricsRegistry::counter(const std::string& name, const std::string& help, const Labels& labels) {
   std::lock_guard lock(mu_);
-  auto& slot = family(name, help, "counter").counters[render_labels(labels)];
-  if (!slot) slot = std::make_unique<Counter>();
+  auto& f = family(name, help, "counter");
+  auto& slot = f.counters[render_labels(labels)];
+  if (!slot)
+    slot = std::make_unique<Counter>(
+        static_cast<prometheus::Family<prometheus::Counter>*>(f.family)->Add(label_map(labels)));
   return *slot;
 }
 
 Gauge& MetricsRegistry::gauge(const std::string& name, const std::string& help, const Labels& labels) {
   std::lock_guard lock(mu_);
-  auto& slot = family(name, help, "gauge").gauges[render_labels(labels)];
-  if (!slot) slot = std::make_unique<Gauge>();
+  auto& f = family(name, help, "gauge");
+  auto& slot = f.gauges[render_labels(labels)];
+  if (!slot)
+    slot =
+        std::make_unique<Gauge>(static_cast<prometheus::Family<prometheus::Gauge>*>(f.family)->Add(label_map(labels)));
   return *slot;
 }
 
 Histogram& MetricsRegistry::histogram(const std::string& name, const std::string& help, std::vector<double> bounds,
                                       const Labels& labels) {
   std::lock_guard lock(mu_);
-  auto& slot = family(name, help, "histogram").histograms[render_labels(labels)];
-  if (!slot.second) slot = {labels, std::make_unique<Histogram>(std::move(bounds))};
-  return *slot.second;
+  auto& f = family(name, help, "histogram", std::move(bounds));
+  auto& slot = f.histograms[render_labels(labels)];
+  if (!slot) {
+    slot = std::make_unique<Histogram>(
+        static_cast<prometheus::Family<prometheus::Histogram>*>(f.family)->Add(label_map(labels), f.bounds));
+  }
+  return *slot;
+}
+
+void MetricsRegistry::retain_gauges(const std::string& name, const std::set<std::string>& keep) {
+  std::lock_guard lock(mu_);
+  auto it = families_.find(name);
+  if (it == families_.end() || it->second.type != "gauge") return;
+  auto* family = static_cast<prometheus::Family<prometheus::Gauge>*>(it->second.family);
+  auto& gauges = it->second.gauges;
+  for (auto g = gauges.begin(); g != gauges.end();) {
+    if (keep.contains(g->first)) {
+      ++g;
+    } else {
+      family->Remove(&g->second->series());
+      g = gauges.erase(g);
+    }
+  }
 }
 
 std::string MetricsRegistry::render() const {
-  std::string out;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& [name, f] : families_) {
-      out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, escape(f.help, false), name, f.type);
-      for (const auto& [labels, c] : f.counters) out += fmt::format("{}{} {}\n", name, labels, c->value());
-      for (const auto& [labels, g] : f.gauges) out += fmt::format("{}{} {}\n", name, labels, number(g->value()));
-      for (const auto& [rendered, h] : f.histograms) {
-        const auto counts = h.second->counts();
-        uint64_t cumulative = 0;
-        for (std::size_t i = 0; i < counts.size(); ++i) {
-          cumulative += counts[i];
-          auto with_le = h.first;
-          with_le.emplace_back("le", i < h.second->bounds().size() ? number(h.second->bounds()[i]) : "+Inf");
-          out += fmt::format("{}_bucket{} {}\n", name, render_labels(with_le), cumulative);
-        }
-        out += fmt::format("{}_sum{} {}\n{}_count{} {}\n", name, rendered, number(h.second->sum()), name, rendered,
-                           cumulative);
-      }
-    }
-  }
+  std::string out = prometheus::TextSerializer().Serialize(registry_->Collect());
   const double start = std::chrono::duration<double>(g_start.time_since_epoch()).count();
+  rlimit fds{};
+  const double max_fds = ::getrlimit(RLIMIT_NOFILE, &fds) == 0 ? static_cast<double>(fds.rlim_cur) : 0;
   out += fmt::format(
       "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
       "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}\n"
       "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
       "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}\n"
       "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
-      "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}\n",
-      resident_bytes(), number(cpu_seconds()), number(start));
+      "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}\n"
+      "# HELP process_open_fds Number of open file descriptors.\n"
+      "# TYPE process_open_fds gauge\nprocess_open_fds {}\n"
+      "# HELP process_max_fds Maximum number of open file descriptors.\n"
+      "# TYPE process_max_fds gauge\nprocess_max_fds {}\n",
+      resident_bytes(), number(cpu_seconds()), number(start), open_fds(), number(max_fds));
   return out;
 }
 

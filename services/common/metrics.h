@@ -1,20 +1,30 @@
 #pragma once
 // Process-wide metrics in the Prometheus text format (version 0.0.4), served
-// by every service at GET /metrics. Debian has no C++ Prometheus client, so
-// this is the small part we need: counters and gauges with fixed label sets,
-// plus the standard process_* metrics read from /proc.
+// by every service at GET /metrics. The series live in a prometheus-cpp
+// registry (Debian's prometheus-cpp-dev, core library only: each service
+// serves the page through its own HTTP server, with its limits); this file
+// keeps the small interface the services use, checks that a name stays one
+// kind, and adds the standard process_* metrics read from /proc, which
+// prometheus-cpp does not collect.
 //
 // Lookup takes a lock, so code on a hot path keeps the reference it got once:
 //   static auto& rows = metrics().counter("starling_load_rows_total", "Rows committed", {{"pipeline", p}});
 //   rows.add(n);
 
-#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
+
+namespace prometheus {
+class Registry;
+class Counter;
+class Gauge;
+class Histogram;
+}  // namespace prometheus
 
 namespace starling {
 
@@ -23,38 +33,35 @@ using Labels = std::vector<std::pair<std::string, std::string>>;
 /// Only goes up (restarts reset it; Prometheus' rate() copes).
 class Counter {
  public:
-  void add(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
-  uint64_t value() const { return value_.load(std::memory_order_relaxed); }
+  explicit Counter(prometheus::Counter& c) : c_(&c) {}
+  void add(uint64_t n = 1);
+  uint64_t value() const;
 
  private:
-  std::atomic<uint64_t> value_{0};
+  prometheus::Counter* c_;
 };
 
 /// A value that goes up and down (a queue depth, a 0/1 "up").
 class Gauge {
  public:
-  void set(double v) { value_.store(v, std::memory_order_relaxed); }
-  double value() const { return value_.load(std::memory_order_relaxed); }
+  explicit Gauge(prometheus::Gauge& g) : g_(&g) {}
+  void set(double v);
+  double value() const;
+  prometheus::Gauge& series() const { return *g_; }
 
  private:
-  std::atomic<double> value_{0};
+  prometheus::Gauge* g_;
 };
 
 /// Observations counted into fixed buckets (cumulative when rendered, with
-/// _sum and _count), for latencies. observe() takes no lock.
+/// _sum and _count), for latencies.
 class Histogram {
  public:
-  explicit Histogram(std::vector<double> bounds);
+  explicit Histogram(prometheus::Histogram& h) : h_(&h) {}
   void observe(double v);
-  const std::vector<double>& bounds() const { return bounds_; }
-  /// Per-bucket counts (not cumulative), one more than bounds (the +Inf bucket).
-  std::vector<uint64_t> counts() const;
-  double sum() const { return sum_.load(std::memory_order_relaxed); }
 
  private:
-  std::vector<double> bounds_;
-  std::unique_ptr<std::atomic<uint64_t>[]> counts_;
-  std::atomic<double> sum_{0};
+  prometheus::Histogram* h_;
 };
 
 class MetricsRegistry {
@@ -68,20 +75,33 @@ class MetricsRegistry {
   Histogram& histogram(const std::string& name, const std::string& help, std::vector<double> bounds,
                        const Labels& labels = {});
 
+  /// Drops the series of gauge `name` whose label set is not in `keep` (as
+  /// render_labels() spells them): for gauges refreshed from state at each
+  /// scrape, so a deleted topic's series goes. A reference to a dropped
+  /// series must not be kept.
+  void retain_gauges(const std::string& name, const std::set<std::string>& keep);
+
   /// Every metric, sorted by name, then the process_* metrics.
   std::string render() const;
 
+  MetricsRegistry();
+  ~MetricsRegistry();
+  MetricsRegistry(const MetricsRegistry&) = delete;
+  MetricsRegistry& operator=(const MetricsRegistry&) = delete;
+
  private:
   struct Family {
-    std::string help;
     std::string type;                                          // counter | gauge | histogram
+    void* family = nullptr;                                    // prometheus::Family<T>* of that type
     std::map<std::string, std::unique_ptr<Counter>> counters;  // by rendered label set
     std::map<std::string, std::unique_ptr<Gauge>> gauges;
-    std::map<std::string, std::pair<Labels, std::unique_ptr<Histogram>>> histograms;
+    std::map<std::string, std::unique_ptr<Histogram>> histograms;
+    std::vector<double> bounds;  // of every histogram of the name: the first call's
   };
-  Family& family(const std::string& name, const std::string& help, const char* type);
+  Family& family(const std::string& name, const std::string& help, const char* type, std::vector<double> bounds = {});
 
   mutable std::mutex mu_;
+  std::shared_ptr<prometheus::Registry> registry_;
   std::map<std::string, Family> families_;
 };
 
@@ -93,5 +113,8 @@ std::string render_labels(const Labels& labels);
 
 /// Resident set size of this process, in bytes (0 when /proc is unreadable).
 uint64_t resident_bytes();
+
+/// Descriptors this process has open (entries of /proc/self/fd; 0 when unreadable).
+uint64_t open_fds();
 
 }  // namespace starling

@@ -23,6 +23,7 @@
 #include "services/supervisor/stack.h"
 #include "starling/v1/envelope.pb.h"
 #include "tests/support/postgres_server.h"
+#include "tests/support/promtool.h"
 #include "tests/support/temp_dir.h"
 
 namespace starling::e2e {
@@ -199,6 +200,9 @@ TEST_F(EnvWiredE2E, ServicesConfiguredByEnvironmentLoadExactlyAndServeProbesAndM
     EXPECT_THAT(page->content_type, ::testing::StartsWith("text/plain; version=0.0.4"));
     EXPECT_GT(sample(page->body, "process_resident_memory_bytes"), 1e6);
     EXPECT_THAT(page->body, ::testing::HasSubstr("# TYPE process_cpu_seconds_total counter"));
+    // Parses, and holds to Prometheus' naming rules (units, _total).
+    const auto check = starling::testing::promtool_check_metrics(page->body);
+    EXPECT_EQ(check.exit_code, 0) << name << ": " << check.output;
   }
   // The counters agree with what happened.
   auto ingest = http_call("GET", stack_->url("ingest") + "/metrics");

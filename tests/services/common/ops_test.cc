@@ -9,6 +9,7 @@
 #include <boost/asio.hpp>
 #include <chrono>
 #include <future>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -17,6 +18,7 @@
 #include "services/common/http.h"
 #include "services/common/logging.h"
 #include "services/common/metrics.h"
+#include "tests/support/promtool.h"
 #include "tests/support/raw_http.h"
 
 namespace starling {
@@ -91,6 +93,30 @@ TEST(Metrics, HistogramRendersCumulativeBucketsSumAndCount) {
   EXPECT_THAT(page, HasSubstr("t_latency_seconds_bucket{stage=\"x\",le=\"+Inf\"} 4\n"));
   EXPECT_THAT(page, HasSubstr("t_latency_seconds_sum{stage=\"x\"} 8.0625\n"));
   EXPECT_THAT(page, HasSubstr("t_latency_seconds_count{stage=\"x\"} 4\n"));
+}
+
+TEST(Metrics, ThePageIsValidForPromtoolWithHostileLabelsNaNAndInfinity) {
+  MetricsRegistry r;
+  r.counter("t_events_total", "Events\nacross two lines \\ and a backslash", {{"device", "a\"b\nc\\d"}}).add(2);
+  r.gauge("t_ratio", "A ratio that may be undefined", {{"stage", "x"}}).set(std::numeric_limits<double>::quiet_NaN());
+  r.gauge("t_limit_bytes", "Unlimited", {}).set(std::numeric_limits<double>::infinity());
+  r.gauge("t_floor_bytes", "Below everything", {}).set(-std::numeric_limits<double>::infinity());
+  r.gauge("t_big_bytes", "Past int64", {}).set(1e300);
+  r.histogram("t_latency_seconds", "Latency", {0.001, 0.01, 0.1}, {{"api", "Produce"}}).observe(0.005);
+  const auto page = r.render();
+  // prometheus-cpp spells it "Nan"; Prometheus parses sample values case-blind
+  // (promtool below, and the server, take it).
+  EXPECT_THAT(page, HasSubstr("t_ratio{stage=\"x\"} Nan\n"));
+  EXPECT_THAT(page, HasSubstr("t_limit_bytes +Inf\n"));
+  EXPECT_THAT(page, HasSubstr("t_floor_bytes -Inf\n"));
+  EXPECT_THAT(page, HasSubstr("# TYPE process_open_fds gauge\nprocess_open_fds "));
+  EXPECT_GT(open_fds(), 2u);  // stdin, stdout, stderr at least
+  const auto check = testing::promtool_check_metrics(page);
+  EXPECT_EQ(check.exit_code, 0) << check.output << "\n" << page;
+  // And it can fail: a counter without _total is a lint finding.
+  MetricsRegistry bad;
+  bad.counter("t_events", "No _total").add();
+  EXPECT_EQ(testing::promtool_check_metrics(bad.render()).exit_code, 3);
 }
 
 using testing::raw_exchange;
