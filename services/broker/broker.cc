@@ -87,6 +87,48 @@ void Broker::flush_all() {
   }
 }
 
+void Broker::refresh_metrics() {
+  auto& m = metrics();
+  std::set<std::string> partitions;
+  std::map<std::pair<std::string, int32_t>, int64_t> end_offsets;
+  for (const auto& [name, t] : topics_) {
+    for (size_t i = 0; i < t.partitions.size(); ++i) {
+      const auto& lg = t.partitions[i];
+      const Labels labels{{"topic", name}, {"partition", std::to_string(i)}};
+      m.gauge("starling_broker_log_end_offset", "High watermark of a partition: the next offset a consumer can read",
+              labels)
+          .set(static_cast<double>(lg->high_watermark()));
+      m.gauge("starling_broker_log_start_offset", "First offset still in a partition's log", labels)
+          .set(static_cast<double>(lg->log_start_offset()));
+      m.gauge("starling_broker_log_size_bytes", "Bytes of a partition's segment files", labels)
+          .set(static_cast<double>(lg->size_bytes()));
+      partitions.insert(render_labels(labels));
+      end_offsets[{name, static_cast<int32_t>(i)}] = lg->high_watermark();
+    }
+  }
+  std::set<std::string> committed;
+  groups_->for_each_committed([&](const std::string& group, const std::string& topic, int32_t partition,
+                                  int64_t offset) {
+    const Labels labels{{"group", group}, {"topic", topic}, {"partition", std::to_string(partition)}};
+    m.gauge("starling_broker_group_committed_offset", "Offset a consumer group last committed for a partition", labels)
+        .set(static_cast<double>(offset));
+    // Lag: records below the high watermark the group has not committed past.
+    auto end = end_offsets.find({topic, partition});
+    const double lag =
+        end == end_offsets.end() || offset < 0 ? 0 : static_cast<double>(std::max<int64_t>(0, end->second - offset));
+    m.gauge("starling_broker_group_lag", "High watermark minus the group's committed offset (0 for a deleted topic)",
+            labels)
+        .set(lag);
+    committed.insert(render_labels(labels));
+  });
+  m.retain_gauges("starling_broker_log_end_offset", partitions);
+  m.retain_gauges("starling_broker_log_start_offset", partitions);
+  m.retain_gauges("starling_broker_log_size_bytes", partitions);
+  m.retain_gauges("starling_broker_group_committed_offset", committed);
+  m.retain_gauges("starling_broker_group_lag", committed);
+  m.gauge("starling_broker_topics", "Topics in the broker").set(static_cast<double>(topics_.size()));
+}
+
 asio::awaitable<void> Broker::maintenance_loop() {
   asio::steady_timer timer(ex_);
   // 50 ms bounds both the session-timeout precision and, in interval mode,
@@ -248,6 +290,14 @@ void Broker::notify_fetchers(const std::string& topic, int32_t partition) {
 }
 
 asio::awaitable<Result<Reply>> Broker::handle(Bytes frame, std::string client_host) {
+  const auto start = Clock::now();
+  int16_t api_key = -1;
+  auto reply = co_await dispatch(std::move(frame), std::move(client_host), api_key);
+  metrics_.request(api_key, std::chrono::duration<double>(Clock::now() - start).count());
+  co_return reply;
+}
+
+asio::awaitable<Result<Reply>> Broker::dispatch(Bytes frame, std::string client_host, int16_t& api_key) {
   Reader r(frame);
   // Bytes that are not UTF-8 become U+FFFD, as in Kafka's (Java) decoder.
   r.set_text_fix([](std::string& s) {
@@ -256,6 +306,7 @@ asio::awaitable<Result<Reply>> Broker::handle(Bytes frame, std::string client_ho
   auto header = decode_request_header(r);
   if (!header) co_return std::unexpected(header.error());
   const RequestHeader& h = *header;
+  api_key = h.api_key;
   if (h.api_key == static_cast<int16_t>(ApiKey::kApiVersions)) co_return co_await handle_api_versions(h);
   auto api = find_api(h.api_key);
   if (!api) co_return fail(ErrorCode::kInvalidRequest, fmt::format("unsupported api key {}", h.api_key));

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "services/broker/asio.h"
+#include "services/broker/broker_metrics.h"
 #include "services/broker/error.h"
 #include "services/broker/flusher.h"
 #include "services/broker/group_coordinator.h"
@@ -77,6 +78,10 @@ class Broker : public RequestHandler {
   asio::awaitable<Result<Reply>> handle(Bytes frame, std::string client_host) override;
 
   BrokerConfig& config() { return config_; }
+  /// Sets the gauges read from state (log offsets per partition, committed
+  /// offsets and lag per group and partition), dropping those of deleted
+  /// topics and groups. Runs on the broker's thread: a scrape posts it there.
+  void refresh_metrics();
   /// For tests: the log of a partition or nullptr.
   PartitionLog* log(const std::string& topic, int32_t partition);
   /// For tests: partition reads done by Fetch handlers so far.
@@ -137,6 +142,8 @@ class Broker : public RequestHandler {
   Reply handle_describe_groups(const RequestHeader& h, const DescribeGroupsRequest& req);
 
   asio::awaitable<void> maintenance_loop();
+  /// handle() without its timing: sets `api_key` once the header is read.
+  asio::awaitable<Result<Reply>> dispatch(Bytes frame, std::string client_host, int16_t& api_key);
 
   asio::any_io_executor ex_;
   BrokerConfig config_;
@@ -146,6 +153,7 @@ class Broker : public RequestHandler {
   std::map<std::string, Topic> topics_;
   std::vector<FetchWaiter*> fetch_waiters_;
   uint64_t fetch_partition_reads_ = 0;
+  BrokerMetrics metrics_;
   Clock::time_point last_flush_;
   Clock::time_point last_retention_;
 };

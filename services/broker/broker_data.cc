@@ -89,6 +89,7 @@ asio::awaitable<Result<Reply>> Broker::handle_produce(const RequestHeader& h, co
           } else {
             pr.base_offset = appended->base_offset;
             pr.durable_end_needed = appended->durable_end_needed;
+            if (!appended->duplicate) metrics_.bytes_in(t.name, p.records->size());
             if (config_.log.sync != LogConfig::Sync::kDeferred && !appended->duplicate)
               notify_fetchers(t.name, p.index);
           }
@@ -251,6 +252,7 @@ asio::awaitable<Reply> Broker::handle_fetch(const RequestHeader& h, const FetchR
       if (v >= 5) w.i64(pr.log_start);
       w.array_len(0);          // aborted transactions
       if (v >= 11) w.i32(-1);  // preferred read replica
+      if (!pr.records.empty()) metrics_.bytes_out(name, pr.records.size());
       resp.bytes_by_move(std::move(pr.records));
     }
   }

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <map>
 
+#include "services/broker/broker_metrics.h"
+
 namespace starling::broker {
 
 Flusher::Flusher(asio::any_io_executor ex) : ex_(std::move(ex)) {
@@ -72,7 +74,9 @@ void Flusher::run() {
     std::vector<int> fds;
     fds.reserve(files.size());
     for (const auto& [key, fd] : files) fds.push_back(fd);
+    const auto start = std::chrono::steady_clock::now();
     bool ok = sync_files(fds);
+    fsync_seconds().observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     for (auto& j : batch) {
       for (int fd : j.fds) ::close(fd);
       asio::post(ex_, [done = j.done, ok] { done->complete(ok); });

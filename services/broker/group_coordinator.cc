@@ -406,6 +406,13 @@ std::vector<std::pair<std::string, std::string>> GroupCoordinator::list_groups()
   return {all.begin(), all.end()};
 }
 
+void GroupCoordinator::for_each_committed(
+    const std::function<void(const std::string&, const std::string&, int32_t, int64_t)>& fn) const {
+  for (const auto& [group, offsets] : offsets_) {
+    for (const auto& [tp, committed] : offsets) fn(group, tp.first, tp.second, committed.offset);
+  }
+}
+
 GroupCoordinator::GroupDescription GroupCoordinator::describe(const std::string& group_id) const {
   GroupDescription d;
   d.group_id = group_id;

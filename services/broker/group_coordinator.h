@@ -96,6 +96,9 @@ class GroupCoordinator {
   std::vector<OffsetResult> fetch_offsets(const OffsetFetchRequest& req) const;
 
   std::vector<std::pair<std::string, std::string>> list_groups() const;  // id, protocol type
+  /// Every committed offset: group, topic, partition, offset (for /metrics).
+  void for_each_committed(
+      const std::function<void(const std::string&, const std::string&, int32_t, int64_t)>& fn) const;
   GroupDescription describe(const std::string& group_id) const;
 
   /// Expires members past their session timeout and completes rebalances

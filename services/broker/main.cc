@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -11,18 +13,27 @@
 #include "services/broker/broker.h"
 #include "services/broker/server.h"
 #include "services/common/files.h"
+#include "services/common/http.h"
+#include "services/common/metrics.h"
 
 namespace {
 
 using starling::broker::asio::ip::tcp;
 
-tcp::endpoint parse_listen(const std::string& s) {
+tcp::endpoint parse_listen(const std::string& s, const std::string& flag = "--listen") {
   auto colon = s.rfind(':');
-  if (colon == std::string::npos) throw CLI::ValidationError("--listen", "expected HOST:PORT, got " + s);
+  if (colon == std::string::npos) throw CLI::ValidationError(flag, "expected HOST:PORT, got " + s);
   auto host = s.substr(0, colon);
-  int port = std::stoi(s.substr(colon + 1));
-  if (port < 0 || port > 65535) throw CLI::ValidationError("--listen", "port out of range");
-  return {starling::broker::asio::ip::make_address(host), static_cast<uint16_t>(port)};
+  const std::string digits = s.substr(colon + 1);
+  int port = -1;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+  if (ec != std::errc{} || end != digits.data() + digits.size() || port < 0 || port > 65535) {
+    throw CLI::ValidationError(flag, "expected HOST:PORT with a port 0..65535, got " + s);
+  }
+  boost::system::error_code bad;
+  auto address = starling::broker::asio::ip::make_address(host, bad);
+  if (bad) throw CLI::ValidationError(flag, "expected an IP address before the port, got " + host);
+  return {address, static_cast<uint16_t>(port)};
 }
 
 }  // namespace
@@ -107,7 +118,25 @@ int main(int argc, char** argv) try {
                  "(Kafka's group.initial.rebalance.delay.ms; 0: no wait)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{INT32_MAX}));
+  std::string metrics_listen;
+  std::string metrics_port_file;
+  app.add_option("--metrics-listen", metrics_listen,
+                 "HOST:PORT of an HTTP listener serving GET /metrics (Prometheus text: requests and latency per "
+                 "API, bytes per topic, offsets and lag per group and partition, connections, fsync latency) and "
+                 "GET /healthz; port 0 picks a free port; empty: none");
+  app.add_option("--metrics-port-file", metrics_port_file,
+                 "Once the metrics listener is bound, atomically write its HOST:PORT to this file");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
+  app.set_version_flag("--version", std::string("starling-broker ") + STARLING_VERSION);
+  // Every flag can come from the environment: --retention-ms from
+  // STARLING_BROKER_RETENTION_MS (a flag given on the command line wins).
+  for (CLI::Option* opt : app.get_options()) {
+    const std::string& name = opt->get_single_name();
+    if (opt->get_lnames().empty() || name == "help" || name == "version") continue;
+    std::string env = "STARLING_BROKER_";
+    for (const char c : name) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    opt->envname(env);
+  }
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -148,10 +177,59 @@ int main(int argc, char** argv) try {
     broker.start();
     server.start();
 
+    // /metrics on its own HTTP listener (Starling's HTTP server, with its
+    // limits). A scrape first refreshes the gauges read from broker state on
+    // the broker's thread, then renders the page from there.
+    std::unique_ptr<starling::HttpServer> metrics_server;
+    if (!metrics_listen.empty()) {
+      const auto metrics_endpoint = parse_listen(metrics_listen, "--metrics-listen");
+      auto ex = io.get_executor();
+      metrics_server = std::make_unique<starling::HttpServer>(
+          starling::HttpServerOptions{.address = metrics_endpoint.address().to_string(),
+                                      .port = metrics_endpoint.port(),
+                                      .threads = 1,
+                                      .body_limit = 1024,
+                                      .header_limit = 8 << 10,
+                                      .read_timeout_s = 10,
+                                      .max_connections = 64},
+          [&broker, &server, ex](const starling::HttpRequest& req, const starling::HttpResponder& done) {
+            if (req.path == "/healthz" && req.method == "GET") {
+              done({200, R"({"status":"ok"})"});
+            } else if (req.path == "/metrics" && req.method == "GET") {
+              starling::broker::asio::post(ex, [&broker, &server, done] {
+                broker.refresh_metrics();
+                starling::metrics()
+                    .gauge("starling_broker_connections", "Open client connections on the Kafka listener")
+                    .set(static_cast<double>(server.connection_count()));
+                done({200, starling::metrics().render(), "text/plain; version=0.0.4; charset=utf-8", {}});
+              });
+            } else if (req.path == "/metrics" || req.path == "/healthz") {
+              done(starling::json_error(405, "method_not_allowed", "only GET", "method"));
+            } else {
+              done(
+                  starling::json_error(404, "not_found", "this listener serves GET /metrics and GET /healthz", "path"));
+            }
+          });
+      metrics_server->start();
+      const std::string metrics_address =
+          metrics_endpoint.address().to_string() + ":" + std::to_string(metrics_server->port());
+      if (!metrics_port_file.empty()) {
+        if (auto st = starling::write_file_atomically(metrics_port_file, metrics_address + "\n"); !st) {
+          throw std::runtime_error(st.error().message);
+        }
+      }
+      spdlog::info("metrics on http://{}/metrics", metrics_address);
+    }
+    starling::metrics()
+        .gauge("starling_build_info", "Always 1; the version of the running binary in its labels",
+               {{"service", "starling-broker"}, {"version", STARLING_VERSION}})
+        .set(1);
+
     starling::broker::asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
       if (ec) return;
       spdlog::info("signal {}: shutting down", sig);
+      if (metrics_server) metrics_server->stop();
       server.stop();
       broker.flush_all();
       io.stop();

@@ -538,10 +538,9 @@ TEST(Librdkafka, MetadataAdvertisesTheConfiguredHost) {
 
 TEST(Executable, HelpExplainsEveryFlagAndBadFlagsFail) {
   auto help = run(std::string(STARLING_BIN_DIR) + "/starling-broker --help");
-  for (const char* flag :
-       {"--listen", "--data-dir", "--port-file", "--advertised-host", "--partitions", "--auto-create", "--flush",
-        "--retention-ms", "--retention-bytes", "--segment-bytes", "--message-max-bytes",
-        "--group-initial-rebalance-delay-ms", "--log-level"}) {
+  for (const char* flag : {"--listen", "--data-dir", "--port-file", "--advertised-host", "--partitions",
+                           "--auto-create", "--flush", "--retention-ms", "--retention-bytes", "--segment-bytes",
+                           "--message-max-bytes", "--group-initial-rebalance-delay-ms", "--log-level"}) {
     EXPECT_NE(help.find(flag), std::string::npos) << flag;
   }
   TempDir dir;
