@@ -30,7 +30,7 @@ std::map<std::string, ConfigEntry> Broker::broker_configs() const {
   // A value other than the built-in default was given by a flag.
   const BrokerConfig defaults;
   std::map<std::string, ConfigEntry> out;
-  auto add = [&](const char* name, auto value, auto default_value, ConfigType type) {
+  auto add = [&](const char* name, const auto& value, const auto& default_value, ConfigType type) {
     ConfigEntry e;
     e.name = name;
     e.value = fmt::format("{}", value);
@@ -138,6 +138,7 @@ Result<void> Broker::alter_resource(const AlterConfigsRequest::Resource& res, bo
   Result<TopicConfig> next;
   if (incremental) {
     std::vector<ConfigChange> changes;
+    changes.reserve(res.configs.size());
     for (const auto& c : res.configs) changes.push_back({c.name, c.op, c.value});
     next = change_topic_config(it->second.config, changes);
   } else {

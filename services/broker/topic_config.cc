@@ -76,9 +76,9 @@ Result<void> apply(TopicConfig& config, const std::string& name, const std::stri
   if (name == "max.message.bytes") {
     config.max_message_bytes = static_cast<int32_t>(*v);
   } else if (name == "retention.ms") {
-    config.retention_ms = *v;
+    config.retention_ms = v;
   } else if (name == "retention.bytes") {
-    config.retention_bytes = *v;
+    config.retention_bytes = v;
   } else if (name == "segment.bytes") {
     config.segment_bytes = static_cast<int32_t>(*v);
   }

@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "tests/services/broker/broker_process.h"
@@ -116,7 +117,8 @@ class Admin : public ::testing::Test {
   }
 
   int16_t create_topic(const std::string& name, int32_t partitions, ConfigValues configs = {}) {
-    Bytes resp = call(19, 4, create_topics_body(4, {.name = name, .num_partitions = partitions, .configs = configs}));
+    Bytes resp =
+        call(19, 4, create_topics_body(4, {.name = name, .num_partitions = partitions, .configs = std::move(configs)}));
     Reader r(resp);
     r.i32();
     r.array_len();
@@ -345,7 +347,7 @@ TEST_F(Admin, CreatePartitionsRefusesWhatItCannotDoAndValidateOnlyChangesNothing
       {"too many assignments", "fixed", 3, std::vector<std::vector<int32_t>>{{0}, {0}}, kInvalidReplicaAssignment},
   };
   for (const auto& c : cases) {
-    for (int16_t v : {0, 1}) {
+    for (int16_t v : {int16_t{0}, int16_t{1}}) {
       auto r = create_partitions(v, c.topic, c.count, c.assignments);
       EXPECT_EQ(r.error, c.error) << c.why << " v" << v << ": " << r.message.value_or("");
       EXPECT_TRUE(r.message.has_value()) << c.why;
@@ -373,7 +375,7 @@ TEST_F(Admin, DeleteRecordsMovesTheLogStartOffsetDeletesWholeSegmentsBelowAndKee
     ASSERT_EQ(produce("trim", 0, make_batch({std::vector<std::string>(10, "record-" + std::to_string(b))})), kNone);
   }
   ASSERT_EQ(segment_files("trim", 0), 3u);
-  for (int16_t v : {0, 1}) {
+  for (int16_t v : {int16_t{0}, int16_t{1}}) {
     // When records before 15 are deleted (inside the second segment)
     EXPECT_EQ(delete_records(v, "trim", 0, 15), std::make_pair(kNone, int64_t{15}));
     // Then the log starts there: ListOffsets -2, Fetch below it is out of range
@@ -496,7 +498,7 @@ TEST_F(Admin, DescribeConfigsAnswersEachResourceOnItsOwnAndDescribesTheBroker) {
 
 TEST_F(Admin, AlterConfigsReplacesTheTopicsConfigsAndKeepsThemAfterKill9) {
   ASSERT_EQ(create_topic("altered", 1, {{"max.message.bytes", "5000"}}), kNone);
-  for (int16_t v : {0, 1}) {
+  for (int16_t v : {int16_t{0}, int16_t{1}}) {
     auto r = alter(v, "altered", {{"retention.ms", "86400000"}, {"segment.bytes", "2000000"}});
     EXPECT_EQ(r.error, kNone) << r.message.value_or("");
     auto c = topic_configs("altered");
@@ -550,7 +552,7 @@ TEST_F(Admin, IncrementalAlterConfigsSetsAndDeletesAndRefusesListOperations) {
   c = topic_configs("inc");
   EXPECT_EQ(c["retention.bytes"].value, "123456");
   EXPECT_EQ(c["segment.bytes"].value, "1000000");
-  for (int8_t op : {2, 3}) {
+  for (int8_t op : {int8_t{2}, int8_t{3}}) {
     r = incremental("inc", {{"retention.ms", op, "1"}});
     EXPECT_EQ(r.error, kInvalidConfig) << int{op};
     EXPECT_NE(r.message.value_or("").find("retention.ms"), std::string::npos) << r.message.value_or("");
