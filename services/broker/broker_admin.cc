@@ -10,6 +10,7 @@
 
 #include "services/broker/broker.h"
 #include "services/broker/response.h"
+#include "services/common/text.h"
 
 namespace starling::broker {
 
@@ -141,7 +142,7 @@ Reply Broker::handle_create_partitions(const RequestHeader& h, const CreateParti
   w.array_len(req.topics.size());
   for (const auto& t : req.topics) {
     Result<void> r = named[t.name] > 1
-                         ? fail(ErrorCode::kInvalidRequest, fmt::format("topic '{}' is named twice", t.name))
+                         ? fail(ErrorCode::kInvalidRequest, fmt::format("topic '{}' is named twice", excerpt(t.name)))
                          : create_partitions(t, req.validate_only);
     w.string(t.name);
     w.i16(code(r ? ErrorCode::kNone : r.error().code));

@@ -164,9 +164,10 @@ Reply alter_response(const RequestHeader& h, const AlterConfigsRequest& req, Alt
   w.i32(0);  // throttle_time_ms
   w.array_len(req.resources.size());
   for (const auto& res : req.resources) {
-    Result<void> r = named[{res.type, res.name}] > 1
-                         ? fail(ErrorCode::kInvalidRequest, fmt::format("resource '{}' is named twice", res.name))
-                         : alter(res);
+    Result<void> r =
+        named[{res.type, res.name}] > 1
+            ? fail(ErrorCode::kInvalidRequest, fmt::format("resource '{}' is named twice", excerpt(res.name)))
+            : alter(res);
     w.i16(code(r ? ErrorCode::kNone : r.error().code));
     w.nullable_string(r ? std::nullopt : std::optional<std::string>(r.error().message));
     w.i8(res.type);

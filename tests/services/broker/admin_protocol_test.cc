@@ -612,6 +612,56 @@ TEST_F(Admin, AlteredTopicConfigsAreUsedByProduceTheLogRollAndRetention) {
   EXPECT_EQ(segment_files("other", 0), 1u);
 }
 
+TEST_F(Admin, ATopicOrResourceNamedTwiceInOneRequestIsInvalidRequestBothTimesAndNothingChanges) {
+  ASSERT_EQ(create_topic("twice", 1), kNone);
+  {
+    Writer w;  // CreatePartitions v1: "twice" to 2, then "twice" to 3
+    w.array_len(2);
+    for (int32_t count : {2, 3}) {
+      w.string("twice");
+      w.i32(count);
+      w.i32(-1);
+    }
+    w.i32(5000);
+    w.boolean(false);
+    Bytes resp = call(kCreatePartitions, 1, w.take());
+    Reader r(resp);
+    r.i32();
+    ASSERT_EQ(r.array_len(), 2);
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_EQ(r.string(), "twice");
+      EXPECT_EQ(r.i16(), kInvalidRequest);
+      EXPECT_NE(r.nullable_string().value_or("").find("named twice"), std::string::npos);
+    }
+    EXPECT_TRUE(r.ok() && r.remaining() == 0);
+  }
+  EXPECT_EQ(partitions("twice"), std::make_pair(kNone, 1));
+  {
+    Writer w;  // AlterConfigs v1 of the same topic resource twice
+    w.array_len(2);
+    for (const char* ms : {"1000", "2000"}) {
+      w.i8(kTopic);
+      w.string("twice");
+      w.array_len(1);
+      w.string("retention.ms");
+      w.nullable_string(std::string(ms));
+    }
+    w.boolean(false);
+    Bytes resp = call(kAlterConfigs, 1, w.take());
+    Reader r(resp);
+    r.i32();
+    ASSERT_EQ(r.array_len(), 2);
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_EQ(r.i16(), kInvalidRequest);
+      r.nullable_string();
+      EXPECT_EQ(r.i8(), kTopic);
+      EXPECT_EQ(r.string(), "twice");
+    }
+    EXPECT_TRUE(r.ok() && r.remaining() == 0);
+  }
+  EXPECT_EQ(topic_configs("twice")["retention.ms"].source, kDefaultConfig);
+}
+
 TEST_F(Admin, OversizedAdminRequestsCloseTheConnectionAndTheBrokerServesOn) {
   // 1001 resources: over the decoder's cap, so the request is malformed.
   std::vector<ConfigResource> resources(1001, ConfigResource{kTopic, "t", std::nullopt});
