@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <functional>
 #include <stdexcept>
@@ -25,6 +26,36 @@ static_assert(CreateTopicsRequest::kMaxKeptAssignments >= kMaxPartitionsPerTopic
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// A manual assignment of partitions first..first+count-1: each exactly once,
+// each on this node alone (as CreateTopics and CreatePartitions take it).
+Result<void> check_assignment(const std::vector<CreateTopicsRequest::Assignment>& assignments, int32_t count,
+                              int32_t first, int32_t node_id) {
+  std::vector<bool> seen(static_cast<size_t>(count));
+  for (const auto& a : assignments) {
+    if (a.partition < first || a.partition >= first + count || seen[static_cast<size_t>(a.partition - first)]) {
+      return fail(
+          ErrorCode::kInvalidReplicaAssignment,
+          fmt::format("assigned partitions must be {}..{} each once, got {}", first, first + count - 1, a.partition));
+    }
+    seen[static_cast<size_t>(a.partition - first)] = true;
+    if (a.replica_count == 0) {
+      return fail(ErrorCode::kInvalidReplicaAssignment, fmt::format("partition {} has no replica", a.partition));
+    }
+    for (int32_t id : a.broker_ids) {
+      if (id != node_id) {
+        return fail(ErrorCode::kInvalidReplicaAssignment,
+                    fmt::format("partition {} is assigned to broker {}; this single-node broker is node {}",
+                                a.partition, id, node_id));
+      }
+    }
+    if (a.replica_count > 1) {
+      return fail(ErrorCode::kInvalidReplicaAssignment,
+                  fmt::format("partition {} names broker {} more than once", a.partition, node_id));
+    }
+  }
+  return {};
 }
 
 }  // namespace
@@ -50,14 +81,22 @@ Broker::Broker(asio::any_io_executor ex, BrokerConfig config) : ex_(std::move(ex
     if (!topic_config) throw std::runtime_error(fmt::format("topic {}: {}", name, topic_config.error().message));
     t.config = std::move(*topic_config);
     for (int32_t p = 0; p < stored.partitions; ++p)
-      t.partitions.push_back(PartitionLog::open(partition_dir(name, p), config_.log));
+      t.partitions.push_back(PartitionLog::open(partition_dir(name, p), log_config(t.config)));
     topics_.emplace(name, std::move(t));
   }
-  // Directories of topics whose deletion was interrupted by a crash.
+  // Directories of topics whose deletion was interrupted by a crash, and of
+  // partitions a crash kept CreatePartitions from recording.
   for (const auto& entry : fs::directory_iterator(config_.data_dir / "logs")) {
     auto name = entry.path().filename().string();
     auto dash = name.rfind('-');
-    if (dash == std::string::npos || topics.count(name.substr(0, dash)) == 0) {
+    auto stored = dash == std::string::npos ? topics.end() : topics.find(name.substr(0, dash));
+    int32_t partition = -1;
+    if (stored != topics.end()) {
+      const char* digits = name.c_str() + dash + 1;
+      auto [end, ec] = std::from_chars(digits, name.c_str() + name.size(), partition);
+      if (ec != std::errc() || end != name.c_str() + name.size()) partition = -1;
+    }
+    if (stored == topics.end() || partition < 0 || partition >= stored->second.partitions) {
       spdlog::info("removing orphaned log directory {}", entry.path().string());
       fs::remove_all(entry.path());
     }
@@ -191,7 +230,7 @@ Result<void> Broker::create_topic(const std::string& name, int32_t partitions, c
   Topic t;
   try {
     for (int32_t p = 0; p < partitions; ++p)
-      t.partitions.push_back(PartitionLog::open(partition_dir(name, p), config_.log));
+      t.partitions.push_back(PartitionLog::open(partition_dir(name, p), log_config(config)));
   } catch (const std::exception& e) {
     t.partitions.clear();
     for (int32_t p = 0; p < partitions; ++p) {
@@ -223,29 +262,8 @@ Result<Broker::NewTopic> Broker::check_new_topic(const CreateTopicsRequest::Topi
     if (t.assignment_count > kMaxPartitionsPerTopic) {
       return fail(ErrorCode::kInvalidPartitions, fmt::format("partition count must be 1..{}", kMaxPartitionsPerTopic));
     }
-    // Partitions 0..n-1, each exactly once, each on this node alone.
-    std::vector<bool> seen(static_cast<size_t>(t.assignment_count));
-    for (const auto& a : t.assignments) {
-      if (a.partition < 0 || a.partition >= t.assignment_count || seen[static_cast<size_t>(a.partition)]) {
-        return fail(
-            ErrorCode::kInvalidReplicaAssignment,
-            fmt::format("assigned partitions must be 0..{} each once, got {}", t.assignment_count - 1, a.partition));
-      }
-      seen[static_cast<size_t>(a.partition)] = true;
-      if (a.replica_count == 0) {
-        return fail(ErrorCode::kInvalidReplicaAssignment, fmt::format("partition {} has no replica", a.partition));
-      }
-      for (int32_t id : a.broker_ids) {
-        if (id != config_.node_id) {
-          return fail(ErrorCode::kInvalidReplicaAssignment,
-                      fmt::format("partition {} is assigned to broker {}; this single-node broker is node {}",
-                                  a.partition, id, config_.node_id));
-        }
-      }
-      if (a.replica_count > 1) {
-        return fail(ErrorCode::kInvalidReplicaAssignment,
-                    fmt::format("partition {} names broker {} more than once", a.partition, config_.node_id));
-      }
+    if (auto r = check_assignment(t.assignments, t.assignment_count, 0, config_.node_id); !r) {
+      return std::unexpected(r.error());
     }
     out.partitions = t.assignment_count;
   } else {
@@ -265,6 +283,79 @@ Result<Broker::NewTopic> Broker::check_new_topic(const CreateTopicsRequest::Topi
   if (!topic_config) return std::unexpected(topic_config.error());
   out.config = std::move(*topic_config);
   return out;
+}
+
+LogConfig Broker::log_config(const TopicConfig& config) const {
+  LogConfig c = config_.log;
+  if (config.segment_bytes) c.segment_bytes = static_cast<uint64_t>(*config.segment_bytes);
+  c.retention_ms = config.retention_ms.value_or(c.retention_ms);
+  c.retention_bytes = config.retention_bytes.value_or(c.retention_bytes);
+  return c;
+}
+
+Result<void> Broker::create_partitions(const CreatePartitionsRequest::Topic& t, bool validate_only) {
+  auto it = topics_.find(t.name);
+  if (it == topics_.end()) {
+    return fail(ErrorCode::kUnknownTopicOrPartition, fmt::format("unknown topic '{}'", excerpt(t.name)));
+  }
+  Topic& topic = it->second;
+  const auto current = static_cast<int32_t>(topic.partitions.size());
+  if (t.count <= current) {
+    return fail(
+        ErrorCode::kInvalidPartitions,
+        fmt::format("topic '{}' has {} partitions; the new count must be more, got {}", t.name, current, t.count));
+  }
+  if (t.count > kMaxPartitionsPerTopic) {
+    return fail(ErrorCode::kInvalidPartitions, fmt::format("partition count must be 1..{}", kMaxPartitionsPerTopic));
+  }
+  if (t.assignment_count) {
+    if (*t.assignment_count != t.count - current) {
+      return fail(ErrorCode::kInvalidReplicaAssignment,
+                  fmt::format("{} new partitions but {} assignments", t.count - current, *t.assignment_count));
+    }
+    std::vector<CreateTopicsRequest::Assignment> assignments = t.assignments;
+    for (auto& a : assignments) a.partition += current;
+    if (auto r = check_assignment(assignments, t.count - current, current, config_.node_id); !r) return r;
+  }
+  if (validate_only) return {};
+  // Logs first, then the durable record: a recorded partition can always be
+  // opened, and a log a crash left unrecorded is removed at the next start.
+  std::vector<std::unique_ptr<PartitionLog>> added;
+  auto remove_added = [&] {
+    added.clear();
+    for (int32_t p = current; p < t.count; ++p) {
+      std::error_code ec;
+      fs::remove_all(partition_dir(t.name, p), ec);
+    }
+  };
+  try {
+    for (int32_t p = current; p < t.count; ++p)
+      added.push_back(PartitionLog::open(partition_dir(t.name, p), log_config(topic.config)));
+  } catch (const std::exception& e) {
+    remove_added();
+    return fail(ErrorCode::kKafkaStorageError, e.what());
+  }
+  if (auto r = store_->put_topic(t.name, {t.count, topic.config.values}); !r) {
+    remove_added();
+    return r;
+  }
+  for (auto& lg : added) topic.partitions.push_back(std::move(lg));
+  spdlog::info("topic {} grown from {} to {} partitions", t.name, current, t.count);
+  return {};
+}
+
+Result<void> Broker::set_topic_config(const std::string& name, TopicConfig config) {
+  auto it = topics_.find(name);
+  if (it == topics_.end()) return fail(ErrorCode::kUnknownTopicOrPartition, fmt::format("unknown topic '{}'", name));
+  Topic& topic = it->second;
+  if (auto r = store_->put_topic(name, {static_cast<int32_t>(topic.partitions.size()), config.values}); !r) return r;
+  topic.config = std::move(config);
+  const LogConfig lc = log_config(topic.config);
+  for (auto& p : topic.partitions) p->set_limits(lc.segment_bytes, lc.retention_ms, lc.retention_bytes);
+  std::string values;
+  for (const auto& [k, v] : topic.config.values) values += fmt::format("{}{}={}", values.empty() ? "" : ", ", k, v);
+  spdlog::info("topic {} configs are now: {}", name, values.empty() ? "the broker's" : values);
+  return {};
 }
 
 Result<void> Broker::delete_topic(const std::string& name) {
@@ -380,6 +471,16 @@ Broker::Serve Broker::route(ApiKey key) {
       return &Broker::serve<decode_delete_topics, &Broker::handle_delete_topics>;
     case ApiKey::kInitProducerId:
       return &Broker::serve<decode_init_producer_id, &Broker::handle_init_producer_id>;
+    case ApiKey::kCreatePartitions:
+      return &Broker::serve<decode_create_partitions, &Broker::handle_create_partitions>;
+    case ApiKey::kDeleteRecords:
+      return &Broker::serve<decode_delete_records, &Broker::handle_delete_records>;
+    case ApiKey::kDescribeConfigs:
+      return &Broker::serve<decode_describe_configs, &Broker::handle_describe_configs>;
+    case ApiKey::kAlterConfigs:
+      return &Broker::serve<decode_alter_configs, &Broker::handle_alter_configs>;
+    case ApiKey::kIncrementalAlterConfigs:
+      return &Broker::serve<decode_incremental_alter_configs, &Broker::handle_incremental_alter_configs>;
     case ApiKey::kApiVersions:  // answered before the version check, see handle()
       break;
   }

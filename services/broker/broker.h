@@ -109,6 +109,18 @@ class Broker : public RequestHandler {
   /// The largest record batch `topic` takes: its max.message.bytes, else --message-max-bytes.
   size_t max_message_bytes(const std::string& topic) const;
   Result<void> delete_topic(const std::string& name);
+  /// The LogConfig of a topic's partitions: the broker's, with the topic's
+  /// segment.bytes, retention.ms and retention.bytes where it sets them.
+  LogConfig log_config(const TopicConfig& config) const;
+  /// CreatePartitions of one topic: every check, then (unless validate_only)
+  /// the new logs and the topic's record with the new count.
+  Result<void> create_partitions(const CreatePartitionsRequest::Topic& t, bool validate_only);
+  /// Stores `config` in the topic's record (synced), then applies it to the topic and its logs.
+  Result<void> set_topic_config(const std::string& name, TopicConfig config);
+  /// The broker configs DescribeConfigs reports (Kafka's names), by name.
+  std::map<std::string, ConfigEntry> broker_configs() const;
+  /// AlterConfigs (replace) and IncrementalAlterConfigs (change) of one resource.
+  Result<void> alter_resource(const AlterConfigsRequest::Resource& res, bool incremental, bool validate_only);
   void notify_fetchers(const std::string& topic, int32_t partition);
   std::filesystem::path partition_dir(const std::string& topic, int32_t partition) const;
 
@@ -140,6 +152,12 @@ class Broker : public RequestHandler {
   Reply handle_offset_fetch(const RequestHeader& h, const OffsetFetchRequest& req);
   Reply handle_list_groups(const RequestHeader& h, const ListGroupsRequest& req);
   Reply handle_describe_groups(const RequestHeader& h, const DescribeGroupsRequest& req);
+  // Admin APIs on data and configs: broker_admin.cc, broker_data.cc, broker_configs.cc.
+  Reply handle_create_partitions(const RequestHeader& h, const CreatePartitionsRequest& req);
+  Reply handle_delete_records(const RequestHeader& h, const DeleteRecordsRequest& req);
+  Reply handle_describe_configs(const RequestHeader& h, const DescribeConfigsRequest& req);
+  Reply handle_alter_configs(const RequestHeader& h, const AlterConfigsRequest& req);
+  Reply handle_incremental_alter_configs(const RequestHeader& h, const AlterConfigsRequest& req);
 
   asio::awaitable<void> maintenance_loop();
   /// handle() without its timing: sets `api_key` once the header is read.

@@ -1,4 +1,8 @@
-// Broker handlers of the admin APIs: ApiVersions, Metadata, CreateTopics, DeleteTopics, InitProducerId.
+// Broker handlers of the admin APIs: ApiVersions, Metadata, CreateTopics, DeleteTopics, InitProducerId,
+// CreatePartitions.
+#include <fmt/format.h>
+
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -6,6 +10,7 @@
 
 #include "services/broker/broker.h"
 #include "services/broker/response.h"
+#include "services/common/text.h"
 
 namespace starling::broker {
 
@@ -123,6 +128,25 @@ Reply Broker::handle_delete_topics(const RequestHeader& h, const DeleteTopicsReq
     auto r = delete_topic(n);
     w.string(n);
     w.i16(code(r ? ErrorCode::kNone : r.error().code));
+  }
+  return resp.done();
+}
+
+Reply Broker::handle_create_partitions(const RequestHeader& h, const CreatePartitionsRequest& req) {
+  // A topic named twice is refused both times, as in Kafka.
+  std::map<std::string, int> named;
+  for (const auto& t : req.topics) ++named[t.name];
+  Response resp(h.correlation_id);
+  auto& w = resp.w;
+  w.i32(0);  // throttle_time_ms
+  w.array_len(req.topics.size());
+  for (const auto& t : req.topics) {
+    Result<void> r = named[t.name] > 1
+                         ? fail(ErrorCode::kInvalidRequest, fmt::format("topic '{}' is named twice", excerpt(t.name)))
+                         : create_partitions(t, req.validate_only);
+    w.string(t.name);
+    w.i16(code(r ? ErrorCode::kNone : r.error().code));
+    w.nullable_string(r ? std::nullopt : std::optional<std::string>(r.error().message));
   }
   return resp.done();
 }

@@ -1,4 +1,4 @@
-// Broker handlers of the data APIs: Produce, Fetch, ListOffsets.
+// Broker handlers of the data APIs: Produce, Fetch, ListOffsets, DeleteRecords.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -295,6 +295,29 @@ Reply Broker::handle_list_offsets(const RequestHeader& h, const ListOffsetsReque
       // Every offset is in leader epoch 0 (one broker, never re-elected); no
       // offset found has no epoch, as in Kafka.
       if (v >= 4) w.i32(offset >= 0 ? 0 : -1);
+    }
+  }
+  return resp.done();
+}
+
+Reply Broker::handle_delete_records(const RequestHeader& h, const DeleteRecordsRequest& req) {
+  Response resp(h.correlation_id);
+  auto& w = resp.w;
+  w.i32(0);  // throttle_time_ms
+  w.array_len(req.topics.size());
+  for (const auto& t : req.topics) {
+    w.string(t.name);
+    w.array_len(t.partitions.size());
+    for (const auto& p : t.partitions) {
+      PartitionLog* lg = log(t.name, p.index);
+      Result<int64_t> start = lg != nullptr ? lg->delete_records_before(p.offset)
+                                            : fail(ErrorCode::kUnknownTopicOrPartition, "unknown partition");
+      if (!start && start.error().code == ErrorCode::kKafkaStorageError) {
+        spdlog::error("delete records of {}-{}: {}", t.name, p.index, start.error().message);
+      }
+      w.i32(p.index);
+      w.i64(start ? *start : -1);  // low watermark
+      w.i16(code(start ? ErrorCode::kNone : start.error().code));
     }
   }
   return resp.done();

@@ -16,7 +16,17 @@ const std::vector<ApiRange>& supported_apis() {
       {ApiKey::kListGroups, 0, 2},      {ApiKey::kApiVersions, 0, 2},    {ApiKey::kCreateTopics, 0, 4},
       {ApiKey::kDeleteTopics, 0, 3},    {ApiKey::kInitProducerId, 0, 1},
   };
-  return apis;
+  // The admin APIs on data and configs.
+  static const std::vector<ApiRange> with_admin = [] {
+    std::vector<ApiRange> all = apis;
+    all.insert(all.end(), {{ApiKey::kDeleteRecords, 0, 1},
+                           {ApiKey::kDescribeConfigs, 0, 3},
+                           {ApiKey::kAlterConfigs, 0, 1},
+                           {ApiKey::kCreatePartitions, 0, 1},
+                           {ApiKey::kIncrementalAlterConfigs, 0, 0}});
+    return all;
+  }();
+  return with_admin;
 }
 
 std::optional<ApiRange> find_api(int16_t api_key) {
@@ -67,6 +77,25 @@ std::vector<TopicPartitions<Partition>> topics(Reader& r, size_t min_partition_s
     out.push_back(std::move(t));
   });
   return out;
+}
+
+// An array of at most kMaxAdminResources elements; more fail the reader.
+template <class Fn>
+void each_resource(Reader& r, Fn&& fn, size_t min_element_size) {
+  int32_t n = r.array_len(min_element_size);
+  if (n > kMaxAdminResources) r.fail();
+  for (int32_t i = 0; i < n && r.ok(); ++i) fn();
+}
+
+// Replica ids of one assignment, the first kMaxKeptReplicas kept.
+void read_replicas(Reader& r, CreateTopicsRequest::Assignment& a) {
+  each(
+      r,
+      [&] {
+        int32_t id = r.i32();
+        if (a.replica_count++ < CreateTopicsRequest::kMaxKeptReplicas) a.broker_ids.push_back(id);
+      },
+      4);
 }
 
 }  // namespace
@@ -176,13 +205,7 @@ Result<CreateTopicsRequest> decode_create_topics(Reader& r, int16_t v) {
             [&] {
               Req::Assignment a;
               a.partition = r.i32();
-              each(
-                  r,
-                  [&] {
-                    int32_t id = r.i32();
-                    if (a.replica_count++ < Req::kMaxKeptReplicas) a.broker_ids.push_back(id);
-                  },
-                  4);
+              read_replicas(r, a);
               if (t.assignment_count++ < Req::kMaxKeptAssignments) t.assignments.push_back(std::move(a));
             },
             8);
@@ -333,6 +356,114 @@ Result<DescribeGroupsRequest> decode_describe_groups(Reader& r, int16_t v) {
   each(r, [&] { req.groups.push_back(r.string()); });
   if (v >= 3) req.include_authorized_operations = r.boolean();
   return finish(r, std::move(req), "DescribeGroups");
+}
+
+Result<CreatePartitionsRequest> decode_create_partitions(Reader& r, int16_t /*v*/) {
+  CreatePartitionsRequest req;
+  // A topic takes at least 10 bytes: name, count and the assignments' length.
+  each_resource(
+      r,
+      [&] {
+        CreatePartitionsRequest::Topic t;
+        t.name = r.string();
+        t.count = r.i32();
+        int32_t n = r.array_len(4);
+        if (n >= 0) t.assignment_count = n;
+        for (int32_t i = 0; i < n && r.ok(); ++i) {
+          CreateTopicsRequest::Assignment a;
+          a.partition = i;
+          read_replicas(r, a);
+          if (i < CreateTopicsRequest::kMaxKeptAssignments) t.assignments.push_back(std::move(a));
+        }
+        req.topics.push_back(std::move(t));
+      },
+      10);
+  req.timeout_ms = r.i32();
+  req.validate_only = r.boolean();
+  return finish(r, std::move(req), "CreatePartitions");
+}
+
+Result<DeleteRecordsRequest> decode_delete_records(Reader& r, int16_t /*v*/) {
+  DeleteRecordsRequest req;
+  each_resource(
+      r,
+      [&] {
+        DeleteRecordsRequest::Topic t;
+        t.name = r.string();
+        each(
+            r,
+            [&] {
+              DeleteRecordsRequest::Partition p;
+              p.index = r.i32();
+              p.offset = r.i64();
+              t.partitions.push_back(p);
+            },
+            12);
+        req.topics.push_back(std::move(t));
+      },
+      6);
+  req.timeout_ms = r.i32();
+  return finish(r, std::move(req), "DeleteRecords");
+}
+
+Result<DescribeConfigsRequest> decode_describe_configs(Reader& r, int16_t v) {
+  DescribeConfigsRequest req;
+  // A resource takes at least 7 bytes: type, name and the names' length.
+  each_resource(
+      r,
+      [&] {
+        DescribeConfigsRequest::Resource res;
+        res.type = r.i8();
+        res.name = r.string();
+        int32_t n = r.array_len(2);
+        res.all = n == -1;
+        for (int32_t i = 0; i < n && r.ok(); ++i) {
+          std::string name = r.string();
+          if (res.name_count++ < CreateTopicsRequest::kMaxKeptConfigs) res.names.push_back(std::move(name));
+        }
+        req.resources.push_back(std::move(res));
+      },
+      7);
+  if (v >= 1) req.include_synonyms = r.boolean();
+  if (v >= 3) req.include_documentation = r.boolean();
+  return finish(r, std::move(req), "DescribeConfigs");
+}
+
+namespace {
+
+Result<AlterConfigsRequest> decode_alter(Reader& r, bool incremental, const char* what) {
+  AlterConfigsRequest req;
+  each_resource(
+      r,
+      [&] {
+        AlterConfigsRequest::Resource res;
+        res.type = r.i8();
+        res.name = r.string();
+        each(
+            r,
+            [&] {
+              AlterConfigsRequest::Config c;
+              c.name = r.string();
+              if (incremental) c.op = r.i8();
+              c.value = r.nullable_string();
+              if (res.config_count++ < CreateTopicsRequest::kMaxKeptConfigs) res.configs.push_back(std::move(c));
+            },
+            incremental ? 5 : 4);
+        req.resources.push_back(std::move(res));
+      },
+      7);
+  req.validate_only = r.boolean();
+  return finish(r, std::move(req), what);
+}
+
+}  // namespace
+
+Result<AlterConfigsRequest> decode_alter_configs(Reader& r, int16_t /*v*/) {
+  return decode_alter(r, false, "AlterConfigs");
+}
+
+Result<AlterConfigsRequest> decode_incremental_alter_configs(Reader& r, int16_t /*v*/) {
+  return decode_alter(r, true, "IncrementalAlterConfigs");
 }
 
 }  // namespace starling::broker

@@ -29,6 +29,12 @@ enum class ApiKey : int16_t {
   kCreateTopics = 19,
   kDeleteTopics = 20,
   kInitProducerId = 22,
+  // Admin APIs on data and configs (broker_admin.cc, broker_data.cc, broker_configs.cc).
+  kDeleteRecords = 21,
+  kDescribeConfigs = 32,
+  kAlterConfigs = 33,
+  kCreatePartitions = 37,
+  kIncrementalAlterConfigs = 44,
 };
 
 struct ApiRange {
@@ -233,6 +239,71 @@ struct DescribeGroupsRequest {
   bool include_authorized_operations = false;
 };
 
+/// The admin decoders below fail a request with more top-level topics or
+/// resources than this (the connection is closed as for any malformed
+/// request), and keep at most kMaxKeptConfigs configs (config names) per
+/// resource, counting the rest: a frame of tiny elements cannot make them
+/// allocate many times the frame.
+inline constexpr int32_t kMaxAdminResources = 1000;
+
+struct CreatePartitionsRequest {
+  struct Topic {
+    std::string name;
+    int32_t count = 0;
+    /// nullopt: null (the broker places the new partitions). Otherwise as
+    /// in CreateTopics, the partition of each is count-before + its index
+    /// (set by the handler, which knows the count before).
+    std::optional<int32_t> assignment_count;
+    std::vector<CreateTopicsRequest::Assignment> assignments;  // the first kMaxKeptAssignments
+  };
+  std::vector<Topic> topics;
+  int32_t timeout_ms = 0;
+  bool validate_only = false;
+};
+
+struct DeleteRecordsRequest {
+  struct Partition {
+    int32_t index = 0;
+    int64_t offset = 0;  // -1: the high watermark
+  };
+  using Topic = TopicPartitions<Partition>;
+  std::vector<Topic> topics;
+  int32_t timeout_ms = 0;
+};
+
+/// Kafka's resource types of the config APIs.
+enum class ResourceType : int8_t { kTopic = 2, kBroker = 4 };
+
+struct DescribeConfigsRequest {
+  struct Resource {
+    int8_t type = 0;
+    std::string name;
+    bool all = true;                 // the names were null: every config
+    int32_t name_count = 0;          // as sent
+    std::vector<std::string> names;  // the first kMaxKeptConfigs
+  };
+  std::vector<Resource> resources;
+  bool include_synonyms = false;
+  bool include_documentation = false;
+};
+
+/// AlterConfigs and IncrementalAlterConfigs (which adds an operation per config).
+struct AlterConfigsRequest {
+  struct Config {
+    std::string name;
+    int8_t op = 0;  // IncrementalAlterConfigs: 0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT
+    std::optional<std::string> value;
+  };
+  struct Resource {
+    int8_t type = 0;
+    std::string name;
+    int32_t config_count = 0;     // as sent
+    std::vector<Config> configs;  // the first kMaxKeptConfigs
+  };
+  std::vector<Resource> resources;
+  bool validate_only = false;
+};
+
 // Each decoder reads the body of its API at `version` (which the caller has
 // checked against supported_apis()) and fails on truncation or trailing bytes.
 Result<ProduceRequest> decode_produce(Reader& r, int16_t version);
@@ -251,5 +322,10 @@ Result<OffsetCommitRequest> decode_offset_commit(Reader& r, int16_t version);
 Result<OffsetFetchRequest> decode_offset_fetch(Reader& r, int16_t version);
 Result<ListGroupsRequest> decode_list_groups(Reader& r, int16_t version);
 Result<DescribeGroupsRequest> decode_describe_groups(Reader& r, int16_t version);
+Result<CreatePartitionsRequest> decode_create_partitions(Reader& r, int16_t version);
+Result<DeleteRecordsRequest> decode_delete_records(Reader& r, int16_t version);
+Result<DescribeConfigsRequest> decode_describe_configs(Reader& r, int16_t version);
+Result<AlterConfigsRequest> decode_alter_configs(Reader& r, int16_t version);
+Result<AlterConfigsRequest> decode_incremental_alter_configs(Reader& r, int16_t version);
 
 }  // namespace starling::broker

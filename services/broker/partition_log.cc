@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <stdexcept>
 
 namespace starling::broker {
@@ -43,6 +44,20 @@ void fsync_dir(const fs::path& dir) {
     ::fsync(fd);
     ::close(fd);
   }
+}
+
+constexpr const char* kLogStartFile = "log-start-offset";
+
+// Writes `text` to dir/name durably: a temporary file, fdatasync, rename, fsync of the directory.
+bool write_file_durably(const fs::path& dir, const char* name, const std::string& text) {
+  const fs::path tmp = dir / (std::string(name) + ".tmp");
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fdatasync(fd) == 0;
+  ok = ::close(fd) == 0 && ok;
+  if (!ok || ::rename(tmp.c_str(), (dir / name).c_str()) != 0) return false;
+  fsync_dir(dir);
+  return true;
 }
 
 }  // namespace
@@ -118,6 +133,17 @@ void PartitionLog::load() {
   }
   // What survived recovery is on disk: recovery synced any truncation.
   durable_end_ = next_offset_;
+  // A DeleteRecords' start offset (at most the high watermark when it was
+  // written, so within the log unless a power loss took synced data).
+  if (std::ifstream f(dir_ / kLogStartFile); f) {
+    int64_t start = 0;
+    if (f >> start) {
+      log_start_ = std::min(start, next_offset_);
+      delete_segments_below_start();  // a crash may have come between the write and the deletion
+    } else {
+      spdlog::warn("{}: ignoring unreadable {}", dir_.string(), kLogStartFile);
+    }
+  }
 }
 
 void PartitionLog::recover_segment(Segment& seg, bool verify_crc, bool is_last) {
@@ -345,7 +371,47 @@ Result<void> PartitionLog::flush() {
   return {};
 }
 
-int64_t PartitionLog::log_start_offset() const { return segments_.front()->base_offset; }
+int64_t PartitionLog::log_start_offset() const { return std::max(log_start_, segments_.front()->base_offset); }
+
+void PartitionLog::set_limits(uint64_t segment_bytes, int64_t retention_ms, int64_t retention_bytes) {
+  config_.segment_bytes = segment_bytes;
+  config_.retention_ms = retention_ms;
+  config_.retention_bytes = retention_bytes;
+}
+
+Result<int64_t> PartitionLog::delete_records_before(int64_t offset) {
+  const int64_t hw = high_watermark();
+  if (offset == -1) offset = hw;
+  if (offset < 0 || offset > hw) {
+    return fail(ErrorCode::kOffsetOutOfRange,
+                fmt::format("offset {} is outside [0, {}] (the high watermark)", offset, hw));
+  }
+  if (offset <= log_start_offset()) return log_start_offset();
+  if (!write_file_durably(dir_, kLogStartFile, std::to_string(offset) + "\n")) {
+    return fail(ErrorCode::kKafkaStorageError,
+                fmt::format("cannot write {}: {}", (dir_ / kLogStartFile).string(), std::strerror(errno)));
+  }
+  log_start_ = offset;
+  delete_segments_below_start();
+  return log_start_offset();
+}
+
+void PartitionLog::delete_segments_below_start() {
+  // A closed segment ends where the next one begins; the active one is kept
+  // (its end is the log end offset).
+  size_t deleted = 0;
+  while (segments_.size() > 1 && segments_[1]->base_offset <= log_start_) {
+    Segment& oldest = *segments_.front();
+    spdlog::info("{}: records before {} deleted: segment {} removed", dir_.string(), log_start_, oldest.base_offset);
+    if (oldest.fd >= 0) ::close(oldest.fd);
+    config_.files->forget(oldest.path);
+    std::error_code ec;
+    fs::remove(oldest.path, ec);
+    segments_.erase(segments_.begin());
+    ++deleted;
+  }
+  if (deleted > 0) fsync_dir(dir_);
+}
 
 uint64_t PartitionLog::size_bytes() const {
   uint64_t n = 0;
@@ -441,6 +507,8 @@ Result<PartitionLog::ReadResult> PartitionLog::read(int64_t offset, size_t max_b
 
 Result<TimestampOffset> PartitionLog::offset_for_timestamp(int64_t ts) const {
   const int64_t limit = high_watermark();
+  // Records DeleteRecords put below the log start are not found (as in Kafka).
+  const int64_t start = log_start_offset();
   for (const auto& seg : segments_) {
     if (seg->max_timestamp < ts) continue;
     auto it = std::lower_bound(seg->time_index.begin(), seg->time_index.end(), ts,
@@ -465,12 +533,12 @@ Result<TimestampOffset> PartitionLog::offset_for_timestamp(int64_t ts) const {
         if (!pread_all(file->fd, batch.data(), batch.size(), pos)) {
           return fail(ErrorCode::kKafkaStorageError, fmt::format("read of {} failed", seg->path.string()));
         }
-        auto found = find_record_at_or_after(batch, ts);
+        auto found = find_record_at_or_after(batch, ts, start);
         if (!found) {
           // Recovery only checks headers: a record that does not decode was
           // sent that way. Its batch's first offset is at or before the answer.
           spdlog::debug("{}: batch at offset {}: {}", dir_.string(), base, found.error().message);
-          return TimestampOffset{load_be64(hdr + bl::kBaseTimestamp), base};
+          return TimestampOffset{load_be64(hdr + bl::kBaseTimestamp), std::max(base, start)};
         }
         if (const std::optional<TimestampOffset>& record = *found; record.has_value())
           return record->offset < limit ? *record : TimestampOffset{};

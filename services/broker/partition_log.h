@@ -100,6 +100,18 @@ class PartitionLog {
   /// Deletes closed segments past retention. Returns how many were deleted.
   size_t apply_retention(int64_t now_ms);
 
+  /// Sets the roll size and retention of this log (a topic's segment.bytes,
+  /// retention.ms, retention.bytes); they apply from the next append and sweep.
+  void set_limits(uint64_t segment_bytes, int64_t retention_ms, int64_t retention_bytes);
+
+  /// DeleteRecords: moves the log start offset up to `offset` (-1: the high
+  /// watermark) and deletes the closed segments wholly below it. The new start
+  /// is persisted (`log-start-offset` in the log's directory, written to a
+  /// temporary file, fsynced and renamed) before anything is deleted, so it
+  /// never moves back. An offset below the start changes nothing; one past
+  /// the high watermark is OFFSET_OUT_OF_RANGE. Returns the log start offset.
+  Result<int64_t> delete_records_before(int64_t offset);
+
   int64_t log_start_offset() const;
   int64_t log_end_offset() const { return next_offset_; }
   /// End of the durable (and so readable) prefix of the log.
@@ -136,6 +148,8 @@ class PartitionLog {
 
   PartitionLog(std::filesystem::path dir, LogConfig config) : dir_(std::move(dir)), config_(std::move(config)) {}
   void load();
+  /// Deletes closed segments whose records are all below log_start_.
+  void delete_segments_below_start();
   void recover_segment(Segment& seg, bool verify_crc, bool is_last);
   void index_batch(Segment& seg, const BatchHeader& h, uint64_t position);
   Segment& roll(int64_t base_offset);
@@ -156,6 +170,9 @@ class PartitionLog {
   std::vector<std::unique_ptr<Segment>> segments_;
   int64_t next_offset_ = 0;
   int64_t durable_end_ = 0;
+  /// Set by DeleteRecords; the log starts at the larger of this and the
+  /// first segment's base offset.
+  int64_t log_start_ = 0;
   bool dirty_ = false;
   uint64_t truncated_at_open_ = 0;
   ProducerStateTable producers_;

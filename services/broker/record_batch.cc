@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "services/broker/crc32c.h"
@@ -95,13 +96,15 @@ constexpr size_t kMaxVarlongBytes = 10;
 
 }  // namespace
 
-Result<std::optional<TimestampOffset>> find_record_at_or_after(ByteView batch, int64_t ts) {
+Result<std::optional<TimestampOffset>> find_record_at_or_after(ByteView batch, int64_t ts, int64_t min_offset) {
   auto h = parse_batch_header(batch);
   if (!h) return std::unexpected(h.error());
   if (h->total_size() > batch.size()) return fail(ErrorCode::kCorruptMessage, "record batch is cut short");
   if (h->max_timestamp < ts) return std::nullopt;
-  if (h->is_log_append_time()) return TimestampOffset{h->max_timestamp, h->base_offset};
-  if (h->is_compressed()) return TimestampOffset{h->base_timestamp, h->base_offset};
+  if (h->last_offset() < min_offset) return std::nullopt;
+  const int64_t first = std::max(h->base_offset, min_offset);
+  if (h->is_log_append_time()) return TimestampOffset{h->max_timestamp, first};
+  if (h->is_compressed()) return TimestampOffset{h->base_timestamp, first};
   const size_t end = h->total_size();
   size_t pos = bl::kHeaderSize;
   for (int32_t i = 0; i < h->record_count && pos < end; ++i) {
@@ -117,7 +120,8 @@ Result<std::optional<TimestampOffset>> find_record_at_or_after(ByteView batch, i
     int64_t timestamp = 0;
     if (__builtin_add_overflow(h->base_timestamp, *timestamp_delta, &timestamp))
       return fail(ErrorCode::kCorruptMessage, fmt::format("record {} timestamp overflows", i));
-    if (timestamp >= ts) return TimestampOffset{timestamp, h->base_offset + *offset_delta};
+    if (timestamp >= ts && h->base_offset + *offset_delta >= min_offset)
+      return TimestampOffset{timestamp, h->base_offset + *offset_delta};
     pos = record_end;
   }
   return std::nullopt;

@@ -89,8 +89,10 @@ struct TimestampOffset {
 /// so the batch's first record stands in for them: the offset returned is at
 /// or before the exact one, never after it. The records come from clients:
 /// every length, varint and delta is bounds-checked, and a malformed record
-/// is an error.
-Result<std::optional<TimestampOffset>> find_record_at_or_after(ByteView batch, int64_t ts);
+/// is an error. Records below `min_offset` (a log start offset that
+/// DeleteRecords moved into the batch) are not considered.
+Result<std::optional<TimestampOffset>> find_record_at_or_after(ByteView batch, int64_t ts,
+                                                               int64_t min_offset = INT64_MIN);
 
 /// Overwrites baseOffset in place; the CRC does not cover it.
 void set_base_offset(uint8_t* batch, int64_t base_offset);

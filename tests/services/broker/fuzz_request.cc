@@ -109,6 +109,18 @@ sb::Bytes frame(int16_t key, int16_t version, const sb::Bytes& body) {
   }
   out.push_back(frame(18, 2, {}));
   out.push_back(frame(16, 1, {}));
+  // Admin APIs on data and configs.
+  for (int16_t v = 0; v <= 1; ++v) {
+    out.push_back(frame(37, v, sb::testing::create_partitions_body("fz", 3, std::vector<std::vector<int32_t>>{{0}})));
+    out.push_back(frame(21, v, sb::testing::delete_records_body("fz", 0, -1)));
+    out.push_back(frame(33, v, sb::testing::alter_configs_body(2, "fz", {{"retention.ms", "1000"}})));
+  }
+  for (int16_t v = 0; v <= 3; ++v) {
+    out.push_back(frame(
+        32, v,
+        sb::testing::describe_configs_body(v, {{2, "fz", std::nullopt}, {4, "0", std::vector<std::string>{"x"}}})));
+  }
+  out.push_back(frame(44, 0, sb::testing::incremental_alter_configs_body(2, "fz", {{"segment.bytes", 0, "100"}})));
   return out;
 }
 

@@ -41,7 +41,7 @@ CommandResult run_command(const std::string& cmd, int timeout_s) {
 void install_kafkajs(const fs::path& work) {
   const fs::path src = KAFKAJS_SOURCE_DIR;
   fs::create_directories(work);
-  for (const char* script : {"interop.js", "compression.js"}) {
+  for (const char* script : {"interop.js", "compression.js", "admin.js"}) {
     fs::copy_file(src / script, work / script, fs::copy_options::overwrite_existing);
   }
   const std::string lock = read_file(src / "package-lock.json");
@@ -97,6 +97,19 @@ TEST(KafkaJs, GzipBatchesAreStoredCompressedAndReadBack) {
   }
   EXPECT_EQ(records, 2000);
   EXPECT_LT(log.bytes, input);
+}
+
+// KafkaJS's admin client: createPartitions, deleteTopicRecords, describeConfigs
+// and alterConfigs (the checks are in kafkajs/admin.js).
+TEST(KafkaJs, AdminGrowsATopicDeletesRecordsAndDescribesAndAltersConfigs) {
+  const fs::path work = KAFKAJS_WORK_DIR;
+  ASSERT_NO_FATAL_FAILURE(install_kafkajs(work));
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--auto-create", "false"});
+  auto r = run_command("cd " + work.string() + " && node admin.js " + broker.bootstrap() + " kjs-admin", 60);
+  EXPECT_EQ(r.exit_code, 0) << r.output << "\nbroker log:\n" << broker.log();
+  EXPECT_NE(r.output.find("OK admin"), std::string::npos) << r.output;
+  EXPECT_TRUE(broker.alive()) << broker.log();
 }
 
 }  // namespace

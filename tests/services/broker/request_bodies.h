@@ -203,4 +203,108 @@ inline Bytes offset_commit_body(int16_t v, const std::string& group, int32_t gen
   return w.take();
 }
 
+/// CreatePartitions v0-1 (the same fields) growing one topic to `count`
+/// partitions; `assignments` (replica ids of each new partition) null: the
+/// broker places them.
+inline Bytes create_partitions_body(const std::string& topic, int32_t count,
+                                    const std::optional<std::vector<std::vector<int32_t>>>& assignments = std::nullopt,
+                                    bool validate_only = false) {
+  Writer w;
+  w.array_len(1);
+  w.string(topic);
+  w.i32(count);
+  if (!assignments) {
+    w.i32(-1);
+  } else {
+    w.array_len(assignments->size());
+    for (const auto& ids : *assignments) {
+      w.array_len(ids.size());
+      for (int32_t id : ids) w.i32(id);
+    }
+  }
+  w.i32(5000);  // timeout ms
+  w.boolean(validate_only);
+  return w.take();
+}
+
+/// DeleteRecords v0-1 (the same fields): records of one partition before `offset`.
+inline Bytes delete_records_body(const std::string& topic, int32_t partition, int64_t offset) {
+  Writer w;
+  w.array_len(1);
+  w.string(topic);
+  w.array_len(1);
+  w.i32(partition);
+  w.i64(offset);
+  w.i32(5000);  // timeout ms
+  return w.take();
+}
+
+/// A resource of DescribeConfigs / AlterConfigs: 2 topic, 4 broker.
+struct ConfigResource {
+  int8_t type = 2;
+  std::string name;
+  std::optional<std::vector<std::string>> names;  // DescribeConfigs: null = every config
+};
+
+/// DescribeConfigs v0-3, synonyms asked for from v1 (documentation from v3).
+inline Bytes describe_configs_body(int16_t v, const std::vector<ConfigResource>& resources) {
+  Writer w;
+  w.array_len(resources.size());
+  for (const auto& r : resources) {
+    w.i8(r.type);
+    w.string(r.name);
+    if (!r.names) {
+      w.i32(-1);
+    } else {
+      w.array_len(r.names->size());
+      for (const auto& n : *r.names) w.string(n);
+    }
+  }
+  if (v >= 1) w.boolean(true);  // include synonyms
+  if (v >= 3) w.boolean(true);  // include documentation
+  return w.take();
+}
+
+using ConfigValues = std::vector<std::pair<std::string, std::optional<std::string>>>;
+
+/// AlterConfigs v0-1 (the same fields) of one resource.
+inline Bytes alter_configs_body(int8_t type, const std::string& name, const ConfigValues& configs,
+                                bool validate_only = false) {
+  Writer w;
+  w.array_len(1);
+  w.i8(type);
+  w.string(name);
+  w.array_len(configs.size());
+  for (const auto& [k, v] : configs) {
+    w.string(k);
+    w.nullable_string(v);
+  }
+  w.boolean(validate_only);
+  return w.take();
+}
+
+/// One operation of IncrementalAlterConfigs: 0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT.
+struct ConfigOperation {
+  std::string name;
+  int8_t op = 0;
+  std::optional<std::string> value;
+};
+
+/// IncrementalAlterConfigs v0 of one resource.
+inline Bytes incremental_alter_configs_body(int8_t type, const std::string& name,
+                                            const std::vector<ConfigOperation>& ops, bool validate_only = false) {
+  Writer w;
+  w.array_len(1);
+  w.i8(type);
+  w.string(name);
+  w.array_len(ops.size());
+  for (const auto& o : ops) {
+    w.string(o.name);
+    w.i8(o.op);
+    w.nullable_string(o.value);
+  }
+  w.boolean(validate_only);
+  return w.take();
+}
+
 }  // namespace starling::broker::testing
