@@ -329,6 +329,8 @@ Broker::Serve Broker::route(ApiKey key) {
       return &Broker::serve<decode_delete_topics, &Broker::handle_delete_topics>;
     case ApiKey::kInitProducerId:
       return &Broker::serve<decode_init_producer_id, &Broker::handle_init_producer_id>;
+    case ApiKey::kDeleteGroups:
+      return &Broker::serve<decode_delete_groups, &Broker::handle_delete_groups>;
     case ApiKey::kApiVersions:  // answered before the version check, see handle()
       break;
   }

@@ -135,6 +135,7 @@ class Broker : public RequestHandler {
   Reply handle_offset_fetch(const RequestHeader& h, const OffsetFetchRequest& req);
   Reply handle_list_groups(const RequestHeader& h, const ListGroupsRequest& req);
   Reply handle_describe_groups(const RequestHeader& h, const DescribeGroupsRequest& req);
+  Reply handle_delete_groups(const RequestHeader& h, const DeleteGroupsRequest& req);
 
   asio::awaitable<void> maintenance_loop();
 

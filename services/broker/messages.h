@@ -29,6 +29,7 @@ enum class ApiKey : int16_t {
   kCreateTopics = 19,
   kDeleteTopics = 20,
   kInitProducerId = 22,
+  kDeleteGroups = 42,
 };
 
 struct ApiRange {
@@ -228,9 +229,21 @@ struct OffsetFetchRequest {
 
 struct ListGroupsRequest {};  // v0-2 have an empty body
 
+/// Decoder caps on the group APIs' arrays (README "Limits"): a request over
+/// one is refused (INVALID_REQUEST, the connection is closed) before anything
+/// is kept, so a frame of tiny elements cannot make the decoder allocate many
+/// times the frame. Each is far above what a client sends.
+inline constexpr int32_t kMaxGroupsPerRequest = 1000;   // DescribeGroups, DeleteGroups
+inline constexpr int32_t kMaxMembersPerRequest = 1000;  // LeaveGroup v3 members, SyncGroup assignments
+inline constexpr int32_t kMaxProtocolsPerJoin = 64;     // JoinGroup protocols (assignors)
+
 struct DescribeGroupsRequest {
   std::vector<std::string> groups;
   bool include_authorized_operations = false;
+};
+
+struct DeleteGroupsRequest {
+  std::vector<std::string> groups;
 };
 
 // Each decoder reads the body of its API at `version` (which the caller has
@@ -251,5 +264,6 @@ Result<OffsetCommitRequest> decode_offset_commit(Reader& r, int16_t version);
 Result<OffsetFetchRequest> decode_offset_fetch(Reader& r, int16_t version);
 Result<ListGroupsRequest> decode_list_groups(Reader& r, int16_t version);
 Result<DescribeGroupsRequest> decode_describe_groups(Reader& r, int16_t version);
+Result<DeleteGroupsRequest> decode_delete_groups(Reader& r, int16_t version);
 
 }  // namespace starling::broker
