@@ -481,6 +481,8 @@ Broker::Serve Broker::route(ApiKey key) {
       return &Broker::serve<decode_alter_configs, &Broker::handle_alter_configs>;
     case ApiKey::kIncrementalAlterConfigs:
       return &Broker::serve<decode_incremental_alter_configs, &Broker::handle_incremental_alter_configs>;
+    case ApiKey::kDeleteGroups:
+      return &Broker::serve<decode_delete_groups, &Broker::handle_delete_groups>;
     case ApiKey::kApiVersions:  // answered before the version check, see handle()
       break;
   }

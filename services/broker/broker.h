@@ -158,6 +158,7 @@ class Broker : public RequestHandler {
   Reply handle_describe_configs(const RequestHeader& h, const DescribeConfigsRequest& req);
   Reply handle_alter_configs(const RequestHeader& h, const AlterConfigsRequest& req);
   Reply handle_incremental_alter_configs(const RequestHeader& h, const AlterConfigsRequest& req);
+  Reply handle_delete_groups(const RequestHeader& h, const DeleteGroupsRequest& req);
 
   asio::awaitable<void> maintenance_loop();
   /// handle() without its timing: sets `api_key` once the header is read.

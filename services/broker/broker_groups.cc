@@ -1,5 +1,5 @@
 // Broker handlers of the consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-// OffsetCommit, OffsetFetch, ListGroups, DescribeGroups.
+// OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups.
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -27,7 +27,8 @@ Reply Broker::handle_find_coordinator(const RequestHeader& h, const FindCoordina
 
 asio::awaitable<Reply> Broker::handle_join_group(const RequestHeader& h, JoinGroupRequest req, std::string host) {
   const int16_t v = h.api_version;
-  auto r = co_await groups_->join(std::move(req), h.client_id.value_or(""), std::move(host));
+  // DescribeGroups reports the host as Kafka does (Java's InetAddress.toString).
+  auto r = co_await groups_->join(std::move(req), h.client_id.value_or(""), "/" + host);
   Response resp(h.correlation_id);
   auto& w = resp.w;
   if (v >= 2) w.i32(0);
@@ -169,6 +170,19 @@ Reply Broker::handle_describe_groups(const RequestHeader& h, const DescribeGroup
       w.bytes(m.assignment);
     }
     if (v >= 3) w.i32(kNoAuthorizedOperations);
+  }
+  return resp.done();
+}
+
+Reply Broker::handle_delete_groups(const RequestHeader& h, const DeleteGroupsRequest& req) {
+  auto errors = groups_->delete_groups(req.groups);
+  Response resp(h.correlation_id);
+  auto& w = resp.w;
+  w.i32(0);  // throttle time
+  w.array_len(req.groups.size());
+  for (size_t i = 0; i < req.groups.size(); ++i) {
+    w.string(req.groups[i]);
+    w.i16(code(errors[i]));
   }
   return resp.done();
 }

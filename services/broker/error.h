@@ -42,7 +42,9 @@ enum class ErrorCode : int16_t {
   kInvalidProducerEpoch = 47,
   kKafkaStorageError = 56,
   kUnknownProducerId = 59,
+  kNonEmptyGroup = 68,
   kGroupIdNotFound = 69,
+  kFencedInstanceId = 82,
   kInvalidRecord = 87,
 };
 

@@ -54,6 +54,34 @@ GroupCoordinator::Member* GroupCoordinator::find_member(Group& g, const std::str
   return nullptr;
 }
 
+GroupCoordinator::Member* GroupCoordinator::find_static(Group& g, const std::string& instance_id) {
+  for (auto& m : g.members) {
+    if (m->instance_id == instance_id) return m.get();
+  }
+  return nullptr;
+}
+
+ErrorCode GroupCoordinator::check_member(Group& g, const std::string& member_id,
+                                         const std::optional<std::string>& instance_id) {
+  if (instance_id) {
+    const Member* holder = find_static(g, *instance_id);
+    if (holder == nullptr) return ErrorCode::kUnknownMemberId;
+    if (holder->id != member_id) {
+      spdlog::info("group {}: member {} of instance {} is fenced by {}", g.id, member_id, *instance_id, holder->id);
+      return ErrorCode::kFencedInstanceId;
+    }
+    return ErrorCode::kNone;
+  }
+  return find_member(g, member_id) != nullptr ? ErrorCode::kNone : ErrorCode::kUnknownMemberId;
+}
+
+std::string GroupCoordinator::new_member_id(const std::string& client_id,
+                                            const std::optional<std::string>& instance_id) {
+  // As Kafka: a static member's id starts with its instance id.
+  std::string prefix = instance_id ? *instance_id : client_id.empty() ? std::string("member") : client_id;
+  return fmt::format("{}-{}-{:08x}", prefix, ++member_counter_, std::random_device{}());
+}
+
 const Bytes* GroupCoordinator::metadata_for(const Member& m, const std::string& protocol) {
   for (const auto& p : m.protocols) {
     if (p.name == protocol) return &p.metadata;
@@ -208,19 +236,40 @@ asio::awaitable<GroupCoordinator::JoinResult> GroupCoordinator::join(JoinGroupRe
   Group& g = *slot;
   if (!g.members.empty() && g.protocol_type != req.protocol_type)
     co_return join_error(ErrorCode::kInconsistentGroupProtocol);
+  // KIP-345: a known group.instance.id that joins without a member id is the
+  // same consumer restarted; it takes the old member's place (below).
+  Member* replaced = nullptr;
+  if (req.member_id.empty() && req.group_instance_id) replaced = find_static(g, *req.group_instance_id);
+  if (!req.member_id.empty() && req.group_instance_id) {
+    // A static member rejoining with its id: the instance must still be its.
+    if (auto e = check_member(g, req.member_id, req.group_instance_id); e != ErrorCode::kNone)
+      co_return join_error(e, req.member_id);
+  }
   // A newcomer must share at least one protocol with every current member.
   for (const auto& m : g.members) {
-    if (m->id == req.member_id) continue;
+    if (m->id == req.member_id || m.get() == replaced) continue;
     bool shared = std::any_of(req.protocols.begin(), req.protocols.end(),
                               [&](const auto& p) { return metadata_for(*m, p.name) != nullptr; });
     if (!shared) co_return join_error(ErrorCode::kInconsistentGroupProtocol);
   }
 
   Member* m = nullptr;
-  if (req.member_id.empty()) {
+  const std::string current_leader = g.leader;
+  if (replaced != nullptr) {
+    // The old member id is fenced: a request of it still parked is answered
+    // FENCED_INSTANCE_ID, later ones with the instance id get the same. The
+    // member keeps its place, its assignment and (if it led) the leadership.
+    m = replaced;
+    const std::string old_id = m->id;
+    if (auto w = std::move(m->join_waiter)) w->complete(join_error(ErrorCode::kFencedInstanceId, old_id));
+    if (auto w = std::move(m->sync_waiter)) w->complete({ErrorCode::kFencedInstanceId, {}});
+    m->id = new_member_id(client_id, req.group_instance_id);
+    if (g.leader == old_id) g.leader = m->id;
+    spdlog::info("group {}: static member {} rejoined as {}, replacing {}", g.id, *req.group_instance_id, m->id,
+                 old_id);
+  } else if (req.member_id.empty()) {
     auto owned = std::make_unique<Member>();
-    owned->id = fmt::format("{}-{}-{:08x}", client_id.empty() ? "member" : client_id, ++member_counter_,
-                            std::random_device{}());
+    owned->id = new_member_id(client_id, req.group_instance_id);
     m = owned.get();
     g.members.push_back(std::move(owned));
     if (g.delaying) g.joined_during_delay = true;
@@ -240,7 +289,21 @@ asio::awaitable<GroupCoordinator::JoinResult> GroupCoordinator::join(JoinGroupRe
   m->last_seen = Clock::now();
   g.protocol_type = req.protocol_type;
 
-  if (!changed && m->id != g.leader && (g.state == State::kStable || g.state == State::kCompletingRebalance)) {
+  if (replaced != nullptr && g.state == State::kStable && select_protocol(g) == g.protocol) {
+    // No rebalance (Kafka's updateStaticMemberAndRebalance): the generation
+    // and assignment stand. The leader returned is the one before the
+    // replacement, so a restarted leader does not see itself as leader and
+    // assign partitions that a Stable group would never hand out; its
+    // SyncGroup gets the assignment it had.
+    JoinResult r;
+    r.generation_id = g.generation;
+    r.protocol_name = g.protocol;
+    r.leader = current_leader;
+    r.member_id = m->id;
+    co_return r;
+  }
+  if (replaced == nullptr && !changed && m->id != g.leader &&
+      (g.state == State::kStable || g.state == State::kCompletingRebalance)) {
     // A follower that rejoins without changes just gets the current generation.
     JoinResult r;
     r.generation_id = g.generation;
@@ -254,7 +317,10 @@ asio::awaitable<GroupCoordinator::JoinResult> GroupCoordinator::join(JoinGroupRe
   m->join_waiter = waiter;
   m->joined = true;
   std::string member_id = m->id;
-  prepare_rebalance(g, changed ? "member joined or changed its protocols" : "leader rejoined");
+  prepare_rebalance(g, replaced != nullptr
+                           ? "static member rejoined while completing a rebalance or with other protocols"
+                       : changed ? "member joined or changed its protocols"
+                                 : "leader rejoined");
   maybe_complete_join(g);
   auto deadline = g.rebalance_deadline + milliseconds(1000);
   co_await waiter->wait_until(deadline);
@@ -266,8 +332,9 @@ asio::awaitable<GroupCoordinator::SyncResult> GroupCoordinator::sync(SyncGroupRe
   auto it = groups_.find(req.group_id);
   if (it == groups_.end()) co_return SyncResult{ErrorCode::kUnknownMemberId, {}};
   Group& g = *it->second;
+  if (auto e = check_member(g, req.member_id, req.group_instance_id); e != ErrorCode::kNone)
+    co_return SyncResult{e, {}};
   Member* m = find_member(g, req.member_id);
-  if (m == nullptr) co_return SyncResult{ErrorCode::kUnknownMemberId, {}};
   if (req.generation_id != g.generation) co_return SyncResult{ErrorCode::kIllegalGeneration, {}};
   m->last_seen = Clock::now();
   switch (g.state) {
@@ -311,8 +378,8 @@ ErrorCode GroupCoordinator::heartbeat(const HeartbeatRequest& req) {
   auto it = groups_.find(req.group_id);
   if (it == groups_.end()) return ErrorCode::kUnknownMemberId;
   Group& g = *it->second;
+  if (auto e = check_member(g, req.member_id, req.group_instance_id); e != ErrorCode::kNone) return e;
   Member* m = find_member(g, req.member_id);
-  if (m == nullptr) return ErrorCode::kUnknownMemberId;
   m->last_seen = Clock::now();
   if (g.state == State::kPreparingRebalance) return ErrorCode::kRebalanceInProgress;
   if (req.generation_id != g.generation) return ErrorCode::kIllegalGeneration;
@@ -323,11 +390,25 @@ std::vector<ErrorCode> GroupCoordinator::leave(const LeaveGroupRequest& req) {
   std::vector<ErrorCode> out;
   auto it = groups_.find(req.group_id);
   for (const auto& lm : req.members) {
-    if (it == groups_.end() || find_member(*it->second, lm.member_id) == nullptr) {
+    if (it == groups_.end()) {
       out.push_back(ErrorCode::kUnknownMemberId);
       continue;
     }
-    remove_member(*it->second, lm.member_id, "member left the group");
+    Group& g = *it->second;
+    std::string id = lm.member_id;
+    if (id.empty() && lm.group_instance_id) {
+      // v3+: an administrative removal names the instance only (KIP-345).
+      const Member* holder = find_static(g, *lm.group_instance_id);
+      if (holder == nullptr) {
+        out.push_back(ErrorCode::kUnknownMemberId);
+        continue;
+      }
+      id = holder->id;
+    } else if (auto e = check_member(g, id, lm.group_instance_id); e != ErrorCode::kNone) {
+      out.push_back(e);
+      continue;
+    }
+    remove_member(g, id, "member left the group");
     out.push_back(ErrorCode::kNone);
   }
   return out;
@@ -340,12 +421,12 @@ std::vector<ErrorCode> GroupCoordinator::commit(const OffsetCommitRequest& req) 
   if (req.group_id.empty()) return all(ErrorCode::kInvalidGroupId);
   // generation -1 with no member id is a "simple" commit by a client that
   // manages its own assignment; anything else must match the live group.
-  if (req.generation_id >= 0 || !req.member_id.empty()) {
+  if (req.generation_id >= 0 || !req.member_id.empty() || req.group_instance_id) {
     auto it = groups_.find(req.group_id);
     if (it == groups_.end()) return all(ErrorCode::kIllegalGeneration);
     Group& g = *it->second;
+    if (auto e = check_member(g, req.member_id, req.group_instance_id); e != ErrorCode::kNone) return all(e);
     Member* m = find_member(g, req.member_id);
-    if (m == nullptr) return all(ErrorCode::kUnknownMemberId);
     if (req.generation_id != g.generation) return all(ErrorCode::kIllegalGeneration);
     // In PreparingRebalance the generation is still the members' own: they
     // commit as they revoke, before rejoining (the heartbeat told them), and
@@ -424,18 +505,55 @@ GroupCoordinator::GroupDescription GroupCoordinator::describe(const std::string&
   const Group& g = *it->second;
   d.state = state_name(g.state);
   d.protocol_type = g.protocol_type;
-  d.protocol = g.protocol;
+  const bool stable = g.state == State::kStable;
+  if (stable) d.protocol = g.protocol;
   for (const auto& m : g.members) {
     MemberDescription md;
     md.member_id = m->id;
     md.group_instance_id = m->instance_id;
     md.client_id = m->client_id;
     md.client_host = m->client_host;
-    md.assignment = m->assignment;
-    if (const Bytes* meta = metadata_for(*m, g.protocol)) md.metadata = *meta;
+    if (stable) {
+      md.assignment = m->assignment;
+      if (const Bytes* meta = metadata_for(*m, g.protocol)) md.metadata = *meta;
+    }
     d.members.push_back(std::move(md));
   }
   return d;
+}
+
+std::vector<ErrorCode> GroupCoordinator::delete_groups(const std::vector<std::string>& group_ids) {
+  std::vector<ErrorCode> out;
+  out.reserve(group_ids.size());
+  for (const auto& id : group_ids) {
+    if (id.empty()) {
+      out.push_back(ErrorCode::kInvalidGroupId);
+      continue;
+    }
+    auto git = groups_.find(id);
+    const bool live = git != groups_.end();
+    if (live && !git->second->members.empty()) {
+      out.push_back(ErrorCode::kNonEmptyGroup);
+      continue;
+    }
+    if (!live && offsets_.count(id) == 0) {
+      out.push_back(ErrorCode::kGroupIdNotFound);
+      continue;
+    }
+    // Durable first: offsets that come back after a crash would be worse
+    // than a deletion that has to be repeated.
+    auto deleted = store_.delete_group_offsets(id);
+    if (!deleted) {
+      spdlog::error("group {}: cannot delete its offsets: {}", id, deleted.error().message);
+      out.push_back(ErrorCode::kUnknownServerError);
+      continue;
+    }
+    offsets_.erase(id);
+    if (live) groups_.erase(git);
+    spdlog::info("group {}: deleted ({} committed offsets)", id, *deleted);
+    out.push_back(ErrorCode::kNone);
+  }
+  return out;
 }
 
 void GroupCoordinator::tick(Clock::time_point now) {

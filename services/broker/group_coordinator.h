@@ -99,7 +99,16 @@ class GroupCoordinator {
   /// Every committed offset: group, topic, partition, offset (for /metrics).
   void for_each_committed(
       const std::function<void(const std::string&, const std::string&, int32_t, int64_t)>& fn) const;
+  /// As Kafka's GroupMetadata.summary: a Stable group reports its protocol
+  /// and each member's subscription and assignment; in other states those
+  /// are empty (they are being renegotiated). An unknown group is "Dead".
   GroupDescription describe(const std::string& group_id) const;
+
+  /// DeleteGroups: one error per id, in order. An Empty group (no members,
+  /// or only committed offsets) loses its offsets (one synced RocksDB batch)
+  /// and its state; a group with members is NON_EMPTY_GROUP, an unknown one
+  /// GROUP_ID_NOT_FOUND, an empty id INVALID_GROUP_ID.
+  std::vector<ErrorCode> delete_groups(const std::vector<std::string>& group_ids);
 
   /// Expires members past their session timeout and completes rebalances
   /// past their deadline. Called periodically by the server.
@@ -140,6 +149,13 @@ class GroupCoordinator {
   };
 
   Member* find_member(Group& g, const std::string& id);
+  /// The member holding a static `group.instance.id` (KIP-345), if any.
+  static Member* find_static(Group& g, const std::string& instance_id);
+  /// Kafka's validateCurrentMember: with an instance id, it must belong to
+  /// `member_id` (else FENCED_INSTANCE_ID; UNKNOWN_MEMBER_ID when no member
+  /// holds it); without one, the member id must be in the group.
+  ErrorCode check_member(Group& g, const std::string& member_id, const std::optional<std::string>& instance_id);
+  std::string new_member_id(const std::string& client_id, const std::optional<std::string>& instance_id);
   void prepare_rebalance(Group& g, const char* reason);
   void maybe_complete_join(Group& g);
   void complete_join(Group& g);

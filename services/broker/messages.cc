@@ -14,7 +14,7 @@ const std::vector<ApiRange>& supported_apis() {
       {ApiKey::kFindCoordinator, 0, 2}, {ApiKey::kJoinGroup, 0, 5},      {ApiKey::kHeartbeat, 0, 3},
       {ApiKey::kLeaveGroup, 0, 3},      {ApiKey::kSyncGroup, 0, 3},      {ApiKey::kDescribeGroups, 0, 4},
       {ApiKey::kListGroups, 0, 2},      {ApiKey::kApiVersions, 0, 2},    {ApiKey::kCreateTopics, 0, 4},
-      {ApiKey::kDeleteTopics, 0, 3},    {ApiKey::kInitProducerId, 0, 1},
+      {ApiKey::kDeleteTopics, 0, 3},    {ApiKey::kInitProducerId, 0, 1}, {ApiKey::kDeleteGroups, 0, 1},
   };
   // The admin APIs on data and configs.
   static const std::vector<ApiRange> with_admin = [] {
@@ -61,6 +61,15 @@ void read_member(Reader& r, int16_t v, Request& req) {
 template <class Fn>
 void each(Reader& r, Fn&& fn, size_t min_element_size = 2) {
   int32_t n = r.array_len(min_element_size);
+  for (int32_t i = 0; i < n && r.ok(); ++i) fn();
+}
+
+// Like each(), but an array of more than `cap` elements fails the reader
+// before any element is read (the group APIs' caps in messages.h).
+template <class Fn>
+void each_capped(Reader& r, int32_t cap, Fn&& fn, size_t min_element_size = 2) {
+  int32_t n = r.array_len(min_element_size);
+  if (n > cap) r.fail();
   for (int32_t i = 0; i < n && r.ok(); ++i) fn();
 }
 
@@ -254,8 +263,8 @@ Result<JoinGroupRequest> decode_join_group(Reader& r, int16_t v) {
   req.member_id = r.string();
   if (v >= 5) req.group_instance_id = r.nullable_string();
   req.protocol_type = r.string();
-  each(
-      r,
+  each_capped(
+      r, kMaxProtocolsPerJoin,
       [&] {
         JoinGroupRequest::Protocol p;
         p.name = r.string();
@@ -269,8 +278,8 @@ Result<JoinGroupRequest> decode_join_group(Reader& r, int16_t v) {
 Result<SyncGroupRequest> decode_sync_group(Reader& r, int16_t v) {
   SyncGroupRequest req;
   read_member(r, v, req);
-  each(
-      r,
+  each_capped(
+      r, kMaxMembersPerRequest,
       [&] {
         SyncGroupRequest::Assignment a;
         a.member_id = r.string();
@@ -293,8 +302,8 @@ Result<LeaveGroupRequest> decode_leave_group(Reader& r, int16_t v) {
   if (v <= 2) {
     req.members.push_back({r.string(), std::nullopt});
   } else {
-    each(
-        r,
+    each_capped(
+        r, kMaxMembersPerRequest,
         [&] {
           LeaveGroupRequest::Member m;
           m.member_id = r.string();
@@ -353,7 +362,7 @@ Result<ListGroupsRequest> decode_list_groups(Reader& r, int16_t /*v*/) {
 
 Result<DescribeGroupsRequest> decode_describe_groups(Reader& r, int16_t v) {
   DescribeGroupsRequest req;
-  each(r, [&] { req.groups.push_back(r.string()); });
+  each_capped(r, kMaxGroupsPerRequest, [&] { req.groups.push_back(r.string()); });
   if (v >= 3) req.include_authorized_operations = r.boolean();
   return finish(r, std::move(req), "DescribeGroups");
 }
@@ -464,6 +473,12 @@ Result<AlterConfigsRequest> decode_alter_configs(Reader& r, int16_t /*v*/) {
 
 Result<AlterConfigsRequest> decode_incremental_alter_configs(Reader& r, int16_t /*v*/) {
   return decode_alter(r, true, "IncrementalAlterConfigs");
+}
+
+Result<DeleteGroupsRequest> decode_delete_groups(Reader& r, int16_t /*v*/) {
+  DeleteGroupsRequest req;  // v0 and v1 are the same
+  each_capped(r, kMaxGroupsPerRequest, [&] { req.groups.push_back(r.string()); });
+  return finish(r, std::move(req), "DeleteGroups");
 }
 
 }  // namespace starling::broker

@@ -35,6 +35,7 @@ enum class ApiKey : int16_t {
   kAlterConfigs = 33,
   kCreatePartitions = 37,
   kIncrementalAlterConfigs = 44,
+  kDeleteGroups = 42,
 };
 
 struct ApiRange {
@@ -234,6 +235,14 @@ struct OffsetFetchRequest {
 
 struct ListGroupsRequest {};  // v0-2 have an empty body
 
+/// Decoder caps on the group APIs' arrays (README "Limits"): a request over
+/// one is refused (INVALID_REQUEST, the connection is closed) before anything
+/// is kept, so a frame of tiny elements cannot make the decoder allocate many
+/// times the frame. Each is far above what a client sends.
+inline constexpr int32_t kMaxGroupsPerRequest = 1000;   // DescribeGroups, DeleteGroups
+inline constexpr int32_t kMaxMembersPerRequest = 1000;  // LeaveGroup v3 members, SyncGroup assignments
+inline constexpr int32_t kMaxProtocolsPerJoin = 64;     // JoinGroup protocols (assignors)
+
 struct DescribeGroupsRequest {
   std::vector<std::string> groups;
   bool include_authorized_operations = false;
@@ -304,6 +313,10 @@ struct AlterConfigsRequest {
   bool validate_only = false;
 };
 
+struct DeleteGroupsRequest {
+  std::vector<std::string> groups;
+};
+
 // Each decoder reads the body of its API at `version` (which the caller has
 // checked against supported_apis()) and fails on truncation or trailing bytes.
 Result<ProduceRequest> decode_produce(Reader& r, int16_t version);
@@ -327,5 +340,6 @@ Result<DeleteRecordsRequest> decode_delete_records(Reader& r, int16_t version);
 Result<DescribeConfigsRequest> decode_describe_configs(Reader& r, int16_t version);
 Result<AlterConfigsRequest> decode_alter_configs(Reader& r, int16_t version);
 Result<AlterConfigsRequest> decode_incremental_alter_configs(Reader& r, int16_t version);
+Result<DeleteGroupsRequest> decode_delete_groups(Reader& r, int16_t version);
 
 }  // namespace starling::broker

@@ -4,6 +4,8 @@
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
+#include <charconv>
+#include <optional>
 #include <stdexcept>
 
 #include "services/broker/wire.h"
@@ -24,6 +26,22 @@ std::string offset_key(const MetadataStore::OffsetKey& k) {
   s.push_back('\0');
   s += std::to_string(std::get<2>(k));
   return s;
+}
+
+// Splits an offset key (after the prefix) into group, topic and partition.
+// Topic names never hold a NUL (valid_topic_name), a group id may: the last
+// two NULs are the separators.
+std::optional<MetadataStore::OffsetKey> parse_offset_key(const std::string& key) {
+  auto b = key.rfind('\0');
+  if (b == std::string::npos || b == 0) return std::nullopt;
+  auto a = key.rfind('\0', b - 1);
+  if (a == std::string::npos) return std::nullopt;
+  int32_t partition = 0;
+  const char* first = key.data() + b + 1;
+  const char* last = key.data() + key.size();
+  auto [end, ec] = std::from_chars(first, last, partition);
+  if (ec != std::errc() || end != last || first == last) return std::nullopt;
+  return MetadataStore::OffsetKey{key.substr(0, a), key.substr(a + 1, b - a - 1), partition};
 }
 
 rocksdb::WriteOptions synced() {
@@ -109,10 +127,8 @@ std::map<MetadataStore::OffsetKey, CommittedOffset> MetadataStore::load_offsets(
   std::map<OffsetKey, CommittedOffset> out;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek(std::string(kOffsetPrefix)); it->Valid() && it->key().starts_with(kOffsetPrefix); it->Next()) {
-    auto key = it->key().ToString().substr(kOffsetPrefix.size());
-    auto a = key.find('\0');
-    auto b = key.find('\0', a == std::string::npos ? a : a + 1);
-    if (a == std::string::npos || b == std::string::npos) continue;
+    auto key = parse_offset_key(it->key().ToString().substr(kOffsetPrefix.size()));
+    if (!key) continue;
     auto value = it->value();
     Reader r(ByteView(reinterpret_cast<const uint8_t*>(value.data()), value.size()));
     CommittedOffset c;
@@ -120,7 +136,7 @@ std::map<MetadataStore::OffsetKey, CommittedOffset> MetadataStore::load_offsets(
     c.leader_epoch = r.i32();
     c.metadata = r.nullable_string();
     if (!r.ok()) continue;
-    out[{key.substr(0, a), key.substr(a + 1, b - a - 1), std::stoi(key.substr(b + 1))}] = std::move(c);
+    out[*key] = std::move(c);
   }
   return out;
 }
@@ -137,6 +153,28 @@ Result<void> MetadataStore::put_offsets(const std::map<OffsetKey, CommittedOffse
   auto s = db_->Write(synced(), &batch);
   if (!s.ok()) return fail(ErrorCode::kKafkaStorageError, s.ToString());
   return {};
+}
+
+Result<size_t> MetadataStore::delete_group_offsets(const std::string& group) {
+  // The prefix o/<group>\0 also covers groups whose id continues with a NUL,
+  // so each key is parsed and only this group's are deleted.
+  std::string prefix(kOffsetPrefix);
+  prefix += group;
+  prefix.push_back('\0');
+  rocksdb::WriteBatch batch;
+  size_t n = 0;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    auto key = parse_offset_key(it->key().ToString().substr(kOffsetPrefix.size()));
+    if (!key || std::get<0>(*key) != group) continue;
+    batch.Delete(it->key());
+    ++n;
+  }
+  if (!it->status().ok()) return fail(ErrorCode::kKafkaStorageError, it->status().ToString());
+  if (n == 0) return n;
+  auto s = db_->Write(synced(), &batch);
+  if (!s.ok()) return fail(ErrorCode::kKafkaStorageError, s.ToString());
+  return n;
 }
 
 Result<int64_t> MetadataStore::next_producer_id() {

@@ -51,6 +51,9 @@ class MetadataStore {
   std::map<OffsetKey, CommittedOffset> load_offsets() const;
   /// Writes all offsets of one commit in a single atomic batch.
   Result<void> put_offsets(const std::map<OffsetKey, CommittedOffset>& offsets);
+  /// Deletes every committed offset of `group` in one synced batch
+  /// (DeleteGroups); returns how many there were.
+  Result<size_t> delete_group_offsets(const std::string& group);
 
   /// Reserves and persists a fresh producer id.
   Result<int64_t> next_producer_id();

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -61,13 +62,17 @@ class BrokerProcess {
     fs::path port_file = data_dir_ / "port";
     fs::remove(port_file);
     log_ = data_dir_ / ("broker-" + std::to_string(++starts_) + ".log");
-    std::vector<std::string> args = {std::string(STARLING_BIN_DIR) + "/starling-broker",
-                                     "--listen",
-                                     listen_,
-                                     "--data-dir",
-                                     (data_dir_ / "data").string(),
-                                     "--port-file",
-                                     port_file.string()};
+    // STARLING_BROKER_BIN runs the tests against another build of the broker
+    // (for example the one before a change, to see a new test fail).
+    const char* bin = std::getenv("STARLING_BROKER_BIN");
+    std::vector<std::string> args = {
+        bin != nullptr ? std::string(bin) : std::string(STARLING_BIN_DIR) + "/starling-broker",
+        "--listen",
+        listen_,
+        "--data-dir",
+        (data_dir_ / "data").string(),
+        "--port-file",
+        port_file.string()};
     // Tests join groups at once rather than after Kafka's 3 s wait for more
     // members, unless one asks for the wait.
     const std::string delay_flag = "--group-initial-rebalance-delay-ms";
@@ -197,6 +202,21 @@ class ChildProcess {
     }
   }
   ~ChildProcess() { kill9(); }
+  /// SIGTERM and wait up to `timeout` for it to exit (then SIGKILL).
+  void terminate(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill9();
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    pid_ = -1;
+  }
   void kill9() {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGKILL);

@@ -36,7 +36,7 @@ TEST(ApiVersions, AdvertisesOnlyNonFlexibleVersions) {
       {ApiKey::kFindCoordinator, 3}, {ApiKey::kJoinGroup, 6},      {ApiKey::kHeartbeat, 4},
       {ApiKey::kLeaveGroup, 4},      {ApiKey::kSyncGroup, 4},      {ApiKey::kDescribeGroups, 5},
       {ApiKey::kListGroups, 3},      {ApiKey::kApiVersions, 3},    {ApiKey::kCreateTopics, 5},
-      {ApiKey::kDeleteTopics, 4},    {ApiKey::kInitProducerId, 2},
+      {ApiKey::kDeleteTopics, 4},    {ApiKey::kInitProducerId, 2}, {ApiKey::kDeleteGroups, 2},
   };
   // The admin APIs on data and configs.
   std::map<ApiKey, int16_t> all = first_flexible;

@@ -121,6 +121,16 @@ sb::Bytes frame(int16_t key, int16_t version, const sb::Bytes& body) {
         sb::testing::describe_configs_body(v, {{2, "fz", std::nullopt}, {4, "0", std::vector<std::string>{"x"}}})));
   }
   out.push_back(frame(44, 0, sb::testing::incremental_alter_configs_body(2, "fz", {{"segment.bytes", 0, "100"}})));
+  // The group admin side: static members (KIP-345), DescribeGroups, DeleteGroups.
+  out.push_back(frame(11, 5, sb::testing::join_group_v5_body("grp", "", "inst", sb::Bytes{0, 1})));
+  out.push_back(frame(11, 5, sb::testing::join_group_v5_body("grp", "m", "inst", sb::Bytes{})));
+  out.push_back(frame(14, 3, sb::testing::sync_group_v3_body("grp", 1, "m", "inst", {{"m", sb::Bytes{1}}})));
+  out.push_back(frame(12, 3, sb::testing::heartbeat_body(3, "grp", 1, "m", "inst")));
+  out.push_back(frame(8, 7, offset_commit_body(7, "grp", 1, "m", "fz", 1, std::string("inst"))));
+  out.push_back(
+      frame(13, 3, sb::testing::leave_group_v3_body("grp", {{"", std::string("inst")}, {"m", std::nullopt}})));
+  for (int16_t v = 0; v <= 4; ++v) out.push_back(frame(15, v, sb::testing::groups_body(15, v, {"grp", "x"})));
+  for (int16_t v = 0; v <= 1; ++v) out.push_back(frame(42, v, sb::testing::groups_body(42, v, {"grp", "", "x"})));
   return out;
 }
 

@@ -1,7 +1,9 @@
 // A consumer-group member as its own process, for the group failover test:
 // prints "partition offset" per message and auto-commits every 100 ms, like
 // a service would. Runs until killed. (kcat -G does not auto-commit while
-// running, so it cannot show take-over from committed offsets.)
+// running, so it cannot show take-over from committed offsets.) With an
+// INSTANCE_ID it is a static member (group.instance.id): librdkafka then
+// closes without sending LeaveGroup, so a restart can take its place.
 #include <librdkafka/rdkafka.h>
 
 #include <csignal>
@@ -12,8 +14,8 @@ volatile std::sig_atomic_t g_run = 1;
 }
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: %s BOOTSTRAP GROUP TOPIC\n", argv[0]);
+  if (argc < 4 || argc > 6) {
+    std::fprintf(stderr, "usage: %s BOOTSTRAP GROUP TOPIC [INSTANCE_ID [SESSION_TIMEOUT_MS]]\n", argv[0]);
     return 2;
   }
   std::signal(SIGTERM, [](int) { g_run = 0; });
@@ -29,6 +31,11 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", err);
       return 2;
     }
+  }
+  if ((argc > 4 && rd_kafka_conf_set(conf, "group.instance.id", argv[4], err, sizeof err) != RD_KAFKA_CONF_OK) ||
+      (argc > 5 && rd_kafka_conf_set(conf, "session.timeout.ms", argv[5], err, sizeof err) != RD_KAFKA_CONF_OK)) {
+    std::fprintf(stderr, "%s\n", err);
+    return 2;
   }
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
   if (!rk) {

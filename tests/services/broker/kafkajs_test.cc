@@ -41,7 +41,7 @@ CommandResult run_command(const std::string& cmd, int timeout_s) {
 void install_kafkajs(const fs::path& work) {
   const fs::path src = KAFKAJS_SOURCE_DIR;
   fs::create_directories(work);
-  for (const char* script : {"interop.js", "compression.js", "admin.js"}) {
+  for (const char* script : {"interop.js", "compression.js", "admin.js", "groups.js"}) {
     fs::copy_file(src / script, work / script, fs::copy_options::overwrite_existing);
   }
   const std::string lock = read_file(src / "package-lock.json");
@@ -109,6 +109,22 @@ TEST(KafkaJs, AdminGrowsATopicDeletesRecordsAndDescribesAndAltersConfigs) {
   auto r = run_command("cd " + work.string() + " && node admin.js " + broker.bootstrap() + " kjs-admin", 60);
   EXPECT_EQ(r.exit_code, 0) << r.output << "\nbroker log:\n" << broker.log();
   EXPECT_NE(r.output.find("OK admin"), std::string::npos) << r.output;
+  EXPECT_TRUE(broker.alive()) << broker.log();
+}
+
+// KafkaJS's admin describes a live group (the member's subscription and
+// assignment decoded by its AssignerProtocol) and deletes it once empty.
+TEST(KafkaJs, AdminDescribesAGroupWithDecodedMemberBytesAndDeletesItOnceEmpty) {
+  const fs::path work = KAFKAJS_WORK_DIR;
+  ASSERT_NO_FATAL_FAILURE(install_kafkajs(work));
+  TempDir dir;
+  BrokerProcess broker(dir.path(), {"--auto-create", "false"});
+  auto r = run_command("cd " + work.string() + " && node groups.js " + broker.bootstrap(), 90);
+  EXPECT_EQ(r.exit_code, 0) << r.output << "\nbroker log:\n" << broker.log();
+  EXPECT_NE(
+      r.output.find("OK describeGroups members 1 partitions 0,1 deleteGroups NON_EMPTY_GROUP NONE GROUP_ID_NOT_FOUND"),
+      std::string::npos)
+      << r.output;
   EXPECT_TRUE(broker.alive()) << broker.log();
 }
 

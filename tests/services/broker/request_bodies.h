@@ -186,12 +186,13 @@ inline Bytes sync_group_body(int16_t v, const std::string& group, int32_t genera
 
 /// OffsetCommit v2-7 of `offset` with metadata "m" for partition 0.
 inline Bytes offset_commit_body(int16_t v, const std::string& group, int32_t generation, const std::string& member,
-                                const std::string& topic, int64_t offset) {
+                                const std::string& topic, int64_t offset,
+                                const std::optional<std::string>& instance = std::nullopt) {
   Writer w;
   w.string(group);
   w.i32(generation);
   w.string(member);
-  if (v >= 7) w.nullable_string(std::nullopt);
+  if (v >= 7) w.nullable_string(instance);
   if (v <= 4) w.i64(-1);  // retention time ms
   w.array_len(1);
   w.string(topic);
@@ -304,6 +305,73 @@ inline Bytes incremental_alter_configs_body(int8_t type, const std::string& name
     w.nullable_string(o.value);
   }
   w.boolean(validate_only);
+
+/// JoinGroup v5 of `member` ("" for a new one) with a static instance id
+/// (or none) offering the "range" protocol with `metadata`.
+inline Bytes join_group_v5_body(const std::string& group, const std::string& member,
+                                const std::optional<std::string>& instance, const Bytes& metadata,
+                                int32_t session_timeout_ms = 6000) {
+  Writer w;
+  w.string(group);
+  w.i32(session_timeout_ms);
+  w.i32(6000);  // rebalance timeout ms
+  w.string(member);
+  w.nullable_string(instance);
+  w.string("consumer");
+  w.array_len(1);
+  w.string("range");
+  w.bytes(metadata);
+  return w.take();
+}
+
+/// Heartbeat v0-3.
+inline Bytes heartbeat_body(int16_t v, const std::string& group, int32_t generation, const std::string& member,
+                            const std::optional<std::string>& instance = std::nullopt) {
+  Writer w;
+  w.string(group);
+  w.i32(generation);
+  w.string(member);
+  if (v >= 3) w.nullable_string(instance);
+  return w.take();
+}
+
+/// SyncGroup v3 of `member` with the given assignments (member id, bytes).
+inline Bytes sync_group_v3_body(const std::string& group, int32_t generation, const std::string& member,
+                                const std::optional<std::string>& instance,
+                                const std::vector<std::pair<std::string, Bytes>>& assignments) {
+  Writer w;
+  w.string(group);
+  w.i32(generation);
+  w.string(member);
+  w.nullable_string(instance);
+  w.array_len(assignments.size());
+  for (const auto& [id, bytes] : assignments) {
+    w.string(id);
+    w.bytes(bytes);
+  }
+  return w.take();
+}
+
+/// LeaveGroup v3 of members (member id, instance id).
+inline Bytes leave_group_v3_body(const std::string& group,
+                                 const std::vector<std::pair<std::string, std::optional<std::string>>>& members) {
+  Writer w;
+  w.string(group);
+  w.array_len(members.size());
+  for (const auto& [id, instance] : members) {
+    w.string(id);
+    w.nullable_string(instance);
+  }
+  return w.take();
+}
+
+/// DescribeGroups v0-4 (authorized operations not asked) or DeleteGroups
+/// v0-1 (`api` 42: the list alone) of these group ids.
+inline Bytes groups_body(int16_t api, int16_t v, const std::vector<std::string>& groups) {
+  Writer w;
+  w.array_len(groups.size());
+  for (const auto& g : groups) w.string(g);
+  if (api == 15 && v >= 3) w.boolean(false);
   return w.take();
 }
 
