@@ -6,8 +6,8 @@ namespace {
 
 // From 100 µs (an answer from memory) to 30 s (a long poll, a join round).
 const std::vector<double>& latency_buckets() {
-  static const std::vector<double> b{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                     0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10,   30};
+  static const std::vector<double> b{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                     0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30};
   return b;
 }
 
@@ -16,30 +16,54 @@ const std::vector<double>& latency_buckets() {
 std::string_view api_name(int16_t api_key) {
   // Kafka's names (clients/src/main/resources/common/message/*Request.json).
   switch (api_key) {
-    case 0: return "Produce";
-    case 1: return "Fetch";
-    case 2: return "ListOffsets";
-    case 3: return "Metadata";
-    case 8: return "OffsetCommit";
-    case 9: return "OffsetFetch";
-    case 10: return "FindCoordinator";
-    case 11: return "JoinGroup";
-    case 12: return "Heartbeat";
-    case 13: return "LeaveGroup";
-    case 14: return "SyncGroup";
-    case 15: return "DescribeGroups";
-    case 16: return "ListGroups";
-    case 18: return "ApiVersions";
-    case 19: return "CreateTopics";
-    case 20: return "DeleteTopics";
-    case 21: return "DeleteRecords";
-    case 22: return "InitProducerId";
-    case 32: return "DescribeConfigs";
-    case 33: return "AlterConfigs";
-    case 37: return "CreatePartitions";
-    case 42: return "DeleteGroups";
-    case 44: return "IncrementalAlterConfigs";
-    default: return "Unknown";
+    case 0:
+      return "Produce";
+    case 1:
+      return "Fetch";
+    case 2:
+      return "ListOffsets";
+    case 3:
+      return "Metadata";
+    case 8:
+      return "OffsetCommit";
+    case 9:
+      return "OffsetFetch";
+    case 10:
+      return "FindCoordinator";
+    case 11:
+      return "JoinGroup";
+    case 12:
+      return "Heartbeat";
+    case 13:
+      return "LeaveGroup";
+    case 14:
+      return "SyncGroup";
+    case 15:
+      return "DescribeGroups";
+    case 16:
+      return "ListGroups";
+    case 18:
+      return "ApiVersions";
+    case 19:
+      return "CreateTopics";
+    case 20:
+      return "DeleteTopics";
+    case 21:
+      return "DeleteRecords";
+    case 22:
+      return "InitProducerId";
+    case 32:
+      return "DescribeConfigs";
+    case 33:
+      return "AlterConfigs";
+    case 37:
+      return "CreatePartitions";
+    case 42:
+      return "DeleteGroups";
+    case 44:
+      return "IncrementalAlterConfigs";
+    default:
+      return "Unknown";
   }
 }
 
@@ -62,8 +86,8 @@ void BrokerMetrics::request(int16_t api_key, double seconds) {
 BrokerMetrics::TopicCounters& BrokerMetrics::topic(const std::string& name) {
   auto [it, inserted] = topics_.try_emplace(name);
   if (inserted) {
-    it->second.in = &metrics().counter("starling_broker_bytes_in_total",
-                                       "Record batch bytes appended to a topic's log", {{"topic", name}});
+    it->second.in = &metrics().counter("starling_broker_bytes_in_total", "Record batch bytes appended to a topic's log",
+                                       {{"topic", name}});
     it->second.out = &metrics().counter("starling_broker_bytes_out_total",
                                         "Record batch bytes returned by Fetch from a topic", {{"topic", name}});
   }

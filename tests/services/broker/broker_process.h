@@ -231,6 +231,25 @@ class ChildProcess {
   pid_t pid_ = -1;
 };
 
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+/// Runs `cmd` under sh, killed after `timeout_s` seconds.
+inline CommandResult run_command(const std::string& cmd, int timeout_s) {
+  std::string full = "timeout -s KILL " + std::to_string(timeout_s) + " sh -c '" + cmd + "' 2>&1";
+  CommandResult r;
+  FILE* p = ::popen(full.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
 /// Runs a shell command bounded by `timeout_s` seconds, returning stdout.
 inline std::string run(const std::string& cmd, int timeout_s = 30) {
   std::string full = "timeout -s KILL " + std::to_string(timeout_s) + " sh -c '" + cmd + "' 2>/dev/null";

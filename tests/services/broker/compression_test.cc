@@ -57,24 +57,6 @@ void expect_compressed_on_disk(const fs::path& dir, const std::string& topic, co
                               << " bytes of values";
 }
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-CommandResult run_command(const std::string& cmd, int timeout_s) {
-  std::string full = "timeout -s KILL " + std::to_string(timeout_s) + " sh -c '" + cmd + "' 2>&1";
-  CommandResult r;
-  FILE* p = ::popen(full.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
-
 class Codec : public ::testing::TestWithParam<std::string> {};
 
 std::string codec_name(const ::testing::TestParamInfo<std::string>& info) { return info.param; }

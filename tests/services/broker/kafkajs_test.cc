@@ -4,57 +4,21 @@
 // installs it into the build tree, starts the broker and asserts on the
 // script's exit status and summary line.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <string>
 
 #include "tests/services/broker/broker_process.h"
+#include "tests/services/broker/npm_client.h"
 #include "tests/services/broker/stored_log.h"
 
 namespace starling::broker::testing {
 namespace {
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-/// Runs `cmd` under sh, killed after `timeout_s` seconds.
-CommandResult run_command(const std::string& cmd, int timeout_s) {
-  std::string full = "timeout -s KILL " + std::to_string(timeout_s) + " sh -c '" + cmd + "' 2>&1";
-  CommandResult r;
-  FILE* p = ::popen(full.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
-
-/// Installs the pinned KafkaJS into the build tree (never the source tree)
-/// with `npm ci`, once per lock file: a copy of the lock file that was
-/// installed is kept beside node_modules and compared on the next run.
+/// The pinned KafkaJS, installed into the build tree by `npm ci` (npm_client.h).
 void install_kafkajs(const fs::path& work) {
-  const fs::path src = KAFKAJS_SOURCE_DIR;
-  fs::create_directories(work);
-  for (const char* script : {"interop.js", "compression.js", "admin.js", "groups.js"}) {
-    fs::copy_file(src / script, work / script, fs::copy_options::overwrite_existing);
-  }
-  const std::string lock = read_file(src / "package-lock.json");
-  ASSERT_FALSE(lock.empty()) << "missing " << (src / "package-lock.json");
-  if (read_file(work / "installed-lock.json") == lock && fs::exists(work / "node_modules/kafkajs/package.json")) {
-    return;
-  }
-  fs::copy_file(src / "package.json", work / "package.json", fs::copy_options::overwrite_existing);
-  fs::copy_file(src / "package-lock.json", work / "package-lock.json", fs::copy_options::overwrite_existing);
-  ASSERT_EQ(run_command("command -v npm", 5).exit_code, 0) << "npm is not installed; run tools/setup";
-  auto r = run_command("cd " + work.string() + " && npm ci --no-audit --no-fund --prefer-offline", 180);
-  ASSERT_EQ(r.exit_code, 0) << "npm ci failed:\n" << r.output;
-  fs::copy_file(src / "package-lock.json", work / "installed-lock.json", fs::copy_options::overwrite_existing);
+  install_npm_client(KAFKAJS_SOURCE_DIR, work, {"interop.js", "compression.js", "admin.js", "groups.js"},
+                     "node_modules/kafkajs/package.json");
 }
 
 TEST(KafkaJs, ProducesWithKeysAndHeadersAndConsumesInAGroupFromTheCommittedOffsets) {

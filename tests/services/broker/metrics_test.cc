@@ -44,8 +44,8 @@ double sample(const std::string& page, const std::string& series) {
 TEST(Metrics, ScrapeShowsRequestsBytesOffsetsLagConnectionsAndFsyncAndPassesPromtool) {
   TempDir dir;
   const auto port_file = dir.path() / "metrics-port";
-  BrokerProcess broker(dir.path(), {"--partitions", "2", "--metrics-listen", "127.0.0.1:0", "--metrics-port-file",
-                                    port_file.string()});
+  BrokerProcess broker(
+      dir.path(), {"--partitions", "2", "--metrics-listen", "127.0.0.1:0", "--metrics-port-file", port_file.string()});
   const auto address = metrics_address(port_file);
   ASSERT_FALSE(address.empty()) << broker.log();
 
@@ -114,8 +114,8 @@ TEST(Metrics, NoListenerUnlessAskedAndABadAddressIsRefusedNamingTheFlag) {
   EXPECT_THAT(out, HasSubstr("--metrics-listen: expected HOST:PORT with a port 0..65535"));
   out = run(base + " --metrics-listen nohost:0 2>&1");
   EXPECT_THAT(out, HasSubstr("--metrics-listen: expected an IP address"));
-  out = run(std::string(STARLING_BIN_DIR) + "/starling-broker --listen 127.0.0.1:x --data-dir " +
-            dir.path().string() + " 2>&1");
+  out = run(std::string(STARLING_BIN_DIR) + "/starling-broker --listen 127.0.0.1:x --data-dir " + dir.path().string() +
+            " 2>&1");
   EXPECT_THAT(out, HasSubstr("--listen: expected HOST:PORT"));
 }
 

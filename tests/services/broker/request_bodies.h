@@ -305,6 +305,8 @@ inline Bytes incremental_alter_configs_body(int8_t type, const std::string& name
     w.nullable_string(o.value);
   }
   w.boolean(validate_only);
+  return w.take();
+}
 
 /// JoinGroup v5 of `member` ("" for a new one) with a static instance id
 /// (or none) offering the "range" protocol with `metadata`.
