@@ -26,16 +26,15 @@ void install() {
       << "Node.js headers not found under " << dir << "/include/node; run tools/setup";
   install_npm_client(CONFLUENT_JS_SOURCE_DIR, CONFLUENT_JS_WORK_DIR, {"interop.js"},
                      "node_modules/@confluentinc/kafka-javascript/build/Release/confluent-kafka-javascript.node",
-                     "CKJS_LINKING=dynamic npm_config_build_from_source=true npm_config_nodedir=" + dir,
-                     1500);
+                     "CKJS_LINKING=dynamic npm_config_build_from_source=true npm_config_nodedir=" + dir, 1500);
 }
 
 TEST(ConfluentJs, EveryCodecIdempotentProduceAndAGroupThatCommitsWithTheNewerLibrdkafka) {
   ASSERT_NO_FATAL_FAILURE(install());
   TempDir dir;
   BrokerProcess broker(dir.path(), {"--auto-create", "false"});
-  auto r = run_command(std::string("cd ") + CONFLUENT_JS_WORK_DIR + " && node interop.js " + broker.bootstrap() + " 600",
-                       240);
+  auto r = run_command(
+      std::string("cd ") + CONFLUENT_JS_WORK_DIR + " && node interop.js " + broker.bootstrap() + " 600", 240);
   ASSERT_EQ(r.exit_code, 0) << r.output << "\nbroker log:\n" << broker.log();
   const std::string ok = "OK librdkafka ";
   const auto at = r.output.find(ok);

@@ -5,6 +5,7 @@
 // source tree), once per lock file.
 
 #include <gtest/gtest.h>
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -29,8 +30,8 @@ inline void install_npm_client(const std::filesystem::path& src, const std::file
   fs::copy_file(src / "package.json", work / "package.json", fs::copy_options::overwrite_existing);
   fs::copy_file(src / "package-lock.json", work / "package-lock.json", fs::copy_options::overwrite_existing);
   ASSERT_EQ(run_command("command -v npm", 5).exit_code, 0) << "npm is not installed; run tools/setup";
-  auto r = run_command("cd " + work.string() + " && " + env + " npm ci --no-audit --no-fund --prefer-offline",
-                       timeout_s);
+  auto r =
+      run_command("cd " + work.string() + " && " + env + " npm ci --no-audit --no-fund --prefer-offline", timeout_s);
   ASSERT_EQ(r.exit_code, 0) << "npm ci failed:\n" << r.output;
   ASSERT_TRUE(fs::exists(work / installed_marker)) << "npm ci did not produce " << installed_marker << ":\n"
                                                    << r.output;
