@@ -403,11 +403,7 @@ void PartitionLog::delete_segments_below_start() {
   while (segments_.size() > 1 && segments_[1]->base_offset <= log_start_) {
     Segment& oldest = *segments_.front();
     spdlog::info("{}: records before {} deleted: segment {} removed", dir_.string(), log_start_, oldest.base_offset);
-    if (oldest.fd >= 0) ::close(oldest.fd);
-    config_.files->forget(oldest.path);
-    std::error_code ec;
-    fs::remove(oldest.path, ec);
-    segments_.erase(segments_.begin());
+    remove_oldest_segment();
     ++deleted;
   }
   if (deleted > 0) fsync_dir(dir_);
@@ -549,6 +545,15 @@ Result<TimestampOffset> PartitionLog::offset_for_timestamp(int64_t ts) const {
   return TimestampOffset{};
 }
 
+void PartitionLog::remove_oldest_segment() {
+  Segment& oldest = *segments_.front();
+  if (oldest.fd >= 0) ::close(oldest.fd);
+  config_.files->forget(oldest.path);
+  std::error_code ec;
+  fs::remove(oldest.path, ec);
+  segments_.erase(segments_.begin());
+}
+
 size_t PartitionLog::apply_retention(int64_t now) {
   size_t deleted = 0;
   while (segments_.size() > 1) {
@@ -559,11 +564,7 @@ size_t PartitionLog::apply_retention(int64_t now) {
         config_.retention_bytes >= 0 && size_bytes() - oldest.size >= static_cast<uint64_t>(config_.retention_bytes);
     if (!expired && !too_big) break;
     spdlog::info("{}: retention deletes segment {} ({} bytes)", dir_.string(), oldest.base_offset, oldest.size);
-    if (oldest.fd >= 0) ::close(oldest.fd);
-    config_.files->forget(oldest.path);
-    std::error_code ec;
-    fs::remove(oldest.path, ec);
-    segments_.erase(segments_.begin());
+    remove_oldest_segment();
     ++deleted;
   }
   if (deleted > 0) fsync_dir(dir_);

@@ -127,6 +127,8 @@ class PartitionLog {
   uint64_t truncated_bytes_at_open() const { return truncated_at_open_; }
 
  private:
+  /// Closes, forgets and deletes the first segment file (the caller fsyncs the directory).
+  void remove_oldest_segment();
   struct IndexEntry {
     int64_t key;  // offset (offset index) or max timestamp so far (time index)
     uint32_t position;
