@@ -186,7 +186,8 @@ class CleanE2E : public ::testing::Test {
       for (const auto& [partition, end] : ends) {
         if (!all) break;
         const auto series =
-            fmt::format(R"(starling_clean_committed_offset{{topic="ecowheels.raw",partition="{}"}} )", partition);
+            // Labels render sorted by name (prometheus-cpp's text format).
+            fmt::format(R"(starling_clean_committed_offset{{partition="{}",topic="ecowheels.raw"}} )", partition);
         const auto at = page->body.find(series);
         all = at != std::string::npos && std::stoll(page->body.substr(at + series.size())) >= end;
       }
