@@ -210,8 +210,11 @@ class CleanE2E : public ::testing::Test {
     for (auto& [partition, msgs] : by_partition) {
       std::sort(msgs.begin(), msgs.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
       ref.ends[partition] = msgs.back().offset + 1;
-      for (std::size_t i = 0; i < msgs.size(); i += 777) {
-        std::vector<kafka::InMessage> batch(msgs.begin() + i, msgs.begin() + std::min(msgs.size(), i + 777));
+      constexpr std::ptrdiff_t kChunk = 777;
+      for (auto first = msgs.begin(); first != msgs.end();) {
+        auto last = first + std::min(kChunk, std::distance(first, msgs.end()));
+        std::vector<kafka::InMessage> batch(first, last);
+        first = last;
         auto done = cleaner.clean_batch(batch, store, 0);
         for (const auto& m : done.out) {
           if (m.topic != "ecowheels.clean") continue;
@@ -235,7 +238,9 @@ class CleanE2E : public ::testing::Test {
       EXPECT_TRUE(e.ParseFromString(m.value));
       auto it = ref.clean.find(e.event_id());
       EXPECT_TRUE(it != ref.clean.end()) << e.event_id();
-      if (it != ref.clean.end()) EXPECT_EQ(e.payload(), it->second) << "clean record of " << e.event_id() << " differs";
+      if (it != ref.clean.end()) {
+        EXPECT_EQ(e.payload(), it->second) << "clean record of " << e.event_id() << " differs";
+      }
       ++compared;
     }
     EXPECT_GE(compared, ref.clean.size());

@@ -78,7 +78,9 @@ class CoordinatorTest : public ::testing::Test {
       EXPECT_EQ(e.message.key, o.saga_id());
       out.emplace_back(o.saga_id(), o.state());
     }
-    if (!entries->empty()) EXPECT_TRUE(store_.outbox_done(entries->back().id).has_value());
+    if (!entries->empty()) {
+      EXPECT_TRUE(store_.outbox_done(entries->back().id).has_value());
+    }
     return out;
   }
 
