@@ -383,12 +383,14 @@ void Broker::notify_fetchers(const std::string& topic, int32_t partition) {
 asio::awaitable<Result<Reply>> Broker::handle(Bytes frame, std::string client_host) {
   const auto start = Clock::now();
   int16_t api_key = -1;
-  auto reply = co_await dispatch(std::move(frame), std::move(client_host), api_key);
-  metrics_.request(api_key, std::chrono::duration<double>(Clock::now() - start).count());
+  int16_t api_version = -1;
+  auto reply = co_await dispatch(std::move(frame), std::move(client_host), api_key, api_version);
+  metrics_.request(api_key, api_version, std::chrono::duration<double>(Clock::now() - start).count());
   co_return reply;
 }
 
-asio::awaitable<Result<Reply>> Broker::dispatch(Bytes frame, std::string client_host, int16_t& api_key) {
+asio::awaitable<Result<Reply>> Broker::dispatch(Bytes frame, std::string client_host, int16_t& api_key,
+                                                int16_t& api_version) {
   Reader r(frame);
   // Bytes that are not UTF-8 become U+FFFD, as in Kafka's (Java) decoder.
   r.set_text_fix([](std::string& s) {
@@ -396,12 +398,21 @@ asio::awaitable<Result<Reply>> Broker::dispatch(Bytes frame, std::string client_
   });
   auto header = decode_request_header(r);
   if (!header) co_return std::unexpected(header.error());
-  const RequestHeader& h = *header;
+  RequestHeader& h = *header;
   api_key = h.api_key;
-  if (h.api_key == static_cast<int16_t>(ApiKey::kApiVersions)) co_return co_await handle_api_versions(h);
+  api_version = h.api_version;
   auto api = find_api(h.api_key);
   if (!api) co_return fail(ErrorCode::kInvalidRequest, fmt::format("unsupported api key {}", h.api_key));
-  if (h.api_version < api->min_version || h.api_version > api->max_version) {
+  const bool known_version = h.api_version >= api->min_version && h.api_version <= api->max_version;
+  if (known_version && api->flexible(h.api_version)) {
+    // Request header v2: the header's own tagged fields, then a flexible body.
+    h.flexible = true;
+    r.set_flexible(true);
+    r.tags();
+    if (!r.ok()) co_return fail(ErrorCode::kInvalidRequest, "request header's tagged fields are malformed");
+  }
+  if (h.api_key == static_cast<int16_t>(ApiKey::kApiVersions)) co_return co_await handle_api_versions(h, r);
+  if (!known_version) {
     co_return fail(ErrorCode::kUnsupportedVersion, fmt::format("api key {} version {} not in [{}, {}]", h.api_key,
                                                                h.api_version, api->min_version, api->max_version));
   }

@@ -134,7 +134,7 @@ class Broker : public RequestHandler {
   static Serve route(ApiKey key);
 
   // Request handlers, one per API: broker_admin.cc, broker_data.cc, broker_groups.cc.
-  asio::awaitable<Reply> handle_api_versions(const RequestHeader& h);
+  asio::awaitable<Reply> handle_api_versions(const RequestHeader& h, Reader& body);
   Reply handle_metadata(const RequestHeader& h, const MetadataRequest& req);
   asio::awaitable<Result<Reply>> handle_produce(const RequestHeader& h, const ProduceRequest& req);
   Result<Reply> refuse_old_produce(const RequestHeader& h, const ProduceRequest& req);
@@ -162,7 +162,7 @@ class Broker : public RequestHandler {
 
   asio::awaitable<void> maintenance_loop();
   /// handle() without its timing: sets `api_key` once the header is read.
-  asio::awaitable<Result<Reply>> dispatch(Bytes frame, std::string client_host, int16_t& api_key);
+  asio::awaitable<Result<Reply>> dispatch(Bytes frame, std::string client_host, int16_t& api_key, int16_t& api_version);
 
   asio::any_io_executor ex_;
   BrokerConfig config_;

@@ -14,22 +14,33 @@
 
 namespace starling::broker {
 
-asio::awaitable<Reply> Broker::handle_api_versions(const RequestHeader& h) {
-  // A version we do not know (v3+ is flexible) is answered in the v0 format
-  // with UNSUPPORTED_VERSION and our ranges, as Kafka does, so the client
-  // retries with a version from the list. The body is not decoded.
+asio::awaitable<Reply> Broker::handle_api_versions(const RequestHeader& h, Reader& body) {
+  // A version we do not know is answered in the v0 format with
+  // UNSUPPORTED_VERSION and our ranges, as Kafka does, so the client retries
+  // with a version from the list; its body is not decoded. v3 (flexible)
+  // carries the client's software name and version: a body that is not
+  // well-formed is answered with INVALID_REQUEST in the v3 format.
   const auto range = find_api(static_cast<int16_t>(ApiKey::kApiVersions));
-  bool supported = range && h.api_version >= range->min_version && h.api_version <= range->max_version;
-  Response resp(h.correlation_id);
+  const bool supported = range && h.api_version >= range->min_version && h.api_version <= range->max_version;
+  ErrorCode error = supported ? ErrorCode::kNone : ErrorCode::kUnsupportedVersion;
+  if (supported && h.api_version >= 3) {
+    body.string();  // client_software_name
+    body.string();  // client_software_version
+    body.tags();
+    if (!body.ok() || body.remaining() != 0) error = ErrorCode::kInvalidRequest;
+  }
+  Response resp(h);  // header v0 at every version (KIP-511)
   auto& w = resp.w;
-  w.i16(code(supported ? ErrorCode::kNone : ErrorCode::kUnsupportedVersion));
+  w.i16(code(error));
   w.array_len(supported_apis().size());
   for (const auto& a : supported_apis()) {
     w.i16(static_cast<int16_t>(a.key));
     w.i16(a.min_version);
     w.i16(a.max_version);
+    w.tags();
   }
   if (supported && h.api_version >= 1) w.i32(0);  // throttle_time_ms
+  w.tags();
   co_return resp.done();
 }
 
@@ -56,7 +67,7 @@ Reply Broker::handle_metadata(const RequestHeader& h, const MetadataRequest& req
     }
     results.emplace_back(n, e);
   }
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   if (v >= 3) w.i32(0);
   w.array_len(1);
@@ -64,12 +75,18 @@ Reply Broker::handle_metadata(const RequestHeader& h, const MetadataRequest& req
   w.string(config_.advertised_host);
   w.i32(config_.advertised_port);
   if (v >= 1) w.nullable_string(std::nullopt);  // rack
+  w.tags();
   if (v >= 2) w.nullable_string(config_.cluster_id);
   if (v >= 1) w.i32(config_.node_id);  // controller
   w.array_len(results.size());
   for (const auto& [name, err] : results) {
     w.i16(code(err));
     w.string(name);
+    if (v >= 10) {
+      // The zero topic id: this broker names topics only. Clients then
+      // fetch by name (librdkafka falls back to Fetch v12).
+      for (int i = 0; i < 2; ++i) w.i64(0);
+    }
     if (v >= 1) w.boolean(false);
     auto it = topics_.find(name);
     size_t count = err == ErrorCode::kNone && it != topics_.end() ? it->second.partitions.size() : 0;
@@ -84,16 +101,19 @@ Reply Broker::handle_metadata(const RequestHeader& h, const MetadataRequest& req
       w.array_len(1);
       w.i32(config_.node_id);
       if (v >= 5) w.array_len(0);
+      w.tags();
     }
     if (v >= 8) w.i32(kNoAuthorizedOperations);
+    w.tags();
   }
-  if (v >= 8) w.i32(kNoAuthorizedOperations);
+  if (v >= 8 && v <= 10) w.i32(kNoAuthorizedOperations);  // cluster operations, gone in v11 (KIP-700)
+  w.tags();
   return resp.done();
 }
 
 Reply Broker::handle_create_topics(const RequestHeader& h, const CreateTopicsRequest& req) {
   const int16_t v = h.api_version;
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   if (v >= 2) w.i32(0);
   w.array_len(req.topics.size());
@@ -120,7 +140,7 @@ Reply Broker::handle_create_topics(const RequestHeader& h, const CreateTopicsReq
 }
 
 Reply Broker::handle_delete_topics(const RequestHeader& h, const DeleteTopicsRequest& req) {
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   if (h.api_version >= 1) w.i32(0);
   w.array_len(req.names.size());
@@ -128,7 +148,9 @@ Reply Broker::handle_delete_topics(const RequestHeader& h, const DeleteTopicsReq
     auto r = delete_topic(n);
     w.string(n);
     w.i16(code(r ? ErrorCode::kNone : r.error().code));
+    w.tags();
   }
+  w.tags();
   return resp.done();
 }
 
@@ -136,7 +158,7 @@ Reply Broker::handle_create_partitions(const RequestHeader& h, const CreateParti
   // A topic named twice is refused both times, as in Kafka.
   std::map<std::string, int> named;
   for (const auto& t : req.topics) ++named[t.name];
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   w.i32(0);  // throttle_time_ms
   w.array_len(req.topics.size());
@@ -147,24 +169,28 @@ Reply Broker::handle_create_partitions(const RequestHeader& h, const CreateParti
     w.string(t.name);
     w.i16(code(r ? ErrorCode::kNone : r.error().code));
     w.nullable_string(r ? std::nullopt : std::optional<std::string>(r.error().message));
+    w.tags();
   }
+  w.tags();
   return resp.done();
 }
 
 Reply Broker::handle_init_producer_id(const RequestHeader& h, const InitProducerIdRequest& req) {
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   w.i32(0);
   if (req.transactional_id) {
     w.i16(code(ErrorCode::kInvalidRequest));  // transactions are not supported
     w.i64(-1);
     w.i16(-1);
+    w.tags();
     return resp.done();
   }
   auto id = store_->next_producer_id();
   w.i16(code(id ? ErrorCode::kNone : ErrorCode::kKafkaStorageError));
   w.i64(id ? *id : -1);
   w.i16(id ? 0 : -1);
+  w.tags();
   return resp.done();
 }
 

@@ -53,7 +53,7 @@ std::map<std::string, ConfigEntry> Broker::broker_configs() const {
 Reply Broker::handle_describe_configs(const RequestHeader& h, const DescribeConfigsRequest& req) {
   const int16_t v = h.api_version;
   const auto broker = broker_configs();
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   w.i32(0);  // throttle_time_ms
   w.array_len(req.resources.size());
@@ -153,13 +153,13 @@ Result<void> Broker::alter_resource(const AlterConfigsRequest::Resource& res, bo
 
 namespace {
 
-// AlterConfigs v0-1 and IncrementalAlterConfigs v0 answer alike.
+// AlterConfigs v0-2 and IncrementalAlterConfigs v0-1 answer alike (v2 and v1 flexible).
 template <class Alter>
 Reply alter_response(const RequestHeader& h, const AlterConfigsRequest& req, Alter&& alter) {
   // A resource named twice is refused both times, as in Kafka.
   std::map<std::pair<int8_t, std::string>, int> named;
   for (const auto& res : req.resources) ++named[{res.type, res.name}];
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   w.i32(0);  // throttle_time_ms
   w.array_len(req.resources.size());
@@ -172,7 +172,9 @@ Reply alter_response(const RequestHeader& h, const AlterConfigsRequest& req, Alt
     w.nullable_string(r ? std::nullopt : std::optional<std::string>(r.error().message));
     w.i8(res.type);
     w.string(res.name);
+    w.tags();
   }
+  w.tags();
   return resp.done();
 }
 

@@ -24,7 +24,7 @@ Result<Reply> Broker::refuse_old_produce(const RequestHeader& h, const ProduceRe
     return fail(ErrorCode::kUnsupportedVersion, fmt::format("Produce v{} (acks=0) is not served", v));
   }
   spdlog::debug("Produce v{} refused with UNSUPPORTED_VERSION (v{}+ only)", v, kFirstServedProduceVersion);
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   w.array_len(req.topics.size());
   for (const auto& t : req.topics) {
@@ -129,7 +129,7 @@ asio::awaitable<Result<Reply>> Broker::handle_produce(const RequestHeader& h, co
     }
   }
   if (req.acks == 0) co_return Reply{};
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   w.array_len(results.size());
   for (const auto& [name, parts] : results) {
@@ -141,9 +141,16 @@ asio::awaitable<Result<Reply>> Broker::handle_produce(const RequestHeader& h, co
       w.i64(pr.base_offset);
       w.i64(-1);  // log_append_time_ms: CreateTime topics only
       if (v >= 5) w.i64(pr.log_start);
+      if (v >= 8) {
+        w.array_len(0);                   // record_errors: a batch is taken or refused whole
+        w.nullable_string(std::nullopt);  // error_message
+      }
+      w.tags();
     }
+    w.tags();
   }
   w.i32(0);  // throttle_time_ms
+  w.tags();
   co_return resp.done();
 }
 
@@ -233,7 +240,7 @@ asio::awaitable<Reply> Broker::handle_fetch(const RequestHeader& h, const FetchR
     fetch_waiters_.erase(std::find(fetch_waiters_.begin(), fetch_waiters_.end(), &waiter));
   }
 
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   w.i32(0);  // throttle_time_ms
   if (v >= 7) {
@@ -254,14 +261,17 @@ asio::awaitable<Reply> Broker::handle_fetch(const RequestHeader& h, const FetchR
       if (v >= 11) w.i32(-1);  // preferred read replica
       if (!pr.records.empty()) metrics_.bytes_out(name, pr.records.size());
       resp.bytes_by_move(std::move(pr.records));
+      resp.w.tags();
     }
+    w.tags();
   }
+  w.tags();
   co_return resp.done();
 }
 
 Reply Broker::handle_list_offsets(const RequestHeader& h, const ListOffsetsRequest& req) {
   const int16_t v = h.api_version;
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   if (v >= 2) w.i32(0);
   w.array_len(req.topics.size());
@@ -295,13 +305,16 @@ Reply Broker::handle_list_offsets(const RequestHeader& h, const ListOffsetsReque
       // Every offset is in leader epoch 0 (one broker, never re-elected); no
       // offset found has no epoch, as in Kafka.
       if (v >= 4) w.i32(offset >= 0 ? 0 : -1);
+      w.tags();
     }
+    w.tags();
   }
+  w.tags();
   return resp.done();
 }
 
 Reply Broker::handle_delete_records(const RequestHeader& h, const DeleteRecordsRequest& req) {
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   w.i32(0);  // throttle_time_ms
   w.array_len(req.topics.size());
@@ -318,8 +331,11 @@ Reply Broker::handle_delete_records(const RequestHeader& h, const DeleteRecordsR
       w.i32(p.index);
       w.i64(start ? *start : -1);  // low watermark
       w.i16(code(start ? ErrorCode::kNone : start.error().code));
+      w.tags();
     }
+    w.tags();
   }
+  w.tags();
   return resp.done();
 }
 

@@ -13,7 +13,7 @@ namespace starling::broker {
 
 Reply Broker::handle_find_coordinator(const RequestHeader& h, const FindCoordinatorRequest& req) {
   const int16_t v = h.api_version;
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   if (v >= 1) w.i32(0);
   bool ok = req.key_type == 0;  // groups only; transaction coordinators do not exist here
@@ -22,6 +22,7 @@ Reply Broker::handle_find_coordinator(const RequestHeader& h, const FindCoordina
   w.i32(ok ? config_.node_id : -1);
   w.string(ok ? config_.advertised_host : "");
   w.i32(ok ? config_.advertised_port : -1);
+  w.tags();
   return resp.done();
 }
 
@@ -29,7 +30,7 @@ asio::awaitable<Reply> Broker::handle_join_group(const RequestHeader& h, JoinGro
   const int16_t v = h.api_version;
   // DescribeGroups reports the host as Kafka does (Java's InetAddress.toString).
   auto r = co_await groups_->join(std::move(req), h.client_id.value_or(""), "/" + host);
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   if (v >= 2) w.i32(0);
   w.i16(code(r.error));
@@ -42,31 +43,35 @@ asio::awaitable<Reply> Broker::handle_join_group(const RequestHeader& h, JoinGro
     w.string(m.member_id);
     if (v >= 5) w.nullable_string(m.group_instance_id);
     w.bytes(m.metadata);
+    w.tags();
   }
+  w.tags();
   co_return resp.done();
 }
 
 asio::awaitable<Reply> Broker::handle_sync_group(const RequestHeader& h, SyncGroupRequest req) {
   auto r = co_await groups_->sync(std::move(req));
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   if (h.api_version >= 1) w.i32(0);
   w.i16(code(r.error));
   w.bytes(r.assignment);
+  w.tags();
   co_return resp.done();
 }
 
 Reply Broker::handle_heartbeat(const RequestHeader& h, const HeartbeatRequest& req) {
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   if (h.api_version >= 1) w.i32(0);
   w.i16(code(groups_->heartbeat(req)));
+  w.tags();
   return resp.done();
 }
 
 Reply Broker::handle_leave_group(const RequestHeader& h, const LeaveGroupRequest& req) {
   auto errors = groups_->leave(req);
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   if (h.api_version >= 1) w.i32(0);
   if (h.api_version <= 2) {
@@ -78,14 +83,16 @@ Reply Broker::handle_leave_group(const RequestHeader& h, const LeaveGroupRequest
       w.string(req.members[i].member_id);
       w.nullable_string(req.members[i].group_instance_id);
       w.i16(code(errors[i]));
+      w.tags();
     }
   }
+  w.tags();
   return resp.done();
 }
 
 Reply Broker::handle_offset_commit(const RequestHeader& h, const OffsetCommitRequest& req) {
   auto errors = groups_->commit(req);
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   if (h.api_version >= 3) w.i32(0);
   w.array_len(req.topics.size());
@@ -96,8 +103,11 @@ Reply Broker::handle_offset_commit(const RequestHeader& h, const OffsetCommitReq
     for (const auto& p : t.partitions) {
       w.i32(p.index);
       w.i16(code(errors[i++]));
+      w.tags();
     }
+    w.tags();
   }
+  w.tags();
   return resp.done();
 }
 
@@ -114,7 +124,7 @@ Reply Broker::handle_offset_fetch(const RequestHeader& h, const OffsetFetchReque
     }
     it->second.push_back(&r);
   }
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   if (v >= 3) w.i32(0);
   w.array_len(by_topic.size());
@@ -127,15 +137,18 @@ Reply Broker::handle_offset_fetch(const RequestHeader& h, const OffsetFetchReque
       if (v >= 5) w.i32(p->committed.leader_epoch);
       w.nullable_string(p->committed.metadata);
       w.i16(code(p->error));
+      w.tags();
     }
+    w.tags();
   }
   if (v >= 2) w.i16(0);
+  w.tags();
   return resp.done();
 }
 
 Reply Broker::handle_list_groups(const RequestHeader& h, const ListGroupsRequest& /*req*/) {
   auto groups = groups_->list_groups();
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   if (h.api_version >= 1) w.i32(0);
   w.i16(0);
@@ -143,13 +156,15 @@ Reply Broker::handle_list_groups(const RequestHeader& h, const ListGroupsRequest
   for (const auto& [id, type] : groups) {
     w.string(id);
     w.string(type);
+    w.tags();
   }
+  w.tags();
   return resp.done();
 }
 
 Reply Broker::handle_describe_groups(const RequestHeader& h, const DescribeGroupsRequest& req) {
   const int16_t v = h.api_version;
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   if (v >= 1) w.i32(0);
   w.array_len(req.groups.size());
@@ -168,22 +183,27 @@ Reply Broker::handle_describe_groups(const RequestHeader& h, const DescribeGroup
       w.string(m.client_host);
       w.bytes(m.metadata);
       w.bytes(m.assignment);
+      w.tags();
     }
     if (v >= 3) w.i32(kNoAuthorizedOperations);
+    w.tags();
   }
+  w.tags();
   return resp.done();
 }
 
 Reply Broker::handle_delete_groups(const RequestHeader& h, const DeleteGroupsRequest& req) {
   auto errors = groups_->delete_groups(req.groups);
-  Response resp(h.correlation_id);
+  Response resp(h);
   auto& w = resp.w;
   w.i32(0);  // throttle time
   w.array_len(req.groups.size());
   for (size_t i = 0; i < req.groups.size(); ++i) {
     w.string(req.groups[i]);
     w.i16(code(errors[i]));
+    w.tags();
   }
+  w.tags();
   return resp.done();
 }
 

@@ -1,5 +1,7 @@
 #include "services/broker/broker_metrics.h"
 
+#include "services/broker/messages.h"
+
 namespace starling::broker {
 
 namespace {
@@ -67,7 +69,7 @@ std::string_view api_name(int16_t api_key) {
   }
 }
 
-void BrokerMetrics::request(int16_t api_key, double seconds) {
+void BrokerMetrics::request(int16_t api_key, int16_t version, double seconds) {
   // Keys outside the table share one series (a client's garbage cannot add series).
   const size_t slot = api_key >= 0 && static_cast<size_t>(api_key) < request_seconds_.size() - 1
                           ? static_cast<size_t>(api_key)
@@ -81,6 +83,19 @@ void BrokerMetrics::request(int16_t api_key, double seconds) {
                              latency_buckets(), {{"api", std::string(name)}});
   }
   h->observe(seconds);
+  // Series are bounded by the supported table: unknown keys share slot 127,
+  // versions outside an API's range share "other".
+  const auto api = find_api(api_key);
+  const bool served = api && version >= api->min_version && version <= api->max_version;
+  const int32_t key = static_cast<int32_t>(slot << 16) | (served ? version : 0xffff);
+  Counter*& c = requests_[key];
+  if (c == nullptr) {
+    const std::string_view name = slot == request_seconds_.size() - 1 ? "Unknown" : api_name(api_key);
+    c = &metrics().counter("starling_broker_requests_total",
+                           "Requests per Kafka API and version (\"other\": a version the broker does not serve)",
+                           {{"api", std::string(name)}, {"version", served ? std::to_string(version) : "other"}});
+  }
+  c->add();
 }
 
 BrokerMetrics::TopicCounters& BrokerMetrics::topic(const std::string& name) {

@@ -8,25 +8,37 @@ const std::vector<ApiRange>& supported_apis() {
   // Upper bounds stop at the last non-flexible version of each API
   // (the "flexibleVersions" field in apache/kafka's message JSON). Produce
   // starts at v0 though only v3+ are served: see kFirstServedProduceVersion.
+  // Key, min, max, first flexible version. The upper bounds stop where a
+  // version adds what this broker does not have: topic ids (Fetch v13),
+  // batched groups or keys (OffsetFetch v8, FindCoordinator v4), listing by
+  // max timestamp (ListOffsets v7), the configs CreateTopics v5 returns and
+  // DescribeConfigs v4's flexible form, which no client prefers yet.
   static const std::vector<ApiRange> apis = {
-      {ApiKey::kProduce, 0, 7},         {ApiKey::kFetch, 4, 11},         {ApiKey::kListOffsets, 1, 5},
-      {ApiKey::kMetadata, 0, 8},        {ApiKey::kOffsetCommit, 2, 7},   {ApiKey::kOffsetFetch, 1, 5},
-      {ApiKey::kFindCoordinator, 0, 2}, {ApiKey::kJoinGroup, 0, 5},      {ApiKey::kHeartbeat, 0, 3},
-      {ApiKey::kLeaveGroup, 0, 3},      {ApiKey::kSyncGroup, 0, 3},      {ApiKey::kDescribeGroups, 0, 4},
-      {ApiKey::kListGroups, 0, 2},      {ApiKey::kApiVersions, 0, 2},    {ApiKey::kCreateTopics, 0, 4},
-      {ApiKey::kDeleteTopics, 0, 3},    {ApiKey::kInitProducerId, 0, 1}, {ApiKey::kDeleteGroups, 0, 1},
+      {ApiKey::kProduce, 0, 9, 9},
+      {ApiKey::kFetch, 4, 12, 12},
+      {ApiKey::kListOffsets, 1, 6, 6},
+      {ApiKey::kMetadata, 0, 12, 9},
+      {ApiKey::kOffsetCommit, 2, 8, 8},
+      {ApiKey::kOffsetFetch, 1, 7, 6},
+      {ApiKey::kFindCoordinator, 0, 3, 3},
+      {ApiKey::kJoinGroup, 0, 6, 6},
+      {ApiKey::kHeartbeat, 0, 4, 4},
+      {ApiKey::kLeaveGroup, 0, 4, 4},
+      {ApiKey::kSyncGroup, 0, 4, 4},
+      {ApiKey::kDescribeGroups, 0, 5, 5},
+      {ApiKey::kListGroups, 0, 3, 3},
+      {ApiKey::kApiVersions, 0, 3, 3},
+      {ApiKey::kCreateTopics, 0, 4, 5},
+      {ApiKey::kDeleteTopics, 0, 4, 4},
+      {ApiKey::kInitProducerId, 0, 2, 2},
+      {ApiKey::kDeleteGroups, 0, 2, 2},
+      {ApiKey::kDeleteRecords, 0, 2, 2},
+      {ApiKey::kDescribeConfigs, 0, 3, 4},
+      {ApiKey::kAlterConfigs, 0, 2, 2},
+      {ApiKey::kCreatePartitions, 0, 2, 2},
+      {ApiKey::kIncrementalAlterConfigs, 0, 1, 1},
   };
-  // The admin APIs on data and configs.
-  static const std::vector<ApiRange> with_admin = [] {
-    std::vector<ApiRange> all = apis;
-    all.insert(all.end(), {{ApiKey::kDeleteRecords, 0, 1},
-                           {ApiKey::kDescribeConfigs, 0, 3},
-                           {ApiKey::kAlterConfigs, 0, 1},
-                           {ApiKey::kCreatePartitions, 0, 1},
-                           {ApiKey::kIncrementalAlterConfigs, 0, 0}});
-    return all;
-  }();
-  return with_admin;
+  return apis;
 }
 
 std::optional<ApiRange> find_api(int16_t api_key) {
@@ -38,8 +50,11 @@ std::optional<ApiRange> find_api(int16_t api_key) {
 
 namespace {
 
+// Reads the body's closing tagged fields (flexible versions), then checks
+// that the whole body was read.
 template <class T>
 Result<T> finish(Reader& r, T value, const char* what) {
+  r.tags();
   if (!r.ok()) return fail(ErrorCode::kInvalidRequest, fmt::format("{} request is truncated or malformed", what));
   if (r.remaining() != 0) {
     return fail(ErrorCode::kInvalidRequest, fmt::format("{} request has {} trailing bytes", what, r.remaining()));
@@ -82,7 +97,13 @@ std::vector<TopicPartitions<Partition>> topics(Reader& r, size_t min_partition_s
     TopicPartitions<Partition> t;
     t.name = r.string();
     each(
-        r, [&] { t.partitions.push_back(partition()); }, min_partition_size);
+        r,
+        [&] {
+          t.partitions.push_back(partition());
+          r.tags();
+        },
+        min_partition_size);
+    r.tags();
     out.push_back(std::move(t));
   });
   return out;
@@ -105,6 +126,7 @@ void read_replicas(Reader& r, CreateTopicsRequest::Assignment& a) {
         if (a.replica_count++ < CreateTopicsRequest::kMaxKeptReplicas) a.broker_ids.push_back(id);
       },
       4);
+  r.tags();
 }
 
 }  // namespace
@@ -149,6 +171,7 @@ Result<FetchRequest> decode_fetch(Reader& r, int16_t v) {
     p.index = r.i32();
     if (v >= 9) p.current_leader_epoch = r.i32();
     p.fetch_offset = r.i64();
+    if (v >= 12) r.i32();  // last_fetched_epoch: followers only
     if (v >= 5) p.log_start_offset = r.i64();
     p.partition_max_bytes = r.i32();
     return p;
@@ -160,6 +183,7 @@ Result<FetchRequest> decode_fetch(Reader& r, int16_t v) {
       r.string();
       each(
           r, [&] { r.i32(); }, 4);
+      r.tags();
     });
   }
   if (v >= 11) r.string();  // rack_id
@@ -183,18 +207,37 @@ Result<ListOffsetsRequest> decode_list_offsets(Reader& r, int16_t v) {
 
 Result<MetadataRequest> decode_metadata(Reader& r, int16_t v) {
   MetadataRequest req;
-  int32_t n = r.array_len(2);
+  // librdkafka 2.x (through 2.15 at least, its issue #5049) asks for every
+  // topic at v9+ with the classic 4-byte null placeholder it never shrinks
+  // to the 1-byte compact null: 00 00 00 00, then the real fields. Kafka
+  // reads the first byte as null and ignores the bytes left over; here the
+  // three padding bytes are skipped, so the client's own flags are read. A
+  // well-formed body with a null array is 3 bytes shorter, so the exact
+  // length tells the two apart.
+  const size_t fields_after_topics = (v >= 4 ? 1 : 0) + (v >= 8 && v <= 10 ? 1 : 0) + (v >= 8 ? 1 : 0) + 1;
+  if (v >= 9 && r.remaining() == 4 + fields_after_topics && r.peek_zeros(4)) {
+    for (int i = 0; i < 3; ++i) r.i8();
+  }
+  int32_t n = r.array_len(v >= 10 ? 18 : 2);
   if (n >= 0) {
     std::vector<std::string> names;
-    for (int32_t i = 0; i < n && r.ok(); ++i) names.push_back(r.string());
+    for (int32_t i = 0; i < n && r.ok(); ++i) {
+      if (v >= 10) {
+        // A topic id (v10+) names nothing here: this broker has no topic
+        // ids, and clients send the zero id with a name. A topic asked for
+        // by id alone (null name, v12) is unknown.
+        for (int b = 0; b < 16; ++b) r.i8();
+      }
+      auto name = v >= 12 ? r.nullable_string() : std::optional<std::string>(r.string());
+      names.push_back(name.value_or(""));
+      r.tags();
+    }
     // v0 has no null array: an empty list means every topic.
     if (!(v == 0 && names.empty())) req.topics = std::move(names);
   }
   if (v >= 4) req.allow_auto_topic_creation = r.boolean();
-  if (v >= 8) {
-    r.boolean();  // include_cluster_authorized_operations
-    r.boolean();  // include_topic_authorized_operations
-  }
+  if (v >= 8 && v <= 10) r.boolean();  // include_cluster_authorized_operations
+  if (v >= 8) r.boolean();             // include_topic_authorized_operations
   return finish(r, std::move(req), "Metadata");
 }
 
@@ -214,7 +257,7 @@ Result<CreateTopicsRequest> decode_create_topics(Reader& r, int16_t v) {
             [&] {
               Req::Assignment a;
               a.partition = r.i32();
-              read_replicas(r, a);
+              read_replicas(r, a);  // and the assignment's tags
               if (t.assignment_count++ < Req::kMaxKeptAssignments) t.assignments.push_back(std::move(a));
             },
             8);
@@ -224,8 +267,10 @@ Result<CreateTopicsRequest> decode_create_topics(Reader& r, int16_t v) {
               std::string name = r.string();
               std::optional<std::string> value = r.nullable_string();
               if (t.config_count++ < Req::kMaxKeptConfigs) t.configs.emplace_back(std::move(name), std::move(value));
+              r.tags();
             },
             4);
+        r.tags();
         req.topics.push_back(std::move(t));
       },
       16);
@@ -269,6 +314,7 @@ Result<JoinGroupRequest> decode_join_group(Reader& r, int16_t v) {
         JoinGroupRequest::Protocol p;
         p.name = r.string();
         p.metadata = r.bytes();
+        r.tags();
         req.protocols.push_back(std::move(p));
       },
       6);
@@ -284,6 +330,7 @@ Result<SyncGroupRequest> decode_sync_group(Reader& r, int16_t v) {
         SyncGroupRequest::Assignment a;
         a.member_id = r.string();
         a.assignment = r.bytes();
+        r.tags();
         req.assignments.push_back(std::move(a));
       },
       6);
@@ -308,6 +355,7 @@ Result<LeaveGroupRequest> decode_leave_group(Reader& r, int16_t v) {
           LeaveGroupRequest::Member m;
           m.member_id = r.string();
           m.group_instance_id = r.nullable_string();
+          r.tags();
           req.members.push_back(std::move(m));
         },
         4);
@@ -348,16 +396,17 @@ Result<OffsetFetchRequest> decode_offset_fetch(Reader& r, int16_t v) {
       t.name = r.string();
       each(
           r, [&] { t.partitions.push_back(r.i32()); }, 4);
+      r.tags();
       topics.push_back(std::move(t));
     }
     req.topics = std::move(topics);
   }
+  if (v >= 7) req.require_stable = r.boolean();
   return finish(r, std::move(req), "OffsetFetch");
 }
 
 Result<ListGroupsRequest> decode_list_groups(Reader& r, int16_t /*v*/) {
-  if (r.remaining() != 0) return fail(ErrorCode::kInvalidRequest, "ListGroups request has trailing bytes");
-  return ListGroupsRequest{};
+  return finish(r, ListGroupsRequest{}, "ListGroups");  // v0-3: no field but v3's tags
 }
 
 Result<DescribeGroupsRequest> decode_describe_groups(Reader& r, int16_t v) {
@@ -384,6 +433,7 @@ Result<CreatePartitionsRequest> decode_create_partitions(Reader& r, int16_t /*v*
           read_replicas(r, a);
           if (i < CreateTopicsRequest::kMaxKeptAssignments) t.assignments.push_back(std::move(a));
         }
+        r.tags();
         req.topics.push_back(std::move(t));
       },
       10);
@@ -405,9 +455,11 @@ Result<DeleteRecordsRequest> decode_delete_records(Reader& r, int16_t /*v*/) {
               DeleteRecordsRequest::Partition p;
               p.index = r.i32();
               p.offset = r.i64();
+              r.tags();
               t.partitions.push_back(p);
             },
             12);
+        r.tags();
         req.topics.push_back(std::move(t));
       },
       6);
@@ -430,6 +482,7 @@ Result<DescribeConfigsRequest> decode_describe_configs(Reader& r, int16_t v) {
           std::string name = r.string();
           if (res.name_count++ < CreateTopicsRequest::kMaxKeptConfigs) res.names.push_back(std::move(name));
         }
+        r.tags();
         req.resources.push_back(std::move(res));
       },
       7);
@@ -455,9 +508,11 @@ Result<AlterConfigsRequest> decode_alter(Reader& r, bool incremental, const char
               c.name = r.string();
               if (incremental) c.op = r.i8();
               c.value = r.nullable_string();
+              r.tags();
               if (res.config_count++ < CreateTopicsRequest::kMaxKeptConfigs) res.configs.push_back(std::move(c));
             },
             incremental ? 5 : 4);
+        r.tags();
         req.resources.push_back(std::move(res));
       },
       7);

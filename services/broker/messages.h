@@ -42,6 +42,11 @@ struct ApiRange {
   ApiKey key;
   int16_t min_version;
   int16_t max_version;
+  /// The first flexible version (KIP-482: compact fields, tagged fields,
+  /// request header v2, response header v1), from the "flexibleVersions" of
+  /// the API's JSON in apache/kafka; above max_version when none is served.
+  int16_t first_flexible;
+  bool flexible(int16_t version) const { return version >= first_flexible; }
 };
 
 /// Produce v0-2 are advertised but not served, as in Kafka 4.0 (KAFKA-18659):
@@ -53,9 +58,8 @@ struct ApiRange {
 /// UNSUPPORTED_VERSION for each partition, and nothing is stored.
 inline constexpr int16_t kFirstServedProduceVersion = 3;
 
-/// Every API and version range this broker implements. Only non-flexible
-/// versions: flexible ones (compact strings, tagged fields) are not decoded,
-/// and clients pick the highest common version from this list.
+/// Every API and version range this broker implements; clients pick the
+/// highest common version from this list.
 const std::vector<ApiRange>& supported_apis();
 /// nullopt when the key is unknown.
 std::optional<ApiRange> find_api(int16_t api_key);
@@ -65,9 +69,15 @@ struct RequestHeader {
   int16_t api_version = 0;
   int32_t correlation_id = 0;
   std::optional<std::string> client_id;
+  /// The version is flexible: the header was v2 (its tagged fields read),
+  /// the body and the response are in flexible mode.
+  bool flexible = false;
 };
 
-/// Decodes request header v1. The reader is left at the start of the body.
+/// Decodes request header v1, the part every version shares. For a flexible
+/// version the caller reads the header's tagged fields (Reader::tags() in
+/// flexible mode): the client id stays a classic nullable string in v2.
+/// The reader is left at the start of the body.
 Result<RequestHeader> decode_request_header(Reader& r);
 
 // ---- Request bodies. Views (ByteView) point into the request frame. ----
@@ -231,6 +241,9 @@ struct OffsetFetchRequest {
   std::string group_id;
   using Topic = TopicPartitions<int32_t>;
   std::optional<std::vector<Topic>> topics;  // nullopt: every committed offset
+  /// v7 (KIP-447): wait for pending transactional offsets. This broker has
+  /// no transactions, so every committed offset is stable.
+  bool require_stable = false;
 };
 
 struct ListGroupsRequest {};  // v0-2 have an empty body

@@ -7,27 +7,34 @@
 
 #include "services/broker/broker.h"
 #include "services/broker/error.h"
+#include "services/broker/messages.h"
 #include "services/broker/wire.h"
 
 namespace starling::broker {
 
 inline constexpr int32_t kNoAuthorizedOperations = INT32_MIN;  // "not requested" in Kafka
 
-/// Starts a response frame: size placeholder, then header v0 (correlation id).
+/// Starts a response frame: size placeholder, then the response header: v0
+/// (the correlation id), or v1 (and an empty tagged-field section) when the
+/// request's version is flexible. The body's writer is in the request's
+/// mode. ApiVersions always answers with header v0 (KIP-511: a client that
+/// does not know the broker's versions yet must be able to read it).
 class Response {
  public:
-  explicit Response(int32_t correlation_id) {
-    size_at_ = w.reserve_i32();
-    (void)size_at_;
-    w.i32(correlation_id);
+  explicit Response(const RequestHeader& h) : flexible_(h.flexible) {
+    w.i32(0);  // the frame size, set by done()
+    w.i32(h.correlation_id);
+    w.set_flexible(flexible_);
+    if (h.api_key != static_cast<int16_t>(ApiKey::kApiVersions)) w.tags();
   }
   /// Writes a bytes field whose content becomes its own buffer.
   void bytes_by_move(Bytes data) {
-    w.i32(static_cast<int32_t>(data.size()));
+    w.bytes_len(data.size());
     if (data.empty()) return;
     size_ += w.size();
     parts_.push_back(w.take());
     w = Writer();
+    w.set_flexible(flexible_);
     size_ += data.size();
     parts_.push_back(std::move(data));
   }
@@ -41,7 +48,7 @@ class Response {
   Writer w;
 
  private:
-  size_t size_at_;
+  bool flexible_;
   size_t size_ = 0;
   std::vector<Bytes> parts_;
 };

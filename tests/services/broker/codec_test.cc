@@ -28,29 +28,125 @@ TEST(Crc32c, SlicedAndBytewisePathsAgree) {
   }
 }
 
-TEST(ApiVersions, AdvertisesOnlyNonFlexibleVersions) {
-  // First flexible version of each API (apache/kafka message JSON).
+TEST(ApiVersions, EachApiBecomesFlexibleAtKafkasVersion) {
+  // First flexible version of each API ("flexibleVersions" in apache/kafka's message JSON).
   const std::map<ApiKey, int16_t> first_flexible = {
-      {ApiKey::kProduce, 9},         {ApiKey::kFetch, 12},         {ApiKey::kListOffsets, 6},
-      {ApiKey::kMetadata, 9},        {ApiKey::kOffsetCommit, 8},   {ApiKey::kOffsetFetch, 6},
-      {ApiKey::kFindCoordinator, 3}, {ApiKey::kJoinGroup, 6},      {ApiKey::kHeartbeat, 4},
-      {ApiKey::kLeaveGroup, 4},      {ApiKey::kSyncGroup, 4},      {ApiKey::kDescribeGroups, 5},
-      {ApiKey::kListGroups, 3},      {ApiKey::kApiVersions, 3},    {ApiKey::kCreateTopics, 5},
-      {ApiKey::kDeleteTopics, 4},    {ApiKey::kInitProducerId, 2}, {ApiKey::kDeleteGroups, 2},
+      {ApiKey::kProduce, 9},
+      {ApiKey::kFetch, 12},
+      {ApiKey::kListOffsets, 6},
+      {ApiKey::kMetadata, 9},
+      {ApiKey::kOffsetCommit, 8},
+      {ApiKey::kOffsetFetch, 6},
+      {ApiKey::kFindCoordinator, 3},
+      {ApiKey::kJoinGroup, 6},
+      {ApiKey::kHeartbeat, 4},
+      {ApiKey::kLeaveGroup, 4},
+      {ApiKey::kSyncGroup, 4},
+      {ApiKey::kDescribeGroups, 5},
+      {ApiKey::kListGroups, 3},
+      {ApiKey::kApiVersions, 3},
+      {ApiKey::kCreateTopics, 5},
+      {ApiKey::kDeleteTopics, 4},
+      {ApiKey::kInitProducerId, 2},
+      {ApiKey::kDeleteGroups, 2},
+      {ApiKey::kDeleteRecords, 2},
+      {ApiKey::kDescribeConfigs, 4},
+      {ApiKey::kAlterConfigs, 2},
+      {ApiKey::kCreatePartitions, 2},
+      {ApiKey::kIncrementalAlterConfigs, 1},
   };
-  // The admin APIs on data and configs.
-  std::map<ApiKey, int16_t> all = first_flexible;
-  all.insert({{ApiKey::kDeleteRecords, 2},
-              {ApiKey::kDescribeConfigs, 4},
-              {ApiKey::kAlterConfigs, 2},
-              {ApiKey::kCreatePartitions, 2},
-              {ApiKey::kIncrementalAlterConfigs, 1}});
   for (const auto& a : supported_apis()) {
-    ASSERT_TRUE(all.count(a.key)) << static_cast<int>(a.key);
-    EXPECT_LT(a.max_version, all.at(a.key)) << static_cast<int>(a.key);
+    ASSERT_TRUE(first_flexible.count(a.key)) << static_cast<int>(a.key);
+    EXPECT_EQ(a.first_flexible, first_flexible.at(a.key)) << static_cast<int>(a.key);
     EXPECT_LE(a.min_version, a.max_version);
   }
-  EXPECT_EQ(supported_apis().size(), all.size());
+  EXPECT_EQ(supported_apis().size(), first_flexible.size());
+}
+
+TEST(Wire, CompactFormsRoundTripAndVarintsHaveKafkasBoundaries) {
+  Writer w;
+  w.set_flexible(true);
+  w.string("");
+  w.string(std::string(200, 's'));  // a length of two varint bytes
+  w.nullable_string(std::nullopt);
+  w.bytes(Bytes{1, 2, 3});
+  w.null_bytes();
+  w.array_len(0);
+  w.null_array();
+  w.uvarint(0xffffffffu);
+  w.tags();
+  Bytes b = w.take();
+  EXPECT_EQ(b[0], 1);     // "" is length + 1
+  EXPECT_EQ(b[1], 0xc9);  // 201 = 0x49 | 0x80, then 1
+  EXPECT_EQ(b[2], 0x01);
+  Reader r(b);
+  r.set_flexible(true);
+  EXPECT_EQ(r.string(), "");
+  EXPECT_EQ(r.string(), std::string(200, 's'));
+  EXPECT_EQ(r.nullable_string(), std::nullopt);
+  EXPECT_EQ(r.bytes(), (Bytes{1, 2, 3}));
+  EXPECT_EQ(r.nullable_bytes(), std::nullopt);
+  EXPECT_EQ(r.array_len(), 0);
+  EXPECT_EQ(r.array_len(), -1);
+  EXPECT_EQ(r.uvarint(), 0xffffffffu);
+  r.tags();
+  EXPECT_TRUE(r.ok());
+  EXPECT_EQ(r.remaining(), 0u);
+
+  // Outside flexible mode tags() reads and writes nothing.
+  Writer classic;
+  classic.tags();
+  EXPECT_EQ(classic.size(), 0u);
+}
+
+TEST(Wire, MalformedCompactFieldsFailTheReader) {
+  const std::vector<std::pair<std::string, Bytes>> cases = {
+      {"null string where a string is required", {0}},
+      {"string longer than the input", {5, 'a'}},
+      {"string over 32,767 bytes", {0x81, 0x80, 0x02}},
+      {"varint of six bytes", {0x80, 0x80, 0x80, 0x80, 0x80, 0x01}},
+      {"varint over 32 bits", {0x80, 0x80, 0x80, 0x80, 0x10}},
+      {"truncated varint", {0x80}},
+  };
+  for (const auto& [what, bytes] : cases) {
+    Reader r(bytes);
+    r.set_flexible(true);
+    r.string();
+    EXPECT_FALSE(r.ok()) << what;
+  }
+  // Tags: out of order, a size past the end, and a count the input cannot hold.
+  for (const Bytes& bytes : {Bytes{2, 3, 0, 1, 0}, Bytes{1, 0, 9, 1}, Bytes{100, 0, 0}}) {
+    Reader r(bytes);
+    r.set_flexible(true);
+    r.tags();
+    EXPECT_FALSE(r.ok()) << int(bytes[0]);
+  }
+  // An array of more elements than the input can hold allocates nothing.
+  Bytes many = {0xff, 0xff, 0x03, 1, 2};
+  Reader r(many);
+  r.set_flexible(true);
+  r.array_len(1);
+  EXPECT_FALSE(r.ok());
+}
+
+TEST(Decode, FlexibleProduceRequestRoundTrip) {
+  auto batch = testing::make_batch({});
+  auto body = testing::produce_body("topic", batch, -1, 9);
+  Reader r(body);
+  r.set_flexible(true);
+  auto req = decode_produce(r, 9);
+  ASSERT_TRUE(req.has_value()) << req.error().message;
+  ASSERT_EQ(req->topics.size(), 1u);
+  EXPECT_EQ(req->topics[0].name, "topic");
+  const auto& records = req->topics[0].partitions[0].records;
+  if (!records) GTEST_FAIL() << "the partition has no records";
+  EXPECT_EQ(records->size(), batch.size());
+  // Every truncation fails.
+  for (size_t n = 0; n < body.size(); ++n) {
+    Reader t(ByteView(body.data(), n));
+    t.set_flexible(true);
+    EXPECT_FALSE(decode_produce(t, 9).has_value()) << "prefix " << n;
+  }
 }
 
 TEST(Decode, ProduceRoundTrip) {
@@ -139,7 +235,7 @@ TEST(Decode, ListGroupsBodyMustBeEmpty) {
   auto req = decode_list_groups(r1, 2);
   ASSERT_FALSE(req.has_value());
   EXPECT_EQ(req.error().code, ErrorCode::kInvalidRequest);
-  EXPECT_EQ(req.error().message, "ListGroups request has trailing bytes");
+  EXPECT_EQ(req.error().message, "ListGroups request has 1 trailing bytes");
 }
 
 TEST(Decode, MetadataV0EmptyListMeansAllTopicsButV1EmptyMeansNone) {

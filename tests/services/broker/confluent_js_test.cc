@@ -5,9 +5,13 @@
 // The stored batches on disk must carry the codec the client chose.
 #include <gtest/gtest.h>
 
+#include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "tests/services/broker/broker_process.h"
+#include "tests/services/broker/metrics_page.h"
 #include "tests/services/broker/npm_client.h"
 #include "tests/services/broker/stored_log.h"
 
@@ -32,7 +36,11 @@ void install() {
 TEST(ConfluentJs, EveryCodecIdempotentProduceAndAGroupThatCommitsWithTheNewerLibrdkafka) {
   ASSERT_NO_FATAL_FAILURE(install());
   TempDir dir;
-  BrokerProcess broker(dir.path(), {"--auto-create", "false"});
+  const auto port_file = dir.path() / "metrics-port";
+  BrokerProcess broker(dir.path(), {"--auto-create", "false", "--metrics-listen", "127.0.0.1:0", "--metrics-port-file",
+                                    port_file.string()});
+  const auto address = metrics_address(port_file);
+  ASSERT_FALSE(address.empty()) << broker.log();
   auto r = run_command(
       std::string("cd ") + CONFLUENT_JS_WORK_DIR + " && node interop.js " + broker.bootstrap() + " 600", 240);
   ASSERT_EQ(r.exit_code, 0) << r.output << "\nbroker log:\n" << broker.log();
@@ -59,6 +67,29 @@ TEST(ConfluentJs, EveryCodecIdempotentProduceAndAGroupThatCommitsWithTheNewerLib
     // 600 values of 400 bytes: compressed logs are smaller than that.
     if (codec != "none") EXPECT_LT(bytes, 600u * 400u) << codec;
   }
+  // The newer client took the flexible versions (KIP-482) the broker offers:
+  // the highest each side has. Fetch stops at v12 (no topic ids here).
+  const std::string page = scrape(address);
+  for (const auto& [api, version] : std::vector<std::pair<std::string, int>>{{"ApiVersions", 3},
+                                                                             {"Metadata", 12},
+                                                                             {"InitProducerId", 2},
+                                                                             {"Produce", 9},
+                                                                             {"Fetch", 12},
+                                                                             {"OffsetCommit", 8},
+                                                                             {"OffsetFetch", 7}}) {
+    const std::string series =
+        "starling_broker_requests_total{api=\"" + api + "\",version=\"" + std::to_string(version) + "\"}";
+    EXPECT_GT(sample(page, series), 0) << series << " not served; the page's requests:\n"
+                                       << [&] {
+                                            std::string lines;
+                                            std::istringstream in(page);
+                                            for (std::string l; std::getline(in, l);) {
+                                              if (l.rfind("starling_broker_requests_total{", 0) == 0) lines += l + "\n";
+                                            }
+                                            return lines;
+                                          }();
+  }
+  EXPECT_EQ(sample(page, "starling_broker_requests_total{api=\"Fetch\",version=\"other\"}"), -1);
   EXPECT_TRUE(broker.alive()) << broker.log();
 }
 

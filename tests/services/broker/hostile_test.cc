@@ -147,7 +147,7 @@ class Hostile : public ::testing::Test {
   }
 
   void unsupported_versions() {
-    // ApiVersions past v2: answered in v0 format with UNSUPPORTED_VERSION and
+    // ApiVersions past v3: answered in v0 format with UNSUPPORTED_VERSION and
     // the list, as Kafka does, so that clients can fall back.
     {
       auto c = connect();
@@ -166,7 +166,10 @@ class Hostile : public ::testing::Test {
     // decode still closes.
     expect_closes(request_frame(0, 2, {}), "truncated Produce v2 body");
     expect_closes(request_frame(1, -1, {}), "Fetch v-1");
-    expect_closes(request_frame(3, 9, metadata_body(8, "t", false)), "Metadata v9 (flexible)");
+    expect_closes(request_frame(3, 13, metadata_body(12, "t", false), 1, true), "Metadata v13");
+    // A flexible version sent with a classic header and body: the header's
+    // tagged fields and the compact fields do not decode.
+    expect_closes(request_frame(3, 9, metadata_body(8, "t", false)), "Metadata v9 in the classic form");
   }
 
   void client_ids() {

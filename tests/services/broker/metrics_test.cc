@@ -8,6 +8,7 @@
 
 #include "services/common/http.h"
 #include "tests/services/broker/broker_process.h"
+#include "tests/services/broker/metrics_page.h"
 #include "tests/services/broker/raw_client.h"
 #include "tests/services/broker/rdkafka_helpers.h"
 #include "tests/support/promtool.h"
@@ -18,28 +19,6 @@ namespace {
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-std::string metrics_address(const fs::path& file) {
-  auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (!fs::exists(file) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
-  auto a = read_file(file);
-  while (!a.empty() && a.back() == '\n') a.pop_back();
-  return a;
-}
-
-std::string scrape(const std::string& address) {
-  auto r = http_call("GET", "http://" + address + "/metrics");
-  if (!r) return "scrape failed: " + r.error().message;
-  EXPECT_EQ(r->status, 200);
-  return r->body;
-}
-
-/// The value of the one sample `series` (name and labels as rendered), or -1.
-double sample(const std::string& page, const std::string& series) {
-  const auto at = page.find("\n" + series + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(page.substr(at + series.size() + 2));
-}
 
 TEST(Metrics, ScrapeShowsRequestsBytesOffsetsLagConnectionsAndFsyncAndPassesPromtool) {
   TempDir dir;

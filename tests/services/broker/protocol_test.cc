@@ -32,15 +32,14 @@ class Protocol : public ::testing::Test {
   }
 };
 
-TEST_F(Protocol, ApiVersionsV3IsAnsweredInV0FormatWithUnsupportedVersionSoClientsFallBack) {
+TEST_F(Protocol, ApiVersionsV4IsAnsweredInV0FormatWithUnsupportedVersionSoClientsFallBack) {
   RawClient c(broker_.port());
-  Writer body;  // v3 body: compact strings client_software_name/version + tagged fields
-  body.i8(2);
-  body.raw(reinterpret_cast<const uint8_t*>("x"), 1);
-  body.i8(2);
-  body.raw(reinterpret_cast<const uint8_t*>("1"), 1);
-  body.i8(0);
-  ASSERT_TRUE(c.send_request(18, 3, body.take(), 9, /*flexible_header=*/true));
+  Writer body;  // a v3-shaped body: compact strings client_software_name/version + tagged fields
+  body.set_flexible(true);
+  body.string("x");
+  body.string("1");
+  body.tags();
+  ASSERT_TRUE(c.send_request(18, 4, body.take(), 9, /*flexible_header=*/true));
   auto f = c.read_frame();
   ASSERT_TRUE(f.has_value());
   Reader r(*f);
@@ -55,7 +54,7 @@ TEST_F(Protocol, ApiVersionsV3IsAnsweredInV0FormatWithUnsupportedVersionSoClient
     if (key == 18) {
       found = true;
       EXPECT_EQ(min, 0);
-      EXPECT_EQ(max, 2);
+      EXPECT_EQ(max, 3);
     }
   }
   EXPECT_TRUE(found);
@@ -108,7 +107,7 @@ TEST_F(Protocol, ProduceV0ToV2IsAdvertisedButAnsweredWithUnsupportedVersionAndNo
       if (key != 0) continue;
       found = true;
       EXPECT_EQ(min, 0);
-      EXPECT_EQ(max, 7);
+      EXPECT_EQ(max, 9);
     }
     EXPECT_TRUE(found);
   }

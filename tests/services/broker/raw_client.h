@@ -77,6 +77,20 @@ class RawClient {
     return Bytes(f->begin() + 4, f->end());
   }
 
+  /// As call(), at a flexible version: request header v2 (an empty tagged
+  /// field section after the client id), and the response header's tagged
+  /// fields (v1; ApiVersions answers with header v0) read and dropped.
+  std::optional<Bytes> call_flexible(int16_t api_key, int16_t version, const Bytes& body) {
+    if (!send_request(api_key, version, body, 7, /*flexible_header=*/true)) return std::nullopt;
+    auto f = read_frame();
+    if (!f || f->size() < 4 || load_be32(f->data()) != 7) return std::nullopt;
+    Reader r(ByteView(*f).subspan(4));
+    r.set_flexible(true);
+    if (api_key != 18) r.tags();
+    if (!r.ok()) return std::nullopt;
+    return Bytes(f->begin() + 4 + static_cast<std::ptrdiff_t>(r.position()), f->end());
+  }
+
   /// True when the peer closed the connection within the timeout.
   bool closed_by_peer(int timeout_ms = 5000) {
     uint8_t b;

@@ -2,7 +2,9 @@
 
 // Request bodies (after the request header) that several broker tests send,
 // written field by field for a given version as in apache/kafka's message
-// JSON. Each names the one topic partition (0) or group it is about.
+// JSON. Each names the one topic partition (0) or group it is about. At a
+// flexible version (each helper knows its API's first one, from the JSON's
+// "flexibleVersions") the body takes the compact forms and tagged fields.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -13,9 +15,16 @@
 
 namespace starling::broker::testing {
 
-/// Produce v3-7 (the same fields in each): one record set for partition 0.
-inline Bytes produce_body(const std::string& topic, const Bytes& records, int16_t acks = -1) {
+/// A writer in flexible mode from `first_flexible` on.
+inline Writer body_writer(int16_t v, int16_t first_flexible) {
   Writer w;
+  w.set_flexible(v >= first_flexible);
+  return w;
+}
+
+/// Produce v3-9 (the same fields in each, v9 flexible): one record set for partition 0.
+inline Bytes produce_body(const std::string& topic, const Bytes& records, int16_t acks = -1, int16_t v = 7) {
+  Writer w = body_writer(v, 9);
   w.nullable_string(std::nullopt);  // transactional id
   w.i16(acks);
   w.i32(5000);  // timeout ms
@@ -24,6 +33,9 @@ inline Bytes produce_body(const std::string& topic, const Bytes& records, int16_
   w.array_len(1);
   w.i32(0);
   w.bytes(records);
+  w.tags();  // partition
+  w.tags();  // topic
+  w.tags();
   return w.take();
 }
 
@@ -68,10 +80,10 @@ inline Bytes message_set_v1(const std::vector<std::string>& values, int64_t time
   return w.take();
 }
 
-/// Fetch v4-11 of partition 0 from `offset`, at most 1 MiB.
+/// Fetch v4-12 of partition 0 from `offset`, at most 1 MiB.
 inline Bytes fetch_body(int16_t v, const std::string& topic, int64_t offset = 0, int32_t max_wait_ms = 0,
                         int32_t min_bytes = 1) {
-  Writer w;
+  Writer w = body_writer(v, 12);
   w.i32(-1);  // replica id: a consumer
   w.i32(max_wait_ms);
   w.i32(min_bytes);
@@ -87,16 +99,20 @@ inline Bytes fetch_body(int16_t v, const std::string& topic, int64_t offset = 0,
   w.i32(0);
   if (v >= 9) w.i32(-1);  // current leader epoch
   w.i64(offset);
+  if (v >= 12) w.i32(-1);      // last fetched epoch
   if (v >= 5) w.i64(-1);       // log start offset
   w.i32(1 << 20);              // partition max bytes
+  w.tags();                    // partition
+  w.tags();                    // topic
   if (v >= 7) w.array_len(0);  // forgotten topics
   if (v >= 11) w.string("rack");
+  w.tags();
   return w.take();
 }
 
-/// ListOffsets v1-5 of partition 0 at `timestamp` (-1 latest, -2 earliest).
+/// ListOffsets v1-6 of partition 0 at `timestamp` (-1 latest, -2 earliest).
 inline Bytes list_offsets_body(int16_t v, const std::string& topic, int64_t timestamp) {
-  Writer w;
+  Writer w = body_writer(v, 6);
   w.i32(-1);            // replica id: a consumer
   if (v >= 2) w.i8(0);  // isolation level: read uncommitted
   w.array_len(1);
@@ -105,19 +121,23 @@ inline Bytes list_offsets_body(int16_t v, const std::string& topic, int64_t time
   w.i32(0);
   if (v >= 4) w.i32(-1);  // current leader epoch: unknown
   w.i64(timestamp);
+  w.tags();  // partition
+  w.tags();  // topic
+  w.tags();
   return w.take();
 }
 
-/// Metadata v0-8 for one topic.
+/// Metadata v0-12 for one topic (by name; from v10 with the zero topic id).
 inline Bytes metadata_body(int16_t v, const std::string& topic, bool allow_auto_topic_creation) {
-  Writer w;
+  Writer w = body_writer(v, 9);
   w.array_len(1);
+  if (v >= 10) w.raw(Bytes(16, 0).data(), 16);  // topic id: none
   w.string(topic);
+  w.tags();
   if (v >= 4) w.boolean(allow_auto_topic_creation);
-  if (v >= 8) {
-    w.boolean(false);  // include cluster authorized operations
-    w.boolean(false);  // include topic authorized operations
-  }
+  if (v >= 8 && v <= 10) w.boolean(false);  // include cluster authorized operations
+  if (v >= 8) w.boolean(false);             // include topic authorized operations
+  w.tags();
   return w.take();
 }
 
@@ -155,9 +175,9 @@ inline Bytes create_topics_body(int16_t v, const NewTopicSpec& t, bool validate_
   return w.take();
 }
 
-/// JoinGroup v0-5 of a new member offering one "range" consumer protocol.
+/// JoinGroup v0-6 of a new member offering one "range" consumer protocol.
 inline Bytes join_group_body(int16_t v, const std::string& group) {
-  Writer w;
+  Writer w = body_writer(v, 6);
   w.string(group);
   w.i32(6000);              // session timeout ms
   if (v >= 1) w.i32(6000);  // rebalance timeout ms
@@ -167,13 +187,15 @@ inline Bytes join_group_body(int16_t v, const std::string& group) {
   w.array_len(1);
   w.string("range");
   w.bytes(Bytes{0, 1});
+  w.tags();  // protocol
+  w.tags();
   return w.take();
 }
 
-/// SyncGroup v0-3 in which `member` assigns `assignment` to itself.
+/// SyncGroup v0-4 in which `member` assigns `assignment` to itself.
 inline Bytes sync_group_body(int16_t v, const std::string& group, int32_t generation, const std::string& member,
                              const Bytes& assignment) {
-  Writer w;
+  Writer w = body_writer(v, 4);
   w.string(group);
   w.i32(generation);
   w.string(member);
@@ -181,14 +203,16 @@ inline Bytes sync_group_body(int16_t v, const std::string& group, int32_t genera
   w.array_len(1);
   w.string(member);
   w.bytes(assignment);
+  w.tags();  // assignment
+  w.tags();
   return w.take();
 }
 
-/// OffsetCommit v2-7 of `offset` with metadata "m" for partition 0.
+/// OffsetCommit v2-8 of `offset` with metadata "m" for partition 0.
 inline Bytes offset_commit_body(int16_t v, const std::string& group, int32_t generation, const std::string& member,
                                 const std::string& topic, int64_t offset,
                                 const std::optional<std::string>& instance = std::nullopt) {
-  Writer w;
+  Writer w = body_writer(v, 8);
   w.string(group);
   w.i32(generation);
   w.string(member);
@@ -201,6 +225,9 @@ inline Bytes offset_commit_body(int16_t v, const std::string& group, int32_t gen
   w.i64(offset);
   if (v >= 6) w.i32(-1);  // leader epoch
   w.nullable_string(std::string("m"));
+  w.tags();  // partition
+  w.tags();  // topic
+  w.tags();
   return w.take();
 }
 
@@ -326,14 +353,15 @@ inline Bytes join_group_v5_body(const std::string& group, const std::string& mem
   return w.take();
 }
 
-/// Heartbeat v0-3.
+/// Heartbeat v0-4.
 inline Bytes heartbeat_body(int16_t v, const std::string& group, int32_t generation, const std::string& member,
                             const std::optional<std::string>& instance = std::nullopt) {
-  Writer w;
+  Writer w = body_writer(v, 4);
   w.string(group);
   w.i32(generation);
   w.string(member);
   if (v >= 3) w.nullable_string(instance);
+  w.tags();
   return w.take();
 }
 
@@ -367,13 +395,14 @@ inline Bytes leave_group_v3_body(const std::string& group,
   return w.take();
 }
 
-/// DescribeGroups v0-4 (authorized operations not asked) or DeleteGroups
-/// v0-1 (`api` 42: the list alone) of these group ids.
+/// DescribeGroups v0-5 (authorized operations not asked) or DeleteGroups
+/// v0-2 (`api` 42: the list alone) of these group ids.
 inline Bytes groups_body(int16_t api, int16_t v, const std::vector<std::string>& groups) {
-  Writer w;
+  Writer w = body_writer(v, api == 15 ? 5 : 2);
   w.array_len(groups.size());
   for (const auto& g : groups) w.string(g);
   if (api == 15 && v >= 3) w.boolean(false);
+  w.tags();
   return w.take();
 }
 

@@ -39,7 +39,7 @@ class FakeHandler : public RequestHandler {
       held_.push_back(held);
       co_await held->wait_until(Clock::time_point::max());
     }
-    co_return Response(h->correlation_id).done();
+    co_return Response(*h).done();
   }
   /// I/O thread only.
   size_t started() const { return started_; }
