@@ -48,8 +48,9 @@ class CoordinatorTest : public ::testing::Test {
     return f;
   }
 
-  void feed(std::vector<v1::ProgressFact> facts, int32_t partition = 0) {
+  void feed(const std::vector<v1::ProgressFact>& facts, int32_t partition = 0) {
     std::vector<kafka::InMessage> batch;
+    batch.reserve(facts.size());
     for (const auto& f : facts) batch.push_back(msg(f, partition));
     auto st = coordinator_->fold_batch(batch);
     ASSERT_TRUE(st.has_value()) << st.error().message;
