@@ -261,7 +261,8 @@ class Writer {
     bytes_len(b.size());
     raw(b.data(), b.size());
   }
-  /// The length prefix of a bytes field whose content follows.
+  /// The length prefix of a bytes field whose content follows. Bytes and
+  /// arrays share their length forms: int32, or compact (varint of n + 1).
   void bytes_len(size_t n) {
     if (flexible_) {
       uvarint(static_cast<uint32_t>(n) + 1);
@@ -270,14 +271,8 @@ class Writer {
     }
   }
   void null_bytes() { flexible_ ? uvarint(0) : i32(-1); }
-  void array_len(size_t n) {
-    if (flexible_) {
-      uvarint(static_cast<uint32_t>(n) + 1);
-    } else {
-      i32(static_cast<int32_t>(n));
-    }
-  }
-  void null_array() { flexible_ ? uvarint(0) : i32(-1); }
+  void array_len(size_t n) { bytes_len(n); }
+  void null_array() { null_bytes(); }
   /// An empty tagged-field section; nothing outside flexible mode.
   void tags() {
     if (flexible_) buf_.push_back(0);
