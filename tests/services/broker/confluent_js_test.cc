@@ -65,7 +65,9 @@ TEST(ConfluentJs, EveryCodecIdempotentProduceAndAGroupThatCommitsWithTheNewerLib
     }
     EXPECT_EQ(records, 600) << codec;
     // 600 values of 400 bytes: compressed logs are smaller than that.
-    if (codec != "none") EXPECT_LT(bytes, 600u * 400u) << codec;
+    if (codec != "none") {
+      EXPECT_LT(bytes, 600u * 400u) << codec;
+    }
   }
   // The newer client took the flexible versions (KIP-482) the broker offers:
   // the highest each side has. Fetch stops at v12 (no topic ids here).

@@ -134,7 +134,9 @@ TEST(CleanServiceTest, ARecordOverTheMessageLimitIsRejectedAsTooLargeAndTheParti
   std::vector<v1::ProgressFact> refusals;
   for (const auto& m : producer.produced()) {
     EXPECT_LE(kafka::output_bytes(m), 4'000u) << m.topic;
-    if (m.topic == "t.rejected") ASSERT_TRUE(rejected.emplace_back().ParseFromString(m.value));
+    if (m.topic == "t.rejected") {
+      ASSERT_TRUE(rejected.emplace_back().ParseFromString(m.value));
+    }
     v1::ProgressFact f;
     if (m.topic == kSagaTopic && f.ParseFromString(m.value) && f.step() == v1::STEP_REJECTED) refusals.push_back(f);
   }
