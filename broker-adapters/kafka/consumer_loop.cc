@@ -92,6 +92,7 @@ int ConsumerLoop::run(const ConsumerFactory& make_consumer) {
   // by the next run.
   if (rc == 0 && !abandoned_) (void)settle(true);
   drop();
+  commit_to_group(true);
   consumer_->close();  // revokes through the hooks; nothing is in flight
   consumer_ = nullptr;
   return rc;
@@ -131,6 +132,11 @@ int ConsumerLoop::loop() {
     };
     if (!idle) {
       const auto n = batch.size();
+      Offsets next;
+      for (const auto& m : batch) {
+        auto& o = next[{m.topic, m.partition}];
+        o = std::max(o, m.offset + 1);
+      }
       auto work = stage_.apply(std::move(batch));
       if (!work) {
         spdlog::critical("{}: applying a batch of {}: {}", name_, n, work.error().message);
@@ -146,13 +152,16 @@ int ConsumerLoop::loop() {
         if (ended) return *ended;
         continue;
       }
-      in_flight_.emplace(InFlight{std::move(*work), nullptr});
+      in_flight_.emplace(InFlight{std::move(*work), nullptr, std::move(next)});
       in_flight_->sending = Deliveries::send(producer_, in_flight_->work.outputs);
     }
     if ((idle || !options_.pipelined) && !settled(true)) {
       if (ended) return *ended;
       continue;
     }
+    // Offsets stored within the interval of the last group commit go out
+    // once it has passed, even when no batch comes to carry them.
+    if (idle) commit_to_group(false);
     if (short_batch && !in_flight_ && !storing_) {
       if (auto st = stage_.caught_up(idle); !st) {
         if (!is_transient(st.error())) {
@@ -214,6 +223,7 @@ Status ConsumerLoop::settle(bool wait_store) {
   if (!in_flight_) return {};
   if (auto st = deliver(*in_flight_); !st || abandoned_) return st;
   Work work = std::move(in_flight_->work);
+  storing_next_ = std::move(in_flight_->next);
   in_flight_.reset();
   if (work.persisted) work.persisted();
   storing_.emplace(std::move(work));
@@ -266,8 +276,21 @@ Status ConsumerLoop::finish_store() {
   storing_.reset();
   if (!st) return st;  // the work is dropped: not stored
   if (work.stored) work.stored();
-  if (!abandoned_) resume_if_paused();
+  for (const auto& [tp, off] : storing_next_) uncommitted_[tp] = off;
+  if (!abandoned_) {
+    resume_if_paused();
+    commit_to_group(false);
+  }
   return {};
+}
+
+void ConsumerLoop::commit_to_group(bool now) {
+  if (uncommitted_.empty() || consumer_ == nullptr) return;
+  const auto t = std::chrono::steady_clock::now();
+  if (!now && t - last_group_commit_ < options_.group_commit_interval) return;
+  consumer_->commit_async(uncommitted_);
+  uncommitted_.clear();
+  last_group_commit_ = t;
 }
 
 void ConsumerLoop::keep_membership(std::chrono::steady_clock::time_point waiting_since) {
@@ -302,7 +325,9 @@ void ConsumerLoop::drop() {
   give_up_store_ = true;
   if (storing_) {
     auto st = stored_.get();
-    if (st && storing_->stored) storing_->stored();  // it made it after all
+    // It made it after all. Its offsets are not committed to the group: its
+    // partitions may have moved; the next batch of each commits past it.
+    if (st && storing_->stored) storing_->stored();
     storing_.reset();
   }
   give_up_store_ = false;
@@ -326,6 +351,9 @@ void ConsumerLoop::before_rebalance() {
     in_hook_ = false;
     if (!st) fail_in_hook(st.error());
   }
+  // Before partitions move, the group hears where this member got to, so
+  // lag tools are right while the next owner starts (from its stored offsets).
+  commit_to_group(true);
   paused_ = false;  // a new assignment starts unpaused
 }
 
@@ -339,6 +367,7 @@ std::map<TopicPartition, int64_t> ConsumerLoop::on_assign(const std::vector<Topi
     fail_in_hook(stored.error());
     return starts;
   }
+  for (const auto& tp : parts) stored->try_emplace(tp, kOffsetBeginning);
   spdlog::debug("{}: assigned {} partitions", name_, parts.size());
   return std::move(*stored);
 }

@@ -48,8 +48,10 @@ class Stage {
   virtual ~Stage() = default;
   /// Partitions were assigned (nothing is in flight): where each starts, from
   /// the offsets stored beside the stage's effects. A partition left out
-  /// starts at the group's committed offset, else the earliest. A transient
-  /// error is retried; a permanent one stops the loop.
+  /// starts at the beginning of its log, never at the group's committed
+  /// offset: that one is for lag tools, and may be another member's progress
+  /// on state this member does not hold. A transient error is retried; a
+  /// permanent one stops the loop.
   virtual Result<std::map<TopicPartition, int64_t>> assigned(const std::vector<TopicPartition>& parts) = 0;
   /// Partitions are being taken away. Every batch before is stored, or was
   /// abandoned (abandon()) because storing it was failing.
@@ -102,6 +104,12 @@ struct LoopOptions {
   std::function<bool()> stop;
   /// An output larger than this goes to Stage::too_large instead of Kafka.
   std::size_t max_output_bytes = kMaxOutputBytes;
+  /// How often the offsets after the stored batches are also committed to
+  /// the consumer group (async), so lag tools see the stage's progress: at the
+  /// first store after this interval, and before partitions move or the loop
+  /// stops. 0: after every store. The stage's own store stays the source of
+  /// truth; the group's offsets never run ahead of it.
+  std::chrono::milliseconds group_commit_interval{1000};
 };
 
 class ConsumerLoop {
@@ -116,9 +124,11 @@ class ConsumerLoop {
   int run(const ConsumerFactory& make_consumer);
 
  private:
+  using Offsets = std::map<TopicPartition, int64_t>;
   struct InFlight {
     Work work;
     std::shared_ptr<Deliveries> sending;
+    Offsets next;  // after the batch: each partition's last offset + 1
   };
   class StoreThread;
 
@@ -144,6 +154,9 @@ class ConsumerLoop {
   void on_revoke(const std::vector<TopicPartition>& parts);
   /// After a settle that failed inside a rebalance hook: fatal.
   void fail_in_hook(const Error& e);
+  /// Commits the stored offsets not yet committed to the group: when `now`,
+  /// or once group_commit_interval has passed since the last commit.
+  void commit_to_group(bool now);
 
   std::string name_;
   Stage& stage_;
@@ -154,6 +167,9 @@ class ConsumerLoop {
 
   std::optional<InFlight> in_flight_;
   std::optional<Work> storing_;
+  Offsets storing_next_;  // storing_'s offsets
+  Offsets uncommitted_;   // stored, not yet committed to the group
+  std::chrono::steady_clock::time_point last_group_commit_{};
   std::future<Status> stored_;
   std::vector<InMessage> carried_;  // polled while paused: the next batch
   bool paused_ = false;

@@ -4,10 +4,15 @@
 #include <librdkafka/rdkafka.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <tuple>
+
+#include "services/common/kafka_properties.h"
+#include "services/common/log_limit.h"
 
 namespace starling::kafka {
 namespace {
@@ -51,7 +56,10 @@ Result<ConfPtr> make_conf(const KafkaOptions& options, const std::map<std::strin
   char err[512];
   for (const auto& [k, v] : props) {
     if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-      return fail(Errc::kInvalidArgument, fmt::format("kafka property {}={}: {}", k, v, err));
+      auto origin = options.origins.find(k);
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("kafka property {}={}{}: {}", k, shown_kafka_value(k, v),
+                              origin == options.origins.end() ? "" : " (from " + origin->second + ")", err));
     }
   }
   rd_kafka_conf_set_log_cb(conf.get(), [](const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
@@ -270,6 +278,7 @@ struct KafkaConsumer::Impl {
   std::vector<TopicPartition> assigned;
   uint64_t rebalances = 0;  // counted by rebalance_cb, read by poll_batch
   bool closed = false;
+  LogLimit commit_log{std::chrono::seconds(10)};  // commit_cb runs on the polling thread
 };
 
 namespace {
@@ -308,6 +317,18 @@ void rebalance_cb(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partit
   }
 }
 
+// The result of commit_async(), inside a poll. The group's offsets are only
+// for lag tools, so a failure (the group rebalancing, the coordinator moving)
+// is logged; the next commit covers it.
+void commit_cb(rd_kafka_t* /*rk*/, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* /*offsets*/,
+               void* opaque) {
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+  auto* impl = static_cast<KafkaConsumer::Impl*>(opaque);
+  if (!impl->commit_log.allow()) return;
+  spdlog::warn("committing offsets to the group for lag tools: {} ({} more not logged); the next commit covers them",
+               rd_kafka_err2str(err), impl->commit_log.take_suppressed());
+}
+
 }  // namespace
 
 KafkaConsumer::KafkaConsumer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -335,6 +356,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const KafkaOptions&
   auto impl = std::make_unique<Impl>();
   impl->hooks = std::move(hooks);
   rd_kafka_conf_set_rebalance_cb(conf->get(), rebalance_cb);
+  rd_kafka_conf_set_offset_commit_cb(conf->get(), commit_cb);
   rd_kafka_conf_set_opaque(conf->get(), impl.get());
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), err, sizeof err);
@@ -410,16 +432,25 @@ Result<std::vector<InMessage>> poll_messages(rd_kafka_t* rk, std::size_t max, st
 
 }  // namespace
 
-Status KafkaConsumer::commit(const std::map<TopicPartition, int64_t>& next_offsets) {
-  if (next_offsets.empty()) return {};
-  auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(next_offsets.size()));
-  for (const auto& [tp, off] : next_offsets)
+namespace {
+
+rd_kafka_topic_partition_list_t* to_list(const std::map<TopicPartition, int64_t>& offsets) {
+  auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(offsets.size()));
+  for (const auto& [tp, off] : offsets)
     rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition)->offset = off;
-  const auto err = rd_kafka_commit(impl_->rk, list, 0);
+  return list;
+}
+
+}  // namespace
+
+void KafkaConsumer::commit_async(const std::map<TopicPartition, int64_t>& next_offsets) {
+  if (next_offsets.empty() || impl_->closed) return;
+  auto* list = to_list(next_offsets);
+  // Async: the answer comes to commit_cb in a later poll (and close() waits
+  // for commits in flight).
+  const auto err = rd_kafka_commit(impl_->rk, list, 1);
   rd_kafka_topic_partition_list_destroy(list);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-    return fail(Errc::kUnavailable, fmt::format("commit: {}", rd_kafka_err2str(err)));
-  return {};
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) commit_cb(impl_->rk, err, nullptr, impl_.get());
 }
 
 namespace {
@@ -555,6 +586,97 @@ Result<std::vector<InMessage>> TopicReader::poll_batch(std::size_t max, std::chr
 }
 
 // ---------------------------------------------------------------- admin
+
+Result<std::map<TopicPartition, int64_t>> committed_offsets(const KafkaOptions& options, const std::string& group,
+                                                            const std::vector<TopicPartition>& parts,
+                                                            std::chrono::milliseconds timeout) {
+  std::map<TopicPartition, int64_t> out;
+  if (parts.empty()) return out;
+  // A consumer handle with the group's id that never subscribes: OffsetFetch
+  // to the group's coordinator without joining (the members keep theirs).
+  auto conf = make_conf(options, {{"group.id", group}, {"enable.auto.commit", "false"}});
+  if (!conf) return std::unexpected(conf.error());
+  char err[512];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), err, sizeof err);
+  if (rk == nullptr) return fail(Errc::kInvalidArgument, fmt::format("kafka consumer: {}", err));
+  (void)conf.value().release();
+  std::unique_ptr<rd_kafka_t, decltype(&rd_kafka_destroy)> owned(rk, rd_kafka_destroy);
+  std::map<TopicPartition, int64_t> asked;
+  for (const auto& tp : parts) asked[tp] = RD_KAFKA_OFFSET_INVALID;
+  auto* list = to_list(asked);
+  const auto e = rd_kafka_committed(rk, list, static_cast<int>(timeout.count()));
+  Status st;
+  if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    st = fail(Errc::kUnavailable, fmt::format("committed offsets of group {}: {}", group, rd_kafka_err2str(e)));
+  }
+  for (int i = 0; st && i < list->cnt; ++i) {
+    const auto& el = list->elems[i];
+    if (el.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      st = fail(Errc::kUnavailable, fmt::format("committed offset of group {} on {}/{}: {}", group, el.topic,
+                                                el.partition, rd_kafka_err2str(el.err)));
+      break;
+    }
+    out[{el.topic, el.partition}] = el.offset < 0 ? -1 : el.offset;
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  rd_kafka_consumer_close(rk);
+  if (!st) return std::unexpected(st.error());
+  return out;
+}
+
+Result<std::vector<PartitionLag>> group_lag(const KafkaOptions& options, const std::string& group,
+                                            const std::vector<std::string>& topics, std::chrono::milliseconds timeout) {
+  auto reader = TopicReader::create(options);
+  if (!reader) return std::unexpected(reader.error());
+  std::vector<PartitionLag> out;
+  std::vector<TopicPartition> parts;
+  for (const auto& topic : topics) {
+    auto n = (*reader)->partitions(topic, timeout);
+    if (!n) {
+      if (n.error().code == Errc::kNotFound) continue;
+      return std::unexpected(n.error());
+    }
+    for (int p = 0; p < *n; ++p) {
+      PartitionLag l;
+      l.tp = {topic, p};
+      auto w = (*reader)->watermarks(l.tp, timeout);
+      if (!w) return std::unexpected(w.error());
+      std::tie(l.log_start, l.log_end) = *w;
+      parts.push_back(l.tp);
+      out.push_back(std::move(l));
+    }
+  }
+  auto committed = committed_offsets(options, group, parts, timeout);
+  if (!committed) return std::unexpected(committed.error());
+  std::map<TopicPartition, std::size_t> behind;  // where the first unprocessed record is, by index into out
+  std::map<TopicPartition, int64_t> starts;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    auto& l = out[i];
+    if (auto it = committed->find(l.tp); it != committed->end()) l.committed = it->second;
+    const int64_t next = std::max(l.committed, l.log_start);
+    l.lag = std::max<int64_t>(0, l.log_end - next);
+    if (l.lag > 0) {
+      behind[l.tp] = i;
+      starts[l.tp] = next;
+    }
+  }
+  if (starts.empty()) return out;
+  // The first unprocessed record of each lagging partition: its timestamp
+  // says how old the oldest work is.
+  if (auto st = (*reader)->assign(starts); !st) return std::unexpected(st.error());
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!behind.empty() && std::chrono::steady_clock::now() < deadline) {
+    auto batch = (*reader)->poll_batch(1000, std::chrono::milliseconds(200));
+    if (!batch) return std::unexpected(batch.error());
+    for (const auto& m : *batch) {
+      auto it = behind.find({m.topic, m.partition});
+      if (it == behind.end()) continue;
+      out[it->second].oldest_unprocessed_ms = m.timestamp_ms;
+      behind.erase(it);
+    }
+  }
+  return out;
+}
 
 Status create_topics(const KafkaOptions& options, const std::vector<TopicSpec>& topics,
                      std::chrono::milliseconds timeout) {

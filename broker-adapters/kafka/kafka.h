@@ -23,6 +23,9 @@ struct KafkaOptions {
   std::string bootstrap;  // host:port[,host:port]
   std::string client_id = "starling";
   std::map<std::string, std::string> properties;  // raw librdkafka overrides
+  /// Where a property came from ("--kafka-property", "STARLING_KAFKA_X",
+  /// "file:3"), named by an error about it.
+  std::map<std::string, std::string> origins;
 };
 
 struct Header {
@@ -138,6 +141,9 @@ struct InMessage {
   std::vector<Header> headers;
 };
 
+/// librdkafka's logical offset for "the first offset still stored".
+inline constexpr int64_t kOffsetBeginning = -2;
+
 /// Called inside poll() on the polling thread when the group changes.
 struct RebalanceHooks {
   /// Returns where to start each newly assigned partition; a partition left
@@ -161,8 +167,12 @@ class Consumer {
   /// left out (a partition still ours was re-seeked by on_assign, so it comes
   /// again), what came after is returned.
   virtual Result<std::vector<InMessage>> poll_batch(std::size_t max, std::chrono::milliseconds timeout) = 0;
-  /// Commits "next offset to read" per partition to the group, synchronously.
-  virtual Status commit(const std::map<TopicPartition, int64_t>& next_offsets) = 0;
+  /// Hands "next offset to read" per partition to the group's committed
+  /// offsets, in the background: what lag tools (kafka-consumer-groups,
+  /// Burrow, `starling groups`) read. Never the source of truth: a stage
+  /// stores its offsets beside its effects and starts from those. A failure
+  /// is logged (rate-limited) and the next commit covers it.
+  virtual void commit_async(const std::map<TopicPartition, int64_t>& next_offsets) = 0;
   /// Stops fetching these partitions while this member stays in the group
   /// (poll_batch keeps serving rebalances and returns none of their
   /// messages); resume() goes on after the last message poll_batch returned.
@@ -189,7 +199,7 @@ class KafkaConsumer final : public Consumer {
   ~KafkaConsumer() override;
 
   Result<std::vector<InMessage>> poll_batch(std::size_t max, std::chrono::milliseconds timeout) override;
-  Status commit(const std::map<TopicPartition, int64_t>& next_offsets) override;
+  void commit_async(const std::map<TopicPartition, int64_t>& next_offsets) override;
   Status pause(const std::vector<TopicPartition>& parts) override;
   Status resume(const std::vector<TopicPartition>& parts) override;
   std::vector<TopicPartition> assignment() const override;
@@ -229,6 +239,32 @@ class TopicReader {
   explicit TopicReader(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+/// The offsets a group has committed for these partitions (OffsetFetch,
+/// without joining the group): -1 for a partition it never committed.
+Result<std::map<TopicPartition, int64_t>> committed_offsets(
+    const KafkaOptions& options, const std::string& group, const std::vector<TopicPartition>& parts,
+    std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+/// How far a consumer group is behind on one partition.
+struct PartitionLag {
+  TopicPartition tp;
+  int64_t committed = -1;  // the group's next offset to read; -1: never committed
+  int64_t log_start = 0;   // the first offset still stored
+  int64_t log_end = 0;     // the next offset to be written (high watermark)
+  /// Records not yet processed: log_end - max(committed, log_start).
+  int64_t lag = 0;
+  /// The timestamp of the first unprocessed record, when lag > 0 and it was
+  /// read in time.
+  std::optional<int64_t> oldest_unprocessed_ms;
+};
+
+/// Each partition of `topics` (a topic that does not exist is left out), with
+/// the group's committed offsets, the log's bounds and the first unprocessed
+/// record's timestamp. Read without joining the group.
+Result<std::vector<PartitionLag>> group_lag(const KafkaOptions& options, const std::string& group,
+                                            const std::vector<std::string>& topics,
+                                            std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 struct TopicSpec {
   std::string name;

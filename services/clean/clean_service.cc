@@ -10,7 +10,6 @@ namespace starling::clean {
 
 namespace {
 // librdkafka's RD_KAFKA_OFFSET_BEGINNING, without including librdkafka here.
-constexpr int64_t kOffsetBeginning = -2;
 
 // The next input offset whose effect is committed to RocksDB, per partition:
 // how far this instance's state reaches (an operator's lag gauge; tests wait on it).
@@ -49,9 +48,7 @@ int CleanService::run() {
   // <p>.raw.replay carries `starling replay` output beside live traffic; its
   // offsets are stored per topic like the live ones, its device state apart
   // (cleaner.h: replay_state_partition).
-  return run(**producer,
-             kafka::KafkaConsumer::factory(kafka_, "starling-clean." + pipeline_.name,
-                                           {pipeline_.raw_topic(), pipeline_.raw_replay_topic()}),
+  return run(**producer, kafka::KafkaConsumer::factory(kafka_, pipeline_.clean_group(), pipeline_.clean_inputs()),
              {.batch_max = options_.batch_max, .batch_wait = options_.batch_wait, .pipelined = true});
 }
 
@@ -66,15 +63,15 @@ Result<std::map<kafka::TopicPartition, int64_t>> CleanService::assigned(
     const std::vector<kafka::TopicPartition>& parts) {
   // A partition we stored resumes where its state stops. One we never had
   // starts at the beginning, so its devices' state is rebuilt by replay (the
-  // outputs repeat; downstream is idempotent). Nothing is committed to the
-  // group: the offsets live with the state.
+  // outputs repeat; downstream is idempotent). The offsets live with the
+  // state; the group's committed offsets are only for lag tools.
   const auto stored = store_.offsets();
   publish_committed(stored);
   std::map<kafka::TopicPartition, int64_t> starts;
   std::size_t resumed = 0;
   for (const auto& tp : parts) {
     auto it = stored.find(tp);
-    starts[tp] = it != stored.end() ? it->second : kOffsetBeginning;
+    starts[tp] = it != stored.end() ? it->second : kafka::kOffsetBeginning;
     resumed += it != stored.end();
   }
   spdlog::info("assigned {} partitions; {} resume from offsets in RocksDB, the rest from the beginning", parts.size(),

@@ -13,7 +13,9 @@
 #include "services/clean/rule_config.h"
 #include "services/clean/rules.h"
 #include "services/cli/fixtures.h"
+#include "services/cli/groups.h"
 #include "services/common/http.h"
+#include "services/common/kafka_properties.h"
 #include "services/common/logging.h"
 #include "services/common/process.h"
 #include "services/common/progress.h"
@@ -323,6 +325,8 @@ struct ReplayArgs {
   std::string command;  // empty (run), status, pause, resume, cancel
   std::string id;
   bool as_json = false;
+  std::vector<std::string> kafka_property_flags;
+  std::string kafka_properties_file;
 };
 
 std::string time_or_dash(int64_t ms) { return ms > 0 ? rfc3339(ms) : "-"; }
@@ -434,6 +438,12 @@ int cmd_replay(ReplayArgs a) {
         a.pipeline.ends_with(".yaml") || a.pipeline.ends_with(".yml") ? load_pipeline(a.pipeline).name : a.pipeline;
   }
   if (!a.command.empty()) return cmd_replay_control(a);
+  if (auto props = user_kafka_properties(a.kafka_properties_file, a.kafka_property_flags); !props) {
+    fmt::print(stderr, "error: {}\n", props.error().message);
+    return 2;
+  } else {
+    a.opts.kafka_properties = std::move(*props);
+  }
   if (auto warm = replay_warm_up_ms(a); !warm) {
     fmt::print(stderr, "error: {}\n", warm.error().message);
     return 2;
@@ -500,6 +510,7 @@ int run(int argc, char** argv) {
         ->envname("STARLING_KAFKA_BOOTSTRAP");
     cmd->add_option("--data-dir", stack_opts.data_dir, "Where the broker and the services keep their state");
     cmd->add_option("--service-log-level", stack_opts.log_level, "Log level of the services")->capture_default_str();
+    add_kafka_property_flags(*cmd, stack_opts.kafka_properties, stack_opts.kafka_properties_file);
   };
 
   auto* up = app.add_subcommand("up", "Run the broker and all services as supervised processes until Ctrl-C");
@@ -577,6 +588,7 @@ int run(int argc, char** argv) {
         ->capture_default_str()
         ->envname("STARLING_REPLAY_STATE_DIR");
     cmd->add_flag("--json", replay_args.as_json, "Print JSON instead of text");
+    add_kafka_property_flags(*cmd, replay_args.kafka_property_flags, replay_args.kafka_properties_file);
   };
   add_replay_common(replay);
   replay->add_option("--pipeline", replay_args.pipeline, "Pipeline name or YAML file");
@@ -614,6 +626,19 @@ int run(int argc, char** argv) {
   }
   replay->require_subcommand(0, 1);
 
+  auto* groups = app.add_subcommand(
+      "groups",
+      "How far each stage is behind: per consumer group and partition, the committed offset, the log end, the lag "
+      "and how old the oldest unprocessed event is (read from Kafka, as kafka-consumer-groups reads it)");
+  GroupsArgs groups_args;
+  groups->add_option("--kafka", groups_args.kafka, "Bootstrap servers")
+      ->capture_default_str()
+      ->envname("STARLING_KAFKA_BOOTSTRAP");
+  groups->add_option("--pipeline", groups_args.pipelines,
+                     "Pipeline name or YAML file (repeatable; default: the pipelines in pipelines/*.yaml)");
+  groups->add_flag("--json", groups_args.as_json, "Print JSON instead of a table");
+  add_kafka_property_flags(*groups, groups_args.kafka_property_flags, groups_args.kafka_properties_file);
+
   auto* check = app.add_subcommand("check", "Validate pipeline files; errors name the line");
   std::vector<std::string> check_files;
   check->add_option("files", check_files, "Pipeline YAML files")->required();
@@ -630,6 +655,7 @@ int run(int argc, char** argv) {
 
   try {
     if (*check) return cmd_check(check_files);
+    if (*groups) return cmd_groups(groups_args, default_pipelines());
     if (*test_cmd) return run_fixture_files(test_files);
     if (*sagas) {
       for (auto* sub : {sagas_list_cmd, sagas_show_cmd, sagas_report_cmd}) {
@@ -658,6 +684,10 @@ int run(int argc, char** argv) {
       fmt::print(stderr, "error: no pipeline: pass --pipeline FILE or run from a folder with pipelines/*.yaml\n");
       return 2;
     }
+    if (auto props = user_kafka_properties(stack_opts.kafka_properties_file, stack_opts.kafka_properties); !props) {
+      fmt::print(stderr, "error: {}\n", props.error().message);
+      return 2;
+    }
     if (*demo) {
       if (stack_opts.data_dir.empty()) {
         char tmpl[] = "/tmp/starling-demo-XXXXXX";
@@ -674,8 +704,10 @@ int run(int argc, char** argv) {
         fmt::print(stderr, "error: {}\n", st.error().message);
         return 1;
       }
-      fmt::print("starling is up. kafka {}  ingest {}  saga API {}\nlogs in {}/logs. Ctrl-C stops everything.\n",
-                 stack.bootstrap(), stack.ingest_url(), stack.saga_url(), stack_opts.data_dir);
+      fmt::print("starling is up. kafka {}  ingest {}  saga API {}\n", stack.bootstrap(), stack.ingest_url(),
+                 stack.saga_url());
+      if (!stack.broker_metrics().empty()) fmt::print("broker metrics http://{}/metrics\n", stack.broker_metrics());
+      fmt::print("logs in {}/logs. Ctrl-C stops everything.\n", stack_opts.data_dir);
       wait_for_shutdown();
       fmt::print("stopping...\n");
       stack.stop();

@@ -131,11 +131,22 @@ struct PipelineConfig {
   // a replay of the clean stage's input, and one of the load stage's.
   std::string raw_replay_topic() const { return name + ".raw.replay"; }
   std::string clean_replay_topic() const { return name + ".clean.replay"; }
+  // The consumer groups of the pipeline's stages, and what each reads.
+  std::string clean_group() const { return "starling-clean." + name; }
+  std::string load_group() const { return "starling-load." + name; }
+  std::vector<std::string> clean_inputs() const { return {raw_topic(), raw_replay_topic()}; }
+  std::vector<std::string> load_inputs() const;
 };
 
 /// Topics every deployment has, whatever its pipelines.
 inline constexpr const char* kSagaTopic = "starling.saga";
 inline constexpr const char* kOutcomeTopic = "starling.saga.outcomes";
+/// starling-saga's consumer group (one for every pipeline: it reads kSagaTopic).
+inline constexpr const char* kSagaGroup = "starling-saga";
+
+inline std::vector<std::string> PipelineConfig::load_inputs() const {
+  return {clean_topic(), clean_replay_topic(), kOutcomeTopic};
+}
 
 /// A stage's own check of what one parsed rule means (the clean stage's is
 /// clean::check_rule). It appends its problems, each written with

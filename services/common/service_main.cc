@@ -54,6 +54,12 @@ void add_service_flags(CLI::App& app, ServiceFlags& f, bool many_pipelines) {
       ->capture_default_str();
   app.add_option("--instance", f.instance, "Name of this instance in progress facts and logs (default: service-pid)")
       ->envname("STARLING_INSTANCE");
+  add_kafka_property_flags(app, f.kafka_properties, f.kafka_properties_file);
+}
+
+std::map<std::string, std::string> ServiceContext::kafka_properties(std::map<std::string, std::string> defaults) const {
+  for (const auto& [k, v] : kafka.values) defaults[k] = v;
+  return defaults;
 }
 
 HttpServerOptions ServiceContext::http_options(int threads) const {
@@ -139,6 +145,11 @@ int run_service(const std::string& name, const ServiceFlags& flags, const std::f
     ctx.flags = flags;
     ctx.bootstrap = flags.kafka;
     ctx.instance = flags.instance.empty() ? fmt::format("{}-{}", name, ::getpid()) : flags.instance;
+    auto kafka = user_kafka_properties(flags.kafka_properties_file, flags.kafka_properties);
+    if (!kafka) throw std::invalid_argument(kafka.error().message);
+    ctx.kafka = std::move(*kafka);
+    for (const auto& [k, v] : ctx.kafka.values)
+      spdlog::info("kafka property {}={} (from {})", k, shown_kafka_value(k, v), ctx.kafka.origins[k]);
     for (const auto& f : flags.pipeline_files) ctx.pipelines.push_back(load_pipeline(f, check_rule));
     std::filesystem::create_directories(flags.data_dir);
     spdlog::info("starting {} (kafka {}, {} pipeline(s))", ctx.instance, ctx.bootstrap, ctx.pipelines.size());

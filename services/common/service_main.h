@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "services/common/http.h"
+#include "services/common/kafka_properties.h"
 #include "services/common/pipeline.h"
 
 namespace starling {
@@ -26,6 +27,8 @@ struct ServiceFlags {
   int drain_timeout_s = 20;                                           // after SIGTERM, exit within this bound
   std::size_t max_connections = HttpServerOptions{}.max_connections;  // HTTP; one over gets 503
   std::string instance;                                               // defaults to <service>-<pid>
+  std::vector<std::string> kafka_properties;                          // --kafka-property k=v
+  std::string kafka_properties_file;
 };
 
 void add_service_flags(CLI::App& app, ServiceFlags& flags, bool many_pipelines);
@@ -43,6 +46,10 @@ struct ServiceContext {
   std::string bootstrap;
   std::string instance;
   std::vector<PipelineConfig> pipelines;
+  /// The user's librdkafka properties (file, STARLING_KAFKA_*, flags).
+  KafkaProperties kafka;
+  /// The service's own librdkafka defaults overridden by the user's.
+  std::map<std::string, std::string> kafka_properties(std::map<std::string, std::string> defaults = {}) const;
 
   HttpServerOptions http_options(int threads) const;
   /// Starts the server and writes the port file. Throws on bind failure.

@@ -116,7 +116,8 @@ int main(int argc, char** argv) try {
     std::vector<std::string> topics{kSagaTopic};
     for (const auto& p : ctx.pipelines) topics.push_back(p.raw_topic());
     auto producer = kafka::KafkaProducer::create(
-        {ctx.bootstrap, ctx.instance, {{"message.timeout.ms", std::to_string(produce_timeout_ms)}}},
+        {ctx.bootstrap, ctx.instance,
+         ctx.kafka_properties({{"message.timeout.ms", std::to_string(produce_timeout_ms)}}), ctx.kafka.origins},
         {.topics = std::move(topics)});
     if (!producer) return ctx.fatal(producer.error().message);
     std::map<std::string, PipelineConfig> pipelines;

@@ -22,6 +22,10 @@ LoadService::LoadService(const PipelineConfig& pipeline, Sink& sink, kafka::Kafk
       options_(options),
       sink_up_(metrics().gauge("starling_load_sink_up", "1 while the sink's database answers, else 0",
                                {{"pipeline", pipeline.name}})),
+      ingest_to_loaded_(metrics().histogram(
+          "starling_load_ingest_to_loaded_seconds",
+          "From an event's ingest time (its envelope's, when ingest accepted it) to the commit of its row",
+          {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}, {{"pipeline", pipeline.name}})),
       rows_metric_(
           metrics().counter("starling_load_rows_total", "Rows committed to the sink", {{"pipeline", pipeline.name}})),
       batches_metric_(metrics().counter("starling_load_batches_total", "Sink transactions committed",
@@ -51,9 +55,7 @@ int LoadService::run() {
   // rows are deleted.
   // <p>.clean.replay carries replays of this stage's input (`starling
   // replay --stage load`); its offsets are stored beside the others.
-  return run(**producer,
-             kafka::KafkaConsumer::factory(kafka_, "starling-load." + pipeline_.name,
-                                           {pipeline_.clean_topic(), pipeline_.clean_replay_topic(), kOutcomeTopic}),
+  return run(**producer, kafka::KafkaConsumer::factory(kafka_, pipeline_.load_group(), pipeline_.load_inputs()),
              {.batch_max = options_.batch_max, .batch_wait = options_.batch_wait});
 }
 
@@ -124,7 +126,10 @@ Result<kafka::Work> LoadService::apply(std::vector<kafka::InMessage> batch) {
   kafka::Work out;
   // Rows, compensations, offsets and facts commit together or not at all. A
   // sink outage fails the store, and the loop retries it: offsets don't move.
-  out.store = [this, work, sagas]() -> Status {
+  // Ingest time to commit of each live row written (not those the sink
+  // refused), observed once the store succeeded.
+  auto latencies = std::make_shared<std::vector<double>>();
+  out.store = [this, work, sagas, latencies]() -> Status {
     // Rows of a saga compensated earlier arrive late after a replay or a
     // stalled loader: they stay out of the warehouse.
     auto gone = sink_.compensated(*sagas);
@@ -132,13 +137,23 @@ Result<kafka::Work> LoadService::apply(std::vector<kafka::InMessage> batch) {
     if (!gone) return std::unexpected(gone.error());
     std::erase_if(work->rows, [&](const Row& r) { return gone->contains(r.envelope.saga_id()); });
     const auto now = now_ms();
-    auto written =
-        sink_.write(*work, [&](const std::vector<RowResult>& results) { return outbox(*work, results, now); });
+    auto written = sink_.write(*work, [&](const std::vector<RowResult>& results) {
+      latencies->clear();
+      for (std::size_t i = 0; i < results.size() && i < work->rows.size(); ++i) {
+        // A replayed event (origin_saga_id set) keeps its original's ingest
+        // time: it would measure the replay's age, not the pipeline.
+        const auto& env = work->rows[i].envelope;
+        if (results[i].written && env.ingest_time_ms() > 0 && env.origin_saga_id().empty())
+          latencies->push_back(static_cast<double>(now - env.ingest_time_ms()) / 1000.0);
+      }
+      return outbox(*work, results, now);
+    });
     set_sink_ok(written.has_value());
     return written;
   };
-  out.stored = [this, work] {
+  out.stored = [this, work, latencies] {
     for (const auto& saga : work->compensate) spdlog::info("compensated saga {}: its rows are deleted", saga);
+    for (const double l : *latencies) ingest_to_loaded_.observe(l);
     loaded_total_ += work->rows.size();
     rows_metric_.add(work->rows.size());
     batches_metric_.add();

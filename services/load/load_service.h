@@ -57,6 +57,7 @@ class LoadService final : public kafka::Stage {
   kafka::Producer* producer_ = nullptr;  // during run()
   std::atomic<bool> sink_ok_{true};
   Gauge& sink_up_;  // starling_load_sink_up, the same fact for /metrics
+  Histogram& ingest_to_loaded_;
   Counter& rows_metric_;
   Counter& batches_metric_;
   uint64_t loaded_total_ = 0;

@@ -407,7 +407,7 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
   fs::create_directories(o.state_dir, ec);
   if (ec) return fail(Errc::kIo, fmt::format("--state-dir {}: {}", o.state_dir, ec.message()));
 
-  const kafka::KafkaOptions kopts{o.kafka, "starling-replay", {}};
+  const kafka::KafkaOptions kopts{o.kafka, "starling-replay", o.kafka_properties.values, o.kafka_properties.origins};
   auto reader = kafka::TopicReader::create(kopts);
   if (!reader) return std::unexpected(reader.error());
   ReplayStatus s;

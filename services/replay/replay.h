@@ -21,14 +21,16 @@
 
 #include "broker-adapters/kafka/kafka.h"
 #include "services/common/error.h"
+#include "services/common/kafka_properties.h"
 
 namespace starling::replay {
 
 struct ReplayOptions {
-  std::string kafka;            // bootstrap servers
-  std::string pipeline;         // pipeline name
-  std::string stage = "clean";  // clean: <p>.raw → <p>.raw.replay; load: <p>.clean → <p>.clean.replay
-  std::string from;             // time (RFC 3339 or Unix ms), "beginning", "end", "@N" or "P@N,P@N"
+  std::string kafka;                 // bootstrap servers
+  KafkaProperties kafka_properties;  // the user's librdkafka properties
+  std::string pipeline;              // pipeline name
+  std::string stage = "clean";       // clean: <p>.raw → <p>.raw.replay; load: <p>.clean → <p>.clean.replay
+  std::string from;                  // time (RFC 3339 or Unix ms), "beginning", "end", "@N" or "P@N,P@N"
   std::string to;
   std::string saga;  // only this saga's events
   bool dry_run = false;

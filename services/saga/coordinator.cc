@@ -102,6 +102,7 @@ Result<std::size_t> Coordinator::fold_batch(const std::vector<kafka::InMessage>&
     ++folded_;
   }
   std::size_t outcomes = 0;
+  std::vector<Moved> moves;
   for (auto& [id, d] : dirty) {
     if (!d.changed) continue;
     auto& r = d.record;
@@ -115,15 +116,33 @@ Result<std::size_t> Coordinator::fold_batch(const std::vector<kafka::InMessage>&
       commit.outbox.push_back(outcome_message(r, now));
       ++outcomes;
     }
+    if (d.before != r.state()) moves.push_back({r.pipeline(), d.before, r.state()});
     commit.sagas.push_back({std::move(r), d.old_deadline});
   }
   if (auto st = store_.commit(commit); !st) return std::unexpected(st.error());
+  count_moves(moves);
   return outcomes;
+}
+
+Status Coordinator::count_states() {
+  state_counts_.clear();
+  return store_.scan([this](const v1::SagaRecord& r) {
+    ++state_counts_[{r.pipeline(), r.state()}];
+    return true;
+  });
+}
+
+void Coordinator::count_moves(const std::vector<Moved>& moves) {
+  for (const auto& m : moves) {
+    if (m.before != v1::SAGA_STATE_UNSPECIFIED) --state_counts_[{m.pipeline, m.before}];
+    if (m.after != v1::SAGA_STATE_UNSPECIFIED) ++state_counts_[{m.pipeline, m.after}];
+  }
 }
 
 Result<std::size_t> Coordinator::tick() {
   const int64_t now = clock_();
   SagaCommit commit;
+  std::vector<Moved> moves;
   std::size_t handled = 0;
   Status read_error;
   auto st = store_.due(now, [&](int64_t deadline, const std::string& id) {
@@ -139,11 +158,13 @@ Result<std::size_t> Coordinator::tick() {
     if (is_finished(r, d)) {
       if (now >= next_deadline(r, d)) {
         r.set_deadline_ms(deadline);
+        moves.push_back({r.pipeline(), r.state(), v1::SAGA_STATE_UNSPECIFIED});
         commit.removed.push_back(std::move(r));
         return ++handled < options_.tick_max;
       }
     } else if (const auto before = r.state(); apply_deadlines(r, d, now)) {
       if (publishes(before, r.state())) commit.outbox.push_back(outcome_message(r, now));
+      if (before != r.state()) moves.push_back({r.pipeline(), before, r.state()});
     }
     // Retention or deadlines changed since the entry was written: move it.
     r.set_deadline_ms(next_deadline(r, d));
@@ -154,6 +175,7 @@ Result<std::size_t> Coordinator::tick() {
   if (!read_error) return std::unexpected(read_error.error());
   if (commit.sagas.empty() && commit.removed.empty()) return std::size_t{0};
   if (auto c = store_.commit(commit); !c) return std::unexpected(c.error());
+  count_moves(moves);
   if (!commit.removed.empty()) spdlog::info("retention removed {} finished sagas", commit.removed.size());
   return commit.outbox.size();
 }

@@ -47,6 +47,14 @@ class Coordinator {
   /// must not fire here.
   void set_owned(std::optional<std::set<int32_t>> partitions) { owned_ = std::move(partitions); }
 
+  /// Counts the stored sagas by pipeline and state (one scan of the store,
+  /// at start); fold_batch() and tick() keep the counts after that.
+  Status count_states();
+  /// Sagas in this instance's store, by (pipeline, state). With several
+  /// instances, each counts its own store (stale copies of sagas another
+  /// instance now tracks included).
+  const std::map<std::pair<std::string, v1::SagaState>, int64_t>& state_counts() const { return state_counts_; }
+
   const SagaPolicy& policy_for(const std::string& pipeline) const;
   uint64_t folded() const { return folded_; }
   uint64_t late_skipped() const { return late_skipped_; }
@@ -58,6 +66,16 @@ class Coordinator {
   CoordinatorOptions options_;
   Clock clock_;
   std::optional<std::set<int32_t>> owned_;
+  /// A saga that moved from `before` (UNSPECIFIED: new) to `after`
+  /// (UNSPECIFIED: removed), once its commit succeeded.
+  struct Moved {
+    std::string pipeline;
+    v1::SagaState before;
+    v1::SagaState after;
+  };
+  void count_moves(const std::vector<Moved>& moves);
+
+  std::map<std::pair<std::string, v1::SagaState>, int64_t> state_counts_;
   uint64_t folded_ = 0;
   uint64_t late_skipped_ = 0;
 };

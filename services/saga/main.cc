@@ -41,7 +41,9 @@ int main(int argc, char** argv) {
     saga::Coordinator coordinator(store, copts, clock);
     saga::SagaOptions sopts;
     sopts.tick = std::chrono::milliseconds(*tick_ms);
-    saga::SagaService service(store, coordinator, {ctx.bootstrap, ctx.instance, {}}, ctx.instance, sopts);
+    saga::SagaService service(store, coordinator,
+                              {ctx.bootstrap, ctx.instance, ctx.kafka_properties(), ctx.kafka.origins}, ctx.instance,
+                              sopts);
     const int rc = service.run();
     server->stop();
     return rc;

@@ -31,13 +31,32 @@ int SagaService::run() {
     spdlog::critical("{}", producer.error().message);
     return 1;
   }
-  return run(**producer, kafka::KafkaConsumer::factory(kafka_, "starling-saga", {kSagaTopic}),
+  return run(**producer, kafka::KafkaConsumer::factory(kafka_, kSagaGroup, {kSagaTopic}),
              {.batch_max = options_.batch_max, .batch_wait = options_.batch_wait});
+}
+
+void SagaService::publish_states() {
+  for (const auto& [key, n] : coordinator_.state_counts()) {
+    const auto& [pipeline, state] = key;
+    std::string name = v1::SagaState_Name(state);
+    if (name.starts_with("SAGA_STATE_")) name = name.substr(11);
+    metrics()
+        .gauge("starling_saga_sagas",
+               "Sagas in this instance's store by pipeline and state (ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, "
+               "OVERDUE, FAILED, COMPENSATED), until retention removes them",
+               {{"pipeline", pipeline}, {"state", name}})
+        .set(static_cast<double>(n));
+  }
 }
 
 int SagaService::run(kafka::Producer& producer, const kafka::ConsumerFactory& consumer, kafka::LoopOptions loop) {
   producer_ = &producer;
   relay();
+  if (auto st = coordinator_.count_states(); !st) {
+    spdlog::critical("saga store: counting sagas by state: {}", st.error().message);
+    return 1;
+  }
+  publish_states();
   // Nothing is owned until the group assigns it: deadlines of sagas another
   // instance now tracks must not fire from our stale copy.
   owned_.clear();
@@ -56,8 +75,9 @@ Result<std::map<kafka::TopicPartition, int64_t>> SagaService::assigned(
   STARLING_ASSERT(stored.has_value(), "cannot read stored offsets: {}", stored.error().message);
   // A partition with a stored offset resumes there: our records hold every
   // fact before it. One we never had starts at the beginning of the topic
-  // (auto.offset.reset=earliest; this group commits no offsets to Kafka), so
-  // its sagas are refolded from their facts. See README, Partitioning.
+  // (the consumer loop's rule: the group's committed offsets are only for lag
+  // tools), so its sagas are refolded from their facts. See README,
+  // Partitioning.
   std::map<kafka::TopicPartition, int64_t> starts;
   for (const auto& tp : parts) {
     if (auto it = stored->find(tp); it != stored->end()) starts[tp] = it->second;
@@ -92,6 +112,7 @@ Result<kafka::Work> SagaService::apply(std::vector<kafka::InMessage> batch) {
   work.stored = [this, outcomes, n] {
     facts_metric_.add(n);
     outcomes_metric_.add(*outcomes);
+    publish_states();
     if (*outcomes > 0) relay();
   };
   return work;
@@ -107,6 +128,7 @@ Status SagaService::caught_up(bool) {
   auto outcomes = coordinator_.tick();
   if (!outcomes) return fail(Errc::kInternal, "saga store: " + outcomes.error().message);
   outcomes_metric_.add(*outcomes);
+  publish_states();
   if (*outcomes > 0) relay();
   return {};
 }

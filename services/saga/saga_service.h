@@ -45,6 +45,8 @@ class SagaService final : public kafka::Stage {
 
  private:
   void relay();
+  /// Sets starling_saga_sagas{pipeline,state} from the coordinator's counts.
+  void publish_states();
 
   SagaStore& store_;
   Coordinator& coordinator_;

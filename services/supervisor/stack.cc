@@ -4,10 +4,12 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <cctype>
 #include <csignal>
 #include <filesystem>
 
 #include "broker-adapters/kafka/kafka.h"
+#include "services/common/kafka_properties.h"
 
 namespace starling::supervisor {
 
@@ -68,21 +70,28 @@ Status Stack::start() {
     // Every group of the stack has one member (one process per service and
     // pipeline), so Kafka's initial rebalance delay would only hold each
     // stage for 3 s at start and after every restart (README of the broker).
+    const auto mpf = port_file("broker.metrics");
     if (auto st = add("broker", {bin("starling-broker"), "--listen", "127.0.0.1:0", "--data-dir",
-                                 (fs::path(opts_.data_dir) / "broker").string(), "--port-file", pf,
-                                 "--group-initial-rebalance-delay-ms", "0", "--log-level", opts_.log_level});
+                                 (fs::path(opts_.data_dir) / "broker").string(), "--port-file", pf, "--metrics-listen",
+                                 "127.0.0.1:0", "--metrics-port-file", mpf, "--group-initial-rebalance-delay-ms", "0",
+                                 "--log-level", opts_.log_level});
         !st) {
       return st;
     }
     auto addr = wait_for_file(pf, 30s);
-    if (!addr)
-      return fail(Errc::kUnavailable,
-                  "starling-broker did not start: " + addr.error().message + "; see " + log_path("broker"));
+    auto metrics_addr = addr ? wait_for_file(mpf, 30s) : addr;
+    if (!addr || !metrics_addr) {
+      return fail(Errc::kUnavailable, "starling-broker did not start: " + (addr ? metrics_addr : addr).error().message +
+                                          "; see " + log_path("broker"));
+    }
     bootstrap_ = *addr;
-    // Restarting the broker must keep its address, or clients lose it.
+    broker_metrics_ = *metrics_addr;
+    // Restarting the broker must keep its addresses, or clients and
+    // Prometheus lose it.
     std::lock_guard lock(mu_);
     auto& argv = children_.at("broker").argv;
     argv[2] = bootstrap_;
+    argv[8] = broker_metrics_;
   } else {
     bootstrap_ = opts_.kafka;
   }
@@ -95,7 +104,9 @@ Status Stack::start() {
       topics.push_back({t, p.partitions});
     }
   }
-  if (auto st = kafka::create_topics({bootstrap_, "starling-up", {}}, topics); !st) {
+  auto props = user_kafka_properties(opts_.kafka_properties_file, opts_.kafka_properties);
+  if (!props) return std::unexpected(props.error());
+  if (auto st = kafka::create_topics({bootstrap_, "starling-up", props->values, props->origins}, topics); !st) {
     return fail(st.error().code, "creating topics: " + st.error().message);
   }
 
@@ -127,11 +138,25 @@ Status Stack::start() {
       std::vector<std::pair<std::string, std::string>> env = {
           {"STARLING_PIPELINE", fmt::format("{}", fmt::join(files, ","))}};
       for (const auto& s : settings) env.emplace_back(s.env, s.value);
+      if (!opts_.kafka_properties_file.empty()) {
+        env.emplace_back("STARLING_KAFKA_PROPERTIES_FILE", fs::absolute(opts_.kafka_properties_file).string());
+      }
+      for (const auto& p : opts_.kafka_properties) {  // k=v as STARLING_KAFKA_K
+        const auto eq = p.find('=');
+        std::string var = "STARLING_KAFKA_";
+        for (const char c : p.substr(0, eq))
+          var += c == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        env.emplace_back(var, eq == std::string::npos ? "" : p.substr(eq + 1));
+      }
       return add(name, cat({bin(exe)}, extra), std::move(env));
     }
     std::vector<std::string> argv = {bin(exe)};
     for (const auto& f : files) argv.insert(argv.end(), {"--pipeline", f});
     for (const auto& s : settings) argv.insert(argv.end(), {s.flag, s.value});
+    if (!opts_.kafka_properties_file.empty()) {
+      argv.insert(argv.end(), {"--kafka-properties-file", fs::absolute(opts_.kafka_properties_file).string()});
+    }
+    for (const auto& p : opts_.kafka_properties) argv.insert(argv.end(), {"--kafka-property", p});
     return add(name, cat(argv, extra));
   };
   if (auto st = service("saga", "starling-saga", opts_.pipeline_files, opts_.saga_port, {}); !st) return st;

@@ -26,6 +26,10 @@ struct StackOptions {
   bool restart_crashed = true;
   std::vector<std::string> load_args;    // extra flags for every starling-load (e.g. --sink postgres)
   std::vector<std::string> ingest_args;  // extra flags for starling-ingest (e.g. --mqtt host:port)
+  /// Passed to every service: --kafka-properties-file and each --kafka-property
+  /// (STARLING_KAFKA_* variables reach them through the environment).
+  std::string kafka_properties_file;
+  std::vector<std::string> kafka_properties;
   /// Configure the services through STARLING_* environment variables instead
   /// of flags, the way compose/docker-compose.yml does.
   bool config_by_env = false;
@@ -45,6 +49,8 @@ class Stack {
   void stop();
 
   const std::string& bootstrap() const { return bootstrap_; }
+  /// The embedded broker's /metrics address (host:port); empty with --kafka.
+  const std::string& broker_metrics() const { return broker_metrics_; }
   std::string ingest_url() const;
   std::string saga_url() const;
   /// http://127.0.0.1:<port> of a service's HTTP (probes, /metrics, its API).
@@ -84,6 +90,7 @@ class Stack {
   StackOptions opts_;
   std::vector<PipelineConfig> pipelines_;
   std::string bootstrap_;
+  std::string broker_metrics_;
   std::map<std::string, uint16_t> ports_;  // HTTP port per service
   std::mutex mu_;
   std::map<std::string, Child> children_;

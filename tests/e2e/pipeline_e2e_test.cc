@@ -215,9 +215,17 @@ TEST_F(EnvWiredE2E, ServicesConfiguredByEnvironmentLoadExactlyAndServeProbesAndM
   EXPECT_EQ(sample(load->body, R"(starling_load_rows_total{pipeline="ecowheels"})"),
             static_cast<double>(res->valid_ids.size()));
   EXPECT_EQ(sample(load->body, R"(starling_load_sink_up{pipeline="ecowheels"})"), 1);
+  // Every loaded row's ingest→loaded latency, once.
+  EXPECT_EQ(sample(load->body, R"(starling_load_ingest_to_loaded_seconds_count{pipeline="ecowheels"})"),
+            static_cast<double>(res->valid_ids.size()));
+  EXPECT_GT(sample(load->body, R"(starling_load_ingest_to_loaded_seconds_sum{pipeline="ecowheels"})"), 0);
   auto saga = http_call("GET", stack_->url("saga") + "/metrics");
   ASSERT_TRUE(saga.has_value());
   EXPECT_GE(sample(saga->body, "starling_saga_outcomes_total"), static_cast<double>(res->saga_ids.size()));
+  // Every saga is COMPLETED, and the gauge says so (the states it left are 0).
+  EXPECT_EQ(sample(saga->body, R"(starling_saga_sagas{pipeline="ecowheels",state="COMPLETED"})"),
+            static_cast<double>(res->saga_ids.size()));
+  EXPECT_EQ(sample(saga->body, R"(starling_saga_sagas{pipeline="ecowheels",state="ACCEPTED"})"), 0);
 }
 
 TEST_F(PipelineE2E, SigtermDrainsEveryServiceMidStreamLosingAndDuplicatingNothing) {

@@ -66,6 +66,15 @@ class FakeConsumer final : public kafka::Consumer {
     std::lock_guard lock(mu_);
     return paused_;
   }
+  /// The group's committed offsets, and how many commits set them.
+  std::map<kafka::TopicPartition, int64_t> committed() const {
+    std::lock_guard lock(mu_);
+    return committed_;
+  }
+  int commits() const {
+    std::lock_guard lock(mu_);
+    return commits_;
+  }
   int polls() const {
     std::lock_guard lock(mu_);
     return polls_;
@@ -111,10 +120,10 @@ class FakeConsumer final : public kafka::Consumer {
     }
     return out;
   }
-  Status commit(const std::map<kafka::TopicPartition, int64_t>& next_offsets) override {
+  void commit_async(const std::map<kafka::TopicPartition, int64_t>& next_offsets) override {
     std::lock_guard lock(mu_);
+    ++commits_;
     for (const auto& [tp, off] : next_offsets) committed_[tp] = off;
-    return {};
   }
   Status pause(const std::vector<kafka::TopicPartition>& parts) override {
     std::lock_guard lock(mu_);
@@ -207,6 +216,7 @@ class FakeConsumer final : public kafka::Consumer {
   std::deque<Rebalance> script_;
   std::vector<std::string> calls_;
   int polls_ = 0;
+  int commits_ = 0;
   bool closed_ = false;
 };
 
@@ -218,7 +228,7 @@ class BorrowedConsumer final : public kafka::Consumer {
   Result<std::vector<kafka::InMessage>> poll_batch(std::size_t max, std::chrono::milliseconds timeout) override {
     return fake_.poll_batch(max, timeout);
   }
-  Status commit(const std::map<kafka::TopicPartition, int64_t>& next) override { return fake_.commit(next); }
+  void commit_async(const std::map<kafka::TopicPartition, int64_t>& next) override { fake_.commit_async(next); }
   Status pause(const std::vector<kafka::TopicPartition>& parts) override { return fake_.pause(parts); }
   Status resume(const std::vector<kafka::TopicPartition>& parts) override { return fake_.resume(parts); }
   std::vector<kafka::TopicPartition> assignment() const override { return fake_.assignment(); }

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,7 +51,14 @@ class RecordingStage final : public Stage {
     }
     return starts;
   }
-  void revoked(const std::vector<TopicPartition>&) override { note("revoked"); }
+  /// Runs at the start of each store attempt, before the stage's lock.
+  std::function<void()> before_store;
+  /// Runs in revoked(), after the note.
+  std::function<void()> on_revoked;
+  void revoked(const std::vector<TopicPartition>&) override {
+    note("revoked");
+    if (on_revoked) on_revoked();
+  }
   Result<Work> apply(std::vector<InMessage> batch) override {
     std::vector<std::string> values;
     std::map<TopicPartition, int64_t> next;
@@ -65,6 +73,7 @@ class RecordingStage final : public Stage {
     note("apply " + names);
     w.persisted = [this] { note("persisted"); };
     w.store = [this, values, next]() -> Status {
+      if (before_store) before_store();
       std::lock_guard lock(mu_);
       const int attempt = ++store_attempts_;
       log_.push_back("store");
@@ -355,6 +364,93 @@ TEST_F(ConsumerLoopTest, StopStoresTheBatchInFlightWhenItsOutputsArePersisted) {
   EXPECT_EQ(rc, 0);
   EXPECT_THAT(stage.stored(), ElementsAre("a", "b", "c"));
   EXPECT_THAT(consumer.calls(), Contains("close"));
+}
+
+// Lag tools read the group's committed offsets: the loop commits what it
+// stored, after the store, never before.
+TEST_F(ConsumerLoopTest, EachStoredBatchsOffsetsReachTheGroupOnlyAfterTheStore) {
+  fill(kP0, {"a", "b", "c"});
+  fill(kP1, {"x", "y"});
+  consumer.schedule({.assign = {kP0, kP1}});
+  std::vector<std::string> ahead;
+  stage.before_store = [&] {
+    // The store under way has not happened yet: the group must not be past
+    // what was stored before it.
+    const auto stored = stage.offsets();
+    for (const auto& [tp, off] : consumer.committed()) {
+      auto it = stored.find(tp);
+      if (it == stored.end() || off > it->second) ahead.push_back(tp.topic + std::to_string(tp.partition));
+    }
+  };
+  const int rc = run_until([&] { return stage.stored().size() == 5 && consumer.committed().size() == 2; },
+                           {.batch_max = 1,
+                            .batch_wait = std::chrono::milliseconds(5),
+                            .group_commit_interval = std::chrono::milliseconds(0)});
+  ASSERT_FALSE(timed_out);
+  EXPECT_EQ(rc, 0);
+  EXPECT_TRUE(ahead.empty()) << ahead.front();
+  EXPECT_EQ(consumer.committed(), stage.offsets());
+  EXPECT_EQ(consumer.committed().at(kP0), 3);
+  EXPECT_EQ(consumer.committed().at(kP1), 2);
+  EXPECT_GE(consumer.commits(), 5);  // interval 0: one per stored batch
+}
+
+TEST_F(ConsumerLoopTest, GroupCommitsAreSpacedByTheIntervalAndTheLastGoesOutAtTheStop) {
+  fill(kP0, {"a", "b", "c", "d", "e", "f"});
+  consumer.schedule({.assign = {kP0}});
+  const int rc = run_until(
+      [&] { return stage.stored().size() == 6; },
+      {.batch_max = 1, .batch_wait = std::chrono::milliseconds(5), .group_commit_interval = std::chrono::hours(1)});
+  ASSERT_FALSE(timed_out);
+  EXPECT_EQ(rc, 0);
+  // The first store commits (nothing was committed for an hour), the five
+  // after it wait for the interval, and the stop commits the last.
+  EXPECT_EQ(consumer.commits(), 2);
+  EXPECT_EQ(consumer.committed().at(kP0), 6);
+}
+
+TEST_F(ConsumerLoopTest, AnIdleStageStillCommitsWhatItStoredOnceTheIntervalHasPassed) {
+  fill(kP0, {"a", "b", "c"});
+  consumer.schedule({.assign = {kP0}});
+  // Three stores within the interval: the first commits, the rest wait; no
+  // batch comes after them, yet the group must hear of them.
+  const int rc = run_until([&] { return consumer.committed()[kP0] == 3; },
+                           {.batch_max = 1,
+                            .batch_wait = std::chrono::milliseconds(5),
+                            .group_commit_interval = std::chrono::milliseconds(200)});
+  ASSERT_FALSE(timed_out);
+  EXPECT_EQ(rc, 0);
+  EXPECT_EQ(consumer.commits(), 2);
+}
+
+TEST_F(ConsumerLoopTest, BeforePartitionsAreRevokedTheGroupHearsWhereThisMemberGotTo) {
+  fill(kP0, {"a", "b", "c"});
+  consumer.schedule({.assign = {kP0}});
+  consumer.schedule({.revoke_all = true, .assign = {kP0}, .when = [&] { return stage.stored().size() == 3; }});
+  std::optional<int64_t> at_revoke;  // at the first revoke (the group's, not the stop's)
+  stage.on_revoked = [&] {
+    auto c = consumer.committed();
+    if (!at_revoke) at_revoke = c.contains(kP0) ? c.at(kP0) : -1;
+  };
+  const int rc = run_until(
+      [&] { return std::ranges::count(consumer.calls(), "assign 0") == 2; },
+      {.batch_max = 1, .batch_wait = std::chrono::milliseconds(5), .group_commit_interval = std::chrono::hours(1)});
+  ASSERT_FALSE(timed_out);
+  EXPECT_EQ(rc, 0);
+  ASSERT_TRUE(at_revoke.has_value());
+  EXPECT_EQ(*at_revoke, 3);
+}
+
+TEST_F(ConsumerLoopTest, APartitionTheStageNeverStoredStartsAtTheBeginningNotAtTheGroupsCommittedOffset) {
+  // Another member committed p0 up to 2 (its progress, on its own state);
+  // this stage holds nothing of p0, so it must read p0 from the start.
+  fill(kP0, {"a", "b", "c"});
+  consumer.commit_async({{kP0, 2}});
+  consumer.schedule({.assign = {kP0}});
+  const int rc = run_until([&] { return stage.stored().size() >= 3; }, {.batch_wait = std::chrono::milliseconds(5)});
+  ASSERT_FALSE(timed_out);
+  EXPECT_EQ(rc, 0);
+  EXPECT_THAT(stage.stored(), ElementsAre("a", "b", "c"));
 }
 
 TEST(DeliveriesTest, APermanentFailureIsReportedOverTransientOnes) {

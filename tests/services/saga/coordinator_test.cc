@@ -236,6 +236,39 @@ TEST_F(CoordinatorTest, RetentionRemovesFinishedSagasIntoHourlyAggregatesAndKeep
   EXPECT_EQ(coordinator_->late_skipped(), 1u);
 }
 
+// The sagas-by-state gauge is kept per fact, O(1), never by a scan: after
+// every step the running counts equal a fresh count of the store.
+TEST_F(CoordinatorTest, StateCountsFollowEveryTransitionAndRemovalAsAFullScanWould) {
+  ASSERT_TRUE(coordinator_->count_states().has_value());
+  auto expect_counts = [&](const std::map<v1::SagaState, int64_t>& want, const char* when) {
+    std::map<v1::SagaState, int64_t> running;
+    for (const auto& [key, n] : coordinator_->state_counts()) {
+      if (n != 0) running[key.second] = n;
+    }
+    EXPECT_EQ(running, want) << when;
+    Coordinator fresh(store_, {}, [this] { return now_; });
+    ASSERT_TRUE(fresh.count_states().has_value());
+    std::map<v1::SagaState, int64_t> scanned;
+    for (const auto& [key, n] : fresh.state_counts()) scanned[key.second] = n;
+    EXPECT_EQ(running, scanned) << when;
+  };
+  feed({fact("a", v1::STEP_INGESTED, 0, 0, 2), fact("b", v1::STEP_INGESTED, 0, 0, 1),
+        fact("c", v1::STEP_INGESTED, 0, 0, 1)});
+  expect_counts({{v1::SAGA_STATE_ACCEPTED, 3}}, "created");
+  feed({fact("b", v1::STEP_LOADED, 0, 0), fact("a", v1::STEP_CLEANED, 0, 0)});
+  expect_counts({{v1::SAGA_STATE_ACCEPTED, 1}, {v1::SAGA_STATE_IN_FLIGHT, 1}, {v1::SAGA_STATE_COMPLETED, 1}},
+                "progress");
+  now_ += 2'000;
+  tick();
+  expect_counts({{v1::SAGA_STATE_STALLED, 2}, {v1::SAGA_STATE_COMPLETED, 1}}, "stalled");
+  feed({fact("c", v1::STEP_LOADED, 0, 0)});
+  expect_counts({{v1::SAGA_STATE_STALLED, 1}, {v1::SAGA_STATE_COMPLETED, 2}}, "recovered");
+  now_ += 60'000;
+  tick();
+  tick();
+  expect_counts({{v1::SAGA_STATE_OVERDUE, 1}}, "retention removed the completed");
+}
+
 TEST_F(CoordinatorTest, DeadlinesFireOnlyForOwnedPartitions) {
   feed({fact("mine", v1::STEP_INGESTED, 0, 0, 1)}, 0);
   feed({fact("theirs", v1::STEP_INGESTED, 0, 0, 1)}, 1);

@@ -1,0 +1,40 @@
+#pragma once
+// `starling groups`: how far each stage's consumer group is behind, read from
+// Kafka as any lag tool reads it (the committed offsets every stage also
+// commits to its group, services' broker-adapters/kafka README).
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "broker-adapters/kafka/kafka.h"
+#include "services/common/error.h"
+
+namespace starling::cli {
+
+struct StageLag {
+  std::string pipeline;  // "*" for the saga stage, which serves every pipeline
+  std::string stage;     // clean | load | saga
+  std::string group;
+  std::vector<kafka::PartitionLag> partitions;
+  int64_t lag = 0;  // summed over the partitions
+  /// The oldest first-unprocessed record's timestamp over the partitions.
+  std::optional<int64_t> oldest_unprocessed_ms;
+};
+
+/// The stages of these pipelines (by name), then the saga stage's.
+Result<std::vector<StageLag>> stage_lags(const kafka::KafkaOptions& options, const std::vector<std::string>& pipelines);
+
+struct GroupsArgs {
+  std::string kafka = "127.0.0.1:9092";
+  std::vector<std::string> pipelines;  // names or YAML files; empty: pipelines/*.yaml
+  bool as_json = false;
+  std::vector<std::string> kafka_property_flags;
+  std::string kafka_properties_file;
+};
+
+/// Prints the table (or JSON); 0, or 1 when Kafka could not be read.
+int cmd_groups(const GroupsArgs& args, const std::vector<std::string>& default_files);
+
+}  // namespace starling::cli
