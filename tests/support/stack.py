@@ -8,11 +8,13 @@ starling-ingest reads). Python 3 standard library only.
         s.wait_settled(sagas=3)   # every saga COMPLETED, nothing in flight
 
 Everything it starts is stopped on exit from the `with`, on SIGTERM/SIGINT
-(ctest's timeout) and at interpreter exit: `starling up` and mosquitto run in
-their own process groups, which get SIGTERM and then SIGKILL.
+and at interpreter exit: `starling up` and mosquitto run in their own process
+groups, which get SIGTERM and then SIGKILL. If the test process is killed
+outright (SIGKILL), both get SIGTERM from the kernel (PR_SET_PDEATHSIG).
 """
 
 import atexit
+import ctypes
 import json
 import os
 import re
@@ -42,6 +44,17 @@ def _on_signal(signum, _frame):
 atexit.register(_stop_all)
 signal.signal(signal.SIGTERM, _on_signal)
 signal.signal(signal.SIGINT, _on_signal)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    # In the child before exec: SIGTERM when this test process dies, even by
+    # SIGKILL (ctest's timeout), so no server outlives the test. starling up
+    # then stops its services (which get SIGKILL if it dies itself).
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port():
@@ -93,7 +106,8 @@ class Stack:
     def _spawn(self, name, argv, env=None):
         logf = open(os.path.join(self.dir, f"{name}.out"), "wb")
         p = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, cwd=self.dir, env=env,
-                             start_new_session=True)  # its own group: stop() reaches its children too
+                             start_new_session=True,  # its own group: stop() reaches its children too
+                             preexec_fn=_die_with_parent)
         logf.close()
         self._procs.append((name, p))
         return p
@@ -228,6 +242,7 @@ class Stack:
         Returns (sagas, totals); raises with the last state on timeout."""
         deadline = time.monotonic() + timeout
         state = None
+        previous = None
         while time.monotonic() < deadline:
             accepted = self.ingest_accepted()
             listed, totals = self.sagas()
@@ -235,7 +250,10 @@ class Stack:
             done = (totals["accepted"] >= accepted and totals["in_flight"] == 0
                     and totals.get("by_state", {}).get("COMPLETED", 0) == totals["sagas"]
                     and (sagas is None or totals["sagas"] >= sagas))
-            if done:
+            # Twice the same: an MQTT message mosquitto acknowledged may not
+            # have reached ingest's counters at the first look.
+            if done and totals == previous:
                 return listed, totals
+            previous = totals if done else None
             time.sleep(0.3)
         raise RuntimeError(f"not settled after {timeout} s: ingest accepted, saga totals = {state}\n{self.logs()}")
