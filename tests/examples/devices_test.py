@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import stack as stack_module  # noqa: E402
 from stack import Stack, log  # noqa: E402
