@@ -93,6 +93,7 @@ class Stack:
         try:
             self.start()
         except BaseException:
+            self.keep = True  # the logs say why it did not start
             self.stop()
             raise
         return self
