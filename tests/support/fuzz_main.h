@@ -1,8 +1,9 @@
 #pragma once
 // The driver every fuzz target shares when it is not linked into a
 // coverage-guided fuzzer (tools/fuzz builds the same LLVMFuzzerTestOneInput
-// into an AFL++ binary; g++ has no libFuzzer and Debian 12's clang 14 cannot
-// compile this code base). As a ctest it replays the committed corpus and then
+// into an AFL++ binary; g++ has no libFuzzer, Debian 12's default clang 14
+// cannot compile this code base, and its clang-19/libfuzzer-19-dev are not
+// used by the build). As a ctest it replays the committed corpus and then
 // runs a small seeded mutation fuzzer:
 //   <target> [iterations] [seed] [corpus files or dirs...]
 //   <target> --write-seeds DIR   (the built-in seeds as files, for AFL++)
