@@ -109,7 +109,9 @@ case $gate in
     files=()
     for f in "$src"/pipelines/*.yaml; do [[ $f == *.test.yaml ]] || files+=("$f"); done
     node "$work/validate_pipelines.mjs" "$src/schemas/pipeline.schema.json" "${files[@]}"
-    for f in "${files[@]}"; do "${4:?the starling binary}" check "$f"; done
+    starling=${4:?the starling binary}
+    [[ -x $starling ]] || { echo "FAIL: no starling binary at $starling (build the starling target)"; exit 1; }
+    for f in "${files[@]}"; do "$starling" check "$f"; done
     ;;
 
   pipelines-refused)
@@ -119,11 +121,14 @@ case $gate in
     cp "$here/validate_pipelines.mjs" "$work/"
     node "$work/validate_pipelines.mjs" "$src/schemas/pipeline.schema.json" --expect-invalid "$here"/bad_pipelines/*.yaml
     starling=${4:?the starling binary}
+    [[ -x $starling ]] || { echo "FAIL: no starling binary at $starling (build the starling target)"; exit 1; }
     for f in "$here"/bad_pipelines/*.yaml; do
       if "$starling" check "$f" >"$tmp/check" 2>&1; then
         echo "FAIL: starling check accepts $f, which the schema refuses; make them agree"
         exit 1
       fi
+      # A refusal names the file and line (file:line:column: path: problem).
+      grep -q "^$f:[0-9]" "$tmp/check" || { cat "$tmp/check"; echo "FAIL: starling check did not refuse $f as a pipeline problem"; exit 1; }
       echo "starling check refuses it too: $(head -1 "$tmp/check")"
     done
     ;;
