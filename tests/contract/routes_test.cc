@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -26,6 +27,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "services/common/http.h"
@@ -42,7 +44,7 @@ namespace {
 using nlohmann::json;
 using testing::source_path;
 
-const std::vector<std::string> kMethods = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"};
+constexpr std::array<std::string_view, 7> kMethods = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"};
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
@@ -71,7 +73,7 @@ struct Operation {
   json responses;
 };
 
-const json& deref(const json& doc, const json& node) {
+json deref(const json& doc, const json& node) {
   if (!node.contains("$ref")) return node;
   // Only local references (#/components/...), which is all these documents use.
   const auto ref = node["$ref"].get<std::string>();
@@ -100,7 +102,7 @@ std::vector<Operation> operations(const json& doc) {
         o.example_path.replace(o.example_path.find("{" + name + "}"), name.size() + 2, value);
       }
       if (op.contains("requestBody")) {
-        const auto& media = deref(doc, op["requestBody"]).at("content").at("application/json");
+        const auto media = deref(doc, op["requestBody"]).at("content").at("application/json");
         EXPECT_TRUE(media.contains("example")) << method << " " << path << ": the JSON request body has no example";
         o.body = media.value("example", json::object()).dump();
         o.content_type = "application/json";
@@ -156,7 +158,7 @@ bool documents_status(const json& responses, int status) {
   return responses.contains(std::to_string(status)) || responses.contains(fmt::format("{}XX", status / 100));
 }
 
-HttpResponse call(const HttpHandler& handler, const std::string& method, const std::string& path,
+HttpResponse call(const HttpHandler& handler, std::string_view method, const std::string& path,
                   const std::string& body = {}, const std::string& content_type = {}) {
   std::string bytes =
       fmt::format("{} {} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n", method, path, body.size());
