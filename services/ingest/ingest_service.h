@@ -62,7 +62,7 @@ class IngestService {
   std::atomic<bool> ready_{false};
 };
 
-/// The OpenAPI 3 document of this API (services/ingest/openapi.json).
+/// The OpenAPI 3.1 document of this API (services/ingest/openapi.json).
 const std::string& openapi_json();
 
 }  // namespace starling::ingest

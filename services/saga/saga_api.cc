@@ -301,6 +301,7 @@ HttpResponse handle_saga_api(SagaStore& store, const HttpRequest& req, const Clo
     return {200, json_text(to_json(*found, true))};
   }
   if (req.path == "/v1/sagas") return list_sagas(store, req);
+  if (req.path == "/openapi.json") return {200, openapi_json()};
   constexpr std::string_view kPipes = "/v1/pipelines/";
   constexpr std::string_view kTail = "/consistency";
   if (req.path.starts_with(kPipes) && req.path.ends_with(kTail) && req.path.size() > kPipes.size() + kTail.size()) {

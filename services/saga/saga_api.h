@@ -6,6 +6,7 @@
 //   GET /v1/pipelines/{p}/consistency?from=&to=&window=
 //                                               per window of creation time: accepted = loaded +
 //                                               rejected + in flight, with the sagas to look at
+//   GET /openapi.json                           this API's OpenAPI 3.1 document (openapi.json)
 // Bad parameters answer 400 with a JSON error naming the parameter.
 
 #include <cstdint>
@@ -22,5 +23,8 @@ namespace starling::saga {
 HttpResponse handle_saga_api(SagaStore& store, const HttpRequest& req, const Clock& clock);
 
 inline constexpr std::size_t kPageMax = 1000;
+
+/// The OpenAPI 3.1 document of this API (services/saga/openapi.json).
+const std::string& openapi_json();
 
 }  // namespace starling::saga
