@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks compose/docker-compose.yml without a container engine:
 #  1. docker-compose (Debian's package) parses and resolves it, with and
-#     without the three-brokers profile;
+#     without the three-brokers and monitoring profiles, and every file the
+#     monitoring profile mounts (monitoring/) exists;
 #  2. every STARLING_* variable a Starling service gets there is one that
 #     service's executable reads (its --help lists "Env:NAME"), so a typo or a
 #     renamed flag fails here instead of being silently ignored in a container.
@@ -12,9 +13,20 @@ bin=$2
 cd "$root/compose"
 docker-compose config -q
 docker-compose --profile three-brokers config -q
+docker-compose --profile monitoring config -q
 services=$(docker-compose --profile three-brokers config --services | sort | tr '\n' ' ')
 for want in kafka kafka-2 kafka-3 topics postgres mosquitto saga clean load ingest; do
   [[ " $services " == *" $want "* ]] || { echo "compose: service '$want' is missing (have: $services)"; exit 1; }
+done
+monitoring=$(docker-compose --profile monitoring config --services | sort | tr '\n' ' ')
+for want in prometheus grafana; do
+  [[ " $monitoring " == *" $want "* ]] || { echo "compose: profile monitoring lacks '$want' (have: $monitoring)"; exit 1; }
+done
+# A bind mount of a missing file would start the container with an empty directory there.
+mounts=$(docker-compose --profile monitoring config | sed -n 's|^    - \(/[^:]*/monitoring/[^:]*\):.*|\1|p')
+[[ $(wc -w <<<"$mounts") -ge 5 ]] || { echo "compose: expected the monitoring profile to mount 5 paths: $mounts"; exit 1; }
+for src in $mounts; do
+  [[ -e $src ]] || { echo "compose: the monitoring profile mounts $src, which does not exist"; exit 1; }
 done
 resolved=$(docker-compose config)
 status=0
