@@ -92,7 +92,7 @@ Result<std::vector<StageLag>> stage_lags(const kafka::KafkaOptions& options,
   for (const auto& name : pipelines) {
     PipelineConfig p;
     p.name = name;
-    for (auto [stage, group, topics] : {std::tuple{"clean", p.clean_group(), p.clean_inputs()},
+    for (const auto& [stage, group, topics] : {std::tuple{"clean", p.clean_group(), p.clean_inputs()},
                                         std::tuple{"load", p.load_group(), p.load_inputs()}}) {
       auto s = one_stage(options, name, stage, group, topics);
       if (!s) return std::unexpected(s.error());

@@ -86,8 +86,8 @@ Result<std::size_t> Coordinator::fold_batch(const std::vector<kafka::InMessage>&
         continue;
       }
       Dirty d;
-      if (stored->has_value()) {
-        d.record = std::move(**stored);
+      if (auto& record = *stored; record.has_value()) {
+        d.record = std::move(*record);
         d.before = d.record.state();
         d.old_deadline = d.record.deadline_ms();
       }
@@ -126,6 +126,13 @@ Result<std::size_t> Coordinator::fold_batch(const std::vector<kafka::InMessage>&
 
 Status Coordinator::count_states() {
   state_counts_.clear();
+  // Every state of every configured pipeline has a count, 0 included, so a
+  // dashboard or an alert on STALLED finds a series before any saga stalls.
+  for (const auto& [pipeline, policy] : options_.pipelines) {
+    for (int s = v1::SagaState_MIN + 1; s <= v1::SagaState_MAX; ++s) {
+      if (v1::SagaState_IsValid(s)) state_counts_[{pipeline, static_cast<v1::SagaState>(s)}] = 0;
+    }
+  }
   return store_.scan([this](const v1::SagaRecord& r) {
     ++state_counts_[{r.pipeline(), r.state()}];
     return true;

@@ -48,7 +48,8 @@ class Coordinator {
   void set_owned(std::optional<std::set<int32_t>> partitions) { owned_ = std::move(partitions); }
 
   /// Counts the stored sagas by pipeline and state (one scan of the store,
-  /// at start); fold_batch() and tick() keep the counts after that.
+  /// at start; every state of a configured pipeline starts at 0);
+  /// fold_batch() and tick() keep the counts after that.
   Status count_states();
   /// Sagas in this instance's store, by (pipeline, state). With several
   /// instances, each counts its own store (stale copies of sagas another
