@@ -93,7 +93,7 @@ Result<std::vector<StageLag>> stage_lags(const kafka::KafkaOptions& options,
     PipelineConfig p;
     p.name = name;
     for (const auto& [stage, group, topics] : {std::tuple{"clean", p.clean_group(), p.clean_inputs()},
-                                        std::tuple{"load", p.load_group(), p.load_inputs()}}) {
+                                               std::tuple{"load", p.load_group(), p.load_inputs()}}) {
       auto s = one_stage(options, name, stage, group, topics);
       if (!s) return std::unexpected(s.error());
       out.push_back(std::move(*s));
