@@ -5,11 +5,13 @@
 #include <re2/re2.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include "services/common/records.h"
+#include "services/common/text.h"
 #include "services/common/time.h"
 
 namespace starling {
@@ -279,6 +281,82 @@ std::string config_problem(const std::string& file, const Mark& at, const std::s
   return fmt::format("{}: {}: {}", file, at.path, problem);
 }
 
+namespace {
+
+// ${NAME} and ${NAME:-default} in every scalar value (not in keys), from the
+// environment; "$$" is a literal "$". Done on the parsed tree, so a value
+// holding ':' or '#' cannot change the file's structure. A variable that is
+// not set and has no default is a problem at its line.
+void interpolate(YAML::Node node, const std::string& path, Reader& r, const EnvLookup& env) {
+  if (node.IsMap()) {
+    for (auto kv : node) interpolate(kv.second, path + "." + kv.first.Scalar(), r, env);
+    return;
+  }
+  if (node.IsSequence()) {
+    for (std::size_t i = 0; i < node.size(); ++i) interpolate(node[i], fmt::format("{}[{}]", path, i), r, env);
+    return;
+  }
+  if (!node.IsScalar() || node.Scalar().find('$') == std::string::npos) return;
+  auto value = interpolate_env(node.Scalar(), env);
+  if (!value) {
+    r.note(node, path.empty() ? "(top)" : path.substr(1), value.error().message);
+    return;
+  }
+  node = *value;
+}
+
+}  // namespace
+
+Result<std::string> interpolate_env(std::string_view text, const EnvLookup& env) {
+  static const RE2 kName("[A-Za-z_][A-Za-z0-9_]*");
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '$' || i + 1 == text.size() || (text[i + 1] != '$' && text[i + 1] != '{')) {
+      out += text[i];
+      continue;
+    }
+    if (text[i + 1] == '$') {  // $$: a literal $
+      out += '$';
+      ++i;
+      continue;
+    }
+    const auto close = text.find('}', i + 2);
+    if (close == std::string_view::npos) {
+      return fail(Errc::kInvalidArgument, fmt::format("'{}' opens ${{ without a closing }}; write $${{ for a literal",
+                                                      excerpt(text.substr(i), 40)));
+    }
+    const auto inner = text.substr(i + 2, close - i - 2);
+    const auto dash = inner.find(":-");
+    const auto name = inner.substr(0, dash);
+    if (!RE2::FullMatch(re2::StringPiece(name.data(), name.size()), kName)) {
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("${{{}}}: expected ${{NAME}} or ${{NAME:-default}}, NAME of letters, digits and _",
+                              excerpt(inner, 40)));
+    }
+    auto value = env(std::string(name));
+    if (!value || (value->empty() && dash != std::string_view::npos)) {
+      if (dash == std::string_view::npos) {
+        return fail(Errc::kInvalidArgument,
+                    fmt::format("${{{}}}: the environment variable {} is not set (set it, or give a default: "
+                                "${{{}:-value}})",
+                                name, name, name));
+      }
+      value = std::string(inner.substr(dash + 2));
+    }
+    out += *value;
+    i = close;
+  }
+  return out;
+}
+
+EnvLookup process_env() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());
+    if (v == nullptr) return std::nullopt;
+    return std::string(v);
+  };
+}
+
 PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin, const RuleCheck& check) {
   YAML::Node root;
   try {
@@ -287,6 +365,7 @@ PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin
     throw ConfigError(fmt::format("{}:{}:{}: {}", origin, e.mark.line + 1, e.mark.column + 1, e.msg));
   }
   Reader r(origin);
+  interpolate(root, "", r, process_env());
   PipelineConfig p;
   p.file = origin;
   // Without the message type nothing else can be checked: those problems end the check.

@@ -16,7 +16,10 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "services/common/error.h"
 
 namespace starling {
 
@@ -158,6 +161,17 @@ using RuleCheck =
 /// Reads and parses a pipeline file, then `check` each rule. Throws
 /// ConfigError naming every problem's line.
 PipelineConfig load_pipeline(const std::string& path, const RuleCheck& check = nullptr);
+
+/// An environment variable's value, or nullopt when it is not set.
+using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
+/// This process's environment.
+EnvLookup process_env();
+/// `text` with ${NAME} replaced by the variable's value and ${NAME:-default}
+/// by its value, or the default when it is unset or empty; "$$" is a literal
+/// "$". Pipeline files go through it, value by value (secrets such as API
+/// keys come from the environment, never from YAML). An error names the
+/// variable and says what to do.
+Result<std::string> interpolate_env(std::string_view text, const EnvLookup& env);
 
 /// Parses YAML text; `origin` names it in error messages.
 PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin, const RuleCheck& check = nullptr);

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "tests/support/temp_dir.h"
 
 namespace starling {
@@ -48,6 +50,44 @@ TEST(PipelineConfig, MinimalPipelineTakesDefaults) {
   EXPECT_TRUE(p.rules.empty());
   ASSERT_EQ(p.columns.size(), 1u);
   EXPECT_EQ(p.columns[0].name, "speed");
+}
+
+TEST(InterpolateEnv, NamesDefaultsAndLiteralDollars) {
+  const EnvLookup env = [](const std::string& n) -> std::optional<std::string> {
+    if (n == "TABLE") return "rides";
+    if (n == "EMPTY") return "";
+    return std::nullopt;
+  };
+  EXPECT_EQ(*interpolate_env("${TABLE}", env), "rides");
+  EXPECT_EQ(*interpolate_env("t_${TABLE}_${MISSING:-x}", env), "t_rides_x");
+  EXPECT_EQ(*interpolate_env("${EMPTY:-fallback}", env), "fallback");
+  EXPECT_EQ(*interpolate_env("${MISSING:-}", env), "");
+  EXPECT_EQ(*interpolate_env("cost $$5 ${TABLE}$", env), "cost $5 rides$");
+  EXPECT_EQ(*interpolate_env("^bike-[0-9]{4}$", env), "^bike-[0-9]{4}$");  // a regex is left alone
+
+  auto unset = interpolate_env("Bearer ${API_KEY}", env);
+  ASSERT_FALSE(unset.has_value());
+  EXPECT_THAT(unset.error().message, HasSubstr("the environment variable API_KEY is not set"));
+  EXPECT_THAT(unset.error().message, HasSubstr("${API_KEY:-value}"));
+  auto bad = interpolate_env("${1ABC}", env);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_THAT(bad.error().message, HasSubstr("expected ${NAME}"));
+  auto open = interpolate_env("x ${TABLE", env);
+  ASSERT_FALSE(open.has_value());
+  EXPECT_THAT(open.error().message, HasSubstr("without a closing }"));
+}
+
+TEST(PipelineConfig, ValuesTakeEnvironmentVariablesAndAMissingOneIsNamedWithItsLine) {
+  ::setenv("STARLING_TEST_TABLE", "rides_from_env", 1);
+  ::unsetenv("STARLING_TEST_UNSET");
+  std::string yaml = kMinimal;
+  yaml.replace(yaml.find("table: rides"), 12, "table: ${STARLING_TEST_TABLE}");
+  EXPECT_EQ(parse_pipeline(yaml, "t.yaml").table, "rides_from_env");
+  yaml.replace(yaml.find("${STARLING_TEST_TABLE}"), 22, "${STARLING_TEST_UNSET}");
+  const auto err = error_of(yaml);
+  EXPECT_THAT(err, HasSubstr("t.yaml:5:10: load.table"));
+  EXPECT_THAT(err, HasSubstr("STARLING_TEST_UNSET is not set"));
+  ::unsetenv("STARLING_TEST_TABLE");
 }
 
 TEST(PipelineConfig, UnknownFieldNamesItsLineAndTheFieldsThatExist) {
