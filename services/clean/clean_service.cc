@@ -92,9 +92,11 @@ Result<kafka::Work> CleanService::apply(std::vector<kafka::InMessage> batch) {
     std::map<kafka::TopicPartition, int64_t> next_offsets;
     uint64_t cleaned = 0;
     uint64_t rejected = 0;
+    std::map<std::pair<std::string, std::string>, uint64_t> reasons;
     RocksCleanStore::PreparedCommit prepared;
   };
-  auto commit = std::make_shared<Commit>(Commit{std::move(done.next_offsets), done.cleaned, done.rejected, {}});
+  auto commit = std::make_shared<Commit>(
+      Commit{std::move(done.next_offsets), done.cleaned, done.rejected, std::move(done.reasons), {}});
   kafka::Work work;
   work.outputs = std::move(done.out);
   work.persisted = [this, commit] { commit->prepared = store_.prepare_commit(commit->next_offsets); };
@@ -106,6 +108,15 @@ Result<kafka::Work> CleanService::apply(std::vector<kafka::InMessage> batch) {
     rejected_total_ += commit->rejected;
     cleaned_.add(commit->cleaned);
     rejected_.add(commit->rejected);
+    // Rule and field names come from the pipeline file, never from a
+    // device: the label sets are bounded by the configuration.
+    for (const auto& [key, n] : commit->reasons) {
+      metrics()
+          .counter("starling_clean_rejects_total",
+                   "Reasons records were rejected for, by rule and field (a record may have several)",
+                   {{"pipeline", pipeline_.name}, {"rule", key.first}, {"field", key.second}})
+          .add(n);
+    }
   };
   return work;
 }

@@ -199,6 +199,7 @@ CleanedBatch Cleaner::clean_batch(const std::vector<kafka::InMessage>& batch, Cl
       cleaned.add(piece.saga_id, piece.pipeline, piece.seq);
       ++b.cleaned;
     } else {
+      for (const auto& reason : piece.reasons) ++b.reasons[{reason.rule(), reason.field()}];
       if (!piece.saga_id.empty()) rejected.add_rejection(piece.saga_id, piece.pipeline, piece.seq, piece.reasons);
       ++b.rejected;
     }

@@ -51,6 +51,8 @@ struct CleanedBatch {
   std::map<kafka::TopicPartition, int64_t> next_offsets;
   uint64_t cleaned = 0;
   uint64_t rejected = 0;
+  /// Reasons of the rejected records by (rule, field), for the metric.
+  std::map<std::pair<std::string, std::string>, uint64_t> reasons;
 };
 
 class Cleaner {

@@ -502,6 +502,11 @@ int run(int argc, char** argv) {
       "Devices post events to starling-ingest; starling-clean applies the pipeline's rules; starling-load\n"
       "upserts into SQLite; starling-saga tracks every accepted batch until it is loaded or rejected."};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("starling ") + STARLING_VERSION);
+  app.footer(
+      "Exit codes: 0 success; 1 the work failed or found a problem (a report not CONSISTENT, a failing\n"
+      "fixture, Kafka unreachable); 2 bad flags, a bad pipeline file or a refused setting (the message\n"
+      "names the flag, file and line).");
   std::string log_level = "warn";
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
 

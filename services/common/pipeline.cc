@@ -308,7 +308,7 @@ void interpolate(YAML::Node node, const std::string& path, Reader& r, const EnvL
 }  // namespace
 
 Result<std::string> interpolate_env(std::string_view text, const EnvLookup& env) {
-  static const RE2 kName("[A-Za-z_][A-Za-z0-9_]*");
+  static const RE2 name_pattern("[A-Za-z_][A-Za-z0-9_]*");
   std::string out;
   for (std::size_t i = 0; i < text.size(); ++i) {
     if (text[i] != '$' || i + 1 == text.size() || (text[i + 1] != '$' && text[i + 1] != '{')) {
@@ -328,7 +328,7 @@ Result<std::string> interpolate_env(std::string_view text, const EnvLookup& env)
     const auto inner = text.substr(i + 2, close - i - 2);
     const auto dash = inner.find(":-");
     const auto name = inner.substr(0, dash);
-    if (!RE2::FullMatch(re2::StringPiece(name.data(), name.size()), kName)) {
+    if (!RE2::FullMatch(re2::StringPiece(name.data(), name.size()), name_pattern)) {
       return fail(Errc::kInvalidArgument,
                   fmt::format("${{{}}}: expected ${{NAME}} or ${{NAME:-default}}, NAME of letters, digits and _",
                               excerpt(inner, 40)));

@@ -17,6 +17,14 @@
 namespace starling {
 
 void add_service_flags(CLI::App& app, ServiceFlags& f, bool many_pipelines) {
+  app.set_version_flag("--version", [&app] {
+    return std::filesystem::path(app.get_name()).filename().string() + " " + STARLING_VERSION;
+  });
+  app.footer(
+      "Exit codes: 0 stopped on SIGTERM/SIGINT after draining; 1 a permanent failure (the log says which);\n"
+      "2 bad flags or configuration (the message names the flag, file and line); 3 did not drain within\n"
+      "--drain-timeout (nothing is lost: the unfinished batch is redone by the next run).\n"
+      "Every flag can also be set by the STARLING_* environment variable named in its help.");
   app.add_option("--kafka", f.kafka, "Kafka bootstrap servers, host:port[,host:port]")
       ->envname("STARLING_KAFKA_BOOTSTRAP")
       ->capture_default_str();
@@ -152,7 +160,12 @@ int run_service(const std::string& name, const ServiceFlags& flags, const std::f
       spdlog::info("kafka property {}={} (from {})", k, shown_kafka_value(k, v), ctx.kafka.origins[k]);
     for (const auto& f : flags.pipeline_files) ctx.pipelines.push_back(load_pipeline(f, check_rule));
     std::filesystem::create_directories(flags.data_dir);
-    spdlog::info("starting {} (kafka {}, {} pipeline(s))", ctx.instance, ctx.bootstrap, ctx.pipelines.size());
+    spdlog::info("starting {} {} (kafka {}, {} pipeline(s))", name, STARLING_VERSION, ctx.bootstrap,
+                 ctx.pipelines.size());
+    metrics()
+        .gauge("starling_build_info", "Always 1; the version of the running binary in its labels",
+               {{"service", "starling-" + name}, {"version", STARLING_VERSION}})
+        .set(1);
     const int rc = body(ctx);
     body_done = true;
     spdlog::info("stopped with exit code {}", rc);

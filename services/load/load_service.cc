@@ -26,6 +26,9 @@ LoadService::LoadService(const PipelineConfig& pipeline, Sink& sink, kafka::Kafk
           "starling_load_ingest_to_loaded_seconds",
           "From an event's ingest time (its envelope's, when ingest accepted it) to the commit of its row",
           {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}, {{"pipeline", pipeline.name}})),
+      dead_letters_(metrics().counter("starling_load_dead_letters_total",
+                                      "Rows the sink refused, sent to <pipeline>.dlq with the reason",
+                                      {{"pipeline", pipeline.name}})),
       rows_metric_(
           metrics().counter("starling_load_rows_total", "Rows committed to the sink", {{"pipeline", pipeline.name}})),
       batches_metric_(metrics().counter("starling_load_batches_total", "Sink transactions committed",
@@ -129,7 +132,8 @@ Result<kafka::Work> LoadService::apply(std::vector<kafka::InMessage> batch) {
   // Ingest time to commit of each live row written (not those the sink
   // refused), observed once the store succeeded.
   auto latencies = std::make_shared<std::vector<double>>();
-  out.store = [this, work, sagas, latencies]() -> Status {
+  auto dead_letters = std::make_shared<uint64_t>(0);  // rows the sink refused: to <p>.dlq
+  out.store = [this, work, sagas, latencies, dead_letters]() -> Status {
     // Rows of a saga compensated earlier arrive late after a replay or a
     // stalled loader: they stay out of the warehouse.
     auto gone = sink_.compensated(*sagas);
@@ -139,7 +143,9 @@ Result<kafka::Work> LoadService::apply(std::vector<kafka::InMessage> batch) {
     const auto now = now_ms();
     auto written = sink_.write(*work, [&](const std::vector<RowResult>& results) {
       latencies->clear();
+      *dead_letters = 0;
       for (std::size_t i = 0; i < results.size() && i < work->rows.size(); ++i) {
+        if (!results[i].written) ++*dead_letters;
         // A replayed event (origin_saga_id set) keeps its original's ingest
         // time: it would measure the replay's age, not the pipeline.
         const auto& env = work->rows[i].envelope;
@@ -151,7 +157,8 @@ Result<kafka::Work> LoadService::apply(std::vector<kafka::InMessage> batch) {
     set_sink_ok(written.has_value());
     return written;
   };
-  out.stored = [this, work, latencies] {
+  out.stored = [this, work, latencies, dead_letters] {
+    dead_letters_.add(*dead_letters);
     for (const auto& saga : work->compensate) spdlog::info("compensated saga {}: its rows are deleted", saga);
     for (const double l : *latencies) ingest_to_loaded_.observe(l);
     loaded_total_ += work->rows.size();

@@ -58,6 +58,7 @@ class LoadService final : public kafka::Stage {
   std::atomic<bool> sink_ok_{true};
   Gauge& sink_up_;  // starling_load_sink_up, the same fact for /metrics
   Histogram& ingest_to_loaded_;
+  Counter& dead_letters_;
   Counter& rows_metric_;
   Counter& batches_metric_;
   uint64_t loaded_total_ = 0;

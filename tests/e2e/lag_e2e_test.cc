@@ -142,6 +142,15 @@ TEST_F(LagE2E, KafkaPropertiesReachTheClientsAndSecretsAreNeverPrinted) {
   EXPECT_THAT(r.output, HasSubstr("sasl.password=<redacted> (from STARLING_KAFKA_SASL_PASSWORD)"));
   EXPECT_THAT(r.output, Not(HasSubstr("hunter2")));
 
+  // Every binary says its version, and its help says what its exit codes mean.
+  for (const char* bin : {"starling", "starling-clean", "starling-load", "starling-saga", "starling-ingest"}) {
+    auto v = run_command(std::string(STARLING_BIN_DIR) + "/" + bin + " --version", 10);
+    EXPECT_EQ(v.exit_code, 0) << bin << ": " << v.output;
+    EXPECT_THAT(v.output, HasSubstr(std::string(bin) + " 0.")) << bin;
+    auto h = run_command(std::string(STARLING_BIN_DIR) + "/" + bin + " --help", 10);
+    EXPECT_THAT(h.output, HasSubstr("Exit codes: 0")) << bin;
+  }
+
   // One the guarantees depend on is refused before anything starts.
   auto acks = run_command(std::string(STARLING_BIN_DIR) + "/starling groups --kafka " + stack_->bootstrap() +
                               " --pipeline ecowheels --kafka-property acks=1",

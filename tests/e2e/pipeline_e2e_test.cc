@@ -199,6 +199,7 @@ TEST_F(EnvWiredE2E, ServicesConfiguredByEnvironmentLoadExactlyAndServeProbesAndM
     EXPECT_EQ(page->status, 200);
     EXPECT_THAT(page->content_type, ::testing::StartsWith("text/plain; version=0.0.4"));
     EXPECT_GT(sample(page->body, "process_resident_memory_bytes"), 1e6);
+    EXPECT_THAT(page->body, ::testing::HasSubstr("starling_build_info{service=\"starling-"));
     EXPECT_THAT(page->body, ::testing::HasSubstr("# TYPE process_cpu_seconds_total counter"));
     // Parses, and holds to Prometheus' naming rules (units, _total).
     const auto check = starling::testing::promtool_check_metrics(page->body);
@@ -219,6 +220,17 @@ TEST_F(EnvWiredE2E, ServicesConfiguredByEnvironmentLoadExactlyAndServeProbesAndM
   EXPECT_EQ(sample(load->body, R"(starling_load_ingest_to_loaded_seconds_count{pipeline="ecowheels"})"),
             static_cast<double>(res->valid_ids.size()));
   EXPECT_GT(sample(load->body, R"(starling_load_ingest_to_loaded_seconds_sum{pipeline="ecowheels"})"), 0);
+  EXPECT_EQ(sample(load->body, R"(starling_load_dead_letters_total{pipeline="ecowheels"})"), 0);
+  // Every rejected record has at least one reason counted by rule and field.
+  auto clean = http_call("GET", stack_->url("clean.ecowheels") + "/metrics");
+  ASSERT_TRUE(clean.has_value());
+  double reasons = 0;
+  std::istringstream lines(clean->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.starts_with("starling_clean_rejects_total{")) reasons += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  EXPECT_GE(reasons, static_cast<double>(res->faulty_ids.size()));
+  EXPECT_GT(res->faulty_ids.size(), 0u);
   auto saga = http_call("GET", stack_->url("saga") + "/metrics");
   ASSERT_TRUE(saga.has_value());
   EXPECT_GE(sample(saga->body, "starling_saga_outcomes_total"), static_cast<double>(res->saga_ids.size()));
