@@ -24,18 +24,7 @@ import threading
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import stack as stack_module  # noqa: E402
-from stack import Stack, log  # noqa: E402
-
-failures = []
-
-
-def check(cond, what):
-    log(("ok    " if cond else "FAIL  ") + what)
-    if not cond:
-        failures.append(what)
-        for s in list(stack_module._live):
-            s.keep = True  # its logs are worth a look
+from stack import Stack, check, failures, log  # noqa: E402
 
 
 class LosesFirstAnswer:

@@ -45,25 +45,13 @@ import urllib.request
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import stack as stack_module  # noqa: E402
-from stack import Stack, _die_with_parent, free_port, http_json, log  # noqa: E402
+from stack import Stack, _die_with_parent, check, failures, free_port, http_json, log  # noqa: E402
+
 
 PIPELINE = "ecowheels"
 # Grafana's $__rate_interval is at least four scrape intervals; a minute
 # covers the whole run at a 1 s scrape.
 GRAFANA_VARS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
-
-failures = []
-
-
-def check(cond, what):
-    log(("ok    " if cond else "FAIL  ") + what)
-    if not cond:
-        failures.append(what)
-        for s in list(stack_module._live):
-            s.keep = True  # its logs are worth a look
-    return cond
-
 
 # --- the files under test --------------------------------------------------
 def monitoring_dir(source_dir):

@@ -73,6 +73,20 @@ def log(msg):
     print(msg, flush=True)
 
 
+# Checks of a script test: "ok"/"FAIL" lines, the failures collected for the
+# exit code; a failing check keeps every live stack's folder for its logs.
+failures = []
+
+
+def check(cond, what):
+    log(("ok    " if cond else "FAIL  ") + what)
+    if not cond:
+        failures.append(what)
+        for s in list(_live):
+            s.keep = True  # its logs are worth a look
+    return cond
+
+
 class Stack:
     def __init__(self, bin_dir, source_dir, pipeline="pipelines/ecowheels.yaml", mqtt=False, env=None, keep=None):
         self.bin_dir = os.path.abspath(bin_dir)
