@@ -111,11 +111,13 @@ Result<kafka::Work> CleanService::apply(std::vector<kafka::InMessage> batch) {
     // Rule and field names come from the pipeline file, never from a
     // device: the label sets are bounded by the configuration.
     for (const auto& [key, n] : commit->reasons) {
-      metrics()
-          .counter("starling_clean_rejects_total",
-                   "Reasons records were rejected for, by rule and field (a record may have several)",
-                   {{"pipeline", pipeline_.name}, {"rule", key.first}, {"field", key.second}})
-          .add(n);
+      auto& counter = reject_counters_[key];  // looked up in the registry once per series
+      if (counter == nullptr) {
+        counter = &metrics().counter("starling_clean_rejects_total",
+                                     "Reasons records were rejected for, by rule and field (a record may have several)",
+                                     {{"pipeline", pipeline_.name}, {"rule", key.first}, {"field", key.second}});
+      }
+      counter->add(n);
     }
   };
   return work;

@@ -3,7 +3,9 @@
 // CLEANED/REJECTED progress facts on starling.saga, run by the one consumer
 // loop (broker-adapters/kafka/consumer_loop.h).
 
+#include <map>
 #include <string>
+#include <utility>
 
 #include "broker-adapters/kafka/consumer_loop.h"
 #include "broker-adapters/kafka/kafka.h"
@@ -53,6 +55,8 @@ class CleanService final : public kafka::Stage {
   Cleaner cleaner_;
   Counter& cleaned_;
   Counter& rejected_;
+  // starling_clean_rejects_total by (rule, field), looked up once per series.
+  std::map<std::pair<std::string, std::string>, Counter*> reject_counters_;
   uint64_t cleaned_total_ = 0;
   uint64_t rejected_total_ = 0;
 };

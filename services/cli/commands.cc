@@ -441,12 +441,7 @@ int cmd_replay(ReplayArgs a) {
         a.pipeline.ends_with(".yaml") || a.pipeline.ends_with(".yml") ? load_pipeline(a.pipeline).name : a.pipeline;
   }
   if (!a.command.empty()) return cmd_replay_control(a);
-  if (auto props = user_kafka_properties(a.kafka_properties_file, a.kafka_property_flags); !props) {
-    fmt::print(stderr, "error: {}\n", props.error().message);
-    return 2;
-  } else {
-    a.opts.kafka_properties = std::move(*props);
-  }
+  a.opts.kafka_properties = cli_kafka_properties(a.kafka_properties_file, a.kafka_property_flags);
   if (auto warm = replay_warm_up_ms(a); !warm) {
     fmt::print(stderr, "error: {}\n", warm.error().message);
     return 2;
@@ -692,10 +687,7 @@ int run(int argc, char** argv) {
       fmt::print(stderr, "error: no pipeline: pass --pipeline FILE or run from a folder with pipelines/*.yaml\n");
       return 2;
     }
-    if (auto props = user_kafka_properties(stack_opts.kafka_properties_file, stack_opts.kafka_properties); !props) {
-      fmt::print(stderr, "error: {}\n", props.error().message);
-      return 2;
-    }
+    (void)cli_kafka_properties(stack_opts.kafka_properties_file, stack_opts.kafka_properties);  // refused: exit 2
     if (*demo) {
       if (stack_opts.data_dir.empty()) {
         char tmpl[] = "/tmp/starling-demo-XXXXXX";

@@ -86,6 +86,12 @@ void print_table(const std::vector<StageLag>& stages, int64_t now) {
 
 }  // namespace
 
+KafkaProperties cli_kafka_properties(const std::string& file, const std::vector<std::string>& flags) {
+  auto props = user_kafka_properties(file, flags);
+  if (!props) throw ConfigError(props.error().message);
+  return std::move(*props);
+}
+
 Result<std::vector<StageLag>> stage_lags(const kafka::KafkaOptions& options,
                                          const std::vector<std::string>& pipelines) {
   std::vector<StageLag> out;
@@ -118,12 +124,8 @@ int cmd_groups(const GroupsArgs& args, const std::vector<std::string>& default_f
                "pipelines/*.yaml\n");
     return 2;
   }
-  auto props = user_kafka_properties(args.kafka_properties_file, args.kafka_property_flags);
-  if (!props) {
-    fmt::print(stderr, "error: {}\n", props.error().message);
-    return 2;
-  }
-  const kafka::KafkaOptions options{args.kafka, "starling-groups", props->values, props->origins};
+  const auto props = cli_kafka_properties(args.kafka_properties_file, args.kafka_property_flags);
+  const kafka::KafkaOptions options{args.kafka, "starling-groups", props.values, props.origins};
   auto stages = stage_lags(options, names);
   if (!stages) {
     fmt::print(stderr, "error: {}\n", stages.error().message);

@@ -10,6 +10,7 @@
 
 #include "broker-adapters/kafka/kafka.h"
 #include "services/common/error.h"
+#include "services/common/kafka_properties.h"
 
 namespace starling::cli {
 
@@ -33,6 +34,10 @@ struct GroupsArgs {
   std::vector<std::string> kafka_property_flags;
   std::string kafka_properties_file;
 };
+
+/// The user's librdkafka properties for a command; a bad one throws
+/// ConfigError (run() prints it and exits 2).
+KafkaProperties cli_kafka_properties(const std::string& file, const std::vector<std::string>& flags);
 
 /// Prints the table (or JSON); 0, or 1 when Kafka could not be read.
 int cmd_groups(const GroupsArgs& args, const std::vector<std::string>& default_files);

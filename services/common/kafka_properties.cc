@@ -79,6 +79,12 @@ void add_kafka_property_flags(CLI::App& app, std::vector<std::string>& flags, st
       ->envname("STARLING_KAFKA_PROPERTIES_FILE");
 }
 
+std::string kafka_property_env_name(std::string_view key) {
+  std::string var(kEnvPrefix);
+  for (const char c : key) var += c == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return var;
+}
+
 std::map<std::string, std::string> kafka_properties_from_env(char** envp) {
   std::map<std::string, std::string> out;
   for (char** e = envp; e != nullptr && *e != nullptr; ++e) {
@@ -109,9 +115,7 @@ Result<KafkaProperties> collect_kafka_properties(const std::string& file, const 
     }
   }
   for (const auto& [k, v] : env) {
-    std::string var(kEnvPrefix);
-    for (const char c : k) var += c == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    if (auto st = add(out, k, v, var); !st) return std::unexpected(st.error());
+    if (auto st = add(out, k, v, kafka_property_env_name(k)); !st) return std::unexpected(st.error());
   }
   for (const auto& f : flags) {
     if (auto st = add_line(out, f, "--kafka-property"); !st) return std::unexpected(st.error());

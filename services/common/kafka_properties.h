@@ -24,6 +24,10 @@ struct KafkaProperties {
 /// (also STARLING_KAFKA_PROPERTIES_FILE).
 void add_kafka_property_flags(CLI::App& app, std::vector<std::string>& flags, std::string& file);
 
+/// The variable that sets property `key`: sasl.mechanism is
+/// STARLING_KAFKA_SASL_MECHANISM.
+std::string kafka_property_env_name(std::string_view key);
+
 /// The environment's STARLING_KAFKA_<NAME>=value as property <name> (lower
 /// case, '_' read as '.'): STARLING_KAFKA_SASL_MECHANISM=PLAIN is
 /// sasl.mechanism=PLAIN. STARLING_KAFKA_BOOTSTRAP (the --kafka flag) and

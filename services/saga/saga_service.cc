@@ -37,15 +37,18 @@ int SagaService::run() {
 
 void SagaService::publish_states() {
   for (const auto& [key, n] : coordinator_.state_counts()) {
-    const auto& [pipeline, state] = key;
-    std::string name = v1::SagaState_Name(state);
-    if (name.starts_with("SAGA_STATE_")) name = name.substr(11);
-    metrics()
-        .gauge("starling_saga_sagas",
-               "Sagas in this instance's store by pipeline and state (ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, "
-               "OVERDUE, FAILED, COMPENSATED), until retention removes them",
-               {{"pipeline", pipeline}, {"state", name}})
-        .set(static_cast<double>(n));
+    // Looked up in the registry once per series, then kept (after every batch).
+    auto& gauge = state_gauges_[key];
+    if (gauge == nullptr) {
+      const auto& [pipeline, state] = key;
+      std::string name = v1::SagaState_Name(state);
+      if (name.starts_with("SAGA_STATE_")) name = name.substr(11);
+      gauge = &metrics().gauge("starling_saga_sagas",
+                               "Sagas in this instance's store by pipeline and state (ACCEPTED, IN_FLIGHT, COMPLETED, "
+                               "STALLED, OVERDUE, FAILED, COMPENSATED), until retention removes them",
+                               {{"pipeline", pipeline}, {"state", name}});
+    }
+    gauge->set(static_cast<double>(n));
   }
 }
 

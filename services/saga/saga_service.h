@@ -5,6 +5,7 @@
 // never calls a service.
 
 #include <chrono>
+#include <map>
 #include <set>
 #include <string>
 
@@ -57,6 +58,7 @@ class SagaService final : public kafka::Stage {
   std::set<int32_t> owned_;
   Counter& facts_metric_;
   Counter& outcomes_metric_;
+  std::map<std::pair<std::string, v1::SagaState>, Gauge*> state_gauges_;  // starling_saga_sagas, by series
   std::chrono::steady_clock::time_point last_tick_{};
 };
 

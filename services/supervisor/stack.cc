@@ -4,7 +4,6 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
-#include <cctype>
 #include <csignal>
 #include <filesystem>
 
@@ -143,10 +142,7 @@ Status Stack::start() {
       }
       for (const auto& p : opts_.kafka_properties) {  // k=v as STARLING_KAFKA_K
         const auto eq = p.find('=');
-        std::string var = "STARLING_KAFKA_";
-        for (const char c : p.substr(0, eq))
-          var += c == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-        env.emplace_back(var, eq == std::string::npos ? "" : p.substr(eq + 1));
+        env.emplace_back(kafka_property_env_name(p.substr(0, eq)), eq == std::string::npos ? "" : p.substr(eq + 1));
       }
       return add(name, cat({bin(exe)}, extra), std::move(env));
     }
