@@ -67,6 +67,7 @@ class ConsumerLoop::StoreThread {
 
 ConsumerLoop::ConsumerLoop(std::string name, Stage& stage, Producer& producer, LoopOptions options)
     : name_(std::move(name)),
+      stage_label_(name_.substr(0, name_.find(' '))),
       stage_(stage),
       producer_(producer),
       options_(std::move(options)),
@@ -133,10 +134,13 @@ int ConsumerLoop::loop() {
     if (!idle) {
       const auto n = batch.size();
       Offsets next;
+      std::map<std::string, uint64_t> per_topic;
       for (const auto& m : batch) {
         auto& o = next[{m.topic, m.partition}];
         o = std::max(o, m.offset + 1);
+        ++per_topic[m.topic];
       }
+      for (const auto& [topic, k] : per_topic) count(in_counts_, "starling_stage_records_in_total", topic, k);
       auto work = stage_.apply(std::move(batch));
       if (!work) {
         spdlog::critical("{}: applying a batch of {}: {}", name_, n, work.error().message);
@@ -162,6 +166,7 @@ int ConsumerLoop::loop() {
     // Offsets stored within the interval of the last group commit go out
     // once it has passed, even when no batch comes to carry them.
     if (idle) commit_to_group(false);
+    update_lag(false);
     if (short_batch && !in_flight_ && !storing_) {
       if (auto st = stage_.caught_up(idle); !st) {
         if (!is_transient(st.error())) {
@@ -225,6 +230,9 @@ Status ConsumerLoop::settle(bool wait_store) {
   Work work = std::move(in_flight_->work);
   storing_next_ = std::move(in_flight_->next);
   in_flight_.reset();
+  std::map<std::string, uint64_t> per_topic;
+  for (const auto& out : work.outputs) ++per_topic[out.topic];
+  for (const auto& [topic, k] : per_topic) count(out_counts_, "starling_stage_records_out_total", topic, k);
   if (work.persisted) work.persisted();
   storing_.emplace(std::move(work));
   stored_ = store_thread_->submit([this, store = storing_->store] {
@@ -276,7 +284,10 @@ Status ConsumerLoop::finish_store() {
   storing_.reset();
   if (!st) return st;  // the work is dropped: not stored
   if (work.stored) work.stored();
-  for (const auto& [tp, off] : storing_next_) uncommitted_[tp] = off;
+  for (const auto& [tp, off] : storing_next_) {
+    uncommitted_[tp] = off;
+    positions_[tp] = off;
+  }
   if (!abandoned_) {
     resume_if_paused();
     commit_to_group(false);
@@ -291,6 +302,48 @@ void ConsumerLoop::commit_to_group(bool now) {
   consumer_->commit_async(uncommitted_);
   uncommitted_.clear();
   last_group_commit_ = t;
+}
+
+void ConsumerLoop::count(std::map<std::string, Counter*>& cache, const char* series, const std::string& topic,
+                         uint64_t n) {
+  auto& c = cache[topic];
+  if (c == nullptr) {
+    const bool in = std::string_view(series).ends_with("in_total");
+    c = &metrics().counter(series,
+                           in ? "Input records a stage applied, by stage and input topic"
+                              : "Records a stage produced and Kafka persisted, by stage and output topic",
+                           {{"stage", stage_label_}, {"topic", topic}});
+  }
+  c->add(n);
+}
+
+void ConsumerLoop::update_lag(bool now) {
+  if (consumer_ == nullptr) return;
+  const auto t = std::chrono::steady_clock::now();
+  if (!now && t - last_lag_ < options_.group_commit_interval) return;
+  last_lag_ = t;
+  for (const auto& [tp, next] : positions_) {
+    const auto end = consumer_->log_end(tp);
+    if (!end) continue;
+    auto& g = lags_[tp];
+    if (g == nullptr) {
+      g = &metrics().gauge("starling_stage_lag_records",
+                           "Records in a partition after the last batch the stage stored (log end as last fetched)",
+                           {{"stage", stage_label_}, {"topic", tp.topic}, {"partition", std::to_string(tp.partition)}});
+    }
+    g->set(static_cast<double>(std::max<int64_t>(0, *end - next)));
+  }
+}
+
+void ConsumerLoop::forget_lag(const std::vector<TopicPartition>& parts) {
+  for (const auto& tp : parts) {
+    positions_.erase(tp);
+    if (lags_.erase(tp) > 0) {
+      metrics().remove_gauge(
+          "starling_stage_lag_records",
+          {{"stage", stage_label_}, {"topic", tp.topic}, {"partition", std::to_string(tp.partition)}});
+    }
+  }
 }
 
 void ConsumerLoop::keep_membership(std::chrono::steady_clock::time_point waiting_since) {
@@ -368,12 +421,16 @@ std::map<TopicPartition, int64_t> ConsumerLoop::on_assign(const std::vector<Topi
     return starts;
   }
   for (const auto& tp : parts) stored->try_emplace(tp, kOffsetBeginning);
+  for (const auto& [tp, off] : *stored) {
+    if (off >= 0) positions_[tp] = off;
+  }
   spdlog::debug("{}: assigned {} partitions", name_, parts.size());
   return std::move(*stored);
 }
 
 void ConsumerLoop::on_revoke(const std::vector<TopicPartition>& parts) {
   before_rebalance();
+  forget_lag(parts);
   stage_.revoked(parts);
   spdlog::info("{}: revoked {} partitions", name_, parts.size());
 }

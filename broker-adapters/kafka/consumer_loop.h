@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "broker-adapters/kafka/kafka.h"
+#include "services/common/metrics.h"
 
 namespace starling::kafka {
 
@@ -112,9 +113,16 @@ struct LoopOptions {
   std::chrono::milliseconds group_commit_interval{1000};
 };
 
+/// The loop's metrics, labelled by stage (the first word of its name):
+///   starling_stage_records_in_total{stage,topic}: input records applied;
+///   starling_stage_records_out_total{stage,topic}: outputs persisted in Kafka;
+///   starling_stage_lag_records{stage,topic,partition}: a partition's log end,
+///     as the last fetch saw it, less the offset after the last stored batch
+///     (refreshed every group_commit_interval; gone when the partition is).
 class ConsumerLoop {
  public:
-  /// `name` prefixes log lines ("clean ecowheels").
+  /// `name` prefixes log lines ("clean ecowheels"); its first word is the
+  /// metrics' stage label.
   ConsumerLoop(std::string name, Stage& stage, Producer& producer, LoopOptions options);
   ~ConsumerLoop();
   /// Creates the consumer and runs until stop(); then stores the batch in
@@ -157,8 +165,15 @@ class ConsumerLoop {
   /// Commits the stored offsets not yet committed to the group: when `now`,
   /// or once group_commit_interval has passed since the last commit.
   void commit_to_group(bool now);
+  /// Counts records of `topic` into `series` (a name of the loop's metrics).
+  void count(std::map<std::string, Counter*>& cache, const char* series, const std::string& topic, uint64_t n);
+  /// Sets the lag gauge of every partition with a known position, once
+  /// group_commit_interval has passed (or `now`).
+  void update_lag(bool now);
+  void forget_lag(const std::vector<TopicPartition>& parts);
 
   std::string name_;
+  std::string stage_label_;
   Stage& stage_;
   Producer& producer_;
   LoopOptions options_;
@@ -170,6 +185,11 @@ class ConsumerLoop {
   Offsets storing_next_;  // storing_'s offsets
   Offsets uncommitted_;   // stored, not yet committed to the group
   std::chrono::steady_clock::time_point last_group_commit_{};
+  std::map<std::string, Counter*> in_counts_;   // by topic
+  std::map<std::string, Counter*> out_counts_;  // by topic
+  Offsets positions_;                           // after the last stored batch, per partition
+  std::map<TopicPartition, Gauge*> lags_;
+  std::chrono::steady_clock::time_point last_lag_{};
   std::future<Status> stored_;
   std::vector<InMessage> carried_;  // polled while paused: the next batch
   bool paused_ = false;

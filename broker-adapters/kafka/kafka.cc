@@ -490,6 +490,18 @@ void KafkaConsumer::close() {
 
 std::vector<TopicPartition> KafkaConsumer::assignment() const { return impl_->assigned; }
 
+std::optional<int64_t> KafkaConsumer::log_end(const TopicPartition& tp) const {
+  int64_t low = 0;
+  int64_t high = 0;
+  // librdkafka's cached watermarks: the high one comes with every fetch response.
+  if (rd_kafka_get_watermark_offsets(impl_->rk, tp.topic.c_str(), tp.partition, &low, &high) !=
+          RD_KAFKA_RESP_ERR_NO_ERROR ||
+      high < 0) {
+    return std::nullopt;
+  }
+  return high;
+}
+
 // ---------------------------------------------------------------- reader
 
 struct TopicReader::Impl {

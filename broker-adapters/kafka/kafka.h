@@ -181,6 +181,9 @@ class Consumer {
   virtual Status pause(const std::vector<TopicPartition>& parts) = 0;
   virtual Status resume(const std::vector<TopicPartition>& parts) = 0;
   virtual std::vector<TopicPartition> assignment() const = 0;
+  /// The partition's log end (its high watermark) as the last fetch saw it,
+  /// without asking the broker; nullopt while unknown. For the lag gauge.
+  virtual std::optional<int64_t> log_end(const TopicPartition& tp) const { return std::nullopt; }
   /// Leaves the group (revoking through the hooks). Idempotent.
   virtual void close() = 0;
 };
@@ -203,6 +206,7 @@ class KafkaConsumer final : public Consumer {
   Status pause(const std::vector<TopicPartition>& parts) override;
   Status resume(const std::vector<TopicPartition>& parts) override;
   std::vector<TopicPartition> assignment() const override;
+  std::optional<int64_t> log_end(const TopicPartition& tp) const override;
   void close() override;
 
   struct Impl;  // public only so librdkafka's C rebalance callback can reach it

@@ -46,6 +46,7 @@ int main(int argc, char** argv) try {
   std::string data_dir;
   std::string port_file;
   std::string advertised_host;
+  int advertised_port = 0;
   int32_t partitions = 1;
   bool auto_create = true;
   std::string flush = "every-batch";
@@ -64,6 +65,10 @@ int main(int argc, char** argv) try {
                  "Once listening, atomically write HOST:PORT to this file (for supervisors and tests)");
   app.add_option("--advertised-host", advertised_host,
                  "Host name clients are told to connect to (default: the --listen host)");
+  app.add_option("--advertised-port", advertised_port,
+                 "Port clients are told to connect to (default: the bound one): that of a TLS terminator or proxy in "
+                 "front of this listener")
+      ->check(CLI::Range(1, 65535));
   app.add_option("--partitions", partitions, "Partition count of auto-created topics and of CreateTopics with -1")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
@@ -173,7 +178,7 @@ int main(int argc, char** argv) try {
     starling::broker::Server server(io, broker, endpoint, server_config);
     auto bound = server.local_endpoint();
     broker.config().advertised_host = advertised_host.empty() ? bound.address().to_string() : advertised_host;
-    broker.config().advertised_port = bound.port();
+    broker.config().advertised_port = advertised_port != 0 ? static_cast<uint16_t>(advertised_port) : bound.port();
     broker.start();
     server.start();
 

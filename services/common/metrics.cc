@@ -194,6 +194,16 @@ void MetricsRegistry::retain_gauges(const std::string& name, const std::set<std:
   }
 }
 
+void MetricsRegistry::remove_gauge(const std::string& name, const Labels& labels) {
+  std::lock_guard lock(mu_);
+  auto it = families_.find(name);
+  if (it == families_.end() || it->second.type != "gauge") return;
+  auto g = it->second.gauges.find(render_labels(labels));
+  if (g == it->second.gauges.end()) return;
+  static_cast<prometheus::Family<prometheus::Gauge>*>(it->second.family)->Remove(&g->second->series());
+  it->second.gauges.erase(g);
+}
+
 std::string MetricsRegistry::render() const {
   std::string out = prometheus::TextSerializer().Serialize(registry_->Collect());
   const double start = std::chrono::duration<double>(g_start.time_since_epoch()).count();

@@ -81,6 +81,10 @@ class MetricsRegistry {
   /// series must not be kept.
   void retain_gauges(const std::string& name, const std::set<std::string>& keep);
 
+  /// Drops one series of gauge `name` (nothing when it has none): a
+  /// partition this process gave away. A reference to it must not be kept.
+  void remove_gauge(const std::string& name, const Labels& labels);
+
   /// Every metric, sorted by name, then the process_* metrics.
   std::string render() const;
 

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "services/common/files.h"
+#include "services/common/http_metrics.h"
 #include "services/common/logging.h"
 #include "services/common/metrics.h"
 #include "services/common/shutdown.h"
@@ -93,8 +94,10 @@ void ServiceContext::start_http(HttpServer& server) const {
   }
 }
 
-HttpHandler service_routes(Readiness ready, HttpHandler app) {
-  return [ready = std::move(ready), app = std::move(app)](HttpRequest r, HttpResponder done) {
+HttpHandler service_routes(Readiness ready, HttpHandler app, std::vector<std::string> app_routes) {
+  std::vector<std::string> routes = {"/healthz", "/readyz", "/metrics"};
+  routes.insert(routes.end(), app_routes.begin(), app_routes.end());
+  auto handler = [ready = std::move(ready), app = std::move(app)](HttpRequest r, HttpResponder done) {
     if (r.method == "GET" && r.path == "/healthz") return done({200, R"({"status":"ok"})"});
     if (r.method == "GET" && r.path == "/readyz") {
       if (shutdown_requested()) return done(json_error(503, "draining", "shutting down"));
@@ -107,14 +110,17 @@ HttpHandler service_routes(Readiness ready, HttpHandler app) {
     if (app) return app(std::move(r), std::move(done));
     done(json_error(404, "not_found", "no route for " + r.method + " " + r.path));
   };
+  return instrument_http(RouteTable(std::move(routes)), std::move(handler));
 }
 
 std::unique_ptr<HttpServer> ServiceContext::serve(int threads, Readiness ready, HttpHandler app,
-                                                  const std::function<void(HttpServerOptions&)>& tune) const {
+                                                  const std::function<void(HttpServerOptions&)>& tune,
+                                                  std::vector<std::string> app_routes) const {
   if (flags.listen.empty()) return nullptr;
   auto options = http_options(threads);
   if (tune) tune(options);
-  auto server = std::make_unique<HttpServer>(options, service_routes(std::move(ready), std::move(app)));
+  auto server =
+      std::make_unique<HttpServer>(options, service_routes(std::move(ready), std::move(app), std::move(app_routes)));
   start_http(*server);
   return server;
 }

@@ -39,7 +39,9 @@ using Readiness = std::function<Status()>;
 /// The probes every service has, wrapped around its own routes: GET /healthz
 /// (the process runs), /readyz (`ready`; 503 with the reason) and /metrics
 /// (Prometheus text). Any other request goes to `app` (404 when empty).
-HttpHandler service_routes(Readiness ready, HttpHandler app);
+/// Every answer is counted and timed by route (http_metrics.h): the probes'
+/// and `app_routes`, the templates of the app's OpenAPI document.
+HttpHandler service_routes(Readiness ready, HttpHandler app, std::vector<std::string> app_routes = {});
 
 struct ServiceContext {
   ServiceFlags flags;
@@ -54,10 +56,12 @@ struct ServiceContext {
   HttpServerOptions http_options(int threads) const;
   /// Starts the server and writes the port file. Throws on bind failure.
   void start_http(HttpServer& server) const;
-  /// Serves service_routes(ready, app). Returns nullptr when --listen is empty.
-  /// `tune` may change the limits (body, headers, timeouts) before binding.
+  /// Serves service_routes(ready, app, app_routes). Returns nullptr when
+  /// --listen is empty. `tune` may change the limits (body, headers,
+  /// timeouts) before binding.
   std::unique_ptr<HttpServer> serve(int threads, Readiness ready, HttpHandler app = {},
-                                    const std::function<void(HttpServerOptions&)>& tune = {}) const;
+                                    const std::function<void(HttpServerOptions&)>& tune = {},
+                                    std::vector<std::string> app_routes = {}) const;
   int fatal(const std::string& message) const;
   void sleep_unless_shutdown(std::chrono::milliseconds d) const;
 };

@@ -61,15 +61,8 @@ IngestService::IngestService(std::map<std::string, PipelineConfig> pipelines, ka
   }
 }
 
-void IngestService::handle(HttpRequest req, HttpResponder inner) {
-  // Every answer is counted by status code.
-  auto respond = [inner = std::move(inner)](HttpResponse r) {
-    metrics()
-        .counter("starling_ingest_requests_total", "Requests answered, by HTTP status",
-                 {{"code", std::to_string(r.status)}})
-        .add();
-    inner(std::move(r));
-  };
+void IngestService::handle(HttpRequest req, HttpResponder respond) {
+  // Answers are counted by route and status around this (service_routes).
   if (req.path == "/openapi.json") {
     if (req.method != "GET") return respond(json_error(405, "method_not_allowed", "use GET"));
     return respond({200, openapi_json()});

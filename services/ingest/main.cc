@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "services/common/http_metrics.h"
 #include "services/common/service_main.h"
 #include "services/common/shutdown.h"
 #include "services/ingest/ingest_service.h"
@@ -142,7 +143,8 @@ int main(int argc, char** argv) try {
           o.body_limit = max_body;
           o.header_limit = max_header;
           o.read_timeout_s = read_timeout_s;
-        });
+        },
+        RouteTable::from_openapi(ingest::openapi_json()).templates());
     if (!server) return ctx.fatal("starling-ingest needs --listen");
     while (!shutdown_requested()) {
       service.set_ready((*producer)->broker_reachable(std::chrono::seconds(2)));

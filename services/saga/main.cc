@@ -1,9 +1,11 @@
 // starling-saga: the saga coordinator.
 #include <filesystem>
 
+#include "services/common/http_metrics.h"
 #include "services/common/service_main.h"
 #include "services/common/shutdown.h"
 #include "services/common/time.h"
+#include "services/saga/saga_api.h"
 #include "services/saga/saga_service.h"
 
 int main(int argc, char** argv) {
@@ -36,7 +38,8 @@ int main(int argc, char** argv) {
     saga::Clock clock = [] { return now_ms(); };
     auto server = ctx.serve(
         2, [] { return Status{}; },
-        [&store, &clock](HttpRequest r, HttpResponder done) { done(saga::handle_saga_api(store, r, clock)); });
+        [&store, &clock](HttpRequest r, HttpResponder done) { done(saga::handle_saga_api(store, r, clock)); }, {},
+        RouteTable::from_openapi(saga::openapi_json()).templates());
     if (!server) return ctx.fatal("starling-saga needs --listen");
     saga::Coordinator coordinator(store, copts, clock);
     saga::SagaOptions sopts;

@@ -209,8 +209,12 @@ TEST_F(EnvWiredE2E, ServicesConfiguredByEnvironmentLoadExactlyAndServeProbesAndM
   auto ingest = http_call("GET", stack_->url("ingest") + "/metrics");
   ASSERT_TRUE(ingest.has_value());
   EXPECT_EQ(sample(ingest->body, R"(starling_ingest_events_accepted_total{pipeline="ecowheels"})"), 1000);
-  EXPECT_EQ(sample(ingest->body, R"(starling_ingest_requests_total{code="202"})"),
+  EXPECT_EQ(sample(ingest->body,
+                   R"(starling_http_requests_total{code="202",method="POST",route="/v1/pipelines/{pipeline}/events"})"),
             static_cast<double>(res->saga_ids.size()));
+  EXPECT_EQ(
+      sample(ingest->body, R"(starling_http_request_duration_seconds_count{route="/v1/pipelines/{pipeline}/events"})"),
+      static_cast<double>(res->saga_ids.size()));
   auto load = http_call("GET", stack_->url("load.ecowheels") + "/metrics");
   ASSERT_TRUE(load.has_value());
   EXPECT_EQ(sample(load->body, R"(starling_load_rows_total{pipeline="ecowheels"})"),
@@ -231,6 +235,36 @@ TEST_F(EnvWiredE2E, ServicesConfiguredByEnvironmentLoadExactlyAndServeProbesAndM
   }
   EXPECT_GE(reasons, static_cast<double>(res->faulty_ids.size()));
   EXPECT_GT(res->faulty_ids.size(), 0u);
+  // What clean persisted to ecowheels.clean is what load applied from it,
+  // and both stages are caught up on every partition they hold.
+  const double cleaned_out =
+      sample(clean->body, R"(starling_stage_records_out_total{stage="clean",topic="ecowheels.clean"})");
+  EXPECT_GE(cleaned_out, static_cast<double>(res->valid_ids.size()));
+  EXPECT_EQ(sample(load->body, R"(starling_stage_records_in_total{stage="load",topic="ecowheels.clean"})"),
+            cleaned_out);
+  EXPECT_GT(sample(clean->body, R"(starling_stage_records_in_total{stage="clean",topic="ecowheels.raw"})"), 0);
+  // The lag gauges are refreshed once a second: within a few, every
+  // partition each stage holds shows 0.
+  for (const std::string stage : {"clean.ecowheels", "load.ecowheels"}) {
+    std::vector<std::string> lags;
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    for (;;) {
+      auto page = http_call("GET", stack_->url(stage) + "/metrics");
+      ASSERT_TRUE(page.has_value());
+      lags.clear();
+      std::istringstream in(page->body);
+      for (std::string line; std::getline(in, line);) {
+        if (line.starts_with("starling_stage_lag_records{")) lags.push_back(line);
+      }
+      const bool zero =
+          !lags.empty() && std::ranges::all_of(lags, [](const std::string& l) { return l.ends_with(" 0"); });
+      if (zero || std::chrono::steady_clock::now() > until) {
+        EXPECT_TRUE(zero) << stage << ": " << ::testing::PrintToString(lags);
+        break;
+      }
+      std::this_thread::sleep_for(200ms);
+    }
+  }
   auto saga = http_call("GET", stack_->url("saga") + "/metrics");
   ASSERT_TRUE(saga.has_value());
   EXPECT_GE(sample(saga->body, "starling_saga_outcomes_total"), static_cast<double>(res->saga_ids.size()));

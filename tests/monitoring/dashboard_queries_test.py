@@ -325,7 +325,7 @@ def live(args):
             if len(t) < sum(map(len, targets.values())) or any(x["health"] != "up" for x in t):
                 return False
             rows, _ = prom_query(prom, f'sum(starling_load_rows_total{{pipeline="{PIPELINE}"}})')
-            e5xx, _ = prom_query(prom, 'starling_ingest_requests_total{code="503"}')
+            e5xx, _ = prom_query(prom, 'starling_http_requests_total{job="starling-ingest",code="503"}')
             rules = http_json(f"{prom}/api/v1/rules")["data"]["groups"]
             evaluated = rules and all(not r.get("lastEvaluation", "0001").startswith("0001")
                                       for g in rules for r in g["rules"])

@@ -141,6 +141,12 @@ class FakeConsumer final : public kafka::Consumer {
     std::lock_guard lock(mu_);
     return assigned_;
   }
+  std::optional<int64_t> log_end(const kafka::TopicPartition& tp) const override {
+    std::lock_guard lock(mu_);
+    auto it = logs_.find(tp);
+    if (it == logs_.end()) return std::nullopt;
+    return static_cast<int64_t>(it->second.size());
+  }
   void close() override {
     std::vector<kafka::TopicPartition> revoked;
     {
@@ -232,6 +238,7 @@ class BorrowedConsumer final : public kafka::Consumer {
   Status pause(const std::vector<kafka::TopicPartition>& parts) override { return fake_.pause(parts); }
   Status resume(const std::vector<kafka::TopicPartition>& parts) override { return fake_.resume(parts); }
   std::vector<kafka::TopicPartition> assignment() const override { return fake_.assignment(); }
+  std::optional<int64_t> log_end(const kafka::TopicPartition& tp) const override { return fake_.log_end(tp); }
   void close() override { fake_.close(); }
 
  private:

@@ -130,7 +130,7 @@ class ConsumerLoopTest : public ::testing::Test {
   int run_until(std::function<bool()> done, LoopOptions options = {}) {
     const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     options.stop = [&, done] { return done() || std::chrono::steady_clock::now() > limit; };
-    ConsumerLoop loop("test", stage, producer, options);
+    ConsumerLoop loop(loop_name, stage, producer, options);
     const int rc = loop.run(consumer.factory());
     timed_out = std::chrono::steady_clock::now() > limit;
     return rc;
@@ -159,7 +159,16 @@ class ConsumerLoopTest : public ::testing::Test {
   FakeProducer producer;
   RecordingStage stage;
   bool timed_out = false;
+  std::string loop_name = "test";
 };
+
+// The value of one series on this process's metrics page; nullopt when absent.
+std::optional<double> sample(const std::string& series) {
+  const auto page = metrics().render();
+  const auto at = page.find("\n" + series + " ");
+  if (at == std::string::npos) return std::nullopt;
+  return std::stod(page.substr(at + series.size() + 2));
+}
 
 TEST_F(ConsumerLoopTest, PipelinedStoresEachBatchAfterItsOutputsArePersistedInInputOrder) {
   fill(kP0, {"a", "b", "c", "d", "e", "f"});
@@ -451,6 +460,32 @@ TEST_F(ConsumerLoopTest, APartitionTheStageNeverStoredStartsAtTheBeginningNotAtT
   ASSERT_FALSE(timed_out);
   EXPECT_EQ(rc, 0);
   EXPECT_THAT(stage.stored(), ElementsAre("a", "b", "c"));
+}
+
+TEST_F(ConsumerLoopTest, RecordsInAndOutAreCountedByStageAndTopicAndLagFallsToZeroThenGoesWithThePartition) {
+  loop_name = "metered pipeline-x";
+  fill(kP0, {"a", "b", "c"});
+  fill(kP1, {"d"});
+  consumer.schedule({.assign = {kP0, kP1}});
+  const std::string lag0 = R"(starling_stage_lag_records{partition="0",stage="metered",topic=")" + kP0.topic + R"("})";
+  std::vector<double> lags;  // p0's lag as the loop went
+  const int rc = run_until(
+      [&] {
+        if (auto v = sample(lag0); v && (lags.empty() || lags.back() != *v)) lags.push_back(*v);
+        return stage.stored().size() == 4 && !lags.empty() && lags.back() == 0;
+      },
+      {.batch_max = 1,
+       .batch_wait = std::chrono::milliseconds(5),
+       .group_commit_interval = std::chrono::milliseconds(0)});
+  ASSERT_FALSE(timed_out);
+  EXPECT_EQ(rc, 0);
+  // One at a time: p0 was 2 behind after its first store, then 1, then none.
+  EXPECT_THAT(lags, Contains(2.0));
+  EXPECT_EQ(lags.back(), 0);
+  EXPECT_EQ(sample(R"(starling_stage_records_in_total{stage="metered",topic=")" + kP0.topic + R"("})"), 4);
+  EXPECT_EQ(sample(R"(starling_stage_records_out_total{stage="metered",topic="out"})"), 4);
+  // The stop revoked the partitions: their lag series are gone, not frozen.
+  EXPECT_EQ(sample(lag0), std::nullopt);
 }
 
 TEST(DeliveriesTest, APermanentFailureIsReportedOverTransientOnes) {
