@@ -12,8 +12,11 @@
 
 #include "services/clean/rule_config.h"
 #include "services/clean/rules.h"
+#include "services/cli/completion.h"
 #include "services/cli/fixtures.h"
 #include "services/cli/groups.h"
+#include "services/cli/tail.h"
+#include "services/cli/topics.h"
 #include "services/common/http.h"
 #include "services/common/kafka_properties.h"
 #include "services/common/logging.h"
@@ -642,6 +645,73 @@ int run(int argc, char** argv) {
   groups->add_flag("--json", groups_args.as_json, "Print JSON instead of a table");
   add_kafka_property_flags(*groups, groups_args.kafka_property_flags, groups_args.kafka_properties_file);
 
+  auto* topics = app.add_subcommand(
+      "topics", "Kafka topics: list (the default), describe TOPIC (partitions, watermarks, configs), create TOPIC");
+  TopicsArgs topics_args;
+  auto add_topics_common = [&](CLI::App* cmd) {
+    cmd->add_option("--kafka", topics_args.kafka, "Bootstrap servers")
+        ->capture_default_str()
+        ->envname("STARLING_KAFKA_BOOTSTRAP");
+    cmd->add_flag("--json", topics_args.as_json, "Print JSON instead of a table");
+    add_kafka_property_flags(*cmd, topics_args.kafka_property_flags, topics_args.kafka_properties_file);
+  };
+  add_topics_common(topics);
+  auto* topics_list_cmd =
+      topics->add_subcommand("list", "Every topic: partitions, replication, records stored and the log end");
+  auto* topics_describe_cmd = topics->add_subcommand(
+      "describe",
+      "One topic: each partition's leader, replicas and low/high watermarks, and its configs; exit 1 "
+      "when it does not exist");
+  topics_describe_cmd->add_option("topic", topics_args.topic, "The topic")->required();
+  auto* topics_create_cmd =
+      topics->add_subcommand("create", "Create a topic; exit 1 when it exists, 2 for a config the broker refuses");
+  topics_create_cmd->add_option("topic", topics_args.topic, "The topic")->required();
+  topics_create_cmd->add_option("--partitions", topics_args.partitions, "Number of partitions")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  topics_create_cmd->add_option("--replication-factor", topics_args.replication, "Replicas of each partition")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  topics_create_cmd->add_option("--config", topics_args.configs,
+                                "A topic config as key=value, e.g. retention.ms=86400000 (repeatable)");
+  for (auto* sub : {topics_list_cmd, topics_describe_cmd, topics_create_cmd}) {
+    sub->fallthrough();
+    add_topics_common(sub);
+  }
+  topics->require_subcommand(0, 1);
+
+  auto* tail = app.add_subcommand(
+      "tail",
+      "Print a topic's records as JSON lines, decoded as the Protobuf message the topic carries: envelopes with "
+      "their payload (<p>.raw, <p>.clean, .replay), rejected records (<p>.rejected, <p>.dlq), saga facts "
+      "(starling.saga) and outcomes (starling.saga.outcomes). A record that does not decode is printed with "
+      "value_base64 and an error. Stops at the end of the partitions as they were at start, unless --follow.\n"
+      "  starling tail ecowheels.clean --from 10m --max 20\n"
+      "  starling tail starling.saga --follow");
+  TailArgs tail_args;
+  tail->add_option("topic", tail_args.topic, "The topic")->required();
+  tail->add_option("--from", tail_args.from,
+                   "Start at this time: RFC 3339, Unix ms, or a duration back from now (90s, 10m, 2h, 1d); "
+                   "default: the beginning");
+  tail->add_flag("--follow,-f", tail_args.follow, "Keep printing new records until Ctrl-C (SIGINT or SIGTERM)");
+  tail->add_option("--max", tail_args.max, "Stop after this many records (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  tail->add_option("--type", tail_args.type,
+                   std::string("Decode as this instead of by topic name: ") + kTailTypes +
+                       ", or a message's full name (starling.v1.RideTelemetry)");
+  tail->add_option("--kafka", tail_args.kafka, "Bootstrap servers")
+      ->capture_default_str()
+      ->envname("STARLING_KAFKA_BOOTSTRAP");
+  add_kafka_property_flags(*tail, tail_args.kafka_property_flags, tail_args.kafka_properties_file);
+
+  auto* completion =
+      app.add_subcommand("completion", "Print a shell completion script: source <(starling completion bash), or zsh");
+  std::string completion_shell = "bash";
+  completion->add_option("shell", completion_shell, "bash or zsh")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"bash", "zsh"}));
+
   auto* check = app.add_subcommand("check", "Validate pipeline files; errors name the line");
   std::vector<std::string> check_files;
   check->add_option("files", check_files, "Pipeline YAML files")->required();
@@ -658,6 +728,17 @@ int run(int argc, char** argv) {
 
   try {
     if (*check) return cmd_check(check_files);
+    if (*topics) {
+      for (auto* sub : {topics_list_cmd, topics_describe_cmd, topics_create_cmd}) {
+        if (*sub) topics_args.command = sub->get_name();
+      }
+      return cmd_topics(topics_args);
+    }
+    if (*tail) return cmd_tail(tail_args);
+    if (*completion) {
+      fmt::print("{}", completion_shell == "zsh" ? zsh_completion(app, "starling") : bash_completion(app, "starling"));
+      return 0;
+    }
     if (*groups) return cmd_groups(groups_args, default_pipelines());
     if (*test_cmd) return run_fixture_files(test_files);
     if (*sagas) {
