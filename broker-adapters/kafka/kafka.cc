@@ -11,6 +11,7 @@
 #include <thread>
 #include <tuple>
 
+#include "broker-adapters/kafka/admin_client.h"
 #include "services/common/kafka_properties.h"
 #include "services/common/log_limit.h"
 
@@ -690,15 +691,22 @@ Result<std::vector<PartitionLag>> group_lag(const KafkaOptions& options, const s
   return out;
 }
 
-Status create_topics(const KafkaOptions& options, const std::vector<TopicSpec>& topics,
-                     std::chrono::milliseconds timeout) {
+Result<AdminClient> admin_client(const KafkaOptions& options) {
   auto conf = make_conf(options, {});
   if (!conf) return std::unexpected(conf.error());
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf->get(), err, sizeof err);
   if (rk == nullptr) return fail(Errc::kInvalidArgument, fmt::format("kafka admin: {}", err));
-  (void)conf.value().release();
-  std::unique_ptr<rd_kafka_t, decltype(&rd_kafka_destroy)> owned(rk, rd_kafka_destroy);
+  (void)conf.value().release();  // rd_kafka_new took it
+  return AdminClient(rk, rd_kafka_destroy);
+}
+
+Status create_topics(const KafkaOptions& options, const std::vector<TopicSpec>& topics,
+                     std::chrono::milliseconds timeout) {
+  auto owned = admin_client(options);
+  if (!owned) return std::unexpected(owned.error());
+  rd_kafka_t* rk = owned->get();
+  char err[512];
 
   std::vector<rd_kafka_NewTopic_t*> specs;
   for (const auto& t : topics) {

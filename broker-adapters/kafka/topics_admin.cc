@@ -2,50 +2,14 @@
 
 #include <fmt/format.h>
 #include <librdkafka/rdkafka.h>
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <memory>
 
-#include "services/common/kafka_properties.h"
+#include "broker-adapters/kafka/admin_client.h"
 
 namespace starling::kafka {
 namespace {
-
-using Handle = std::unique_ptr<rd_kafka_t, decltype(&rd_kafka_destroy)>;
-
-// A client handle for Metadata, ListOffsets and the admin API, configured as
-// every other client is: bootstrap, client id, then the user's properties
-// (an error names the property and where it came from).
-Result<Handle> admin_handle(const KafkaOptions& options) {
-  if (options.bootstrap.empty()) return fail(Errc::kInvalidArgument, "--kafka: no bootstrap servers given");
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  std::map<std::string, std::string> props = {{"bootstrap.servers", options.bootstrap},
-                                              {"client.id", options.client_id}};
-  for (const auto& [k, v] : options.properties) props[k] = v;
-  char err[512];
-  for (const auto& [k, v] : props) {
-    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-      rd_kafka_conf_destroy(conf);
-      auto origin = options.origins.find(k);
-      return fail(Errc::kInvalidArgument,
-                  fmt::format("kafka property {}={}{}: {}", k, shown_kafka_value(k, v),
-                              origin == options.origins.end() ? "" : " (from " + origin->second + ")", err));
-    }
-  }
-  rd_kafka_conf_set_log_cb(conf, [](const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
-    spdlog::log(level <= 3   ? spdlog::level::err
-                : level == 4 ? spdlog::level::warn
-                             : spdlog::level::debug,
-                "rdkafka {} {}: {}", rd_kafka_name(rk), fac, buf);
-  });
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  if (rk == nullptr) {
-    rd_kafka_conf_destroy(conf);
-    return fail(Errc::kInvalidArgument, fmt::format("kafka admin: {}", err));
-  }
-  return Handle(rk, rd_kafka_destroy);
-}
 
 int ms(std::chrono::milliseconds t) { return static_cast<int>(t.count()); }
 
@@ -113,7 +77,7 @@ int TopicInfo::replication() const {
 
 Result<std::vector<TopicInfo>> list_topics(const KafkaOptions& options, bool watermarks,
                                            std::chrono::milliseconds timeout) {
-  auto rk = admin_handle(options);
+  auto rk = admin_client(options);
   if (!rk) return std::unexpected(rk.error());
   auto topics = read_metadata(rk->get(), timeout);
   if (!topics || !watermarks) return topics;
@@ -125,7 +89,7 @@ Result<std::vector<TopicInfo>> list_topics(const KafkaOptions& options, bool wat
 
 Result<TopicInfo> describe_topic(const KafkaOptions& options, const std::string& topic,
                                  std::chrono::milliseconds timeout) {
-  auto rk = admin_handle(options);
+  auto rk = admin_client(options);
   if (!rk) return std::unexpected(rk.error());
   auto topics = read_metadata(rk->get(), timeout);
   if (!topics) return std::unexpected(topics.error());
@@ -137,7 +101,7 @@ Result<TopicInfo> describe_topic(const KafkaOptions& options, const std::string&
 
 Result<std::vector<TopicConfigEntry>> topic_configs(const KafkaOptions& options, const std::string& topic,
                                                     std::chrono::milliseconds timeout) {
-  auto rk = admin_handle(options);
+  auto rk = admin_client(options);
   if (!rk) return std::unexpected(rk.error());
   std::unique_ptr<rd_kafka_queue_t, decltype(&rd_kafka_queue_destroy)> q(rd_kafka_queue_new(rk->get()),
                                                                          rd_kafka_queue_destroy);
@@ -183,7 +147,7 @@ Result<std::vector<TopicConfigEntry>> topic_configs(const KafkaOptions& options,
 }
 
 Result<bool> create_topic(const KafkaOptions& options, const NewTopicSpec& spec, std::chrono::milliseconds timeout) {
-  auto rk = admin_handle(options);
+  auto rk = admin_client(options);
   if (!rk) return std::unexpected(rk.error());
   char err[512];
   std::unique_ptr<rd_kafka_NewTopic_t, decltype(&rd_kafka_NewTopic_destroy)> nt(
