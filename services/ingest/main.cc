@@ -16,6 +16,7 @@ int main(int argc, char** argv) try {
   ServiceFlags flags;
   flags.listen = "127.0.0.1:8080";
   add_service_flags(app, flags, /*many_pipelines=*/true);
+  add_tls_flags(app, flags.tls);
   std::string keys_file;
   double device_rate = 0;
   double device_burst = 0;
