@@ -1,31 +1,39 @@
 #include "services/common/http.h"
 
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "services/common/ids.h"
 #include "services/common/log_limit.h"
 #include "services/common/text.h"
+#include "services/common/tls.h"
 
 namespace starling {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 HttpResponse json_error(int status, const std::string& code, const std::string& message, const std::string& field) {
   nlohmann::json err = {{"code", code}, {"message", message}};
@@ -90,6 +98,17 @@ struct Flow {
   std::atomic<bool> draining{false};
   std::atomic<std::size_t> connections{0};  // sessions alive
   std::atomic<std::size_t> refusing{0};     // connections being told 503 too_many_connections
+  // A port scanner or a client that does not trust us fails the handshake on
+  // every connection: one line per 10 s says so, with how many were held back.
+  std::mutex handshake_mu;
+  LogLimit handshake_warnings{std::chrono::seconds(10)};
+
+  void handshake_failed(const std::string& peer, const beast::error_code& ec) {
+    std::lock_guard lock(handshake_mu);
+    if (!handshake_warnings.allow()) return;
+    spdlog::warn("https: TLS handshake with {} failed: {} ({} more not logged)", peer, ec.message(),
+                 handshake_warnings.take_suppressed());
+  }
 };
 
 // The answer to a request that could not be read, or nullopt when the
@@ -98,6 +117,9 @@ std::optional<HttpResponse> read_error_answer(beast::error_code ec, const HttpSe
   if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset) {
     return std::nullopt;
   }
+  // A TLS record that does not decrypt, or a peer gone without close_notify:
+  // the stream cannot carry an answer.
+  if (ec.category() == asio::error::get_ssl_category() || ec == ssl::error::stream_truncated) return std::nullopt;
   if (ec == http::error::body_limit) {
     return json_error(413, "body_too_large", fmt::format("request body exceeds {} bytes", opts.body_limit), "body");
   }
@@ -137,25 +159,89 @@ void limit(http::request_parser<http::string_body>& parser, const HttpServerOpti
   parser.header_limit(static_cast<std::uint32_t>(opts.header_limit));
 }
 
-class Session : public std::enable_shared_from_this<Session> {
+// What differs between a plain and a TLS connection, so that Session and
+// Refusal are written once over the stream type.
+beast::tcp_stream& tcp_of(beast::tcp_stream& s) { return s; }
+beast::tcp_stream& tcp_of(TlsStream& s) { return s.next_layer(); }
+
+// Taken before the handshake: a timed-out socket no longer knows its peer.
+tcp::endpoint peer_of(const tcp::socket& s) {
+  beast::error_code ec;
+  auto ep = s.remote_endpoint(ec);
+  return ec ? tcp::endpoint{} : ep;
+}
+
+// Plain: nothing to do. TLS: the server side of the handshake.
+template <class Done>
+void handshake(beast::tcp_stream& /*stream*/, Done&& done) {
+  std::forward<Done>(done)(beast::error_code{});
+}
+template <class Done>
+void handshake(TlsStream& stream, Done&& done) {
+  stream.async_handshake(ssl::stream_base::server, std::forward<Done>(done));
+}
+
+// Ends the sending side: plain half-closes the socket; TLS sends close_notify
+// first (bounded by the stream's timer, as the peer may never answer it).
+template <class Done>
+void goodbye(beast::tcp_stream& stream, Done&& done) {
+  beast::error_code ec;
+  (void)stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  std::forward<Done>(done)();
+}
+template <class Done>
+void goodbye(TlsStream& stream, Done&& done) {
+  stream.next_layer().expires_after(std::chrono::seconds(1));
+  stream.async_shutdown([&stream, done = std::forward<Done>(done)](beast::error_code) mutable {
+    beast::error_code ec;
+    (void)stream.next_layer().socket().shutdown(tcp::socket::shutdown_send, ec);
+    done();
+  });
+}
+
+template <class Stream>
+Stream make_stream(tcp::socket socket, ssl::context* tls) {
+  if constexpr (std::is_same_v<Stream, TlsStream>) {
+    STARLING_ASSERT(tls != nullptr, "a TLS session without a TLS context");
+    return Stream(std::move(socket), *tls);
+  } else {
+    return Stream(std::move(socket));
+  }
+}
+
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
  public:
-  Session(tcp::socket socket, const HttpHandler& handler, const HttpServerOptions& opts, Flow& flow)
-      : stream_(std::move(socket)), handler_(handler), opts_(opts), flow_(flow) {
+  Session(tcp::socket socket, ssl::context* tls, const HttpHandler& handler, const HttpServerOptions& opts, Flow& flow)
+      : stream_(make_stream<Stream>(std::move(socket), tls)), handler_(handler), opts_(opts), flow_(flow) {
     flow_.connections.fetch_add(1);
   }
   ~Session() { flow_.connections.fetch_sub(1); }
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  void start() { read(); }
+  // The handshake (TLS) counts against the read timeout like slow headers.
+  void start() {
+    tcp_of(stream_).expires_after(std::chrono::seconds(opts_.read_timeout_s));
+    handshake(stream_,
+              [self = this->shared_from_this(), peer = peer_of(tcp_of(stream_).socket())](beast::error_code ec) {
+                if (ec) {
+                  self->flow_.handshake_failed(fmt::format("{}:{}", peer.address().to_string(), peer.port()), ec);
+                  beast::error_code ignore;
+                  (void)tcp_of(self->stream_).socket().close(ignore);
+                  return;
+                }
+                self->read();
+              });
+  }
 
  private:
   void read() {
     parser_.emplace();
     limit(*parser_, opts_);
-    stream_.expires_after(std::chrono::seconds(opts_.read_timeout_s));
+    tcp_of(stream_).expires_after(std::chrono::seconds(opts_.read_timeout_s));
     http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
@@ -169,8 +255,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!parser_) return close();  // read() always sets one
     auto req = parser_->release();
     keep_alive_ = req.keep_alive();
-    stream_.expires_never();  // the handler may take a while (durable acks)
-    auto self = shared_from_this();
+    tcp_of(stream_).expires_never();  // the handler may take a while (durable acks)
+    auto self = this->shared_from_this();
     // Counted before the check, so that drain() either sees this request in
     // flight or we see it draining: a request is answered or never started.
     flow_.in_flight.fetch_add(1);
@@ -205,22 +291,22 @@ class Session : public std::enable_shared_from_this<Session> {
     msg->keep_alive(keep_alive_);
     msg->body() = std::move(resp.body);
     msg->prepare_payload();
-    http::async_write(stream_, *msg, [self = shared_from_this(), msg, counted](beast::error_code ec, std::size_t) {
-      if (counted) self->flow_.in_flight.fetch_sub(1);
-      if (ec || !self->keep_alive_) {
-        self->close();
-      } else {
-        self->read();
-      }
-    });
+    http::async_write(stream_, *msg,
+                      [self = this->shared_from_this(), msg, counted](beast::error_code ec, std::size_t) {
+                        if (counted) self->flow_.in_flight.fetch_sub(1);
+                        if (ec || !self->keep_alive_) {
+                          self->close();
+                        } else {
+                          self->read();
+                        }
+                      });
   }
 
   void close() {
-    beast::error_code ec;
-    (void)stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    goodbye(stream_, [self = this->shared_from_this()] {});
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   const HttpHandler& handler_;
@@ -232,10 +318,12 @@ class Session : public std::enable_shared_from_this<Session> {
 // One connection over max_connections: it is told so (503 with Retry-After),
 // then its request bytes are read and dropped until it closes or a second
 // passes, so that closing does not reset the connection before the client
-// read the answer.
-class Refusal : public std::enable_shared_from_this<Refusal> {
+// read the answer. Over TLS the handshake comes first, within that second.
+template <class Stream>
+class Refusal : public std::enable_shared_from_this<Refusal<Stream>> {
  public:
-  Refusal(tcp::socket socket, const HttpServerOptions& opts, Flow& flow) : stream_(std::move(socket)), flow_(flow) {
+  Refusal(tcp::socket socket, ssl::context* tls, const HttpServerOptions& opts, Flow& flow)
+      : stream_(make_stream<Stream>(std::move(socket), tls)), flow_(flow) {
     flow_.refusing.fetch_add(1);
     auto resp = json_error(503, "too_many_connections",
                            fmt::format("the server holds its limit of {} connections; retry", opts.max_connections));
@@ -253,22 +341,25 @@ class Refusal : public std::enable_shared_from_this<Refusal> {
   Refusal& operator=(const Refusal&) = delete;
 
   void start() {
-    stream_.expires_after(std::chrono::seconds(1));
-    http::async_write(stream_, msg_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+    tcp_of(stream_).expires_after(std::chrono::seconds(1));
+    handshake(stream_, [self = this->shared_from_this()](beast::error_code ec) {
       if (ec) return;
-      (void)self->stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-      self->drop();
+      http::async_write(self->stream_, self->msg_, [self](beast::error_code ec, std::size_t) {
+        if (ec) return;
+        goodbye(self->stream_, [self] { self->drop(); });
+      });
     });
   }
 
  private:
   void drop() {
-    stream_.async_read_some(asio::buffer(sink_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
-      if (!ec) self->drop();
-    });
+    tcp_of(stream_).async_read_some(asio::buffer(sink_),
+                                    [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                                      if (!ec) self->drop();
+                                    });
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   http::response<http::string_body> msg_;
   std::array<char, 4096> sink_{};
   Flow& flow_;
@@ -293,6 +384,7 @@ struct HttpServer::Impl {
   uint16_t port = 0;
   bool running = false;
   Flow flow;
+  std::shared_ptr<ssl::context> tls;  // set by start() when opts.tls is enabled
 
   // On the io threads, where the pending accept runs: the acceptor is not thread-safe.
   void close_acceptor() {
@@ -329,9 +421,11 @@ struct HttpServer::Impl {
     });
   }
 
-  void admit(tcp::socket socket) {
+  template <class Stream>
+  void admit_as(tcp::socket socket) {
+    auto* context = tls.get();
     if (flow.connections.load() < opts.max_connections) {
-      std::make_shared<Session>(std::move(socket), handler, opts, flow)->start();
+      std::make_shared<Session<Stream>>(std::move(socket), context, handler, opts, flow)->start();
       return;
     }
     if (refusal_warnings.allow()) {
@@ -340,10 +434,20 @@ struct HttpServer::Impl {
     }
     // Telling costs a little; past as many again, close without a word.
     if (flow.refusing.load() < opts.max_connections) {
-      std::make_shared<Refusal>(std::move(socket), opts, flow)->start();
+      std::make_shared<Refusal<Stream>>(std::move(socket), context, opts, flow)->start();
+    }
+  }
+
+  void admit(tcp::socket socket) {
+    if (tls) {
+      admit_as<TlsStream>(std::move(socket));
+    } else {
+      admit_as<beast::tcp_stream>(std::move(socket));
     }
   }
 };
+
+void check_tls(const TlsOptions& tls) { (void)tls_server_context(tls); }
 
 HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler) : impl_(std::make_unique<Impl>()) {
   impl_->opts = std::move(options);
@@ -354,6 +458,7 @@ HttpServer::~HttpServer() { stop(); }
 
 void HttpServer::start() {
   auto& i = *impl_;
+  if (i.opts.tls.enabled()) i.tls = tls_server_context(i.opts.tls);
   const tcp::endpoint ep(asio::ip::make_address(i.opts.address), i.opts.port);
   i.acceptor.open(ep.protocol());
   i.acceptor.set_option(asio::socket_base::reuse_address(true));
@@ -448,39 +553,80 @@ std::vector<HttpResponse> serve_bytes(std::string_view bytes, const HttpServerOp
   }
 }
 
+namespace {
+
+template <class Stream>
+HttpResponse round_trip(Stream& stream, const http::request<http::string_body>& req) {
+  http::write(stream, req);
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(256 << 20);
+  http::read(stream, buffer, parser);
+  const auto& res = parser.get();
+  HttpResponse out{static_cast<int>(res.result_int()), res.body(), std::string(res[http::field::content_type]), {}};
+  for (const auto& f : res) out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  return out;
+}
+
+}  // namespace
+
 Result<HttpResponse> http_call(const std::string& method, const std::string& url, const std::string& body,
                                const std::map<std::string, std::string>& headers, int timeout_ms) {
-  constexpr std::string_view kScheme = "http://";
-  if (!url.starts_with(kScheme)) return fail(Errc::kInvalidArgument, "expected an http:// URL, got " + url);
-  const auto rest = url.substr(kScheme.size());
+  return http_call(method, url, body, headers, HttpClientOptions{.timeout_ms = timeout_ms});
+}
+
+Result<HttpResponse> http_call(const std::string& method, const std::string& url, const std::string& body,
+                               const std::map<std::string, std::string>& headers, const HttpClientOptions& options) {
+  const bool https = url.starts_with("https://");
+  if (!https && !url.starts_with("http://")) {
+    return fail(Errc::kInvalidArgument, "expected an http:// or https:// URL, got " + url);
+  }
+  const auto rest = url.substr(url.find("://") + 3);
   const auto slash = rest.find('/');
   const auto hostport = rest.substr(0, slash);
   const auto target = slash == std::string::npos ? std::string("/") : rest.substr(slash);
   const auto colon = hostport.rfind(':');
   const auto host = hostport.substr(0, colon);
-  const auto port = colon == std::string::npos ? std::string("80") : hostport.substr(colon + 1);
+  const auto port = colon == std::string::npos ? std::string(https ? "443" : "80") : hostport.substr(colon + 1);
+  http::request<http::string_body> req(http::string_to_verb(method), target, 11);
+  req.set(http::field::host, host);
+  req.set(http::field::content_type, "application/json");
+  for (const auto& [k, v] : headers) req.set(k, v);
+  req.body() = body;
+  req.prepare_payload();
   try {
     asio::io_context ioc;
     tcp::resolver resolver(ioc);
-    beast::tcp_stream stream(ioc);
-    stream.expires_after(std::chrono::milliseconds(timeout_ms));
-    stream.connect(resolver.resolve(host, port));
-    http::request<http::string_body> req(http::string_to_verb(method), target, 11);
-    req.set(http::field::host, host);
-    req.set(http::field::content_type, "application/json");
-    for (const auto& [k, v] : headers) req.set(k, v);
-    req.body() = body;
-    req.prepare_payload();
-    http::write(stream, req);
-    beast::flat_buffer buffer;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(256 << 20);
-    http::read(stream, buffer, parser);
-    const auto& res = parser.get();
-    HttpResponse out{static_cast<int>(res.result_int()), res.body(), std::string(res[http::field::content_type]), {}};
-    for (const auto& f : res) out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    if (!https) {
+      beast::tcp_stream stream(ioc);
+      stream.expires_after(std::chrono::milliseconds(options.timeout_ms));
+      stream.connect(resolver.resolve(host, port));
+      auto out = round_trip(stream, req);
+      beast::error_code ec;
+      (void)stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+      return out;
+    }
+    std::shared_ptr<ssl::context> ctx;
+    try {
+      ctx = tls_client_context(options.ca_file, options.cert_file, options.key_file);
+    } catch (const std::runtime_error& e) {
+      return fail(Errc::kInvalidArgument, fmt::format("{} {}: {}", method, url, e.what()));
+    }
+    TlsStream stream(ioc, *ctx);
+    stream.next_layer().expires_after(std::chrono::milliseconds(options.timeout_ms));
+    stream.next_layer().connect(resolver.resolve(host, port));
+    // The certificate must name the host (a DNS name, or an IP address SAN);
+    // SNI only for names, as RFC 6066 has no IP addresses.
     beast::error_code ec;
-    (void)stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+    (void)asio::ip::make_address(host, ec);
+    if (ec && SSL_set_tlsext_host_name(stream.native_handle(), host.c_str()) != 1) {
+      return fail(Errc::kInvalidArgument, fmt::format("{} {}: bad host name for TLS", method, url));
+    }
+    stream.set_verify_callback(ssl::host_name_verification(host));
+    stream.handshake(ssl::stream_base::client);
+    auto out = round_trip(stream, req);
+    // No close_notify round trip: the server ends the session either way.
+    (void)stream.next_layer().socket().shutdown(tcp::socket::shutdown_both, ec);
     return out;
   } catch (const beast::system_error& e) {
     return fail(Errc::kUnavailable, fmt::format("{} {}: {}", method, url, e.code().message()));

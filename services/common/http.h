@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "services/common/error.h"
+#include "services/common/tls.h"
 
 namespace starling {
 
@@ -45,9 +46,14 @@ using HttpResponder = std::function<void(HttpResponse)>;
 /// report callback): the connection waits, the server's threads do not.
 using HttpHandler = std::function<void(HttpRequest, HttpResponder)>;
 
+/// Loads the files as HttpServer::start() does and throws what it would: a
+/// std::runtime_error naming the file that is missing, unreadable, not PEM,
+/// or a key that does not belong to the certificate.
+void check_tls(const TlsOptions& tls);
+
 struct HttpServerOptions {
-  std::string address = "127.0.0.1";
-  uint16_t port = 0;  // 0 picks a free port; see HttpServer::port()
+  std::string address = "127.0.0.1";  // loopback unless told otherwise
+  uint16_t port = 0;                  // 0 picks a free port; see HttpServer::port()
   int threads = 2;
   std::size_t body_limit = 8 << 20;     // larger bodies get 413
   std::size_t header_limit = 16 << 10;  // request line + headers; larger gets 431
@@ -56,6 +62,9 @@ struct HttpServerOptions {
   // each costs a descriptor and a session (1,000 idle clients cannot starve
   // the process of descriptors).
   std::size_t max_connections = 1024;
+  // When enabled, every connection is TLS (1.2 at least): the handshake must
+  // finish within read_timeout_s, and a failed one closes that connection only.
+  TlsOptions tls;
 };
 
 /// Async HTTP server with keep-alive. Threads: `threads` io threads run the
@@ -68,7 +77,8 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   /// Binds and starts the io threads. Throws std::runtime_error when the
-  /// address cannot be bound (startup only).
+  /// address cannot be bound, or a TLS file is missing, unreadable or not
+  /// what it should be (the message names the file; startup only).
   void start();
   /// Stops accepting and joins the threads. Idempotent.
   void stop();
@@ -92,7 +102,19 @@ class HttpServer {
 std::vector<HttpResponse> serve_bytes(std::string_view bytes, const HttpServerOptions& options,
                                       const HttpHandler& handler);
 
-/// Blocking HTTP client for the CLI and tests. `url` is http://host:port/path.
+struct HttpClientOptions {
+  int timeout_ms = 10'000;
+  // https:// only. The server's certificate is always verified, against
+  // `ca_file` (PEM) or else the system's CAs, and must name the URL's host.
+  std::string ca_file;
+  std::string cert_file;  // a client certificate for mutual TLS, with key_file
+  std::string key_file;
+};
+
+/// Blocking HTTP client for the CLI and tests. `url` is http://host:port/path
+/// or https://host:port/path.
+Result<HttpResponse> http_call(const std::string& method, const std::string& url, const std::string& body,
+                               const std::map<std::string, std::string>& headers, const HttpClientOptions& options);
 Result<HttpResponse> http_call(const std::string& method, const std::string& url, const std::string& body = {},
                                const std::map<std::string, std::string>& headers = {}, int timeout_ms = 10'000);
 

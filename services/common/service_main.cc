@@ -66,6 +66,19 @@ void add_service_flags(CLI::App& app, ServiceFlags& f, bool many_pipelines) {
   add_kafka_property_flags(app, f.kafka_properties, f.kafka_properties_file);
 }
 
+void add_tls_flags(CLI::App& app, TlsOptions& tls) {
+  app.add_option("--tls-cert", tls.cert_file,
+                 "PEM certificate (then any intermediates) to serve HTTPS on --listen (TLS 1.2 or newer); "
+                 "needs --tls-key")
+      ->envname("STARLING_TLS_CERT");
+  app.add_option("--tls-key", tls.key_file, "PEM private key of --tls-cert (not encrypted)")
+      ->envname("STARLING_TLS_KEY");
+  app.add_option("--tls-client-ca", tls.client_ca_file,
+                 "PEM CA certificate(s): require every HTTPS client to present a certificate signed by one "
+                 "(mutual TLS); needs --tls-cert")
+      ->envname("STARLING_TLS_CLIENT_CA");
+}
+
 std::map<std::string, std::string> ServiceContext::kafka_properties(std::map<std::string, std::string> defaults) const {
   for (const auto& [k, v] : kafka.values) defaults[k] = v;
   return defaults;
@@ -80,12 +93,13 @@ HttpServerOptions ServiceContext::http_options(int threads) const {
   o.port = static_cast<uint16_t>(std::stoi(flags.listen.substr(colon + 1)));
   o.threads = threads;
   o.max_connections = flags.max_connections;
+  o.tls = flags.tls;
   return o;
 }
 
 void ServiceContext::start_http(HttpServer& server) const {
   server.start();
-  spdlog::info("http listening on port {}", server.port());
+  spdlog::info("{} listening on port {}", flags.tls.enabled() ? "https" : "http", server.port());
   // Replaced whole: a supervisor or test that polls the file never reads half of it.
   if (!flags.port_file.empty()) {
     if (auto st = write_file_atomically(flags.port_file, std::to_string(server.port()) + "\n"); !st) {
@@ -155,6 +169,9 @@ int run_service(const std::string& name, const ServiceFlags& flags, const std::f
       spdlog::default_logger()->flush();
       std::_Exit(3);
     }).detach();
+    // Before Kafka, the pipelines or the data folder: a TLS file that is wrong
+    // is a configuration error, found at once.
+    if (flags.tls.enabled()) check_tls(flags.tls);
     ServiceContext ctx;
     ctx.flags = flags;
     ctx.bootstrap = flags.kafka;

@@ -29,9 +29,14 @@ struct ServiceFlags {
   std::string instance;                                               // defaults to <service>-<pid>
   std::vector<std::string> kafka_properties;                          // --kafka-property k=v
   std::string kafka_properties_file;
+  TlsOptions tls;  // HTTPS on --listen; only for services that call add_tls_flags
 };
 
 void add_service_flags(CLI::App& app, ServiceFlags& flags, bool many_pipelines);
+/// --tls-cert, --tls-key and --tls-client-ca (STARLING_TLS_CERT, _KEY, _CLIENT_CA):
+/// HTTPS, and with a client CA mutual TLS, on --listen. run_service checks the
+/// files before anything else starts (a bad one is exit 2, naming the file).
+void add_tls_flags(CLI::App& app, TlsOptions& tls);
 
 /// Why a service is not ready to take work; an error when not ready.
 using Readiness = std::function<Status()>;

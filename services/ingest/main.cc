@@ -17,6 +17,7 @@ int main(int argc, char** argv) try {
   ServiceFlags flags;
   flags.listen = "127.0.0.1:8080";
   add_service_flags(app, flags, /*many_pipelines=*/true);
+  add_tls_flags(app, flags.tls);
   std::string keys_file;
   double device_rate = 0;
   double device_burst = 0;
@@ -93,6 +94,15 @@ int main(int argc, char** argv) try {
   app.add_option("--mqtt-username", mqtt_options.username, "MQTT user name (default: anonymous)")
       ->envname("STARLING_MQTT_USERNAME");
   app.add_option("--mqtt-password", mqtt_options.password, "MQTT password")->envname("STARLING_MQTT_PASSWORD");
+  app.add_option("--mqtt-ca-file", mqtt_options.ca_file,
+                 "Connect to mosquitto over TLS (1.2 or newer), trusting the CA certificate(s) in this PEM file; "
+                 "mosquitto's certificate must name the --mqtt host")
+      ->envname("STARLING_MQTT_CA_FILE");
+  app.add_option("--mqtt-cert", mqtt_options.cert_file,
+                 "PEM client certificate for mosquitto's require_certificate (TLS; needs --mqtt-key)")
+      ->envname("STARLING_MQTT_CERT");
+  app.add_option("--mqtt-key", mqtt_options.key_file, "PEM private key of --mqtt-cert (not encrypted)")
+      ->envname("STARLING_MQTT_KEY");
   app.add_option("--produce-timeout", produce_timeout_ms,
                  "Milliseconds Kafka has to confirm a request's events before the answer is 503 (message.timeout.ms)")
       ->envname("STARLING_PRODUCE_TIMEOUT_MS")

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <deque>
 #include <future>
 #include <mutex>
@@ -15,10 +16,12 @@
 #include <vector>
 
 #include "services/common/metrics.h"
+#include "services/common/tls.h"
 
 namespace starling::ingest {
 
 namespace asio = boost::asio;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
 
@@ -85,10 +88,17 @@ struct MqttClient::Impl : std::enable_shared_from_this<MqttClient::Impl> {
     bool done = false;
   };
 
+  using TlsLayer = ssl::stream<tcp::socket&>;
+
   MqttClientOptions opts;
   MqttHandler handler;
+  std::shared_ptr<ssl::context> tls_context;  // set when opts.tls()
   asio::io_context io;
   tcp::socket socket{io};
+  // This connection's TLS layer over `socket` (null without TLS). A new one
+  // per connection; every pending operation holds the one it runs on, so a
+  // dropped connection's late completions never touch the next one's.
+  std::shared_ptr<TlsLayer> tls;
   tcp::resolver resolver{io};
   asio::steady_timer reconnect_timer{io};
   asio::steady_timer ping_timer{io};
@@ -101,7 +111,7 @@ struct MqttClient::Impl : std::enable_shared_from_this<MqttClient::Impl> {
   bool ping_outstanding = false;
   std::chrono::milliseconds backoff{0};
   std::vector<char> in;  // bytes read, not yet parsed
-  std::array<char, 64 * 1024> chunk{};
+  std::array<char, std::size_t{64} * 1024> chunk{};
   std::deque<std::string> out;
   bool writing = false;
   std::deque<std::shared_ptr<Inflight>> inflight;  // QoS 1, in arrival order
@@ -126,23 +136,69 @@ struct MqttClient::Impl : std::enable_shared_from_this<MqttClient::Impl> {
     writing = false;
     inflight.clear();
     ping_outstanding = false;
+    tls.reset();
     resolver.async_resolve(
         opts.host, std::to_string(opts.port),
-        [self = this, g](boost::system::error_code ec, tcp::resolver::results_type r) {
+        [self = this, g](boost::system::error_code ec, const tcp::resolver::results_type& r) {
           if (g != self->gen) return;
           if (ec) return self->drop("resolving " + self->opts.host + ": " + ec.message());
           asio::async_connect(self->socket, r, [self, g](boost::system::error_code ec, const tcp::endpoint&) {
             if (g != self->gen) return;
             if (ec)
               return self->drop(fmt::format("connecting to {}:{}: {}", self->opts.host, self->opts.port, ec.message()));
-            self->open = true;
             boost::system::error_code ignore;
-            self->socket.set_option(tcp::no_delay(true), ignore);
-            self->send_connect();
-            self->read();
-            self->arm_ping(g);
+            (void)self->socket.set_option(tcp::no_delay(true), ignore);
+            self->secure(g);
           });
         });
+  }
+
+  // The TLS handshake, when configured; then the MQTT session starts.
+  void secure(uint64_t g) {
+    if (!tls_context) return session(g);
+    tls = std::make_shared<TlsLayer>(socket, *tls_context);
+    // The certificate must name the host (a DNS name, or an IP address SAN);
+    // SNI only for names (RFC 6066 has no IP addresses).
+    boost::system::error_code not_ip;
+    (void)asio::ip::make_address(opts.host, not_ip);
+    if (not_ip && SSL_set_tlsext_host_name(tls->native_handle(), opts.host.c_str()) != 1) {
+      return drop("TLS: bad host name " + opts.host);
+    }
+    tls->set_verify_callback(ssl::host_name_verification(opts.host));
+    tls->async_handshake(ssl::stream_base::client, [self = this, g, keep = tls](boost::system::error_code ec) {
+      if (g != self->gen) return;
+      if (ec)
+        return self->drop(fmt::format("TLS handshake with {}:{}: {}", self->opts.host, self->opts.port, ec.message()));
+      self->session(g);
+    });
+  }
+
+  void session(uint64_t g) {
+    open = true;
+    send_connect();
+    read();
+    arm_ping(g);
+  }
+
+  // Reads and writes go through the TLS layer when there is one.
+  template <class Buffers, class Done>
+  void write_all(const Buffers& buffers, Done&& done) {
+    if (tls) {
+      asio::async_write(*tls, buffers,
+                        [keep = tls, done = std::forward<Done>(done)](boost::system::error_code ec,
+                                                                      std::size_t n) mutable { done(ec, n); });
+    } else {
+      asio::async_write(socket, buffers, std::forward<Done>(done));
+    }
+  }
+  template <class Buffers, class Done>
+  void read_some(const Buffers& buffers, Done&& done) {
+    if (tls) {
+      tls->async_read_some(buffers, [keep = tls, done = std::forward<Done>(done)](
+                                        boost::system::error_code ec, std::size_t n) mutable { done(ec, n); });
+    } else {
+      socket.async_read_some(buffers, std::forward<Done>(done));
+    }
   }
 
   void send_connect() {
@@ -182,7 +238,7 @@ struct MqttClient::Impl : std::enable_shared_from_this<MqttClient::Impl> {
     }
     writing = true;
     const auto g = gen;
-    asio::async_write(socket, asio::buffer(out.front()), [self = this, g](boost::system::error_code ec, std::size_t) {
+    write_all(asio::buffer(out.front()), [self = this, g](boost::system::error_code ec, std::size_t) {
       if (g != self->gen) return;
       if (ec) return self->drop("writing: " + ec.message());
       self->out.pop_front();
@@ -192,7 +248,7 @@ struct MqttClient::Impl : std::enable_shared_from_this<MqttClient::Impl> {
 
   void read() {
     const auto g = gen;
-    socket.async_read_some(asio::buffer(chunk), [self = this, g](boost::system::error_code ec, std::size_t n) {
+    read_some(asio::buffer(chunk), [self = this, g](boost::system::error_code ec, std::size_t n) {
       if (g != self->gen) return;
       if (ec)
         return self->drop(ec == asio::error::eof ? "mosquitto closed the connection" : "reading: " + ec.message());
@@ -363,8 +419,8 @@ struct MqttClient::Impl : std::enable_shared_from_this<MqttClient::Impl> {
     connected_gauge().set(0);
     open = false;
     boost::system::error_code ignore;
-    socket.shutdown(tcp::socket::shutdown_both, ignore);
-    socket.close(ignore);
+    (void)socket.shutdown(tcp::socket::shutdown_both, ignore);
+    (void)socket.close(ignore);
     resolver.cancel();
     ping_timer.cancel();
     inflight.clear();
@@ -385,6 +441,13 @@ struct MqttClient::Impl : std::enable_shared_from_this<MqttClient::Impl> {
 MqttClient::MqttClient(MqttClientOptions options, MqttHandler handler) : impl_(std::make_shared<Impl>()) {
   impl_->opts = std::move(options);
   impl_->handler = std::move(handler);
+  if (impl_->opts.tls()) {
+    try {
+      impl_->tls_context = tls_client_context(impl_->opts.ca_file, impl_->opts.cert_file, impl_->opts.key_file);
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error(std::string("MQTT: ") + e.what());
+    }
+  }
 }
 
 MqttClient::~MqttClient() { stop(0ms); }

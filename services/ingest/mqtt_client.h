@@ -32,6 +32,14 @@ struct MqttClientOptions {
   std::string client_id = "starling-ingest";
   std::string username;  // empty: anonymous
   std::string password;
+  // TLS when any of these is set. mosquitto's certificate must be signed by
+  // `ca_file` (PEM; the system's CAs when empty) and name `host`; `cert_file`
+  // and `key_file` are a client certificate, for a listener with
+  // require_certificate. There is no mode that skips verification.
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  bool tls() const { return !ca_file.empty() || !cert_file.empty() || !key_file.empty(); }
   std::string topic_filter = "starling/+/+/events";
   uint16_t keep_alive_s = 30;
   std::chrono::milliseconds min_backoff{100};
@@ -58,6 +66,8 @@ bool parse_mqtt_address(const std::string& address, std::string& host, uint16_t&
 
 class MqttClient {
  public:
+  /// Reads the TLS files, if any: one that is missing, unreadable or wrong
+  /// throws std::runtime_error naming it (startup only).
   MqttClient(MqttClientOptions options, MqttHandler handler);
   /// stop(0) if still running.
   ~MqttClient();

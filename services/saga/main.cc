@@ -1,4 +1,6 @@
 // starling-saga: the saga coordinator.
+#include <spdlog/spdlog.h>
+
 #include <filesystem>
 
 #include "services/common/http_metrics.h"
@@ -8,7 +10,7 @@
 #include "services/saga/saga_api.h"
 #include "services/saga/saga_service.h"
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   using namespace starling;
   CLI::App app{
       "starling-saga: folds progress facts from starling.saga into per-saga state in RocksDB, fires the\n"
@@ -16,6 +18,7 @@ int main(int argc, char** argv) {
   ServiceFlags flags;
   flags.listen = "127.0.0.1:8081";
   add_service_flags(app, flags, /*many_pipelines=*/true);
+  add_tls_flags(app, flags.tls);
   std::string retention = "7d";
   std::string tick = "500ms";
   app.add_option("--retention", retention,
@@ -38,8 +41,10 @@ int main(int argc, char** argv) {
     saga::Clock clock = [] { return now_ms(); };
     auto server = ctx.serve(
         2, [] { return Status{}; },
-        [&store, &clock](HttpRequest r, HttpResponder done) { done(saga::handle_saga_api(store, r, clock)); }, {},
-        RouteTable::from_openapi(saga::openapi_json()).templates());
+        [&store, &clock](const HttpRequest& r, const HttpResponder& done) {
+          done(saga::handle_saga_api(store, r, clock));
+        },
+        {}, RouteTable::from_openapi(saga::openapi_json()).templates());
     if (!server) return ctx.fatal("starling-saga needs --listen");
     saga::Coordinator coordinator(store, copts, clock);
     saga::SagaOptions sopts;
@@ -51,4 +56,8 @@ int main(int argc, char** argv) {
     server->stop();
     return rc;
   });
+} catch (const std::exception& e) {
+  // Only a bug in the flags' setup gets here: the service body catches its own.
+  spdlog::critical("starling-saga: {}", e.what());
+  return 1;
 }

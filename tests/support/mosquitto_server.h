@@ -1,7 +1,8 @@
 #pragma once
 // A throw-away mosquitto for one test: Debian's /usr/sbin/mosquitto with a
 // generated config, loopback only, a free port, persistence in the test's
-// folder. Killed with the test (ChildProcess).
+// folder. Killed with the test (ChildProcess). With TLS options it also has a
+// TLS listener on a second free port (devices keep publishing on the plain one).
 
 #include <fmt/format.h>
 #include <netinet/in.h>
@@ -18,10 +19,23 @@
 
 namespace starling::testing {
 
+/// mosquitto's TLS listener: its certificate and key, and the CA that
+/// client certificates must be signed by when `require_certificate`.
+struct MosquittoTls {
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  bool require_certificate = false;
+};
+
 class MosquittoServer {
  public:
   explicit MosquittoServer(const std::string& dir) : dir_(dir + "/mosquitto"), port_(free_port()) {
     std::filesystem::create_directories(dir_);
+  }
+  MosquittoServer(const std::string& dir, MosquittoTls tls) : MosquittoServer(dir) {
+    tls_ = std::move(tls);
+    tls_port_ = free_port();
   }
 
   /// Writes the config, starts mosquitto and waits until it accepts TCP.
@@ -38,12 +52,20 @@ class MosquittoServer {
          << "log_type error\nlog_type warning\nlog_type notice\n"
          // As root, mosquitto would switch to the `mosquitto` user, who cannot write our folder.
          << (::geteuid() == 0 ? "user root\n" : "");
+    if (tls_port_ != 0) {
+      // per_listener_settings is off: allow_anonymous above covers this listener too.
+      conf << fmt::format("listener {} 127.0.0.1\n", tls_port_) << "cafile " << tls_.ca_file << "\n"
+           << "certfile " << tls_.cert_file << "\n"
+           << "keyfile " << tls_.key_file << "\n"
+           << "tls_version tlsv1.2\n"
+           << "require_certificate " << (tls_.require_certificate ? "true" : "false") << "\n";
+    }
     conf.close();
     auto p = ChildProcess::spawn({"/usr/sbin/mosquitto", "-c", dir_ + "/mosquitto.conf"}, dir_ + "/mosquitto.log");
     if (!p) return false;
     proc_ = std::move(*p);
     for (int i = 0; i < 200; ++i) {
-      if (accepts()) return true;
+      if (accepts(port_) && (tls_port_ == 0 || accepts(tls_port_))) return true;
       if (!proc_.running()) return false;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
@@ -52,15 +74,18 @@ class MosquittoServer {
 
   uint16_t port() const { return port_; }
   std::string address() const { return fmt::format("127.0.0.1:{}", port_); }
+  /// The TLS listener's (0 and "127.0.0.1:0" without TLS options).
+  uint16_t tls_port() const { return tls_port_; }
+  std::string tls_address() const { return fmt::format("127.0.0.1:{}", tls_port_); }
   std::string log_path() const { return dir_ + "/mosquitto.log"; }
 
  private:
-  bool accepts() const {
+  static bool accepts(uint16_t port) {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port_);
+    a.sin_port = htons(port);
     const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
     ::close(fd);
     return ok;
@@ -68,6 +93,8 @@ class MosquittoServer {
 
   std::string dir_;
   uint16_t port_;
+  MosquittoTls tls_;
+  uint16_t tls_port_ = 0;
   ChildProcess proc_;
 };
 
