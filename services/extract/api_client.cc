@@ -68,7 +68,7 @@ void ApiClient::keep_quota() {
     const auto spacing = std::chrono::microseconds(static_cast<int64_t>(60e6 / options_.quota_per_min));
     const auto next = *last_request_ + spacing;
     const auto now = std::chrono::steady_clock::now();
-    if (next > now) sleep(std::chrono::duration_cast<std::chrono::milliseconds>(next - now));
+    if (next > now) sleep(std::chrono::ceil<std::chrono::milliseconds>(next - now));  // never a hair early
   }
   last_request_ = std::chrono::steady_clock::now();
 }

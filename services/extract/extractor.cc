@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <stdexcept>
 #include <thread>
 
 #include "services/common/envelope.h"
@@ -29,6 +30,12 @@ Counter& polls(const std::string& p, const std::string& result) {
                  {{"pipeline", p}, {"result", result}});
 }
 
+// The source of a pipeline that has one (the constructor's precondition).
+const HttpPollSource& source_of(const PipelineConfig& p) {
+  if (!p.source) throw std::invalid_argument("pipeline " + p.name + " declares no source");
+  return *p.source;
+}
+
 }  // namespace
 
 const char* failure_label(PollFailure f) {
@@ -50,7 +57,7 @@ const char* failure_label(PollFailure f) {
 Extractor::Extractor(const PipelineConfig& pipeline, kafka::Producer& producer, CursorStore& store,
                      std::string instance, ExtractOptions options, HttpGet get, const std::function<bool()>& stop)
     : p_(pipeline),
-      s_(pipeline.source.value()),
+      s_(source_of(pipeline)),
       producer_(producer),
       store_(store),
       instance_(std::move(instance)),
