@@ -412,6 +412,22 @@ TEST_F(ExtractorTest, A429IsFollowedAfterRetryAfterAsTheRequestLogShows) {
   EXPECT_EQ(std::set(got.begin(), got.end()), expected(kFirst, kFirst + 6 * kHour));
 }
 
+TEST_F(ExtractorTest, A503NowAndThenIsRetriedWithBackoffAndNothingIsLost) {
+  start_api({.stations = 2, .hours = 6, .page_size = 4, .error_every = 3});
+  make({});
+  poll_all(kFirst + 6 * kHour);
+  const auto log = api_->requests();
+  int failed = 0;
+  for (std::size_t i = 0; i + 1 < log.size(); ++i) {
+    if (log[i]["status"] != 503) continue;
+    ++failed;
+    EXPECT_EQ(log[i + 1]["query"], log[i]["query"]) << "the same request again";
+  }
+  EXPECT_GE(failed, 1);
+  const auto got = pulled();
+  EXPECT_EQ(std::set(got.begin(), got.end()), expected(kFirst, kFirst + 6 * kHour));
+}
+
 TEST_F(ExtractorTest, AMalformedResponseFailsThePollAndTheCursorStays) {
   start_api({.stations = 2, .hours = 6, .malformed_every = 1});
   make({});
