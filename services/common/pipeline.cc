@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
@@ -266,6 +267,138 @@ void parse_rule(Reader& r, PipelineConfig& p, const YAML::Node& node, const std:
   p.rules.push_back(std::move(rule));
 }
 
+// A JSON pointer as RFC 6901 writes it: "" (the whole document) or /a/0/b.
+std::string json_pointer(Reader& r, const YAML::Node& node, const std::string& path) {
+  auto text = r.string(node, path);
+  try {
+    (void)nlohmann::json::json_pointer(text);
+  } catch (const nlohmann::json::exception&) {
+    r.error(node, path, fmt::format("expected a JSON pointer like /features or /hourly/time, got '{}'", text));
+  }
+  return text;
+}
+
+// "60/min", "1/s", "500/h": requests a minute.
+double quota_per_min(Reader& r, const YAML::Node& node, const std::string& path) {
+  const auto text = r.string(node, path);
+  static const re2::RE2 re(R"(\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|min|h)\s*)");
+  std::string n;
+  std::string unit;
+  if (!re2::RE2::FullMatch(text, re, &n, &unit) || std::stod(n) <= 0) {
+    r.error(node, path, fmt::format("expected requests per unit of time like 60/min, 2/s or 500/h, got '{}'", text));
+  }
+  const double v = std::stod(n);
+  return unit == "s" ? v * 60 : unit == "h" ? v / 60 : v;
+}
+
+// source: {http_poll: {...}}: the API starling-extract polls (services/extract/README.md).
+void parse_source(Reader& r, PipelineConfig& p, const YAML::Node& source) {
+  r.expect_keys(source, "source", {"http_poll"});
+  const auto poll = source["http_poll"];
+  if (!poll) r.error(source, "source", "expected http_poll, e.g. {http_poll: {url: http://..., every: 1h}}");
+  const std::string at = "source.http_poll";
+  r.expect_keys(poll, at,
+                {"url", "every", "headers", "records", "columns", "map", "paginate", "cursor", "lookback", "window",
+                 "start", "quota"});
+  HttpPollSource s;
+  s.line = poll.Mark().line + 1;
+  r.part([&] {
+    if (!poll["url"]) r.error(poll, at + ".url", "missing; the API's http:// URL, with ${since} and ${until}");
+    s.url = r.string(poll["url"], at + ".url");
+    if (!s.url.starts_with("http://") && !s.url.starts_with("https://"))
+      r.error(poll["url"], at + ".url",
+              fmt::format("expected an http:// or https:// URL, got '{}'", excerpt(s.url, 80)));
+  });
+  r.part([&] {
+    if (!poll["every"]) r.error(poll, at + ".every", "missing; how often to poll, e.g. 1h");
+    s.every_ms = r.duration_ms(poll["every"], at + ".every");
+    if (s.every_ms <= 0) r.error(poll["every"], at + ".every", "expected a positive duration");
+  });
+  r.part([&] {
+    const auto headers = poll["headers"];
+    if (!headers) return;
+    if (!headers.IsMap()) r.error(headers, at + ".headers", "expected a mapping of header: value");
+    for (const auto& kv : headers) {
+      const auto name = kv.first.as<std::string>();
+      const auto path = fmt::format("{}.headers.{}", at, name);
+      static const re2::RE2 token("[!#$%&'*+.^_`|~0-9A-Za-z-]+");
+      if (!re2::RE2::FullMatch(name, token)) r.error(kv.first, path, "not an HTTP header name");
+      auto value = r.string(kv.second, path);
+      if (value.find_first_of("\r\n") != std::string::npos)
+        r.error(kv.second, path, "a header value cannot hold a line break");
+      s.headers.emplace_back(name, std::move(value));
+    }
+  });
+  r.part([&] {
+    if (poll["records"] && poll["columns"])
+      r.error(poll["columns"], at + ".columns",
+              "give records (an array of objects) or columns (parallel arrays), not both");
+    if (!poll["records"] && !poll["columns"])
+      r.error(poll, at, "expected records (a JSON pointer to an array of objects) or columns (to an object of arrays)");
+    if (poll["records"]) s.records = json_pointer(r, poll["records"], at + ".records");
+    if (poll["columns"]) s.columns = json_pointer(r, poll["columns"], at + ".columns");
+  });
+  r.part([&] {
+    const auto map = poll["map"];
+    if (!map) return;
+    if (!map.IsMap() || map.size() == 0) r.error(map, at + ".map", "expected a mapping of field: JSON pointer");
+    std::set<std::string> seen;
+    for (const auto& kv : map) {
+      r.part([&] {
+        const auto path = at + ".map." + kv.first.as<std::string>();
+        const auto* f = r.field(p.descriptor, kv.first, path);
+        if (!seen.insert(f->name()).second) r.error(kv.first, path, "duplicate field");
+        s.map.emplace_back(f->name(), json_pointer(r, kv.second, path));
+      });
+    }
+  });
+  r.part([&] {
+    const auto paginate = poll["paginate"];
+    if (!paginate) return;
+    r.expect_keys(paginate, at + ".paginate", {"next"});
+    if (!paginate["next"]) r.error(paginate, at + ".paginate", "expected next, e.g. {next: /pagination/next}");
+    s.paginate_next = json_pointer(r, paginate["next"], at + ".paginate.next");
+  });
+  r.part([&] {
+    if (!poll["cursor"]) return;
+    s.cursor_field = r.field(p.descriptor, poll["cursor"], at + ".cursor");
+    s.cursor = s.cursor_field->name();
+    if (!is_timestamp(s.cursor_field))
+      r.error(poll["cursor"], at + ".cursor", "expected a google.protobuf.Timestamp field");
+  });
+  r.part([&] {
+    if (poll["lookback"]) s.lookback_ms = r.duration_ms(poll["lookback"], at + ".lookback");
+  });
+  r.part([&] {
+    if (!poll["window"]) return;
+    s.window_ms = r.duration_ms(poll["window"], at + ".window");
+    if (s.window_ms <= s.lookback_ms)
+      r.error(poll["window"], at + ".window", "expected a window longer than lookback, or catching up never moves on");
+  });
+  r.part([&] {
+    const auto start = poll["start"];
+    if (!start) return;
+    const auto text = r.string(start, at + ".start");
+    if (auto ago = parse_duration_ms(text)) {
+      s.start_ago_ms = ago;
+    } else if (auto t = parse_time_ms(text); t && text.find('-') != std::string::npos) {
+      s.start_ms = *t;
+    } else {
+      r.error(start, at + ".start",
+              fmt::format("expected an RFC 3339 time (2026-01-01T00:00:00Z) or a duration back from now (7d), got '{}'",
+                          text));
+    }
+  });
+  r.part([&] {
+    if (poll["quota"]) s.quota_per_min = quota_per_min(r, poll["quota"], at + ".quota");
+  });
+  if (!s.cursor_field && p.event_time_field && !poll["cursor"]) {
+    s.cursor_field = p.event_time_field;
+    s.cursor = p.event_time_field->name();
+  }
+  p.source = std::move(s);
+}
+
 }  // namespace
 
 ConfigError::ConfigError(std::vector<std::string> problems)
@@ -297,7 +430,19 @@ void interpolate(YAML::Node node, const std::string& path, Reader& r, const EnvL
     return;
   }
   if (!node.IsScalar() || node.Scalar().find('$') == std::string::npos) return;
-  auto value = interpolate_env(node.Scalar(), env);
+  std::string text = node.Scalar();
+  if (path == ".source.http_poll.url") {
+    // ${since} and ${until} are extract's, filled in at each poll: escaped
+    // here, so they come out of interpolate_env as written.
+    for (const char* name : {"since", "until"}) {
+      const auto placeholder = fmt::format("${{{}}}", name);
+      for (auto pos = text.find(placeholder); pos != std::string::npos; pos = text.find(placeholder, pos + 2)) {
+        if (pos > 0 && text[pos - 1] == '$') continue;
+        text.insert(pos, "$");
+      }
+    }
+  }
+  auto value = interpolate_env(text, env);
   if (!value) {
     r.note(node, path.empty() ? "(top)" : path.substr(1), value.error().message);
     return;
@@ -371,7 +516,8 @@ PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin
   // Without the message type nothing else can be checked: those problems end the check.
   const bool typed = r.part([&] {
     if (!root.IsMap()) r.error(root, "(top)", "expected a mapping with pipeline, schema, clean, load");
-    r.expect_keys(root, "(top)", {"pipeline", "description", "schema", "keys", "topics", "clean", "load", "saga"});
+    r.expect_keys(root, "(top)",
+                  {"pipeline", "description", "schema", "keys", "topics", "clean", "load", "saga", "source"});
     r.part([&] {
       if (!root["pipeline"]) r.error(root, "pipeline", "missing; name the pipeline");
       p.name = r.string(root["pipeline"], "pipeline");
@@ -494,6 +640,10 @@ PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin
       if (p.overdue_after_ms <= p.stall_after_ms)
         r.error(saga, "saga", "overdue_after must be longer than stall_after");
     });
+  }
+  if (const auto source = root["source"]) {
+    // After keys: the cursor defaults to keys.event_time.
+    r.part([&] { parse_source(r, p, source); });
   }
   r.finish();
   return p;

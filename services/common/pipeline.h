@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "services/common/error.h"
@@ -98,6 +99,33 @@ struct Column {
   const google::protobuf::FieldDescriptor* descriptor = nullptr;
 };
 
+/// `source: http_poll:` (services/extract/README.md): an external API that
+/// starling-extract polls on a schedule. ${ENV} in the url and headers is
+/// resolved at load like any value; ${since} and ${until} (the window, RFC
+/// 3339) are kept for extract to fill in at each poll.
+struct HttpPollSource {
+  std::string url;
+  int64_t every_ms = 0;  // between polls at the live edge
+  std::vector<std::pair<std::string, std::string>> headers;
+  // Exactly one: a JSON pointer to an array of record objects, or to an
+  // object of parallel arrays zipped into records (Open-Meteo's shape).
+  std::string records;
+  std::string columns;
+  // field -> JSON pointer into one record (the array's element; in the
+  // columns shape, an object of one value per array). Unmapped: the
+  // record's own keys, as a device sends them.
+  std::vector<std::pair<std::string, std::string>> map;
+  std::string paginate_next;  // JSON pointer to the next page's URL; "" or null there ends the window
+  std::string cursor;         // the Timestamp field whose newest value advances `since` at the live edge
+  const google::protobuf::FieldDescriptor* cursor_field = nullptr;
+  int64_t lookback_ms = 0;              // each window starts this much before the last one ended
+  int64_t window_ms = 0;                // the longest window; catching up goes window by window (0: up to now)
+  std::optional<int64_t> start_ms;      // the first window's start (RFC 3339); default: now - every
+  std::optional<int64_t> start_ago_ms;  // or a duration back from the first poll
+  double quota_per_min = 0;             // requests a minute at most (0: no limit)
+  int line = 0;
+};
+
 struct PipelineConfig {
   std::string name;
   std::string file;
@@ -125,6 +153,9 @@ struct PipelineConfig {
   int64_t stall_after_ms = 60'000;
   int64_t overdue_after_ms = 300'000;
   bool saga_atomic = false;
+
+  /// Where starling-extract pulls this pipeline's records from; none: only pushed.
+  std::optional<HttpPollSource> source;
 
   std::string raw_topic() const { return name + ".raw"; }
   std::string clean_topic() const { return name + ".clean"; }

@@ -162,6 +162,14 @@ Status Stack::start() {
   }
   if (auto st = service("ingest", "starling-ingest", opts_.pipeline_files, opts_.ingest_port, opts_.ingest_args); !st)
     return st;
+  // One starling-extract polls every pipeline that declares a source.
+  std::vector<std::string> sourced;
+  for (const auto& p : pipelines_) {
+    if (p.source) sourced.push_back(p.file);
+  }
+  if (!sourced.empty()) {
+    if (auto st = service("extract", "starling-extract", sourced, 0, {}); !st) return st;
+  }
   for (const auto& name : order_) {
     if (name == "broker") continue;
     auto got = wait_for_file((fs::path(opts_.data_dir) / (name + ".port")).string(), 30s);

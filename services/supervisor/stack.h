@@ -59,7 +59,8 @@ class Stack {
   std::string db_path(const std::string& pipeline) const;
   std::string log_path(const std::string& process) const;
 
-  /// Process names: broker, ingest, saga, clean.<p>, load.<p>.
+  /// Process names: broker, ingest, saga, clean.<p>, load.<p>, and extract when a
+  /// pipeline declares a source.
   std::vector<std::string> processes() const;
   /// Sends a signal to a process (tests kill with SIGKILL at the worst moment).
   Status signal(const std::string& process, int sig);

@@ -1,0 +1,81 @@
+#pragma once
+// The weather pipeline (pipelines/weather.yaml) with a source block pointed
+// at a FakeWeatherApi, in either shape: what the extract tests run.
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "tests/support/temp_dir.h"
+
+namespace starling::testing {
+
+inline std::string weather_yaml() {
+  std::ifstream in(source_path("pipelines/weather.yaml"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct SourceShape {
+  bool geojson = true;
+  std::string every = "1s";
+  std::string window = "6h";
+  std::string lookback = "1h";
+  std::string start;  // RFC 3339
+  std::string extra;  // more lines of the http_poll block, indented by 4
+};
+
+/// weather.yaml plus `source: http_poll:` for the fake API at `base_url`.
+inline std::string weather_with_source(const std::string& base_url, const SourceShape& s) {
+  std::string block;
+  if (s.geojson) {
+    block = fmt::format(R"(
+source:
+  http_poll:
+    url: {}/geojson/observations?start=${{since}}&end=${{until}}
+    every: {}
+    window: {}
+    lookback: {}
+    start: "{}"
+    records: /features
+    paginate: {{next: /pagination/next}}
+    map:
+      station_id: /properties/station
+      observed_at: /properties/timestamp
+      air_temperature: /properties/temperature_f
+      humidity_pct: /properties/relative_humidity
+      wind_speed: /properties/wind_speed_mph
+      pressure: /properties/pressure_inhg
+      precipitation: /properties/precipitation_in
+      sky: /properties/sky
+)",
+                        base_url, s.every, s.window, s.lookback, s.start);
+  } else {
+    block = fmt::format(R"(
+source:
+  http_poll:
+    url: {}/openmeteo/hourly?start=${{since}}&end=${{until}}
+    every: {}
+    window: {}
+    lookback: {}
+    start: "{}"
+    columns: /hourly
+    map:
+      station_id: /station
+      observed_at: /time
+      air_temperature: /temperature_2m
+      humidity_pct: /relative_humidity_2m
+      wind_speed: /wind_speed_10m
+      pressure: /surface_pressure
+      precipitation: /precipitation
+      sky: /sky
+)",
+                        base_url, s.every, s.window, s.lookback, s.start);
+  }
+  return weather_yaml() + block + s.extra;
+}
+
+}  // namespace starling::testing
