@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 
@@ -44,6 +45,14 @@ Status Stack::spawn(Child& c) {
 
 Status Stack::add(const std::string& name, std::vector<std::string> argv,
                   std::vector<std::pair<std::string, std::string>> env) {
+  // The stack reaches its services over plain HTTP on loopback: a
+  // STARLING_TLS_* exported in the user's shell (meant for a service run on
+  // its own) must not turn ingest and saga to HTTPS under it. Blank is unset
+  // for the services' flags.
+  for (const char* var : {"STARLING_TLS_CERT", "STARLING_TLS_KEY", "STARLING_TLS_CLIENT_CA"}) {
+    if (std::none_of(env.begin(), env.end(), [&](const auto& kv) { return kv.first == var; }))
+      env.emplace_back(var, "");
+  }
   Child c;
   c.name = name;
   c.argv = std::move(argv);

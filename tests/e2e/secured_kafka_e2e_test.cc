@@ -65,12 +65,13 @@ class SecuredKafkaE2E : public ::testing::Test {
     }
     ASSERT_FALSE(plain.empty()) << "starling-broker wrote no port file";
     // verify=1 with a cafile: the client must present a certificate our CA signed.
-    auto t = ChildProcess::spawn({"/usr/bin/socat",
-                                  fmt::format("OPENSSL-LISTEN:{},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={},"
-                                              "verify=1",
-                                              port, certs_.server_cert, certs_.server_key, certs_.ca),
-                                  "TCP:" + plain},
-                                 d + "/socat.log");
+    auto t =
+        ChildProcess::spawn({"/usr/bin/socat",
+                             fmt::format("OPENSSL-LISTEN:{},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={},"
+                                         "verify=1",
+                                         port, certs_.server_cert, certs_.server_key, certs_.ca),
+                             "TCP:" + plain},
+                            d + "/socat.log");
     ASSERT_TRUE(t.has_value()) << t.error().message;
     for (int i = 0; i < 100 && t->running() && !accepts(port); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -92,8 +93,8 @@ class SecuredKafkaE2E : public ::testing::Test {
 
   /// `starling groups` through the terminator with these properties.
   broker::testing::CommandResult groups(const std::vector<std::string>& properties) const {
-    std::string cmd = std::string(STARLING_BIN_DIR) + "/starling groups --kafka " + bootstrap_ +
-                      " --pipeline " + testing::source_path("pipelines/ecowheels.yaml");
+    std::string cmd = std::string(STARLING_BIN_DIR) + "/starling groups --kafka " + bootstrap_ + " --pipeline " +
+                      testing::source_path("pipelines/ecowheels.yaml");
     for (const auto& p : properties) cmd += " --kafka-property '" + p + "'";
     return run_command(cmd + " 2>&1", 60);
   }
@@ -153,9 +154,9 @@ TEST_F(SecuredKafkaE2E, TheWrongCaOrNoClientCertificateIsRefusedWithTheReason) {
   EXPECT_EQ(no_cert.exit_code, 1) << no_cert.output;
 
   // A client certificate from another CA is refused too.
-  auto other = groups({"security.protocol=ssl", "ssl.ca.location=" + certs_.ca,
-                       "ssl.certificate.location=" + certs_.other_client_cert,
-                       "ssl.key.location=" + certs_.other_client_key});
+  auto other =
+      groups({"security.protocol=ssl", "ssl.ca.location=" + certs_.ca,
+              "ssl.certificate.location=" + certs_.other_client_cert, "ssl.key.location=" + certs_.other_client_key});
   EXPECT_EQ(other.exit_code, 1) << other.output;
 }
 

@@ -29,7 +29,8 @@ std::size_t series_count(const std::string& name) {
   return n;
 }
 
-const RouteTable routes_under_test({"/v1/pipelines/{pipeline}/events", "/v1/sagas/{saga_id}", "/v1/sagas", "/openapi.json"});
+const RouteTable routes_under_test({"/v1/pipelines/{pipeline}/events", "/v1/sagas/{saga_id}", "/v1/sagas",
+                                    "/openapi.json"});
 
 TEST(RouteTable, MatchesTemplatesSegmentBySegment) {
   EXPECT_EQ(routes_under_test.match("/v1/pipelines/ecowheels/events"), "/v1/pipelines/{pipeline}/events");

@@ -22,6 +22,7 @@
 #include "services/ingest/mqtt_client.h"
 #include "starling/v1/envelope.pb.h"
 #include "tests/services/broker/broker_process.h"
+#include "tests/support/ingest_argv.h"
 #include "tests/support/mosquitto_server.h"
 #include "tests/support/mqtt_publisher.h"
 #include "tests/support/temp_dir.h"
@@ -143,16 +144,7 @@ class IngestProcess {
   ::testing::AssertionResult spawn() {
     const auto port_file = this->port_file();
     std::filesystem::remove(port_file);
-    std::vector<std::string> argv = {std::string(STARLING_BIN_DIR) + "/starling-ingest",
-                                     "--pipeline",
-                                     testing::source_path("pipelines/ecowheels.yaml"),
-                                     "--listen",
-                                     "127.0.0.1:0",
-                                     "--port-file",
-                                     port_file,
-                                     "--data-dir",
-                                     dir_ + "/ingest"};
-    argv.insert(argv.end(), args_.begin(), args_.end());
+    const auto argv = testing::ingest_argv(dir_ + "/ingest", port_file, args_);
     auto p = ChildProcess::spawn(argv, log_path());
     if (!p) return ::testing::AssertionFailure() << p.error().message;
     proc_ = std::move(*p);

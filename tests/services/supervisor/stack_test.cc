@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,15 +40,19 @@ using namespace std::chrono_literals;
   }
 }
 
-TEST(Supervisor, ServicesItRestartedAreDrainedAtStopAndExitZeroLikeTheOthers) {
-  // Given a stack whose ingest and clean were killed and restarted by the
-  // supervisor,
-  testing::TempDir dir;
+StackOptions ecowheels_stack(const testing::TempDir& dir) {
   StackOptions o;
   o.bin_dir = STARLING_BIN_DIR;
   o.data_dir = dir.path() + "/stack";
   o.pipeline_files = {testing::source_path("pipelines/ecowheels.yaml")};
-  Stack stack(o);
+  return o;
+}
+
+TEST(Supervisor, ServicesItRestartedAreDrainedAtStopAndExitZeroLikeTheOthers) {
+  // Given a stack whose ingest and clean were killed and restarted by the
+  // supervisor,
+  testing::TempDir dir;
+  Stack stack(ecowheels_stack(dir));
   auto started = stack.start();
   ASSERT_TRUE(started.has_value()) << started.error().message;
   const std::vector<std::string> killed = {"ingest", "clean.ecowheels"};
@@ -72,6 +77,27 @@ TEST(Supervisor, ServicesItRestartedAreDrainedAtStopAndExitZeroLikeTheOthers) {
     ASSERT_TRUE(WIFEXITED(last)) << "stopped by signal " << WTERMSIG(last);
     EXPECT_EQ(WEXITSTATUS(last), 0);
   }
+}
+
+TEST(Supervisor, TlsVariablesExportedForAServiceRunAloneDoNotReachTheStacksServices) {
+  // Given STARLING_TLS_* in the environment (a file that does not even exist:
+  // a service that took it would exit 2 naming it),
+  ::setenv("STARLING_TLS_CERT", "/nonexistent/cert.pem", 1);
+  ::setenv("STARLING_TLS_KEY", "/nonexistent/key.pem", 1);
+  testing::TempDir dir;
+  Stack stack(ecowheels_stack(dir));
+  auto started = stack.start();
+  ::unsetenv("STARLING_TLS_CERT");
+  ::unsetenv("STARLING_TLS_KEY");
+  // then the stack starts, and ingest and saga answer plain HTTP.
+  ASSERT_TRUE(started.has_value()) << started.error().message;
+  for (const std::string name : {"ingest", "saga"}) {
+    auto r = http_call("GET", stack.url(name) + "/healthz", {}, {}, 5000);
+    ASSERT_TRUE(r.has_value()) << name << ": " << r.error().message;
+    EXPECT_EQ(r->status, 200) << name;
+    EXPECT_EQ(stack.restarts(name), 0) << name;
+  }
+  stack.stop();
 }
 
 }  // namespace
