@@ -140,7 +140,9 @@ int ConsumerLoop::loop() {
         o = std::max(o, m.offset + 1);
         ++per_topic[m.topic];
       }
-      for (const auto& [topic, k] : per_topic) count(in_counts_, "starling_stage_records_in_total", topic, k);
+      for (const auto& [topic, k] : per_topic)
+        count(in_counts_, "starling_stage_records_in_total", "Input records a stage applied, by stage and input topic",
+              topic, k);
       auto work = stage_.apply(std::move(batch));
       if (!work) {
         spdlog::critical("{}: applying a batch of {}: {}", name_, n, work.error().message);
@@ -232,7 +234,9 @@ Status ConsumerLoop::settle(bool wait_store) {
   in_flight_.reset();
   std::map<std::string, uint64_t> per_topic;
   for (const auto& out : work.outputs) ++per_topic[out.topic];
-  for (const auto& [topic, k] : per_topic) count(out_counts_, "starling_stage_records_out_total", topic, k);
+  for (const auto& [topic, k] : per_topic)
+    count(out_counts_, "starling_stage_records_out_total",
+          "Records a stage produced and Kafka persisted, by stage and output topic", topic, k);
   if (work.persisted) work.persisted();
   storing_.emplace(std::move(work));
   stored_ = store_thread_->submit([this, store = storing_->store] {
@@ -304,16 +308,10 @@ void ConsumerLoop::commit_to_group(bool now) {
   last_group_commit_ = t;
 }
 
-void ConsumerLoop::count(std::map<std::string, Counter*>& cache, const char* series, const std::string& topic,
-                         uint64_t n) {
+void ConsumerLoop::count(std::map<std::string, Counter*>& cache, const char* series, const char* help,
+                         const std::string& topic, uint64_t n) {
   auto& c = cache[topic];
-  if (c == nullptr) {
-    const bool in = std::string_view(series).ends_with("in_total");
-    c = &metrics().counter(series,
-                           in ? "Input records a stage applied, by stage and input topic"
-                              : "Records a stage produced and Kafka persisted, by stage and output topic",
-                           {{"stage", stage_label_}, {"topic", topic}});
-  }
+  if (c == nullptr) c = &metrics().counter(series, help, {{"stage", stage_label_}, {"topic", topic}});
   c->add(n);
 }
 

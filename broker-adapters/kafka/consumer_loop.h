@@ -165,8 +165,9 @@ class ConsumerLoop {
   /// Commits the stored offsets not yet committed to the group: when `now`,
   /// or once group_commit_interval has passed since the last commit.
   void commit_to_group(bool now);
-  /// Counts records of `topic` into `series` (a name of the loop's metrics).
-  void count(std::map<std::string, Counter*>& cache, const char* series, const std::string& topic, uint64_t n);
+  /// Counts records of `topic` into `series` (one of the loop's metrics).
+  void count(std::map<std::string, Counter*>& cache, const char* series, const char* help, const std::string& topic,
+             uint64_t n);
   /// Sets the lag gauge of every partition with a known position, once
   /// group_commit_interval has passed (or `now`).
   void update_lag(bool now);

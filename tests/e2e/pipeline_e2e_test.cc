@@ -23,6 +23,7 @@
 #include "services/supervisor/stack.h"
 #include "starling/v1/envelope.pb.h"
 #include "tests/support/postgres_server.h"
+#include "tests/support/prometheus_sample.h"
 #include "tests/support/promtool.h"
 #include "tests/support/temp_dir.h"
 
@@ -164,12 +165,7 @@ INSTANTIATE_TEST_SUITE_P(Sinks, PostgresOutageE2E, ::testing::Values("postgres")
 
 // The value of one sample in a Prometheus text page, or -1 when absent.
 double sample(const std::string& page, const std::string& series) {
-  std::istringstream in(page);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.starts_with(series + " ")) return std::stod(line.substr(series.size() + 1));
-  }
-  return -1;
+  return testing::prometheus_sample(page, series).value_or(-1);
 }
 
 // The services configured only through STARLING_* environment variables, as

@@ -11,15 +11,13 @@
 #include <vector>
 
 #include "services/common/metrics.h"
+#include "tests/support/prometheus_sample.h"
 
 namespace starling {
 namespace {
 
 std::optional<double> sample(const std::string& series) {
-  const auto page = metrics().render();
-  const auto at = page.find("\n" + series + " ");
-  if (at == std::string::npos) return std::nullopt;
-  return std::stod(page.substr(at + series.size() + 2));
+  return testing::prometheus_sample(metrics().render(), series);
 }
 
 std::size_t series_count(const std::string& name) {

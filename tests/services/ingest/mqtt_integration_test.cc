@@ -24,6 +24,7 @@
 #include "tests/support/ingest_argv.h"
 #include "tests/support/mosquitto_server.h"
 #include "tests/support/mqtt_publisher.h"
+#include "tests/support/prometheus_sample.h"
 #include "tests/support/temp_dir.h"
 
 namespace starling::ingest {
@@ -70,12 +71,7 @@ class Ingest {
   double value(const std::string& series) const {
     auto r = http_call("GET", url_ + "/metrics");
     if (!r || r->status != 200) return -1;
-    std::istringstream in(r->body);
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.starts_with(series + " ")) return std::stod(line.substr(series.size() + 1));
-    }
-    return 0;
+    return testing::prometheus_sample(r->body, series).value_or(0);
   }
 
   void kill9() {

@@ -25,6 +25,7 @@
 #include "tests/support/ingest_argv.h"
 #include "tests/support/mosquitto_server.h"
 #include "tests/support/mqtt_publisher.h"
+#include "tests/support/prometheus_sample.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_certs.h"
 
@@ -195,12 +196,7 @@ std::size_t count_records(const std::string& bootstrap, const std::string& topic
 double metric(const std::string& url, const HttpClientOptions& client, const std::string& series) {
   auto r = http_call("GET", url, {}, {}, client);
   if (!r || r->status != 200) return -1;
-  std::istringstream in(r->body);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.starts_with(series + " ")) return std::stod(line.substr(series.size() + 1));
-  }
-  return 0;
+  return testing::prometheus_sample(r->body, series).value_or(0);
 }
 
 class IngestTlsProcess : public ::testing::Test {
