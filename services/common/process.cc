@@ -122,11 +122,13 @@ Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, c
     const bool overridden = std::any_of(env.begin(), env.end(), [&](const auto& p) { return p.first == name; });
     if (!overridden) env_strings.emplace_back(kv);
   }
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  for (const auto& [k, v] : env) env_strings.push_back(fmt::format("{}={}", k, v));
   std::vector<char*> envp;
+  envp.reserve(env_strings.size() + 1);
   for (auto& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   if (::access(argv[0].c_str(), X_OK) != 0)
@@ -206,5 +208,15 @@ Result<std::string> wait_for_file(const std::string& path, std::chrono::millisec
 }
 
 std::string executable_dir() { return std::filesystem::canonical("/proc/self/exe").parent_path().string(); }
+
+bool process_alive(int64_t pid) {
+  if (pid <= 0 || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM)) return false;
+  // A killed process nobody has reaped yet still answers kill(0): a zombie.
+  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const auto close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z';
+}
 
 }  // namespace starling

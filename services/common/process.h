@@ -54,4 +54,8 @@ Result<std::string> wait_for_file(const std::string& path, std::chrono::millisec
 /// The folder of the running executable (so `starling up` finds its siblings).
 std::string executable_dir();
 
+/// Whether process `pid` runs (not a zombie nobody reaped): how a command
+/// tells a run of its own that died from one still going (replay, backfill).
+bool process_alive(int64_t pid);
+
 }  // namespace starling

@@ -12,8 +12,10 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "services/common/text.h"
 
@@ -415,6 +417,63 @@ int64_t timestamp_ms(const Message& m, const FieldDescriptor* f) {
   const auto& sub = m.GetReflection()->GetMessage(m, f);
   const auto* ts = dynamic_cast<const google::protobuf::Timestamp*>(&sub);
   return ts == nullptr ? 0 : google::protobuf::util::TimeUtil::TimestampToMilliseconds(*ts);
+}
+
+namespace {
+
+using TextVisitor = std::function<std::optional<std::string>(const std::string& value, bool text)>;
+
+// Every string and bytes value of `m`, at any depth, until `visit` returns a
+// reason: then a FieldError naming the value's path.
+std::optional<FieldError> walk_strings(const Message& m, std::size_t index, const std::string& prefix,
+                                       const TextVisitor& visit) {
+  using google::protobuf::FieldDescriptor;
+  const auto* r = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const auto* f : fields) {
+    const auto path = prefix.empty() ? f->name() : prefix + "." + f->name();
+    const int n = f->is_repeated() ? r->FieldSize(m, f) : 1;
+    for (int i = 0; i < n; ++i) {
+      const auto at = f->is_repeated() ? fmt::format("{}[{}]", path, i) : path;
+      if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING) {
+        std::string scratch;
+        const auto& v =
+            f->is_repeated() ? r->GetRepeatedStringReference(m, f, i, &scratch) : r->GetStringReference(m, f, &scratch);
+        if (auto why = visit(v, f->type() == FieldDescriptor::TYPE_STRING)) return FieldError{index, at, *why};
+      } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        const auto& sub = f->is_repeated() ? r->GetRepeatedMessage(m, f, i) : r->GetMessage(m, f);
+        if (auto e = walk_strings(sub, index, at, visit)) return e;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<FieldError> nul_in_text(const Message& m, std::size_t index) {
+  return walk_strings(m, index, "", [](const std::string& v, bool text) -> std::optional<std::string> {
+    const auto nul = text ? v.find('\0') : std::string::npos;
+    if (nul == std::string::npos) return std::nullopt;
+    return fmt::format("a NUL character at byte {}; text may not contain NUL", nul);
+  });
+}
+
+std::optional<FieldError> over_limits(const Message& record, const RecordLimits& limits, std::size_t index) {
+  // A field first: it says more than the record's size.
+  auto too_long = [&limits](const std::string& v, bool) -> std::optional<std::string> {
+    if (v.size() <= limits.field_bytes) return std::nullopt;
+    return fmt::format("{} bytes; at most {} (--max-field-bytes)", v.size(), limits.field_bytes);
+  };
+  if (auto e = walk_strings(record, index, "", too_long)) return e;
+  const auto size = record.ByteSizeLong();
+  if (size > limits.event_bytes) {
+    return FieldError{
+        index, "",
+        fmt::format("the record is {} bytes serialized; at most {} (--max-event-bytes)", size, limits.event_bytes)};
+  }
+  return std::nullopt;
 }
 
 }  // namespace starling

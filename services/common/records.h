@@ -8,6 +8,7 @@
 #include <expected>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <string>
 
 #include "services/common/error.h"
@@ -57,5 +58,27 @@ bool is_timestamp(const google::protobuf::FieldDescriptor* f);
 
 /// Reads a google.protobuf.Timestamp field as Unix ms (0 when unset).
 int64_t timestamp_ms(const google::protobuf::Message& m, const google::protobuf::FieldDescriptor* f);
+
+/// How large one accepted event may be. Every record a stage derives from an
+/// event (its clean output with the changes, its rejection with a reason per
+/// field) must still fit Kafka's message.max.bytes (1,000,000 by default):
+/// with these defaults the largest is about 3 x 128 KiB. A record over either
+/// limit is refused where it enters (ingest's door, extract's pull), never
+/// accepted and then stuck downstream.
+struct RecordLimits {
+  std::size_t event_bytes = 128 << 10;  // the serialized record
+  std::size_t field_bytes = 16 << 10;   // each string or bytes value, at any depth
+};
+
+/// The first limit `record` breaks (a field's, then the record's): a
+/// FieldError naming the field (or "" for the whole record), its size and the
+/// limit; nullopt when it fits.
+std::optional<FieldError> over_limits(const google::protobuf::Message& record, const RecordLimits& limits,
+                                      std::size_t index);
+
+/// Text with NUL is valid UTF-8, but no warehouse keeps it whole (PostgreSQL's
+/// text cannot hold it): the first string field holding one, refused with the
+/// record where it enters, never cut later.
+std::optional<FieldError> nul_in_text(const google::protobuf::Message& m, std::size_t index);
 
 }  // namespace starling

@@ -1,5 +1,7 @@
 #include "services/common/text.h"
 
+#include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 namespace starling {
@@ -91,6 +93,20 @@ std::optional<std::size_t> json_too_deep(std::string_view text, std::size_t limi
     }
   }
   return std::nullopt;
+}
+
+std::string url_encode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const unsigned char c : s) {
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_' ||
+        c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += fmt::format("%{:02X}", c);
+    }
+  }
+  return out;
 }
 
 }  // namespace starling

@@ -28,6 +28,10 @@ std::string utf8_safe(std::string_view s);
 /// an error message or a log line quotes a client's value.
 std::string excerpt(std::string_view s, std::size_t max = 64);
 
+/// RFC 3986 percent-encoding of everything but unreserved characters: a query
+/// parameter's name or value, or a path segment.
+std::string url_encode(std::string_view s);
+
 /// `j` as compact (indent -1) or indented JSON text. Strings that are not
 /// UTF-8 have their bad bytes replaced by U+FFFD instead of throwing, as
 /// nlohmann's plain dump() does: use this for anything that echoes client bytes.

@@ -46,20 +46,7 @@ struct Decoded {
 /// not parse, no records at all) have Errc::kInvalidArgument.
 Result<Decoded> decode_body(const PipelineConfig& p, BodyFormat format, std::string_view body);
 
-/// How large one accepted event may be. Every record a stage derives from an
-/// event (its clean output with the changes, its rejection with a reason per
-/// field) must still fit Kafka's message.max.bytes (1,000,000 by default):
-/// with these defaults the largest is about 3 x 128 KiB. A record over either
-/// limit is refused at the door, never accepted and then stuck downstream.
-struct RecordLimits {
-  std::size_t event_bytes = 128 << 10;  // the serialized record
-  std::size_t field_bytes = 16 << 10;   // each string or bytes value, at any depth
-};
-
-/// The first limit `record` breaks (a field's, then the record's): a
-/// FieldError naming the field (or "" for the whole record), its size and the
-/// limit; nullopt when it fits.
-std::optional<FieldError> over_limits(const google::protobuf::Message& record, const RecordLimits& limits,
-                                      std::size_t index);
+using starling::over_limits;
+using starling::RecordLimits;
 
 }  // namespace starling::ingest

@@ -19,6 +19,7 @@
 #include "services/common/files.h"
 #include "services/common/ids.h"
 #include "services/common/pipeline.h"
+#include "services/common/process.h"
 #include "services/common/shutdown.h"
 #include "services/common/time.h"
 #include "services/saga/saga_state.h"
@@ -346,15 +347,7 @@ Result<std::vector<PartitionRange>> plan_replay(kafka::TopicReader& reader, cons
   return out;
 }
 
-bool replay_process_alive(const ReplayStatus& s) {
-  if (s.pid <= 0 || (::kill(s.pid, 0) != 0 && errno != EPERM)) return false;
-  // A killed process nobody has reaped yet still answers kill(0): a zombie.
-  std::ifstream stat(fmt::format("/proc/{}/stat", s.pid));
-  std::string line;
-  if (!std::getline(stat, line)) return true;
-  const auto close = line.rfind(')');
-  return close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z';
-}
+bool replay_process_alive(const ReplayStatus& s) { return process_alive(s.pid); }
 
 Result<ReplayStatus> read_replay_status(const std::string& state_dir, const std::string& id) {
   std::ifstream in(state_path(state_dir, id));
