@@ -298,8 +298,8 @@ void parse_source(Reader& r, PipelineConfig& p, const YAML::Node& source) {
   if (!poll) r.error(source, "source", "expected http_poll, e.g. {http_poll: {url: http://..., every: 1h}}");
   const std::string at = "source.http_poll";
   r.expect_keys(poll, at,
-                {"url", "every", "headers", "records", "columns", "map", "paginate", "cursor", "lookback", "window",
-                 "start", "quota"});
+                {"url", "every", "cron", "each", "headers", "auth", "records", "columns", "map", "paginate", "cursor",
+                 "lookback", "window", "start", "quota"});
   HttpPollSource s;
   s.line = poll.Mark().line + 1;
   r.part([&] {
@@ -310,9 +310,76 @@ void parse_source(Reader& r, PipelineConfig& p, const YAML::Node& source) {
               fmt::format("expected an http:// or https:// URL, got '{}'", excerpt(s.url, 80)));
   });
   r.part([&] {
-    if (!poll["every"]) r.error(poll, at + ".every", "missing; how often to poll, e.g. 1h");
+    if (poll["every"] && poll["cron"])
+      r.error(poll["cron"], at + ".cron", "give every (a duration) or cron (a schedule), not both");
+    if (poll["cron"]) {
+      auto c = parse_cron(r.string(poll["cron"], at + ".cron"));
+      if (!c) r.error(poll["cron"], at + ".cron", c.error().message);
+      s.cron = std::move(*c);
+      return;
+    }
+    if (!poll["every"]) r.error(poll, at + ".every", "missing; how often to poll, e.g. 1h, or a cron: schedule");
     s.every_ms = r.duration_ms(poll["every"], at + ".every");
     if (s.every_ms <= 0) r.error(poll["every"], at + ".every", "expected a positive duration");
+  });
+  r.part([&] {
+    const auto each = poll["each"];
+    if (!each) return;
+    if (!each.IsMap() || each.size() == 0)
+      r.error(each, at + ".each", "expected a mapping of name: [values], e.g. {station: [KSEA, KBFI]}");
+    std::size_t combinations = 1;
+    for (const auto& kv : each) {
+      r.part([&] {
+        const auto name = kv.first.as<std::string>();
+        const auto path = fmt::format("{}.each.{}", at, name);
+        static const re2::RE2 ident("[A-Za-z_][A-Za-z0-9_]*");
+        if (!re2::RE2::FullMatch(name, ident) || name == "since" || name == "until")
+          r.error(kv.first, path, "expected a name of letters, digits and _ (not since or until)");
+        if (!kv.second.IsSequence() || kv.second.size() == 0)
+          r.error(kv.second, path, "expected a non-empty list of values");
+        std::vector<std::string> values;
+        values.reserve(kv.second.size());
+        for (std::size_t i = 0; i < kv.second.size(); ++i) {
+          values.push_back(r.string(kv.second[i], fmt::format("{}[{}]", path, i)));
+        }
+        if (s.url.find("${" + name + "}") == std::string::npos)
+          r.error(kv.first, path, fmt::format("the url has no ${{{}}} to fill in", name));
+        combinations *= values.size();
+        if (combinations > kMaxEachCombinations)
+          r.error(kv.second, path,
+                  fmt::format("more than {} combinations of each's values in one window", kMaxEachCombinations));
+        s.each.emplace_back(name, std::move(values));
+      });
+    }
+  });
+  r.part([&] {
+    const auto auth = poll["auth"];
+    if (!auth) return;
+    r.expect_keys(auth, at + ".auth", {"query", "oauth2"});
+    if (const auto q = auth["query"]) {
+      if (!q.IsMap() || q.size() == 0)
+        r.error(q, at + ".auth.query", "expected a mapping of parameter: value, e.g. {api_key: \"${KEY}\"}");
+      for (const auto& kv : q) {
+        s.auth_query.emplace_back(kv.first.as<std::string>(),
+                                  r.string(kv.second, at + ".auth.query." + kv.first.as<std::string>()));
+      }
+    }
+    if (const auto o = auth["oauth2"]) {
+      const auto op = at + ".auth.oauth2";
+      r.expect_keys(o, op, {"token_url", "client_id", "client_secret", "scope"});
+      HttpPollSource::OAuth2 oauth;
+      for (const char* key : {"token_url", "client_id", "client_secret"}) {
+        if (!o[key])
+          r.error(o, op + "." + key, "missing; OAuth2 client credentials need token_url, client_id and client_secret");
+      }
+      oauth.token_url = r.string(o["token_url"], op + ".token_url");
+      if (!oauth.token_url.starts_with("http://") && !oauth.token_url.starts_with("https://"))
+        r.error(o["token_url"], op + ".token_url", "expected an http:// or https:// URL");
+      oauth.client_id = r.string(o["client_id"], op + ".client_id");
+      oauth.client_secret = r.string(o["client_secret"], op + ".client_secret");
+      if (o["scope"]) oauth.scope = r.string(o["scope"], op + ".scope");
+      s.oauth2 = std::move(oauth);
+    }
   });
   r.part([&] {
     const auto headers = poll["headers"];
@@ -355,9 +422,39 @@ void parse_source(Reader& r, PipelineConfig& p, const YAML::Node& source) {
   r.part([&] {
     const auto paginate = poll["paginate"];
     if (!paginate) return;
-    r.expect_keys(paginate, at + ".paginate", {"next"});
-    if (!paginate["next"]) r.error(paginate, at + ".paginate", "expected next, e.g. {next: /pagination/next}");
-    s.paginate_next = json_pointer(r, paginate["next"], at + ".paginate.next");
+    const auto pp = at + ".paginate";
+    r.expect_keys(paginate, pp, {"next", "page", "offset", "size", "size_param", "first"});
+    const int kinds = (paginate["next"] ? 1 : 0) + (paginate["page"] ? 1 : 0) + (paginate["offset"] ? 1 : 0);
+    if (kinds != 1)
+      r.error(paginate, pp,
+              "expected one of next (a JSON pointer to the next page's URL), page (a page-number parameter) or offset "
+              "(a record-offset parameter), e.g. {next: /pagination/next} or {page: page, size: 100}");
+    if (paginate["next"]) {
+      for (const char* key : {"size", "size_param", "first"}) {
+        if (paginate[key]) r.error(paginate[key], pp + "." + key, "only with page or offset");
+      }
+      s.paging = HttpPollSource::Paging::kNext;
+      s.paginate_next = json_pointer(r, paginate["next"], pp + ".next");
+      return;
+    }
+    s.paging = paginate["page"] ? HttpPollSource::Paging::kPage : HttpPollSource::Paging::kOffset;
+    const auto param = paginate["page"] ? paginate["page"] : paginate["offset"];
+    s.page_param = r.string(param, pp + (paginate["page"] ? ".page" : ".offset"));
+    static const re2::RE2 query_name("[A-Za-z0-9_.~-]+");
+    if (!re2::RE2::FullMatch(s.page_param, query_name)) r.error(param, pp, "expected a query parameter name");
+    if (!paginate["size"])
+      r.error(paginate, pp + ".size", "missing; records in a full page (a shorter page is the last)");
+    s.page_size = r.integer(paginate["size"], pp + ".size", 1);
+    if (s.page_size > 1'000'000) r.error(paginate["size"], pp + ".size", "expected 1 to 1000000 records a page");
+    if (paginate["size_param"]) {
+      s.size_param = r.string(paginate["size_param"], pp + ".size_param");
+      if (!re2::RE2::FullMatch(s.size_param, query_name))
+        r.error(paginate["size_param"], pp + ".size_param", "expected a query parameter name");
+    }
+    if (paginate["first"]) {
+      if (!paginate["page"]) r.error(paginate["first"], pp + ".first", "only with page");
+      s.page_first = r.integer(paginate["first"], pp + ".first", 0);
+    }
   });
   r.part([&] {
     if (!poll["cursor"]) return;
@@ -420,21 +517,24 @@ namespace {
 // environment; "$$" is a literal "$". Done on the parsed tree, so a value
 // holding ':' or '#' cannot change the file's structure. A variable that is
 // not set and has no default is a problem at its line.
-void interpolate(YAML::Node node, const std::string& path, Reader& r, const EnvLookup& env) {
+void interpolate(YAML::Node node, const std::string& path, Reader& r, const EnvLookup& env,
+                 const std::vector<std::string>& url_placeholders) {
   if (node.IsMap()) {
-    for (auto kv : node) interpolate(kv.second, path + "." + kv.first.Scalar(), r, env);
+    for (auto kv : node) interpolate(kv.second, path + "." + kv.first.Scalar(), r, env, url_placeholders);
     return;
   }
   if (node.IsSequence()) {
-    for (std::size_t i = 0; i < node.size(); ++i) interpolate(node[i], fmt::format("{}[{}]", path, i), r, env);
+    for (std::size_t i = 0; i < node.size(); ++i) {
+      interpolate(node[i], fmt::format("{}[{}]", path, i), r, env, url_placeholders);
+    }
     return;
   }
   if (!node.IsScalar() || node.Scalar().find('$') == std::string::npos) return;
   std::string text = node.Scalar();
   if (path == ".source.http_poll.url") {
-    // ${since} and ${until} are extract's, filled in at each poll: escaped
-    // here, so they come out of interpolate_env as written.
-    for (const char* name : {"since", "until"}) {
+    // ${since}, ${until} and each's names are extract's, filled in at each
+    // poll: escaped here, so they come out of interpolate_env as written.
+    for (const auto& name : url_placeholders) {
       const auto placeholder = fmt::format("${{{}}}", name);
       for (auto pos = text.find(placeholder); pos != std::string::npos; pos = text.find(placeholder, pos + 2)) {
         if (pos > 0 && text[pos - 1] == '$') continue;
@@ -510,7 +610,15 @@ PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin
     throw ConfigError(fmt::format("{}:{}:{}: {}", origin, e.mark.line + 1, e.mark.column + 1, e.msg));
   }
   Reader r(origin);
-  interpolate(root, "", r, process_env());
+  // The url's own placeholders: the window, and each's names.
+  std::vector<std::string> url_placeholders{"since", "until"};
+  if (root.IsMap() && root["source"].IsMap() && root["source"]["http_poll"].IsMap() &&
+      root["source"]["http_poll"]["each"].IsMap()) {
+    for (const auto& kv : root["source"]["http_poll"]["each"]) {
+      if (kv.first.IsScalar()) url_placeholders.push_back(kv.first.Scalar());
+    }
+  }
+  interpolate(root, "", r, process_env(), url_placeholders);
   PipelineConfig p;
   p.file = origin;
   // Without the message type nothing else can be checked: those problems end the check.

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "services/common/cron.h"
 #include "services/common/error.h"
 
 namespace starling {
@@ -103,9 +104,13 @@ struct Column {
 /// starling-extract polls on a schedule. ${ENV} in the url and headers is
 /// resolved at load like any value; ${since} and ${until} (the window, RFC
 /// 3339) are kept for extract to fill in at each poll.
+/// The most combinations of a source's each: values in one window.
+inline constexpr std::size_t kMaxEachCombinations = 1000;
+
 struct HttpPollSource {
   std::string url;
-  int64_t every_ms = 0;  // between polls at the live edge
+  int64_t every_ms = 0;              // between polls at the live edge; 0 with a cron schedule
+  std::optional<CronSchedule> cron;  // or polls at these minutes (UTC)
   std::vector<std::pair<std::string, std::string>> headers;
   // Exactly one: a JSON pointer to an array of record objects, or to an
   // object of parallel arrays zipped into records (Open-Meteo's shape).
@@ -115,8 +120,30 @@ struct HttpPollSource {
   // columns shape, an object of one value per array). Unmapped: the
   // record's own keys, as a device sends them.
   std::vector<std::pair<std::string, std::string>> map;
-  std::string paginate_next;  // JSON pointer to the next page's URL; "" or null there ends the window
-  std::string cursor;         // the Timestamp field whose newest value advances `since` at the live edge
+  // Pages of one window: by a link in the body (next), by a page number
+  // (page) or a record offset (offset) in the query; a page with fewer
+  // records than page_size is the last (page and offset).
+  enum class Paging { kNone, kNext, kPage, kOffset };
+  Paging paging = Paging::kNone;
+  std::string paginate_next;  // kNext: JSON pointer to the next page's URL; "" or null there ends the window
+  std::string page_param;     // kPage, kOffset: the query parameter
+  int64_t page_first = 1;     // kPage: the first page's number
+  int64_t page_size = 0;      // kPage, kOffset: records per full page
+  std::string size_param;     // sent with page_size when set (limit=100)
+  // ${name} in the url takes each value in turn: one chain of pages per
+  // combination (the product of the lists), all in the same window.
+  std::vector<std::pair<std::string, std::vector<std::string>>> each;
+  // Auth besides headers: parameters added to every request's query (an API
+  // key; logs show them as ***), or OAuth2 client credentials.
+  std::vector<std::pair<std::string, std::string>> auth_query;
+  struct OAuth2 {
+    std::string token_url;
+    std::string client_id;
+    std::string client_secret;
+    std::string scope;
+  };
+  std::optional<OAuth2> oauth2;
+  std::string cursor;  // the Timestamp field whose newest value advances `since` at the live edge
   const google::protobuf::FieldDescriptor* cursor_field = nullptr;
   int64_t lookback_ms = 0;              // each window starts this much before the last one ended
   int64_t window_ms = 0;                // the longest window; catching up goes window by window (0: up to now)

@@ -39,9 +39,11 @@ std::optional<std::chrono::milliseconds> parse_retry_after(const std::string& va
   return std::chrono::milliseconds(std::max<int64_t>(0, at_ms - now_ms));
 }
 
-HttpGet http_get() {
-  return [](const std::string& url, const std::map<std::string, std::string>& headers, int timeout_ms) {
-    return http_call("GET", url, {}, headers, timeout_ms);
+HttpGet http_get(const HttpClientOptions& tls) {
+  return [tls](const std::string& url, const std::map<std::string, std::string>& headers, int timeout_ms) {
+    auto o = tls;
+    o.timeout_ms = timeout_ms;
+    return http_call("GET", url, {}, headers, o);
   };
 }
 
@@ -84,13 +86,27 @@ std::chrono::milliseconds ApiClient::backoff(int attempt) {
 }
 
 Result<std::string> ApiClient::get(const std::string& url, const std::map<std::string, std::string>& headers) {
+  return get(Request{url, url, headers, {}});
+}
+
+Result<std::string> ApiClient::get(Request request) {
+  const auto& url = request.shown.empty() ? request.url : request.shown;
   int failures = 0;
   int throttled = 0;
+  bool reauthed = false;
   std::string last;
   while (true) {
     if (stop_ && stop_()) return fail(Errc::kTimeout, "stopping");
     keep_quota();
-    auto r = get_(url, headers, options_.timeout_ms);
+    auto r = get_(request.url, request.headers, options_.timeout_ms);
+    if (r && r->status == 401 && request.reauth && !reauthed) {
+      if (observe_) observe_({ClientEvent::kResponse, 401, {}, {}});
+      reauthed = true;
+      if (auto st = request.reauth(request.headers); !st) {
+        return fail(st.error().code, fmt::format("GET {}: 401, and a new token failed: {}", url, st.error().message));
+      }
+      continue;
+    }
     if (r && r->status >= 200 && r->status < 300) {
       if (observe_) observe_({ClientEvent::kResponse, r->status, {}, {}});
       if (r->body.size() > options_.max_response_bytes) {

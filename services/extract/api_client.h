@@ -51,6 +51,16 @@ class ApiClient {
   /// stopping interrupted a wait.
   Result<std::string> get(const std::string& url, const std::map<std::string, std::string>& headers);
 
+  struct Request {
+    std::string url;
+    std::string shown;  // the url as errors show it (secrets redacted); "" shows url
+    std::map<std::string, std::string> headers;
+    // Called once on a 401 (an expired or revoked token): fresh headers and
+    // the request is asked again; a second 401 fails as any 4xx.
+    std::function<Status(std::map<std::string, std::string>&)> reauth;
+  };
+  Result<std::string> get(Request request);
+
  private:
   bool sleep(std::chrono::milliseconds d);  // false when stopped
   void keep_quota();
@@ -68,7 +78,8 @@ class ApiClient {
 /// nullopt when it is neither.
 std::optional<std::chrono::milliseconds> parse_retry_after(const std::string& value, int64_t now_ms);
 
-/// http_call as an HttpGet.
-HttpGet http_get();
+/// http_call as an HttpGet; https:// verified against `tls.ca_file` or the
+/// system's CAs.
+HttpGet http_get(const HttpClientOptions& tls = {});
 
 }  // namespace starling::extract

@@ -11,6 +11,7 @@ namespace starling::extract {
 namespace {
 std::string key(const std::string& pipeline) { return "since/" + pipeline; }
 std::string until_key(const std::string& pipeline) { return "until/" + pipeline; }
+std::string state_key(const std::string& pipeline) { return "state/" + pipeline; }
 
 Result<std::optional<int64_t>> get(rocksdb::DB& db, const std::string& k) {
   std::string value;
@@ -47,9 +48,18 @@ Result<std::optional<int64_t>> CursorStore::until(const std::string& pipeline) c
   return get(*db_, until_key(pipeline));
 }
 
-Status CursorStore::set_since(const std::string& pipeline, int64_t since_ms) {
+Result<std::optional<std::string>> CursorStore::state(const std::string& pipeline) const {
+  std::string value;
+  const auto st = db_->Get(rocksdb::ReadOptions{}, state_key(pipeline), &value);
+  if (st.IsNotFound()) return std::optional<std::string>{};
+  if (!st.ok()) return fail(Errc::kIo, "reading " + state_key(pipeline) + ": " + st.ToString());
+  return std::optional<std::string>{std::move(value)};
+}
+
+Status CursorStore::set_since(const std::string& pipeline, int64_t since_ms, const std::string* state) {
   rocksdb::WriteBatch batch;
   batch.Put(key(pipeline), std::to_string(since_ms));
+  if (state != nullptr) batch.Put(state_key(pipeline), *state);
   batch.Delete(until_key(pipeline));
   rocksdb::WriteOptions w;
   w.sync = true;

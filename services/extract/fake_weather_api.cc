@@ -1,6 +1,7 @@
 #include "services/extract/fake_weather_api.h"
 
 #include <fmt/format.h>
+#include <google/protobuf/stubs/strutil.h>
 
 #include <array>
 #include <cmath>
@@ -9,6 +10,7 @@
 #include <thread>
 
 #include "services/common/ids.h"
+#include "services/common/text.h"
 #include "services/common/time.h"
 
 namespace starling::extract {
@@ -45,6 +47,7 @@ void FakeWeatherApi::start() {
   o.address = options_.address;
   o.port = options_.port;
   o.threads = 2;
+  o.tls = options_.tls;
   server_ =
       std::make_unique<HttpServer>(o, [this](const HttpRequest& r, const HttpResponder& done) { done(handle(r)); });
   server_->start();
@@ -55,7 +58,9 @@ void FakeWeatherApi::stop() {
 }
 
 uint16_t FakeWeatherApi::port() const { return server_ ? server_->port() : 0; }
-std::string FakeWeatherApi::base_url() const { return fmt::format("http://{}:{}", options_.address, port()); }
+std::string FakeWeatherApi::base_url() const {
+  return fmt::format("{}://{}:{}", options_.tls.enabled() ? "https" : "http", options_.address, port());
+}
 
 std::vector<FakeObservation> FakeWeatherApi::observations(int64_t start_ms, int64_t end_ms) const {
   std::vector<FakeObservation> out;
@@ -99,9 +104,41 @@ HttpResponse FakeWeatherApi::handle(const HttpRequest& r) {
   };
   const bool geo = r.path == "/geojson/observations";
   const bool meteo = r.path == "/openmeteo/hourly";
+  const bool token = r.path == "/oauth/token" && !options_.client_id.empty();
   if (options_.slow_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.slow_ms));
-  if (!geo && !meteo) {
+  // A bearer token this API issued and that has not expired.
+  auto authorized = [&] {
+    if (options_.client_id.empty()) return true;
+    const auto h = r.header("authorization");
+    if (!h.starts_with("Bearer ")) return false;
+    std::lock_guard lock(mu_);
+    auto it = tokens_.find(h.substr(7));
+    return it != tokens_.end() && it->second > now_ms();
+  };
+  if (!geo && !meteo && !token) {
     res = json_error(404, "not_found", "GET /geojson/observations or /openmeteo/hourly");
+  } else if (down_) {
+    res = json_error(503, "unavailable", "the API is down");
+  } else if (token) {
+    std::string basic;
+    // RFC 6749 2.3.1: each part form-encoded before Basic, as a conforming server reads it.
+    google::protobuf::Base64Escape(url_encode(options_.client_id) + ":" + url_encode(options_.client_secret), &basic);
+    if (r.method != "POST" || r.body.find("grant_type=client_credentials") == std::string::npos) {
+      res = json_error(400, "unsupported_grant_type", "POST grant_type=client_credentials");
+    } else if (r.header("authorization") != "Basic " + basic) {
+      res = json_error(401, "invalid_client", "unknown client or wrong secret");
+    } else {
+      const auto t = fmt::format("t{}-{}", ++tokens_issued_, random_id().substr(0, 8));
+      {
+        std::lock_guard lock(mu_);
+        tokens_[t] = now_ms() + options_.token_ttl_s * 1000LL;
+      }
+      res.body = json{{"access_token", t}, {"token_type", "Bearer"}, {"expires_in", options_.token_ttl_s}}.dump();
+    }
+  } else if (!options_.api_key.empty() && query("api_key") != options_.api_key) {
+    res = json_error(401, "unauthorized", "a valid api_key is required");
+  } else if (!authorized()) {
+    res = json_error(401, "invalid_token", "a valid bearer token is required");
   } else if (every(options_.throttle_every)) {
     res = json_error(429, "rate_limited", "too many requests");
     res.headers.emplace_back("Retry-After", std::to_string(options_.retry_after_s));
@@ -114,6 +151,9 @@ HttpResponse FakeWeatherApi::handle(const HttpRequest& r) {
       res = json_error(400, "bad_request", "start and end must be RFC 3339 times");
     } else {
       auto obs = observations(*start, *end);
+      if (const auto station = query("station"); !station.empty()) {
+        std::erase_if(obs, [&station](const FakeObservation& o) { return o.station != station; });
+      }
       if (options_.duplicate_every > 0) {
         std::vector<FakeObservation> with;
         for (std::size_t i = 0; i < obs.size(); ++i) {
@@ -124,15 +164,20 @@ HttpResponse FakeWeatherApi::handle(const HttpRequest& r) {
       }
       json body;
       if (geo) {
-        std::size_t page = 0;
-        try {
-          page = query("page").empty() ? 0 : std::stoul(query("page"));
-        } catch (const std::exception&) {
-          page = 0;
-        }
-        const auto size = static_cast<std::size_t>(std::max(1, options_.page_size));
+        auto number = [&](const std::string& k, std::size_t otherwise) {
+          try {
+            return query(k).empty() ? otherwise : std::stoul(query(k));
+          } catch (const std::exception&) {
+            return otherwise;
+          }
+        };
+        const bool by_offset = !query("offset").empty();
+        const auto size = by_offset ? number("limit", static_cast<std::size_t>(std::max(1, options_.page_size)))
+                                    : number("per_page", static_cast<std::size_t>(std::max(1, options_.page_size)));
+        const std::size_t page = by_offset ? 0 : number("page", 0);
+        const std::size_t from = by_offset ? number("offset", 0) : page * size;
         json features = json::array();
-        for (std::size_t i = page * size; i < std::min(obs.size(), (page + 1) * size); ++i) {
+        for (std::size_t i = from; i < std::min(obs.size(), from + size); ++i) {
           const auto& o = obs[i];
           features.push_back({{"type", "Feature"},
                               {"geometry", {{"type", "Point"}, {"coordinates", {-71.0, 42.3}}}},
@@ -147,9 +192,14 @@ HttpResponse FakeWeatherApi::handle(const HttpRequest& r) {
                                 {"sky", o.sky}}}});
         }
         json next = nullptr;
-        if ((page + 1) * size < obs.size()) {
-          next = fmt::format("{}/geojson/observations?start={}&end={}&page={}", base_url(), query("start"),
-                             query("end"), page + 1);
+        if (!by_offset && (page + 1) * size < obs.size()) {
+          // The request's own parameters but the page (and a key, which a
+          // client adds itself), as APIs write their next links.
+          std::string q = fmt::format("page={}", page + 1);
+          for (const auto& [k, v] : r.query) {
+            if (k != "page" && k != "api_key") q += "&" + url_encode(k) + "=" + url_encode(v);
+          }
+          next = fmt::format("{}/geojson/observations?{}", base_url(), q);
         }
         body = {{"type", "FeatureCollection"}, {"features", features}, {"pagination", {{"next", next}}}};
       } else {

@@ -9,11 +9,20 @@
 //       {"station","timestamp","temperature_f",...}}],"pagination":{"next":URL|null}}
 //   GET /openmeteo/hourly?start=T&end=T                Open-Meteo's shape:
 //       {"hourly":{"time":[...],"station":[...],"temperature_2m":[...],...}}
+//   POST /oauth/token                                  OAuth2 client credentials
+//       (HTTP Basic), when client_id is set: {"access_token","expires_in"}
+//
+// Both data paths take station=NAME (that station only). GeoJSON pages: by
+// its own next links (page=K, from 0, page_size features), by page number
+// (page=K&per_page=N), or by offset (offset=K&limit=N; no next link then).
+// With api_key set, a data request without ?api_key=KEY gets 401; with
+// client_id set, one without a valid unexpired bearer token gets 401.
 //
 // An hour of a station exists when start <= hour < min(end, first + hours).
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -42,6 +51,11 @@ struct FakeApiOptions {
   int gap_every = 0;        // every K-th observation is missing
   int slow_ms = 0;          // each answer waits this long (a page in flight, for kill tests)
   std::string request_log;  // JSON lines: {"n","path","query","status","t_ms"}
+  TlsOptions tls;           // serve https:// (base_url says so)
+  std::string api_key;      // required as ?api_key= on data requests
+  std::string client_id;    // OAuth2: these credentials get tokens at POST /oauth/token
+  std::string client_secret;
+  int token_ttl_s = 3600;  // a token's expires_in
 };
 
 /// One generated observation, as the API serves it (US units).
@@ -74,6 +88,16 @@ class FakeWeatherApi {
   std::vector<FakeObservation> observations(int64_t start_ms, int64_t end_ms) const;
   /// The requests served so far, as the request log writes them.
   std::vector<nlohmann::json> requests() const;
+  /// While down, every request gets 503 (the API is out).
+  void set_down(bool down) { down_ = down; }
+  /// Tokens issued so far.
+  int tokens_issued() const { return tokens_issued_; }
+  /// Forgets every token issued (a revocation, or the server restarted):
+  /// requests with one get 401.
+  void revoke_tokens() {
+    std::lock_guard lock(mu_);
+    tokens_.clear();
+  }
 
  private:
   HttpResponse handle(const HttpRequest& r);
@@ -81,6 +105,9 @@ class FakeWeatherApi {
   FakeApiOptions options_;
   std::unique_ptr<HttpServer> server_;
   std::atomic<uint64_t> count_{0};
+  std::atomic<bool> down_{false};
+  std::atomic<int> tokens_issued_{0};
+  std::map<std::string, int64_t> tokens_;  // token -> expiry (Unix ms), under mu_
   mutable std::mutex mu_;
   std::vector<nlohmann::json> log_;
 };

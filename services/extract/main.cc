@@ -55,6 +55,22 @@ int main(int argc, char** argv) try {
       ->envname("STARLING_EXTRACT_MAX_PAGES")
       ->check(CLI::Range(1, 1'000'000))
       ->capture_default_str();
+  HttpClientOptions tls;
+  app.add_option("--api-ca-file", tls.ca_file,
+                 "PEM file of the CAs that sign the APIs' certificates (https://); default: the system's CAs. "
+                 "Certificates and host names are always verified")
+      ->envname("STARLING_EXTRACT_CA_FILE")
+      ->check(CLI::ExistingFile);
+  app.add_option("--max-event-bytes", options.limits.event_bytes,
+                 "Largest pulled record, serialized; a larger one goes to <p>.rejected (rule limits)")
+      ->envname("STARLING_MAX_EVENT_BYTES")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{256} << 10))
+      ->capture_default_str();
+  app.add_option("--max-field-bytes", options.limits.field_bytes,
+                 "Largest string or bytes value of a pulled record; a larger one goes to <p>.rejected (rule limits)")
+      ->envname("STARLING_MAX_FIELD_BYTES")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{256} << 10))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   options.client.timeout_ms = timeout_ms;
   options.client.backoff_base = std::chrono::milliseconds(backoff_ms);
@@ -67,12 +83,6 @@ int main(int argc, char** argv) try {
       if (!p.source) {
         spdlog::info("pipeline {} declares no source: nothing to poll", p.name);
         continue;
-      }
-      if (p.source->url.starts_with("https://")) {
-        // http_call speaks TLS now (system CAs); extract's use of it has no
-        // test yet (a fake API over TLS with a private CA), so it is refused.
-        return ctx.fatal(p.file +
-                         ": source.http_poll.url: https is not supported by starling-extract yet; use http://");
       }
       sourced.push_back(&p);
       topics.push_back(p.raw_topic());
@@ -94,8 +104,12 @@ int main(int argc, char** argv) try {
     std::vector<std::thread> threads;
     for (const auto* p : sourced) {
       extractors.push_back(std::make_unique<extract::Extractor>(
-          *p, **producer, **store, ctx.instance, options, extract::http_get(), [] { return shutdown_requested(); }));
-      spdlog::info("polling {} every {} ms: {}", p->name, p->source->every_ms, p->source->url);
+          *p, **producer, **store, ctx.instance, options, extract::http_get(tls), [] { return shutdown_requested(); },
+          extract::http_post(tls)));
+      spdlog::info(
+          "polling {} {}: {}", p->name,
+          p->source->cron ? "at cron '" + p->source->cron->text + "'" : fmt::format("every {} ms", p->source->every_ms),
+          extract::redact(*p->source, p->source->url));
       threads.emplace_back([e = extractors.back().get()] { e->run(); });
     }
     while (!shutdown_requested()) {

@@ -48,8 +48,74 @@ json mapped(const HttpPollSource& s, const json& element) {
 
 }  // namespace
 
-std::string window_url(const HttpPollSource& s, int64_t since_ms, int64_t until_ms) {
-  return replace_all(replace_all(s.url, "${since}", rfc3339(since_ms)), "${until}", rfc3339(until_ms));
+std::vector<Binding> each_bindings(const HttpPollSource& s) {
+  std::vector<Binding> out{Binding{}};
+  for (const auto& [name, values] : s.each) {
+    std::vector<Binding> next;
+    next.reserve(out.size() * values.size());
+    for (const auto& b : out) {
+      for (const auto& v : values) {
+        auto with = b;
+        with.emplace_back(name, v);
+        next.push_back(std::move(with));
+      }
+    }
+    out = std::move(next);
+  }
+  return out;
+}
+
+std::string window_url(const HttpPollSource& s, int64_t since_ms, int64_t until_ms, const Binding& binding) {
+  auto url = replace_all(replace_all(s.url, "${since}", rfc3339(since_ms)), "${until}", rfc3339(until_ms));
+  for (const auto& [name, value] : binding) {
+    url = replace_all(std::move(url), fmt::format("${{{}}}", name), url_encode(value));
+  }
+  return url;
+}
+
+std::string with_query(const std::string& url, const std::vector<std::pair<std::string, std::string>>& params) {
+  const auto hash = url.find('#');
+  std::string base = url.substr(0, hash);
+  const std::string fragment = hash == std::string::npos ? "" : url.substr(hash);
+  const auto q = base.find('?');
+  for (const auto& [name, value] : params) {
+    const auto key = url_encode(name) + "=";
+    // Already there (a next link that carries it): kept as the API wrote it.
+    if (q != std::string::npos) {
+      const auto query = std::string_view(base).substr(q + 1);
+      bool present = false;
+      for (std::size_t from = 0; from <= query.size();) {
+        const auto amp = query.find('&', from);
+        const auto item = query.substr(from, amp == std::string_view::npos ? std::string_view::npos : amp - from);
+        if (item.starts_with(key)) present = true;
+        if (amp == std::string_view::npos) break;
+        from = amp + 1;
+      }
+      if (present) continue;
+    }
+    base += base.find('?') == std::string::npos ? '?' : '&';
+    base += key + url_encode(value);
+  }
+  return base + fragment;
+}
+
+std::string redact(const HttpPollSource& s, const std::string& url) {
+  auto out = url;
+  for (const auto& [name, value] : s.auth_query) {
+    for (const auto& shown : {url_encode(value), value}) {
+      if (!shown.empty()) {
+        out = replace_all(std::move(out), fmt::format("{}={}", url_encode(name), shown),
+                          fmt::format("{}=***", url_encode(name)));
+      }
+    }
+  }
+  return out;
+}
+
+std::string paged_url(const HttpPollSource& s, const std::string& first, int64_t position) {
+  std::vector<std::pair<std::string, std::string>> params{{s.page_param, std::to_string(position)}};
+  if (!s.size_param.empty()) params.emplace_back(s.size_param, std::to_string(s.page_size));
+  return with_query(first, params);
 }
 
 Result<Page> parse_page(const HttpPollSource& s, std::string_view body) {

@@ -17,8 +17,29 @@
 
 namespace starling::extract {
 
-/// The source's url with ${since} and ${until} as RFC 3339 UTC (ms, "Z").
-std::string window_url(const HttpPollSource& s, int64_t since_ms, int64_t until_ms);
+/// One combination of each's values: name -> value (empty without each).
+using Binding = std::vector<std::pair<std::string, std::string>>;
+
+/// Every combination of the source's each: values, in declaration order (the
+/// last name varies fastest); one empty binding when it has none.
+std::vector<Binding> each_bindings(const HttpPollSource& s);
+
+/// The source's url with ${since} and ${until} as RFC 3339 UTC (ms, "Z") and
+/// each ${name} of `binding` as its value, percent-encoded.
+std::string window_url(const HttpPollSource& s, int64_t since_ms, int64_t until_ms, const Binding& binding = {});
+
+/// `url` with `params` added to its query (percent-encoded), each unless the
+/// query has it already.
+std::string with_query(const std::string& url, const std::vector<std::pair<std::string, std::string>>& params);
+
+/// `url` as logs and errors may show it: the values of the source's
+/// auth.query parameters replaced by ***.
+std::string redact(const HttpPollSource& s, const std::string& url);
+
+/// The next page's URL for page/offset paging: `first` (the window's first
+/// URL, without the paging parameters) with page number / offset `position`
+/// and the size parameter.
+std::string paged_url(const HttpPollSource& s, const std::string& first, int64_t position);
 
 struct Page {
   /// One JSON object per record, in the API's order, mapped (source.map):

@@ -22,6 +22,7 @@
 #include "starling/v1/envelope.pb.h"
 #include "starling/v1/saga.pb.h"
 #include "starling/v1/weather.pb.h"
+#include "tests/services/extract/extractor_fixture.h"
 #include "tests/services/extract/weather_source.h"
 #include "tests/support/fake_kafka.h"
 #include "tests/support/temp_dir.h"
@@ -34,9 +35,6 @@ using ::testing::HasSubstr;
 using testing::SourceShape;
 using testing::TempDir;
 using testing::weather_with_source;
-
-constexpr int64_t kHour = 3'600'000;
-constexpr int64_t kFirst = 1'767'225'600'000;  // 2026-01-01T00:00:00Z
 
 std::string problems_of(const std::string& yaml) {
   try {
@@ -264,70 +262,6 @@ TEST(ApiClient, ParsesRetryAfterAsSecondsOrAnHttpDate) {
             std::chrono::seconds(10));
   EXPECT_FALSE(parse_retry_after("soon", now));
 }
-
-// One pipeline, a fake API, a fake producer and a cursor store.
-class ExtractorTest : public ::testing::Test {
- protected:
-  void start_api(FakeApiOptions o) {
-    o.first_hour_ms = kFirst;
-    o.request_log = dir_ / "requests.jsonl";
-    api_ = std::make_unique<FakeWeatherApi>(o);
-    api_->start();
-  }
-  void make(SourceShape shape, ExtractOptions options = {}) {
-    shape.start = rfc3339(kFirst);
-    pipeline_ = parse_pipeline(weather_with_source(api_->base_url(), shape), "w.yaml");
-    if (!store_) store_ = std::move(*CursorStore::open(dir_ / "cursors"));
-    options.client.backoff_base = std::chrono::milliseconds(10);
-    options.client.backoff_max = std::chrono::milliseconds(50);
-    extractor_ = std::make_unique<Extractor>(pipeline_, producer_, *store_, "extract-test", options, http_get(),
-                                             [] { return false; });
-  }
-  // Polls until caught up at `now`; returns the polls.
-  std::vector<PollResult> poll_all(int64_t now) {
-    std::vector<PollResult> out;
-    for (int i = 0; i < 100; ++i) {
-      auto r = extractor_->poll(now);
-      EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message);
-      if (!r) break;
-      out.push_back(*r);
-      if (r->caught_up) break;
-    }
-    return out;
-  }
-  std::vector<v1::Envelope> raw() const {
-    std::vector<v1::Envelope> out;
-    for (const auto& m : producer_.produced()) {
-      if (m.topic != "weather.raw") continue;
-      v1::Envelope e;
-      EXPECT_TRUE(e.ParseFromString(m.value));
-      out.push_back(std::move(e));
-    }
-    return out;
-  }
-  // (station, time) of each record on weather.raw.
-  std::multiset<std::pair<std::string, int64_t>> pulled() const {
-    std::multiset<std::pair<std::string, int64_t>> out;
-    for (const auto& e : raw()) {
-      v1::WeatherObservation o;
-      EXPECT_TRUE(o.ParseFromString(e.payload()));
-      out.emplace(o.station_id(), e.event_time_ms());
-    }
-    return out;
-  }
-  std::set<std::pair<std::string, int64_t>> expected(int64_t from, int64_t to) const {
-    std::set<std::pair<std::string, int64_t>> out;
-    for (const auto& o : api_->observations(from, to)) out.emplace(o.station, o.time_ms);
-    return out;
-  }
-
-  TempDir dir_;
-  std::unique_ptr<FakeWeatherApi> api_;
-  PipelineConfig pipeline_;
-  FakeProducer producer_;
-  std::unique_ptr<CursorStore> store_;
-  std::unique_ptr<Extractor> extractor_;
-};
 
 TEST_F(ExtractorTest, PullsIncrementalWindowsPageByPageAndEndsWithEveryObservation) {
   // Given 24 hours of 3 stations, 7 features a page, 6-hour windows with a 1-hour lookback
