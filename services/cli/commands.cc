@@ -15,6 +15,7 @@
 #include "services/clean/rule_config.h"
 #include "services/clean/rules.h"
 #include "services/cli/completion.h"
+#include "services/cli/extract_cmd.h"
 #include "services/cli/fixtures.h"
 #include "services/cli/groups.h"
 #include "services/cli/schema_check.h"
@@ -26,6 +27,7 @@
 #include "services/common/process.h"
 #include "services/common/progress.h"
 #include "services/common/shutdown.h"
+#include "services/common/text.h"
 #include "services/common/time.h"
 #include "services/replay/replay.h"
 #include "services/simulator/report.h"
@@ -129,19 +131,6 @@ struct SagasArgs {
   bool all = false;
   bool as_json = false;
 };
-
-std::string url_encode(const std::string& s) {
-  std::string out;
-  for (const unsigned char c : s) {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_' ||
-        c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += fmt::format("%{:02X}", c);
-    }
-  }
-  return out;
-}
 
 Result<json> saga_api_get(const std::string& url) {
   auto resp = http_call("GET", url);
@@ -730,6 +719,9 @@ int run(int argc, char** argv) {
   auto* check = app.add_subcommand("check", "Validate pipeline files; errors name the line");
   std::vector<std::string> check_files;
   check->add_option("files", check_files, "Pipeline YAML files")->required();
+  ExtractArgs extract_args;
+  add_extract_command(app, extract_args);
+
   auto* test_cmd = app.add_subcommand(
       "test", "Run the fixture cases beside each pipeline (x.yaml → x.test.yaml); exit 1 on a failure");
   std::vector<std::string> test_files;
@@ -755,6 +747,7 @@ int run(int argc, char** argv) {
       return 0;
     }
     if (*groups) return cmd_groups(groups_args, default_pipelines());
+    if (*extract_args.extract) return cmd_extract(extract_args);
     if (*test_cmd) return run_fixture_files(test_files);
     if (*sagas) {
       for (auto* sub : {sagas_list_cmd, sagas_show_cmd, sagas_report_cmd}) {

@@ -4,18 +4,23 @@
 // must end with every observation the API has, exactly once, whatever the
 // API's duplicates and gaps and however often extract is killed with -9.
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <thread>
 
+#include "services/common/http.h"
 #include "services/common/pipeline.h"
+#include "services/common/process.h"
 #include "services/common/time.h"
 #include "services/extract/fake_weather_api.h"
 #include "services/extract/source.h"
@@ -24,6 +29,7 @@
 #include "starling/v1/weather.pb.h"
 #include "tests/e2e/pipeline_e2e.h"
 #include "tests/services/extract/weather_source.h"
+#include "tests/support/prometheus_sample.h"
 #include "tests/support/temp_dir.h"
 
 namespace starling::e2e {
@@ -39,7 +45,8 @@ class ExtractE2E : public ::testing::Test {
 
   // The API: `hours` of data ending an hour ago (clean refuses readings
   // older than 7 days and newer than now + 10 min).
-  void start(extract::FakeApiOptions o, int hours) {
+  // Live polling starts `live_from` hours into the data (a backfill pulls what is before).
+  void start(extract::FakeApiOptions o, int hours, int live_from = 0, const std::string& saga_block = {}) {
     first_ = (now_ms() / kHour) * kHour - hours * kHour;
     o.first_hour_ms = first_;
     o.hours = hours;
@@ -47,11 +54,16 @@ class ExtractE2E : public ::testing::Test {
     api_ = std::make_unique<extract::FakeWeatherApi>(o);
     api_->start();
     testing::SourceShape shape;
-    shape.start = rfc3339(first_);
+    shape.start = rfc3339(first_ + live_from * kHour);
     shape.lookback = "2h";
     shape.every = "30s";  // at the live edge; catching up polls at once
     pipeline_file_ = dir_ / "weather.yaml";
-    std::ofstream(pipeline_file_) << testing::weather_with_source(api_->base_url(), shape);
+    auto yaml = testing::weather_with_source(api_->base_url(), shape);
+    if (!saga_block.empty()) {
+      const std::string stall = "  stall_after: 2m\n";
+      yaml.replace(yaml.find(stall), stall.size(), saga_block);
+    }
+    std::ofstream(pipeline_file_) << yaml;
 
     supervisor::StackOptions so;
     so.bin_dir = STARLING_BIN_DIR;
@@ -162,6 +174,158 @@ TEST_F(ExtractE2E, KillNineOfExtractMidPollLeavesNoGapAndNoDuplicate) {
   for (const auto& r : api_->requests()) ++asked[r["query"].dump()];
   EXPECT_TRUE(std::any_of(asked.begin(), asked.end(), [](const auto& kv) { return kv.second > 1; }))
       << "no kill landed in the middle of a window";
+}
+
+// The `starling` executable's output and exit code.
+std::pair<int, std::string> starling_cli(const std::string& args) {
+  const auto cmd = std::string(STARLING_BIN_DIR) + "/starling " + args + " 2>&1";
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  char buf[4096];
+  while (p != nullptr && std::fgets(buf, sizeof buf, p) != nullptr) out += buf;
+  const int st = p != nullptr ? ::pclose(p) : -1;
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+TEST_F(ExtractE2E, TheApiDownLongerThanTheStallDeadlineLosesNothingAndEveryPageSagaCompletes) {
+  // Given a slow API (3 features a page, 150 ms each) and sagas that stall after 3 s
+  start({.stations = 3, .page_size = 3, .slow_ms = 150}, 12, 0, "  stall_after: 3s\n");
+  const auto want = expected_ids();
+  // When the API goes down in the middle of catching up, for longer than the deadline
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (api_->requests().size() < 4 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  api_->set_down(true);
+  std::this_thread::sleep_for(std::chrono::seconds(8));
+  // extract backed off (it says so in its metrics) and the cursor did not move past what was pulled
+  auto page = http_call("GET", stack_->url("extract") + "/metrics");
+  ASSERT_TRUE(page.has_value());
+  EXPECT_GE(
+      testing::prometheus_sample(page->body, R"(starling_extract_backoffs_total{pipeline="weather",reason="backoff"})")
+          .value_or(0),
+      1);
+  EXPECT_GT(testing::prometheus_sample(page->body,
+                                       R"(starling_extract_http_responses_total{pipeline="weather",status="503"})")
+                .value_or(0),
+            0);
+  int down_answers = 0;
+  for (const auto& r : api_->requests()) down_answers += r["status"] == 503 ? 1 : 0;
+  EXPECT_GE(down_answers, 2);
+  // Then, the API back, every observation is loaded once and every saga completes
+  api_->set_down(false);
+  expect_exact_rows(want);
+}
+
+TEST_F(ExtractE2E, ABackfillBesideLivePollingPausedResumedAndKilledEndsWithExactRows) {
+  // Given 48 hours of data, live polling from hour 36 on, and a slow API
+  // (2 features a page, 150 ms each: a 6-hour window of 2 stations takes ~1 s)
+  start({.stations = 2, .page_size = 2, .slow_ms = 150}, 48, 36);
+  const auto want = expected_ids();
+  const auto state_dir = dir_ / "backfills";
+  const std::string id = "bf-e2e";
+  const auto run_args = std::vector<std::string>{std::string(STARLING_BIN_DIR) + "/starling",
+                                                 "extract",
+                                                 "backfill",
+                                                 "--pipeline",
+                                                 pipeline_file_,
+                                                 "--from",
+                                                 rfc3339(first_),
+                                                 "--to",
+                                                 rfc3339(first_ + 38 * kHour),
+                                                 "--id",
+                                                 id,
+                                                 "--kafka",
+                                                 stack_->bootstrap(),
+                                                 "--state-dir",
+                                                 state_dir};
+  auto status = [&]() -> nlohmann::json {
+    auto [code, out] = starling_cli("extract backfill status " + id + " --json --state-dir " + state_dir);
+    if (code != 0) return nlohmann::json::object();
+    return nlohmann::json::parse(out, nullptr, false);
+  };
+  auto wait_for = [&](const std::function<bool(const nlohmann::json&)>& ok) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    nlohmann::json s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      s = status();
+      if (s.is_object() && ok(s)) return s;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ADD_FAILURE() << "backfill status never got there: " << s.dump();
+    return s;
+  };
+  // When a backfill of hours 0..38 (7 windows) runs beside it
+  auto run = ChildProcess::spawn(run_args, dir_ / "backfill-1.log");
+  ASSERT_TRUE(run.has_value()) << run.error().message;
+  wait_for([](const auto& s) { return s.value("windows", 0) >= 1; });
+  // is paused from another terminal (it stops pulling),
+  auto [paused_code, paused_out] = starling_cli("extract backfill pause " + id + " --state-dir " + state_dir);
+  EXPECT_EQ(paused_code, 0) << paused_out;
+  const auto paused = wait_for([](const auto& s) { return s.value("state", "") == "paused"; });
+  // The backfill's requests: windows from before live polling's start, or its last one (36..38)
+  auto backfill_requests = [&] {
+    const auto live_start = rfc3339(first_ + 36 * kHour);
+    const auto last_end = rfc3339(first_ + 38 * kHour);
+    std::size_t n = 0;
+    for (const auto& r : api_->requests()) {
+      const auto start = r["query"].value("start", "");
+      n += (start < live_start || r["query"].value("end", "") == last_end) ? 1 : 0;
+    }
+    return n;
+  };
+  const auto asked = backfill_requests();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(status().value("records", -1), paused.value("records", -2)) << "a paused backfill pulled";
+  EXPECT_EQ(backfill_requests(), asked) << "a paused backfill asked the API";
+  // resumed,
+  auto [resumed_code, resumed_out] = starling_cli("extract backfill resume " + id + " --state-dir " + state_dir);
+  EXPECT_EQ(resumed_code, 0) << resumed_out;
+  const auto resumed = wait_for([](const auto& s) { return s.value("state", "") == "running"; });
+  // killed with -9 in the middle of a window (one has just ended; the next is being pulled),
+  const auto windows = resumed.value("windows", 0);
+  wait_for([windows](const auto& s) { return s.value("windows", 0) > windows; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  run->signal(SIGKILL);
+  ASSERT_TRUE(run->wait(std::chrono::seconds(10)).has_value());
+  const auto gone = status();
+  EXPECT_EQ(gone.value("process_alive", true), false);
+  ASSERT_EQ(gone.value("state", ""), "running") << "the kill came after the end: " << gone.dump();
+  // and started again with the same id
+  auto again = ChildProcess::spawn(run_args, dir_ / "backfill-2.log");
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  const auto exit = again->wait(std::chrono::seconds(120));
+  ASSERT_TRUE(exit.has_value()) << "the backfill never ended";
+  EXPECT_TRUE(WIFEXITED(*exit) && WEXITSTATUS(*exit) == 0);
+  EXPECT_EQ(status().value("state", ""), "done");
+  // Then the warehouse holds each observation once, live and backfilled alike,
+  expect_exact_rows(want);
+  // and the backfill is one saga of kind REPLAY that completed
+  auto saga = http_call("GET", stack_->saga_url() + "/v1/sagas/" + id);
+  ASSERT_TRUE(saga.has_value());
+  ASSERT_EQ(saga->status, 200) << saga->body;
+  const auto j = nlohmann::json::parse(saga->body);
+  EXPECT_EQ(j.value("kind", ""), "REPLAY");
+  EXPECT_EQ(j.value("state", ""), "COMPLETED");
+  EXPECT_GT(j.value("total", 0), 0);
+}
+
+TEST_F(ExtractE2E, ABackfillRefusesARangeInTheFutureAndAPipelineWithoutASource) {
+  start({.stations = 1}, 2);
+  auto [future_code, future_out] =
+      starling_cli("extract backfill --pipeline " + pipeline_file_ +
+                   " --from 2026-01-01T00:00:00Z --to 2999-01-01T00:00:00Z --state-dir " + dir_ / "bf");
+  EXPECT_EQ(future_code, 2) << future_out;
+  EXPECT_THAT(future_out, ::testing::HasSubstr("--to 2999-01-01T00:00:00.000Z is in the future"));
+  auto [none_code, none_out] =
+      starling_cli("extract backfill --pipeline " + testing::source_path("pipelines/ecowheels.yaml") +
+                   " --from 2026-01-01T00:00:00Z --to 2026-01-02T00:00:00Z --state-dir " + dir_ / "bf");
+  EXPECT_EQ(none_code, 2) << none_out;
+  EXPECT_THAT(none_out, ::testing::HasSubstr("declares no source"));
+  auto [bad_code, bad_out] =
+      starling_cli("extract backfill --pipeline " + pipeline_file_ + " --from yesterday --to 2026-01-02T00:00:00Z");
+  EXPECT_EQ(bad_code, 2) << bad_out;
+  EXPECT_THAT(bad_out, ::testing::HasSubstr("--from 'yesterday': expected an RFC 3339 time"));
 }
 
 }  // namespace

@@ -59,6 +59,9 @@ expect_has "" "completion"
 expect_has "--" "--version"
 expect "sagas sh" "show"
 expect "replay st" "status"
+expect "extract " "backfill"
+expect "extract backfill st" "status"
+expect_has "extract backfill --" "--from"
 # A flag's value does not count as a subcommand: "--kafka topics" stays at the top.
 expect "groups --kafka topics --js" "--json"
 # After an option that takes a value: files (here, one we made).
