@@ -9,6 +9,8 @@ set(STARLING_MAN_PAGES
   "starling|event-driven data pipelines on Kafka: run, inspect, tail and replay them"
   "starling-broker|embedded, durable, Kafka-compatible broker"
   "starling-ingest|the front door: device events over HTTP and MQTT into Kafka"
+  "starling-extract|polls external HTTP APIs into a pipeline's raw topic"
+  "starling-fake-api|simulated external APIs (a weather API) for the tests and the demo"
   "starling-clean|applies a pipeline's rules to its raw events"
   "starling-load|loads clean events into SQLite or PostgreSQL"
   "starling-saga|the saga coordinator: tracks every accepted batch until it is loaded or rejected")

@@ -27,6 +27,7 @@
 #include "services/common/progress.h"
 #include "services/common/shutdown.h"
 #include "services/common/time.h"
+#include "services/extract/fake_api_cli.h"
 #include "services/replay/replay.h"
 #include "services/simulator/report.h"
 #include "services/simulator/simulate.h"
@@ -549,6 +550,15 @@ int run(int argc, char** argv) {
   int settle_s = 120;
   demo->add_option("--settle-timeout", settle_s, "Seconds to wait for every saga to complete")->capture_default_str();
 
+  auto* fake_api =
+      app.add_subcommand("fake-api",
+                         "Serve a simulated external API that starling-extract can poll (the same command and flags as "
+                         "starling-fake-api), until Ctrl-C:\n"
+                         "  starling fake-api weather --listen 127.0.0.1:8089 --stations 10");
+  fake_api->require_subcommand(1);
+  extract::FakeWeatherFlags fake_weather;
+  extract::add_fake_weather_command(*fake_api, fake_weather);
+
   auto* simulate_cmd = app.add_subcommand("simulate", "Post a simulated e-bike fleet's telemetry to a running ingest");
   add_sim_flags(simulate_cmd, sim);
   simulate_cmd->add_option("--url", sim.url, "starling-ingest base URL")->capture_default_str();
@@ -743,6 +753,7 @@ int run(int argc, char** argv) {
 
   try {
     if (*check) return cmd_check(check_files);
+    if (*fake_api) return extract::run_fake_weather(fake_weather, "starling fake-api");
     if (*topics) {
       for (auto* sub : {topics_list_cmd, topics_describe_cmd, topics_create_cmd}) {
         if (*sub) topics_args.command = sub->get_name();

@@ -59,6 +59,10 @@ expect_has "" "completion"
 expect_has "--" "--version"
 expect "sagas sh" "show"
 expect "replay st" "status"
+expect "fake" "fake-api"
+expect "fake-api " "weather"
+expect_has "fake-api weather --" "--stations"
+expect_has "fake-api weather --" "--first-hour"
 # A flag's value does not count as a subcommand: "--kafka topics" stays at the top.
 expect "groups --kafka topics --js" "--json"
 # After an option that takes a value: files (here, one we made).
