@@ -22,7 +22,7 @@ CLI::App* add_fake_weather_command(CLI::App& parent, FakeWeatherFlags& f) {
       "Hourly observations of N stations in US units, generated from a seed (nothing is downloaded): GET "
       "/geojson/observations (paginated FeatureCollection) and GET /openmeteo/hourly (parallel arrays), each with "
       "?start=&end= (RFC 3339). Serves until Ctrl-C (SIGINT or SIGTERM).\n"
-      "  weather --listen 127.0.0.1:8089 --stations 10");
+      "  weather --listen 127.0.0.1:8089 --stations 10   (what pipelines/weather.yaml polls by default)");
   auto& o = f.api;
   weather->add_option("--listen", f.listen, "host:port; port 0 picks one")->capture_default_str();
   weather->add_option("--port-file", f.port_file, "Written with the bound port");
