@@ -10,6 +10,7 @@ set(STARLING_MAN_PAGES
   "starling-broker|embedded, durable, Kafka-compatible broker"
   "starling-ingest|the front door: device events over HTTP and MQTT into Kafka"
   "starling-extract|pulls records from external HTTP APIs on a schedule into Kafka"
+  "starling-fake-api|simulated external APIs (a weather API) for the tests and the demo"
   "starling-clean|applies a pipeline's rules to its raw events"
   "starling-load|loads clean events into SQLite or PostgreSQL"
   "starling-saga|the saga coordinator: tracks every accepted batch until it is loaded or rejected")

@@ -21,6 +21,7 @@
 #include "services/cli/schema_check.h"
 #include "services/cli/tail.h"
 #include "services/cli/topics.h"
+#include "services/cli/weather_demo.h"
 #include "services/common/http.h"
 #include "services/common/kafka_properties.h"
 #include "services/common/logging.h"
@@ -29,6 +30,7 @@
 #include "services/common/shutdown.h"
 #include "services/common/text.h"
 #include "services/common/time.h"
+#include "services/extract/fake_api_cli.h"
 #include "services/replay/replay.h"
 #include "services/simulator/report.h"
 #include "services/simulator/simulate.h"
@@ -531,12 +533,45 @@ int run(int argc, char** argv) {
   up->add_option("--saga-port", up_saga_port, "HTTP port of the saga API")->capture_default_str();
 
   auto* demo = app.add_subcommand(
-      "demo", "The main job: start everything, run a simulated e-bike fleet, print a consistency report");
+      "demo",
+      "The main job: start everything in a fresh folder, feed the (first) pipeline, print a consistency report; "
+      "exit 0 only if CONSISTENT. An e-bike pipeline (pipelines/ecowheels.yaml) gets a simulated fleet posting to "
+      "ingest; a pipeline with a source: http_poll: block (pipelines/weather.yaml) gets a fake weather API on a free "
+      "port, which starling-extract polls (the report then checks the warehouse against every observation it has).\n"
+      "  starling demo --pipeline pipelines/ecowheels.yaml --events 2000\n"
+      "  starling demo --pipeline pipelines/weather.yaml --stations 10 --hours 24");
   add_stack_flags(demo);
   SimOptions sim;
   add_sim_flags(demo, sim);
   int settle_s = 120;
-  demo->add_option("--settle-timeout", settle_s, "Seconds to wait for every saga to complete")->capture_default_str();
+  demo->add_option("--settle-timeout", settle_s,
+                   "Seconds to wait for every saga to complete (the weather demo: for the whole range to be pulled, "
+                   "and each record loaded or rejected)")
+      ->capture_default_str();
+  WeatherDemoOptions weather_demo;
+  const std::string weather_group = "Weather demo (a pipeline with a source)";
+  demo->add_option("--stations", weather_demo.stations, "Weather stations the fake API serves")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000))
+      ->group(weather_group);
+  // weather.yaml's clean rules refuse readings older than 7 days.
+  demo->add_option("--hours", weather_demo.hours, "Hours of observations, ending at the current hour (at most 144)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 144))
+      ->group(weather_group);
+  demo->add_option("--page-size", weather_demo.page_size, "Observations per page of the fake API")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000))
+      ->group(weather_group);
+
+  auto* fake_api = app.add_subcommand(
+      "fake-api",
+      "Serve a simulated external API that starling-extract can poll (the same command and flags as "
+      "starling-fake-api), until Ctrl-C:\n"
+      "  starling fake-api weather --listen 127.0.0.1:8089   (pipelines/weather.yaml polls it by default)");
+  fake_api->require_subcommand(1);
+  extract::FakeWeatherFlags fake_weather;
+  extract::add_fake_weather_command(*fake_api, fake_weather);
 
   auto* simulate_cmd = app.add_subcommand("simulate", "Post a simulated e-bike fleet's telemetry to a running ingest");
   add_sim_flags(simulate_cmd, sim);
@@ -735,6 +770,7 @@ int run(int argc, char** argv) {
 
   try {
     if (*check) return cmd_check(check_files);
+    if (*fake_api) return extract::run_fake_weather(fake_weather, "starling fake-api");
     if (*topics) {
       for (auto* sub : {topics_list_cmd, topics_describe_cmd, topics_create_cmd}) {
         if (*sub) topics_args.command = sub->get_name();
@@ -778,9 +814,25 @@ int run(int argc, char** argv) {
     }
     (void)cli_kafka_properties(stack_opts.kafka_properties_file, stack_opts.kafka_properties);  // refused: exit 2
     if (*demo) {
+      // The first pipeline says which demo: one that pulls gets the fake
+      // API; one without a source needs the e-bike fleet's records.
+      const auto& file = stack_opts.pipeline_files.front();
+      const auto first = load_pipeline(file);
+      const bool pulls = first.source || first.message_type != "starling.v1.RideTelemetry";
+      if (pulls) {
+        if (auto why = weather_demo_refusal(first, file); !why.empty()) {
+          fmt::print(stderr, "error: {}\n", why);
+          return 2;
+        }
+      }
       if (stack_opts.data_dir.empty()) {
         char tmpl[] = "/tmp/starling-demo-XXXXXX";
         stack_opts.data_dir = ::mkdtemp(tmpl);
+      }
+      if (pulls) {
+        weather_demo.seed = sim.seed;
+        weather_demo.settle_s = settle_s;
+        return cmd_weather_demo(stack_opts, weather_demo);
       }
       return cmd_demo(stack_opts, sim, settle_s);
     }

@@ -77,4 +77,36 @@ Result<RowCount> count_rows(const std::string& db_path, const std::string& table
   return res;
 }
 
+Result<std::vector<std::string>> loaded_event_ids(const std::string& db_path, const std::string& table) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    std::string msg = sqlite3_errmsg(db);
+    sqlite3_close(db);
+    return fail(Errc::kNotFound, fmt::format("{}: {}", db_path, msg));
+  }
+  sqlite3_busy_timeout(db, 5000);
+  sqlite3_stmt* s = nullptr;
+  // The table name comes from a validated pipeline file, quoted.
+  const auto sql = fmt::format("SELECT event_id FROM \"{}\"", table);
+  std::vector<std::string> ids;
+  Result<std::vector<std::string>> res = ids;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) {
+    res = fail(Errc::kIo, fmt::format("{}: {}", db_path, sqlite3_errmsg(db)));
+  } else {
+    int rc = SQLITE_ROW;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      const auto* text = sqlite3_column_text(s, 0);
+      ids.emplace_back(text ? reinterpret_cast<const char*>(text) : "");
+    }
+    if (rc == SQLITE_DONE) {
+      res = std::move(ids);
+    } else {
+      res = fail(Errc::kIo, fmt::format("{}: {}", db_path, sqlite3_errmsg(db)));
+    }
+  }
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return res;
+}
+
 }  // namespace starling::simulator

@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "services/common/error.h"
 
@@ -38,5 +39,9 @@ struct RowCount {
   int64_t distinct_ids = 0;
 };
 Result<RowCount> count_rows(const std::string& db_path, const std::string& table);
+
+/// Every event_id of a loaded table, in no particular order: what a run
+/// compares with the ids it expects (the weather demo, each API observation).
+Result<std::vector<std::string>> loaded_event_ids(const std::string& db_path, const std::string& table);
 
 }  // namespace starling::simulator

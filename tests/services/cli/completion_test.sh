@@ -62,6 +62,11 @@ expect "replay st" "status"
 expect "extract " "backfill"
 expect "extract backfill st" "status"
 expect_has "extract backfill --" "--from"
+expect "fake" "fake-api"
+expect "fake-api " "weather"
+expect_has "fake-api weather --" "--stations"
+expect_has "fake-api weather --" "--first-hour"
+expect_has "demo --" "--hours"
 # A flag's value does not count as a subcommand: "--kafka topics" stays at the top.
 expect "groups --kafka topics --js" "--json"
 # After an option that takes a value: files (here, one we made).
