@@ -23,21 +23,10 @@ std::string line(const extract::BackfillStatus& s) {
 }
 
 nlohmann::json status_json(const extract::BackfillStatus& s, bool alive) {
-  return {{"id", s.id},
-          {"pipeline", s.pipeline},
-          {"from", rfc3339(s.from_ms)},
-          {"to", rfc3339(s.to_ms)},
-          {"next_window", rfc3339(s.since_ms)},
-          {"state", s.state},
-          {"error", s.error},
-          {"pid", s.pid},
-          {"process_alive", alive},
-          {"pages", s.pages},
-          {"records", s.records},
-          {"rejected", s.rejected},
-          {"windows", s.windows},
-          {"failed_polls", s.failed_polls},
-          {"fraction", s.fraction()}};
+  auto j = extract::backfill_json(s);
+  j["next_window"] = rfc3339(s.since_ms);
+  j["process_alive"] = alive;
+  return j;
 }
 
 int control(const ExtractArgs& a) {

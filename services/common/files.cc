@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string_view>
 
 namespace starling {
@@ -67,6 +68,16 @@ Status write_file_atomically(const std::string& path, const std::string& content
   }
   ::close(dir_fd);
   return {};
+}
+
+std::string take_control_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return {};
+  std::string action;
+  std::getline(in, action);
+  in.close();
+  ::unlink(path.c_str());
+  return action;
 }
 
 }  // namespace starling

@@ -15,4 +15,9 @@ namespace starling {
 /// On failure `path` is unchanged and the temporary file is gone.
 Status write_file_atomically(const std::string& path, const std::string& content);
 
+/// The first line of a control file another process wrote (a command's
+/// pause, resume or cancel), removing the file once read; "" when there is
+/// none.
+std::string take_control_file(const std::string& path);
+
 }  // namespace starling

@@ -36,7 +36,9 @@ std::string control_path(const std::string& dir, const std::string& id) {
   return (fs::path(dir) / (id + ".control")).string();
 }
 
-json to_json(const BackfillStatus& s) {
+}  // namespace
+
+nlohmann::json backfill_json(const BackfillStatus& s) {
   return {{"id", s.id},
           {"pipeline", s.pipeline},
           {"from", rfc3339(s.from_ms)},
@@ -56,6 +58,8 @@ json to_json(const BackfillStatus& s) {
           {"failed_polls", s.failed_polls},
           {"fraction", s.fraction()}};
 }
+
+namespace {
 
 BackfillStatus from_json(const json& j) {
   BackfillStatus s;
@@ -79,18 +83,12 @@ BackfillStatus from_json(const json& j) {
 
 Status save(const std::string& dir, BackfillStatus& s) {
   s.updated_ms = now_ms();
-  return write_file_atomically(state_path(dir, s.id), to_json(s).dump(2) + "\n");
+  return write_file_atomically(state_path(dir, s.id), backfill_json(s).dump(2) + "\n");
 }
 
-// The action asked for in the control file; the file is removed once read.
+// The action asked for in the control file (removed once read).
 std::string take_control(const std::string& dir, const std::string& id) {
-  std::ifstream in(control_path(dir, id));
-  if (!in) return {};
-  std::string action;
-  std::getline(in, action);
-  in.close();
-  ::unlink(control_path(dir, id).c_str());
-  return action;
+  return take_control_file(control_path(dir, id));
 }
 
 bool valid_id(const std::string& id) {

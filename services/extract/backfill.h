@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "services/common/error.h"
@@ -50,6 +51,9 @@ struct BackfillStatus {
   /// How much of the range is done, 0 to 1.
   double fraction() const;
 };
+
+/// The status as its state file holds it (times as Unix ms and RFC 3339).
+nlohmann::json backfill_json(const BackfillStatus& s);
 
 /// Checks the options (the error names the flag) before anything starts.
 Status check_backfill_options(const BackfillOptions& o);

@@ -94,15 +94,9 @@ std::string topic_for(const ReplayOptions& o, bool replay) {
   return replay ? base + ".replay" : base;
 }
 
-// True when the control file asks for `action`; the file is removed once read.
+// The action asked for in the control file (removed once read).
 std::string take_control(const std::string& dir, const std::string& id) {
-  std::ifstream in(control_path(dir, id));
-  if (!in) return {};
-  std::string action;
-  std::getline(in, action);
-  in.close();
-  ::unlink(control_path(dir, id).c_str());
-  return action;
+  return take_control_file(control_path(dir, id));
 }
 
 // The replay saga's INGESTED fact: the total, the children (one per input

@@ -26,14 +26,7 @@ using ::testing::Not;
 
 int64_t at(const char* rfc3339_text) { return *parse_time_ms(rfc3339_text); }
 
-std::string problems_of(const std::string& yaml) {
-  try {
-    (void)parse_pipeline(yaml, "w.yaml");
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return {};
-}
+using starling::testing::problems_of;
 
 // ---- cron ----
 
@@ -197,27 +190,17 @@ TEST(SourceBlock, EachProblemNamesItsLine) {
 
 class ExtractSources : public ExtractorTest {
  protected:
-  // The weather source's GeoJSON block with `paginate` and extra lines.
+  // The weather source's GeoJSON block (every 1h, 6-hour windows, no
+  // lookback, no paging) with `url_tail` and `lines` added.
   std::string source(const std::string& url_tail, const std::string& lines) const {
-    return starling::testing::weather_yaml() + fmt::format(R"(
-source:
-  http_poll:
-    url: {}/geojson/observations?start=${{since}}&end=${{until}}{}
-    every: 1h
-    window: 6h
-    start: "{}"
-    records: /features
-    map:
-      station_id: /properties/station
-      observed_at: /properties/timestamp
-      air_temperature: /properties/temperature_f
-      humidity_pct: /properties/relative_humidity
-      wind_speed: /properties/wind_speed_mph
-      pressure: /properties/pressure_inhg
-      precipitation: /properties/precipitation_in
-      sky: /properties/sky
-{})",
-                                                           api_->base_url(), url_tail, rfc3339(kFirst), lines);
+    starling::testing::SourceShape shape;
+    shape.every = "1h";
+    shape.lookback = "0s";
+    shape.start = rfc3339(kFirst);
+    shape.url_tail = url_tail;
+    shape.paginate.clear();
+    shape.extra = lines;
+    return starling::testing::weather_with_source(api_->base_url(), shape);
   }
   std::set<std::pair<std::string, int64_t>> pulled_set() const {
     const auto all = pulled();

@@ -36,14 +36,7 @@ using testing::SourceShape;
 using testing::TempDir;
 using testing::weather_with_source;
 
-std::string problems_of(const std::string& yaml) {
-  try {
-    (void)parse_pipeline(yaml, "w.yaml");
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return {};
-}
+using starling::testing::problems_of;
 
 // The line of `needle` in `text`, 1-based.
 int line_of(const std::string& text, const std::string& needle) {

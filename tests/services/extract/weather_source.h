@@ -8,6 +8,7 @@
 #include <sstream>
 #include <string>
 
+#include "services/common/pipeline.h"
 #include "tests/support/temp_dir.h"
 
 namespace starling::testing {
@@ -28,8 +29,10 @@ struct SourceShape {
   std::string every = "1s";
   std::string window = "6h";
   std::string lookback = "1h";
-  std::string start;  // RFC 3339
-  std::string extra;  // more lines of the http_poll block, indented by 4
+  std::string start;                                  // RFC 3339
+  std::string extra;                                  // more lines of the http_poll block, indented by 4
+  std::string url_tail;                               // appended to the GeoJSON url's query
+  std::string paginate = "{next: /pagination/next}";  // GeoJSON; "" for none
 };
 
 /// weather.yaml plus `source: http_poll:` for the fake API at `base_url`.
@@ -39,13 +42,12 @@ inline std::string weather_with_source(const std::string& base_url, const Source
     block = fmt::format(R"(
 source:
   http_poll:
-    url: {}/geojson/observations?start=${{since}}&end=${{until}}
+    url: {}/geojson/observations?start=${{since}}&end=${{until}}{}
     every: {}
     window: {}
     lookback: {}
     start: "{}"
-    records: /features
-    paginate: {{next: /pagination/next}}
+    records: /features{}
     map:
       station_id: /properties/station
       observed_at: /properties/timestamp
@@ -56,7 +58,8 @@ source:
       precipitation: /properties/precipitation_in
       sky: /properties/sky
 )",
-                        base_url, s.every, s.window, s.lookback, s.start);
+                        base_url, s.url_tail, s.every, s.window, s.lookback, s.start,
+                        s.paginate.empty() ? "" : "\n    paginate: " + s.paginate);
   } else {
     block = fmt::format(R"(
 source:
@@ -80,6 +83,16 @@ source:
                         base_url, s.every, s.window, s.lookback, s.start);
   }
   return weather_yaml() + block + s.extra;
+}
+
+/// What parse_pipeline refused in `yaml` ("" when it loads).
+inline std::string problems_of(const std::string& yaml) {
+  try {
+    (void)parse_pipeline(yaml, "w.yaml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return {};
 }
 
 }  // namespace starling::testing
