@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <functional>
+#include <optional>
 #include <thread>
 
 #include "services/common/http.h"
@@ -54,7 +56,11 @@ Result<SagaTotals> wait_until_settled(const std::string& saga_url, const std::st
                                           timeout.count() / 1000, last->in("COMPLETED"), sagas, last->in_flight));
 }
 
-Result<RowCount> count_rows(const std::string& db_path, const std::string& table) {
+namespace {
+
+// Runs `sql` (a table name from a validated pipeline file, quoted) on the
+// SQLite file read-only, calling `row` for each result row.
+Status query_rows(const std::string& db_path, const std::string& sql, const std::function<void(sqlite3_stmt*)>& row) {
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
     std::string msg = sqlite3_errmsg(db);
@@ -63,50 +69,40 @@ Result<RowCount> count_rows(const std::string& db_path, const std::string& table
   }
   sqlite3_busy_timeout(db, 5000);
   sqlite3_stmt* s = nullptr;
-  // The table name comes from a validated pipeline file, quoted.
-  const auto sql = fmt::format("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM \"{}\"", table);
-  RowCount out;
-  Result<RowCount> res = out;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
+  Status res;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) {
     res = fail(Errc::kIo, fmt::format("{}: {}", db_path, sqlite3_errmsg(db)));
   } else {
-    res = RowCount{sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1)};
+    int rc = SQLITE_ROW;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) row(s);
+    if (rc != SQLITE_DONE) res = fail(Errc::kIo, fmt::format("{}: {}", db_path, sqlite3_errmsg(db)));
   }
   sqlite3_finalize(s);
   sqlite3_close(db);
   return res;
 }
 
+}  // namespace
+
+Result<RowCount> count_rows(const std::string& db_path, const std::string& table) {
+  std::optional<RowCount> out;
+  auto st = query_rows(db_path, fmt::format("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM \"{}\"", table),
+                       [&out](sqlite3_stmt* s) {
+                         out = RowCount{sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1)};
+                       });
+  if (!st) return std::unexpected(st.error());
+  if (!out) return fail(Errc::kIo, fmt::format("{}: COUNT(*) gave no row", db_path));
+  return *out;
+}
+
 Result<std::vector<std::string>> loaded_event_ids(const std::string& db_path, const std::string& table) {
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-    std::string msg = sqlite3_errmsg(db);
-    sqlite3_close(db);
-    return fail(Errc::kNotFound, fmt::format("{}: {}", db_path, msg));
-  }
-  sqlite3_busy_timeout(db, 5000);
-  sqlite3_stmt* s = nullptr;
-  // The table name comes from a validated pipeline file, quoted.
-  const auto sql = fmt::format("SELECT event_id FROM \"{}\"", table);
   std::vector<std::string> ids;
-  Result<std::vector<std::string>> res = ids;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) {
-    res = fail(Errc::kIo, fmt::format("{}: {}", db_path, sqlite3_errmsg(db)));
-  } else {
-    int rc = SQLITE_ROW;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-      const auto* text = sqlite3_column_text(s, 0);
-      ids.emplace_back(text ? reinterpret_cast<const char*>(text) : "");
-    }
-    if (rc == SQLITE_DONE) {
-      res = std::move(ids);
-    } else {
-      res = fail(Errc::kIo, fmt::format("{}: {}", db_path, sqlite3_errmsg(db)));
-    }
-  }
-  sqlite3_finalize(s);
-  sqlite3_close(db);
-  return res;
+  auto st = query_rows(db_path, fmt::format("SELECT event_id FROM \"{}\"", table), [&ids](sqlite3_stmt* s) {
+    const auto* text = sqlite3_column_text(s, 0);
+    ids.emplace_back(text != nullptr ? reinterpret_cast<const char*>(text) : "");
+  });
+  if (!st) return std::unexpected(st.error());
+  return ids;
 }
 
 }  // namespace starling::simulator
