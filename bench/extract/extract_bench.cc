@@ -41,6 +41,7 @@
 #include "services/common/process.h"
 #include "services/common/time.h"
 #include "services/extract/fake_weather_api.h"
+#include "starling/v1/weather.pb.h"
 
 namespace {
 
@@ -183,6 +184,10 @@ struct Side {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  // The pipeline names its message type, found by reflection in the
+  // generated pool: a use of the schemas library keeps it linked (a release
+  // link with --as-needed drops a library nothing calls).
+  (void)starling::v1::WeatherObservation::descriptor();
   CLI::App app{
       "extract_bench: starling-extract against curl | jq | kcat -P, pulling the same pages of a fake "
       "weather API into starling-broker"};
