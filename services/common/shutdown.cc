@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <thread>
@@ -30,6 +31,16 @@ void request_shutdown() { g_shutdown.store(true); }
 
 void wait_for_shutdown() {
   while (!g_shutdown.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+}
+
+bool sleep_unless(std::chrono::milliseconds d, const std::function<bool()>& stop) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (true) {
+    if (stop && stop()) return false;
+    const auto left = until - std::chrono::steady_clock::now();
+    if (left <= std::chrono::steady_clock::duration::zero()) return true;
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(50), left));
+  }
 }
 
 }  // namespace starling

@@ -7,6 +7,7 @@
 #include <ctime>
 #include <thread>
 
+#include "services/common/shutdown.h"
 #include "services/common/text.h"
 #include "services/common/time.h"
 
@@ -55,15 +56,7 @@ ApiClient::ApiClient(ClientOptions options, HttpGet get, std::function<bool()> s
       observe_(std::move(observe)),
       rng_(std::random_device{}()) {}
 
-bool ApiClient::sleep(std::chrono::milliseconds d) {
-  const auto until = std::chrono::steady_clock::now() + d;
-  while (std::chrono::steady_clock::now() < until) {
-    if (stop_ && stop_()) return false;
-    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
-        std::chrono::milliseconds(50), until - std::chrono::steady_clock::now()));
-  }
-  return !(stop_ && stop_());
-}
+bool ApiClient::sleep(std::chrono::milliseconds d) { return sleep_unless(d, stop_); }
 
 void ApiClient::keep_quota() {
   if (options_.quota_per_min > 0 && last_request_) {

@@ -16,6 +16,7 @@
 #include "services/common/ids.h"
 #include "services/common/pipeline.h"
 #include "services/common/process.h"
+#include "services/common/shutdown.h"
 #include "services/common/text.h"
 #include "services/common/time.h"
 #include "services/extract/api_client.h"
@@ -224,14 +225,10 @@ Result<BackfillStatus> run_backfill(const BackfillOptions& o,
   // Waits up to `d`, taking orders; false when stopped or cancelled.
   std::string order;
   auto wait = [&](std::chrono::milliseconds d) {
-    const auto until = std::chrono::steady_clock::now() + d;
-    while (std::chrono::steady_clock::now() < until) {
-      if (stop()) return false;
+    return sleep_unless(d, [&] {
       if (auto a = take_control(o.state_dir, s.id); !a.empty()) order = a;
-      if (order == "cancel") return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return true;
+      return stop() || order == "cancel";
+    });
   };
   auto finish = [&](const std::string& state) -> Result<BackfillStatus> {
     s.state = state;

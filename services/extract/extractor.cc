@@ -14,6 +14,7 @@
 #include "services/common/ids.h"
 #include "services/common/metrics.h"
 #include "services/common/records.h"
+#include "services/common/shutdown.h"
 #include "services/common/text.h"
 #include "services/common/time.h"
 
@@ -299,12 +300,9 @@ std::expected<PollResult, PollError> Extractor::poll(int64_t now) {
   nlohmann::json state = nlohmann::json::object();
   PollResult result;
   if (backfill) {
-    auto text = store_.state(key_);
-    if (!text) return fail_poll(PollFailure::kStore, text.error().message);
-    if (const auto& stored_state = *text; stored_state.has_value()) {
-      state = nlohmann::json::parse(stored_state.value(), nullptr, /*allow_exceptions=*/false);
-    }
-    if (!state.is_object()) return fail_poll(PollFailure::kStore, "the backfill's stored state is corrupt");
+    auto stored_state = backfill_state();
+    if (!stored_state) return fail_poll(stored_state.error().kind, stored_state.error().message);
+    state = std::move(*stored_state);
     result.seqs = state.value("next_seq", 0U);
   }
   result.since_ms = stored->value_or(backfill          ? backfill->from_ms
@@ -362,9 +360,6 @@ std::expected<PollResult, PollError> Extractor::poll(int64_t now) {
                                    {"last", next_seq - 1}});
     }
     state["next_seq"] = next_seq;
-    state["records"] = state.value("records", 0ULL) + result.records;
-    state["rejected"] = state.value("rejected", 0ULL) + result.rejected;
-    state["pages"] = state.value("pages", 0) + result.pages;
     const auto text = state.dump();
     if (auto st = store_.set_since(key_, result.next_since_ms, &text); !st) {
       return fail_poll(PollFailure::kStore, st.error().message);
@@ -401,18 +396,24 @@ std::expected<PollResult, PollError> Extractor::poll(int64_t now) {
   return result;
 }
 
+std::expected<nlohmann::json, PollError> Extractor::backfill_state() const {
+  auto text = store_.state(key_);
+  if (!text) return std::unexpected(PollError{PollFailure::kStore, text.error().message});
+  const auto& stored = *text;
+  auto state = stored.has_value() ? nlohmann::json::parse(stored.value(), nullptr, /*allow_exceptions=*/false)
+                                  : nlohmann::json::object();
+  if (!state.is_object())
+    return std::unexpected(PollError{PollFailure::kStore, "the backfill's stored state is corrupt"});
+  return state;
+}
+
 std::expected<PollResult, PollError> Extractor::close_backfill(bool cancelled) {
   const auto& backfill = options_.backfill;
   if (!backfill.has_value()) return std::unexpected(PollError{PollFailure::kStore, "not a backfill"});
   const BackfillRange range = *backfill;
-  auto text = store_.state(key_);
-  if (!text) return std::unexpected(PollError{PollFailure::kStore, text.error().message});
-  const auto& stored_state = *text;
-  auto state =
-      stored_state.has_value() ? nlohmann::json::parse(stored_state.value(), nullptr, false) : nlohmann::json::object();
-  if (!state.is_object())
-    return std::unexpected(PollError{PollFailure::kStore, "the backfill's stored state is corrupt"});
-  return finish_backfill(range, PollResult{}, state, cancelled);
+  auto state = backfill_state();
+  if (!state) return std::unexpected(state.error());
+  return finish_backfill(range, PollResult{}, *state, cancelled);
 }
 
 std::expected<PollResult, PollError> Extractor::finish_backfill(const BackfillRange& range, PollResult result,
@@ -484,10 +485,7 @@ void Extractor::run() {
         .gauge("starling_extract_next_poll_timestamp_seconds", "When the source is polled next (Unix seconds)",
                {{"pipeline", p_.name}})
         .set(static_cast<double>(next) / 1000);
-    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(next - now);
-    while (!stop_() && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    sleep_unless(std::chrono::milliseconds(next - now), stop_);
   }
 }
 

@@ -106,6 +106,8 @@ class Extractor {
   // Pulls one each: binding's pages of the window.
   std::expected<void, PollError> pull(const Binding& binding, std::map<std::string, std::string>& headers,
                                       int64_t& max_cursor_ms, uint32_t& next_seq, PollResult& result);
+  // The backfill's seqs and windows so far, as stored with its cursor.
+  std::expected<nlohmann::json, PollError> backfill_state() const;
   std::expected<PollResult, PollError> finish_backfill(const BackfillRange& range, PollResult result,
                                                        const nlohmann::json& state, bool cancelled = false);
 

@@ -7,8 +7,8 @@
 #include <cctype>
 #include <chrono>
 #include <nlohmann/json.hpp>
-#include <thread>
 
+#include "services/common/shutdown.h"
 #include "services/common/text.h"
 
 namespace starling::extract {
@@ -38,12 +38,8 @@ Result<std::string> TokenSource::token(int64_t now_ms) {
   if (!config_.scope.empty()) body += "&scope=" + url_encode(config_.scope);
   std::string last;
   for (int attempt = 1; attempt <= 3; ++attempt) {
-    if (attempt > 1) {
-      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500 << (attempt - 2));
-      while (std::chrono::steady_clock::now() < until) {
-        if (stop_ && stop_()) return fail(Errc::kTimeout, "stopping");
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
+    if (attempt > 1 && !sleep_unless(std::chrono::milliseconds(500 << (attempt - 2)), stop_)) {
+      return fail(Errc::kTimeout, "stopping");
     }
     auto r = post_(config_.token_url, body, headers, timeout_ms_);
     ++fetched_;
