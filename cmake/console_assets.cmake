@@ -31,6 +31,8 @@ function(starling_console_assets)
   endif()
 
   file(GLOB files CONFIGURE_DEPENDS ${ARG_DIR}/*.html ${ARG_DIR}/*.js ${ARG_DIR}/*.css ${ARG_DIR}/*.svg)
+  # An edited file is embedded again: each one is an input of the configure step.
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${files})
   set(vendor ${npm_dir}/node_modules/uplot/dist/uPlot.iife.min.js ${npm_dir}/node_modules/uplot/dist/uPlot.min.css)
   set(body "")
   foreach(f IN LISTS files vendor)

@@ -82,7 +82,7 @@ SagaHttp::SagaHttp(SagaStore& store, const Activity& activity, Clock clock, Saga
 
 HttpResponse SagaHttp::handle(const HttpRequest& req) const {
   try {
-    if (req.path.starts_with(kConsolePrefix)) {
+    if (req.path == "/console" || req.path.starts_with(kConsolePrefix)) {
       if (req.method != "GET") return json_error(405, "method_not_allowed", "use GET");
       return console_file(req.path);
     }

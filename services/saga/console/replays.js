@@ -47,8 +47,9 @@ export function render(ctx) {
   const control = async (r, action, label) => {
     if (!(await confirmDialog(`${label} replay ${r.id} of ${r.pipeline}?`, label))) return;
     try {
-      const got = await ctx.api(`/v1/replays/${encodeURIComponent(r.id)}/${action}`, { method: 'POST' });
-      fill(note, `${label}: replay ${got.id || r.id} is ${got.state || 'updated'}.`);
+      // The replay takes the control between batches: its state below follows.
+      await ctx.api(`/v1/replays/${encodeURIComponent(r.id)}/${action}`, { method: 'POST' });
+      fill(note, `${label} sent to replay ${r.id}.`);
     } catch (e) {
       fill(note, `${label} failed: ${e.code ? `${e.code}: ` : ''}${e.message}`);
     }
