@@ -506,7 +506,7 @@ HttpResponse journey(const TopicsApiOptions& o, SagaStore& store, const HttpRequ
   if (p == nullptr) return unknown_pipeline(pipeline);
 
   ScanPlan plan;
-  plan.topics = {p->raw_topic(),      p->raw_replay_topic(), p->clean_topic(),
+  plan.topics = {p->raw_topic(),          p->raw_replay_topic(), p->clean_topic(),
                  p->clean_replay_topic(), p->rejected_topic(),   p->dlq_topic()};
   plan.from_ms = since->value_or(now - kJourneySinceDefaultMs);
   const std::set<std::string> raw_topics = {p->raw_topic(), p->raw_replay_topic()};
@@ -667,7 +667,9 @@ HttpResponse journey(const TopicsApiOptions& o, SagaStore& store, const HttpRequ
     if (status == "loaded") {
       where = "loaded into " + p->table;
     } else if (status == "rejected" || status == "rejected_at_load") {
-      const std::string stage = status == "rejected_at_load" ? "load" : rejected_stage.empty() ? "clean" : rejected_stage;
+      const std::string stage = status == "rejected_at_load" ? "load"
+                                : rejected_stage.empty()     ? "clean"
+                                                             : rejected_stage;
       where = "rejected by " + stage + first_reason;
     } else if (status == "cleaned") {
       where = saga != nullptr ? "waiting for load"
@@ -788,8 +790,8 @@ HttpResponse rejects(const TopicsApiOptions& o, const HttpRequest& req, int64_t 
                     {"count", g->second.count},
                     {"examples", g->second.examples}});
   }
-  json body = {{"pipeline", p->name},     {"scanned", stats->scanned}, {"complete", stats->complete},
-               {"records", records},      {"undecodable", undecodable}, {"groups", list}};
+  json body = {{"pipeline", p->name}, {"scanned", stats->scanned},  {"complete", stats->complete},
+               {"records", records},  {"undecodable", undecodable}, {"groups", list}};
   if (not_listed > 0) body["groups_not_listed"] = not_listed;
   return {200, json_text(body)};
 }
@@ -799,8 +801,8 @@ std::optional<HttpResponse> route(const TopicsApiOptions& o, SagaStore& store, c
   constexpr std::string_view kSagas = "/v1/sagas/";
   constexpr std::string_view kEvents = "/events";
   std::string saga_id;
-  const bool events = req.path.starts_with(kSagas) && req.path.ends_with(kEvents) &&
-                      req.path.size() > kSagas.size() + kEvents.size();
+  const bool events =
+      req.path.starts_with(kSagas) && req.path.ends_with(kEvents) && req.path.size() > kSagas.size() + kEvents.size();
   if (events) {
     saga_id = req.path.substr(kSagas.size(), req.path.size() - kSagas.size() - kEvents.size());
     if (saga_id.find('/') != std::string::npos) return std::nullopt;

@@ -57,9 +57,9 @@ using TopicSourceFactory = std::function<Result<std::unique_ptr<TopicSource>>(co
 Result<std::unique_ptr<TopicSource>> kafka_topic_source(const kafka::KafkaOptions& options);
 
 struct TopicsApiOptions {
-  kafka::KafkaOptions kafka;              // how to reach the broker (as SagaService gets it)
-  std::vector<PipelineConfig> pipelines;  // the --pipeline files the service was given
-  std::size_t scan_max = 200'000;         // records read per request at most, over all topics
+  kafka::KafkaOptions kafka;               // how to reach the broker (as SagaService gets it)
+  std::vector<PipelineConfig> pipelines;   // the --pipeline files the service was given
+  std::size_t scan_max = 200'000;          // records read per request at most, over all topics
   std::chrono::milliseconds budget{5000};  // wall time per request at most
   /// How a request reaches the topics; unset: kafka_topic_source.
   TopicSourceFactory source;

@@ -41,9 +41,9 @@ class MemoryTopics {
   }
 
   std::map<std::string, Topic>& topics() { return topics_; }
-  bool down = false;           // every call fails as Kafka being unreachable does
-  std::size_t polls = 0;       // poll_batch calls, over all sources
-  std::size_t created = 0;     // sources made
+  bool down = false;        // every call fails as Kafka being unreachable does
+  std::size_t polls = 0;    // poll_batch calls, over all sources
+  std::size_t created = 0;  // sources made
 
   saga::TopicSourceFactory factory() {
     return [this](const kafka::KafkaOptions&) -> Result<std::unique_ptr<saga::TopicSource>> {

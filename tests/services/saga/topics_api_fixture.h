@@ -37,12 +37,8 @@ inline PipelineConfig ecowheels() {
 // One reading of a bike: what a device posts.
 inline nlohmann::json reading(const std::string& event_id, const std::string& device, double speed,
                               int64_t event_ms = kT0) {
-  return {{"event_id", event_id},
-          {"device_id", device},
-          {"battery_pct", 80.04},
-          {"speed_kmh", speed},
-          {"status", "RIDING"},
-          {"event_time", rfc3339_trimmed(event_ms)}};
+  return {{"event_id", event_id}, {"device_id", device}, {"battery_pct", 80.04},
+          {"speed_kmh", speed},   {"status", "RIDING"},  {"event_time", rfc3339_trimmed(event_ms)}};
 }
 
 // The messages one event becomes on each topic.

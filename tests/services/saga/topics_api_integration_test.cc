@@ -32,8 +32,7 @@ using nlohmann::json;
 
 class TopicsApiIntegration : public ::testing::Test {
  protected:
-  TopicsApiIntegration()
-      : store_(dir_ / "sagas"), pipeline_(ecowheels()), stages_(pipeline_), t0_(now_ms() - 60'000) {
+  TopicsApiIntegration() : store_(dir_ / "sagas"), pipeline_(ecowheels()), stages_(pipeline_), t0_(now_ms() - 60'000) {
     google::protobuf::SetLogHandler(nullptr);
   }
 
@@ -168,7 +167,8 @@ TEST_F(TopicsApiIntegration, EachEndpointAnswersFromTheRealTopics) {
   ASSERT_EQ(rejects.status, 200) << rejects.raw.body;
   EXPECT_EQ(rejects.body["complete"], true);
   std::map<std::string, json> groups;
-  for (const auto& g : rejects.body["groups"]) groups[g["rule"].get<std::string>() + ":" + g["field"].get<std::string>()] = g;
+  for (const auto& g : rejects.body["groups"])
+    groups[g["rule"].get<std::string>() + ":" + g["field"].get<std::string>()] = g;
   ASSERT_TRUE(groups.contains("range:speed_kmh")) << rejects.body.dump(2);
   EXPECT_EQ(groups["range:speed_kmh"]["count"], 1);
   EXPECT_EQ(groups["range:speed_kmh"]["examples"][0]["event_id"], "ev-fast");

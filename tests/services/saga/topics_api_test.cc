@@ -107,7 +107,9 @@ TEST_F(TopicsApiTest, BadParametersAre400NamingTheParameterAndAnUnknownPipelineI
       {"/v1/journey", {{"pipeline", "ecowheels"}, {"event_id", "e"}, {"limit", "101"}}, 400, "limit"},
       {"/v1/journey", {{"pipeline", "ecowheels"}, {"event_id", "e"}, {"limit", "-1"}}, 400, "limit"},
       {"/v1/journey", {{"pipeline", "ecowheels"}, {"event_id", "e"}, {"limit", "1e3"}}, 400, "limit"},
-      {"/v1/journey", {{"pipeline", "ecowheels"}, {"event_id", "e"}, {"limit", "99999999999999999999999"}}, 400,
+      {"/v1/journey",
+       {{"pipeline", "ecowheels"}, {"event_id", "e"}, {"limit", "99999999999999999999999"}},
+       400,
        "limit"},
       {"/v1/journey", {{"pipeline", "ecowheels"}, {"event_id", "e"}, {"since", "yesterday"}}, 400, "since"},
       {"/v1/journey", {{"pipeline", "ecowheels"}, {"event_id", "e"}, {"since", "2026-11-23T10:00:00"}}, 400, "since"},
@@ -159,8 +161,8 @@ TEST_F(TopicsApiTest, KafkaUnreachableIs503WithRetryAfter) {
     const auto a = get(path, query);
     EXPECT_EQ(a.status, 503) << path;
     EXPECT_EQ(a.body["error"]["code"], "kafka_unavailable");
-    EXPECT_NE(std::find(a.raw.headers.begin(), a.raw.headers.end(), std::make_pair(std::string("Retry-After"),
-                                                                                    std::string("5"))),
+    EXPECT_NE(std::find(a.raw.headers.begin(), a.raw.headers.end(),
+                        std::make_pair(std::string("Retry-After"), std::string("5"))),
               a.raw.headers.end());
   }
 }
@@ -442,8 +444,8 @@ TEST_F(TopicsApiTest, ASagasEventsComeInSeqOrderWithPositionAndStatus) {
   // Another saga's events, and junk, in the same topic.
   for (uint32_t i = 0; i < 5; ++i) event(reading(fmt::format("o-{}", i), "bike-0017", 10), "other", i);
   topics_.add("ecowheels.raw", 0, "x", "junk", kT0);
-  store_sagas(store_, {saga_record("sg", "ecowheels", 6, kT0,
-                                   {.cleaned = {0, 1, 2, 4}, .rejected = {3}, .loaded = {0, 1}})});
+  store_sagas(store_,
+              {saga_record("sg", "ecowheels", 6, kT0, {.cleaned = {0, 1, 2, 4}, .rejected = {3}, .loaded = {0, 1}})});
   auto a = get("/v1/sagas/sg/events");
   ASSERT_EQ(a.status, 200) << a.raw.body;
   EXPECT_EQ(a.body["saga_id"], "sg");
