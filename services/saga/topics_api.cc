@@ -372,10 +372,12 @@ class Sagas {
     if (it == cache_.end()) {
       auto r = store_.get(id);
       std::optional<v1::SagaRecord> found;
-      if (r && *r) found = std::move(**r);
+      if (r) found = std::move(*r);  // a store error reads as not known: the topics still answer
       it = cache_.emplace(id, std::move(found)).first;
     }
-    return it->second ? &*it->second : nullptr;
+    const std::optional<v1::SagaRecord>& known = it->second;
+    if (!known) return nullptr;
+    return &*known;
   }
 
  private:
@@ -397,10 +399,11 @@ const char* seq_status(const v1::SagaRecord& r, uint32_t seq) {
 HttpResponse saga_events(const TopicsApiOptions& o, SagaStore& store, const HttpRequest& req, const std::string& id) {
   auto limit = size_param(req, "limit", kEventsLimitDefault, 1, kEventsLimitMax);
   if (!limit) return bad_param("limit", limit.error().message);
-  auto found = store.get(id);
-  if (!found) return json_error(500, "store_error", found.error().message);
-  if (!*found) return json_error(404, "unknown_saga", "no saga with id '" + excerpt(id, 64) + "'", "saga_id");
-  const v1::SagaRecord& saga = **found;
+  auto got = store.get(id);
+  if (!got) return json_error(500, "store_error", got.error().message);
+  const std::optional<v1::SagaRecord>& found = *got;
+  if (!found) return json_error(404, "unknown_saga", "no saga with id '" + excerpt(id, 64) + "'", "saga_id");
+  const v1::SagaRecord& saga = *found;
   PipelineConfig named;
   named.name = saga.pipeline();
   ScanPlan plan;
@@ -670,7 +673,7 @@ HttpResponse journey(const TopicsApiOptions& o, SagaStore& store, const HttpRequ
       const std::string stage = status == "rejected_at_load" ? "load"
                                 : rejected_stage.empty()     ? "clean"
                                                              : rejected_stage;
-      where = "rejected by " + stage + first_reason;
+      where = fmt::format("rejected by {}{}", stage, first_reason);
     } else if (status == "cleaned") {
       where = saga != nullptr ? "waiting for load"
                               : "cleaned; whether it loaded is not known (its saga is not in the store)";
@@ -711,7 +714,9 @@ HttpResponse rejects(const TopicsApiOptions& o, const HttpRequest& req, int64_t 
   if (!since) return bad_param("since", since.error().message);
   auto until = time_param(req, "until", now);
   if (!until) return bad_param("until", until.error().message);
-  if (*since && *until && **until < **since) return bad_param("until", "must not be before since");
+  const std::optional<int64_t> from = *since;
+  const std::optional<int64_t> to = *until;
+  if (from && to && *to < *from) return bad_param("until", "must not be before since");
   auto examples = size_param(req, "examples", kExamplesDefault, 0, kExamplesMax);
   if (!examples) return bad_param("examples", examples.error().message);
   const PipelineConfig* p = find_pipeline(o, pipeline);
@@ -719,8 +724,8 @@ HttpResponse rejects(const TopicsApiOptions& o, const HttpRequest& req, int64_t 
 
   ScanPlan plan;
   plan.topics = {p->rejected_topic(), p->dlq_topic()};
-  plan.from_ms = *since;
-  plan.until_ms = *until;
+  plan.from_ms = from;
+  plan.until_ms = to;
   plan.tail_share = true;
   auto src = open_source(o);
   if (!src) return kafka_error(src.error());
