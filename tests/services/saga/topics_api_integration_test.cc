@@ -49,10 +49,11 @@ class TopicsApiIntegration : public ::testing::Test {
     producer_ = std::move(*p);
     options_.kafka = kafka;
     options_.pipelines = {pipeline_};
-    server_ = std::make_unique<HttpServer>(HttpServerOptions{}, [this](const HttpRequest& req, HttpResponder done) {
-      auto r = handle_topics_api(options_, store_, req, [] { return now_ms(); });
-      done(r ? *r : json_error(404, "not_found", "no route"));
-    });
+    server_ =
+        std::make_unique<HttpServer>(HttpServerOptions{}, [this](const HttpRequest& req, const HttpResponder& done) {
+          auto r = handle_topics_api(options_, store_, req, [] { return now_ms(); });
+          done(r ? *r : json_error(404, "not_found", "no route"));
+        });
     server_->start();
   }
   void TearDown() override { server_->stop(); }

@@ -269,8 +269,8 @@ TEST_F(TopicsApiTest, StatusComesFromTheSagaAndElseFromWhatTheTopicsHold) {
 
 TEST_F(TopicsApiTest, ADeviceSearchGivesItsNewestEventsUpToLimitAndNoOtherDevices) {
   for (uint32_t i = 0; i < 8; ++i) {
-    event(reading(fmt::format("d5-{}", i), "bike-0005", 10), "s5", i, kT0 + i * 1000);
-    event(reading(fmt::format("d6-{}", i), "bike-0006", 10), "s6", i, kT0 + i * 1000);
+    event(reading(fmt::format("d5-{}", i), "bike-0005", 10), "s5", i, kT0 + int64_t{i} * 1000);
+    event(reading(fmt::format("d6-{}", i), "bike-0006", 10), "s6", i, kT0 + int64_t{i} * 1000);
   }
   const auto body = journey({{"device_id", "bike-0005"}, {"limit", "3"}});
   ASSERT_EQ(body["events"].size(), 3u) << body.dump(2);
