@@ -350,6 +350,26 @@ Result<std::unique_ptr<TopicSource>> open_source(const TopicsApiOptions& o) {
   return o.source ? o.source(o.kafka) : kafka_topic_source(o.kafka);
 }
 
+// One of max_concurrent places for a request that reads topics, held until it answers.
+class Slot {
+ public:
+  explicit Slot(const TopicsApiOptions& o) : count_(o.in_flight) {
+    if (count_ == nullptr) return;
+    held_ = count_->fetch_add(1) < o.max_concurrent;
+    if (!held_) count_->fetch_sub(1);
+  }
+  ~Slot() {
+    if (held_) count_->fetch_sub(1);
+  }
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+  bool held() const { return held_ || count_ == nullptr; }
+
+ private:
+  std::shared_ptr<std::atomic<std::size_t>> count_;
+  bool held_ = false;
+};
+
 const PipelineConfig* find_pipeline(const TopicsApiOptions& o, const std::string& name) {
   for (const auto& p : o.pipelines) {
     if (p.name == name) return &p;
@@ -814,6 +834,13 @@ std::optional<HttpResponse> route(const TopicsApiOptions& o, SagaStore& store, c
   }
   if (!events && req.path != "/v1/journey" && req.path != "/v1/rejects") return std::nullopt;
   if (req.method != "GET") return json_error(405, "method_not_allowed", "the saga API is read-only");
+  const Slot slot(o);
+  if (!slot.held()) {
+    auto r =
+        json_error(503, "busy", fmt::format("{} requests are reading topics already; try again", o.max_concurrent));
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
+  }
   if (events) return saga_events(o, store, req, saga_id);
   if (req.path == "/v1/journey") return journey(o, store, req, clock());
   return rejects(o, req, clock());

@@ -12,6 +12,7 @@
 // counted ("undecodable"), never a failure, and every string returned is
 // valid UTF-8 and at most value_max bytes (cut with a marker).
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -69,6 +70,11 @@ struct TopicsApiOptions {
   int64_t clock_slack_ms = 60'000;
   /// The longest string returned; longer ones are cut, with a marker.
   std::size_t value_max = 1024;
+  /// Requests reading topics at once; more are 503 busy with Retry-After
+  /// (each holds a Kafka client for up to `budget`). Copies of these options
+  /// share the count.
+  std::size_t max_concurrent = 4;
+  std::shared_ptr<std::atomic<std::size_t>> in_flight = std::make_shared<std::atomic<std::size_t>>(0);
 };
 
 /// GET /v1/journey, /v1/rejects and /v1/sagas/{id}/events; std::nullopt for any other path.

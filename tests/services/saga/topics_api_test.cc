@@ -167,6 +167,18 @@ TEST_F(TopicsApiTest, KafkaUnreachableIs503WithRetryAfter) {
   }
 }
 
+TEST_F(TopicsApiTest, PastMaxConcurrentReadersARequestIs503Busy) {
+  options_.max_concurrent = 2;
+  options_.in_flight->store(2);  // two requests reading now
+  auto a = get("/v1/rejects", {{"pipeline", "ecowheels"}});
+  EXPECT_EQ(a.status, 503);
+  EXPECT_EQ(a.body["error"]["code"], "busy");
+  EXPECT_EQ(topics_.created, 0u);
+  options_.in_flight->store(1);
+  EXPECT_EQ(get("/v1/rejects", {{"pipeline", "ecowheels"}}).status, 200);
+  EXPECT_EQ(options_.in_flight->load(), 1u);  // its place was given back
+}
+
 // --- journey ---------------------------------------------------------------
 
 TEST_F(TopicsApiTest, AGoodEventsJourneyShowsItsChangesAndTheRowAsLoaded) {
