@@ -291,7 +291,8 @@ int cmd_demo(StackOptions stack_opts, SimOptions sim, int settle_s) {
     return 1;
   }
   sim.url = stack.ingest_url();
-  fmt::print("kafka {}  ingest {}  saga API {}\n", stack.bootstrap(), stack.ingest_url(), stack.saga_url());
+  fmt::print("kafka {}  ingest {}  saga API {}  console {}/console/\n", stack.bootstrap(), stack.ingest_url(),
+             stack.saga_url(), stack.saga_url());
   Progress progress("simulating " + std::to_string(sim.bikes) + " e-bikes");
   auto res = simulate(sim, std::ref(progress));
   if (!res) {
@@ -848,6 +849,7 @@ int run(int argc, char** argv) {
       fmt::print("starling is up. kafka {}  ingest {}  saga API {}\n", stack.bootstrap(), stack.ingest_url(),
                  stack.saga_url());
       if (!stack.broker_metrics().empty()) fmt::print("broker metrics http://{}/metrics\n", stack.broker_metrics());
+      fmt::print("console {}/console/\n", stack.saga_url());
       fmt::print("logs in {}/logs. Ctrl-C stops everything.\n", stack_opts.data_dir);
       wait_for_shutdown();
       fmt::print("stopping...\n");

@@ -15,19 +15,6 @@ namespace {
 
 using nlohmann::json;
 
-Result<StageLag> one_stage(const kafka::KafkaOptions& options, std::string pipeline, std::string stage,
-                           std::string group, const std::vector<std::string>& topics) {
-  auto parts = kafka::group_lag(options, group, topics);
-  if (!parts) return std::unexpected(parts.error());
-  StageLag s{std::move(pipeline), std::move(stage), std::move(group), std::move(*parts), 0, std::nullopt};
-  for (const auto& p : s.partitions) {
-    s.lag += p.lag;
-    if (p.oldest_unprocessed_ms && (!s.oldest_unprocessed_ms || *p.oldest_unprocessed_ms < *s.oldest_unprocessed_ms))
-      s.oldest_unprocessed_ms = p.oldest_unprocessed_ms;
-  }
-  return s;
-}
-
 // "4.2 s", "3 min 12 s", "2 h 5 min": how long ago a record was written.
 std::string age(int64_t ts_ms, int64_t now) {
   const int64_t ms = std::max<int64_t>(0, now - ts_ms);
@@ -90,25 +77,6 @@ KafkaProperties cli_kafka_properties(const std::string& file, const std::vector<
   auto props = user_kafka_properties(file, flags);
   if (!props) throw ConfigError(props.error().message);
   return std::move(*props);
-}
-
-Result<std::vector<StageLag>> stage_lags(const kafka::KafkaOptions& options,
-                                         const std::vector<std::string>& pipelines) {
-  std::vector<StageLag> out;
-  for (const auto& name : pipelines) {
-    PipelineConfig p;
-    p.name = name;
-    for (const auto& [stage, group, topics] : {std::tuple{"clean", p.clean_group(), p.clean_inputs()},
-                                               std::tuple{"load", p.load_group(), p.load_inputs()}}) {
-      auto s = one_stage(options, name, stage, group, topics);
-      if (!s) return std::unexpected(s.error());
-      out.push_back(std::move(*s));
-    }
-  }
-  auto saga = one_stage(options, "*", "saga", kSagaGroup, {kSagaTopic});
-  if (!saga) return std::unexpected(saga.error());
-  out.push_back(std::move(*saga));
-  return out;
 }
 
 int cmd_groups(const GroupsArgs& args, const std::vector<std::string>& default_files) {

@@ -9,23 +9,14 @@
 #include <vector>
 
 #include "broker-adapters/kafka/kafka.h"
+#include "broker-adapters/kafka/stage_lag.h"
 #include "services/common/error.h"
 #include "services/common/kafka_properties.h"
 
 namespace starling::cli {
 
-struct StageLag {
-  std::string pipeline;  // "*" for the saga stage, which serves every pipeline
-  std::string stage;     // clean | load | saga
-  std::string group;
-  std::vector<kafka::PartitionLag> partitions;
-  int64_t lag = 0;  // summed over the partitions
-  /// The oldest first-unprocessed record's timestamp over the partitions.
-  std::optional<int64_t> oldest_unprocessed_ms;
-};
-
-/// The stages of these pipelines (by name), then the saga stage's.
-Result<std::vector<StageLag>> stage_lags(const kafka::KafkaOptions& options, const std::vector<std::string>& pipelines);
+using kafka::stage_lags;
+using kafka::StageLag;
 
 struct GroupsArgs {
   std::string kafka = "127.0.0.1:9092";

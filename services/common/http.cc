@@ -633,4 +633,11 @@ Result<HttpResponse> http_call(const std::string& method, const std::string& url
   }
 }
 
+bool is_loopback_listen(const std::string& host_port) {
+  std::string host = host_port.substr(0, host_port.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return host == "localhost" || host == "::1" ||
+         (host.starts_with("127.") && host.find_first_not_of("0123456789.") == std::string::npos);
+}
+
 }  // namespace starling

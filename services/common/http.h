@@ -46,6 +46,10 @@ using HttpResponder = std::function<void(HttpResponse)>;
 /// report callback): the connection waits, the server's threads do not.
 using HttpHandler = std::function<void(HttpRequest, HttpResponder)>;
 
+/// Whether a --listen value ("127.0.0.1:8081", "[::1]:0", "localhost:80")
+/// names a loopback address only.
+bool is_loopback_listen(const std::string& host_port);
+
 /// Loads the files as HttpServer::start() does and throws what it would: a
 /// std::runtime_error naming the file that is missing, unreadable, not PEM,
 /// or a key that does not belong to the certificate.

@@ -1,6 +1,6 @@
 #include "services/ingest/idempotency.h"
 
-#include "services/ingest/auth.h"
+#include "services/common/api_keys.h"
 
 namespace starling::ingest {
 

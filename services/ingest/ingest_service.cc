@@ -80,19 +80,9 @@ void IngestService::handle(HttpRequest req, HttpResponder respond) {
   // Who is asking comes before anything that would tell a stranger what exists.
   const ApiKey* key = nullptr;
   if (options_.keys) {
-    const auto presented = presented_key(req.header("authorization"), req.header("x-api-key"));
-    if (presented.empty()) {
-      auto r = json_error(401, "missing_api_key", "send the key as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'",
-                          "authorization");
-      r.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return respond(std::move(r));
-    }
-    key = options_.keys->find(presented);
-    if (key == nullptr) {
-      auto r = json_error(401, "invalid_api_key", "the API key is not known", "authorization");
-      r.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
-      return respond(std::move(r));
-    }
+    auto who = authenticate(*options_.keys, req);
+    if (!who) return respond(std::move(who.error()));
+    key = *who;
   }
   if (sagas) {
     if (req.method != "GET") return respond(json_error(405, "method_not_allowed", "use GET"));
@@ -100,6 +90,12 @@ void IngestService::handle(HttpRequest req, HttpResponder respond) {
   }
   const auto name = req.path.substr(kPrefix.size(), req.path.size() - kPrefix.size() - kSuffix.size());
   if (req.method != "POST") return respond(json_error(405, "method_not_allowed", "use POST to send events"));
+  if (key != nullptr && !key->has_scope("ingest")) {
+    return respond(json_error(
+        403, "scope_not_allowed",
+        fmt::format("the key '{}' may not send events (its scopes: {})", key->name, fmt::join(key->scopes, ", ")),
+        "authorization"));
+  }
   if (key != nullptr && !key->allows_pipeline(name)) {
     return respond(json_error(403, "pipeline_not_allowed",
                               fmt::format("API key '{}' may not send to pipeline '{}'", key->name, name), "pipeline"));

@@ -9,10 +9,10 @@
 #include <string>
 
 #include "broker-adapters/kafka/kafka.h"
+#include "services/common/api_keys.h"
 #include "services/common/http.h"
 #include "services/common/metrics.h"
 #include "services/common/pipeline.h"
-#include "services/ingest/auth.h"
 #include "services/ingest/decode.h"
 #include "services/ingest/idempotency.h"
 #include "services/ingest/ingestor.h"

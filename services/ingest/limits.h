@@ -10,7 +10,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "services/ingest/auth.h"
+#include "services/common/api_keys.h"
 
 namespace starling::ingest {
 

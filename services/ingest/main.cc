@@ -112,7 +112,7 @@ int main(int argc, char** argv) try {
   return run_service("ingest", flags, [&](ServiceContext& ctx) -> int {
     ingest::IngestOptions options;
     if (!keys_file.empty()) {
-      auto keys = ingest::KeyStore::load(keys_file);
+      auto keys = KeyStore::load(keys_file);
       if (!keys) return ctx.fatal(keys.error().message);
       spdlog::info("{} API key(s) from {}", keys->keys().size(), keys_file);
       options.keys = std::move(*keys);

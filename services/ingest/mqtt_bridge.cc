@@ -3,10 +3,10 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "services/common/api_keys.h"
 #include "services/common/metrics.h"
 #include "services/common/records.h"
 #include "services/common/text.h"
-#include "services/ingest/auth.h"
 #include "services/ingest/decode.h"
 #include "services/ingest/idempotency.h"
 

@@ -60,6 +60,7 @@ Result<std::size_t> Coordinator::fold_batch(const std::vector<kafka::InMessage>&
   struct Dirty {
     v1::SagaRecord record;
     v1::SagaState before = v1::SAGA_STATE_UNSPECIFIED;
+    int64_t old_created = 0;
     int64_t old_deadline = 0;
     bool changed = false;
   };
@@ -90,6 +91,7 @@ Result<std::size_t> Coordinator::fold_batch(const std::vector<kafka::InMessage>&
         d.record = std::move(*record);
         d.before = d.record.state();
         d.old_deadline = d.record.deadline_ms();
+        d.old_created = d.record.created_ms();
       }
       it = dirty.emplace(fact.saga_id(), std::move(d)).first;
     }
@@ -99,6 +101,7 @@ Result<std::size_t> Coordinator::fold_batch(const std::vector<kafka::InMessage>&
       d.changed = true;
     }
     d.changed |= fold(d.record, fact);
+    if (options_.activity != nullptr) options_.activity->record(fact, d.record.created_ms(), now);
     ++folded_;
   }
   std::size_t outcomes = 0;
@@ -117,7 +120,7 @@ Result<std::size_t> Coordinator::fold_batch(const std::vector<kafka::InMessage>&
       ++outcomes;
     }
     if (d.before != r.state()) moves.push_back({r.pipeline(), d.before, r.state()});
-    commit.sagas.push_back({std::move(r), d.old_deadline});
+    commit.sagas.push_back({std::move(r), d.old_deadline, d.before, d.old_created});
   }
   if (auto st = store_.commit(commit); !st) return std::unexpected(st.error());
   count_moves(moves);
@@ -161,6 +164,7 @@ Result<std::size_t> Coordinator::tick() {
     if (!stored->has_value()) return true;  // cannot happen: removal drops the entry in the same batch
     auto r = std::move(**stored);
     if (!owns(r.partition())) return true;
+    const auto stored_state = r.state();
     const auto& d = policy_for(r.pipeline());
     if (is_finished(r, d)) {
       if (now >= next_deadline(r, d)) {
@@ -175,7 +179,8 @@ Result<std::size_t> Coordinator::tick() {
     }
     // Retention or deadlines changed since the entry was written: move it.
     r.set_deadline_ms(next_deadline(r, d));
-    commit.sagas.push_back({std::move(r), deadline});
+    const auto created = r.created_ms();
+    commit.sagas.push_back({std::move(r), deadline, stored_state, created});
     return ++handled < options_.tick_max;
   });
   if (!st) return std::unexpected(st.error());

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "broker-adapters/kafka/kafka.h"
+#include "services/saga/activity.h"
 #include "services/saga/saga_state.h"
 #include "services/saga/saga_store.h"
 
@@ -25,6 +26,7 @@ struct CoordinatorOptions {
   std::map<std::string, SagaPolicy> pipelines;  // by pipeline name, from --pipeline files
   SagaPolicy defaults;                          // for facts of a pipeline not configured here
   std::size_t tick_max = 5000;                  // sagas one tick() handles; the rest wait for the next
+  Activity* activity = nullptr;                 // told of every folded fact (the console's overview)
 };
 
 /// Threading: one thread (the consumer loop) calls everything.

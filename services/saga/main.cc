@@ -2,11 +2,15 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
+#include <thread>
 
+#include "broker-adapters/kafka/stage_lag.h"
+#include "services/common/api_keys.h"
 #include "services/common/http_metrics.h"
 #include "services/common/service_main.h"
 #include "services/common/shutdown.h"
 #include "services/common/time.h"
+#include "services/saga/console.h"
 #include "services/saga/saga_api.h"
 #include "services/saga/saga_service.h"
 
@@ -26,6 +30,17 @@ int main(int argc, char** argv) try {
       ->envname("STARLING_SAGA_RETENTION")
       ->capture_default_str();
   app.add_option("--tick", tick, "How often deadlines and retention are checked")->capture_default_str();
+  std::string keys_file;
+  app.add_option("--api-keys", keys_file,
+                 "Keys file (SHA-256 hashes, as ingest's) for the saga API and the console at /console/: reads need "
+                 "a key with scope read, replay controls admin. Without it everything is open, and --listen must "
+                 "be a loopback address")
+      ->envname("STARLING_SAGA_API_KEYS");
+  std::string replay_dir;
+  app.add_option("--replay-dir", replay_dir,
+                 "The --state-dir of `starling replay`: the console lists those replays and pauses, resumes and "
+                 "cancels them (starling up passes <data-dir>/replays)")
+      ->envname("STARLING_REPLAY_DIR");
   CLI11_PARSE(app, argc, argv);
   return run_service("saga", flags, [&](ServiceContext& ctx) {
     const auto retention_ms = saga::parse_duration_ms(retention);
@@ -37,22 +52,54 @@ int main(int argc, char** argv) try {
     for (const auto& p : ctx.pipelines) {
       copts.pipelines[p.name] = {p.stall_after_ms, p.overdue_after_ms, *retention_ms, p.saga_atomic};
     }
+    saga::SagaHttpOptions http;
+    http.replay_dir = replay_dir;
+    http.kafka = ctx.bootstrap;
+    http.kafka_properties = ctx.kafka;
+    if (!keys_file.empty()) {
+      auto keys = KeyStore::load(keys_file);
+      if (!keys) return ctx.fatal("--api-keys: " + keys.error().message);
+      http.keys = std::move(*keys);
+    } else if (!ctx.flags.listen.empty() && !is_loopback_listen(ctx.flags.listen)) {
+      return ctx.fatal("--listen " + ctx.flags.listen +
+                       ": the saga API and console are open without --api-keys, so they listen on loopback only "
+                       "(127.0.0.1, ::1, localhost); give --api-keys to listen beyond");
+    }
     saga::RocksSagaStore store((std::filesystem::path(ctx.flags.data_dir) / "sagas").string());
     saga::Clock clock = [] { return now_ms(); };
+    saga::Activity activity;
+    copts.activity = &activity;
+    const saga::SagaHttp front(store, activity, clock, std::move(http));
+    auto routes = RouteTable::from_openapi(saga::openapi_json()).templates();
+    routes.emplace_back("/console/{file}");
     auto server = ctx.serve(
         2, [] { return Status{}; },
-        [&store, &clock](const HttpRequest& r, const HttpResponder& done) {
-          done(saga::handle_saga_api(store, r, clock));
-        },
-        {}, RouteTable::from_openapi(saga::openapi_json()).templates());
+        [&front](const HttpRequest& r, const HttpResponder& done) { done(front.handle(r)); }, {}, std::move(routes));
     if (!server) return ctx.fatal("starling-saga needs --listen");
     saga::Coordinator coordinator(store, copts, clock);
     saga::SagaOptions sopts;
     sopts.tick = std::chrono::milliseconds(*tick_ms);
-    saga::SagaService service(store, coordinator,
-                              {ctx.bootstrap, ctx.instance, ctx.kafka_properties(), ctx.kafka.origins}, ctx.instance,
-                              sopts);
+    sopts.activity = &activity;
+    const kafka::KafkaOptions kopts{ctx.bootstrap, ctx.instance, ctx.kafka_properties(), ctx.kafka.origins};
+    // Lag per stage for the console, read from Kafka as `starling groups` reads it.
+    std::vector<std::string> names;
+    names.reserve(ctx.pipelines.size());
+    for (const auto& p : ctx.pipelines) names.push_back(p.name);
+    std::atomic<bool> done{false};
+    std::thread lag_poller([&] {
+      const auto stop = [&done] { return done.load() || shutdown_requested(); };
+      do {
+        auto lags = kafka::stage_lags(kopts, names);
+        for (const auto& l : lags ? *lags : std::vector<kafka::StageLag>{}) {
+          activity.set_lag(l.pipeline == "*" ? "" : l.pipeline, l.stage, l.lag);
+        }
+        if (!lags) spdlog::debug("console lag: {}", lags.error().message);
+      } while (sleep_unless(std::chrono::seconds(5), stop));
+    });
+    saga::SagaService service(store, coordinator, kopts, ctx.instance, sopts);
     const int rc = service.run();
+    done = true;
+    lag_poller.join();
     server->stop();
     return rc;
   });

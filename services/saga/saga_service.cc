@@ -50,6 +50,7 @@ void SagaService::publish_states() {
     }
     gauge->set(static_cast<double>(n));
   }
+  if (options_.activity != nullptr) options_.activity->set_states(coordinator_.state_counts());
 }
 
 int SagaService::run(kafka::Producer& producer, const kafka::ConsumerFactory& consumer, kafka::LoopOptions loop) {

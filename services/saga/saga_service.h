@@ -24,6 +24,8 @@ struct SagaOptions {
   /// How often deadlines and retention are checked. A deadline fires at most
   /// this late.
   std::chrono::milliseconds tick{500};
+  /// Told the sagas by state after every step (the console's overview).
+  Activity* activity = nullptr;
 };
 
 /// Per batch: the facts are folded into saga records, and the records, the

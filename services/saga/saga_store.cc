@@ -12,7 +12,7 @@
 namespace starling::saga {
 namespace {
 
-enum Cf { kDefault = 0, kSagas = 1, kOffsets = 2, kOutbox = 3, kDeadlines = 4, kAggregates = 5 };
+enum Cf { kDefault = 0, kSagas = 1, kOffsets = 2, kOutbox = 3, kDeadlines = 4, kAggregates = 5, kListing = 6 };
 
 std::string be64(uint64_t v) {
   std::string s(8, '\0');
@@ -38,6 +38,30 @@ std::string aggregate_key(const std::string& pipeline, int64_t hour_ms) {
   return pipeline + '\0' + be64(static_cast<uint64_t>(hour_ms));
 }
 
+// The listing index: pipeline \0, a state byte (0: the any-state list), the
+// creation time inverted (newest first), the saga id.
+std::string listing_prefix(const std::string& pipeline, int state) {
+  std::string k = pipeline;
+  k += '\0';
+  k += static_cast<char>(state);
+  return k;
+}
+
+std::string listing_key(const std::string& pipeline, int state, int64_t created_ms, const std::string& saga_id) {
+  return listing_prefix(pipeline, state) + be64(~static_cast<uint64_t>(created_ms)) + saga_id;
+}
+
+void put_listing(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* cf, const v1::SagaRecord& r) {
+  batch.Put(cf, listing_key(r.pipeline(), 0, r.created_ms(), r.saga_id()), "");
+  batch.Put(cf, listing_key(r.pipeline(), r.state(), r.created_ms(), r.saga_id()), "");
+}
+
+void delete_listing(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* cf, const std::string& pipeline,
+                    v1::SagaState state, int64_t created_ms, const std::string& saga_id) {
+  batch.Delete(cf, listing_key(pipeline, 0, created_ms, saga_id));
+  batch.Delete(cf, listing_key(pipeline, state, created_ms, saga_id));
+}
+
 Error io_error(const rocksdb::Status& s) { return Error{Errc::kIo, s.ToString()}; }
 
 }  // namespace
@@ -55,7 +79,8 @@ RocksSagaStore::RocksSagaStore(const std::string& path) {
                                                       {"offsets", {}},
                                                       {"outbox", {}},
                                                       {"deadlines", {}},
-                                                      {"aggregates", {}}};
+                                                      {"aggregates", {}},
+                                                      {"listing", {}}};
   rocksdb::DB* db = nullptr;
   const auto st = rocksdb::DB::Open(opts, path, cfs, &handles_, &db);
   if (!st.ok()) throw std::runtime_error(fmt::format("saga store {}: {}", path, st.ToString()));
@@ -63,6 +88,27 @@ RocksSagaStore::RocksSagaStore(const std::string& path) {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kOutbox]));
   it->SeekToLast();
   if (it->Valid()) next_outbox_id_ = from_be64(it->key()) + 1;
+  build_listing();
+}
+
+void RocksSagaStore::build_listing() {
+  std::unique_ptr<rocksdb::Iterator> listed(db_->NewIterator({}, handles_[kListing]));
+  listed->SeekToFirst();
+  if (listed->Valid()) return;
+  rocksdb::WriteBatch batch;
+  std::size_t n = 0;
+  auto flush = [&] {
+    const auto st = db_->Write({}, &batch);
+    if (!st.ok()) throw std::runtime_error("saga store: building the listing index: " + st.ToString());
+    batch.Clear();
+  };
+  auto st = scan([&](const v1::SagaRecord& r) {
+    put_listing(batch, handles_[kListing], r);
+    if (++n % 10'000 == 0) flush();
+    return true;
+  });
+  if (!st) throw std::runtime_error("saga store: building the listing index: " + st.error().message);
+  flush();
 }
 
 RocksSagaStore::~RocksSagaStore() {
@@ -85,6 +131,12 @@ Status RocksSagaStore::commit(const SagaCommit& c) {
   for (const auto& w : c.sagas) {
     const auto& r = w.record;
     batch.Put(handles_[kSagas], r.saga_id(), r.SerializeAsString());
+    if (w.old_state != r.state() || w.old_created_ms != r.created_ms()) {
+      if (w.old_state != v1::SAGA_STATE_UNSPECIFIED) {
+        delete_listing(batch, handles_[kListing], r.pipeline(), w.old_state, w.old_created_ms, r.saga_id());
+      }
+      put_listing(batch, handles_[kListing], r);
+    }
     if (w.old_deadline_ms == r.deadline_ms()) continue;
     if (w.old_deadline_ms != 0) batch.Delete(handles_[kDeadlines], deadline_key(w.old_deadline_ms, r.saga_id()));
     if (r.deadline_ms() != 0) batch.Put(handles_[kDeadlines], deadline_key(r.deadline_ms(), r.saga_id()), "");
@@ -94,6 +146,7 @@ Status RocksSagaStore::commit(const SagaCommit& c) {
   std::map<std::string, v1::SagaAggregate> aggs;
   for (const auto& r : c.removed) {
     batch.Delete(handles_[kSagas], r.saga_id());
+    delete_listing(batch, handles_[kListing], r.pipeline(), r.state(), r.created_ms(), r.saga_id());
     if (r.deadline_ms() != 0) batch.Delete(handles_[kDeadlines], deadline_key(r.deadline_ms(), r.saga_id()));
     const auto key = aggregate_key(r.pipeline(), r.created_ms() / kHourMs * kHourMs);
     auto it = aggs.find(key);
@@ -195,6 +248,46 @@ Result<std::map<int64_t, v1::SagaAggregate>> RocksSagaStore::aggregates(const st
   }
   if (!it->status().ok()) return std::unexpected(io_error(it->status()));
   return out;
+}
+
+Result<ListPage> RocksSagaStore::list(const ListQuery& q) {
+  ListPage page;
+  const int state = q.state ? static_cast<int>(*q.state) : 0;
+  const auto prefix = listing_prefix(q.pipeline, state);
+  if (!q.after.empty() && !q.after.starts_with(prefix)) {
+    return fail(Errc::kInvalidArgument, "not a token of this list (another pipeline or state)");
+  }
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kListing]));
+  const auto start = q.until_ms == INT64_MAX ? prefix : listing_key(q.pipeline, state, q.until_ms - 1, "");
+  it->Seek(q.after.empty() || q.after < start ? start : q.after);
+  if (it->Valid() && !q.after.empty() && it->key() == rocksdb::Slice(q.after)) it->Next();
+  // Entries a write left behind (another state, another time) are skipped,
+  // bounded so that a page never turns into a scan of the store.
+  std::size_t examined = 0;
+  const std::size_t examine_max = q.limit * 4 + 1000;
+  std::string value;
+  for (; it->Valid() && page.sagas.size() < q.limit && examined < examine_max; it->Next(), ++examined) {
+    const auto key = it->key();
+    if (!key.starts_with(prefix) || key.size() < prefix.size() + 8) break;
+    const auto created = static_cast<int64_t>(~from_be64(rocksdb::Slice(key.data() + prefix.size(), 8)));
+    if (created < q.since_ms) break;
+    const std::string id(key.data() + prefix.size() + 8, key.size() - prefix.size() - 8);
+    page.next = key.ToString();
+    const auto st = db_->Get({}, handles_[kSagas], id, &value);
+    if (st.IsNotFound()) continue;
+    if (!st.ok()) return std::unexpected(io_error(st));
+    v1::SagaRecord r;
+    if (!r.ParseFromString(value)) continue;
+    if (r.created_ms() != created || r.pipeline() != q.pipeline || (q.state && r.state() != *q.state)) continue;
+    page.sagas.push_back(std::move(r));
+  }
+  if (!it->status().ok()) return std::unexpected(io_error(it->status()));
+  // More entries of this list follow: the token resumes after the last one seen.
+  if (!(it->Valid() && it->key().starts_with(prefix) && page.sagas.size() >= q.limit) &&
+      !(it->Valid() && examined >= examine_max && it->key().starts_with(prefix))) {
+    page.next.clear();
+  }
+  return page;
 }
 
 Result<std::vector<kafka::OutboxEntry>> RocksSagaStore::outbox(std::size_t max) {

@@ -3,6 +3,7 @@
 // entries, retention's aggregates, consumed offsets and the outcome outbox are
 // written in one atomic batch.
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -24,10 +25,29 @@ class ColumnFamilyHandle;
 namespace starling::saga {
 
 /// A record to store. Its deadline index entry moves from old_deadline_ms to
-/// record.deadline_ms() (0: no entry) in the same batch.
+/// record.deadline_ms() (0: no entry) in the same batch, and its listing
+/// entries from (old_state, old_created_ms) to the record's (old_state
+/// UNSPECIFIED: the saga is new).
 struct SagaWrite {
   v1::SagaRecord record;
   int64_t old_deadline_ms = 0;
+  v1::SagaState old_state = v1::SAGA_STATE_UNSPECIFIED;
+  int64_t old_created_ms = 0;
+};
+
+/// One page of a pipeline's sagas, newest first (by creation time), from the
+/// listing index: O(page), whatever the number of sagas stored.
+struct ListQuery {
+  std::string pipeline;
+  std::optional<v1::SagaState> state;  // none: every state
+  int64_t since_ms = 0;                // created at or after
+  int64_t until_ms = INT64_MAX;        // created before
+  std::string after;                   // the page token: the last entry of the previous page ("": the first page)
+  std::size_t limit = 100;
+};
+struct ListPage {
+  std::vector<v1::SagaRecord> sagas;
+  std::string next;  // "" on the last page
 };
 
 /// Everything one coordinator step applies, atomically.
@@ -62,13 +82,15 @@ class SagaStore : public kafka::Outbox {
   /// ms of the hour's start), for hours in [from_ms, to_ms).
   virtual Result<std::map<int64_t, v1::SagaAggregate>> aggregates(const std::string& pipeline, int64_t from_ms,
                                                                   int64_t to_ms) = 0;
+  /// A page of a pipeline's sagas, newest first (see ListQuery).
+  virtual Result<ListPage> list(const ListQuery& query) = 0;
 
   /// Records (without index entries), offsets and outbox in one batch.
   Status commit(const std::vector<v1::SagaRecord>& records,
                 const std::map<kafka::TopicPartition, int64_t>& next_offsets,
                 const std::vector<kafka::OutMessage>& outbox) {
     SagaCommit c;
-    for (const auto& r : records) c.sagas.push_back({r, r.deadline_ms()});
+    for (const auto& r : records) c.sagas.push_back({r, r.deadline_ms(), v1::SAGA_STATE_UNSPECIFIED, 0});
     c.next_offsets = next_offsets;
     c.outbox = outbox;
     return commit(c);
@@ -77,7 +99,10 @@ class SagaStore : public kafka::Outbox {
 
 /// RocksDB with column families "sagas" (saga id → SagaRecord), "deadlines"
 /// (be64 deadline ms + saga id → ""), "aggregates" (pipeline \0 be64 hour →
-/// SagaAggregate), "offsets" and "outbox".
+/// SagaAggregate), "listing" (pipeline \0 state byte, or 0 for any state,
+/// then be64 of the creation time inverted, then saga id → ""; newest first),
+/// "offsets" and "outbox". A listing entry a write left behind is skipped
+/// on read (the record is the truth) and removed with the saga.
 class RocksSagaStore final : public SagaStore {
  public:
   /// Throws std::runtime_error when the DB cannot be opened (startup only).
@@ -92,12 +117,16 @@ class RocksSagaStore final : public SagaStore {
   Status due(int64_t now_ms, const std::function<bool(int64_t, const std::string&)>& visit) override;
   Result<std::map<int64_t, v1::SagaAggregate>> aggregates(const std::string& pipeline, int64_t from_ms,
                                                           int64_t to_ms) override;
+  Result<ListPage> list(const ListQuery& query) override;
   Result<std::vector<kafka::OutboxEntry>> outbox(std::size_t max) override;
   Status outbox_done(uint64_t up_to) override;
   /// How many times RocksDB synced its WAL (RocksDB's own count).
   uint64_t wal_syncs() const;
 
  private:
+  /// Builds the listing index of a store written before it existed.
+  void build_listing();
+
   std::shared_ptr<rocksdb::Statistics> statistics_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // see Cf in saga_store.cc

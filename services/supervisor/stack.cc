@@ -164,7 +164,12 @@ Status Stack::start() {
     for (const auto& p : opts_.kafka_properties) argv.insert(argv.end(), {"--kafka-property", p});
     return add(name, cat(argv, extra));
   };
-  if (auto st = service("saga", "starling-saga", opts_.pipeline_files, opts_.saga_port, {}); !st) return st;
+  // The console lists and controls the replays that `starling replay` runs
+  // with this folder's default --state-dir.
+  if (auto st = service("saga", "starling-saga", opts_.pipeline_files, opts_.saga_port,
+                        {"--replay-dir", (fs::path(opts_.data_dir) / "replays").string()});
+      !st)
+    return st;
   for (const auto& p : pipelines_) {
     if (auto st = service("clean." + p.name, "starling-clean", {p.file}, 0, {}); !st) return st;
     if (auto st = service("load." + p.name, "starling-load", {p.file}, 0, opts_.load_args); !st) return st;

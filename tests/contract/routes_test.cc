@@ -4,7 +4,7 @@
 // have is 404 or 405.
 //
 // The routers are if/else chains (service_routes around IngestService::handle
-// and handle_saga_api), not a table, so "the routes a server answers" is
+// and SagaHttp::handle), not a table, so "the routes a server answers" is
 // observed: the same probes (every documented path of both documents, every
 // route named in the routers' code, near misses) go to both services with
 // every method, through the real request path (serve_bytes: parser, limits,
@@ -17,6 +17,7 @@
 #include <google/protobuf/stubs/logging.h>
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -30,10 +31,13 @@
 #include <string_view>
 #include <vector>
 
+#include "services/common/files.h"
 #include "services/common/http.h"
 #include "services/common/service_main.h"
 #include "services/common/text.h"
 #include "services/ingest/ingest_service.h"
+#include "services/replay/replay.h"
+#include "services/saga/console.h"
 #include "services/saga/saga_api.h"
 #include "services/saga/saga_store.h"
 #include "services/saga/topics_api.h"
@@ -208,6 +212,21 @@ class RouteCoverage : public ::testing::Test {
     commit.sagas.push_back({r, 0});
     EXPECT_TRUE(store_->commit(commit).has_value());
 
+    // The replay the document's example controls, running (in this process).
+    const std::filesystem::path replays = dir_ / "replays";
+    std::filesystem::create_directories(replays);
+    replay::ReplayStatus running;
+    running.id = "replay-20261123T100000Z-1a2b";
+    running.pipeline = "ecowheels";
+    running.state = "running";
+    running.pid = ::getpid();
+    EXPECT_TRUE(write_file_atomically((replays / (running.id + ".json")).string(), replay::to_json(running).dump()));
+    saga::SagaHttpOptions front;
+    front.replay_dir = replays.string();
+    front.kafka = "127.0.0.1:1";  // never reached: the runner below stands in for the replay
+    front.run_replay = [](const replay::ReplayOptions&) {};
+    saga_front_ = std::make_unique<saga::SagaHttp>(
+        *store_, activity_, [] { return int64_t{1'795'431'600'000}; }, std::move(front));
     const Readiness ready = [] { return Status{}; };
     // The topic-reading routes first (/v1/sagas/{id}/events is under
     // /v1/sagas/), on topics held in memory: the pipeline topics are empty.
@@ -216,7 +235,7 @@ class RouteCoverage : public ::testing::Test {
     saga_handler_ = service_routes(ready, [this](const HttpRequest& req, const HttpResponder& done) {
       const saga::Clock clock = [] { return int64_t{1'795'431'600'000}; };
       if (auto r = saga::handle_topics_api(topics_options_, *store_, req, clock)) return done(std::move(*r));
-      done(saga::handle_saga_api(*store_, req, clock));
+      done(saga_front_->handle(req));
     });
     // A saga API on a loopback port (0: the system picks), for ingest's route to it.
     saga_server_ = std::make_unique<HttpServer>(HttpServerOptions{}, saga_handler_);
@@ -246,7 +265,8 @@ class RouteCoverage : public ::testing::Test {
         {"saga",
          json::parse(read_text(source_path("services/saga/openapi.json"))),
          saga_handler_,
-         {"services/saga/saga_api.cc", "services/saga/topics_api.cc", "services/common/service_main.cc"}},
+         {"services/saga/saga_api.cc", "services/saga/console.cc", "services/saga/topics_api.cc",
+          "services/common/service_main.cc"}},
     };
   }
 
@@ -260,8 +280,9 @@ class RouteCoverage : public ::testing::Test {
         "/", "/v1", "/v1/", "/v1/pipelines", "/v1/pipelines/ecowheels", "/v1/pipelines/ecowheels/events/x",
         "/v1/pipelines/ecowheels/consistency/x", "/v1/pipelines/ecowheels/sagas", "/v1/pipelines/a/b/consistency",
         "/v1/events", "/v1/saga", "/v2/sagas", "/healthz/", "/health", "/readyz/x", "/metrics/x", "/openapi.yaml",
-        "/openapi", "/docs", "/v1/topics", "/v1/replays", "/console", "/v1/journey", "/v1/journey/x", "/v1/rejects",
-        "/v1/rejects/x", "/v1/reject", std::string("/v1/sagas/") + kSagaId + "/events"};
+        "/openapi", "/docs", "/v1/topics", "/v1/replays", "/console", "/console/nope.js", "/v1/replays/x",
+        "/v1/whoami/x", "/v1/overview/x", "/v1/journey", "/v1/journey/x", "/v1/rejects", "/v1/rejects/x", "/v1/reject",
+        std::string("/v1/sagas/") + kSagaId + "/events"};
     for (const auto& s : services()) {
       for (const auto& op : operations(s.doc)) out.insert(op.example_path);
     }
@@ -270,6 +291,8 @@ class RouteCoverage : public ::testing::Test {
 
   testing::TempDir dir_;
   std::unique_ptr<saga::RocksSagaStore> store_;
+  saga::Activity activity_;
+  std::unique_ptr<saga::SagaHttp> saga_front_;
   testing::MemoryTopics topics_;
   saga::TopicsApiOptions topics_options_;
   HttpHandler saga_handler_;

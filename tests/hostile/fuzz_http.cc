@@ -21,10 +21,10 @@
 #include <string>
 #include <vector>
 
+#include "services/common/api_keys.h"
 #include "services/common/http.h"
 #include "services/common/service_main.h"
 #include "services/common/text.h"
-#include "services/ingest/auth.h"
 #include "services/ingest/ingest_service.h"
 #include "services/saga/saga_api.h"
 #include "services/saga/saga_store.h"
@@ -62,7 +62,7 @@ struct Services {
       const auto h = starling::ingest::sha256(k);
       return starling::ingest::hex(h.data(), h.size());
     };
-    auto keys = starling::ingest::KeyStore::parse(fmt::format(R"(keys:
+    auto keys = starling::KeyStore::parse(fmt::format(R"(keys:
   - name: fleet
     sha256: {}
     pipelines: [ecowheels]
@@ -72,8 +72,8 @@ struct Services {
     sha256: {}
     pipelines: [weather]
 )",
-                                                              hash("fleet-secret"), hash("other-secret")),
-                                                  "fuzz-keys.yaml");
+                                                      hash("fleet-secret"), hash("other-secret")),
+                                          "fuzz-keys.yaml");
     if (!keys) std::abort();
     o.keys = std::move(*keys);
     o.device_rate = {50, 100};

@@ -319,8 +319,12 @@ class KeyedIngestTest : public IngestServiceTest {
   - name: other
     sha256: {}
     pipelines: [weather]
+  - name: console
+    sha256: {}
+    pipelines: ["*"]
+    scopes: [read, admin]
 )",
-                                  hash_hex("fleet-secret"), hash_hex("other-secret"));
+                                  hash_hex("fleet-secret"), hash_hex("other-secret"), hash_hex("console-secret"));
     auto keys = KeyStore::parse(yaml, "keys.yaml");
     EXPECT_TRUE(keys) << keys.error().message;
     IngestOptions o;
@@ -353,6 +357,14 @@ TEST_F(KeyedIngestTest, KeyOfAnotherPipelineIs403NamingPipeline) {
   EXPECT_EQ(resp.status, 403);
   EXPECT_EQ(error(resp)["code"], "pipeline_not_allowed");
   EXPECT_EQ(error(resp)["field"], "pipeline");
+}
+
+TEST_F(KeyedIngestTest, AConsoleKeyWithoutTheIngestScopeCannotSendEvents) {
+  const auto resp = post(as("console-secret", R"({"device_id":"bike-01"})"));
+  EXPECT_EQ(resp.status, 403);
+  EXPECT_EQ(error(resp)["code"], "scope_not_allowed");
+  EXPECT_NE(error(resp)["message"].get<std::string>().find("read, admin"), std::string::npos);
+  EXPECT_TRUE(producer_.sent.empty());
 }
 
 TEST_F(KeyedIngestTest, DeviceOutsideTheKeysPatternIs403NamingTheRecord) {
@@ -401,6 +413,29 @@ TEST(KeyStore, ErrorsNameFileLineAndField) {
   EXPECT_TRUE(ok->find("k")->allows_pipeline("anything"));
   EXPECT_EQ(ok->find("K"), nullptr);
   EXPECT_EQ(ok->find(""), nullptr);
+  // Without scopes a key is an ingest key, as every keys file before scopes.
+  EXPECT_TRUE(ok->find("k")->has_scope("ingest"));
+  EXPECT_FALSE(ok->find("k")->has_scope("read"));
+}
+
+TEST(KeyStore, ScopesAreIngestReadOrAdminAndAdminImpliesRead) {
+  auto bad = KeyStore::parse(
+      fmt::format("keys:\n  - name: a\n    sha256: {}\n    pipelines: ['*']\n    scopes: [read, root]\n",
+                  hash_hex("k")),
+      "k.yaml");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().message.rfind("k.yaml:5:20: keys[0].scopes: 'root' is not a scope", 0), 0u)
+      << bad.error().message;
+  auto empty = KeyStore::parse(
+      fmt::format("keys:\n  - name: a\n    sha256: {}\n    pipelines: ['*']\n    scopes: []\n", hash_hex("k")), "k");
+  ASSERT_FALSE(empty);
+  auto admin = KeyStore::parse(
+      fmt::format("keys:\n  - name: a\n    sha256: {}\n    pipelines: ['*']\n    scopes: [admin]\n", hash_hex("k")),
+      "k");
+  ASSERT_TRUE(admin) << admin.error().message;
+  EXPECT_TRUE(admin->find("k")->has_scope("read"));
+  EXPECT_TRUE(admin->find("k")->has_scope("admin"));
+  EXPECT_FALSE(admin->find("k")->has_scope("ingest"));
 }
 
 // --- Idempotency-Key -------------------------------------------------------

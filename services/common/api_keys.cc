@@ -1,4 +1,4 @@
-#include "services/ingest/auth.h"
+#include "services/common/api_keys.h"
 
 #include <fmt/format.h>
 #include <fnmatch.h>
@@ -9,11 +9,18 @@
 #include <fstream>
 #include <sstream>
 
-namespace starling::ingest {
+namespace starling {
 
 bool ApiKey::allows_pipeline(const std::string& pipeline) const {
   for (const auto& p : pipelines) {
     if (p == "*" || p == pipeline) return true;
+  }
+  return false;
+}
+
+bool ApiKey::has_scope(const std::string& scope) const {
+  for (const auto& s : scopes) {
+    if (s == scope || (s == "admin" && scope == "read")) return true;
   }
   return false;
 }
@@ -45,6 +52,23 @@ std::string presented_key(const std::string& authorization, const std::string& x
     return authorization.substr(bearer.size());
   }
   return x_api_key;
+}
+
+std::expected<const ApiKey*, HttpResponse> authenticate(const KeyStore& keys, const HttpRequest& req) {
+  const auto presented = presented_key(req.header("authorization"), req.header("x-api-key"));
+  if (presented.empty()) {
+    auto r = json_error(401, "missing_api_key", "send the key as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'",
+                        "authorization");
+    r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return std::unexpected(std::move(r));
+  }
+  const ApiKey* key = keys.find(presented);
+  if (key == nullptr) {
+    auto r = json_error(401, "invalid_api_key", "the API key is not known", "authorization");
+    r.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
+    return std::unexpected(std::move(r));
+  }
+  return key;
 }
 
 const ApiKey* KeyStore::find(const std::string& presented) const {
@@ -115,8 +139,18 @@ Result<KeyStore> KeyStore::parse(const std::string& yaml, const std::string& ori
           if (!(k.rate.per_s > 0) || !(k.rate.burst >= 1)) {
             return at(v, fpath, "expected events_per_s > 0 and burst >= 1");
           }
+        } else if (field == "scopes") {
+          if (!v.IsSequence() || v.size() == 0) return at(v, fpath, "expected a non-empty list of ingest, read, admin");
+          k.scopes.clear();
+          for (const auto& s : v) {
+            const auto scope = s.as<std::string>();
+            if (scope != "ingest" && scope != "read" && scope != "admin") {
+              return at(s, fpath, "'" + scope + "' is not a scope; expected ingest, read or admin");
+            }
+            k.scopes.push_back(scope);
+          }
         } else {
-          return at(kv.first, fpath, "unknown key; expected name, sha256, pipelines, devices or rate");
+          return at(kv.first, fpath, "unknown key; expected name, sha256, pipelines, devices, rate or scopes");
         }
       } catch (const YAML::Exception&) {
         return at(v, fpath, "wrong type");
@@ -132,4 +166,4 @@ Result<KeyStore> KeyStore::parse(const std::string& yaml, const std::string& ori
   return store;
 }
 
-}  // namespace starling::ingest
+}  // namespace starling
