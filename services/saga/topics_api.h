@@ -86,7 +86,7 @@ std::optional<HttpResponse> handle_topics_api(const TopicsApiOptions& options, S
 inline constexpr std::size_t kJourneyLimitDefault = 20;
 inline constexpr std::size_t kJourneyLimitMax = 100;
 inline constexpr std::size_t kEventsLimitDefault = 100;
-inline constexpr std::size_t kEventsLimitMax = 1000;
+inline constexpr std::size_t kEventsLimitMax = 10'000;  // the console lists a saga's events at once
 inline constexpr std::size_t kExamplesDefault = 3;
 inline constexpr std::size_t kExamplesMax = 20;
 /// Distinct (stage, rule, field) groups listed; records of further groups

@@ -121,7 +121,7 @@ TEST_F(TopicsApiTest, BadParametersAre400NamingTheParameterAndAnUnknownPipelineI
       {"/v1/rejects", {{"pipeline", "ecowheels"}, {"until", "\xff\xfe"}}, 400, "until"},
       {"/v1/rejects", {{"pipeline", "ecowheels"}, {"since", "10m"}, {"until", "1h"}}, 400, "until"},
       {"/v1/rejects", {{"pipeline", "<script>"}}, 404, "pipeline"},
-      {"/v1/sagas/s1/events", {{"limit", "1001"}}, 400, "limit"},
+      {"/v1/sagas/s1/events", {{"limit", "10001"}}, 400, "limit"},
       {"/v1/sagas/s1/events", {{"limit", ""}}, 200, ""},
       {"/v1/sagas/nope/events", {}, 404, "saga_id"},
   };
