@@ -71,7 +71,9 @@ void IngestService::handle(HttpRequest req, HttpResponder respond) {
   constexpr std::string_view kSuffix = "/events";
   const bool events =
       req.path.starts_with(kPrefix) && req.path.ends_with(kSuffix) && req.path.size() > kPrefix.size() + kSuffix.size();
-  const bool sagas = req.path.starts_with("/v1/sagas/");
+  // Only /v1/sagas/{saga_id}: the saga API's deeper paths (/v1/sagas/{id}/events) are not proxied.
+  constexpr std::string_view kSagas = "/v1/sagas/";
+  const bool sagas = req.path.starts_with(kSagas) && req.path.find('/', kSagas.size()) == std::string::npos;
   if (!events && !sagas)
     return respond(json_error(404, "not_found", fmt::format("no route for {} {}", req.method, req.path)));
 

@@ -34,12 +34,15 @@
 #include "services/common/files.h"
 #include "services/common/http.h"
 #include "services/common/service_main.h"
+#include "services/common/text.h"
 #include "services/ingest/ingest_service.h"
 #include "services/replay/replay.h"
 #include "services/saga/console.h"
 #include "services/saga/saga_api.h"
 #include "services/saga/saga_store.h"
+#include "services/saga/topics_api.h"
 #include "tests/support/fake_kafka.h"
+#include "tests/support/memory_topics.h"
 #include "tests/support/temp_dir.h"
 
 namespace starling {
@@ -97,7 +100,18 @@ std::vector<Operation> operations(const json& doc) {
       std::vector<json> params;
       for (const auto& p : item.value("parameters", json::array())) params.push_back(deref(doc, p));
       for (const auto& p : op.value("parameters", json::array())) params.push_back(deref(doc, p));
+      std::string query;
       for (const auto& p : params) {
+        // A query parameter's example is sent too (a required one must have one).
+        if (p.at("in") == "query") {
+          EXPECT_TRUE(p.contains("example") || !p.value("required", false))
+              << method << " " << path << ": required query parameter " << p.at("name") << " has no example";
+          if (p.contains("example")) {
+            query += (query.empty() ? "?" : "&") + p.at("name").get<std::string>() + "=" +
+                     url_encode(p.at("example").get<std::string>());
+          }
+          continue;
+        }
         if (p.at("in") != "path") continue;
         const auto name = p.at("name").get<std::string>();
         // The example is what this test sends: a path parameter without one is a document bug.
@@ -105,6 +119,7 @@ std::vector<Operation> operations(const json& doc) {
         const auto value = p.value("example", std::string("x"));
         o.example_path.replace(o.example_path.find("{" + name + "}"), name.size() + 2, value);
       }
+      o.example_path += query;
       if (op.contains("requestBody")) {
         const auto media = deref(doc, op["requestBody"]).at("content").at("application/json");
         EXPECT_TRUE(media.contains("example")) << method << " " << path << ": the JSON request body has no example";
@@ -129,11 +144,11 @@ std::vector<std::string> segments(const std::string& path) {
   return out;
 }
 
-// Whether `path` is an instance of the template: a {parameter} stands for one
-// non-empty segment.
+// Whether `path` (its query left aside) is an instance of the template: a
+// {parameter} stands for one non-empty segment.
 bool matches(const std::string& path_template, const std::string& path) {
   const auto t = segments(path_template);
-  const auto p = segments(path);
+  const auto p = segments(path.substr(0, path.find('?')));
   if (t.size() != p.size()) return false;
   for (std::size_t i = 0; i < t.size(); ++i) {
     const bool param = t[i].size() > 2 && t[i].front() == '{' && t[i].back() == '}';
@@ -213,8 +228,15 @@ class RouteCoverage : public ::testing::Test {
     saga_front_ = std::make_unique<saga::SagaHttp>(
         *store_, activity_, [] { return int64_t{1'795'431'600'000}; }, std::move(front));
     const Readiness ready = [] { return Status{}; };
-    saga_handler_ = service_routes(
-        ready, [this](const HttpRequest& req, const HttpResponder& done) { done(saga_front_->handle(req)); });
+    // The topic-reading routes first (/v1/sagas/{id}/events is under
+    // /v1/sagas/), on topics held in memory: the pipeline topics are empty.
+    topics_options_.source = topics_.factory();
+    topics_options_.pipelines = {load_pipeline(source_path("pipelines/ecowheels.yaml"))};
+    saga_handler_ = service_routes(ready, [this](const HttpRequest& req, const HttpResponder& done) {
+      const saga::Clock clock = [] { return int64_t{1'795'431'600'000}; };
+      if (auto r = saga::handle_topics_api(topics_options_, *store_, req, clock)) return done(std::move(*r));
+      done(saga_front_->handle(req));
+    });
     // A saga API on a loopback port (0: the system picks), for ingest's route to it.
     saga_server_ = std::make_unique<HttpServer>(HttpServerOptions{}, saga_handler_);
     saga_server_->start();
@@ -243,7 +265,8 @@ class RouteCoverage : public ::testing::Test {
         {"saga",
          json::parse(read_text(source_path("services/saga/openapi.json"))),
          saga_handler_,
-         {"services/saga/saga_api.cc", "services/saga/console.cc", "services/common/service_main.cc"}},
+         {"services/saga/saga_api.cc", "services/saga/console.cc", "services/saga/topics_api.cc",
+          "services/common/service_main.cc"}},
     };
   }
 
@@ -258,7 +281,8 @@ class RouteCoverage : public ::testing::Test {
         "/v1/pipelines/ecowheels/consistency/x", "/v1/pipelines/ecowheels/sagas", "/v1/pipelines/a/b/consistency",
         "/v1/events", "/v1/saga", "/v2/sagas", "/healthz/", "/health", "/readyz/x", "/metrics/x", "/openapi.yaml",
         "/openapi", "/docs", "/v1/topics", "/v1/replays", "/console", "/console/nope.js", "/v1/replays/x",
-        "/v1/whoami/x", "/v1/overview/x"};
+        "/v1/whoami/x", "/v1/overview/x", "/v1/journey", "/v1/journey/x", "/v1/rejects", "/v1/rejects/x", "/v1/reject",
+        std::string("/v1/sagas/") + kSagaId + "/events"};
     for (const auto& s : services()) {
       for (const auto& op : operations(s.doc)) out.insert(op.example_path);
     }
@@ -269,6 +293,8 @@ class RouteCoverage : public ::testing::Test {
   std::unique_ptr<saga::RocksSagaStore> store_;
   saga::Activity activity_;
   std::unique_ptr<saga::SagaHttp> saga_front_;
+  testing::MemoryTopics topics_;
+  saga::TopicsApiOptions topics_options_;
   HttpHandler saga_handler_;
   std::unique_ptr<HttpServer> saga_server_;
   testing::NullProducer producer_;

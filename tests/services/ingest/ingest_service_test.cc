@@ -512,10 +512,17 @@ TEST_F(KeyedIngestTest, SagaLookupIsProxiedAndScopedToTheKeysPipelines) {
   EXPECT_EQ(send(auth, "GET", "/v1/sagas/bb").get().status, 404);  // another pipeline's saga
   EXPECT_EQ(send(auth, "GET", "/v1/sagas/cc").get().status, 404);
   EXPECT_EQ(send(auth, "GET", "/v1/sagas/replay-0a1b").get().status, 200);  // a replay's saga
-  for (const std::string& id : std::vector<std::string>{"not*hex", "a/b", "%2e%2e", std::string(129, 'a')}) {
+  for (const std::string& id : std::vector<std::string>{"not*hex", "%2e%2e", std::string(129, 'a')}) {
     const auto bad = send(auth, "GET", "/v1/sagas/" + id).get();
     EXPECT_EQ(bad.status, 400) << id;
     EXPECT_EQ(error(bad)["field"], "saga_id");
+  }
+  // Only /v1/sagas/{saga_id} is proxied: a deeper path (the saga API's
+  // /v1/sagas/{id}/events) is no route of ingest's.
+  for (const std::string& path : {"/v1/sagas/a/b", "/v1/sagas/aa/events"}) {
+    const auto deeper = send(auth, "GET", path).get();
+    EXPECT_EQ(deeper.status, 404) << path;
+    EXPECT_EQ(error(deeper)["code"], "not_found") << path;
   }
   EXPECT_EQ(send(Post{}, "GET", "/v1/sagas/aa").get().status, 401);
   saga.stop();
