@@ -59,8 +59,8 @@ struct Services {
     open = std::make_unique<starling::ingest::IngestService>(pipelines(), producer, "fuzz");
     starling::ingest::IngestOptions o;
     const auto hash = [](const std::string& k) {
-      const auto h = starling::ingest::sha256(k);
-      return starling::ingest::hex(h.data(), h.size());
+      const auto h = starling::sha256(k);
+      return starling::hex(h.data(), h.size());
     };
     auto keys = starling::KeyStore::parse(fmt::format(R"(keys:
   - name: fleet
