@@ -162,6 +162,9 @@ HttpResponse SagaHttp::route(const HttpRequest& req, const ApiKey* key) const {
       return json_error(400, "invalid_parameter", "pipeline: this key sees some pipelines only; name one", "pipeline");
     }
   }
+  if (options_.topics) {
+    if (auto r = handle_topics_api(*options_.topics, store_, req, clock_)) return std::move(*r);
+  }
   if (req.method != "GET") return json_error(405, "method_not_allowed", "the saga API is read-only");
   return handle_saga_api(store_, req, clock_);
 }

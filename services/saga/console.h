@@ -28,6 +28,7 @@
 #include "services/saga/activity.h"
 #include "services/saga/coordinator.h"
 #include "services/saga/saga_store.h"
+#include "services/saga/topics_api.h"
 
 namespace starling::saga {
 
@@ -54,6 +55,9 @@ struct SagaHttpOptions {
   // For replays started from the console (POST /v1/replays); "" refuses them.
   std::string kafka;
   KafkaProperties kafka_properties;
+  /// The topic-reading routes (a saga's events, one event's journey,
+  /// rejects); none: they are 404.
+  std::optional<TopicsApiOptions> topics;
   /// Runs one replay to its end (on its own thread); tests replace it.
   std::function<void(const replay::ReplayOptions&)> run_replay = default_replay_runner;
 };

@@ -69,6 +69,10 @@ int main(int argc, char** argv) try {
     saga::Clock clock = [] { return now_ms(); };
     saga::Activity activity;
     copts.activity = &activity;
+    saga::TopicsApiOptions topics;
+    topics.kafka = {ctx.bootstrap, ctx.instance + "-console", ctx.kafka_properties(), ctx.kafka.origins};
+    topics.pipelines = ctx.pipelines;
+    http.topics = std::move(topics);
     const saga::SagaHttp front(store, activity, clock, std::move(http));
     auto routes = RouteTable::from_openapi(saga::openapi_json()).templates();
     routes.emplace_back("/console/{file}");

@@ -221,22 +221,19 @@ class RouteCoverage : public ::testing::Test {
     running.state = "running";
     running.pid = ::getpid();
     EXPECT_TRUE(write_file_atomically((replays / (running.id + ".json")).string(), replay::to_json(running).dump()));
+    // The topic-reading routes on topics held in memory: the pipeline topics are empty.
+    topics_options_.source = topics_.factory();
+    topics_options_.pipelines = {load_pipeline(source_path("pipelines/ecowheels.yaml"))};
     saga::SagaHttpOptions front;
     front.replay_dir = replays.string();
     front.kafka = "127.0.0.1:1";  // never reached: the runner below stands in for the replay
     front.run_replay = [](const replay::ReplayOptions&) {};
+    front.topics = topics_options_;
     saga_front_ = std::make_unique<saga::SagaHttp>(
         *store_, activity_, [] { return int64_t{1'795'431'600'000}; }, std::move(front));
     const Readiness ready = [] { return Status{}; };
-    // The topic-reading routes first (/v1/sagas/{id}/events is under
-    // /v1/sagas/), on topics held in memory: the pipeline topics are empty.
-    topics_options_.source = topics_.factory();
-    topics_options_.pipelines = {load_pipeline(source_path("pipelines/ecowheels.yaml"))};
-    saga_handler_ = service_routes(ready, [this](const HttpRequest& req, const HttpResponder& done) {
-      const saga::Clock clock = [] { return int64_t{1'795'431'600'000}; };
-      if (auto r = saga::handle_topics_api(topics_options_, *store_, req, clock)) return done(std::move(*r));
-      done(saga_front_->handle(req));
-    });
+    saga_handler_ = service_routes(
+        ready, [this](const HttpRequest& req, const HttpResponder& done) { done(saga_front_->handle(req)); });
     // A saga API on a loopback port (0: the system picks), for ingest's route to it.
     saga_server_ = std::make_unique<HttpServer>(HttpServerOptions{}, saga_handler_);
     saga_server_->start();
