@@ -518,7 +518,8 @@ Result<ReplayStatus> run_replay(const ReplayOptions& o, const std::function<void
           ++part.unreadable;
           continue;
         }
-        if (!o.saga.empty() && env.saga_id() != o.saga) {
+        if ((!o.saga.empty() && env.saga_id() != o.saga) ||
+            (!o.event_ids.empty() && !o.event_ids.contains(env.event_id()))) {
           ++part.filtered;
           continue;
         }

@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,8 @@ struct ReplayOptions {
   std::string from;                  // time (RFC 3339 or Unix ms), "beginning", "end", "@N" or "P@N,P@N"
   std::string to;
   std::string saga;  // only this saga's events
+  // Only these events (a re-drive of rejected records from the console); empty: every event.
+  std::set<std::string> event_ids;
   bool dry_run = false;
   double rate = 0;           // events per second; 0: as fast as the broker takes them
   std::string state_dir;     // where <id>.json and <id>.control live

@@ -213,6 +213,46 @@ SagaHttp::~SagaHttp() {
   }
 }
 
+std::optional<HttpResponse> SagaHttp::select_redrive(replay::ReplayOptions& o, RejectSelection selection) const {
+  if (!options_.topics) return json_error(409, "replays_not_configured", "this starling-saga does not read topics");
+  if (o.stage != "clean") return json_error(400, "invalid_parameter", "stage: a re-drive goes through clean", "stage");
+  if (!o.saga.empty()) {
+    return json_error(400, "invalid_parameter", "saga: re-drive a saga by replaying it, without rule or field", "saga");
+  }
+  const auto* pipeline = topics_pipeline(*options_.topics, o.pipeline);
+  if (pipeline == nullptr) return json_error(404, "unknown_pipeline", "no pipeline '" + o.pipeline + "'", "pipeline");
+  const int64_t now = clock_();
+  for (const auto& [name, text, out] :
+       {std::tuple{"from", &o.from, &selection.since_ms}, std::tuple{"to", &o.to, &selection.until_ms}}) {
+    if (text->empty()) continue;
+    *out = parse_time_param(*text, now);
+    if (!*out)
+      return json_error(400, "invalid_parameter", std::string(name) + ": expected a time or a duration back", name);
+  }
+  auto picked = select_rejects(*options_.topics, *pipeline, selection, kRedriveMax);
+  if (!picked) return json_error(503, "kafka_unavailable", picked.error().message);
+  if (picked->event_ids.empty()) {
+    return json_error(404, "nothing_to_redrive",
+                      fmt::format("no record rejected by clean matches (rule '{}', field '{}', device '{}')",
+                                  selection.rule, selection.field, selection.device_id),
+                      selection.rule.empty() ? "field" : "rule");
+  }
+  if (picked->matched > kRedriveMax) {
+    return json_error(400, "selection_too_large",
+                      fmt::format("{} rejected records match; one re-drive takes at most {}: narrow it with from, to "
+                                  "or device_id",
+                                  picked->matched, kRedriveMax),
+                      "from");
+  }
+  // Read them back from <p>.raw over the span of their ingest times; the
+  // replay skips every other event there.
+  constexpr int64_t kSlackMs = 60'000;
+  o.from = std::to_string(std::max<int64_t>(0, picked->first_ingest_ms - kSlackMs));
+  o.to = std::to_string(picked->last_ingest_ms + kSlackMs);
+  o.event_ids = std::move(picked->event_ids);
+  return std::nullopt;
+}
+
 HttpResponse SagaHttp::start_replay(const HttpRequest& req, const ApiKey* key) const {
   if (options_.replay_dir.empty() || options_.kafka.empty()) {
     return json_error(409, "replays_not_configured", "this starling-saga has no --replay-dir; run `starling replay`");
@@ -237,15 +277,20 @@ HttpResponse SagaHttp::start_replay(const HttpRequest& req, const ApiKey* key) c
     return std::nullopt;
   };
   for (const auto& [k, v] : body.items()) {
-    if (k != "pipeline" && k != "stage" && k != "saga" && k != "from" && k != "to" && k != "rate") {
+    if (k != "pipeline" && k != "stage" && k != "saga" && k != "from" && k != "to" && k != "rate" && k != "rule" &&
+        k != "field" && k != "device_id") {
       return json_error(400, "invalid_parameter",
-                        k == "rule" || k == "field" || k == "device_id"
-                            ? k + ": re-driving a selection by rule, field or device is not supported yet; replay "
-                                  "its sagas or its time range"
-                            : k + ": unknown; expected pipeline, stage, saga, from, to, rate",
-                        k);
+                        k + ": unknown; expected pipeline, stage, saga, from, to, rate, or rule, field, device_id", k);
     }
   }
+  // A re-drive: the clean-stage rejects that match rule, field and device
+  // (from and to bound when they were rejected), replayed through clean.
+  RejectSelection selection;
+  for (const auto& [f, out] : {std::pair{"rule", &selection.rule}, std::pair{"field", &selection.field},
+                               std::pair{"device_id", &selection.device_id}}) {
+    if (auto bad = text(f, *out)) return *bad;
+  }
+  const bool redrive = !selection.rule.empty() || !selection.field.empty() || !selection.device_id.empty();
   for (const auto* f : {"pipeline", "stage", "saga", "from", "to"}) {
     std::string* out = f == std::string_view("pipeline") ? &o.pipeline
                        : f == std::string_view("stage")  ? &o.stage
@@ -265,7 +310,9 @@ HttpResponse SagaHttp::start_replay(const HttpRequest& req, const ApiKey* key) c
   if (key != nullptr && !key->allows_pipeline(o.pipeline)) {
     return json_error(403, "pipeline_not_allowed", "the key may not see pipeline '" + o.pipeline + "'", "pipeline");
   }
-  if (!o.saga.empty()) {
+  if (redrive) {
+    if (auto bad = select_redrive(o, selection)) return *bad;
+  } else if (!o.saga.empty()) {
     auto r = store_.get(o.saga);
     if (!r) return json_error(500, "store_error", r.error().message);
     if (!r->has_value() || (*r)->pipeline() != o.pipeline) {
@@ -298,9 +345,12 @@ HttpResponse SagaHttp::start_replay(const HttpRequest& req, const ApiKey* key) c
                         *done = true;
                       }),
                       done});
-  spdlog::info("console: {} started replay {} of {} ({} stage{})", key != nullptr ? key->name : "a user", o.id,
-               o.pipeline, o.stage, o.saga.empty() ? "" : ", saga " + o.saga);
-  return {202, json({{"id", o.id}, {"saga_id", o.id}}).dump()};
+  spdlog::info("console: {} started replay {} of {} ({} stage{}{})", key != nullptr ? key->name : "a user", o.id,
+               o.pipeline, o.stage, o.saga.empty() ? "" : ", saga " + o.saga,
+               o.event_ids.empty() ? "" : fmt::format(", {} rejected records", o.event_ids.size()));
+  json answer = {{"id", o.id}, {"saga_id", o.id}};
+  if (!o.event_ids.empty()) answer["records"] = o.event_ids.size();
+  return {202, answer.dump()};
 }
 
 HttpResponse SagaHttp::control_replay(const std::string& id, const std::string& action) const {

@@ -67,6 +67,8 @@ struct SagaHttpOptions {
 /// as `starling replay`. Stopping the service cancels them: each closes its
 /// saga over what it published, as `starling replay cancel` does.
 inline constexpr std::size_t kConsoleReplaysMax = 4;
+/// Rejected records one re-drive takes at most.
+inline constexpr std::size_t kRedriveMax = 10'000;
 
 class SagaHttp {
  public:
@@ -83,6 +85,8 @@ class SagaHttp {
   HttpResponse replays(const ApiKey* key) const;
   HttpResponse control_replay(const std::string& id, const std::string& action) const;
   HttpResponse start_replay(const HttpRequest& req, const ApiKey* key) const;
+  /// Fills a re-drive's range and events from the rejects that match, or the refusal.
+  std::optional<HttpResponse> select_redrive(replay::ReplayOptions& o, RejectSelection selection) const;
 
   SagaStore& store_;
   const Activity& activity_;

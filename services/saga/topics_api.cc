@@ -848,6 +848,44 @@ std::optional<HttpResponse> route(const TopicsApiOptions& o, SagaStore& store, c
 
 }  // namespace
 
+const PipelineConfig* topics_pipeline(const TopicsApiOptions& options, const std::string& name) {
+  return find_pipeline(options, name);
+}
+
+Result<SelectedRejects> select_rejects(const TopicsApiOptions& o, const PipelineConfig& p, const RejectSelection& sel,
+                                       std::size_t max) {
+  ScanPlan plan;
+  plan.topics = {p.rejected_topic()};  // clean's rejects; the dlq's are the sink's refusals, not clean's
+  plan.from_ms = sel.since_ms;
+  plan.until_ms = sel.until_ms;
+  plan.tail_share = true;
+  auto src = open_source(o);
+  if (!src) return std::unexpected(src.error());
+  SelectedRejects out;
+  v1::RejectedRecord rec;
+  Scanner scanner(o, **src);
+  auto stats = scanner.run(plan, [&](const kafka::InMessage& m) {
+    if (!sel.device_id.empty() && m.key != sel.device_id) return true;
+    if (!decodes(rec, m.value) || rec.stage() != "clean") return true;
+    const auto& env = rec.envelope();
+    if (!sel.device_id.empty() && env.device_id() != sel.device_id) return true;
+    const bool match = std::any_of(rec.reasons().begin(), rec.reasons().end(), [&](const v1::Reason& r) {
+      return (sel.rule.empty() || r.rule() == sel.rule) && (sel.field.empty() || r.field() == sel.field);
+    });
+    if (!match || env.event_id().empty()) return true;
+    ++out.matched;
+    if (out.event_ids.size() >= max) return true;
+    out.event_ids.insert(env.event_id());
+    const int64_t t = env.ingest_time_ms() != 0 ? env.ingest_time_ms() : m.timestamp_ms;
+    if (out.first_ingest_ms == 0 || t < out.first_ingest_ms) out.first_ingest_ms = t;
+    out.last_ingest_ms = std::max(out.last_ingest_ms, t);
+    return true;
+  });
+  if (!stats) return std::unexpected(stats.error());
+  out.complete = stats->complete;
+  return out;
+}
+
 Result<std::unique_ptr<TopicSource>> kafka_topic_source(const kafka::KafkaOptions& options) {
   kafka::KafkaOptions o = options;
   o.client_id = "starling-saga-topics";

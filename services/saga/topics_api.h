@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -83,6 +84,30 @@ std::optional<HttpResponse> handle_topics_api(const TopicsApiOptions& options, S
                                               const Clock& clock);
 
 // Limits of the parameters (openapi.json states the same).
+/// The records a re-drive replays: the clean-stage rejects of a pipeline
+/// that match rule, field and device (empty: any), rejected within
+/// [since_ms, until_ms]. Their event ids, and the span of their ingest times
+/// (where to read them back from <p>.raw).
+struct RejectSelection {
+  std::string rule;
+  std::string field;
+  std::string device_id;
+  std::optional<int64_t> since_ms;
+  std::optional<int64_t> until_ms;
+};
+struct SelectedRejects {
+  std::set<std::string> event_ids;
+  int64_t first_ingest_ms = 0;
+  int64_t last_ingest_ms = 0;
+  std::size_t matched = 0;  // records that matched (more than event_ids when some exceed `max`)
+  bool complete = true;     // false: a scan bound cut the search
+};
+/// At most `max` event ids are kept; `matched` counts them all.
+Result<SelectedRejects> select_rejects(const TopicsApiOptions& options, const PipelineConfig& pipeline,
+                                       const RejectSelection& selection, std::size_t max);
+/// The pipeline of that name among options.pipelines; nullptr when unknown.
+const PipelineConfig* topics_pipeline(const TopicsApiOptions& options, const std::string& name);
+
 inline constexpr std::size_t kJourneyLimitDefault = 20;
 inline constexpr std::size_t kJourneyLimitMax = 100;
 inline constexpr std::size_t kEventsLimitDefault = 100;

@@ -453,6 +453,19 @@ async function main() {
       'rejects are grouped by rule and field with counts');
     check((await group.first().getByTestId('rejects-example').count()) >= 1, 'each group has examples');
     await shot(page, 'rejects.png');
+    // Re-drive the group through clean: a REPLAY saga of exactly those records.
+    const count = Number((await text(group.first().getByTestId('group-count'))).replace(/,/g, ''));
+    await group.first().getByTestId('group-redrive').click();
+    await page.getByTestId('confirm-dialog').waitFor({ state: 'visible' });
+    await page.getByTestId('confirm-ok').click();
+    const started = await until('the re-drive to start', async () => {
+      await noPageError(page);
+      const t = await text(group.first().getByTestId('group-redrive-result'));
+      return /started replay-/.test(t) && t;
+    }, 60);
+    const m = /with ([\d,]+) records/.exec(started);
+    check(m && Number(m[1].replace(/,/g, '')) >= 1 && Number(m[1].replace(/,/g, '')) <= count,
+      `the re-drive replays the group's records through clean (${started}; the group counts ${count})`);
   });
 
   await section('a stopped loader: sagas STALL, the list filters them, a saga page shows one', async () => {

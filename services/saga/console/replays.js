@@ -76,9 +76,10 @@ export function replayButton(ctx, message, body, testid, label) {
     if (!(await confirmDialog(message, label))) return;
     try {
       const got = await ctx.api('/v1/replays', { method: 'POST', body });
-      fill(out, 'started ', h('a', { href: sagaHref(got.id || got.saga_id) }, String(got.id || got.saga_id)), ' · ', h('a', { href: '#/replays' }, 'replays'));
+      fill(out, 'started ', h('a', { href: sagaHref(got.id || got.saga_id), testid: `${testid}-saga` }, String(got.id || got.saga_id)),
+        got.records !== undefined ? ` with ${num(got.records)} records` : '', ' · ', h('a', { href: '#/replays' }, 'replays'));
     } catch (e) {
-      if (e.status === 404 || e.status === 405) {
+      if (e.status === 405) {
         const args = ['starling replay', `--pipeline ${body.pipeline}`, `--stage ${body.stage || 'clean'}`];
         if (body.saga) args.push(`--saga ${body.saga}`);
         if (body.from) args.push(`--from ${body.from}`);

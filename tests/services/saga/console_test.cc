@@ -13,10 +13,13 @@
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "services/common/files.h"
 #include "services/common/http.h"
+#include "services/common/pipeline.h"
 #include "services/replay/replay.h"
+#include "tests/support/memory_topics.h"
 #include "tests/support/temp_dir.h"
 
 namespace starling::saga {
@@ -352,7 +355,9 @@ TEST_F(ConsoleHttpTest, AnAdminStartsAReplayOfOneSagaAndBadRequestsNameTheField)
     EXPECT_EQ(r.status, 400) << body.dump() << " " << r.body;
     EXPECT_EQ(json::parse(r.body)["error"]["field"], field) << body.dump() << " " << r.body;
   };
-  bad({{"pipeline", "p"}, {"rule", "range"}}, "rule");
+  bad({{"pipeline", "p"}, {"flavour", "range"}}, "flavour");
+  // A re-drive needs the topics, which this service was not given.
+  EXPECT_EQ(code(http_->handle(start("admin", {{"pipeline", "p"}, {"rule", "range"}}))), "replays_not_configured");
   bad({{"pipeline", "p"}, {"saga", "saga-p"}, {"stage", "warehouse"}}, "stage");
   bad({{"pipeline", "p"}, {"from", "yesterday-ish"}}, "from");
   bad({{"pipeline", "p"}}, "from");
@@ -402,6 +407,67 @@ TEST_F(ConsoleHttpTest, AKeyLimitedToSomePipelinesSeesNothingOfTheOthers) {
   const auto o = json::parse(http_->handle(get("/v1/overview", "lisbon")).body);
   ASSERT_EQ(o["pipelines"].size(), 1u);
   EXPECT_EQ(o["pipelines"][0]["name"], "p");
+}
+
+TEST(ConsoleHttp, ARedriveReplaysExactlyTheRecordsCleanRejectedThatMatch) {
+  testing::TempDir dir;
+  RocksSagaStore store(dir / "db");
+  Activity activity;
+  testing::MemoryTopics topics;
+  const auto pipeline = load_pipeline(testing::source_path("pipelines/ecowheels.yaml"));
+  const auto reject = [&](const std::string& event_id, const std::string& stage, const std::string& rule,
+                          int64_t ingest_ms) {
+    v1::RejectedRecord r;
+    r.set_stage(stage);
+    r.mutable_envelope()->set_event_id(event_id);
+    r.mutable_envelope()->set_device_id("bike-1");
+    r.mutable_envelope()->set_ingest_time_ms(ingest_ms);
+    auto* reason = r.add_reasons();
+    reason->set_rule(rule);
+    reason->set_field("speed_kmh");
+    topics.add(pipeline.rejected_topic(), 0, "bike-1", r.SerializeAsString(), ingest_ms + 5);
+  };
+  reject("e1", "clean", "range", kT0 - 50'000);
+  reject("e2", "clean", "range", kT0 - 10'000);
+  reject("e3", "clean", "required", kT0 - 30'000);
+  reject("e4", "load", "range", kT0 - 20'000);  // the sink's refusal: not clean's to re-drive
+  topics.add(pipeline.rejected_topic(), 0, "bike-1", "not a record", kT0);
+  std::vector<replay::ReplayOptions> started;
+  std::mutex mu;
+  SagaHttpOptions o;
+  o.replay_dir = (dir / "replays");
+  o.kafka = "127.0.0.1:1";
+  o.run_replay = [&](const replay::ReplayOptions& r) {
+    std::lock_guard lock(mu);
+    started.push_back(r);
+  };
+  TopicsApiOptions t;
+  t.source = topics.factory();
+  t.pipelines = {pipeline};
+  o.topics = t;
+  {
+    SagaHttp http(
+        store, activity, [] { return kT0; }, std::move(o));
+    auto req = post("/v1/replays", "");
+    req.body = json({{"pipeline", "ecowheels"}, {"rule", "range"}, {"field", "speed_kmh"}}).dump();
+    const auto ok = http.handle(req);
+    ASSERT_EQ(ok.status, 202) << ok.body;
+    EXPECT_EQ(json::parse(ok.body)["records"], 2);
+    req.body = json({{"pipeline", "ecowheels"}, {"rule", "regex"}}).dump();
+    EXPECT_EQ(code(http.handle(req)), "nothing_to_redrive");
+    req.body = json({{"pipeline", "ecowheels"}, {"rule", "range"}, {"stage", "load"}}).dump();
+    EXPECT_EQ(json::parse(http.handle(req).body)["error"]["field"], "stage");
+    req.body = json({{"pipeline", "ecowheels"}, {"rule", "range"}, {"saga", "s"}}).dump();
+    EXPECT_EQ(json::parse(http.handle(req).body)["error"]["field"], "saga");
+    req.body = json({{"pipeline", "nope"}, {"rule", "range"}}).dump();
+    EXPECT_EQ(code(http.handle(req)), "unknown_pipeline");
+  }  // joins the replays' threads
+  ASSERT_EQ(started.size(), 1u);
+  const auto& r = started.front();
+  EXPECT_EQ(r.stage, "clean");
+  EXPECT_EQ(r.event_ids, (std::set<std::string>{"e1", "e2"}));
+  EXPECT_EQ(r.from, std::to_string(kT0 - 50'000 - 60'000));  // read back from <p>.raw over their ingest times
+  EXPECT_EQ(r.to, std::to_string(kT0 - 10'000 + 60'000));
 }
 
 TEST(ConsoleHttp, WithoutAKeysFileEverythingIsOpen) {
