@@ -71,11 +71,12 @@ HttpRequest get(const std::string& path, std::map<std::string, std::string> quer
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   const std::size_t sagas = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1'000'000;
   const int requests = argc > 2 ? std::atoi(argv[2]) : 50;
   const auto dir = std::filesystem::temp_directory_path() / fmt::format("saga-list-bench-{}", ::getpid());
   std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
   {
     saga::RocksSagaStore store((dir / "db").string());
     // Two pipelines; 1 saga in 100 STALLED, the rest COMPLETED, as a live store looks.
@@ -86,7 +87,7 @@ int main(int argc, char** argv) {
           v1::SagaRecord r;
           r.set_saga_id(fmt::format("{:016x}-{}", done * 2654435761u % (1ull << 48), done));
           r.set_pipeline(done % 2 == 0 ? "ecowheels" : "weather");
-          r.set_state(done % 100 == 7 ? v1::SAGA_STATE_STALLED : v1::SAGA_STATE_COMPLETED);
+          r.set_state(done % 100 == 8 ? v1::SAGA_STATE_STALLED : v1::SAGA_STATE_COMPLETED);
           r.set_total(20);
           r.set_ingested(true);
           r.set_loaded(std::string(3, '\xff'));
@@ -108,7 +109,8 @@ int main(int argc, char** argv) {
         time_requests(std::max(3, requests / 10), [&] { return saga::handle_saga_api(store, stalled_scan, clock); });
     // Page 21: follow 20 tokens, then time the next page.
     auto deep_req = stalled_newest;
-    for (int i = 0; i < 20; ++i) {
+    int deep_page = 1;
+    for (int i = 0; i < 20; ++i, ++deep_page) {
       const auto body = json::parse(saga::handle_saga_api(store, deep_req, clock).body);
       if (!body.contains("next_page_token")) break;
       deep_req.query["page_token"] = body["next_page_token"];
@@ -118,16 +120,17 @@ int main(int argc, char** argv) {
     const auto any = time_requests(requests, [&] { return saga::handle_saga_api(store, all_newest, clock); });
     const auto one = time_requests(requests, [&] {
       return saga::handle_saga_api(
-          store, get("/v1/sagas/" + fmt::format("{:016x}-{}", 7 * 2654435761u % (1ull << 48), 7), {}), clock);
+          store, get("/v1/sagas/" + fmt::format("{:016x}-{}", std::size_t{7} * 2654435761u % (1ull << 48), 7), {}),
+          clock);
     });
     fmt::print("saga_list_bench: {} sagas stored ({} STALLED), filled in {:.1f} s; RSS {} MiB\n\n", sagas, sagas / 100,
                fill.seconds, rss_kib() / 1024);
     fmt::print("{:<52} {:>10} {:>10} {:>8}\n", "request", "p50 ms", "max ms", "sagas");
-    const auto row = [](const char* name, const Timing& t) {
+    const auto row = [](const std::string& name, const Timing& t) {
       fmt::print("{:<52} {:>10.2f} {:>10.2f} {:>8}\n", name, t.p50_ms, t.max_ms, t.listed);
     };
     row("STALLED of one pipeline, newest first (index)", index);
-    row("the same, page 21 (index)", deep);
+    row(fmt::format("the same, page {} (index)", deep_page), deep);
     row("any state of one pipeline, newest first (index)", any);
     row("STALLED of one pipeline, saga-id order (scan)", scan);
     row("one saga's detail", one);
@@ -135,4 +138,7 @@ int main(int argc, char** argv) {
   }
   std::filesystem::remove_all(dir);
   return 0;
+} catch (const std::exception& e) {
+  fmt::print(stderr, "saga_list_bench: {}\n", e.what());
+  return 1;
 }

@@ -36,20 +36,20 @@ std::array<unsigned char, 32> sha256(const std::string& data) {
 }
 
 std::string hex(const unsigned char* data, std::size_t size) {
-  static constexpr char digits[] = "0123456789abcdef";
+  static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
   out.reserve(size * 2);
   for (std::size_t i = 0; i < size; ++i) {
-    out += digits[data[i] >> 4];
-    out += digits[data[i] & 15];
+    out += kDigits[data[i] >> 4];
+    out += kDigits[data[i] & 15];
   }
   return out;
 }
 
 std::string presented_key(const std::string& authorization, const std::string& x_api_key) {
-  constexpr std::string_view bearer = "Bearer ";
-  if (authorization.size() > bearer.size() && authorization.compare(0, bearer.size(), bearer) == 0) {
-    return authorization.substr(bearer.size());
+  constexpr std::string_view kBearer = "Bearer ";
+  if (authorization.size() > kBearer.size() && authorization.compare(0, kBearer.size(), kBearer) == 0) {
+    return authorization.substr(kBearer.size());
   }
   return x_api_key;
 }
@@ -115,7 +115,9 @@ Result<KeyStore> KeyStore::parse(const std::string& yaml, const std::string& ori
     for (const auto& kv : n) {
       const auto field = kv.first.as<std::string>();
       const auto& v = kv.second;
-      const auto fpath = path + "." + field;
+      auto fpath = path;
+      fpath += '.';
+      fpath += field;
       try {
         if (field == "name") {
           k.name = v.as<std::string>();

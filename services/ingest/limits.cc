@@ -79,7 +79,10 @@ double RateLimiter::admit(const ApiKey* key, const std::string& pipeline,
     devices_.begin(now);
     device_buckets.reserve(events_by_device.size());
     for (const auto& [device, n] : events_by_device) {
-      auto& b = devices_.get(pipeline + "/" + device, device_);
+      std::string bucket = pipeline;
+      bucket += '/';
+      bucket += device;
+      auto& b = devices_.get(bucket, device_);
       if (const double w = b.wait_for(n, now); w > 0) {
         who = "device '" + device + "'";
         return w;

@@ -143,7 +143,8 @@ json Activity::overview(int64_t now_ms, const std::function<bool(const std::stri
     json lag = json::object();
     for (const auto& stage : {"clean", "load"}) {
       auto it = p.lag.find(stage);
-      lag[stage] = it != p.lag.end() && it->second ? json(*it->second) : json(nullptr);
+      const std::optional<int64_t> value = it != p.lag.end() ? it->second : std::nullopt;
+      lag[stage] = value.has_value() ? json(value.value()) : json(nullptr);
     }
     pipelines.push_back({{"name", name},
                          {"stages", std::move(stages)},

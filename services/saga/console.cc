@@ -155,7 +155,8 @@ HttpResponse SagaHttp::route(const HttpRequest& req, const ApiKey* key) const {
       auto id = req.path.substr(kSagaPrefix.size());
       id = id.substr(0, id.find('/'));
       auto r = store_.get(id);
-      if (r && r->has_value() && !allowed((*r)->pipeline())) {
+      const std::optional<v1::SagaRecord> found = r ? std::move(*r) : std::nullopt;
+      if (found.has_value() && !allowed(found->pipeline())) {
         return json_error(404, "unknown_saga", "no saga with id '" + id + "'", "saga_id");
       }
     } else if (req.path == "/v1/sagas" && !req.query.contains("pipeline")) {
@@ -315,11 +316,12 @@ HttpResponse SagaHttp::start_replay(const HttpRequest& req, const ApiKey* key) c
   } else if (!o.saga.empty()) {
     auto r = store_.get(o.saga);
     if (!r) return json_error(500, "store_error", r.error().message);
-    if (!r->has_value() || (*r)->pipeline() != o.pipeline) {
+    const std::optional<v1::SagaRecord>& found = *r;
+    if (!found.has_value() || found->pipeline() != o.pipeline) {
       return json_error(404, "unknown_saga", "no saga '" + o.saga + "' in pipeline '" + o.pipeline + "'", "saga");
     }
     // Its events were ingested at its creation: start a minute before, not at the beginning of the topic.
-    if (o.from.empty() && (*r)->created_ms() > 60'000) o.from = std::to_string((*r)->created_ms() - 60'000);
+    if (o.from.empty() && found->created_ms() > 60'000) o.from = std::to_string(found->created_ms() - 60'000);
   }
   if (auto st = replay::check_replay_options(o); !st) {
     // The checks name CLI flags; here they are fields.

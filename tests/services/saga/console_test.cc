@@ -77,7 +77,7 @@ std::string code(const HttpResponse& r) { return json::parse(r.body)["error"]["c
 TEST(Activity, RatesAndSeriesCountEventsPerSecondOfTheLastMinute) {
   Activity a;
   // 40 events ingested in each of the seconds T0-5 .. T0-1; 10 loaded at T0-1.
-  for (int s = 5; s >= 1; --s) a.record(fact("p", v1::STEP_INGESTED, 0, 39, kT0), kT0, kT0 - s * 1000);
+  for (int s = 5; s >= 1; --s) a.record(fact("p", v1::STEP_INGESTED, 0, 39, kT0), kT0, kT0 - int64_t{s} * 1000);
   a.record(fact("p", v1::STEP_LOADED, 0, 9, kT0), kT0 - 100, kT0 - 1000);
   const auto o = a.overview(kT0, {});
   ASSERT_EQ(o["pipelines"].size(), 1u);

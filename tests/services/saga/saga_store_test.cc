@@ -85,6 +85,7 @@ v1::SagaRecord record(const std::string& id, const std::string& pipeline, v1::Sa
 
 std::vector<std::string> ids(const ListPage& page) {
   std::vector<std::string> out;
+  out.reserve(page.sagas.size());
   for (const auto& r : page.sagas) out.push_back(r.saga_id());
   return out;
 }
