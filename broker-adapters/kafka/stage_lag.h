@@ -23,7 +23,9 @@ struct StageLag {
   std::optional<int64_t> oldest_unprocessed_ms;
 };
 
-/// The stages of these pipelines (by name), then the saga stage's.
-Result<std::vector<StageLag>> stage_lags(const KafkaOptions& options, const std::vector<std::string>& pipelines);
+/// The stages of these pipelines (by name), then the saga stage's. Each
+/// stage's read waits at most `timeout`.
+Result<std::vector<StageLag>> stage_lags(const KafkaOptions& options, const std::vector<std::string>& pipelines,
+                                         std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 }  // namespace starling::kafka

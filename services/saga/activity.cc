@@ -88,6 +88,7 @@ void Activity::set_states(const std::map<std::pair<std::string, v1::SagaState>, 
 json Activity::overview(int64_t now_ms, const std::function<bool(const std::string&)>& allowed) const {
   static constexpr std::array<const char*, 6> kStepNames = {"",         "ingested", "cleaned",
                                                             "rejected", "loaded",   "rejected_at_load"};
+  last_viewed_ms_ = now_ms;
   const int64_t now_s = now_ms / 1000;
   // The current second is still filling: the series ends with the last whole one.
   const int64_t last = now_s - 1;

@@ -14,6 +14,7 @@
 // Threading: the consumer loop records; the HTTP threads read. One mutex.
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -45,6 +46,9 @@ class Activity {
   /// The overview of every pipeline seen, as
   /// GET /v1/overview returns it; `allowed` filters what a key may see.
   nlohmann::json overview(int64_t now_ms, const std::function<bool(const std::string&)>& allowed) const;
+  /// When overview() was last asked for (0: never): the lag is read from
+  /// Kafka only while someone is looking.
+  int64_t last_viewed_ms() const { return last_viewed_ms_.load(); }
 
   /// The latency bucket of `ms` and the upper bound of a bucket (tests).
   static int latency_bucket(double ms);
@@ -65,6 +69,7 @@ class Activity {
   Second& slot(Pipeline& p, int64_t second);
   Pipeline* pipeline(const std::string& name);
 
+  mutable std::atomic<int64_t> last_viewed_ms_{0};
   mutable std::mutex mu_;
   std::map<std::string, Pipeline> pipelines_;
   std::optional<int64_t> saga_lag_;

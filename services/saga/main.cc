@@ -85,7 +85,10 @@ int main(int argc, char** argv) try {
     sopts.tick = std::chrono::milliseconds(*tick_ms);
     sopts.activity = &activity;
     const kafka::KafkaOptions kopts{ctx.bootstrap, ctx.instance, ctx.kafka_properties(), ctx.kafka.origins};
-    // Lag per stage for the console, read from Kafka as `starling groups` reads it.
+    // Lag per stage for the console, read from Kafka as `starling groups`
+    // reads it: only while someone watches the overview (each read makes
+    // Kafka clients), and with short waits, so that a read in progress never
+    // holds up a drain for long.
     std::vector<std::string> names;
     names.reserve(ctx.pipelines.size());
     for (const auto& p : ctx.pipelines) names.push_back(p.name);
@@ -93,7 +96,8 @@ int main(int argc, char** argv) try {
     std::thread lag_poller([&] {
       const auto stop = [&done] { return done.load() || shutdown_requested(); };
       do {
-        auto lags = kafka::stage_lags(kopts, names);
+        if (now_ms() - activity.last_viewed_ms() > 60'000) continue;
+        auto lags = kafka::stage_lags(kopts, names, std::chrono::seconds(2));
         for (const auto& l : lags ? *lags : std::vector<kafka::StageLag>{}) {
           activity.set_lag(l.pipeline == "*" ? "" : l.pipeline, l.stage, l.lag);
         }

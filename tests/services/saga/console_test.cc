@@ -156,11 +156,13 @@ TEST(Activity, PipelinesAreBoundedAndFilteredByWhatAKeyMaySee) {
 
 TEST(Activity, LagAndStatesAreShownAsSet) {
   Activity a;
+  EXPECT_EQ(a.last_viewed_ms(), 0);  // nobody looked: main() reads no lag from Kafka
   a.set_states({{{"p", v1::SAGA_STATE_STALLED}, 3}, {{"p", v1::SAGA_STATE_COMPLETED}, 9}});
   a.set_lag("p", "clean", 120);
   a.set_lag("p", "load", std::nullopt);
   a.set_lag("", "saga", 4);
   const auto o = a.overview(kT0, {});
+  EXPECT_EQ(a.last_viewed_ms(), kT0);
   EXPECT_EQ(o["saga_lag"], 4);
   const auto& p = o["pipelines"][0];
   EXPECT_EQ(p["sagas_by_state"]["STALLED"], 3);
