@@ -1,16 +1,24 @@
 #include "services/saga/saga_store.h"
 
 #include <fmt/format.h>
+#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/statistics.h>
+#include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
 #include <stdexcept>
+#include <vector>
 
 #include "services/saga/saga_state.h"
 
 namespace starling::saga {
 namespace {
+
+constexpr std::size_t kWriteBuffers = 24 << 20;  // all memtables together
+constexpr std::size_t kBlockCache = 8 << 20;
 
 enum Cf { kDefault = 0, kSagas = 1, kOffsets = 2, kOutbox = 3, kDeadlines = 4, kAggregates = 5, kListing = 6 };
 
@@ -51,18 +59,50 @@ std::string listing_key(const std::string& pipeline, int state, int64_t created_
   return listing_prefix(pipeline, state) + be64(~static_cast<uint64_t>(created_ms)) + saga_id;
 }
 
-void put_listing(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* cf, const v1::SagaRecord& r) {
-  batch.Put(cf, listing_key(r.pipeline(), 0, r.created_ms(), r.saga_id()), "");
-  batch.Put(cf, listing_key(r.pipeline(), r.state(), r.created_ms(), r.saga_id()), "");
-}
-
-void delete_listing(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* cf, const std::string& pipeline,
-                    v1::SagaState state, int64_t created_ms, const std::string& saga_id) {
-  batch.Delete(cf, listing_key(pipeline, 0, created_ms, saga_id));
-  batch.Delete(cf, listing_key(pipeline, state, created_ms, saga_id));
-}
-
 Error io_error(const rocksdb::Status& s) { return Error{Errc::kIo, s.ToString()}; }
+
+// A commit's writes to the column families keyed by saga id, gathered and
+// then added to the WriteBatch in key order: RocksDB's memtable skiplist
+// inserts keys in order far faster than scattered ones (each insert starts
+// from where the last one ended), and saga ids are random. The sort is
+// stable, so writes to one key keep their order.
+class SortedWrites {
+ public:
+  void put(Cf cf, std::string key, std::string value) { ops_.push_back({cf, std::move(key), std::move(value), false}); }
+  void del(Cf cf, std::string key) { ops_.push_back({cf, std::move(key), {}, true}); }
+  void add_to(rocksdb::WriteBatch& batch, const std::vector<rocksdb::ColumnFamilyHandle*>& handles) {
+    std::stable_sort(ops_.begin(), ops_.end(),
+                     [](const Op& a, const Op& b) { return a.cf != b.cf ? a.cf < b.cf : a.key < b.key; });
+    for (const auto& op : ops_) {
+      if (op.del) {
+        batch.Delete(handles[op.cf], op.key);
+      } else {
+        batch.Put(handles[op.cf], op.key, op.value);
+      }
+    }
+  }
+
+ private:
+  struct Op {
+    Cf cf;
+    std::string key;
+    std::string value;
+    bool del;
+  };
+  std::vector<Op> ops_;
+};
+
+// A saga's two listing entries: the any-state list's and its state's.
+void put_listing(SortedWrites& w, const v1::SagaRecord& r) {
+  w.put(kListing, listing_key(r.pipeline(), 0, r.created_ms(), r.saga_id()), "");
+  w.put(kListing, listing_key(r.pipeline(), r.state(), r.created_ms(), r.saga_id()), "");
+}
+
+void delete_listing(SortedWrites& w, const std::string& pipeline, v1::SagaState state, int64_t created_ms,
+                    const std::string& saga_id) {
+  w.del(kListing, listing_key(pipeline, 0, created_ms, saga_id));
+  w.del(kListing, listing_key(pipeline, state, created_ms, saga_id));
+}
 
 }  // namespace
 
@@ -74,13 +114,27 @@ RocksSagaStore::RocksSagaStore(const std::string& path) {
   statistics_ = rocksdb::CreateDBStatistics();
   statistics_->set_stats_level(rocksdb::StatsLevel::kExceptTimers);
   opts.statistics = statistics_;
-  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, {}},
-                                                      {"sagas", {}},
-                                                      {"offsets", {}},
-                                                      {"outbox", {}},
-                                                      {"deadlines", {}},
-                                                      {"aggregates", {}},
-                                                      {"listing", {}}};
+  // Memory stays bounded however many sagas are stored: every memtable
+  // together within kWriteBuffers (RocksDB flushes the largest past it), and
+  // one small block cache for all tables. Bloom filters answer the lookup of
+  // a saga not stored yet (each INGESTED fact) without reading the tables.
+  opts.db_write_buffer_size = kWriteBuffers;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(kBlockCache);
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  rocksdb::ColumnFamilyOptions cf;
+  cf.write_buffer_size = kWriteBuffers / 4;
+  cf.max_write_buffer_number = 2;
+  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, cf},
+                                                      {"sagas", cf},
+                                                      {"offsets", cf},
+                                                      {"outbox", cf},
+                                                      {"deadlines", cf},
+                                                      {"aggregates", cf},
+                                                      {"listing", cf}};
   rocksdb::DB* db = nullptr;
   const auto st = rocksdb::DB::Open(opts, path, cfs, &handles_, &db);
   if (!st.ok()) throw std::runtime_error(fmt::format("saga store {}: {}", path, st.ToString()));
@@ -88,6 +142,10 @@ RocksSagaStore::RocksSagaStore(const std::string& path) {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kOutbox]));
   it->SeekToLast();
   if (it->Valid()) next_outbox_id_ = from_be64(it->key()) + 1;
+  // The relay's cursor starts before the oldest entry left: this one walk
+  // over the tombstones of relayed entries is the last.
+  it->SeekToFirst();
+  relayed_ = it->Valid() ? from_be64(it->key()) - 1 : next_outbox_id_ - 1;
   build_listing();
 }
 
@@ -95,15 +153,17 @@ void RocksSagaStore::build_listing() {
   std::unique_ptr<rocksdb::Iterator> listed(db_->NewIterator({}, handles_[kListing]));
   listed->SeekToFirst();
   if (listed->Valid()) return;
-  rocksdb::WriteBatch batch;
+  SortedWrites writes;
   std::size_t n = 0;
   auto flush = [&] {
+    rocksdb::WriteBatch batch;
+    writes.add_to(batch, handles_);
     const auto st = db_->Write({}, &batch);
     if (!st.ok()) throw std::runtime_error("saga store: building the listing index: " + st.ToString());
-    batch.Clear();
+    writes = SortedWrites{};
   };
   auto st = scan([&](const v1::SagaRecord& r) {
-    put_listing(batch, handles_[kListing], r);
+    put_listing(writes, r);
     if (++n % 10'000 == 0) flush();
     return true;
   });
@@ -128,26 +188,31 @@ Result<std::optional<v1::SagaRecord>> RocksSagaStore::get(const std::string& sag
 
 Status RocksSagaStore::commit(const SagaCommit& c) {
   rocksdb::WriteBatch batch;
+  SortedWrites writes;
   for (const auto& w : c.sagas) {
     const auto& r = w.record;
-    batch.Put(handles_[kSagas], r.saga_id(), r.SerializeAsString());
-    if (w.old_state != r.state() || w.old_created_ms != r.created_ms()) {
-      if (w.old_state != v1::SAGA_STATE_UNSPECIFIED) {
-        delete_listing(batch, handles_[kListing], r.pipeline(), w.old_state, w.old_created_ms, r.saga_id());
-      }
-      put_listing(batch, handles_[kListing], r);
+    writes.put(kSagas, r.saga_id(), r.SerializeAsString());
+    if (w.old_state == v1::SAGA_STATE_UNSPECIFIED) {
+      put_listing(writes, r);
+    } else if (w.old_created_ms != r.created_ms()) {
+      delete_listing(writes, r.pipeline(), w.old_state, w.old_created_ms, r.saga_id());
+      put_listing(writes, r);
+    } else if (w.old_state != r.state()) {
+      // Only the state's list changes: the any-state entry stays put.
+      writes.del(kListing, listing_key(r.pipeline(), w.old_state, r.created_ms(), r.saga_id()));
+      writes.put(kListing, listing_key(r.pipeline(), r.state(), r.created_ms(), r.saga_id()), "");
     }
     if (w.old_deadline_ms == r.deadline_ms()) continue;
-    if (w.old_deadline_ms != 0) batch.Delete(handles_[kDeadlines], deadline_key(w.old_deadline_ms, r.saga_id()));
-    if (r.deadline_ms() != 0) batch.Put(handles_[kDeadlines], deadline_key(r.deadline_ms(), r.saga_id()), "");
+    if (w.old_deadline_ms != 0) writes.del(kDeadlines, deadline_key(w.old_deadline_ms, r.saga_id()));
+    if (r.deadline_ms() != 0) writes.put(kDeadlines, deadline_key(r.deadline_ms(), r.saga_id()), "");
   }
   // Removed sagas fold into their hour's aggregate. One writer, so reading
   // the aggregate and writing it back in this batch cannot race.
   std::map<std::string, v1::SagaAggregate> aggs;
   for (const auto& r : c.removed) {
-    batch.Delete(handles_[kSagas], r.saga_id());
-    delete_listing(batch, handles_[kListing], r.pipeline(), r.state(), r.created_ms(), r.saga_id());
-    if (r.deadline_ms() != 0) batch.Delete(handles_[kDeadlines], deadline_key(r.deadline_ms(), r.saga_id()));
+    writes.del(kSagas, r.saga_id());
+    delete_listing(writes, r.pipeline(), r.state(), r.created_ms(), r.saga_id());
+    if (r.deadline_ms() != 0) writes.del(kDeadlines, deadline_key(r.deadline_ms(), r.saga_id()));
     const auto key = aggregate_key(r.pipeline(), r.created_ms() / kHourMs * kHourMs);
     auto it = aggs.find(key);
     if (it == aggs.end()) {
@@ -166,9 +231,10 @@ Status RocksSagaStore::commit(const SagaCommit& c) {
     a.set_in_flight(a.in_flight() + n.in_flight);
     ++(*a.mutable_by_state())[state_name(r.state())];
   }
+  writes.add_to(batch, handles_);
   for (const auto& [key, a] : aggs) batch.Put(handles_[kAggregates], key, a.SerializeAsString());
   for (const auto& [tp, off] : c.next_offsets) batch.Put(handles_[kOffsets], offset_key(tp), std::to_string(off));
-  uint64_t id = next_outbox_id_;
+  uint64_t id = next_outbox_id_.load(std::memory_order_relaxed);
   for (const auto& m : c.outbox) {
     // Outbox values carry topic and key in front of the message, length-prefixed.
     std::string value = be64(m.topic.size()) + m.topic + be64(m.key.size()) + m.key + m.value;
@@ -183,7 +249,7 @@ Status RocksSagaStore::commit(const SagaCommit& c) {
   wo.sync = !c.outbox.empty();
   const auto st = db_->Write(wo, &batch);
   if (!st.ok()) return std::unexpected(io_error(st));
-  next_outbox_id_ = id;
+  next_outbox_id_.store(id, std::memory_order_release);
   return {};
 }
 
@@ -292,8 +358,17 @@ Result<ListPage> RocksSagaStore::list(const ListQuery& q) {
 
 Result<std::vector<kafka::OutboxEntry>> RocksSagaStore::outbox(std::size_t max) {
   std::vector<kafka::OutboxEntry> out;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kOutbox]));
-  for (it->SeekToFirst(); it->Valid() && out.size() < max; it->Next()) {
+  // Nothing appended since the last relay (most calls): no iterator at all.
+  if (next_outbox_id_.load(std::memory_order_acquire) <= relayed_ + 1) return out;
+  // From the cursor on: the relayed entries' tombstones lie below it, so no
+  // relay walks over them again, however many have piled up since the last
+  // compaction.
+  const auto from = be64(relayed_ + 1);
+  const rocksdb::Slice lower(from);
+  rocksdb::ReadOptions ro;
+  ro.iterate_lower_bound = &lower;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, handles_[kOutbox]));
+  for (it->Seek(lower); it->Valid() && out.size() < max; it->Next()) {
     const auto v = it->value().ToString();
     kafka::OutboxEntry e;
     e.id = from_be64(it->key());
@@ -310,12 +385,21 @@ Result<std::vector<kafka::OutboxEntry>> RocksSagaStore::outbox(std::size_t max) 
     e.message.value = v.substr(pos);
     out.push_back(std::move(e));
   }
+  if (!it->status().ok()) return std::unexpected(io_error(it->status()));
   return out;
 }
 
 Status RocksSagaStore::outbox_done(uint64_t up_to) {
-  const auto st = db_->DeleteRange({}, handles_[kOutbox], be64(0), be64(up_to + 1));
+  up_to = std::min(up_to, next_outbox_id_.load(std::memory_order_acquire) - 1);
+  if (up_to <= relayed_) return {};
+  // Point deletes of the ids relayed (they are consecutive), not a range
+  // delete: every new iterator rebuilds the list of range tombstones still in
+  // the memtable, and the relay makes one per call.
+  rocksdb::WriteBatch batch;
+  for (uint64_t id = relayed_ + 1; id <= up_to; ++id) batch.Delete(handles_[kOutbox], be64(id));
+  const auto st = db_->Write({}, &batch);
   if (!st.ok()) return std::unexpected(io_error(st));
+  relayed_ = up_to;
   return {};
 }
 

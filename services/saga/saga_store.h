@@ -3,6 +3,7 @@
 // entries, retention's aggregates, consumed offsets and the outcome outbox are
 // written in one atomic batch.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -62,7 +63,8 @@ struct SagaCommit {
 
 inline constexpr int64_t kHourMs = 3'600'000;
 
-/// Threading: one writer (the consumer loop); readers (the HTTP API) may run
+/// Threading: one writer (the consumer loop) and one relay (outbox() and
+/// outbox_done(), which may run beside the writer); readers (the HTTP API) may run
 /// concurrently.
 class SagaStore : public kafka::Outbox {
  public:
@@ -130,7 +132,8 @@ class RocksSagaStore final : public SagaStore {
   std::shared_ptr<rocksdb::Statistics> statistics_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // see Cf in saga_store.cc
-  uint64_t next_outbox_id_ = 1;
+  std::atomic<uint64_t> next_outbox_id_{1};            // written by commit(), read by the relay
+  uint64_t relayed_ = 0;                               // ids <= relayed_ are relayed and deleted (the relay's own)
 };
 
 }  // namespace starling::saga

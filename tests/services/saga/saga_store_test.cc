@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
+#include <rocksdb/perf_context.h>
+#include <rocksdb/perf_level.h>
 
 #include <set>
 
@@ -72,6 +74,67 @@ TEST(RocksSagaStore, OutboxIdsKeepIncreasingAcrossReopen) {
   EXPECT_EQ(all[0].message.value, "a");
   EXPECT_EQ(all[1].message.value, "b");
   EXPECT_GT(all[1].id, first);
+}
+
+TEST(RocksSagaStore, TheRelayNeverWalksOverWhatItRelayed) {
+  // Issue 19: every relay made a new iterator over the outbox, and each one
+  // rebuilt the range tombstones outbox_done() left, so the saga service's
+  // cost per event grew with the sagas it had decided (saga_bench shows that
+  // cost). outbox_done() now leaves point tombstones, and the relay starts
+  // at its cursor past them: none of them is ever visited again.
+  testing::TempDir dir;
+  RocksSagaStore store(dir / "db");
+  for (int round = 0; round < 20; ++round) {
+    std::vector<kafka::OutMessage> out;
+    for (int i = 0; i < 100; ++i) out.push_back({"t", "k", fmt::format("{}-{}", round, i), {}});
+    ASSERT_TRUE(store.commit({}, {}, out).has_value());
+    auto pending = store.outbox(1000);
+    ASSERT_TRUE(pending.has_value());
+    ASSERT_EQ(pending->size(), 100u);
+    EXPECT_EQ(pending->front().message.value, fmt::format("{}-0", round));
+    ASSERT_TRUE(store.outbox_done(pending->back().id).has_value());
+  }
+  ASSERT_TRUE(store.commit({}, {}, {{"t", "k", "last", {}}}).has_value());
+  rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableCount);
+  rocksdb::get_perf_context()->Reset();
+  auto pending = store.outbox(10);
+  const auto skipped = rocksdb::get_perf_context()->internal_delete_skipped_count +
+                       rocksdb::get_perf_context()->internal_range_del_reseek_count;
+  rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable);
+  ASSERT_TRUE(pending.has_value());
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ(pending->front().message.value, "last");
+  EXPECT_EQ(skipped, 0u) << "the relay walked over relayed entries";
+
+  // An empty outbox answers without reading; done past the end is clamped,
+  // and a reopen starts the cursor at the oldest entry left.
+  ASSERT_TRUE(store.outbox_done(pending->back().id + 1'000'000).has_value());
+  EXPECT_TRUE(store.outbox(10)->empty());
+  ASSERT_TRUE(store.commit({}, {}, {{"t", "k", "a", {}}, {"t", "k", "b", {}}}).has_value());
+  const auto two = *store.outbox(10);
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[1].id, two[0].id + 1);
+  ASSERT_TRUE(store.outbox_done(two[0].id).has_value());
+}
+
+TEST(RocksSagaStore, TheRelayCursorResumesAtTheOldestEntryLeftAfterAReopen) {
+  testing::TempDir dir;
+  {
+    RocksSagaStore store(dir / "db");
+    ASSERT_TRUE(store.commit({}, {}, {{"t", "k", "a", {}}, {"t", "k", "b", {}}, {"t", "k", "c", {}}}).has_value());
+    ASSERT_TRUE(store.outbox_done(store.outbox(1)->at(0).id).has_value());
+  }
+  RocksSagaStore store(dir / "db");
+  auto left = store.outbox(10);
+  ASSERT_TRUE(left.has_value());
+  ASSERT_EQ(left->size(), 2u);
+  EXPECT_EQ(left->at(0).message.value, "b");
+  EXPECT_EQ(left->at(1).message.value, "c");
+  ASSERT_TRUE(store.outbox_done(left->at(1).id).has_value());
+  EXPECT_TRUE(store.outbox(10)->empty());
+  ASSERT_TRUE(store.commit({}, {}, {{"t", "k", "d", {}}}).has_value());
+  ASSERT_EQ(store.outbox(10)->size(), 1u);
+  EXPECT_EQ(store.outbox(10)->at(0).message.value, "d");
 }
 
 v1::SagaRecord record(const std::string& id, const std::string& pipeline, v1::SagaState state, int64_t created) {
