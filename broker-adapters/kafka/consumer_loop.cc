@@ -116,7 +116,6 @@ int ConsumerLoop::loop() {
       }
       if (hook_error_) return 1;
       batch = std::move(*polled);
-      if (!in_flight_ && !batch.empty() && !linger(batch)) return 1;
     }
     const bool short_batch = batch.size() < options_.batch_max;
     const bool idle = batch.empty();
@@ -409,30 +408,7 @@ void ConsumerLoop::before_rebalance() {
   paused_ = false;  // a new assignment starts unpaused
 }
 
-bool ConsumerLoop::linger(std::vector<InMessage>& batch) {
-  if (options_.linger.count() <= 0) return true;
-  const auto until = std::chrono::steady_clock::now() + options_.linger;
-  while (batch.size() < options_.batch_max && !stopping()) {
-    const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    const auto seen = rebalances_;
-    auto more = consumer_->poll_batch(options_.batch_max - batch.size(), left);
-    if (!more) {
-      spdlog::critical("{}: {}", name_, more.error().message);
-      return false;
-    }
-    if (hook_error_) return false;
-    // What was polled before a rebalance may be of partitions this member
-    // no longer owns, or will read again from the stored offsets.
-    if (rebalances_ != seen) batch.clear();
-    if (more->empty()) break;
-    batch.insert(batch.end(), std::make_move_iterator(more->begin()), std::make_move_iterator(more->end()));
-  }
-  return true;
-}
-
 std::map<TopicPartition, int64_t> ConsumerLoop::on_assign(const std::vector<TopicPartition>& parts) {
-  ++rebalances_;
   before_rebalance();
   std::map<TopicPartition, int64_t> starts;
   if (hook_error_) return starts;
@@ -451,7 +427,6 @@ std::map<TopicPartition, int64_t> ConsumerLoop::on_assign(const std::vector<Topi
 }
 
 void ConsumerLoop::on_revoke(const std::vector<TopicPartition>& parts) {
-  ++rebalances_;
   before_rebalance();
   forget_lag(parts);
   stage_.revoked(parts);

@@ -87,20 +87,10 @@ inline constexpr std::size_t kMaxOutputBytes = 1'000'000 - 4'096;
 /// What one output weighs against message.max.bytes: key, value and headers.
 std::size_t output_bytes(const OutMessage& m);
 
-/// The services' linger (--linger-ms): long enough for a few requests to
-/// meet at moderate rates, short beside the pipeline's latency budget.
-inline constexpr std::chrono::milliseconds kDefaultLinger{5};
-
 struct LoopOptions {
   std::size_t batch_max = 1000;
   /// How long a poll waits for its first message.
   std::chrono::milliseconds batch_wait{100};
-  /// Once a batch has its first message and nothing is in flight, how long
-  /// the loop keeps polling for more (until batch_max) before applying it.
-  /// Small requests then share one apply, one produce wave and one store
-  /// instead of paying each for themselves; a message waits at most this
-  /// long for company. 0: take only what is already fetched.
-  std::chrono::milliseconds linger{0};
   /// Apply batch n+1 while batch n's outputs are in flight and batch n-1's
   /// effect is being stored. Off: each batch is stored before the next poll.
   bool pipelined = false;
@@ -164,9 +154,6 @@ class ConsumerLoop {
   /// rebalance in that poll abandons the work). Not inside a rebalance hook.
   void keep_membership(std::chrono::steady_clock::time_point waiting_since);
   void resume_if_paused();
-  /// Polls more into `batch` for up to LoopOptions::linger; false on a fatal
-  /// consumer error. A rebalance meanwhile drops what was polled before it.
-  bool linger(std::vector<InMessage>& batch);
   /// Forgets every batch not stored (waiting for a store under way first).
   void drop();
   /// Settles what is in flight (abandons it when stuck in a wait).
@@ -207,10 +194,9 @@ class ConsumerLoop {
   std::future<Status> stored_;
   std::vector<InMessage> carried_;  // polled while paused: the next batch
   bool paused_ = false;
-  uint64_t rebalances_ = 0;  // assignments and revocations seen, so a linger can tell
-  bool in_hook_ = false;     // inside a rebalance hook: waits may not poll
-  bool waiting_ = false;     // inside a wait that polls
-  bool abandoned_ = false;   // a rebalance while waiting gave the work up
+  bool in_hook_ = false;    // inside a rebalance hook: waits may not poll
+  bool waiting_ = false;    // inside a wait that polls
+  bool abandoned_ = false;  // a rebalance while waiting gave the work up
   std::atomic<bool> give_up_store_{false};
   std::optional<Error> hook_error_;
 };

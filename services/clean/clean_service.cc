@@ -49,10 +49,7 @@ int CleanService::run() {
   // offsets are stored per topic like the live ones, its device state apart
   // (cleaner.h: replay_state_partition).
   return run(**producer, kafka::KafkaConsumer::factory(kafka_, pipeline_.clean_group(), pipeline_.clean_inputs()),
-             {.batch_max = options_.batch_max,
-              .batch_wait = options_.batch_wait,
-              .linger = options_.linger,
-              .pipelined = true});
+             {.batch_max = options_.batch_max, .batch_wait = options_.batch_wait, .pipelined = true});
 }
 
 int CleanService::run(kafka::Producer& producer, const kafka::ConsumerFactory& consumer, kafka::LoopOptions loop) {

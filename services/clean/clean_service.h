@@ -19,7 +19,6 @@ namespace starling::clean {
 struct CleanOptions {
   std::size_t batch_max = 10000;
   std::chrono::milliseconds batch_wait{100};
-  std::chrono::milliseconds linger{kafka::kDefaultLinger};
   int threads = 2;  // cleaning a batch's partitions in parallel (Cleaner)
 };
 

@@ -23,7 +23,6 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 64))
       ->capture_default_str()
       ->envname("STARLING_CLEAN_THREADS");
-  add_linger_flag(app, options.linger);
   CLI11_PARSE(app, argc, argv);
   // The pipeline file loads with the rules' checks: their problems come with the file's others, before anything starts.
   return run_service(

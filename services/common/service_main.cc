@@ -79,17 +79,6 @@ void add_tls_flags(CLI::App& app, TlsOptions& tls) {
       ->envname("STARLING_TLS_CLIENT_CA");
 }
 
-void add_linger_flag(CLI::App& app, std::chrono::milliseconds& linger) {
-  app.add_option_function<int>(
-         "--linger-ms", [&linger](const int& ms) { linger = std::chrono::milliseconds(ms); },
-         "Once a batch has its first input message, how long to keep polling for more before processing it, in "
-         "ms: small requests then share one batch (one state write, one produce round) at the cost of this much "
-         "latency. 0: take only what is already fetched")
-      ->check(CLI::Range(0, 1000))
-      ->default_str(std::to_string(linger.count()))
-      ->envname("STARLING_LINGER_MS");
-}
-
 std::map<std::string, std::string> ServiceContext::kafka_properties(std::map<std::string, std::string> defaults) const {
   for (const auto& [k, v] : kafka.values) defaults[k] = v;
   return defaults;

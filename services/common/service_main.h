@@ -37,10 +37,6 @@ void add_service_flags(CLI::App& app, ServiceFlags& flags, bool many_pipelines);
 /// HTTPS, and with a client CA mutual TLS, on --listen. run_service checks the
 /// files before anything else starts (a bad one is exit 2, naming the file).
 void add_tls_flags(CLI::App& app, TlsOptions& tls);
-/// --linger-ms (STARLING_LINGER_MS), for the consumer stages: once a batch has
-/// its first message, how long to keep polling for more before applying it
-/// (kafka::LoopOptions::linger). Small requests then share one batch.
-void add_linger_flag(CLI::App& app, std::chrono::milliseconds& linger);
 
 /// Why a service is not ready to take work; an error when not ready.
 using Readiness = std::function<Status()>;

@@ -59,7 +59,7 @@ int LoadService::run() {
   // <p>.clean.replay carries replays of this stage's input (`starling
   // replay --stage load`); its offsets are stored beside the others.
   return run(**producer, kafka::KafkaConsumer::factory(kafka_, pipeline_.load_group(), pipeline_.load_inputs()),
-             {.batch_max = options_.batch_max, .batch_wait = options_.batch_wait, .linger = options_.linger});
+             {.batch_max = options_.batch_max, .batch_wait = options_.batch_wait});
 }
 
 int LoadService::run(kafka::Producer& producer, const kafka::ConsumerFactory& consumer, kafka::LoopOptions loop) {

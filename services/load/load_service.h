@@ -15,9 +15,8 @@
 namespace starling::load {
 
 struct LoadOptions {
-  std::size_t batch_max = 2000;                             // rows per transaction, at most
-  std::chrono::milliseconds batch_wait{100};                // how long a poll waits for a batch's first row
-  std::chrono::milliseconds linger{kafka::kDefaultLinger};  // then how long it waits for more
+  std::size_t batch_max = 2000;               // rows per transaction, at most
+  std::chrono::milliseconds batch_wait{100};  // how long a batch waits to fill
 };
 
 /// Per batch (Stage::apply): decode the rows and the FAILED outcomes to

@@ -29,11 +29,9 @@ int main(int argc, char** argv) {
   app.add_option("--batch-rows", load_opts.batch_max, "Rows per transaction, at most")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--batch-ms", batch_ms,
-                 "How long a poll waits for a batch's first row, in ms (then --linger-ms for more)")
+  app.add_option("--batch-ms", batch_ms, "How long a batch waits to fill, in ms")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  add_linger_flag(app, load_opts.linger);
   CLI11_PARSE(app, argc, argv);
   load_opts.batch_wait = std::chrono::milliseconds(batch_ms);
   return run_service("load", flags, [&](ServiceContext& ctx) {

@@ -41,8 +41,6 @@ int main(int argc, char** argv) try {
                  "The --state-dir of `starling replay`: the console lists those replays and pauses, resumes and "
                  "cancels them (starling up passes <data-dir>/replays)")
       ->envname("STARLING_REPLAY_DIR");
-  auto linger = kafka::kDefaultLinger;
-  add_linger_flag(app, linger);
   CLI11_PARSE(app, argc, argv);
   return run_service("saga", flags, [&](ServiceContext& ctx) {
     const auto retention_ms = saga::parse_duration_ms(retention);
@@ -85,7 +83,6 @@ int main(int argc, char** argv) try {
     saga::Coordinator coordinator(store, copts, clock);
     saga::SagaOptions sopts;
     sopts.tick = std::chrono::milliseconds(*tick_ms);
-    sopts.linger = linger;
     sopts.activity = &activity;
     const kafka::KafkaOptions kopts{ctx.bootstrap, ctx.instance, ctx.kafka_properties(), ctx.kafka.origins};
     // Lag per stage for the console, read from Kafka as `starling groups`

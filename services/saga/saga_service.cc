@@ -32,7 +32,7 @@ int SagaService::run() {
     return 1;
   }
   return run(**producer, kafka::KafkaConsumer::factory(kafka_, kSagaGroup, {kSagaTopic}),
-             {.batch_max = options_.batch_max, .batch_wait = options_.batch_wait, .linger = options_.linger});
+             {.batch_max = options_.batch_max, .batch_wait = options_.batch_wait});
 }
 
 void SagaService::publish_states() {

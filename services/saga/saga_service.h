@@ -21,7 +21,6 @@ namespace starling::saga {
 struct SagaOptions {
   std::size_t batch_max = 5000;
   std::chrono::milliseconds batch_wait{100};
-  std::chrono::milliseconds linger{kafka::kDefaultLinger};
   /// How often deadlines and retention are checked. A deadline fires at most
   /// this late.
   std::chrono::milliseconds tick{500};

@@ -36,8 +36,6 @@ class FakeConsumer final : public kafka::Consumer {
   };
 
   FakeConsumer() = default;
-  /// At most this many messages per poll: small requests arriving one by one.
-  std::atomic<std::size_t> per_poll{SIZE_MAX};
   explicit FakeConsumer(kafka::RebalanceHooks hooks) : hooks_(std::move(hooks)) {}
   void set_hooks(kafka::RebalanceHooks hooks) { hooks_ = std::move(hooks); }
   /// A ConsumerFactory handing out this fake (borrowed: the test keeps it).
@@ -104,7 +102,7 @@ class FakeConsumer final : public kafka::Consumer {
       std::optional<kafka::InMessage> next;
       {
         std::lock_guard lock(mu_);
-        if (out.size() >= std::min(max, per_poll.load())) break;
+        if (out.size() >= max) break;
         for (const auto& tp : assigned_) {
           if (paused_.contains(tp)) continue;
           auto& pos = position_[tp];

@@ -219,59 +219,6 @@ TEST_F(ConsumerLoopTest, PipelinedRebalanceMidBatchSettlesTheBatchInFlightFirst)
   EXPECT_EQ(produced("out:b0"), 0u);
 }
 
-TEST_F(ConsumerLoopTest, LingerJoinsSmallArrivalsIntoOneBatchUpToBatchMax) {
-  // Issue 19: under live traffic each poll holds one small request, and
-  // every stage paid its apply, produce and store per request. With a
-  // linger, the arrivals share one batch (cut at batch_max).
-  fill(kP0, {"a", "b", "c", "d", "e", "f", "g"});
-  consumer.per_poll = 1;
-  consumer.schedule({.assign = {kP0}});
-  const int rc = run_until(
-      [&] { return stage.stored().size() == 7; },
-      {.batch_max = 5, .batch_wait = std::chrono::milliseconds(10), .linger = std::chrono::milliseconds(10'000)});
-  ASSERT_FALSE(timed_out);
-  EXPECT_EQ(rc, 0);
-  std::vector<std::string> applies;
-  for (const auto& step : stage.log()) {
-    if (step.starts_with("apply")) applies.push_back(step);
-  }
-  EXPECT_THAT(applies, ElementsAre("apply a,b,c,d,e", "apply f,g"));
-}
-
-TEST_F(ConsumerLoopTest, WithoutLingerEachPollIsItsOwnBatch) {
-  fill(kP0, {"a", "b", "c"});
-  consumer.per_poll = 1;
-  consumer.schedule({.assign = {kP0}});
-  const int rc = run_until([&] { return stage.stored().size() == 3; },
-                           {.batch_max = 5, .batch_wait = std::chrono::milliseconds(10)});
-  ASSERT_FALSE(timed_out);
-  EXPECT_EQ(rc, 0);
-  std::vector<std::string> applies;
-  for (const auto& step : stage.log()) {
-    if (step.starts_with("apply")) applies.push_back(step);
-  }
-  EXPECT_THAT(applies, ElementsAre("apply a", "apply b", "apply c"));
-}
-
-TEST_F(ConsumerLoopTest, ARebalanceWhileLingeringDropsWhatWasPolledBeforeIt) {
-  // a0 and a1 are polled, then the group takes p1 away and gives p0 back
-  // (from its stored offsets: none). What the linger held is of the old
-  // assignment: kept, a0 and a1 would be applied twice and b0 by a member
-  // that no longer owns p1.
-  fill(kP0, {"a0", "a1"});
-  fill(kP1, {"b0"});
-  consumer.per_poll = 1;
-  consumer.schedule({.assign = {kP0, kP1}});
-  consumer.schedule({.revoke_all = true, .assign = {kP0}, .when = [&] { return consumer.polls() >= 3; }});
-  const int rc = run_until(
-      [&] { return stage.stored().size() >= 2 && consumer.drained(); },
-      {.batch_max = 10, .batch_wait = std::chrono::milliseconds(10), .linger = std::chrono::milliseconds(10'000)});
-  ASSERT_FALSE(timed_out);
-  EXPECT_EQ(rc, 0);
-  EXPECT_THAT(stage.stored(), ElementsAre("a0", "a1"));
-  EXPECT_EQ(produced("out:b0"), 0u);
-}
-
 TEST_F(ConsumerLoopTest, TransientProduceErrorIsRetriedWithTheSameOutputsBeforeTheEffectIsStored) {
   fill(kP0, {"x"});
   consumer.schedule({.assign = {kP0}});
