@@ -31,6 +31,18 @@ using ConfPtr = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
 // by default): more than a second of work at the rates we run.
 constexpr std::pair<const char*, const char*> kFetchQueueByBytes{"queued.min.messages", "10000000"};
 
+// A stage's consumer fetches in batches: the broker answers a Fetch once
+// 100 kB are there or 25 ms have passed, rather than as soon as one small
+// request's records arrive. Under live traffic of small requests each fetch
+// round trip (a wakeup of the broker, of librdkafka's threads, of the loop)
+// then carries many requests, and the stage applies, produces and stores
+// them as one batch. A backlog is fetched in full answers as before.
+// Measured on `starling demo` (40k events in requests of 20, median of 4
+// runs): CPU of the whole stack 9.7 → 5.8 s, 241 → 144 µs per event; clean's
+// own about 45 → 20 µs per event. Any --kafka-property overrides both.
+constexpr std::pair<const char*, const char*> kFetchMinBytes{"fetch.min.bytes", "100000"};
+constexpr std::pair<const char*, const char*> kFetchWaitMax{"fetch.wait.max.ms", "25"};
+
 // Errors no retry of the same message can fix: it is too large for the
 // topic or the broker, it is malformed, or the topic cannot be written.
 bool permanent_error(rd_kafka_resp_err_t err) {
@@ -352,6 +364,8 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const KafkaOptions&
                                      {"heartbeat.interval.ms", "1000"},
                                      {"partition.assignment.strategy", "range"},
                                      kFetchQueueByBytes,
+                                     kFetchMinBytes,
+                                     kFetchWaitMax,
                                  });
   if (!conf) return std::unexpected(conf.error());
   auto impl = std::make_unique<Impl>();
