@@ -86,6 +86,7 @@ TEST(RocksSagaStore, TheRelayNeverWalksOverWhatItRelayed) {
   RocksSagaStore store(dir / "db");
   for (int round = 0; round < 20; ++round) {
     std::vector<kafka::OutMessage> out;
+    out.reserve(100);
     for (int i = 0; i < 100; ++i) out.push_back({"t", "k", fmt::format("{}-{}", round, i), {}});
     ASSERT_TRUE(store.commit({}, {}, out).has_value());
     auto pending = store.outbox(1000);
