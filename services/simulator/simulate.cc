@@ -210,6 +210,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     (void)stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.close();
     connected_ = false;
+    buffer_.clear();  // bytes of the old connection's stream
   }
 
  private:
@@ -420,7 +421,6 @@ void Connection::answered(beast::error_code ec) {
 
 void Connection::broken(const std::string& why) {
   close();
-  buffer_.clear();
   retry("broken connection (" + why + ")");
 }
 
