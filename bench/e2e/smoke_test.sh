@@ -6,7 +6,7 @@ set -euo pipefail
 bench="$1"
 dir="$(mktemp -d)"
 trap 'rm -rf "$dir"' EXIT
-"$bench" --batches 20 --connections 4 --rates 300 --events 300 --bikes 50 \
+"$bench" --batches 20 --connections 4 --rates 300 --events 300 --warmup 0 --bikes 50 \
          --floor-events 500 --settle-timeout 90 --json "$dir/out.json" --data-dir "$dir/data"
 jq -e '
   (.runs | length) == 1 and
