@@ -471,9 +471,7 @@ void print_tables(const json& out) {
   }
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{
       "e2e_bench: the whole stack (broker, ingest, clean, load, saga) driven open loop by the simulated fleet: "
       "per rate, achieved events/s, 202 and ingest→loaded latency, CPU-µs per event and RSS of each process, "
@@ -576,4 +574,17 @@ int main(int argc, char** argv) {
     fs::remove_all(o.data_dir, ec);
   }
   return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+  } catch (...) {
+    fmt::print(stderr, "error: an unknown exception\n");
+  }
+  return 2;
 }

@@ -54,7 +54,7 @@ class LatencyHistogram {
   /// Bucket of a value; below kSubBuckets µs each value has its own bucket.
   static std::size_t bucket(uint64_t us) {
     if (us < kSubBuckets) return static_cast<std::size_t>(us);
-    const int exp = std::bit_width(us) - 1;  // us in [2^exp, 2^(exp+1))
+    const int exp = static_cast<int>(std::bit_width(us)) - 1;  // us in [2^exp, 2^(exp+1))
     if (exp > kMaxExponent) return kBuckets - 1;
     const uint64_t sub = (us >> (exp - kSubBucketBits)) - kSubBuckets;  // 0..kSubBuckets-1
     return static_cast<std::size_t>(exp - kSubBucketBits + 1) * kSubBuckets + static_cast<std::size_t>(sub);

@@ -410,9 +410,9 @@ void Connection::write() {
 }
 
 void Connection::answered(beast::error_code ec) {
-  if (ec) return broken("read: " + ec.message());
+  if (ec || !parser_) return broken("read: " + ec.message());
   auto& res = parser_->get();
-  const int status = res.result_int();
+  const auto status = static_cast<int>(res.result_int());
   if (!res.keep_alive()) close();
   if (status == 202) return engine_.accepted(this, req_, res.body());
   if (status == 503 || status == 429 || status == 409) return retry(fmt::format("{} {}", status, res.body()));
