@@ -320,7 +320,7 @@ json run_rate(supervisor::Stack& stack, const Options& o, int batch, int conns, 
   // (events - batch)/rate, so a run that keeps up ends about then.
   const double accept_eps =
       static_cast<double>(res->accepted) / std::max({1e-3, res->seconds, static_cast<double>(sim.events) / rate});
-  const double finish_eps = static_cast<double>(finished) / finish_s;
+  const double finish_eps = static_cast<double>(finished) / std::max(finish_s, static_cast<double>(sim.events) / rate);
   // Saturated: requests not started in time, ingest accepting less than
   // 90% of the rate, or the pipeline finishing less than 85% of it (a
   // backlog built up: finish_eps includes one ingest→loaded latency, which
