@@ -306,9 +306,10 @@ int cmd_demo(StackOptions stack_opts, SimOptions sim, int settle_s) {
     return 1;
   }
   fmt::print(
-      "sent {} events in {} sagas over {} connections (202 p50 {:.1f} ms, p99 {:.1f} ms from each request's "
+      "sent {} events in {} sagas over {} connection{} (202 p50 {:.1f} ms, p99 {:.1f} ms from each request's "
       "due time); waiting for every saga to complete\n",
-      res->sent, res->sagas, sim.connections, res->latency.percentile_ms(0.5), res->latency.percentile_ms(0.99));
+      res->sent, res->sagas, sim.connections, sim.connections == 1 ? "" : "s", res->latency.percentile_ms(0.5),
+      res->latency.percentile_ms(0.99));
   auto totals = wait_until_settled(stack.saga_url(), sim.pipeline, res->sagas, std::chrono::seconds(settle_s));
   const auto& p = stack.pipelines().front();
   auto rows = count_rows(stack.db_path(p.name), p.table);
