@@ -81,6 +81,11 @@ void add_sim_flags(CLI::App* cmd, SimOptions& o) {
   cmd->add_option("--batch", o.batch, "Events per HTTP request; each request is one saga")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--connections", o.connections,
+                  "Keep-alive connections the requests share; a request waits for a free one, and its latency "
+                  "counts from when it was due")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   cmd->add_option("--fault-rate", o.fault_rate, "Share of events with a faulty reading (0..1)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
@@ -294,35 +299,37 @@ int cmd_demo(StackOptions stack_opts, SimOptions sim, int settle_s) {
   fmt::print("kafka {}  ingest {}  saga API {}  console {}/console/\n", stack.bootstrap(), stack.ingest_url(),
              stack.saga_url(), stack.saga_url());
   Progress progress("simulating " + std::to_string(sim.bikes) + " e-bikes");
+  sim.keep_ids = false;  // the report needs counts only: memory stays flat however many events
   auto res = simulate(sim, std::ref(progress));
   if (!res) {
     fmt::print(stderr, "error: {}\n", res.error().message);
     return 1;
   }
-  fmt::print("sent {} events in {} sagas; waiting for every saga to complete\n", res->sent, res->saga_ids.size());
-  auto totals =
-      wait_until_settled(stack.saga_url(), sim.pipeline, res->saga_ids.size(), std::chrono::seconds(settle_s));
+  fmt::print(
+      "sent {} events in {} sagas over {} connection{} (202 p50 {:.1f} ms, p99 {:.1f} ms from each request's "
+      "due time); waiting for every saga to complete\n",
+      res->sent, res->sagas, sim.connections, sim.connections == 1 ? "" : "s", res->latency.percentile_ms(0.5),
+      res->latency.percentile_ms(0.99));
+  auto totals = wait_until_settled(stack.saga_url(), sim.pipeline, res->sagas, std::chrono::seconds(settle_s));
   const auto& p = stack.pipelines().front();
   auto rows = count_rows(stack.db_path(p.name), p.table);
   if (!totals) fmt::print(stderr, "error: {}\n", totals.error().message);
   if (!rows) fmt::print(stderr, "error: {}\n", rows.error().message);
   if (!totals || !rows) return 1;
-  const bool balanced = totals->accepted == totals->loaded + totals->rejected + totals->in_flight;
-  const bool warehouse = static_cast<uint64_t>(rows->rows) == res->valid_ids.size() &&
-                         rows->rows == rows->distinct_ids && totals->loaded == res->valid_ids.size();
-  const bool rejects = totals->rejected == res->faulty_ids.size();
+  const auto verdict = simulator::check_consistency(*totals, *rows, res->valid, res->faulty);
+  const bool balanced = verdict.balanced;
+  const bool warehouse = verdict.warehouse;
   fmt::print("\nConsistency report, pipeline {}\n", p.name);
   fmt::print("  {:<36} {:>8}\n", "events sent by the fleet", res->sent);
   fmt::print("  {:<36} {:>8}\n", "accepted by ingest (202 receipts)", res->accepted);
-  fmt::print("  {:<36} {:>8}   (expected {}: valid readings)\n", "loaded, per the sagas", totals->loaded,
-             res->valid_ids.size());
+  fmt::print("  {:<36} {:>8}   (expected {}: valid readings)\n", "loaded, per the sagas", totals->loaded, res->valid);
   fmt::print("  {:<36} {:>8}   ({} distinct event ids)\n", fmt::format("rows in {}", p.table), rows->rows,
              rows->distinct_ids);
   fmt::print("  {:<36} {:>8}   (expected {}: faulty readings)\n", "rejected with reasons", totals->rejected,
-             res->faulty_ids.size());
+             res->faulty);
   fmt::print("  {:<36} {:>8}\n", "in flight", totals->in_flight);
   fmt::print("  {:<36} {:>8}   ({} COMPLETED)\n", "sagas", totals->sagas, totals->in("COMPLETED"));
-  const bool ok = balanced && warehouse && rejects;
+  const bool ok = verdict.ok();
   fmt::print("\n{}: accepted {} loaded + rejected + in flight; warehouse {} the valid events exactly once\n",
              ok ? "CONSISTENT" : "INCONSISTENT", balanced ? "=" : "!=", warehouse ? "holds" : "does NOT hold");
   stack.stop();
@@ -800,13 +807,19 @@ int run(int argc, char** argv) {
     }
     if (*simulate_cmd) {
       Progress progress("simulating " + std::to_string(sim.bikes) + " e-bikes");
+      sim.keep_ids = false;
       auto res = simulate(sim, [&](uint64_t done, uint64_t total) { progress(done, total); });
       if (!res) {
         fmt::print(stderr, "error: {}\n", res.error().message);
         return 1;
       }
-      fmt::print("sent {} events in {} sagas ({} faulty, {} retries)\n", res->sent, res->saga_ids.size(), res->faulty,
-                 res->retries);
+      fmt::print("sent {} events in {} sagas ({} faulty, {} retries) over {} connections in {:.1f} s\n", res->sent,
+                 res->sagas, res->faulty, res->retries, sim.connections, res->seconds);
+      fmt::print(
+          "202 latency from each request's due time: p50 {:.1f} ms  p99 {:.1f} ms  p99.9 {:.1f} ms  max {:.1f} ms"
+          " ({} of {} requests started late)\n",
+          res->latency.percentile_ms(0.50), res->latency.percentile_ms(0.99), res->latency.percentile_ms(0.999),
+          static_cast<double>(res->latency.max_us()) / 1000.0, res->late_starts, res->requests);
       return 0;
     }
     if (stack_opts.pipeline_files.empty()) {

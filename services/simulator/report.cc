@@ -95,6 +95,14 @@ Result<RowCount> count_rows(const std::string& db_path, const std::string& table
   return *out;
 }
 
+Consistency check_consistency(const SagaTotals& totals, const RowCount& rows, uint64_t valid, uint64_t faulty) {
+  Consistency c;
+  c.balanced = totals.accepted == totals.loaded + totals.rejected + totals.in_flight;
+  c.warehouse = static_cast<uint64_t>(rows.rows) == valid && rows.rows == rows.distinct_ids && totals.loaded == valid;
+  c.rejects = totals.rejected == faulty;
+  return c;
+}
+
 Result<std::vector<std::string>> loaded_event_ids(const std::string& db_path, const std::string& table) {
   std::vector<std::string> ids;
   auto st = query_rows(db_path, fmt::format("SELECT event_id FROM \"{}\"", table), [&ids](sqlite3_stmt* s) {

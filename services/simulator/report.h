@@ -40,6 +40,17 @@ struct RowCount {
 };
 Result<RowCount> count_rows(const std::string& db_path, const std::string& table);
 
+/// The demo's verdict on a settled run: accepted = loaded + rejected + in
+/// flight, the sagas loaded exactly the `valid` events and rejected the
+/// `faulty` ones, and the table holds `valid` rows with distinct event ids.
+struct Consistency {
+  bool balanced = false;
+  bool warehouse = false;
+  bool rejects = false;
+  bool ok() const { return balanced && warehouse && rejects; }
+};
+Consistency check_consistency(const SagaTotals& totals, const RowCount& rows, uint64_t valid, uint64_t faulty);
+
 /// Every event_id of a loaded table, in no particular order: what a run
 /// compares with the ids it expects (the weather demo, each API observation).
 Result<std::vector<std::string>> loaded_event_ids(const std::string& db_path, const std::string& table);
