@@ -14,6 +14,7 @@
 #include "services/common/records.h"
 #include "services/common/text.h"
 #include "services/common/time.h"
+#include "starling/v1/envelope.pb.h"
 
 namespace starling {
 namespace {
@@ -636,6 +637,11 @@ PipelineConfig parse_pipeline(const std::string& yaml, const std::string& origin
     r.expect_keys(schema, "schema", {"message", "version"});
     if (!schema["message"]) r.error(schema, "schema.message", "missing; name the Protobuf message");
     p.message_type = r.string(schema["message"], "schema.message");
+    // Every compiled-in message lives in starling::schemas, one shared
+    // library. A binary that names none of its types itself lost it to the
+    // linker's --as-needed (hostile_process_test in the release build), and
+    // this lookup by name then found nothing: naming one here keeps it.
+    (void)v1::Envelope::descriptor();
     p.descriptor = google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(p.message_type);
     if (p.descriptor == nullptr) {
       r.error(schema["message"], "schema.message",
