@@ -43,6 +43,7 @@
 #include <thread>
 
 #include "bench/clean/raw_events.h"
+#include "bench/support/measure.h"
 #include "broker-adapters/kafka/kafka.h"
 #include "services/clean/clean_service.h"
 #include "services/clean/state.h"
@@ -89,15 +90,6 @@ uint64_t committed_input(const std::string& url, const std::string& topic) {
     }
   }
   return sum;
-}
-
-// A process's peak resident memory so far in MiB (VmHWM in /proc), 0 if unreadable.
-double peak_rss_mib(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/status", pid));
-  for (std::string line; std::getline(in, line);) {
-    if (line.starts_with("VmHWM:")) return std::stod(line.substr(6)) / 1024.0;  // in kB
-  }
-  return 0;
 }
 
 // Keeps a value the optimiser would otherwise drop.
@@ -343,7 +335,7 @@ int main(int argc, char** argv) try {
   const double clean_s = std::chrono::duration<double>(Clock::now() - t1).count();
   const double clean_cpu = cpu_seconds(clean->pid());
   const double clean_broker_cpu = cpu_seconds(broker->pid()) - broker_cpu3;
-  const double clean_rss = peak_rss_mib(clean->pid());
+  const double clean_rss = bench::rss_mib(std::to_string(clean->pid())).second;
   const auto seen = count_until(k, {p.clean_topic(), p.rejected_topic()}, n, 60s);
   clean->stop(10s);
   broker->stop(10s);

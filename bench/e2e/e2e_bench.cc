@@ -105,19 +105,6 @@ double cpu_us(pid_t pid) {
   return static_cast<double>(utime + stime) * 1e6 / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
-// VmRSS and VmHWM of a process in MiB.
-std::pair<double, double> rss_mib(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/status", pid));
-  std::string line;
-  double rss = 0;
-  double hwm = 0;
-  while (std::getline(in, line)) {
-    if (line.starts_with("VmRSS:")) rss = std::stod(line.substr(6)) / 1024;
-    if (line.starts_with("VmHWM:")) hwm = std::stod(line.substr(6)) / 1024;
-  }
-  return {rss, hwm};
-}
-
 // Samples every child's VmRSS until stopped.
 class RssSampler {
  public:
@@ -127,7 +114,7 @@ class RssSampler {
         {
           std::lock_guard lock(mu_);
           for (const auto& [name, pid] : pids_) {
-            const auto rss = rss_mib(pid).first;
+            const auto rss = bench::rss_mib(std::to_string(pid)).first;
             if (rss > 0) samples_[name].push_back(rss);
           }
         }
@@ -305,7 +292,7 @@ json run_rate(supervisor::Stack& stack, const Options& o, int batch, int conns, 
     Proc pr;
     pr.cpu_us = (cpu_us(pid) - cpu0[name]) / accepted;
     std::tie(pr.rss_median, pr.rss_max) = rss.of(name);
-    pr.hwm = rss_mib(pid).second;
+    pr.hwm = bench::rss_mib(std::to_string(pid)).second;
     if (!now_pids.contains(name) || now_pids.at(name) != pid) row["restarted"].push_back(name);
     total_cpu += pr.cpu_us;
     procs[name] = pr;

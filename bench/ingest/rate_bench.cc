@@ -20,22 +20,7 @@
 #include "bench/support/measure.h"
 #include "services/ingest/limits.h"
 
-namespace {
-
-// VmRSS and VmHWM of this process, in MiB.
-std::pair<double, double> rss_mib() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  double rss = 0;
-  double hwm = 0;
-  while (std::getline(in, line)) {
-    if (line.starts_with("VmRSS:")) rss = std::stod(line.substr(6)) / 1024;
-    if (line.starts_with("VmHWM:")) hwm = std::stod(line.substr(6)) / 1024;
-  }
-  return {rss, hwm};
-}
-
-}  // namespace
+namespace {}  // namespace
 
 int main(int argc, char** argv) {
   using namespace starling;
@@ -70,7 +55,7 @@ int main(int argc, char** argv) {
         for (const auto& id : ids) refused += limiter.admit(nullptr, "ecowheels", {{id, 1.0}}, who) > 0;
       }
     });
-    const auto [rss, hwm] = rss_mib();
+    const auto [rss, hwm] = starling::bench::rss_mib();
     if (refused > 0) std::fprintf(stderr, "note: %zu requests refused (a device over 5/s)\n", refused);
     rows.push_back({"RateLimiter::admit", m, limiter.tracked_devices(), rss, hwm});
   }
@@ -86,7 +71,7 @@ int main(int argc, char** argv) {
         }
       }
     });
-    const auto [rss, hwm] = rss_mib();
+    const auto [rss, hwm] = starling::bench::rss_mib();
     rows.push_back({"baseline map", m, counters.size(), rss, hwm});
   }
   std::printf("rate_bench: %zu devices, %d passes, %.0f requests of one event\n\n", devices, passes, requests);

@@ -94,18 +94,6 @@ double thread_cpu_seconds() {
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
-// This process's resident and peak resident memory, in MiB.
-std::pair<double, double> rss_mib() {
-  std::ifstream in("/proc/self/status");
-  double rss = 0;
-  double hwm = 0;
-  for (std::string line; std::getline(in, line);) {
-    if (line.starts_with("VmRSS:")) rss = std::strtod(line.c_str() + 6, nullptr) / 1024;
-    if (line.starts_with("VmHWM:")) hwm = std::strtod(line.c_str() + 6, nullptr) / 1024;
-  }
-  return {rss, hwm};
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -190,7 +178,7 @@ int main(int argc, char** argv) {
       }
       t.foreground += thread_cpu_seconds() - fg0;
     }
-    std::tie(rss_end, rss_peak) = rss_mib();
+    std::tie(rss_end, rss_peak) = bench::rss_mib();
     (void)store.scan([&](const v1::SagaRecord& r) {
       completed += r.state() == v1::SAGA_STATE_COMPLETED;
       return true;

@@ -5,6 +5,10 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <utility>
 
 namespace starling::bench {
 
@@ -28,6 +32,19 @@ Measure measure(F&& f) {
   const auto t0 = std::chrono::steady_clock::now();
   f();
   return {std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), cpu_seconds() - c0};
+}
+
+/// VmRSS and VmHWM (the peak) of a process, "self" by default, in MiB; 0
+/// for what cannot be read (a process gone).
+inline std::pair<double, double> rss_mib(const std::string& pid = "self") {
+  std::ifstream in("/proc/" + pid + "/status");
+  double rss = 0;
+  double hwm = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("VmRSS:")) rss = std::strtod(line.c_str() + 6, nullptr) / 1024;
+    if (line.starts_with("VmHWM:")) hwm = std::strtod(line.c_str() + 6, nullptr) / 1024;
+  }
+  return {rss, hwm};
 }
 
 }  // namespace starling::bench
