@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <mutex>
 #include <string>
@@ -20,9 +21,9 @@
 #include "bench/support/measure.h"
 #include "services/ingest/limits.h"
 
-namespace {}  // namespace
+namespace {
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   using namespace starling;
   CLI::App app{"rate_bench: the ingest per-device rate limiter with N devices vs a bare map of counters"};
   std::size_t devices = 1'000'000;
@@ -88,4 +89,15 @@ int main(int argc, char** argv) {
   }
   std::printf("\nRSS is the process's after each row (the ids vector is shared); ratio = ours / baseline.\n");
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rate_bench: %s\n", e.what());
+    return 1;
+  }
 }
