@@ -90,20 +90,7 @@ std::map<std::string, pid_t> stack_children() {
 }
 
 // utime + stime of a process, in µs (0 when it is gone).
-double cpu_us(pid_t pid) {
-  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
-  std::string line;
-  if (!std::getline(stat, line)) return 0;
-  std::istringstream rest(line.substr(line.rfind(')') + 2));
-  std::string field;
-  uint64_t utime = 0;
-  uint64_t stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return static_cast<double>(utime + stime) * 1e6 / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
+double cpu_us(pid_t pid) { return process_cpu_seconds(pid) * 1e6; }
 
 // Samples every child's VmRSS until stopped.
 class RssSampler {

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "services/common/error.h"
+#include "services/common/process.h"
 
 namespace starling {
 
@@ -57,25 +58,6 @@ std::string number(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   return fmt::format("{}", v);
-}
-
-// Fields 14 and 15 (utime, stime) of /proc/self/stat, in seconds.
-double cpu_seconds() {
-  std::ifstream in("/proc/self/stat");
-  std::string stat;
-  std::getline(in, stat);
-  const auto close = stat.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(stat.substr(close + 2));
-  std::string field;
-  uint64_t utime = 0;
-  uint64_t stime = 0;
-  // After the command: state is field 3; utime is field 14.
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 }  // namespace
@@ -220,7 +202,7 @@ std::string MetricsRegistry::render() const {
       "# TYPE process_open_fds gauge\nprocess_open_fds {}\n"
       "# HELP process_max_fds Maximum number of open file descriptors.\n"
       "# TYPE process_max_fds gauge\nprocess_max_fds {}\n",
-      resident_bytes(), number(cpu_seconds()), number(start), open_fds(), number(max_fds));
+      resident_bytes(), number(process_cpu_seconds()), number(start), open_fds(), number(max_fds));
   return out;
 }
 

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 extern char** environ;
@@ -217,6 +218,24 @@ bool process_alive(int64_t pid) {
   if (!std::getline(stat, line)) return true;
   const auto close = line.rfind(')');
   return close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z';
+}
+
+double process_cpu_seconds(int64_t pid) {
+  std::ifstream in(pid == 0 ? std::string("/proc/self/stat") : fmt::format("/proc/{}/stat", pid));
+  std::string stat;
+  std::getline(in, stat);
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 > stat.size()) return 0;
+  std::istringstream rest(stat.substr(close + 2));
+  std::string field;
+  uint64_t utime = 0;
+  uint64_t stime = 0;
+  // After the command: state is field 3; utime is field 14, stime 15.
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 }  // namespace starling

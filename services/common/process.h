@@ -58,4 +58,8 @@ std::string executable_dir();
 /// tells a run of its own that died from one still going (replay, backfill).
 bool process_alive(int64_t pid);
 
+/// User + system CPU seconds process `pid` (0: this one) has used, from
+/// /proc/<pid>/stat; 0 when it cannot be read (a process gone).
+double process_cpu_seconds(int64_t pid = 0);
+
 }  // namespace starling
