@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +54,13 @@ Result<std::string> wait_for_file(const std::string& path, std::chrono::millisec
 
 /// The folder of the running executable (so `starling up` finds its siblings).
 std::string executable_dir();
+
+/// A loopback TCP port that was free a moment ago (0 if none could be had),
+/// for servers that cannot bind port 0 and report it (mosquitto, PostgreSQL).
+uint16_t free_loopback_port();
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port` now.
+bool loopback_accepts(uint16_t port);
 
 /// Whether process `pid` runs (not a zombie nobody reaped): how a command
 /// tells a run of its own that died from one still going (replay, backfill).

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 namespace starling {
@@ -105,6 +106,16 @@ std::string url_encode(std::string_view s) {
     } else {
       out += fmt::format("%{:02X}", c);
     }
+  }
+  return out;
+}
+
+std::vector<std::string> split_commas(std::string_view s) {
+  std::vector<std::string> out;
+  while (!s.empty()) {
+    const auto comma = std::min(s.find(','), s.size());
+    if (comma > 0) out.emplace_back(s.substr(0, comma));
+    s.remove_prefix(std::min(comma + 1, s.size()));
   }
   return out;
 }

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace starling {
 
@@ -31,6 +32,10 @@ std::string excerpt(std::string_view s, std::size_t max = 64);
 /// RFC 3986 percent-encoding of everything but unreserved characters: a query
 /// parameter's name or value, or a path segment.
 std::string url_encode(std::string_view s);
+
+/// The non-empty items of a comma-separated list ("a,,b" gives a and b): a
+/// flag that takes several values, like --url or --instances.
+std::vector<std::string> split_commas(std::string_view s);
 
 /// `j` as compact (indent -1) or indented JSON text. Strings that are not
 /// UTF-8 have their bad bytes replaced by U+FFFD instead of throwing, as

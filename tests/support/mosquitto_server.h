@@ -80,16 +80,7 @@ class MosquittoServer {
   std::string log_path() const { return dir_ + "/mosquitto.log"; }
 
  private:
-  static bool accepts(uint16_t port) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    ::close(fd);
-    return ok;
-  }
+  static bool accepts(uint16_t port) { return loopback_accepts(port); }
 
   std::string dir_;
   uint16_t port_;

@@ -50,5 +50,15 @@ TEST(Text, DepthIsFoundWithoutRecursion) {
   EXPECT_EQ(json_too_deep(flat), std::nullopt);
 }
 
+TEST(Text, SplitCommasKeepsTheNonEmptyItemsInOrder) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(split_commas(""), V{});
+  EXPECT_EQ(split_commas(","), V{});
+  EXPECT_EQ(split_commas("a"), V{"a"});
+  EXPECT_EQ(split_commas("a,b"), (V{"a", "b"}));
+  EXPECT_EQ(split_commas(",a,,b,"), (V{"a", "b"}));
+  EXPECT_EQ(split_commas("http://h:1/x, y"), (V{"http://h:1/x", " y"}));
+}
+
 }  // namespace
 }  // namespace starling
