@@ -86,7 +86,7 @@ HttpResponse SagaHttp::handle(const HttpRequest& req) const {
       if (req.method != "GET") return json_error(405, "method_not_allowed", "use GET");
       return console_file(req.path);
     }
-    if (req.path == "/openapi.json") return handle_saga_api(store_, req, clock_);
+    if (req.path == "/openapi.json") return handle_saga_api(store_, req, clock_, options_.ownership);
     // Who is asking comes before anything that would tell a stranger what exists.
     const ApiKey* key = nullptr;
     if (options_.keys) {
@@ -167,7 +167,7 @@ HttpResponse SagaHttp::route(const HttpRequest& req, const ApiKey* key) const {
     if (auto r = handle_topics_api(*options_.topics, store_, req, clock_)) return std::move(*r);
   }
   if (req.method != "GET") return json_error(405, "method_not_allowed", "the saga API is read-only");
-  return handle_saga_api(store_, req, clock_);
+  return handle_saga_api(store_, req, clock_, options_.ownership);
 }
 
 HttpResponse SagaHttp::replays(const ApiKey* key) const {

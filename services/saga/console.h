@@ -27,6 +27,7 @@
 #include "services/replay/replay.h"
 #include "services/saga/activity.h"
 #include "services/saga/coordinator.h"
+#include "services/saga/saga_api.h"
 #include "services/saga/saga_store.h"
 #include "services/saga/topics_api.h"
 
@@ -58,6 +59,9 @@ struct SagaHttpOptions {
   /// The topic-reading routes (a saga's events, one event's journey,
   /// rejects); none: they are 404.
   std::optional<TopicsApiOptions> topics;
+  /// The partitions this instance owns (SagaService sets it); none: every
+  /// saga stored counts (services/saga/saga_api.h).
+  const Ownership* ownership = nullptr;
   /// Runs one replay to its end (on its own thread); tests replace it.
   std::function<void(const replay::ReplayOptions&)> run_replay = default_replay_runner;
 };

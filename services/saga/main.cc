@@ -69,6 +69,8 @@ int main(int argc, char** argv) try {
     saga::Clock clock = [] { return now_ms(); };
     saga::Activity activity;
     copts.activity = &activity;
+    saga::Ownership ownership;  // the API counts the sagas of the partitions this instance owns
+    http.ownership = &ownership;
     saga::TopicsApiOptions topics;
     topics.kafka = {ctx.bootstrap, ctx.instance + "-console", ctx.kafka_properties(), ctx.kafka.origins};
     topics.pipelines = ctx.pipelines;
@@ -84,7 +86,10 @@ int main(int argc, char** argv) try {
     saga::SagaOptions sopts;
     sopts.tick = std::chrono::milliseconds(*tick_ms);
     sopts.activity = &activity;
-    const kafka::KafkaOptions kopts{ctx.bootstrap, ctx.instance, ctx.kafka_properties(), ctx.kafka.origins};
+    sopts.ownership = &ownership;
+    // An --instance the operator gave is this member's static id (KIP-345).
+    const kafka::KafkaOptions kopts{ctx.bootstrap, ctx.instance, ctx.kafka_properties(), ctx.kafka.origins,
+                                    ctx.flags.instance};
     // Lag per stage for the console, read from Kafka as `starling groups`
     // reads it: only while someone watches the overview (each read makes
     // Kafka clients), and with short waits, so that a read in progress never

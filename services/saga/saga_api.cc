@@ -145,7 +145,8 @@ struct Tally {
   }
 };
 
-HttpResponse list_sagas(SagaStore& store, const HttpRequest& req) {
+HttpResponse list_sagas(SagaStore& store, const HttpRequest& req, const Ownership* owned) {
+  const auto mine = [owned](const v1::SagaRecord& r) { return owned == nullptr || owned->owns(r.partition()); };
   const auto state = query(req, "state");
   if (!state.empty() && !parse_state(state)) {
     return bad_param(
@@ -190,7 +191,9 @@ HttpResponse list_sagas(SagaStore& store, const HttpRequest& req) {
     if (!page && page.error().code == Errc::kInvalidArgument) return bad_param("page_token", page.error().message);
     if (!page) return json_error(500, "store_error", page.error().message);
     json list = json::array();
-    for (const auto& r : page->sagas) list.push_back(to_json(r, false));
+    for (const auto& r : page->sagas) {
+      if (mine(r)) list.push_back(to_json(r, false));
+    }
     json body = {{"sagas", list}};
     if (!page->next.empty()) body["next_page_token"] = hex(page->next);
     return {200, json_text(body)};
@@ -205,7 +208,7 @@ HttpResponse list_sagas(SagaStore& store, const HttpRequest& req) {
   auto st = store.scan([&](const v1::SagaRecord& r) {
     if (!pipeline.empty() && r.pipeline() != pipeline) return true;
     if (!state.empty() && state_name(r.state()) != state) return true;
-    if (r.created_ms() < since) return true;
+    if (r.created_ms() < since || !mine(r)) return true;
     totals.add(r);
     if (!after.empty() && r.saga_id() <= after) return true;
     if (list.size() < limit) {
@@ -222,7 +225,8 @@ HttpResponse list_sagas(SagaStore& store, const HttpRequest& req) {
   return {200, json_text(body)};
 }
 
-HttpResponse consistency(SagaStore& store, const HttpRequest& req, const std::string& pipeline, const Clock& clock) {
+HttpResponse consistency(SagaStore& store, const HttpRequest& req, const std::string& pipeline, const Clock& clock,
+                         const Ownership* owned) {
   int64_t to = clock();
   if (const auto s = query(req, "to"); !s.empty()) {
     auto t = parse_time_ms(s);
@@ -259,6 +263,7 @@ HttpResponse consistency(SagaStore& store, const HttpRequest& req, const std::st
   std::map<int64_t, Window> windows;
   auto st = store.scan([&](const v1::SagaRecord& r) {
     if (r.pipeline() != pipeline || r.created_ms() < start || r.created_ms() >= end) return true;
+    if (owned != nullptr && !owned->owns(r.partition())) return true;
     auto& w = windows[(r.created_ms() - start) / window];
     w.live.add(r);
     const auto c = counts(r);
@@ -313,7 +318,7 @@ HttpResponse consistency(SagaStore& store, const HttpRequest& req, const std::st
 
 }  // namespace
 
-HttpResponse handle_saga_api(SagaStore& store, const HttpRequest& req, const Clock& clock) {
+HttpResponse handle_saga_api(SagaStore& store, const HttpRequest& req, const Clock& clock, const Ownership* owned) {
   if (req.method != "GET") return json_error(405, "method_not_allowed", "the saga API is read-only");
   constexpr std::string_view kSagaPrefix = "/v1/sagas/";
   if (req.path.starts_with(kSagaPrefix) && req.path.size() > kSagaPrefix.size()) {
@@ -322,16 +327,18 @@ HttpResponse handle_saga_api(SagaStore& store, const HttpRequest& req, const Clo
     if (!r) return json_error(500, "store_error", r.error().message);
     const std::optional<v1::SagaRecord>& found = *r;
     if (!found) return json_error(404, "unknown_saga", "no saga with id '" + id + "'", "saga_id");
-    return {200, json_text(to_json(*found, true))};
+    json j = to_json(*found, true);
+    j["owned"] = owned == nullptr || owned->owns(found->partition());
+    return {200, json_text(j)};
   }
-  if (req.path == "/v1/sagas") return list_sagas(store, req);
+  if (req.path == "/v1/sagas") return list_sagas(store, req, owned);
   if (req.path == "/openapi.json") return {200, openapi_json()};
   constexpr std::string_view kPipes = "/v1/pipelines/";
   constexpr std::string_view kTail = "/consistency";
   if (req.path.starts_with(kPipes) && req.path.ends_with(kTail) && req.path.size() > kPipes.size() + kTail.size()) {
     const auto p = req.path.substr(kPipes.size(), req.path.size() - kPipes.size() - kTail.size());
     if (p.find('/') != std::string::npos) return json_error(404, "not_found", "no route for " + req.path);
-    return consistency(store, req, p, clock);
+    return consistency(store, req, p, clock, owned);
   }
   return json_error(404, "not_found", "no route for " + req.path);
 }

@@ -64,13 +64,18 @@ int SagaService::run(kafka::Producer& producer, const kafka::ConsumerFactory& co
   // Nothing is owned until the group assigns it: deadlines of sagas another
   // instance now tracks must not fire from our stale copy.
   owned_.clear();
-  coordinator_.set_owned(owned_);
+  set_owned();
   kafka::ConsumerLoop runner("saga", *this, producer, std::move(loop));
   const int rc = runner.run(consumer);
   spdlog::info("draining: folded {} facts this run", coordinator_.folded());
   relay();
   producer_ = nullptr;
   return rc;
+}
+
+void SagaService::set_owned() {
+  coordinator_.set_owned(owned_);
+  if (options_.ownership != nullptr) options_.ownership->set(owned_);
 }
 
 Result<std::map<kafka::TopicPartition, int64_t>> SagaService::assigned(
@@ -87,7 +92,7 @@ Result<std::map<kafka::TopicPartition, int64_t>> SagaService::assigned(
     if (auto it = stored->find(tp); it != stored->end()) starts[tp] = it->second;
     owned_.insert(tp.partition);
   }
-  coordinator_.set_owned(owned_);
+  set_owned();
   spdlog::info("assigned {} partitions; {} resume from offsets in RocksDB, the rest from the beginning", parts.size(),
                starts.size());
   return starts;
@@ -95,7 +100,7 @@ Result<std::map<kafka::TopicPartition, int64_t>> SagaService::assigned(
 
 void SagaService::revoked(const std::vector<kafka::TopicPartition>& parts) {
   for (const auto& tp : parts) owned_.erase(tp.partition);
-  coordinator_.set_owned(owned_);
+  set_owned();
   // Outcomes already decided go out before another instance takes over.
   relay();
 }

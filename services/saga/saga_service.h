@@ -26,6 +26,8 @@ struct SagaOptions {
   std::chrono::milliseconds tick{500};
   /// Told the sagas by state after every step (the console's overview).
   Activity* activity = nullptr;
+  /// Told the partitions owned on every assignment (the saga API's scope).
+  Ownership* ownership = nullptr;
 };
 
 /// Per batch: the facts are folded into saga records, and the records, the
@@ -48,6 +50,8 @@ class SagaService final : public kafka::Stage {
 
  private:
   void relay();
+  /// Tells the coordinator and the API (options_.ownership) what owned_ holds.
+  void set_owned();
   /// Sets starling_saga_sagas{pipeline,state} from the coordinator's counts.
   void publish_states();
 

@@ -33,7 +33,7 @@ class SagaApiTest : public ::testing::Test {
   // A saga of `total` events created at `created_ms`: `loaded` loaded,
   // `rejected` rejected, the rest in flight.
   void saga(const std::string& id, int64_t created_ms, uint32_t total, uint32_t loaded, uint32_t rejected,
-            const std::string& pipeline = "p") {
+            const std::string& pipeline = "p", int32_t partition = 0) {
     std::vector<kafka::InMessage> batch;
     auto add = [&](v1::Step step, uint32_t first, uint32_t count) {
       v1::ProgressFact f;
@@ -51,6 +51,7 @@ class SagaApiTest : public ::testing::Test {
       }
       kafka::InMessage m;
       m.topic = kSagaTopic;
+      m.partition = partition;
       m.offset = offset_++;
       m.value = f.SerializeAsString();
       batch.push_back(std::move(m));
@@ -61,12 +62,14 @@ class SagaApiTest : public ::testing::Test {
     ASSERT_TRUE(coordinator_->fold_batch(batch).has_value());
   }
 
-  std::pair<int, json> get(const std::string& path, std::map<std::string, std::string> query = {}) {
+  std::pair<int, json> get(const std::string& path, std::map<std::string, std::string> query = {},
+                           const Ownership* owned = nullptr) {
     HttpRequest req;
     req.method = "GET";
     req.path = path;
     req.query = std::move(query);
-    const auto resp = handle_saga_api(store_, req, [this] { return now_; });
+    const auto resp = handle_saga_api(
+        store_, req, [this] { return now_; }, owned);
     return {resp.status, json::parse(resp.body)};
   }
 
@@ -197,6 +200,54 @@ TEST_F(SagaApiTest, OneSagaShowsCountsTimelineAndReasons) {
   EXPECT_EQ(body["timeline"].back()["to"], "COMPLETED");
   EXPECT_EQ(body["created"], "2026-11-23T10:00:00.000Z");
   EXPECT_TRUE(body.contains("reasons"));
+}
+
+TEST_F(SagaApiTest, EachInstanceCountsTheSagasOfThePartitionsItOwnsSoThatTwoInstancesAddUpOnce) {
+  // Given one store holding sagas of partitions 0, 1 and 2 (partition 2's a
+  // stale copy: another instance owns it now),
+  saga("a0", kT0, 4, 4, 0, "p", 0);
+  saga("b0", kT0, 2, 1, 1, "p", 0);
+  saga("c1", kT0, 3, 3, 0, "p", 1);
+  saga("d2", kT0, 5, 2, 0, "p", 2);
+  // when this instance owns partitions 0 and 1, and another owns 2,
+  Ownership mine;
+  mine.set({0, 1});
+  Ownership theirs;
+  theirs.set({2});
+
+  // then its list and totals count partitions 0 and 1 only,
+  auto [status, body] = get("/v1/sagas", {{"pipeline", "p"}}, &mine);
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(body["totals"]["sagas"], 3);
+  EXPECT_EQ(body["totals"]["accepted"], 9);
+  EXPECT_EQ(body["sagas"].size(), 3u);
+  for (const auto& s : body["sagas"]) EXPECT_NE(s["saga_id"], "d2");
+  auto [st2, newest] = get("/v1/sagas", {{"pipeline", "p"}, {"order", "newest"}}, &mine);
+  ASSERT_EQ(st2, 200) << newest.dump();
+  EXPECT_EQ(newest["sagas"].size(), 3u);
+  // its consistency report too, and the other instance's report adds the
+  // rest: together every saga once,
+  const std::map<std::string, std::string> hours = {{"from", "2026-11-23T10:00:00Z"}, {"to", "2026-11-23T12:00:00Z"}};
+  auto [st3, ours] = get("/v1/pipelines/p/consistency", hours, &mine);
+  auto [st4, other] = get("/v1/pipelines/p/consistency", hours, &theirs);
+  ASSERT_EQ(st3, 200) << ours.dump();
+  ASSERT_EQ(st4, 200) << other.dump();
+  EXPECT_EQ(ours["totals"]["sagas"], 3);
+  EXPECT_EQ(other["totals"]["sagas"], 1);
+  EXPECT_EQ(ours["totals"]["accepted"].get<int>() + other["totals"]["accepted"].get<int>(), 14);
+  EXPECT_EQ(other["totals"]["in_flight"], 3);
+  // a saga it does not own is still answered by id, marked not owned,
+  auto [st5, d2] = get("/v1/sagas/d2", {}, &mine);
+  ASSERT_EQ(st5, 200);
+  EXPECT_EQ(d2["owned"], false);
+  EXPECT_EQ(d2["partition"], 2);
+  EXPECT_EQ(get("/v1/sagas/a0", {}, &mine).second["owned"], true);
+  // and an instance that owns nothing yet (before its first assignment)
+  // counts nothing, while a read without a group counts everything.
+  Ownership none;
+  none.set({});
+  EXPECT_EQ(get("/v1/sagas", {{"pipeline", "p"}}, &none).second["totals"]["sagas"], 0);
+  EXPECT_EQ(get("/v1/sagas", {{"pipeline", "p"}}).second["totals"]["sagas"], 4);
 }
 
 }  // namespace
