@@ -355,18 +355,25 @@ KafkaConsumer::~KafkaConsumer() {
 Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const KafkaOptions& options, const std::string& group_id,
                                                              const std::vector<std::string>& topics,
                                                              RebalanceHooks hooks) {
-  auto conf = make_conf(options, {
-                                     {"group.id", group_id},
-                                     {"enable.auto.commit", "false"},
-                                     {"enable.auto.offset.store", "false"},
-                                     {"auto.offset.reset", "earliest"},
-                                     {"session.timeout.ms", "10000"},
-                                     {"heartbeat.interval.ms", "1000"},
-                                     {"partition.assignment.strategy", "range"},
-                                     kFetchQueueByBytes,
-                                     kFetchMinBytes,
-                                     kFetchWaitMax,
-                                 });
+  std::map<std::string, std::string> defaults = {
+      {"group.id", group_id},
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      {"auto.offset.reset", "earliest"},
+      {"session.timeout.ms", "10000"},
+      {"heartbeat.interval.ms", "1000"},
+      {"partition.assignment.strategy", "range"},
+      kFetchQueueByBytes,
+      kFetchMinBytes,
+      kFetchWaitMax,
+  };
+  // `group.instance.id=` (empty) from the user makes the member dynamic.
+  KafkaOptions opts = options;
+  const auto user_id = opts.properties.find("group.instance.id");
+  const bool dynamic = user_id != opts.properties.end() && user_id->second.empty();
+  if (dynamic) opts.properties.erase(user_id);
+  if (!options.group_instance_id.empty() && !dynamic) defaults["group.instance.id"] = options.group_instance_id;
+  auto conf = make_conf(opts, defaults);
   if (!conf) return std::unexpected(conf.error());
   auto impl = std::make_unique<Impl>();
   impl->hooks = std::move(hooks);

@@ -26,6 +26,13 @@ struct KafkaOptions {
   /// Where a property came from ("--kafka-property", "STARLING_KAFKA_X",
   /// "file:3"), named by an error about it.
   std::map<std::string, std::string> origins;
+  /// A group consumer's `group.instance.id` (static membership, KIP-345):
+  /// a member that restarts with the same id within `session.timeout.ms`
+  /// gets its partitions back without a rebalance, and the range assignor
+  /// orders members by it, so an assignment is stable across restarts. Set
+  /// only from an id the operator gave (--instance), never a generated one;
+  /// empty: a dynamic member. A property of the same name overrides it.
+  std::string group_instance_id;
 };
 
 struct Header {

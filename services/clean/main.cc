@@ -32,9 +32,10 @@ int main(int argc, char** argv) {
         std::filesystem::create_directories(ctx.flags.data_dir);
         clean::RocksCleanStore store((std::filesystem::path(ctx.flags.data_dir) / "state").string(),
                                      pipeline.dedupe_window_ms);
-        clean::CleanService service(pipeline, store,
-                                    {ctx.bootstrap, ctx.instance, ctx.kafka_properties(), ctx.kafka.origins},
-                                    ctx.instance, options);
+        clean::CleanService service(
+            pipeline, store,
+            {ctx.bootstrap, ctx.instance, ctx.kafka_properties(), ctx.kafka.origins, ctx.flags.instance}, ctx.instance,
+            options);
         // Probes when --listen is set (/healthz, /readyz, /metrics).
         auto server = ctx.serve(1, []() -> Status { return {}; });
         const int rc = service.run();

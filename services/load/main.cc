@@ -47,8 +47,9 @@ int main(int argc, char** argv) {
       sink = std::make_unique<load::SqliteSink>(path, p);
       spdlog::info("loading into {} table {}", path, p.table);
     }
-    load::LoadService service(p, *sink, {ctx.bootstrap, ctx.instance, ctx.kafka_properties(), ctx.kafka.origins},
-                              ctx.instance, load_opts);
+    load::LoadService service(
+        p, *sink, {ctx.bootstrap, ctx.instance, ctx.kafka_properties(), ctx.kafka.origins, ctx.flags.instance},
+        ctx.instance, load_opts);
     // Probes when --listen is set: /readyz is 503 while the sink is down.
     auto server = ctx.serve(1, [&service]() -> Status {
       if (!service.ready()) return fail(Errc::kUnavailable, "the sink's database does not answer; retrying");

@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -74,6 +76,82 @@ TEST(KafkaConsumer, APartitionPausedBeforeARebalanceIsConsumedAgainOnceReassigne
   }
   EXPECT_EQ(seen.size(), 20u) << "messages of a partition paused before the rebalance never came";
   (*a)->close();
+}
+
+// Two members of group g on 4 partitions; the first restarts (closed and
+// created again, as a supervisor restarts a killed stage). Returns how many
+// times the second had partitions revoked during the restart, and whether the
+// restarted member got the same partitions back.
+struct Restart {
+  int revokes_of_the_other = 0;
+  bool same_partitions = false;
+};
+Restart restart_one_of_two(const std::string& bootstrap, const std::string& group, const std::string& first_id,
+                           const std::string& second_id, const std::map<std::string, std::string>& properties = {}) {
+  Restart out;
+  auto options = [&](const std::string& id) {
+    KafkaOptions o{bootstrap, "static-test", properties};
+    o.group_instance_id = id;
+    return o;
+  };
+  std::atomic<int> revokes{0};
+  RebalanceHooks counting;
+  counting.on_revoke = [&](const std::vector<TopicPartition>&) { ++revokes; };
+  auto a = KafkaConsumer::create(options(first_id), group, {"t"}, {});
+  auto b = KafkaConsumer::create(options(second_id), group, {"t"}, counting);
+  EXPECT_TRUE(a.has_value() && b.has_value());
+  if (!a || !b) return out;
+  auto settle = [&](Consumer& x, Consumer& y) {
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < deadline &&
+           (x.assignment().empty() || y.assignment().empty() || x.assignment().size() + y.assignment().size() != 4)) {
+      (void)x.poll_batch(100, 100ms);
+      (void)y.poll_batch(100, 100ms);
+    }
+    return !x.assignment().empty() && !y.assignment().empty();
+  };
+  EXPECT_TRUE(settle(**a, **b));
+  const auto before = (*a)->assignment();
+  revokes = 0;
+  (*a)->close();
+  a = KafkaConsumer::create(options(first_id), group, {"t"}, {});
+  EXPECT_TRUE(a.has_value());
+  if (!a) return out;
+  EXPECT_TRUE(settle(**a, **b));
+  // A few more polls, for a rebalance that the restart would set off late.
+  for (int i = 0; i < 20; ++i) {
+    (void)(*a)->poll_batch(100, 100ms);
+    (void)(*b)->poll_batch(100, 100ms);
+  }
+  out.same_partitions = (*a)->assignment() == before;
+  out.revokes_of_the_other = revokes;
+  (*a)->close();
+  (*b)->close();
+  return out;
+}
+
+TEST(KafkaConsumer, AStaticMemberThatRestartsGetsItsPartitionsBackAndTheOtherMemberKeepsWorking) {
+  // What `starling up` relies on when it restarts a killed stage under its
+  // --instance name: no rebalance, so the other instances never stop, and
+  // the restarted one resumes its own partitions from its own state.
+  broker::testing::TempDir dir;
+  broker::testing::BrokerProcess broker(dir.path(), {"--partitions", "4"});
+  {
+    auto producer = KafkaProducer::create({broker.bootstrap(), "static-test", {}});
+    ASSERT_TRUE(producer.has_value()) << producer.error().message;
+    ASSERT_TRUE(produce_all(**producer, {{"t", "k", "v", {}}}, 30s).has_value());
+  }
+  const auto static_restart = restart_one_of_two(broker.bootstrap(), "g-static", "stage-1", "stage-2");
+  EXPECT_TRUE(static_restart.same_partitions);
+  EXPECT_EQ(static_restart.revokes_of_the_other, 0) << "the restart of a static member rebalanced the group";
+  // Without ids the same restart is a new member: the group rebalances, and
+  // the other member's partitions are revoked (what the ids avoid). An
+  // empty group.instance.id property turns the ids off.
+  const auto dynamic_restart = restart_one_of_two(broker.bootstrap(), "g-dynamic", "", "");
+  EXPECT_GE(dynamic_restart.revokes_of_the_other, 1);
+  const auto turned_off =
+      restart_one_of_two(broker.bootstrap(), "g-off", "stage-1", "stage-2", {{"group.instance.id", ""}});
+  EXPECT_GE(turned_off.revokes_of_the_other, 1) << "group.instance.id= did not make the members dynamic";
 }
 
 }  // namespace
