@@ -58,9 +58,14 @@ void SqliteSink::open(const std::string& path) {
   auto must = [&](const std::string& sql) {
     if (auto st = exec(sql); !st) throw std::runtime_error(fmt::format("{}: {}", path, st.error().message));
   };
+  // First, so that every statement below waits for another loader of the
+  // same file (instances of one pipeline share it) instead of failing.
+  must("PRAGMA busy_timeout=5000");
   must("PRAGMA journal_mode=WAL");
   must("PRAGMA synchronous=FULL");
-  must("PRAGMA busy_timeout=5000");
+  // The schema is read and changed in one write transaction, so two loaders
+  // starting together do not both add the same column.
+  must("BEGIN IMMEDIATE");
   std::string cols =
       "event_id TEXT PRIMARY KEY, saga_id TEXT NOT NULL, seq INTEGER NOT NULL, "
       "event_time_ms INTEGER NOT NULL, ingest_time_ms INTEGER NOT NULL, " +
@@ -107,6 +112,7 @@ void SqliteSink::open(const std::string& path) {
                       path, pipeline.table, c.name, it->second, c.field, sqlite_type(c.descriptor)));
     }
   }
+  must("COMMIT");
 
   std::string names;
   std::string params;
