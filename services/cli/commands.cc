@@ -1,14 +1,17 @@
 #include "services/cli/commands.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -32,6 +35,7 @@
 #include "services/common/time.h"
 #include "services/extract/fake_api_cli.h"
 #include "services/replay/replay.h"
+#include "services/simulator/mqtt_fleet.h"
 #include "services/simulator/report.h"
 #include "services/simulator/simulate.h"
 #include "services/supervisor/stack.h"
@@ -49,9 +53,11 @@ using replay::ReplayOptions;
 using replay::ReplayStatus;
 using replay::run_replay;
 using simulator::count_rows;
+using simulator::count_rows_postgres;
 using simulator::fetch_saga;
 using simulator::SimOptions;
 using simulator::simulate;
+using simulator::simulate_mqtt;
 using simulator::wait_until_settled;
 using supervisor::Stack;
 using supervisor::StackOptions;
@@ -152,8 +158,27 @@ Result<json> saga_api_get(const std::string& url) {
   return body;
 }
 
+// Several coordinators (`--url A,B`): each counts the sagas of the
+// partitions it owns, so their tallies add up. Adds `b`'s counts into `a`.
+void add_tally(json& a, const json& b) {
+  if (a.is_null()) {
+    a = b;
+    return;
+  }
+  for (const char* k : {"sagas", "accepted", "loaded", "rejected", "in_flight", "removed_by_retention"}) {
+    if (b.contains(k)) a[k] = a.value(k, uint64_t{0}) + b[k].get<uint64_t>();
+  }
+  for (const auto& [state, n] : b.value("by_state", json::object()).items()) {
+    a["by_state"][state] = a["by_state"].value(state, uint64_t{0}) + n.get<uint64_t>();
+  }
+  if (a.contains("balanced")) {
+    a["balanced"] = a["accepted"].get<uint64_t>() ==
+                    a["loaded"].get<uint64_t>() + a["rejected"].get<uint64_t>() + a["in_flight"].get<uint64_t>();
+  }
+}
+
 int sagas_show(const SagasArgs& a) {
-  auto s = fetch_saga(a.url, a.id);
+  auto s = fetch_saga(split_commas(a.url), a.id);
   if (!s) {
     fmt::print(stderr, "error: {}\n", s.error().message);
     return 1;
@@ -188,18 +213,26 @@ int sagas_list(const SagasArgs& a) {
   if (!a.since.empty()) q += "&since=" + url_encode(a.since);
   json sagas = json::array();
   json body;
-  std::string token;
-  do {
-    auto page = saga_api_get(a.url + q + (token.empty() ? "" : "&page_token=" + token));
-    if (!page) {
-      fmt::print(stderr, "error: {}\n", page.error().message);
-      return 1;
-    }
-    body = std::move(*page);
-    for (auto& s : body["sagas"]) sagas.push_back(std::move(s));
-    token = body.value("next_page_token", "");
-  } while (a.all && !token.empty());
+  json totals;
+  bool more = false;
+  const auto urls = split_commas(a.url);
+  for (const auto& url : urls) {
+    std::string token;
+    do {
+      auto page = saga_api_get(url + q + (token.empty() ? "" : "&page_token=" + token));
+      if (!page) {
+        fmt::print(stderr, "error: {}\n", page.error().message);
+        return 1;
+      }
+      if (token.empty()) add_tally(totals, (*page)["totals"]);
+      for (auto& s : (*page)["sagas"]) sagas.push_back(std::move(s));
+      token = page->value("next_page_token", "");
+      if (urls.size() == 1) body = std::move(*page);
+    } while (a.all && !token.empty());
+    more = more || !token.empty();
+  }
   body["sagas"] = sagas;
+  body["totals"] = totals;
   if (a.as_json) {
     fmt::print("{}\n", body.dump(2));
     return 0;
@@ -218,7 +251,7 @@ int sagas_list(const SagasArgs& a) {
   for (const auto& [k, v] : t["by_state"].items()) fmt::print(" {} {}", v.get<uint64_t>(), k);
   fmt::print("\nevents: accepted {} = loaded {} + rejected {} + in flight {}\n", t["accepted"].get<uint64_t>(),
              t["loaded"].get<uint64_t>(), t["rejected"].get<uint64_t>(), t["in_flight"].get<uint64_t>());
-  if (!token.empty()) fmt::print("(first {} shown; --all for every page)\n", sagas.size());
+  if (more) fmt::print("(first {} shown; --all for every page)\n", sagas.size());
   return 0;
 }
 
@@ -231,10 +264,37 @@ int sagas_report(const SagasArgs& a) {
   if (!a.from.empty()) q += "&from=" + url_encode(a.from);
   if (!a.to.empty()) q += "&to=" + url_encode(a.to);
   if (!a.window.empty()) q += "&window=" + url_encode(a.window);
-  auto body = saga_api_get(a.url + q);
-  if (!body) {
-    fmt::print(stderr, "error: {}\n", body.error().message);
-    return 1;
+  Result<json> body = json();
+  for (const auto& url : split_commas(a.url)) {
+    auto one = saga_api_get(url + q);
+    if (!one) {
+      fmt::print(stderr, "error: {}\n", one.error().message);
+      return 1;
+    }
+    if (body->is_null()) {
+      body = std::move(*one);
+      continue;
+    }
+    // Windows by start; the sagas to check of every instance.
+    std::map<int64_t, json> windows;
+    for (auto& w : (*body)["windows"]) windows[w["start_ms"].get<int64_t>()] = std::move(w);
+    for (auto& w : (*one)["windows"]) {
+      auto& into = windows[w["start_ms"].get<int64_t>()];
+      if (into.is_null()) {
+        into = std::move(w);
+        continue;
+      }
+      add_tally(into, w);
+      for (const auto& s : w["sagas_to_check"]) into["sagas_to_check"].push_back(s);
+      if (w.contains("sagas_to_check_not_listed")) {
+        into["sagas_to_check_not_listed"] =
+            into.value("sagas_to_check_not_listed", uint64_t{0}) + w["sagas_to_check_not_listed"].get<uint64_t>();
+      }
+    }
+    (*body)["windows"] = json::array();
+    for (auto& [start, w] : windows) (*body)["windows"].push_back(std::move(w));
+    add_tally((*body)["totals"], (*one)["totals"]);
+    (*body)["consistent"] = (*body)["consistent"].get<bool>() && (*one)["consistent"].get<bool>();
   }
   const bool consistent = (*body)["consistent"].get<bool>();
   if (a.as_json) {
@@ -288,31 +348,44 @@ int cmd_sagas(const SagasArgs& a) {
   }
 }
 
-int cmd_demo(StackOptions stack_opts, SimOptions sim, int settle_s) {
+// `postgres`: the DSN the loaders write to (--sink postgres), "" for SQLite.
+int cmd_demo(StackOptions stack_opts, SimOptions sim, int settle_s, const std::string& postgres) {
   Stack stack(stack_opts);
   fmt::print("starting starling-broker and the services in {}\n", stack_opts.data_dir);
   if (auto st = stack.start(); !st) {
     fmt::print(stderr, "error: {}\n", st.error().message);
     return 1;
   }
-  sim.url = stack.ingest_url();
-  fmt::print("kafka {}  ingest {}  saga API {}  console {}/console/\n", stack.bootstrap(), stack.ingest_url(),
-             stack.saga_url(), stack.saga_url());
+  const auto ingests = stack.ingest_urls();
+  sim.url = fmt::format("{}", fmt::join(ingests, ","));
+  // Every ingest instance gets connections of its own.
+  sim.connections = std::max(sim.connections, static_cast<int>(ingests.size()));
+  fmt::print("kafka {}  ingest {}  saga API {}  console {}/console/\n", stack.bootstrap(), sim.url,
+             fmt::join(stack.saga_urls(), ","), stack.saga_url());
   Progress progress("simulating " + std::to_string(sim.bikes) + " e-bikes");
   sim.keep_ids = false;  // the report needs counts only: memory stays flat however many events
-  auto res = simulate(sim, std::ref(progress));
+  const bool mqtt = !stack.mqtt_address().empty();
+  if (mqtt) fmt::print("the fleet publishes each reading over MQTT to {}\n", stack.mqtt_address());
+  auto res = mqtt ? simulate_mqtt(sim, stack.mqtt_address(), std::ref(progress)) : simulate(sim, std::ref(progress));
   if (!res) {
     fmt::print(stderr, "error: {}\n", res.error().message);
     return 1;
   }
-  fmt::print(
-      "sent {} events in {} sagas over {} connection{} (202 p50 {:.1f} ms, p99 {:.1f} ms from each request's "
-      "due time); waiting for every saga to complete\n",
-      res->sent, res->sagas, sim.connections, sim.connections == 1 ? "" : "s", res->latency.percentile_ms(0.5),
-      res->latency.percentile_ms(0.99));
-  auto totals = wait_until_settled(stack.saga_url(), sim.pipeline, res->sagas, std::chrono::seconds(settle_s));
+  if (mqtt) {
+    fmt::print(
+        "published {} events in {} messages (PUBACK p50 {:.1f} ms, p99 {:.1f} ms); waiting for every saga to "
+        "complete\n",
+        res->sent, res->sagas, res->latency.percentile_ms(0.5), res->latency.percentile_ms(0.99));
+  } else {
+    fmt::print(
+        "sent {} events in {} sagas over {} connection{} (202 p50 {:.1f} ms, p99 {:.1f} ms from each request's "
+        "due time); waiting for every saga to complete\n",
+        res->sent, res->sagas, sim.connections, sim.connections == 1 ? "" : "s", res->latency.percentile_ms(0.5),
+        res->latency.percentile_ms(0.99));
+  }
+  auto totals = wait_until_settled(stack.saga_urls(), sim.pipeline, res->sagas, std::chrono::seconds(settle_s));
   const auto& p = stack.pipelines().front();
-  auto rows = count_rows(stack.db_path(p.name), p.table);
+  auto rows = postgres.empty() ? count_rows(stack.db_path(p.name), p.table) : count_rows_postgres(postgres, p.table);
   if (!totals) fmt::print(stderr, "error: {}\n", totals.error().message);
   if (!rows) fmt::print(stderr, "error: {}\n", rows.error().message);
   if (!totals || !rows) return 1;
@@ -524,12 +597,33 @@ int run(int argc, char** argv) {
 
   StackOptions stack_opts;
   stack_opts.bin_dir = executable_dir();
+  std::string instances_spec;
+  std::vector<CLI::Option*> mqtt_opts;
+  std::string sink;
+  std::string postgres_dsn;
   auto add_stack_flags = [&](CLI::App* cmd) {
     cmd->add_option("--pipeline", stack_opts.pipeline_files, "Pipeline YAML (repeatable; default: pipelines/*.yaml)");
     cmd->add_option("--kafka", stack_opts.kafka, "Use this Kafka (host:port) instead of starting starling-broker")
         ->envname("STARLING_KAFKA_BOOTSTRAP");
     cmd->add_option("--data-dir", stack_opts.data_dir, "Where the broker and the services keep their state");
     cmd->add_option("--service-log-level", stack_opts.log_level, "Log level of the services")->capture_default_str();
+    cmd->add_option("--instances", instances_spec,
+                    "Instances per stage, e.g. clean=2,load=2,saga=2,ingest=2 (default 1 each, at most 16). A "
+                    "stage's instances share its consumer group and split the partitions; each has its own data "
+                    "folder, and a pipeline's loaders share its SQLite file. Ingest instances each listen on a port "
+                    "(all printed); a retry with the same Idempotency-Key may go to any of them.");
+    mqtt_opts.push_back(
+        cmd->add_option("--mqtt", stack_opts.mqtt,
+                        "Also take device events over MQTT: --mqtt HOST:PORT reads that mosquitto; --mqtt alone "
+                        "starts a local one (Debian's mosquitto, loopback, a free port, sessions kept in the data "
+                        "folder). Devices publish to starling/<pipeline>/<device_id>/events")
+            ->expected(0, 1));
+    cmd->add_option("--sink", sink,
+                    "Where the loaders write: sqlite (the default: <data-dir>/load.<p>/<p>.db) or "
+                    "postgres (with --postgres)")
+        ->check(CLI::IsMember({"sqlite", "postgres"}));
+    cmd->add_option("--postgres", postgres_dsn, "PostgreSQL connection string (libpq) for --sink postgres")
+        ->envname("STARLING_POSTGRES_DSN");
     add_kafka_property_flags(*cmd, stack_opts.kafka_properties, stack_opts.kafka_properties_file);
   };
 
@@ -583,14 +677,28 @@ int run(int argc, char** argv) {
 
   auto* simulate_cmd = app.add_subcommand("simulate", "Post a simulated e-bike fleet's telemetry to a running ingest");
   add_sim_flags(simulate_cmd, sim);
-  simulate_cmd->add_option("--url", sim.url, "starling-ingest base URL")->capture_default_str();
+  simulate_cmd
+      ->add_option("--url", sim.url,
+                   "starling-ingest base URL; several instances comma-separated: connection i posts to the "
+                   "(i mod n)-th, so --connections must be at least n")
+      ->capture_default_str();
   simulate_cmd->add_option("--pipeline", sim.pipeline, "Pipeline to post to")->capture_default_str();
+  std::string simulate_mqtt_address;
+  simulate_cmd
+      ->add_option("--mqtt", simulate_mqtt_address,
+                   "Publish over MQTT to this mosquitto (host:port) instead of posting to --url: each reading one "
+                   "QoS 1 message to starling/<pipeline>/<device_id>/events (--batch and --connections do not apply)")
+      ->excludes(simulate_cmd->get_option("--url"));
 
   auto* sagas = app.add_subcommand("sagas", "Saga states: list (the default), show ID, report --pipeline P");
   SagasArgs sagas_args;
   sagas_args.url = "http://127.0.0.1:8081";
   sagas->add_option("id", sagas_args.id, "A saga id: the same as `sagas show ID`");
-  sagas->add_option("--url", sagas_args.url, "Saga API base URL")->capture_default_str();
+  sagas
+      ->add_option("--url", sagas_args.url,
+                   "Saga API base URL; with several coordinators, every one comma-separated: each counts the sagas "
+                   "of its own partitions, and the totals are added")
+      ->capture_default_str();
   sagas->add_option("--state", sagas_args.state,
                     "Only sagas in this state (ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, OVERDUE, FAILED, COMPENSATED)");
   sagas->add_option("--pipeline", sagas_args.pipeline, "Only sagas of this pipeline");
@@ -613,7 +721,7 @@ int run(int argc, char** argv) {
   // fallthrough keeps `starling sagas --json list` working too.
   for (auto* sub : {sagas_list_cmd, sagas_show_cmd, sagas_report_cmd}) {
     sub->fallthrough();
-    sub->add_option("--url", sagas_args.url, "Saga API base URL")->capture_default_str();
+    sub->add_option("--url", sagas_args.url, "Saga API base URL (several: comma-separated)")->capture_default_str();
     sub->add_flag("--json", sagas_args.as_json, "Print JSON instead of a table");
   }
   for (auto* sub : {sagas_list_cmd, sagas_report_cmd}) {
@@ -770,7 +878,13 @@ int run(int argc, char** argv) {
   std::vector<std::string> test_files;
   test_cmd->add_option("files", test_files, "Pipeline YAML files")->required();
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version are exit 0; any refused flag is 2, as the footer
+    // says (CLI11's own codes, 105 for a value a check refused, would not).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress goes to stderr; keep the order readable
   setup_logging("starling", log_level);
   install_shutdown_handler();
@@ -808,10 +922,20 @@ int run(int argc, char** argv) {
     if (*simulate_cmd) {
       Progress progress("simulating " + std::to_string(sim.bikes) + " e-bikes");
       sim.keep_ids = false;
-      auto res = simulate(sim, [&](uint64_t done, uint64_t total) { progress(done, total); });
+      const bool mqtt = !simulate_mqtt_address.empty();
+      auto res =
+          mqtt ? simulate_mqtt(sim, simulate_mqtt_address, std::ref(progress)) : simulate(sim, std::ref(progress));
       if (!res) {
         fmt::print(stderr, "error: {}\n", res.error().message);
         return 1;
+      }
+      if (mqtt) {
+        fmt::print("published {} events in {} messages ({} faulty) to {} in {:.1f} s\n", res->sent, res->sagas,
+                   res->faulty, simulate_mqtt_address, res->seconds);
+        fmt::print("PUBACK latency from each message's due time: p50 {:.1f} ms  p99 {:.1f} ms  max {:.1f} ms\n",
+                   res->latency.percentile_ms(0.50), res->latency.percentile_ms(0.99),
+                   static_cast<double>(res->latency.max_us()) / 1000.0);
+        return 0;
       }
       fmt::print("sent {} events in {} sagas ({} faulty, {} retries) over {} connections in {:.1f} s\n", res->sent,
                  res->sagas, res->faulty, res->retries, sim.connections, res->seconds);
@@ -827,6 +951,22 @@ int run(int argc, char** argv) {
       return 2;
     }
     (void)cli_kafka_properties(stack_opts.kafka_properties_file, stack_opts.kafka_properties);  // refused: exit 2
+    if (std::any_of(mqtt_opts.begin(), mqtt_opts.end(), [](const CLI::Option* o) { return o->count() > 0; }) &&
+        stack_opts.mqtt.empty()) {
+      stack_opts.mqtt = supervisor::kLocalMqtt;
+    }
+    if (sink == "postgres" && postgres_dsn.empty()) {
+      fmt::print(stderr, "error: --sink postgres needs --postgres DSN (or STARLING_POSTGRES_DSN)\n");
+      return 2;
+    }
+    if (!sink.empty()) stack_opts.load_args.insert(stack_opts.load_args.end(), {"--sink", sink});
+    if (!postgres_dsn.empty()) stack_opts.load_args.insert(stack_opts.load_args.end(), {"--postgres", postgres_dsn});
+    if (auto inst = supervisor::parse_instances(instances_spec); inst) {
+      stack_opts.instances = std::move(*inst);
+    } else {
+      fmt::print(stderr, "error: {}\n", inst.error().message);
+      return 2;
+    }
     if (*demo) {
       // The first pipeline says which demo: one that pulls gets the fake
       // API; one without a source needs the e-bike fleet's records.
@@ -848,7 +988,12 @@ int run(int argc, char** argv) {
         weather_demo.settle_s = settle_s;
         return cmd_weather_demo(stack_opts, weather_demo);
       }
-      return cmd_demo(stack_opts, sim, settle_s);
+      const bool to_postgres = sink == "postgres" || (sink.empty() && first.sink == "postgres");
+      if (to_postgres && postgres_dsn.empty()) {
+        fmt::print(stderr, "error: the demo reads the warehouse back: give --postgres DSN for the PostgreSQL sink\n");
+        return 2;
+      }
+      return cmd_demo(stack_opts, sim, settle_s, to_postgres ? postgres_dsn : "");
     }
     if (*up) {
       if (stack_opts.data_dir.empty()) stack_opts.data_dir = "starling-data";
@@ -859,10 +1004,14 @@ int run(int argc, char** argv) {
         fmt::print(stderr, "error: {}\n", st.error().message);
         return 1;
       }
-      fmt::print("starling is up. kafka {}  ingest {}  saga API {}\n", stack.bootstrap(), stack.ingest_url(),
-                 stack.saga_url());
+      fmt::print("starling is up. kafka {}  ingest {}  saga API {}\n", stack.bootstrap(),
+                 fmt::join(stack.ingest_urls(), ","), fmt::join(stack.saga_urls(), ","));
       if (!stack.broker_metrics().empty()) fmt::print("broker metrics http://{}/metrics\n", stack.broker_metrics());
       fmt::print("console {}/console/\n", stack.saga_url());
+      if (stack.instances("saga") > 1) {
+        fmt::print("each saga API counts the sagas of its own partitions: `starling sagas --url {}` adds them up\n",
+                   fmt::join(stack.saga_urls(), ","));
+      }
       fmt::print("logs in {}/logs. Ctrl-C stops everything.\n", stack_opts.data_dir);
       wait_for_shutdown();
       fmt::print("stopping...\n");

@@ -1,6 +1,7 @@
 #include "services/simulator/report.h"
 
 #include <fmt/format.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include <functional>
@@ -17,7 +18,7 @@ Result<SagaTotals> fetch_totals(const std::string& saga_url, const std::string& 
   auto resp = http_call("GET", saga_url + "/v1/sagas?limit=0" + (pipeline.empty() ? "" : "&pipeline=" + pipeline));
   if (!resp) return std::unexpected(resp.error());
   if (resp->status != 200)
-    return fail(Errc::kUnavailable, fmt::format("saga API answered {}: {}", resp->status, resp->body));
+    return fail(Errc::kUnavailable, fmt::format("{}: saga API answered {}: {}", saga_url, resp->status, resp->body));
   try {
     const auto t = json::parse(resp->body).at("totals");
     SagaTotals out;
@@ -29,8 +30,23 @@ Result<SagaTotals> fetch_totals(const std::string& saga_url, const std::string& 
     for (const auto& [k, v] : t.at("by_state").items()) out.by_state[k] = v.get<uint64_t>();
     return out;
   } catch (const json::exception& e) {
-    return fail(Errc::kInternal, fmt::format("saga API: unexpected answer: {}", e.what()));
+    return fail(Errc::kInternal, fmt::format("{}: saga API: unexpected answer: {}", saga_url, e.what()));
   }
+}
+
+Result<SagaTotals> fetch_totals(const std::vector<std::string>& saga_urls, const std::string& pipeline) {
+  SagaTotals sum;
+  for (const auto& url : saga_urls) {
+    auto t = fetch_totals(url, pipeline);
+    if (!t) return t;
+    sum.sagas += t->sagas;
+    sum.accepted += t->accepted;
+    sum.loaded += t->loaded;
+    sum.rejected += t->rejected;
+    sum.in_flight += t->in_flight;
+    for (const auto& [state, n] : t->by_state) sum.by_state[state] += n;
+  }
+  return sum;
 }
 
 Result<json> fetch_saga(const std::string& saga_url, const std::string& saga_id) {
@@ -38,22 +54,40 @@ Result<json> fetch_saga(const std::string& saga_url, const std::string& saga_id)
   if (!resp) return std::unexpected(resp.error());
   if (resp->status == 404) return fail(Errc::kNotFound, "no saga " + saga_id);
   if (resp->status != 200)
-    return fail(Errc::kUnavailable, fmt::format("saga API answered {}: {}", resp->status, resp->body));
-  return json::parse(resp->body);
+    return fail(Errc::kUnavailable, fmt::format("{}: saga API answered {}: {}", saga_url, resp->status, resp->body));
+  auto body = json::parse(resp->body, nullptr, false);
+  if (!body.is_object()) return fail(Errc::kInternal, fmt::format("{}: saga API: not a JSON object", saga_url));
+  return body;
 }
 
-Result<SagaTotals> wait_until_settled(const std::string& saga_url, const std::string& pipeline, uint64_t sagas,
-                                      std::chrono::milliseconds timeout) {
+Result<json> fetch_saga(const std::vector<std::string>& saga_urls, const std::string& saga_id) {
+  Result<json> first = fail(Errc::kNotFound, "no saga " + saga_id);
+  for (const auto& url : saga_urls) {
+    auto s = fetch_saga(url, saga_id);
+    if (s && s->value("owned", true)) return s;
+    if (s && !first) first = std::move(s);
+    if (!s && s.error().code != Errc::kNotFound) return s;
+  }
+  return first;
+}
+
+Result<SagaTotals> wait_until_settled(const std::vector<std::string>& saga_urls, const std::string& pipeline,
+                                      uint64_t sagas, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   Result<SagaTotals> last = fail(Errc::kTimeout, "no answer from the saga API");
   while (std::chrono::steady_clock::now() < deadline) {
-    last = fetch_totals(saga_url, pipeline);
+    last = fetch_totals(saga_urls, pipeline);
     if (last && last->sagas >= sagas && last->in("COMPLETED") == last->sagas) return last;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   if (!last) return last;
   return fail(Errc::kTimeout, fmt::format("after {} s: {} of {} sagas COMPLETED, {} events in flight",
                                           timeout.count() / 1000, last->in("COMPLETED"), sagas, last->in_flight));
+}
+
+Result<SagaTotals> wait_until_settled(const std::string& saga_url, const std::string& pipeline, uint64_t sagas,
+                                      std::chrono::milliseconds timeout) {
+  return wait_until_settled(std::vector<std::string>{saga_url}, pipeline, sagas, timeout);
 }
 
 namespace {
@@ -93,6 +127,24 @@ Result<RowCount> count_rows(const std::string& db_path, const std::string& table
   if (!st) return std::unexpected(st.error());
   if (!out) return fail(Errc::kIo, fmt::format("{}: COUNT(*) gave no row", db_path));
   return *out;
+}
+
+Result<RowCount> count_rows_postgres(const std::string& dsn, const std::string& table) {
+  PGconn* c = PQconnectdb(dsn.c_str());
+  if (PQstatus(c) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(c);
+    PQfinish(c);
+    return fail(Errc::kUnavailable, "PostgreSQL: " + msg);
+  }
+  // The table name comes from a validated pipeline file; quoted all the same.
+  PGresult* r = PQexec(c, fmt::format("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM \"{}\"", table).c_str());
+  Result<RowCount> out = fail(Errc::kIo, "PostgreSQL: " + std::string(PQresultErrorMessage(r)));
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+    out = RowCount{std::stoll(PQgetvalue(r, 0, 0)), std::stoll(PQgetvalue(r, 0, 1))};
+  }
+  PQclear(r);
+  PQfinish(c);
+  return out;
 }
 
 Consistency check_consistency(const SagaTotals& totals, const RowCount& rows, uint64_t valid, uint64_t faulty) {

@@ -26,10 +26,19 @@ struct SagaTotals {
   }
 };
 
+/// A pipeline's totals (pipeline "": every pipeline). Given every instance of
+/// the coordinator group, one URL each, their totals are added: each counts
+/// only the sagas of the partitions it owns (services/saga/saga_api.h).
+Result<SagaTotals> fetch_totals(const std::vector<std::string>& saga_urls, const std::string& pipeline);
 Result<SagaTotals> fetch_totals(const std::string& saga_url, const std::string& pipeline);
+/// A saga as the instance that owns its partition answers it; when none says
+/// it owns it (a rebalance in progress), the first instance that knows it.
+Result<nlohmann::json> fetch_saga(const std::vector<std::string>& saga_urls, const std::string& saga_id);
 Result<nlohmann::json> fetch_saga(const std::string& saga_url, const std::string& saga_id);
 
 /// Polls until `sagas` sagas exist and every one is COMPLETED, or timeout.
+Result<SagaTotals> wait_until_settled(const std::vector<std::string>& saga_urls, const std::string& pipeline,
+                                      uint64_t sagas, std::chrono::milliseconds timeout);
 Result<SagaTotals> wait_until_settled(const std::string& saga_url, const std::string& pipeline, uint64_t sagas,
                                       std::chrono::milliseconds timeout);
 
@@ -39,6 +48,8 @@ struct RowCount {
   int64_t distinct_ids = 0;
 };
 Result<RowCount> count_rows(const std::string& db_path, const std::string& table);
+/// The same in PostgreSQL (libpq connection string `dsn`).
+Result<RowCount> count_rows_postgres(const std::string& dsn, const std::string& table);
 
 /// The demo's verdict on a settled run: accepted = loaded + rejected + in
 /// flight, the sagas loaded exactly the `valid` events and rejected the

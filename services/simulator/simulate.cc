@@ -10,6 +10,7 @@
 #include <utility>  // before asio: Boost 1.74's awaitable.hpp uses std::exchange without it
 
 #include "services/common/ids.h"
+#include "services/common/text.h"
 #include "services/common/time.h"
 
 namespace starling::simulator {
@@ -199,11 +200,21 @@ struct Request {
 
 class Engine;
 
+// Where a connection posts: one ingest instance.
+struct Target {
+  std::string host;  // host:port, the Host header
+  std::string path;  // <base path>/v1/pipelines/<p>/events
+  std::string describe;
+  tcp::resolver::results_type endpoints;
+};
+
 // One keep-alive connection: sends the requests the engine hands it, one at
 // a time, reconnecting after a broken one. Everything runs on the io thread.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(asio::io_context& ioc, Engine& engine) : stream_(ioc), backoff_(ioc), engine_(engine) {}
+  Connection(asio::io_context& ioc, Engine& engine, const Target& target)
+      : stream_(ioc), backoff_(ioc), engine_(engine), target_(target) {}
+  const Target& target() const { return target_; }
   void send(Request req);
   void close() {
     beast::error_code ec;
@@ -223,6 +234,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   beast::tcp_stream stream_;
   asio::steady_timer backoff_;
   Engine& engine_;
+  const Target& target_;
   bool connected_ = false;
   beast::flat_buffer buffer_;
   std::optional<http::response_parser<http::string_body>> parser_;
@@ -237,28 +249,24 @@ class Engine {
   Result<SimResult> run() {
     if (o_.batch < 1) return fail(Errc::kInvalidArgument, "--batch: expected at least 1");
     if (o_.connections < 1) return fail(Errc::kInvalidArgument, "--connections: expected at least 1");
-    if (!o_.url.starts_with("http://")) {
-      return fail(Errc::kInvalidArgument, "the simulator posts over http:// only, got " + o_.url);
+    // One ingest or several (instances of one stage): connection i posts to
+    // the i-th address, round robin, and keeps it across retries.
+    for (const auto& url : split_commas(o_.url)) {
+      auto target = resolve(url);
+      if (!target) return std::unexpected(target.error());
+      targets_.push_back(std::move(*target));
     }
-    const auto rest = o_.url.substr(7);
-    const auto hostport = rest.substr(0, rest.find('/'));
-    const auto colon = hostport.rfind(':');
-    host_ = hostport;
-    const auto host = hostport.substr(0, colon);
-    const auto port = colon == std::string::npos ? std::string("80") : hostport.substr(colon + 1);
-    target_ = fmt::format("{}/v1/pipelines/{}/events", rest.substr(host_.size()), o_.pipeline);
-    try {
-      tcp::resolver resolver(ioc_);
-      endpoints_ = resolver.resolve(host, port);
-    } catch (const beast::system_error& e) {
-      return fail(Errc::kUnavailable, fmt::format("{}: {}", o_.url, e.code().message()));
+    if (targets_.empty()) return fail(Errc::kInvalidArgument, "--url: expected an http:// address");
+    if (static_cast<std::size_t>(o_.connections) < targets_.size()) {
+      return fail(Errc::kInvalidArgument, fmt::format("--connections {}: expected at least one per --url ({} given)",
+                                                      o_.connections, targets_.size()));
     }
     // One Idempotency-Key per request, kept across its retries: a retry after
     // a 503 (some events may be in Kafka already) re-sends the same saga.
     run_id_ = random_id().substr(0, 12);
     res_.requests = (stream_.total() + static_cast<uint64_t>(o_.batch) - 1) / static_cast<uint64_t>(o_.batch);
     for (int c = 0; c < o_.connections; ++c) {
-      conns_.push_back(std::make_shared<Connection>(ioc_, *this));
+      conns_.push_back(std::make_shared<Connection>(ioc_, *this, targets_[c % targets_.size()]));
       idle_.push_back(conns_.back().get());
     }
     t0_ = Clock::now();
@@ -269,10 +277,8 @@ class Engine {
     return std::move(res_);
   }
 
-  const tcp::resolver::results_type& endpoints() const { return endpoints_; }
   int timeout_ms() const { return o_.timeout_ms; }
   int max_retries() const { return o_.max_retries; }
-  std::string describe() const { return "POST " + o_.url + target_; }
 
   void count_retry() { ++res_.retries; }
 
@@ -293,8 +299,8 @@ class Engine {
       res_.accepted += receipt.at("accepted").get<uint64_t>();
       if (o_.keep_ids) res_.saga_ids.push_back(receipt.at("saga_id").get<std::string>());
     } catch (const json::exception& e) {
-      return failed(
-          Error{Errc::kInternal, fmt::format("{}: a 202 that is not a receipt ({}): {}", describe(), e.what(), body)});
+      return failed(Error{Errc::kInternal, fmt::format("{}: a 202 that is not a receipt ({}): {}", c->target().describe,
+                                                       e.what(), body)});
     }
     res_.latency.record(static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(std::max(now - req.due, Clock::duration{0})).count()));
@@ -336,12 +342,34 @@ class Engine {
       if (o_.rate > 0 && now - due > std::chrono::milliseconds(1)) ++res_.late_starts;
       Connection* c = idle_.front();
       idle_.pop_front();
-      c->send(build(next_, o_.rate > 0 ? due : now));
+      c->send(build(c->target(), next_, o_.rate > 0 ? due : now));
       ++next_;
     }
   }
 
-  Request build(uint64_t k, Clock::time_point due) {
+  Result<Target> resolve(const std::string& url) {
+    if (!url.starts_with("http://")) {
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("--url '{}': the simulator posts over http:// only (several: comma-separated)", url));
+    }
+    const auto rest = url.substr(7);
+    const auto hostport = rest.substr(0, rest.find('/'));
+    const auto colon = hostport.rfind(':');
+    Target t;
+    t.host = hostport;
+    t.path = fmt::format("{}/v1/pipelines/{}/events", rest.substr(hostport.size()), o_.pipeline);
+    t.describe = "POST " + url + t.path;
+    try {
+      tcp::resolver resolver(ioc_);
+      t.endpoints = resolver.resolve(hostport.substr(0, colon),
+                                     colon == std::string::npos ? std::string("80") : hostport.substr(colon + 1));
+    } catch (const beast::system_error& e) {
+      return fail(Errc::kUnavailable, fmt::format("{}: {}", url, e.code().message()));
+    }
+    return t;
+  }
+
+  Request build(const Target& to, uint64_t k, Clock::time_point due) {
     Request req;
     req.k = k;
     req.due = due;
@@ -359,7 +387,7 @@ class Engine {
     req.wire = fmt::format(
         "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nIdempotency-Key: sim-{}-{}\r\n"
         "Content-Length: {}\r\n\r\n",
-        target_, host_, run_id_, k * static_cast<uint64_t>(o_.batch), body_.size());
+        to.path, to.host, run_id_, k * static_cast<uint64_t>(o_.batch), body_.size());
     req.wire += body_;
     return req;
   }
@@ -369,9 +397,7 @@ class Engine {
   EventStream stream_;
   asio::io_context ioc_;
   asio::steady_timer tick_;
-  tcp::resolver::results_type endpoints_;
-  std::string host_;
-  std::string target_;
+  std::vector<Target> targets_;  // never resized after run() starts: connections point into it
   std::string run_id_;
   std::string body_;
   std::vector<std::shared_ptr<Connection>> conns_;
@@ -390,7 +416,7 @@ void Connection::send(Request req) {
 void Connection::attempt() {
   if (connected_) return write();
   stream_.expires_after(std::chrono::milliseconds(engine_.timeout_ms()));
-  stream_.async_connect(engine_.endpoints(), [self = shared_from_this()](beast::error_code ec, const tcp::endpoint&) {
+  stream_.async_connect(target_.endpoints, [self = shared_from_this()](beast::error_code ec, const tcp::endpoint&) {
     if (ec) return self->broken("connect: " + ec.message());
     self->connected_ = true;
     self->stream_.socket().set_option(tcp::no_delay(true));
@@ -416,7 +442,7 @@ void Connection::answered(beast::error_code ec) {
   if (!res.keep_alive()) close();
   if (status == 202) return engine_.accepted(this, req_, res.body());
   if (status == 503 || status == 429 || status == 409) return retry(fmt::format("{} {}", status, res.body()));
-  engine_.failed(Error{Errc::kUnavailable, fmt::format("{}: {} {}", engine_.describe(), status, res.body())});
+  engine_.failed(Error{Errc::kUnavailable, fmt::format("{}: {} {}", target_.describe, status, res.body())});
 }
 
 void Connection::broken(const std::string& why) {
@@ -426,8 +452,8 @@ void Connection::broken(const std::string& why) {
 
 void Connection::retry(const std::string& why) {
   if (req_.attempt >= engine_.max_retries()) {
-    return engine_.failed(Error{
-        Errc::kUnavailable, fmt::format("{}: {} (gave up after {} retries)", engine_.describe(), why, req_.attempt)});
+    return engine_.failed(Error{Errc::kUnavailable,
+                                fmt::format("{}: {} (gave up after {} retries)", target_.describe, why, req_.attempt)});
   }
   ++req_.attempt;
   engine_.count_retry();

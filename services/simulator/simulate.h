@@ -21,6 +21,8 @@
 namespace starling::simulator {
 
 struct SimOptions {
+  // starling-ingest; several instances comma-separated: connection i posts to
+  // the (i mod n)-th, so --connections must be at least n.
   std::string url = "http://127.0.0.1:8080";
   std::string pipeline = "ecowheels";
   int bikes = 50;

@@ -5,16 +5,44 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <charconv>
 #include <csignal>
 #include <filesystem>
+#include <fstream>
 
 #include "broker-adapters/kafka/kafka.h"
 #include "services/common/kafka_properties.h"
+#include "services/common/text.h"
 
 namespace starling::supervisor {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+
+Result<std::map<std::string, int>> parse_instances(const std::string& spec) {
+  std::map<std::string, int> out;
+  for (const auto& entry : split_commas(spec)) {
+    const auto eq = entry.find('=');
+    const auto stage = entry.substr(0, eq);
+    if (std::find(kScalableStages.begin(), kScalableStages.end(), stage) == kScalableStages.end()) {
+      return fail(Errc::kInvalidArgument, fmt::format("--instances: '{}': expected a stage of {}, then =N",
+                                                      excerpt(entry), fmt::join(kScalableStages, ", ")));
+    }
+    int n = 0;
+    const auto digits = eq == std::string::npos ? std::string() : entry.substr(eq + 1);
+    const auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+    if (digits.empty() || ec != std::errc() || ptr != digits.data() + digits.size() || n < 1 || n > kMaxInstances) {
+      return fail(Errc::kInvalidArgument, fmt::format("--instances: '{}': expected {}=N with N from 1 to {}",
+                                                      excerpt(entry), stage, kMaxInstances));
+    }
+    if (!out.emplace(stage, n).second) {
+      return fail(Errc::kInvalidArgument, fmt::format("--instances: {} is given twice", stage));
+    }
+  }
+  return out;
+}
+
+std::string instance_name(const std::string& base, int i) { return i == 1 ? base : fmt::format("{}.{}", base, i); }
 
 Stack::Stack(StackOptions options) : opts_(std::move(options)) {
   for (const auto& f : opts_.pipeline_files) pipelines_.push_back(load_pipeline(f));
@@ -28,6 +56,20 @@ std::string Stack::url(const std::string& process) const {
 }
 std::string Stack::ingest_url() const { return url("ingest"); }
 std::string Stack::saga_url() const { return url("saga"); }
+int Stack::instances(const std::string& stage) const {
+  auto it = opts_.instances.find(stage);
+  return it == opts_.instances.end() ? 1 : it->second;
+}
+std::vector<std::string> Stack::ingest_urls() const {
+  std::vector<std::string> out;
+  for (int i = 1; i <= instances("ingest"); ++i) out.push_back(url(instance_name("ingest", i)));
+  return out;
+}
+std::vector<std::string> Stack::saga_urls() const {
+  std::vector<std::string> out;
+  for (int i = 1; i <= instances("saga"); ++i) out.push_back(url(instance_name("saga", i)));
+  return out;
+}
 std::string Stack::db_path(const std::string& pipeline) const {
   return (fs::path(opts_.data_dir) / ("load." + pipeline) / (pipeline + ".db")).string();
 }
@@ -118,6 +160,12 @@ Status Stack::start() {
     return fail(st.error().code, "creating topics: " + st.error().message);
   }
 
+  if (opts_.mqtt == kLocalMqtt) {
+    if (auto st = start_mosquitto(); !st) return st;
+  } else {
+    mqtt_ = opts_.mqtt;
+  }
+
   // Every service serves HTTP (probes and /metrics; ingest's front door and
   // the saga API) on a port it picks and writes to <name>.port.
   const auto cat = [](std::vector<std::string> a, const std::vector<std::string>& b) {
@@ -164,18 +212,48 @@ Status Stack::start() {
     for (const auto& p : opts_.kafka_properties) argv.insert(argv.end(), {"--kafka-property", p});
     return add(name, cat(argv, extra));
   };
+  // A stage's instances: the first on the port asked for (if any), the
+  // others on ports they pick.
+  auto stage = [&](const std::string& kind, const std::string& base, const std::string& exe,
+                   const std::vector<std::string>& pipeline_files, uint16_t port,
+                   const std::vector<std::string>& extra) -> Status {
+    for (int i = 1; i <= instances(kind); ++i) {
+      if (auto st = service(instance_name(base, i), exe, pipeline_files, i == 1 ? port : 0, extra); !st) return st;
+    }
+    return {};
+  };
   // The console lists and controls the replays that `starling replay` runs
   // with this folder's default --state-dir.
-  if (auto st = service("saga", "starling-saga", opts_.pipeline_files, opts_.saga_port,
-                        {"--replay-dir", (fs::path(opts_.data_dir) / "replays").string()});
+  if (auto st = stage("saga", "saga", "starling-saga", opts_.pipeline_files, opts_.saga_port,
+                      {"--replay-dir", (fs::path(opts_.data_dir) / "replays").string()});
       !st)
     return st;
   for (const auto& p : pipelines_) {
-    if (auto st = service("clean." + p.name, "starling-clean", {p.file}, 0, {}); !st) return st;
-    if (auto st = service("load." + p.name, "starling-load", {p.file}, 0, opts_.load_args); !st) return st;
+    if (auto st = stage("clean", "clean." + p.name, "starling-clean", {p.file}, 0, {}); !st) return st;
+    // The loaders of a pipeline write one warehouse; with SQLite that is one
+    // file, whose _starling_offsets the instance that gets a partition seeks to.
+    auto load_args = opts_.load_args;
+    if (instances("load") > 1) {
+      fs::create_directories(fs::path(db_path(p.name)).parent_path());
+      load_args.insert(load_args.end(), {"--db", db_path(p.name)});
+    }
+    if (auto st = stage("load", "load." + p.name, "starling-load", {p.file}, 0, load_args); !st) return st;
   }
-  if (auto st = service("ingest", "starling-ingest", opts_.pipeline_files, opts_.ingest_port, opts_.ingest_args); !st)
-    return st;
+  for (int i = 1; i <= instances("ingest"); ++i) {
+    auto args = opts_.ingest_args;
+    // Each instance its own MQTT session: one client id takes over the
+    // other's session. Each session gets every message, and both ingest it as
+    // the same saga (its id derives from the topic and payload), so the
+    // second is redundant work, never a duplicate row.
+    if (!mqtt_.empty()) {
+      args.insert(args.end(), {"--mqtt", mqtt_, "--mqtt-client-id",
+                               i == 1 ? "starling-ingest" : fmt::format("starling-ingest-{}", i)});
+    }
+    if (auto st = service(instance_name("ingest", i), "starling-ingest", opts_.pipeline_files,
+                          i == 1 ? opts_.ingest_port : 0, args);
+        !st)
+      return st;
+  }
   // One starling-extract polls every pipeline that declares a source.
   std::vector<std::string> sourced;
   for (const auto& p : pipelines_) {
@@ -185,7 +263,7 @@ Status Stack::start() {
     if (auto st = service("extract", "starling-extract", sourced, 0, {}); !st) return st;
   }
   for (const auto& name : order_) {
-    if (name == "broker") continue;
+    if (name == "broker" || name == "mosquitto") continue;  // no HTTP of ours
     auto got = wait_for_file((fs::path(opts_.data_dir) / (name + ".port")).string(), 30s);
     if (!got)
       return fail(Errc::kUnavailable,
@@ -204,6 +282,42 @@ Status Stack::start() {
     }
   }
   supervisor_ = std::thread([this] { supervise(); });
+  return {};
+}
+
+Status Stack::start_mosquitto() {
+  constexpr const char* kMosquitto = "/usr/sbin/mosquitto";
+  if (!fs::exists(kMosquitto)) {
+    return fail(
+        Errc::kUnavailable,
+        fmt::format("--mqtt: no {} to start (apt-get install mosquitto), or give the host:port of one", kMosquitto));
+  }
+  const auto dir = fs::path(opts_.data_dir) / "mosquitto";
+  fs::create_directories(dir);
+  const uint16_t port = free_loopback_port();
+  if (port == 0) return fail(Errc::kUnavailable, "--mqtt: no free loopback port for mosquitto");
+  const auto conf = (dir / "mosquitto.conf").string();
+  {
+    // compose/mosquitto.conf's guarantees: sessions persisted, and room for
+    // what devices publish while ingest is down.
+    std::ofstream out(conf);
+    out << fmt::format("listener {} 127.0.0.1\n", port) << "allow_anonymous true\n"
+        << "persistence true\npersistence_location " << dir.string() << "/\n"
+        << "autosave_interval 1\nmax_queued_messages 1000000\nmax_inflight_messages 100\n"
+        << "log_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\n"
+        // As root, mosquitto would switch to the `mosquitto` user, who cannot write our folder.
+        << (::geteuid() == 0 ? "user root\n" : "");
+    if (!out) return fail(Errc::kIo, "--mqtt: cannot write " + conf);
+  }
+  if (auto st = add("mosquitto", {kMosquitto, "-c", conf}); !st) return st;
+  mqtt_ = fmt::format("127.0.0.1:{}", port);
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!loopback_accepts(port)) {
+    if (!running("mosquitto") || std::chrono::steady_clock::now() > deadline) {
+      return fail(Errc::kUnavailable, "mosquitto did not start; see " + log_path("mosquitto"));
+    }
+    std::this_thread::sleep_for(50ms);
+  }
   return {};
 }
 

@@ -409,5 +409,48 @@ TEST(Simulate, RefusesAnUrlItCannotPostTo) {
   EXPECT_FALSE(simulate(o));
 }
 
+TEST(Simulate, SpreadsItsConnectionsOverSeveralIngestsAndEachRetryStaysOnItsInstance) {
+  // Given two ingest instances, the first answering each key's first try 503,
+  std::mutex mu;
+  std::set<std::string> refused_once;
+  TestServer first([&](const http::request<http::string_body>& req) {
+    std::lock_guard lock(mu);
+    return refused_once.insert(std::string(req["Idempotency-Key"])).second ? Action{503, "{}"} : Action{};
+  });
+  TestServer second([](const auto&) { return Action{}; });
+  // when a fleet posts over 4 connections to both,
+  auto o = fleet(first.url() + "," + second.url(), 400, 10, 4);
+  auto res = simulate(o);
+  ASSERT_TRUE(res) << res.error().message;
+  // then each instance got two connections and a share of the requests, and
+  // every event arrived once: a retry went to the instance it was refused by.
+  EXPECT_EQ(res->accepted, 400u);
+  EXPECT_EQ(first.connections(), 2);
+  EXPECT_EQ(second.connections(), 2);
+  const auto a = first.seen();
+  const auto b = second.seen();
+  EXPECT_GT(a.size(), 0u);
+  EXPECT_GT(b.size(), 0u);
+  EXPECT_EQ(a.size() + b.size(), 40u);
+  for (const auto& [key, bodies] : a) {
+    EXPECT_EQ(bodies.size(), 2u) << key << ": its retry went elsewhere";
+    EXPECT_FALSE(b.contains(key)) << key;
+  }
+  EXPECT_EQ(res->retries, a.size());
+}
+
+TEST(Simulate, RefusesFewerConnectionsThanUrlsAndABadUrlInTheList) {
+  TestServer server([](const auto&) { return Action{}; });
+  auto o = fleet(server.url() + "," + server.url(), 10, 1, 1);
+  auto res = simulate(o);
+  ASSERT_FALSE(res);
+  EXPECT_NE(res.error().message.find("--connections 1"), std::string::npos) << res.error().message;
+  o = fleet(server.url() + ",ftp://x", 10, 1, 2);
+  res = simulate(o);
+  ASSERT_FALSE(res);
+  EXPECT_NE(res.error().message.find("'ftp://x'"), std::string::npos) << res.error().message;
+  EXPECT_EQ(server.connections(), 0);
+}
+
 }  // namespace
 }  // namespace starling::simulator
