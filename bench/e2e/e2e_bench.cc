@@ -23,6 +23,7 @@
 //   build/release/bin/e2e_bench --batches 1,20,1000 --connections 64 --rates 2000,5000,10000,20000 --json e2e.json
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -30,12 +31,15 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -78,12 +82,21 @@ std::map<std::string, pid_t> stack_children() {
     rest >> state >> ppid;
     if (ppid != me) continue;
     std::ifstream cmd(e.path() / "cmdline");
-    std::string argv0;
-    std::getline(cmd, argv0, '\0');
-    auto exe = fs::path(argv0).filename().string();
+    std::vector<std::string> args;
+    for (std::string a; std::getline(cmd, a, '\0');) args.push_back(a);
+    if (args.empty()) continue;
+    auto exe = fs::path(args[0]).filename().string();
     if (!exe.starts_with("starling-")) continue;
     exe = exe.substr(9);
-    if (out.contains(exe)) exe += "." + name;  // one clean and load per pipeline; ours has one
+    // The stack names each instance (--instance clean.ecowheels.2): the
+    // stage, then .N for the second and later instances of it.
+    for (std::size_t i = 1; i + 1 < args.size(); ++i) {
+      if (args[i] != "--instance") continue;
+      const auto& id = args[i + 1];
+      const auto dot = id.rfind('.');
+      if (dot != std::string::npos && std::all_of(id.begin() + dot + 1, id.end(), ::isdigit) && dot + 1 < id.size())
+        exe += id.substr(dot);
+    }
     out[exe] = static_cast<pid_t>(std::stol(name));
   }
   return out;
@@ -149,12 +162,19 @@ struct FactLatency {
   LatencyHistogram ingest_to_loaded;  // per loaded event, in µs (facts carry ms)
   int64_t last_done_ms = 0;           // the last LOADED or REJECTED fact's time
   uint64_t unmatched = 0;             // loaded events whose saga's INGESTED fact was not read
+  // With a kill: ingest→loaded of the events ingested within kKillWindowMs
+  // of it (what a rebalance costs the events it catches), and of the events
+  // ingested before kKillWindowMs ahead of it (the same run undisturbed).
+  LatencyHistogram around_kill;
+  LatencyHistogram before_kill;
 };
+constexpr int64_t kKillWindowMs = 1000;
 
 // Reads the facts between `from` and `to` of one pipeline.
+// `kill_ms`: when a process was killed (0: none).
 Result<FactLatency> read_facts(const std::string& bootstrap, const std::string& pipeline,
                                const std::map<kafka::TopicPartition, int64_t>& from,
-                               const std::map<kafka::TopicPartition, int64_t>& to) {
+                               const std::map<kafka::TopicPartition, int64_t>& to, int64_t kill_ms) {
   auto reader = kafka::TopicReader::create({.bootstrap = bootstrap});
   if (!reader) return std::unexpected(reader.error());
   if (auto st = (*reader)->assign(from); !st) return std::unexpected(st.error());
@@ -192,6 +212,11 @@ Result<FactLatency> read_facts(const std::string& bootstrap, const std::string& 
     }
     const auto us = static_cast<uint64_t>(std::max<int64_t>(0, tn.first - it->second)) * 1000;
     for (uint64_t k = 0; k < tn.second; ++k) out.ingest_to_loaded.record(us);
+    if (kill_ms > 0 && std::abs(it->second - kill_ms) <= kKillWindowMs) {
+      for (uint64_t k = 0; k < tn.second; ++k) out.around_kill.record(us);
+    } else if (kill_ms > 0 && it->second < kill_ms - kKillWindowMs) {
+      for (uint64_t k = 0; k < tn.second; ++k) out.before_kill.record(us);
+    }
   }
   return out;
 }
@@ -210,6 +235,11 @@ struct Options {
   int settle_s = 300;
   int floor_events = 200'000;
   bool no_sweep_stop = false;
+  std::string instances;                      // --instances, as `starling up` takes it
+  int partitions = 0;                         // 0: the pipeline's own
+  std::vector<std::string> kafka_properties;  // k=v for every service
+  std::string kill;                           // a process to kill with SIGKILL during each rate
+  double kill_at_s = 0;                       // this long after the rate's first request
   std::string json_file;
   std::string data_dir;
   bool keep = false;
@@ -226,11 +256,11 @@ struct Proc {
 json run_rate(supervisor::Stack& stack, const Options& o, int batch, int conns, double rate, double seconds, int events,
               int step, uint64_t& sagas, uint64_t& valid, uint64_t& faulty, bool& saturated) {
   simulator::SimOptions sim;
-  sim.url = stack.ingest_url();
+  sim.url = fmt::format("{}", fmt::join(stack.ingest_urls(), ","));
   sim.pipeline = stack.pipelines().front().name;
   sim.bikes = o.bikes;
   sim.batch = batch;
-  sim.connections = conns;
+  sim.connections = std::max(conns, stack.instances("ingest"));
   sim.rate = rate;
   sim.events = events > 0 ? events : std::max(batch, static_cast<int>(rate * seconds));
   sim.fault_rate = o.fault_rate;
@@ -249,23 +279,33 @@ json run_rate(supervisor::Stack& stack, const Options& o, int batch, int conns, 
   std::map<std::string, double> cpu0;
   for (const auto& [name, pid] : pids) cpu0[name] = cpu_us(pid);
   const double fleet_cpu0 = bench::cpu_seconds();
-  auto before = simulator::fetch_totals(stack.saga_url(), sim.pipeline);
+  auto before = simulator::fetch_totals(stack.saga_urls(), sim.pipeline);
   if (!before) throw std::runtime_error(before.error().message);
   RssSampler rss(pids);
   const int64_t start_ms = now_ms();
+  std::atomic<int64_t> kill_ms{0};
+  std::thread killer;
+  if (!o.kill.empty()) {
+    killer = std::thread([&] {
+      std::this_thread::sleep_for(std::chrono::duration<double>(o.kill_at_s));
+      kill_ms = now_ms();
+      if (auto st = stack.signal(o.kill, SIGKILL); !st) fmt::print(stderr, "--kill: {}\n", st.error().message);
+    });
+  }
   auto res = simulator::simulate(sim);
+  if (killer.joinable()) killer.join();
   if (!res) throw std::runtime_error(res.error().message);
   const double fleet_cpu = bench::cpu_seconds() - fleet_cpu0;
   sagas += res->sagas;
   valid += res->valid;
   faulty += res->faulty;
-  auto totals = simulator::wait_until_settled(stack.saga_url(), sim.pipeline, sagas, std::chrono::seconds(o.settle_s));
+  auto totals = simulator::wait_until_settled(stack.saga_urls(), sim.pipeline, sagas, std::chrono::seconds(o.settle_s));
   rss.stop();
   json row;
   bool consistent = false;
   if (!totals) {
     row["error"] = totals.error().message;
-    totals = simulator::fetch_totals(stack.saga_url(), sim.pipeline);
+    totals = simulator::fetch_totals(stack.saga_urls(), sim.pipeline);
   } else {
     const auto& p = stack.pipelines().front();
     auto rows = simulator::count_rows(stack.db_path(p.name), p.table);
@@ -286,7 +326,7 @@ json run_rate(supervisor::Stack& stack, const Options& o, int batch, int conns, 
   }
   auto to = saga_topic_ends(**reader);
   if (!to) throw std::runtime_error(to.error().message);
-  auto facts = read_facts(stack.bootstrap(), sim.pipeline, *from, *to);
+  auto facts = read_facts(stack.bootstrap(), sim.pipeline, *from, *to, kill_ms.load());
   if (!facts) throw std::runtime_error(facts.error().message);
   const uint64_t finished = totals ? (totals->loaded + totals->rejected) - (before->loaded + before->rejected) : 0;
   const double finish_s = static_cast<double>(std::max<int64_t>(1, facts->last_done_ms - start_ms)) / 1000.0;
@@ -331,6 +371,31 @@ json run_rate(supervisor::Stack& stack, const Options& o, int batch, int conns, 
               {"fleet_cpu_us_per_event", fleet_cpu * 1e6 / accepted},
               {"saturated", saturated},
               {"consistent", consistent}});
+  if (kill_ms > 0) {
+    const auto& k = facts->around_kill;
+    const auto& b = facts->before_kill;
+    row["kill"] = {{"process", o.kill},
+                   {"at_s", static_cast<double>(kill_ms - start_ms) / 1000.0},
+                   {"window_ms", kKillWindowMs},
+                   {"ingest_to_loaded_ms_around_kill",
+                    {{"p50", k.percentile_ms(0.5)},
+                     {"p99", k.percentile_ms(0.99)},
+                     {"max", static_cast<double>(k.max_us()) / 1000},
+                     {"samples", k.count()}}},
+                   {"ingest_to_loaded_ms_before_kill",
+                    {{"p50", b.percentile_ms(0.5)},
+                     {"p99", b.percentile_ms(0.99)},
+                     {"max", static_cast<double>(b.max_us()) / 1000},
+                     {"samples", b.count()}}}};
+  }
+  // Each stage's instances together: CPU added up, RSS per instance.
+  for (const auto& [name, pr] : procs) {
+    const auto stage = name.substr(0, name.find('.'));
+    auto& st = row["stages"][stage];
+    st["instances"] = st.value("instances", 0) + 1;
+    st["cpu_us_per_event"] = st.value("cpu_us_per_event", 0.0) + pr.cpu_us;
+    st["rss_mib_max_per_instance"] = std::max(st.value("rss_mib_max_per_instance", 0.0), pr.rss_max);
+  }
   for (const auto& [name, pr] : procs) {
     row["processes"][name] = {{"cpu_us_per_event", pr.cpu_us},
                               {"rss_mib_median", pr.rss_median},
@@ -428,12 +493,33 @@ void print_tables(const json& out) {
         fmt::print(" {:>22}", "-");
         continue;
       }
+      // A stage run as several instances: its CPU added up, "×N", and the
+      // first instance's RSS.
       const auto& x = r["processes"][p];
-      fmt::print(" {:>22}", fmt::format("{:.1f} {:.0f}/{:.0f}/{:.0f}", x["cpu_us_per_event"].get<double>(),
-                                        x["rss_mib_median"].get<double>(), x["rss_mib_max"].get<double>(),
-                                        x["hwm_mib"].get<double>()));
+      const int n = r["stages"][p].value("instances", 1);
+      fmt::print(" {:>22}",
+                 fmt::format("{:.1f}{} {:.0f}/{:.0f}/{:.0f}", r["stages"][p]["cpu_us_per_event"].get<double>(),
+                             n > 1 ? fmt::format("×{}", n) : "", x["rss_mib_median"].get<double>(),
+                             x["rss_mib_max"].get<double>(), x["hwm_mib"].get<double>()));
     }
     fmt::print(" {:>7.1f}\n", r["fleet_cpu_us_per_event"].get<double>());
+  }
+  bool header = false;
+  for (const auto& r : out["runs"]) {
+    if (!r.contains("kill")) continue;
+    const auto& k = r["kill"];
+    if (!header) {
+      fmt::print(
+          "\nSIGKILL during the run: ingest→loaded of events ingested within {} ms of the kill, against those "
+          "ingested before\n{:>5} {:>8} {:>22} {:>6} {:>10} {:>10} {:>10} {:>12}\n",
+          k["window_ms"].get<int>(), "B", "rate", "killed", "at s", "p50 before", "p50 around", "p99 around",
+          "max around");
+      header = true;
+    }
+    const auto& a = k["ingest_to_loaded_ms_around_kill"];
+    fmt::print("{:>5} {:>8.0f} {:>22} {:>6.1f} {:>10} {:>10} {:>10} {:>12}\n", r["batch"].get<int>(),
+               r["rate"].get<double>(), k["process"].get<std::string>(), k["at_s"].get<double>(),
+               ms(k["ingest_to_loaded_ms_before_kill"]["p50"]), ms(a["p50"]), ms(a["p99"]), ms(a["max"]));
   }
   if (out.contains("floor")) {
     const auto& f = out["floor"];
@@ -476,6 +562,21 @@ int run(int argc, char** argv) {
   app.add_option("--floor-events", o.floor_events, "Messages through the kcat floor (0: no floor)")
       ->capture_default_str();
   app.add_flag("--no-sweep-stop", o.no_sweep_stop, "Run every rate even after one saturated");
+  app.add_option("--instances", o.instances,
+                 "Instances per stage, as `starling up --instances` takes them (clean=2,load=2,saga=2,ingest=2); the "
+                 "table adds up each stage's CPU");
+  app.add_option("--partitions", o.partitions,
+                 "Partitions of the pipeline's topics (0: the pipeline's own); more than the instances of any stage "
+                 "lets every instance work")
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--kill", o.kill,
+                 "A process to kill with SIGKILL during every rate (clean.ecowheels.2, saga, ...); the supervisor "
+                 "restarts it. The table shows what it cost the events ingested around the kill");
+  app.add_option("--kafka-property", o.kafka_properties,
+                 "k=v for every service's librdkafka (repeatable); group.instance.id= (empty) makes the stages "
+                 "dynamic group members instead of static ones");
+  app.add_option("--kill-at", o.kill_at_s, "Seconds after the rate's first request to kill --kill")
+      ->capture_default_str();
   app.add_option("--json", o.json_file, "Write the results here as JSON");
   app.add_option("--data-dir", o.data_dir, "Where the stacks keep their data (default: a temporary folder)");
   app.add_flag("--keep", o.keep, "Keep the data folder");
@@ -486,7 +587,30 @@ int run(int argc, char** argv) {
     o.data_dir = ::mkdtemp(tmpl);
   }
   fs::create_directories(o.data_dir);
-  json out = {{"pipeline", o.pipeline}, {"cores", std::thread::hardware_concurrency()}, {"runs", json::array()}};
+  std::map<std::string, int> instances;
+  if (auto inst = supervisor::parse_instances(o.instances); inst) {
+    instances = std::move(*inst);
+  } else {
+    fmt::print(stderr, "error: {}\n", inst.error().message);
+    return 2;
+  }
+  if (o.partitions > 0) {
+    // A copy of the pipeline with its topics' partitions set.
+    std::ifstream in(o.pipeline);
+    std::stringstream text;
+    text << in.rdbuf();
+    static const std::regex partitions_line(R"(^(\s*)partitions:\s*\d+)", std::regex::multiline);
+    auto yaml = text.str();
+    if (!std::regex_search(yaml, partitions_line)) {
+      fmt::print(stderr, "error: --partitions: {} has no `partitions:` line to set\n", o.pipeline);
+      return 2;
+    }
+    yaml = std::regex_replace(yaml, partitions_line, "$1partitions: " + std::to_string(o.partitions));
+    o.pipeline = o.data_dir + "/" + fs::path(o.pipeline).filename().string();
+    std::ofstream(o.pipeline) << yaml;
+  }
+  json out = {{"pipeline", o.pipeline},     {"cores", std::thread::hardware_concurrency()}, {"instances", instances},
+              {"partitions", o.partitions}, {"kafka_properties", o.kafka_properties},       {"runs", json::array()}};
   int exit_code = 0;
   int step = 0;
   try {
@@ -497,6 +621,8 @@ int run(int argc, char** argv) {
         so.data_dir = fmt::format("{}/b{}-c{}", o.data_dir, batch, conns);
         so.pipeline_files = {o.pipeline};
         so.log_level = "warn";
+        so.instances = instances;
+        so.kafka_properties = o.kafka_properties;
         supervisor::Stack stack(so);
         fmt::print(stderr, "B={} connections={}: starting the stack in {}\n", batch, conns, so.data_dir);
         if (auto st = stack.start(); !st) throw std::runtime_error(st.error().message);
