@@ -40,7 +40,7 @@ flags=$(awk '$0 == "  starling-broker:" {on = 1; next} on && /^  [a-z]/ {on = 0}
   on && /^    - --/ {sub("=.*", "", $2); print $2}' <<<"$resolved")
 [[ $(wc -w <<<"$flags") -ge 3 ]] || { echo "compose: starling-broker is given no flags: $flags"; status=1; }
 for f in $flags; do
-  grep -q -- "$f" <<<"$broker_help" || { echo "compose: starling-broker is given $f, which starling-broker --help lacks"; status=1; }
+  grep -qE -- "(^|[ ,])$f([ ,=]|$)" <<<"$broker_help" || { echo "compose: starling-broker is given $f, which starling-broker --help lacks"; status=1; }
 done
 for svc in saga clean load ingest-1 ingest-2; do
   exe=starling-${svc%-[0-9]}
