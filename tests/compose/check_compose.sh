@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Checks compose/docker-compose.yml without a container engine:
-#  1. docker-compose (Debian's package) parses and resolves it, with and
-#     without the three-brokers and monitoring profiles, and every file the
-#     monitoring profile mounts (monitoring/) exists;
+#  1. docker-compose (Debian's package) parses and resolves it with each
+#     profile (kafka, three-brokers, starling-broker, monitoring), and every
+#     file a service mounts from compose/ exists;
 #  2. every STARLING_* variable a Starling service gets there is one that
 #     service's executable reads (its --help lists "Env:NAME"), so a typo or a
-#     renamed flag fails here instead of being silently ignored in a container.
+#     renamed flag fails here instead of being silently ignored in a container;
+#     and every flag the starling-broker service is given is one of
+#     starling-broker --help's.
+# check_profiles.py checks that the profiles are interchangeable.
 # Usage: check_compose.sh REPO_ROOT BIN_DIR
 set -euo pipefail
 root=$1
 bin=$2
 cd "$root/compose"
-docker-compose config -q
-docker-compose --profile three-brokers config -q
-docker-compose --profile monitoring config -q
-services=$(docker-compose --profile three-brokers config --services | sort | tr '\n' ' ')
-for want in kafka kafka-2 kafka-3 topics postgres mosquitto saga clean load ingest; do
+for profile in kafka three-brokers starling-broker monitoring; do
+  docker-compose --profile "$profile" config -q
+done
+services=$(docker-compose config --services | sort | tr '\n' ' ')
+for want in kafka kafka-1 kafka-2 kafka-3 kafka-topics starling-broker broker-topics topics postgres mosquitto \
+  saga clean load ingest-1 ingest-2 lb; do
   [[ " $services " == *" $want "* ]] || { echo "compose: service '$want' is missing (have: $services)"; exit 1; }
 done
 monitoring=$(docker-compose --profile monitoring config --services | sort | tr '\n' ' ')
@@ -25,13 +29,21 @@ done
 # A bind mount of a missing file would start the container with an empty directory there.
 mounts=$(docker-compose --profile monitoring config | sed -n 's|^    - \(/[^:]*/monitoring/[^:]*\):.*|\1|p')
 [[ $(wc -w <<<"$mounts") -ge 5 ]] || { echo "compose: expected the monitoring profile to mount 5 paths: $mounts"; exit 1; }
-for src in $mounts; do
-  [[ -e $src ]] || { echo "compose: the monitoring profile mounts $src, which does not exist"; exit 1; }
+for src in $mounts $(docker-compose config | sed -n 's|^    - \(/[^:]*/compose/[^:]*\):.*|\1|p'); do
+  [[ -e $src ]] || { echo "compose: a service mounts $src, which does not exist"; exit 1; }
 done
 resolved=$(docker-compose config)
 status=0
-for svc in saga clean load ingest; do
-  exe=starling-$svc
+# starling-broker's flags (--name=value, as the compose file writes them).
+broker_help=$("$bin/starling-broker" --help)
+flags=$(awk '$0 == "  starling-broker:" {on = 1; next} on && /^  [a-z]/ {on = 0}
+  on && /^    - --/ {sub("=.*", "", $2); print $2}' <<<"$resolved")
+[[ $(wc -w <<<"$flags") -ge 3 ]] || { echo "compose: starling-broker is given no flags: $flags"; status=1; }
+for f in $flags; do
+  grep -qE -- "(^|[ ,])$f([ ,=]|$)" <<<"$broker_help" || { echo "compose: starling-broker is given $f, which starling-broker --help lacks"; status=1; }
+done
+for svc in saga clean load ingest-1 ingest-2; do
+  exe=starling-${svc%-[0-9]}
   help=$("$bin/$exe" --help)
   # The variables under this service's "environment:" in the resolved file.
   vars=$(awk -v svc="  $svc:" '
