@@ -94,8 +94,8 @@ std::map<std::string, pid_t> stack_children() {
       if (args[i] != "--instance") continue;
       const auto& id = args[i + 1];
       const auto dot = id.rfind('.');
-      if (dot != std::string::npos && std::all_of(id.begin() + dot + 1, id.end(), ::isdigit) && dot + 1 < id.size())
-        exe += id.substr(dot);
+      const auto tail = dot == std::string::npos ? std::string() : id.substr(dot + 1);
+      if (!tail.empty() && std::all_of(tail.begin(), tail.end(), ::isdigit)) exe += "." + tail;
     }
     out[exe] = static_cast<pid_t>(std::stol(name));
   }
@@ -392,6 +392,7 @@ json run_rate(supervisor::Stack& stack, const Options& o, int batch, int conns, 
   for (const auto& [name, pr] : procs) {
     const auto stage = name.substr(0, name.find('.'));
     auto& st = row["stages"][stage];
+    if (st.is_null()) st = json::object();
     st["instances"] = st.value("instances", 0) + 1;
     st["cpu_us_per_event"] = st.value("cpu_us_per_event", 0.0) + pr.cpu_us;
     st["rss_mib_max_per_instance"] = std::max(st.value("rss_mib_max_per_instance", 0.0), pr.rss_max);

@@ -1,11 +1,13 @@
 // starling-clean: applies a pipeline's cleaning rules.
+#include <spdlog/spdlog.h>
+
 #include <filesystem>
 
 #include "services/clean/clean_service.h"
 #include "services/clean/rule_config.h"
 #include "services/common/service_main.h"
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   using namespace starling;
   CLI::App app{
       "starling-clean: reads <p>.raw, applies the pipeline's rules, writes <p>.clean and <p>.rejected.\n"
@@ -43,4 +45,8 @@ int main(int argc, char** argv) {
         return rc;
       },
       clean::check_rule);
+} catch (const std::exception& e) {
+  // Only a bug in the flags' setup gets here: the service body catches its own.
+  spdlog::critical("starling-clean: {}", e.what());
+  return 1;
 }

@@ -281,7 +281,7 @@ int sagas_report(const SagasArgs& a) {
     for (auto& w : (*one)["windows"]) {
       auto& into = windows[w["start_ms"].get<int64_t>()];
       if (into.is_null()) {
-        into = std::move(w);
+        into = w;
         continue;
       }
       add_tally(into, w);

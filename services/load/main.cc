@@ -1,4 +1,6 @@
 // starling-load: loads cleaned events into the warehouse.
+#include <spdlog/spdlog.h>
+
 #include <filesystem>
 #include <memory>
 
@@ -7,7 +9,7 @@
 #include "services/load/postgres_sink.h"
 #include "services/load/sqlite_sink.h"
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   using namespace starling;
   CLI::App app{
       "starling-load: reads <p>.clean and upserts rows by event id into SQLite or PostgreSQL,\n"
@@ -59,4 +61,8 @@ int main(int argc, char** argv) {
     if (server) server->stop();
     return rc;
   });
+} catch (const std::exception& e) {
+  // Only a bug in the flags' setup gets here: the service body catches its own.
+  spdlog::critical("starling-load: {}", e.what());
+  return 1;
 }

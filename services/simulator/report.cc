@@ -64,9 +64,13 @@ Result<json> fetch_saga(const std::vector<std::string>& saga_urls, const std::st
   Result<json> first = fail(Errc::kNotFound, "no saga " + saga_id);
   for (const auto& url : saga_urls) {
     auto s = fetch_saga(url, saga_id);
-    if (s && s->value("owned", true)) return s;
-    if (s && !first) first = std::move(s);
-    if (!s && s.error().code != Errc::kNotFound) return s;
+    if (!s) {
+      if (s.error().code != Errc::kNotFound) return s;
+    } else if (s->value("owned", true)) {
+      return s;
+    } else if (!first) {
+      first = std::move(s);
+    }
   }
   return first;
 }
