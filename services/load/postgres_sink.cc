@@ -170,6 +170,23 @@ Status PostgresSink::exec(const std::string& sql) {
 }
 
 Status PostgresSink::migrate() {
+  // Loaders of one pipeline may start together (several instances):
+  // PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe against a concurrent
+  // one (a unique violation in pg_type), and both could add a column. One
+  // transaction under an advisory lock per table serialises them.
+  if (auto st = exec("BEGIN"); !st) return st;
+  const char* lock_params[] = {pipeline_.table.c_str()};
+  PgResult lock(PQexecParams(conn_, "SELECT pg_advisory_xact_lock(hashtext('starling-migrate:' || $1))", 1, nullptr,
+                             lock_params, nullptr, nullptr, 0));
+  Status st = PQresultStatus(lock.get()) == PGRES_TUPLES_OK
+                  ? migrate_locked()
+                  : fail(Errc::kUnavailable, PQresultErrorMessage(lock.get()));
+  if (st) return exec("COMMIT");
+  (void)exec("ROLLBACK");
+  return st;
+}
+
+Status PostgresSink::migrate_locked() {
   std::string cols =
       "event_id text PRIMARY KEY, saga_id text NOT NULL, seq bigint NOT NULL, "
       "event_time_ms bigint NOT NULL, ingest_time_ms bigint NOT NULL, " +
@@ -268,6 +285,7 @@ Status PostgresSink::copy_rows(const std::vector<const Row*>& rows, const std::s
 Status PostgresSink::upsert_one(const Row& row, bool& refused, std::string& error) {
   const auto values = row_values(row, pipeline_);
   std::vector<const char*> params;
+  params.reserve(values.size());
   for (const auto& v : values) params.push_back(v ? v->c_str() : nullptr);
   if (auto st = exec("SAVEPOINT row"); !st) return st;
   PgResult r(PQexecParams(conn_, upsert_values_.c_str(), static_cast<int>(params.size()), nullptr, params.data(),

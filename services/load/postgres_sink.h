@@ -33,6 +33,7 @@ class PostgresSink final : public Sink {
  private:
   Status connect();
   Status migrate();
+  Status migrate_locked();  // migrate() inside its transaction and lock
   Status exec(const std::string& sql);
   Status write_once(const SinkBatch& batch, const OutboxBuilder& outbox);
   Status copy_rows(const std::vector<const Row*>& rows, const std::string& table);
