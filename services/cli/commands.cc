@@ -168,7 +168,8 @@ void add_tally(json& a, const json& b) {
   for (const char* k : {"sagas", "accepted", "loaded", "rejected", "in_flight", "removed_by_retention"}) {
     if (b.contains(k)) a[k] = a.value(k, uint64_t{0}) + b[k].get<uint64_t>();
   }
-  for (const auto& [state, n] : b.value("by_state", json::object()).items()) {
+  const json by_state = b.value("by_state", json::object());  // items() of a temporary would dangle
+  for (const auto& [state, n] : by_state.items()) {
     a["by_state"][state] = a["by_state"].value(state, uint64_t{0}) + n.get<uint64_t>();
   }
   if (a.contains("balanced")) {
@@ -277,7 +278,10 @@ int sagas_report(const SagasArgs& a) {
     }
     // Windows by start; the sagas to check of every instance.
     std::map<int64_t, json> windows;
-    for (auto& w : (*body)["windows"]) windows[w["start_ms"].get<int64_t>()] = std::move(w);
+    for (auto& w : (*body)["windows"]) {
+      const auto start = w["start_ms"].get<int64_t>();
+      windows[start] = std::move(w);
+    }
     for (auto& w : (*one)["windows"]) {
       auto& into = windows[w["start_ms"].get<int64_t>()];
       if (into.is_null()) {

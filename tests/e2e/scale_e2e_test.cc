@@ -8,20 +8,25 @@
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <future>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "services/common/http.h"
+#include "services/common/process.h"
 #include "tests/e2e/pipeline_e2e.h"
 #include "tests/support/postgres_server.h"
 #include "tests/support/prometheus_sample.h"
@@ -133,6 +138,23 @@ TEST_P(ScaleE2E, EveryStageTwiceSplitsThePartitionsAndSigkilledInstancesLoseAndD
     EXPECT_EQ((*s)["total"].get<uint64_t>(), c["loaded"].get<uint64_t>() + c["rejected"].get<uint64_t>()) << id;
   }
   for (const auto& v : victims) EXPECT_GE(stack_->restarts(v), 1) << v << " was not killed";
+
+  // And `starling sagas report` over both coordinators adds them up: every
+  // saga once, CONSISTENT (exit 0).
+  const auto out = dir_.path() + "/report.txt";
+  auto report =
+      ChildProcess::spawn({std::string(STARLING_BIN_DIR) + "/starling", "sagas", "report", "--pipeline", "ecowheels",
+                           "--url", fmt::format("{},{}", stack_->saga_urls()[0], stack_->saga_urls()[1])},
+                          out);
+  ASSERT_TRUE(report.has_value());
+  const auto st = report->wait(60s);
+  std::ifstream in(out);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(st.has_value() && WIFEXITED(*st)) << text;
+  EXPECT_EQ(WEXITSTATUS(*st), 0) << text;
+  EXPECT_NE(text.find("\nCONSISTENT:"), std::string::npos) << text;
+  // The total row: every saga once, not once per coordinator.
+  EXPECT_TRUE(std::regex_search(text, std::regex(fmt::format("\ntotal +{} ", res->saga_ids.size())))) << text;
 }
 
 TEST_P(ScaleE2E, ARetryToTheOtherIngestWithTheSameIdempotencyKeyIsOneSagaAndNoDuplicateRow) {
