@@ -9,6 +9,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "broker-adapters/kafka/kafka.h"
 #include "services/common/kafka_properties.h"
@@ -60,16 +61,13 @@ int Stack::instances(const std::string& stage) const {
   auto it = opts_.instances.find(stage);
   return it == opts_.instances.end() ? 1 : it->second;
 }
-std::vector<std::string> Stack::ingest_urls() const {
+std::vector<std::string> Stack::urls(const std::string& stage) const {
   std::vector<std::string> out;
-  for (int i = 1; i <= instances("ingest"); ++i) out.push_back(url(instance_name("ingest", i)));
+  for (int i = 1; i <= instances(stage); ++i) out.push_back(url(instance_name(stage, i)));
   return out;
 }
-std::vector<std::string> Stack::saga_urls() const {
-  std::vector<std::string> out;
-  for (int i = 1; i <= instances("saga"); ++i) out.push_back(url(instance_name("saga", i)));
-  return out;
-}
+std::vector<std::string> Stack::ingest_urls() const { return urls("ingest"); }
+std::vector<std::string> Stack::saga_urls() const { return urls("saga"); }
 std::string Stack::db_path(const std::string& pipeline) const {
   return (fs::path(opts_.data_dir) / ("load." + pipeline) / (pipeline + ".db")).string();
 }
@@ -213,12 +211,17 @@ Status Stack::start() {
     return add(name, cat(argv, extra));
   };
   // A stage's instances: the first on the port asked for (if any), the
-  // others on ports they pick.
+  // others on ports they pick; `per_instance` adds flags of instance i.
   auto stage = [&](const std::string& kind, const std::string& base, const std::string& exe,
-                   const std::vector<std::string>& pipeline_files, uint16_t port,
-                   const std::vector<std::string>& extra) -> Status {
+                   const std::vector<std::string>& pipeline_files, uint16_t port, const std::vector<std::string>& extra,
+                   const std::function<std::vector<std::string>(int)>& per_instance = {}) -> Status {
     for (int i = 1; i <= instances(kind); ++i) {
-      if (auto st = service(instance_name(base, i), exe, pipeline_files, i == 1 ? port : 0, extra); !st) return st;
+      auto args = extra;
+      if (per_instance) {
+        const auto more = per_instance(i);
+        args.insert(args.end(), more.begin(), more.end());
+      }
+      if (auto st = service(instance_name(base, i), exe, pipeline_files, i == 1 ? port : 0, args); !st) return st;
     }
     return {};
   };
@@ -239,21 +242,18 @@ Status Stack::start() {
     }
     if (auto st = stage("load", "load." + p.name, "starling-load", {p.file}, 0, load_args); !st) return st;
   }
-  for (int i = 1; i <= instances("ingest"); ++i) {
-    auto args = opts_.ingest_args;
-    // Each instance its own MQTT session: one client id takes over the
-    // other's session. Each session gets every message, and both ingest it as
-    // the same saga (its id derives from the topic and payload), so the
-    // second is redundant work, never a duplicate row.
-    if (!mqtt_.empty()) {
-      args.insert(args.end(), {"--mqtt", mqtt_, "--mqtt-client-id",
-                               i == 1 ? "starling-ingest" : fmt::format("starling-ingest-{}", i)});
-    }
-    if (auto st = service(instance_name("ingest", i), "starling-ingest", opts_.pipeline_files,
-                          i == 1 ? opts_.ingest_port : 0, args);
-        !st)
-      return st;
-  }
+  // Each instance its own MQTT session: one client id takes over the
+  // other's session. Each session gets every message, and both ingest it as
+  // the same saga (its id derives from the topic and payload), so the
+  // second is redundant work, never a duplicate row.
+  const auto mqtt_session = [this](int i) -> std::vector<std::string> {
+    if (mqtt_.empty()) return {};
+    return {"--mqtt", mqtt_, "--mqtt-client-id", i == 1 ? "starling-ingest" : fmt::format("starling-ingest-{}", i)};
+  };
+  if (auto st = stage("ingest", "ingest", "starling-ingest", opts_.pipeline_files, opts_.ingest_port, opts_.ingest_args,
+                      mqtt_session);
+      !st)
+    return st;
   // One starling-extract polls every pipeline that declares a source.
   std::vector<std::string> sourced;
   for (const auto& p : pipelines_) {

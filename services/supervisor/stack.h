@@ -116,6 +116,8 @@ class Stack {
     bool wanted = true;
   };
   Status spawn(Child& c);
+  /// The HTTP address of every instance of a stage.
+  std::vector<std::string> urls(const std::string& stage) const;
   /// Starts the local mosquitto of StackOptions::mqtt == kLocalMqtt.
   Status start_mosquitto();
   Status add(const std::string& name, std::vector<std::string> argv,
