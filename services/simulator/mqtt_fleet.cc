@@ -73,7 +73,13 @@ class Fleet {
   Status publish(const std::string& topic, const std::string& payload, Clock::time_point due, uint64_t events) {
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return in_flight_.size() < static_cast<std::size_t>(kMqttInFlight) || error_; });
+      // Bounded: a mosquitto that stops acknowledging without dropping the
+      // connection fails the run instead of holding it for ever.
+      if (!cv_.wait_for(lock, std::chrono::seconds(60),
+                        [&] { return in_flight_.size() < static_cast<std::size_t>(kMqttInFlight) || error_; })) {
+        return fail(Errc::kTimeout,
+                    fmt::format("mosquitto acknowledged none of {} messages for 60 s", in_flight_.size()));
+      }
       if (error_) return fail(Errc::kUnavailable, *error_);
     }
     // Not under mu_: libmosquitto's network thread calls acked() while it
