@@ -21,8 +21,11 @@ class Outbox {
   virtual ~Outbox() = default;
   /// The oldest `max` entries, in id order.
   virtual Result<std::vector<OutboxEntry>> outbox(std::size_t max) = 0;
-  /// Removes entries with id <= up_to.
-  virtual Status outbox_done(uint64_t up_to) = 0;
+  /// Removes exactly these entries, the ones relayed. Not "every id up to
+  /// the last": where several writers share one outbox (loaders of one
+  /// pipeline on one PostgreSQL database), an id is taken at insert and shows
+  /// at commit, so an entry with a lower id can appear after the relay read.
+  virtual Status outbox_done(const std::vector<uint64_t>& ids) = 0;
 };
 
 /// Sends everything pending, in chunks; returns how many were relayed, or the

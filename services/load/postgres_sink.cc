@@ -463,8 +463,9 @@ Result<std::vector<kafka::OutboxEntry>> PostgresSink::outbox(std::size_t max) {
   return out;
 }
 
-Status PostgresSink::outbox_done(uint64_t up_to) {
-  return exec(fmt::format("DELETE FROM _starling_outbox WHERE id <= {}", up_to));
+Status PostgresSink::outbox_done(const std::vector<uint64_t>& ids) {
+  if (ids.empty()) return {};
+  return exec(fmt::format("DELETE FROM _starling_outbox WHERE id = ANY('{{{}}}'::bigint[])", fmt::join(ids, ",")));
 }
 
 }  // namespace starling::load

@@ -27,7 +27,7 @@ class PostgresSink final : public Sink {
   Result<std::map<kafka::TopicPartition, int64_t>> offsets() override;
   Result<std::set<std::string>> compensated(const std::set<std::string>& saga_ids) override;
   Result<std::vector<kafka::OutboxEntry>> outbox(std::size_t max) override;
-  Status outbox_done(uint64_t up_to) override;
+  Status outbox_done(const std::vector<uint64_t>& ids) override;
   Status ping() override;
 
  private:

@@ -348,8 +348,9 @@ Result<std::vector<kafka::OutboxEntry>> SqliteSink::outbox(std::size_t max) {
 
 Status SqliteSink::ping() { return exec("SELECT 1"); }
 
-Status SqliteSink::outbox_done(uint64_t up_to) {
-  return exec(fmt::format("DELETE FROM _starling_outbox WHERE id <= {}", up_to));
+Status SqliteSink::outbox_done(const std::vector<uint64_t>& ids) {
+  if (ids.empty()) return {};
+  return exec(fmt::format("DELETE FROM _starling_outbox WHERE id IN ({})", fmt::join(ids, ",")));
 }
 
 }  // namespace starling::load

@@ -389,14 +389,21 @@ Result<std::vector<kafka::OutboxEntry>> RocksSagaStore::outbox(std::size_t max) 
   return out;
 }
 
-Status RocksSagaStore::outbox_done(uint64_t up_to) {
-  up_to = std::min(up_to, next_outbox_id_.load(std::memory_order_acquire) - 1);
-  if (up_to <= relayed_) return {};
-  // Point deletes of the ids relayed (they are consecutive), not a range
-  // delete: every new iterator rebuilds the list of range tombstones still in
-  // the memtable, and the relay makes one per call.
+Status RocksSagaStore::outbox_done(const std::vector<uint64_t>& ids) {
+  // One writer appends in id order and one relay reads from the cursor, so
+  // the ids relayed are the next ones after it: the cursor moves to the
+  // highest (never past what was appended).
+  const uint64_t appended = next_outbox_id_.load(std::memory_order_acquire) - 1;
+  uint64_t up_to = relayed_;
+  // Point deletes, not a range delete: every new iterator rebuilds the list
+  // of range tombstones still in the memtable, and the relay makes one per call.
   rocksdb::WriteBatch batch;
-  for (uint64_t id = relayed_ + 1; id <= up_to; ++id) batch.Delete(handles_[kOutbox], be64(id));
+  for (const auto id : ids) {
+    if (id > appended) continue;
+    batch.Delete(handles_[kOutbox], be64(id));
+    up_to = std::max(up_to, id);
+  }
+  if (batch.Count() == 0) return {};
   const auto st = db_->Write({}, &batch);
   if (!st.ok()) return std::unexpected(io_error(st));
   relayed_ = up_to;

@@ -121,7 +121,7 @@ class RocksSagaStore final : public SagaStore {
                                                           int64_t to_ms) override;
   Result<ListPage> list(const ListQuery& query) override;
   Result<std::vector<kafka::OutboxEntry>> outbox(std::size_t max) override;
-  Status outbox_done(uint64_t up_to) override;
+  Status outbox_done(const std::vector<uint64_t>& ids) override;
   /// How many times RocksDB synced its WAL (RocksDB's own count).
   uint64_t wal_syncs() const;
 

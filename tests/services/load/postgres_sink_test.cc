@@ -92,7 +92,7 @@ TEST_F(PostgresSinkTest, OffsetsOutboxAndCompensationCommitWithTheRows) {
   ASSERT_TRUE(out.has_value()) << out.error().message;
   ASSERT_EQ(out->size(), 1u);
   EXPECT_EQ((*out)[0].message.value, std::string("f\0act", 5));
-  ASSERT_TRUE(sink.outbox_done((*out)[0].id).has_value());
+  ASSERT_TRUE(sink.outbox_done({(*out)[0].id}).has_value());
   EXPECT_TRUE(sink.outbox(10)->empty());
 
   SinkBatch undo;
@@ -100,6 +100,47 @@ TEST_F(PostgresSinkTest, OffsetsOutboxAndCompensationCommitWithTheRows) {
   ASSERT_TRUE(sink.write(undo, {}).has_value());
   EXPECT_THAT(pg_.exec("SELECT event_id FROM rides"), ElementsAre("b1"));
   EXPECT_EQ(*sink.compensated({"sagaA", "sagaB"}), (std::set<std::string>{"sagaA"}));
+}
+
+// Several loaders of one pipeline share one PostgreSQL database and so one
+// outbox. An id comes from the sequence when the row is inserted, but the
+// row shows when its transaction commits: a relay that read ids up to N and
+// then removed everything up to N removed another loader's entry that
+// committed in between, unsent (a saga then waited for ever on a LOADED fact
+// that was never published). A relay removes exactly what it sent.
+TEST_F(PostgresSinkTest, AnEntryAnotherLoaderCommitsBehindTheRelayIsNotRemovedUnsent) {
+  PostgresSink sink(pg_.dsn(), pipeline_);
+  // Given another loader's transaction that took an outbox id and has not committed,
+  std::unique_ptr<PGconn, decltype(&PQfinish)> other(PQconnectdb(pg_.dsn().c_str()), PQfinish);
+  ASSERT_EQ(PQstatus(other.get()), CONNECTION_OK);
+  auto run = [&](const char* sql) {
+    std::unique_ptr<PGresult, decltype(&PQclear)> r(PQexec(other.get(), sql), PQclear);
+    return PQresultStatus(r.get()) == PGRES_COMMAND_OK;
+  };
+  ASSERT_TRUE(run("BEGIN"));
+  ASSERT_TRUE(run("INSERT INTO _starling_outbox (topic, key, value) VALUES ('starling.saga', 'late', 'late')"));
+  // and an entry of this loader's, with a higher id, committed,
+  SinkBatch b;
+  b.rows.push_back(row("a1", 1, "sagaA"));
+  ASSERT_TRUE(sink.write(b,
+                         [](const std::vector<RowResult>&) {
+                           return std::vector<kafka::OutMessage>{{"starling.saga", "sagaA", "mine", {}}};
+                         })
+                  .has_value());
+  // when the relay reads the outbox, the other transaction commits, and the
+  // relay says it sent what it read,
+  auto read = sink.outbox(10);
+  ASSERT_TRUE(read.has_value()) << read.error().message;
+  ASSERT_EQ(read->size(), 1u);
+  EXPECT_EQ((*read)[0].message.value, "mine");
+  ASSERT_TRUE(run("COMMIT"));
+  ASSERT_TRUE(sink.outbox_done({(*read)[0].id}).has_value());
+  // then the other loader's entry is still there for the next relay.
+  auto left = sink.outbox(10);
+  ASSERT_TRUE(left.has_value()) << left.error().message;
+  ASSERT_EQ(left->size(), 1u) << "the late entry was removed without being sent";
+  EXPECT_EQ((*left)[0].message.value, "late");
+  EXPECT_LT((*left)[0].id, (*read)[0].id);
 }
 
 TEST_F(PostgresSinkTest, ARowTheDbRefusesIsDeadLetteredAndTheRestCommits) {

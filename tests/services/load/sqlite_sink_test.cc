@@ -89,7 +89,7 @@ TEST(SqliteSink, OffsetsAndOutboxCommitWithTheRows) {
   ASSERT_TRUE(out.has_value());
   ASSERT_EQ(out->size(), 1u);
   EXPECT_EQ((*out)[0].message.value, "fact");
-  ASSERT_TRUE(sink.outbox_done((*out)[0].id).has_value());
+  ASSERT_TRUE(sink.outbox_done({(*out)[0].id}).has_value());
   EXPECT_TRUE(sink.outbox(10)->empty());
 }
 

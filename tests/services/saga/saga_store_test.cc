@@ -13,6 +13,13 @@
 namespace starling::saga {
 namespace {
 
+std::vector<uint64_t> ids_of(const std::vector<kafka::OutboxEntry>& entries) {
+  std::vector<uint64_t> ids;
+  ids.reserve(entries.size());
+  for (const auto& e : entries) ids.push_back(e.id);
+  return ids;
+}
+
 TEST(RocksSagaStore, RecordsOffsetsAndOutboxSurviveReopen) {
   testing::TempDir dir;
   {
@@ -38,7 +45,7 @@ TEST(RocksSagaStore, RecordsOffsetsAndOutboxSurviveReopen) {
   EXPECT_EQ((*out)[0].message.topic, "starling.saga.outcomes");
   EXPECT_EQ((*out)[0].message.key, "s1");
   EXPECT_EQ((*out)[0].message.value, "v1");
-  ASSERT_TRUE(store.outbox_done((*out)[0].id).has_value());
+  ASSERT_TRUE(store.outbox_done({(*out)[0].id}).has_value());
   EXPECT_TRUE(store.outbox(10)->empty());
   auto missing = store.get("nope");
   ASSERT_TRUE(missing.has_value());
@@ -93,7 +100,7 @@ TEST(RocksSagaStore, TheRelayNeverWalksOverWhatItRelayed) {
     ASSERT_TRUE(pending.has_value());
     ASSERT_EQ(pending->size(), 100u);
     EXPECT_EQ(pending->front().message.value, fmt::format("{}-0", round));
-    ASSERT_TRUE(store.outbox_done(pending->back().id).has_value());
+    ASSERT_TRUE(store.outbox_done(ids_of(*pending)).has_value());
   }
   ASSERT_TRUE(store.commit({}, {}, {{"t", "k", "last", {}}}).has_value());
   rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableCount);
@@ -107,15 +114,15 @@ TEST(RocksSagaStore, TheRelayNeverWalksOverWhatItRelayed) {
   EXPECT_EQ(pending->front().message.value, "last");
   EXPECT_EQ(skipped, 0u) << "the relay walked over relayed entries";
 
-  // An empty outbox answers without reading; done past the end is clamped,
-  // and a reopen starts the cursor at the oldest entry left.
-  ASSERT_TRUE(store.outbox_done(pending->back().id + 1'000'000).has_value());
+  // An empty outbox answers without reading; an id past the end moves no
+  // cursor, and a reopen starts the cursor at the oldest entry left.
+  ASSERT_TRUE(store.outbox_done({pending->back().id, pending->back().id + 1'000'000}).has_value());
   EXPECT_TRUE(store.outbox(10)->empty());
   ASSERT_TRUE(store.commit({}, {}, {{"t", "k", "a", {}}, {"t", "k", "b", {}}}).has_value());
   const auto two = *store.outbox(10);
   ASSERT_EQ(two.size(), 2u);
   EXPECT_EQ(two[1].id, two[0].id + 1);
-  ASSERT_TRUE(store.outbox_done(two[0].id).has_value());
+  ASSERT_TRUE(store.outbox_done({two[0].id}).has_value());
 }
 
 TEST(RocksSagaStore, TheRelayCursorResumesAtTheOldestEntryLeftAfterAReopen) {
@@ -123,7 +130,7 @@ TEST(RocksSagaStore, TheRelayCursorResumesAtTheOldestEntryLeftAfterAReopen) {
   {
     RocksSagaStore store(dir / "db");
     ASSERT_TRUE(store.commit({}, {}, {{"t", "k", "a", {}}, {"t", "k", "b", {}}, {"t", "k", "c", {}}}).has_value());
-    ASSERT_TRUE(store.outbox_done(store.outbox(1)->at(0).id).has_value());
+    ASSERT_TRUE(store.outbox_done({store.outbox(1)->at(0).id}).has_value());
   }
   RocksSagaStore store(dir / "db");
   auto left = store.outbox(10);
@@ -131,7 +138,7 @@ TEST(RocksSagaStore, TheRelayCursorResumesAtTheOldestEntryLeftAfterAReopen) {
   ASSERT_EQ(left->size(), 2u);
   EXPECT_EQ(left->at(0).message.value, "b");
   EXPECT_EQ(left->at(1).message.value, "c");
-  ASSERT_TRUE(store.outbox_done(left->at(1).id).has_value());
+  ASSERT_TRUE(store.outbox_done(ids_of(*left)).has_value());
   EXPECT_TRUE(store.outbox(10)->empty());
   ASSERT_TRUE(store.commit({}, {}, {{"t", "k", "d", {}}}).has_value());
   ASSERT_EQ(store.outbox(10)->size(), 1u);
