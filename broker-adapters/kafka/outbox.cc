@@ -11,8 +11,7 @@ Result<std::size_t> relay_outbox(Outbox& outbox, Producer& producer) {
     std::vector<OutMessage> msgs;
     msgs.reserve(pending->size());
     for (const auto& e : *pending) msgs.push_back(e.message);
-    if (auto st = produce_all(producer, msgs, std::chrono::seconds(30)); !st)
-      return std::unexpected(st.error());
+    if (auto st = produce_all(producer, msgs, std::chrono::seconds(30)); !st) return std::unexpected(st.error());
     std::vector<uint64_t> ids;
     ids.reserve(pending->size());
     for (const auto& e : *pending) ids.push_back(e.id);
