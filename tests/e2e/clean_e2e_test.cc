@@ -79,21 +79,47 @@ Result<Posted> post_fleet(const std::string& ingest_url, const SimOptions& opts)
   return out;
 }
 
-// Every message of `topics` from the beginning, read until `done` says so or
-// nothing new came for 5 s after the timeout.
+// Every message of `topics` from the beginning, read until `done`, shown
+// each message once as it comes, says so, or until the timeout. (It was shown
+// every message read so far after each poll: under CI's load the messages
+// came in small polls, the predicate parsed thousands of records each time,
+// and 120 s went by with everything read but not yet counted.)
 std::vector<kafka::InMessage> read_all(const std::string& bootstrap, const std::vector<std::string>& topics,
-                                       const std::function<bool(const std::vector<kafka::InMessage>&)>& done,
+                                       const std::function<bool(const kafka::InMessage&)>& done,
                                        std::chrono::seconds timeout) {
   static int n = 0;
   auto consumer = kafka::KafkaConsumer::create(
       {bootstrap, "clean-e2e", {}}, "clean-e2e-" + std::to_string(::getpid()) + "-" + std::to_string(++n), topics, {});
   EXPECT_TRUE(consumer.has_value());
   std::vector<kafka::InMessage> out;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done(out) && std::chrono::steady_clock::now() < deadline) {
+  const auto start = std::chrono::steady_clock::now();
+  bool finished = false;
+  while (!finished && std::chrono::steady_clock::now() < start + timeout) {
     auto batch = (*consumer)->poll_batch(2000, 200ms);
     if (!batch) break;
-    for (auto& m : *batch) out.push_back(std::move(m));
+    for (auto& m : *batch) {
+      finished = done(m) || finished;
+      out.push_back(std::move(m));
+    }
+  }
+  std::fprintf(stderr, "read %zu records of %zu topics in %.1f s%s\n", out.size(), topics.size(),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+               finished ? "" : " (timed out)");
+  if (!finished) {
+    // Where each partition's reading stopped, against the end the consumer
+    // last heard of: a stalled partition shows here.
+    std::map<kafka::TopicPartition, std::pair<std::size_t, int64_t>> seen;
+    for (const auto& m : out) {
+      auto& [count, last] = seen[{m.topic, m.partition}];
+      ++count;
+      last = std::max(last, m.offset);
+    }
+    for (const auto& tp : (*consumer)->assignment()) {
+      const auto end = (*consumer)->log_end(tp);
+      std::fprintf(stderr, "  %s/%d: %zu records read, the last at offset %lld; log end %lld\n", tp.topic.c_str(),
+                   tp.partition, seen[tp].first, static_cast<long long>(seen[tp].second),
+                   static_cast<long long>(end.value_or(-1)));
+    }
   }
   (*consumer)->close();
   return out;
@@ -152,10 +178,8 @@ class CleanE2E : public ::testing::Test {
     std::set<std::string> rejected_ids;
     auto outputs = read_all(
         stack_->bootstrap(), {"ecowheels.clean", "ecowheels.rejected"},
-        [&](const std::vector<kafka::InMessage>& got) {
-          clean_ids.clear();
-          rejected_ids.clear();
-          for (const auto& m : got) (m.topic == "ecowheels.clean" ? clean_ids : rejected_ids).insert(event_id_of(m));
+        [&](const kafka::InMessage& m) {
+          (m.topic == "ecowheels.clean" ? clean_ids : rejected_ids).insert(event_id_of(m));
           return clean_ids.size() + rejected_ids.size() >= posted.ids.size();
         },
         120s);
@@ -165,7 +189,10 @@ class CleanE2E : public ::testing::Test {
     EXPECT_TRUE(both.empty()) << both.size() << " events are both clean and rejected, e.g. " << both.front();
     std::set<std::string> all = clean_ids;
     all.insert(rejected_ids.begin(), rejected_ids.end());
-    EXPECT_EQ(all, posted.ids);
+    std::vector<std::string> missing;
+    std::set_difference(posted.ids.begin(), posted.ids.end(), all.begin(), all.end(), std::back_inserter(missing));
+    EXPECT_EQ(all, posted.ids) << missing.size() << " accepted events are in neither topic"
+                               << (missing.empty() ? "" : ", e.g. " + missing.front());
     EXPECT_EQ(rejected_ids, posted.faulty);
     return outputs;
   }
@@ -200,8 +227,9 @@ class CleanE2E : public ::testing::Test {
   // partition in offset order, in batches of 777, with no crash.
   Reference reference_run(const Posted& posted) {
     Reference ref;
+    std::size_t read = 0;
     const auto raw = read_all(
-        stack_->bootstrap(), {"ecowheels.raw"}, [&](const auto& got) { return got.size() >= posted.ids.size(); }, 60s);
+        stack_->bootstrap(), {"ecowheels.raw"}, [&](const auto&) { return ++read >= posted.ids.size(); }, 60s);
     EXPECT_EQ(raw.size(), posted.ids.size()) << "ingest retries: " << posted.retries;
     std::map<int32_t, std::vector<kafka::InMessage>> by_partition;
     for (const auto& m : raw) by_partition[m.partition].push_back(m);
