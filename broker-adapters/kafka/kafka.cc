@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <tuple>
 
@@ -289,7 +290,8 @@ struct KafkaConsumer::Impl {
   TopicHandles topics;
   RebalanceHooks hooks;
   std::vector<TopicPartition> assigned;
-  uint64_t rebalances = 0;  // counted by rebalance_cb, read by poll_batch
+  std::set<TopicPartition> paused;  // by pause(), until resume() or an assignment
+  uint64_t rebalances = 0;          // counted by rebalance_cb, read by poll_batch
   bool closed = false;
   LogLimit commit_log{std::chrono::seconds(10)};  // commit_cb runs on the polling thread
 };
@@ -315,12 +317,26 @@ void rebalance_cb(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partit
         if (it != starts.end()) parts->elems[i].offset = it->second;
       }
     }
-    spdlog::info("assigned {} partitions", tps.size());
-    rd_kafka_assign(rk, parts);
     // librdkafka keeps a partition's pause flag across revoke and assign: one
     // paused before (the loop pauses while a send waits out an outage) would
-    // stay paused for good. A new assignment starts unpaused, as Consumer says.
-    (void)rd_kafka_resume_partitions(rk, parts);
+    // stay paused for good. A new assignment starts unpaused, as Consumer
+    // says: those are resumed *before* the assign, and no others. A resume
+    // after it raced librdkafka's main thread, which applies the assignment
+    // later: the resume's op version could overtake the partition's fetch
+    // start, which librdkafka then dropped as outdated, and the partition was
+    // never fetched (a CI run's reader waited 120 s on one partition).
+    std::vector<TopicPartition> stale;
+    for (const auto& tp : tps) {
+      if (impl->paused.erase(tp) > 0) stale.push_back(tp);
+    }
+    if (!stale.empty()) {
+      auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(stale.size()));
+      for (const auto& tp : stale) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition);
+      (void)rd_kafka_resume_partitions(rk, list);
+      rd_kafka_topic_partition_list_destroy(list);
+    }
+    spdlog::info("assigned {} partitions", tps.size());
+    rd_kafka_assign(rk, parts);
     impl->assigned = tps;
   } else {
     if (impl->hooks.on_revoke) impl->hooks.on_revoke(tps);
@@ -477,7 +493,8 @@ void KafkaConsumer::commit_async(const std::map<TopicPartition, int64_t>& next_o
 
 namespace {
 
-Status set_paused(rd_kafka_t* rk, const std::vector<TopicPartition>& parts, bool pause) {
+Status set_paused(KafkaConsumer::Impl& impl, const std::vector<TopicPartition>& parts, bool pause) {
+  rd_kafka_t* rk = impl.rk;
   if (parts.empty()) return {};
   auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(parts.size()));
   for (const auto& tp : parts) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition);
@@ -486,14 +503,21 @@ Status set_paused(rd_kafka_t* rk, const std::vector<TopicPartition>& parts, bool
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return fail(Errc::kUnavailable, fmt::format("{}: {}", pause ? "pause" : "resume", rd_kafka_err2str(err)));
   }
+  for (const auto& tp : parts) {
+    if (pause) {
+      impl.paused.insert(tp);
+    } else {
+      impl.paused.erase(tp);
+    }
+  }
   return {};
 }
 
 }  // namespace
 
-Status KafkaConsumer::pause(const std::vector<TopicPartition>& parts) { return set_paused(impl_->rk, parts, true); }
+Status KafkaConsumer::pause(const std::vector<TopicPartition>& parts) { return set_paused(*impl_, parts, true); }
 
-Status KafkaConsumer::resume(const std::vector<TopicPartition>& parts) { return set_paused(impl_->rk, parts, false); }
+Status KafkaConsumer::resume(const std::vector<TopicPartition>& parts) { return set_paused(*impl_, parts, false); }
 
 ConsumerFactory KafkaConsumer::factory(KafkaOptions options, std::string group_id, std::vector<std::string> topics) {
   return [options = std::move(options), group_id = std::move(group_id),
