@@ -132,6 +132,7 @@ int cmd_check(const std::vector<std::string>& files) {
 // `starling sagas list|show|report`: the saga API as tables, or --json.
 struct SagasArgs {
   std::string url;
+  std::string api_key;  // the saga API's, when it was started with --api-keys
   std::string command;  // list, show, report
   std::string id;
   std::string state;
@@ -145,14 +146,21 @@ struct SagasArgs {
   bool as_json = false;
 };
 
-Result<json> saga_api_get(const std::string& url) {
-  auto resp = http_call("GET", url);
+Result<json> saga_api_get(const std::string& url, const std::string& api_key) {
+  std::map<std::string, std::string> headers;
+  if (!api_key.empty()) headers["Authorization"] = "Bearer " + api_key;
+  auto resp = http_call("GET", url, {}, headers);
   if (!resp) return std::unexpected(resp.error());
   json body = json::parse(resp->body, nullptr, false);
   if (resp->status != 200) {
     const auto msg =
         body.is_object() && body.contains("error") ? body["error"].value("message", resp->body) : resp->body;
-    return fail(Errc::kInvalidArgument, fmt::format("saga API answered {}: {}", resp->status, msg));
+    return fail(
+        Errc::kInvalidArgument,
+        fmt::format("saga API answered {}: {}{}", resp->status, msg,
+                    resp->status == 401 ? (api_key.empty() ? " (give the key: STARLING_SAGA_API_KEY or --api-key)"
+                                                           : " (the key given by --api-key or STARLING_SAGA_API_KEY)")
+                                        : ""));
   }
   if (body.is_discarded()) return fail(Errc::kInternal, "saga API: not JSON: " + resp->body);
   return body;
@@ -179,7 +187,7 @@ void add_tally(json& a, const json& b) {
 }
 
 int sagas_show(const SagasArgs& a) {
-  auto s = fetch_saga(split_commas(a.url), a.id);
+  auto s = fetch_saga(split_commas(a.url), a.id, a.api_key);
   if (!s) {
     fmt::print(stderr, "error: {}\n", s.error().message);
     return 1;
@@ -220,7 +228,7 @@ int sagas_list(const SagasArgs& a) {
   for (const auto& url : urls) {
     std::string token;
     do {
-      auto page = saga_api_get(url + q + (token.empty() ? "" : "&page_token=" + token));
+      auto page = saga_api_get(url + q + (token.empty() ? "" : "&page_token=" + token), a.api_key);
       if (!page) {
         fmt::print(stderr, "error: {}\n", page.error().message);
         return 1;
@@ -267,7 +275,7 @@ int sagas_report(const SagasArgs& a) {
   if (!a.window.empty()) q += "&window=" + url_encode(a.window);
   Result<json> body = json();
   for (const auto& url : split_commas(a.url)) {
-    auto one = saga_api_get(url + q);
+    auto one = saga_api_get(url + q, a.api_key);
     if (!one) {
       fmt::print(stderr, "error: {}\n", one.error().message);
       return 1;
@@ -703,6 +711,11 @@ int run(int argc, char** argv) {
                    "Saga API base URL; with several coordinators, every one comma-separated: each counts the sagas "
                    "of its own partitions, and the totals are added")
       ->capture_default_str();
+  sagas
+      ->add_option("--api-key", sagas_args.api_key,
+                   "The saga API's key, when it was started with --api-keys (sent as 'Authorization: Bearer'); "
+                   "prefer the variable: flags show in ps")
+      ->envname("STARLING_SAGA_API_KEY");
   sagas->add_option("--state", sagas_args.state,
                     "Only sagas in this state (ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, OVERDUE, FAILED, COMPENSATED)");
   sagas->add_option("--pipeline", sagas_args.pipeline, "Only sagas of this pipeline");
@@ -726,6 +739,8 @@ int run(int argc, char** argv) {
   for (auto* sub : {sagas_list_cmd, sagas_show_cmd, sagas_report_cmd}) {
     sub->fallthrough();
     sub->add_option("--url", sagas_args.url, "Saga API base URL (several: comma-separated)")->capture_default_str();
+    sub->add_option("--api-key", sagas_args.api_key, "The saga API's key (or STARLING_SAGA_API_KEY)")
+        ->envname("STARLING_SAGA_API_KEY");
     sub->add_flag("--json", sagas_args.as_json, "Print JSON instead of a table");
   }
   for (auto* sub : {sagas_list_cmd, sagas_report_cmd}) {

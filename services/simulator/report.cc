@@ -49,8 +49,10 @@ Result<SagaTotals> fetch_totals(const std::vector<std::string>& saga_urls, const
   return sum;
 }
 
-Result<json> fetch_saga(const std::string& saga_url, const std::string& saga_id) {
-  auto resp = http_call("GET", saga_url + "/v1/sagas/" + saga_id);
+Result<json> fetch_saga(const std::string& saga_url, const std::string& saga_id, const std::string& api_key) {
+  std::map<std::string, std::string> headers;
+  if (!api_key.empty()) headers["Authorization"] = "Bearer " + api_key;
+  auto resp = http_call("GET", saga_url + "/v1/sagas/" + saga_id, {}, headers);
   if (!resp) return std::unexpected(resp.error());
   if (resp->status == 404) return fail(Errc::kNotFound, "no saga " + saga_id);
   if (resp->status != 200)
@@ -60,10 +62,11 @@ Result<json> fetch_saga(const std::string& saga_url, const std::string& saga_id)
   return body;
 }
 
-Result<json> fetch_saga(const std::vector<std::string>& saga_urls, const std::string& saga_id) {
+Result<json> fetch_saga(const std::vector<std::string>& saga_urls, const std::string& saga_id,
+                        const std::string& api_key) {
   Result<json> first = fail(Errc::kNotFound, "no saga " + saga_id);
   for (const auto& url : saga_urls) {
-    auto s = fetch_saga(url, saga_id);
+    auto s = fetch_saga(url, saga_id, api_key);
     if (!s) {
       if (s.error().code != Errc::kNotFound) return s;
     } else if (s->value("owned", true)) {

@@ -33,8 +33,10 @@ Result<SagaTotals> fetch_totals(const std::vector<std::string>& saga_urls, const
 Result<SagaTotals> fetch_totals(const std::string& saga_url, const std::string& pipeline);
 /// A saga as the instance that owns its partition answers it; when none says
 /// it owns it (a rebalance in progress), the first instance that knows it.
-Result<nlohmann::json> fetch_saga(const std::vector<std::string>& saga_urls, const std::string& saga_id);
-Result<nlohmann::json> fetch_saga(const std::string& saga_url, const std::string& saga_id);
+Result<nlohmann::json> fetch_saga(const std::vector<std::string>& saga_urls, const std::string& saga_id,
+                                  const std::string& api_key = {});
+Result<nlohmann::json> fetch_saga(const std::string& saga_url, const std::string& saga_id,
+                                  const std::string& api_key = {});
 
 /// Polls until `sagas` sagas exist and every one is COMPLETED, or timeout.
 Result<SagaTotals> wait_until_settled(const std::vector<std::string>& saga_urls, const std::string& pipeline,

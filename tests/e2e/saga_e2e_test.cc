@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "broker-adapters/kafka/kafka.h"
+#include "services/common/api_keys.h"
 #include "services/common/http.h"
 #include "services/common/process.h"
 #include "services/simulator/report.h"
@@ -149,6 +150,60 @@ class SagaE2E : public ::testing::Test {
   testing::TempDir dir_;
   std::unique_ptr<Stack> stack_;
 };
+
+// A coordinator reachable beyond loopback wants API keys (compose ships
+// one), and `starling sagas` then needs the key: without it the answer says
+// how to give it; a wrong one is refused; the right one, from the flag or
+// the environment (flags show in ps), reads.
+TEST_F(SagaE2E, ACoordinatorThatWantsAKeyIsReadByTheCliGivenTheKeyByFlagOrEnvironment) {
+  const auto file = testing::source_path("pipelines/ecowheels.yaml");
+  ASSERT_NO_FATAL_FAILURE(start(file));
+  const std::string key = "s3cret-" + std::to_string(::getpid());
+  const auto digest = sha256(key);
+  {
+    std::ofstream keys(dir_ / "keys.yaml");
+    keys << "keys:\n  - name: ops\n    sha256: " << hex(digest.data(), digest.size())
+         << "\n    pipelines: [\"*\"]\n    scopes: [read]\n";
+  }
+  auto keyed =
+      ChildProcess::spawn({std::string(STARLING_BIN_DIR) + "/starling-saga", "--kafka", stack_->bootstrap(),
+                           "--pipeline", file, "--listen", "127.0.0.1:0", "--port-file", dir_ / "keyed.port",
+                           "--data-dir", dir_ / "keyed", "--instance", "keyed", "--api-keys", dir_ / "keys.yaml"},
+                          dir_ / "keyed.log");
+  ASSERT_TRUE(keyed.has_value()) << keyed.error().message;
+  std::string port;
+  for (int i = 0; i < 300 && port.empty(); ++i) {
+    std::ifstream in(dir_ / "keyed.port");
+    std::getline(in, port);
+    if (port.empty()) std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_FALSE(port.empty()) << "the keyed coordinator did not listen; see " << dir_ / "keyed.log";
+  const auto url = "http://127.0.0.1:" + port.substr(port.rfind(':') + 1);
+  auto cli = [&](std::vector<std::string> args, const std::vector<std::pair<std::string, std::string>>& env,
+                 const std::string& name) {
+    args.insert(args.begin(), {std::string(STARLING_BIN_DIR) + "/starling", "sagas", "list", "--url", url});
+    auto p = ChildProcess::spawn(args, dir_ / name, {}, env);
+    EXPECT_TRUE(p.has_value());
+    const auto st = p ? p->wait(30s) : std::nullopt;
+    std::ifstream in(dir_ / name);
+    return std::pair<int, std::string>{st && WIFEXITED(*st) ? WEXITSTATUS(*st) : -1,
+                                       std::string((std::istreambuf_iterator<char>(in)), {})};
+  };
+  const auto [none_rc, none] = cli({}, {}, "none.txt");
+  EXPECT_EQ(none_rc, 1) << none;
+  EXPECT_NE(none.find("401"), std::string::npos) << none;
+  EXPECT_NE(none.find("STARLING_SAGA_API_KEY or --api-key"), std::string::npos) << none;
+  const auto [wrong_rc, wrong] = cli({"--api-key", "not-" + key}, {}, "wrong.txt");
+  EXPECT_EQ(wrong_rc, 1) << wrong;
+  EXPECT_NE(wrong.find("not known"), std::string::npos) << wrong;
+  const auto [flag_rc, flag] = cli({"--api-key", key}, {}, "flag.txt");
+  EXPECT_EQ(flag_rc, 0) << flag;
+  const auto [env_rc, env] = cli({}, {{"STARLING_SAGA_API_KEY", key}}, "env.txt");
+  EXPECT_EQ(env_rc, 0) << env;
+  EXPECT_EQ(env, flag) << "the key from the environment reads what the flag's reads";
+  keyed->signal(SIGTERM);
+  (void)keyed->wait(30s);
+}
 
 TEST_F(SagaE2E, CoordinatorKilledWithSigkillRepeatedlyEndsWithTheStatesAndCountsOfARunWithoutCrashes) {
   // STARLING_SOAK=1 runs the size the issue asks for (100k events in 2k
