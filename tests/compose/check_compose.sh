@@ -19,7 +19,7 @@ for profile in kafka three-brokers starling-broker monitoring; do
 done
 services=$(docker-compose config --services | sort | tr '\n' ' ')
 for want in kafka kafka-1 kafka-2 kafka-3 kafka-topics starling-broker broker-topics topics postgres mosquitto \
-  saga clean load ingest-1 ingest-2 lb; do
+  saga saga-2 clean clean-2 load load-2 ingest-1 ingest-2 lb; do
   [[ " $services " == *" $want "* ]] || { echo "compose: service '$want' is missing (have: $services)"; exit 1; }
 done
 monitoring=$(docker-compose --profile monitoring config --services | sort | tr '\n' ' ')

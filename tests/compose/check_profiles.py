@@ -15,7 +15,7 @@ compose 1.29's enabled_for_profiles) and checks:
   2. every depends_on of a started service is started too (else
      `docker-compose up` refuses the profile);
   3. one job creates the topics, the same list the "topics" job waits for;
-  4. the Starling services (ingest-1, ingest-2, clean, load, saga, lb,
+  4. the Starling services (ingest-1, ingest-2, clean, clean-2, load, load-2, saga, saga-2, lb,
      topics) are the same: command, environment, dependencies and all, as in
      the starling-broker profile; so what runs here is what runs on Kafka;
   5. three-brokers: three brokers and controllers, replication factor 3 and
@@ -31,7 +31,7 @@ import sys
 
 import yaml
 
-STARLING = ["saga", "clean", "load", "ingest-1", "ingest-2", "lb", "topics"]
+STARLING = ["saga", "saga-2", "clean", "clean-2", "load", "load-2", "ingest-1", "ingest-2", "lb", "topics"]
 PROFILES = ["kafka", "three-brokers", "starling-broker"]
 errors = []
 
