@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <iterator>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -305,6 +306,27 @@ std::vector<TopicPartition> to_vector(const rd_kafka_topic_partition_list_t* par
   return out;
 }
 
+// Pauses or resumes `parts` in librdkafka and keeps Impl::paused in step.
+Status set_paused(KafkaConsumer::Impl& impl, const std::vector<TopicPartition>& parts, bool pause) {
+  rd_kafka_t* rk = impl.rk;
+  if (parts.empty()) return {};
+  auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(parts.size()));
+  for (const auto& tp : parts) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition);
+  const auto err = pause ? rd_kafka_pause_partitions(rk, list) : rd_kafka_resume_partitions(rk, list);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return fail(Errc::kUnavailable, fmt::format("{}: {}", pause ? "pause" : "resume", rd_kafka_err2str(err)));
+  }
+  for (const auto& tp : parts) {
+    if (pause) {
+      impl.paused.insert(tp);
+    } else {
+      impl.paused.erase(tp);
+    }
+  }
+  return {};
+}
+
 void rebalance_cb(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts, void* opaque) {
   auto* impl = static_cast<KafkaConsumer::Impl*>(opaque);
   ++impl->rebalances;
@@ -326,15 +348,9 @@ void rebalance_cb(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partit
     // start, which librdkafka then dropped as outdated, and the partition was
     // never fetched (a CI run's reader waited 120 s on one partition).
     std::vector<TopicPartition> stale;
-    for (const auto& tp : tps) {
-      if (impl->paused.erase(tp) > 0) stale.push_back(tp);
-    }
-    if (!stale.empty()) {
-      auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(stale.size()));
-      for (const auto& tp : stale) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition);
-      (void)rd_kafka_resume_partitions(rk, list);
-      rd_kafka_topic_partition_list_destroy(list);
-    }
+    std::copy_if(tps.begin(), tps.end(), std::back_inserter(stale),
+                 [&](const TopicPartition& tp) { return impl->paused.contains(tp); });
+    (void)set_paused(*impl, stale, false);
     spdlog::info("assigned {} partitions", tps.size());
     rd_kafka_assign(rk, parts);
     impl->assigned = tps;
@@ -490,30 +506,6 @@ void KafkaConsumer::commit_async(const std::map<TopicPartition, int64_t>& next_o
   rd_kafka_topic_partition_list_destroy(list);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) commit_cb(impl_->rk, err, nullptr, impl_.get());
 }
-
-namespace {
-
-Status set_paused(KafkaConsumer::Impl& impl, const std::vector<TopicPartition>& parts, bool pause) {
-  rd_kafka_t* rk = impl.rk;
-  if (parts.empty()) return {};
-  auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(parts.size()));
-  for (const auto& tp : parts) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition);
-  const auto err = pause ? rd_kafka_pause_partitions(rk, list) : rd_kafka_resume_partitions(rk, list);
-  rd_kafka_topic_partition_list_destroy(list);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return fail(Errc::kUnavailable, fmt::format("{}: {}", pause ? "pause" : "resume", rd_kafka_err2str(err)));
-  }
-  for (const auto& tp : parts) {
-    if (pause) {
-      impl.paused.insert(tp);
-    } else {
-      impl.paused.erase(tp);
-    }
-  }
-  return {};
-}
-
-}  // namespace
 
 Status KafkaConsumer::pause(const std::vector<TopicPartition>& parts) { return set_paused(*impl_, parts, true); }
 
