@@ -711,11 +711,22 @@ int run(int argc, char** argv) {
                    "Saga API base URL; with several coordinators, every one comma-separated: each counts the sagas "
                    "of its own partitions, and the totals are added")
       ->capture_default_str();
+  // The key goes into a request header: a control character (a pasted
+  // newline) would split the header, so it is refused before any request.
+  const CLI::Validator printable_key(
+      [](const std::string& key) -> std::string {
+        const auto bad = std::find_if(key.begin(), key.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+        return bad == key.end() ? std::string()
+                                : fmt::format("the key has a control character (byte {}): a header cannot carry it",
+                                              std::distance(key.begin(), bad) + 1);
+      },
+      "KEY");
   sagas
       ->add_option("--api-key", sagas_args.api_key,
                    "The saga API's key, when it was started with --api-keys (sent as 'Authorization: Bearer'); "
                    "prefer the variable: flags show in ps")
-      ->envname("STARLING_SAGA_API_KEY");
+      ->envname("STARLING_SAGA_API_KEY")
+      ->check(printable_key);
   sagas->add_option("--state", sagas_args.state,
                     "Only sagas in this state (ACCEPTED, IN_FLIGHT, COMPLETED, STALLED, OVERDUE, FAILED, COMPENSATED)");
   sagas->add_option("--pipeline", sagas_args.pipeline, "Only sagas of this pipeline");
@@ -740,7 +751,8 @@ int run(int argc, char** argv) {
     sub->fallthrough();
     sub->add_option("--url", sagas_args.url, "Saga API base URL (several: comma-separated)")->capture_default_str();
     sub->add_option("--api-key", sagas_args.api_key, "The saga API's key (or STARLING_SAGA_API_KEY)")
-        ->envname("STARLING_SAGA_API_KEY");
+        ->envname("STARLING_SAGA_API_KEY")
+        ->check(printable_key);
     sub->add_flag("--json", sagas_args.as_json, "Print JSON instead of a table");
   }
   for (auto* sub : {sagas_list_cmd, sagas_report_cmd}) {

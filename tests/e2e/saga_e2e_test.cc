@@ -193,6 +193,9 @@ TEST_F(SagaE2E, ACoordinatorThatWantsAKeyIsReadByTheCliGivenTheKeyByFlagOrEnviro
   EXPECT_EQ(none_rc, 1) << none;
   EXPECT_NE(none.find("401"), std::string::npos) << none;
   EXPECT_NE(none.find("STARLING_SAGA_API_KEY or --api-key"), std::string::npos) << none;
+  const auto [split_rc, split] = cli({}, {{"STARLING_SAGA_API_KEY", key + "\r\nX-Evil: 1"}}, "split.txt");
+  EXPECT_EQ(split_rc, 2) << split;
+  EXPECT_NE(split.find("control character (byte " + std::to_string(key.size() + 1) + ")"), std::string::npos) << split;
   const auto [wrong_rc, wrong] = cli({"--api-key", "not-" + key}, {}, "wrong.txt");
   EXPECT_EQ(wrong_rc, 1) << wrong;
   EXPECT_NE(wrong.find("not known"), std::string::npos) << wrong;
